@@ -1,0 +1,60 @@
+package cli
+
+import (
+	"fmt"
+	"strings"
+	"text/tabwriter"
+	"time"
+
+	"google.golang.org/protobuf/encoding/protojson"
+	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/types/known/timestamppb"
+)
+
+var jsonOpts = protojson.MarshalOptions{Multiline: true, Indent: "  ", EmitUnpopulated: true}
+
+// printJSON writes a message as JSON.
+func (g *globals) printJSON(m proto.Message) error {
+	b, err := jsonOpts.Marshal(m)
+	if err != nil {
+		return err
+	}
+	_, err = fmt.Fprintln(g.stdout, string(b))
+	return err
+}
+
+// table writes rows under a header, aligned.
+func (g *globals) table(header []string, rows [][]string) error {
+	w := tabwriter.NewWriter(g.stdout, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(w, strings.Join(header, "\t"))
+	for _, r := range rows {
+		fmt.Fprintln(w, strings.Join(r, "\t"))
+	}
+	return w.Flush()
+}
+
+// fields writes "name: value" lines, aligned.
+func (g *globals) fields(kv ...string) error {
+	w := tabwriter.NewWriter(g.stdout, 0, 4, 1, ' ', 0)
+	for i := 0; i+1 < len(kv); i += 2 {
+		fmt.Fprintf(w, "%s:\t%s\n", kv[i], kv[i+1])
+	}
+	return w.Flush()
+}
+
+// ago renders a timestamp as a time and how long ago it was.
+func ago(ts *timestamppb.Timestamp) string {
+	if ts == nil || !ts.IsValid() || ts.AsTime().IsZero() {
+		return "-"
+	}
+	t := ts.AsTime()
+	return fmt.Sprintf("%s (%s ago)", t.Local().Format(time.DateTime), time.Since(t).Round(time.Second))
+}
+
+// since renders how long ago a timestamp was.
+func since(ts *timestamppb.Timestamp) string {
+	if ts == nil || !ts.IsValid() || ts.AsTime().IsZero() {
+		return "-"
+	}
+	return time.Since(ts.AsTime()).Round(time.Second).String()
+}

@@ -1,0 +1,86 @@
+// Package cli is hearthctl's command tree.
+package cli
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"time"
+
+	"github.com/spf13/cobra"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/status"
+
+	"hearth.dev/internal/buildinfo"
+	"hearth.dev/internal/daemon"
+	"hearth.dev/internal/dial"
+)
+
+// globals are the flags every command takes.
+type globals struct {
+	runDir  string
+	output  string
+	timeout time.Duration
+	stdout  io.Writer
+	stderr  io.Writer
+}
+
+// Main runs hearthctl with args and returns the exit code.
+func Main(args []string, stdout, stderr io.Writer) int {
+	g := &globals{stdout: stdout, stderr: stderr}
+	root := &cobra.Command{
+		Use:   "hearthctl",
+		Short: "Drive Hearth: images, containers and packages on this home server",
+		Long: `hearthctl talks to Hearth's daemons over their Unix sockets in --run-dir.
+
+Every command takes --output json for scripts; text is meant for people.`,
+		Version:       buildinfo.Version(),
+		SilenceUsage:  true,
+		SilenceErrors: true,
+		PersistentPreRunE: func(cmd *cobra.Command, _ []string) error {
+			if g.output != "text" && g.output != "json" {
+				return fmt.Errorf("--output %q: use text or json", g.output)
+			}
+			return nil
+		},
+	}
+	root.SetArgs(args)
+	root.SetOut(stdout)
+	root.SetErr(stderr)
+	pf := root.PersistentFlags()
+	pf.StringVar(&g.runDir, "run-dir", envOr(daemon.RunDirEnv, daemon.DefaultRunDir), "directory of the daemons' sockets (env "+daemon.RunDirEnv+")")
+	pf.StringVarP(&g.output, "output", "o", "text", "output format: text or json")
+	pf.DurationVar(&g.timeout, "timeout", 2*time.Minute, "give up on a call after this long")
+	root.AddCommand(containerCmd(g))
+	if err := root.Execute(); err != nil {
+		fmt.Fprintf(stderr, "hearthctl: %s\n", describe(err))
+		return 1
+	}
+	return 0
+}
+
+// describe turns a gRPC status into its message and code name.
+func describe(err error) string {
+	if s, ok := status.FromError(err); ok {
+		return fmt.Sprintf("%s (%s)", s.Message(), s.Code())
+	}
+	return err.Error()
+}
+
+// conn connects to a daemon's socket in the run directory.
+func (g *globals) conn(daemonName string) (*grpc.ClientConn, error) {
+	return dial.Unix(filepath.Join(g.runDir, daemonName+".sock"))
+}
+
+func (g *globals) ctx(cmd *cobra.Command) (context.Context, context.CancelFunc) {
+	return context.WithTimeout(cmd.Context(), g.timeout)
+}
+
+func envOr(k, def string) string {
+	if v := os.Getenv(k); v != "" {
+		return v
+	}
+	return def
+}

@@ -1,0 +1,121 @@
+// Package containerapi serves ContainerService over the containers manager, mapping
+// errors to gRPC codes at this boundary.
+package containerapi
+
+import (
+	"context"
+	"time"
+
+	"google.golang.org/protobuf/types/known/timestamppb"
+
+	"hearth.dev/internal/errdefs"
+	containerv1 "hearth.dev/proto/hearth/container/v1"
+	"hearth.dev/services/containerd-lite/internal/containers"
+	"hearth.dev/services/containerd-lite/internal/lxcrt"
+)
+
+// Service implements ContainerService.
+type Service struct {
+	containerv1.UnimplementedContainerServiceServer
+	m *containers.Manager
+}
+
+var _ containerv1.ContainerServiceServer = (*Service)(nil)
+
+// New returns the service over m.
+func New(m *containers.Manager) *Service { return &Service{m: m} }
+
+// CreateContainer implements ContainerService.
+func (s *Service) CreateContainer(ctx context.Context, req *containerv1.CreateContainerRequest) (*containerv1.CreateContainerResponse, error) {
+	i, err := s.m.Create(ctx, req.GetName())
+	if err != nil {
+		return nil, errdefs.ToGRPC(err)
+	}
+	return &containerv1.CreateContainerResponse{Container: toProto(i)}, nil
+}
+
+// StartContainer implements ContainerService.
+func (s *Service) StartContainer(ctx context.Context, req *containerv1.StartContainerRequest) (*containerv1.StartContainerResponse, error) {
+	i, err := s.m.Start(ctx, req.GetName())
+	if err != nil {
+		return nil, errdefs.ToGRPC(err)
+	}
+	return &containerv1.StartContainerResponse{Container: toProto(i)}, nil
+}
+
+// StopContainer implements ContainerService.
+func (s *Service) StopContainer(ctx context.Context, req *containerv1.StopContainerRequest) (*containerv1.StopContainerResponse, error) {
+	var timeout time.Duration
+	if req.GetTimeout() != nil {
+		timeout = req.GetTimeout().AsDuration()
+	}
+	i, err := s.m.Stop(ctx, req.GetName(), timeout)
+	if err != nil {
+		return nil, errdefs.ToGRPC(err)
+	}
+	return &containerv1.StopContainerResponse{Container: toProto(i)}, nil
+}
+
+// DeleteContainer implements ContainerService.
+func (s *Service) DeleteContainer(ctx context.Context, req *containerv1.DeleteContainerRequest) (*containerv1.DeleteContainerResponse, error) {
+	if err := s.m.Delete(ctx, req.GetName(), req.GetForce()); err != nil {
+		return nil, errdefs.ToGRPC(err)
+	}
+	return &containerv1.DeleteContainerResponse{}, nil
+}
+
+// ListContainers implements ContainerService.
+func (s *Service) ListContainers(ctx context.Context, _ *containerv1.ListContainersRequest) (*containerv1.ListContainersResponse, error) {
+	list, err := s.m.List(ctx)
+	if err != nil {
+		return nil, errdefs.ToGRPC(err)
+	}
+	resp := &containerv1.ListContainersResponse{}
+	for _, i := range list {
+		resp.Containers = append(resp.Containers, toProto(i))
+	}
+	return resp, nil
+}
+
+// GetContainer implements ContainerService. guestd is asked only when the container runs.
+func (s *Service) GetContainer(ctx context.Context, req *containerv1.GetContainerRequest) (*containerv1.GetContainerResponse, error) {
+	i, err := s.m.Get(ctx, req.GetName())
+	if err != nil {
+		return nil, errdefs.ToGRPC(err)
+	}
+	resp := &containerv1.GetContainerResponse{Container: toProto(i)}
+	if i.State == lxcrt.Running {
+		gctx, cancel := context.WithTimeout(ctx, 3*time.Second)
+		defer cancel()
+		if g, err := s.m.GuestInfo(gctx, i.Name); err != nil {
+			resp.GuestError = err.Error()
+		} else {
+			resp.Guest = g
+		}
+	}
+	return resp, nil
+}
+
+var states = map[lxcrt.State]containerv1.ContainerState{
+	lxcrt.Stopped:  containerv1.ContainerState_CONTAINER_STATE_STOPPED,
+	lxcrt.Missing:  containerv1.ContainerState_CONTAINER_STATE_STOPPED,
+	lxcrt.Starting: containerv1.ContainerState_CONTAINER_STATE_STARTING,
+	lxcrt.Running:  containerv1.ContainerState_CONTAINER_STATE_RUNNING,
+	lxcrt.Stopping: containerv1.ContainerState_CONTAINER_STATE_STOPPING,
+	lxcrt.Frozen:   containerv1.ContainerState_CONTAINER_STATE_FROZEN,
+}
+
+func toProto(i containers.Info) *containerv1.Container {
+	c := &containerv1.Container{
+		Name:      i.Name,
+		State:     states[i.State],
+		InitPid:   int32(i.InitPID),
+		CreatedAt: timestamppb.New(i.CreatedAt),
+		Rootfs:    i.Rootfs,
+		RpcDir:    i.RPCDir,
+	}
+	if !i.StartedAt.IsZero() {
+		c.StartedAt = timestamppb.New(i.StartedAt)
+	}
+	return c
+}

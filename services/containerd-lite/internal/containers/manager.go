@@ -1,0 +1,428 @@
+// Package containers is containerd-lite's container lifecycle: create, start, stop and
+// delete unprivileged LXC containers on an overlay of the shared base rootfs, serve each
+// running container its host.sock, and reconcile the stored records with what LXC and
+// the mount table say at start-up.
+package containers
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"regexp"
+	"sync"
+	"time"
+
+	"hearth.dev/internal/errdefs"
+	"hearth.dev/services/containerd-lite/internal/idmap"
+	"hearth.dev/services/containerd-lite/internal/lxcrt"
+	"hearth.dev/services/containerd-lite/internal/mounts"
+	"hearth.dev/services/containerd-lite/internal/store"
+)
+
+// InitCommand is the container's PID 1: guestd from the base rootfs.
+var InitCommand = []string{"/sbin/guestd", "init"}
+
+// DefaultStopTimeout is how long init gets to stop before the container is killed.
+const DefaultStopTimeout = 10 * time.Second
+
+var nameRE = regexp.MustCompile(`^[a-z0-9][a-z0-9-]{0,31}$`)
+
+// ValidateName checks a container name.
+func ValidateName(name string) error {
+	if !nameRE.MatchString(name) {
+		return fmt.Errorf("container name %q: use 1 to 32 lower-case letters, digits and '-', starting with a letter or digit: %w", name, errdefs.ErrInvalidArgument)
+	}
+	return nil
+}
+
+// Options configure a Manager.
+type Options struct {
+	// StateDir holds containers/<name>/ (upper, work, rootfs, rpc and logs).
+	StateDir string
+	// BaseRootfs is the installed (id-shifted) base every container's overlay sits on.
+	BaseRootfs string
+	Runtime    *lxcrt.Runtime
+	Store      *store.Store
+	Logger     *slog.Logger
+	IDMap      idmap.Mapping
+	// GuestTimeout bounds how long Start waits for guestd to answer; 15s when zero.
+	GuestTimeout time.Duration
+}
+
+// Manager runs containers. Its methods are safe for concurrent use; operations on one
+// container are serialized.
+type Manager struct {
+	opts  Options
+	log   *slog.Logger
+	mu    sync.Mutex
+	locks map[string]*sync.Mutex
+	hosts map[string]*hostServer
+}
+
+// New returns a manager. Call Reconcile before serving requests.
+func New(opts Options) *Manager {
+	if opts.GuestTimeout == 0 {
+		opts.GuestTimeout = 15 * time.Second
+	}
+	if opts.Logger == nil {
+		opts.Logger = slog.Default()
+	}
+	return &Manager{opts: opts, log: opts.Logger, locks: map[string]*sync.Mutex{}, hosts: map[string]*hostServer{}}
+}
+
+// Info is a container's record joined with what LXC reports now.
+type Info struct {
+	store.Container
+	State   lxcrt.State
+	InitPID int
+	// Rootfs is set while the root file system is mounted.
+	Rootfs string
+	RPCDir string
+}
+
+// Paths of one container on the host.
+type paths struct{ dir, upper, work, rootfs, media, rpc, lxcLog, console string }
+
+func (m *Manager) paths(name string) paths {
+	d := filepath.Join(m.opts.StateDir, "containers", name)
+	rootfs := filepath.Join(d, "rootfs")
+	return paths{
+		dir: d, upper: filepath.Join(d, "upper"), work: filepath.Join(d, "work"),
+		rootfs: rootfs, media: filepath.Join(rootfs, "media", "hearth"),
+		rpc: filepath.Join(d, "rpc"), lxcLog: filepath.Join(d, "lxc.log"), console: filepath.Join(d, "console.log"),
+	}
+}
+
+// RPCDir is the host directory shared with the container at /media/hearth/rpc.
+func (m *Manager) RPCDir(name string) string { return m.paths(name).rpc }
+
+func (m *Manager) lock(name string) func() {
+	m.mu.Lock()
+	l, ok := m.locks[name]
+	if !ok {
+		l = &sync.Mutex{}
+		m.locks[name] = l
+	}
+	m.mu.Unlock()
+	l.Lock()
+	return l.Unlock
+}
+
+// Create defines a container and its writable layer. It does not start it.
+func (m *Manager) Create(ctx context.Context, name string) (Info, error) {
+	if err := ValidateName(name); err != nil {
+		return Info{}, err
+	}
+	defer m.lock(name)()
+	if _, err := m.opts.Store.GetContainer(name); err == nil {
+		return Info{}, fmt.Errorf("container %q: %w", name, errdefs.ErrAlreadyExists)
+	} else if !errors.Is(err, errdefs.ErrNotFound) {
+		return Info{}, err
+	}
+	p := m.paths(name)
+	if _, err := os.Lstat(p.dir); err == nil {
+		return Info{}, fmt.Errorf("container %q: its directory %s exists without a record; restart containerd-lite to reconcile: %w", name, p.dir, errdefs.ErrFailedPrecondition)
+	}
+	undo := func() {
+		_ = m.opts.Runtime.Undefine(name)
+		_ = os.RemoveAll(p.dir)
+	}
+	if err := m.makeDirs(p); err != nil {
+		undo()
+		return Info{}, err
+	}
+	cfg := lxcrt.Config{
+		Name: name, Rootfs: p.rootfs, MediaDir: p.media, RPCDir: p.rpc,
+		LogFile: p.lxcLog, ConsoleLog: p.console, IDMap: m.opts.IDMap, Init: InitCommand,
+	}
+	if err := m.opts.Runtime.Define(cfg); err != nil {
+		undo()
+		return Info{}, err
+	}
+	rec := store.Container{Name: name, CreatedAt: time.Now().UTC(), BaseRootfs: m.opts.BaseRootfs}
+	if err := m.opts.Store.PutContainer(rec); err != nil {
+		undo()
+		return Info{}, err
+	}
+	m.log.Info("container created", "container", name)
+	return m.info(rec)
+}
+
+func (m *Manager) makeDirs(p paths) error {
+	root := m.opts.IDMap.RootUID()
+	// The path to a container's root must be traversable by its root user.
+	for _, d := range []string{m.opts.StateDir, filepath.Dir(p.dir)} {
+		if err := os.MkdirAll(d, 0o711); err != nil {
+			return err
+		}
+		if err := os.Chmod(d, 0o711); err != nil {
+			return err
+		}
+	}
+	for _, d := range []struct {
+		path  string
+		mode  os.FileMode
+		owned bool
+	}{
+		{p.dir, 0o711, false},
+		{p.upper, 0o755, true},
+		{p.work, 0o700, false},
+		{p.rootfs, 0o755, false},
+		{p.rpc, 0o750, true},
+	} {
+		if err := os.Mkdir(d.path, d.mode); err != nil {
+			return fmt.Errorf("create %s: %w", d.path, err)
+		}
+		if err := os.Chmod(d.path, d.mode); err != nil {
+			return err
+		}
+		if d.owned {
+			if err := os.Chown(d.path, root, root); err != nil {
+				return fmt.Errorf("chown %s: %w", d.path, err)
+			}
+		}
+	}
+	return nil
+}
+
+// Start starts a container and returns once guestd answers inside it. Starting a running
+// container changes nothing.
+func (m *Manager) Start(ctx context.Context, name string) (Info, error) {
+	defer m.lock(name)()
+	rec, err := m.opts.Store.GetContainer(name)
+	if err != nil {
+		return Info{}, err
+	}
+	st, _, err := m.opts.Runtime.State(name)
+	if err != nil {
+		return Info{}, err
+	}
+	if st == lxcrt.Running {
+		if err := m.serveHost(name); err != nil {
+			return Info{}, err
+		}
+		return m.info(rec)
+	}
+	if st != lxcrt.Stopped {
+		return Info{}, fmt.Errorf("container %q is %s: wait for it to settle, then retry: %w", name, st, errdefs.ErrFailedPrecondition)
+	}
+	p := m.paths(name)
+	fail := func(err error) (Info, error) {
+		if serr := m.opts.Runtime.Stop(name, 0); serr != nil {
+			m.log.Warn("kill after failed start", "container", name, "error", serr)
+		}
+		m.teardown(name)
+		return Info{}, err
+	}
+	if err := m.mountRoot(p, rec); err != nil {
+		return fail(err)
+	}
+	removeSockets(p.rpc)
+	if err := m.serveHost(name); err != nil {
+		return fail(err)
+	}
+	if err := m.opts.Runtime.Start(name, 10*time.Second); err != nil {
+		return fail(fmt.Errorf("%w%s", err, tail("lxc.log", p.lxcLog)))
+	}
+	wctx, cancel := context.WithTimeout(ctx, m.opts.GuestTimeout)
+	defer cancel()
+	if _, err := m.waitGuest(wctx, name); err != nil {
+		return fail(fmt.Errorf("container %q started but guestd did not answer: %w%s", name, err, tail("console", p.console)))
+	}
+	rec.StartedAt = time.Now().UTC()
+	if err := m.opts.Store.PutContainer(rec); err != nil {
+		return Info{}, err
+	}
+	m.log.Info("container started", "container", name)
+	return m.info(rec)
+}
+
+// mountRoot mounts the overlay root and makes /media/hearth a shared mount; both are
+// skipped when already there.
+func (m *Manager) mountRoot(p paths, rec store.Container) error {
+	if ok, err := mounts.IsMounted(p.rootfs); err != nil {
+		return err
+	} else if !ok {
+		if err := mounts.Overlay(rec.BaseRootfs, p.upper, p.work, p.rootfs); err != nil {
+			return err
+		}
+	}
+	if ok, err := mounts.IsMounted(p.media); err != nil {
+		return err
+	} else if !ok {
+		if err := mounts.BindShared(p.media); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// teardown undoes what a running container needed on the host: its host.sock, its
+// mounts and stale sockets. The container must be stopped.
+func (m *Manager) teardown(name string) {
+	p := m.paths(name)
+	m.stopHost(name)
+	if done, err := mounts.UnmountAll(p.dir); err != nil {
+		m.log.Error("unmount", "container", name, "error", err)
+	} else if len(done) > 0 {
+		m.log.Debug("unmounted", "container", name, "targets", done)
+	}
+	removeSockets(p.rpc)
+}
+
+// Stop stops a container: init gets timeout to stop cleanly, then the container is killed.
+func (m *Manager) Stop(ctx context.Context, name string, timeout time.Duration) (Info, error) {
+	defer m.lock(name)()
+	rec, err := m.opts.Store.GetContainer(name)
+	if err != nil {
+		return Info{}, err
+	}
+	if err := m.stopLocked(name, timeout); err != nil {
+		return Info{}, err
+	}
+	return m.info(rec)
+}
+
+func (m *Manager) stopLocked(name string, timeout time.Duration) error {
+	if timeout <= 0 {
+		timeout = DefaultStopTimeout
+	}
+	start := time.Now()
+	if err := m.opts.Runtime.Stop(name, timeout); err != nil {
+		return err
+	}
+	m.teardown(name)
+	m.log.Info("container stopped", "container", name, "took", time.Since(start).Round(time.Millisecond))
+	return nil
+}
+
+// Delete removes a container and everything made for it on the host. A running
+// container is refused unless force is set, in which case it is stopped first.
+func (m *Manager) Delete(ctx context.Context, name string, force bool) error {
+	defer m.lock(name)()
+	if _, err := m.opts.Store.GetContainer(name); err != nil {
+		return err
+	}
+	st, _, err := m.opts.Runtime.State(name)
+	if err != nil {
+		return err
+	}
+	if st != lxcrt.Stopped && st != lxcrt.Missing {
+		if !force {
+			return fmt.Errorf("container %q is %s: stop it first, or delete with force: %w", name, st, errdefs.ErrFailedPrecondition)
+		}
+		if err := m.stopLocked(name, DefaultStopTimeout); err != nil {
+			return err
+		}
+	}
+	if err := m.remove(name); err != nil {
+		return err
+	}
+	if err := m.opts.Store.DeleteContainer(name); err != nil {
+		return err
+	}
+	m.log.Info("container deleted", "container", name)
+	return nil
+}
+
+// remove deletes a stopped container's LXC definition and directory, after making sure
+// nothing is mounted below it (removing through a mount would reach other trees).
+func (m *Manager) remove(name string) error {
+	p := m.paths(name)
+	m.teardown(name)
+	left, err := mounts.Under(p.dir)
+	if err != nil {
+		return err
+	}
+	if len(left) > 0 {
+		return fmt.Errorf("container %q: %v still mounted; not removing its directory", name, left)
+	}
+	if err := m.opts.Runtime.Undefine(name); err != nil {
+		return err
+	}
+	if err := os.RemoveAll(p.dir); err != nil {
+		return fmt.Errorf("remove %s: %w", p.dir, err)
+	}
+	return nil
+}
+
+// Get reports one container.
+func (m *Manager) Get(ctx context.Context, name string) (Info, error) {
+	rec, err := m.opts.Store.GetContainer(name)
+	if err != nil {
+		return Info{}, err
+	}
+	return m.info(rec)
+}
+
+// List reports every container.
+func (m *Manager) List(ctx context.Context) ([]Info, error) {
+	recs, err := m.opts.Store.ListContainers()
+	if err != nil {
+		return nil, err
+	}
+	out := make([]Info, 0, len(recs))
+	for _, r := range recs {
+		i, err := m.info(r)
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, i)
+	}
+	return out, nil
+}
+
+func (m *Manager) info(rec store.Container) (Info, error) {
+	st, pid, err := m.opts.Runtime.State(rec.Name)
+	if err != nil {
+		return Info{}, err
+	}
+	p := m.paths(rec.Name)
+	i := Info{Container: rec, State: st, InitPID: pid, RPCDir: p.rpc}
+	if ok, _ := mounts.IsMounted(p.rootfs); ok {
+		i.Rootfs = p.rootfs
+	}
+	return i, nil
+}
+
+// Close stops serving every host.sock. Containers keep running.
+func (m *Manager) Close() error {
+	m.mu.Lock()
+	names := make([]string, 0, len(m.hosts))
+	for n := range m.hosts {
+		names = append(names, n)
+	}
+	m.mu.Unlock()
+	for _, n := range names {
+		m.stopHost(n)
+	}
+	return nil
+}
+
+// removeSockets removes sockets left in a container's rpc directory.
+func removeSockets(dir string) {
+	ents, err := os.ReadDir(dir)
+	if err != nil {
+		return
+	}
+	for _, e := range ents {
+		if e.Type() == os.ModeSocket {
+			os.Remove(filepath.Join(dir, e.Name()))
+		}
+	}
+}
+
+// tail returns the last lines of a log file, for error messages.
+func tail(label, path string) string {
+	data, err := os.ReadFile(path)
+	if err != nil || len(data) == 0 {
+		return ""
+	}
+	if len(data) > 2048 {
+		data = data[len(data)-2048:]
+	}
+	return fmt.Sprintf("\n--- %s (%s) ---\n%s", label, path, data)
+}

@@ -1,0 +1,76 @@
+package containers
+
+import (
+	"context"
+	"os"
+	"path/filepath"
+	"slices"
+
+	"hearth.dev/services/containerd-lite/internal/lxcrt"
+	"hearth.dev/services/containerd-lite/internal/mounts"
+)
+
+// Reconcile compares the stored records with the containers LXC knows and the mounts
+// that exist, and repairs the difference: running containers are adopted (their
+// host.sock served again), stopped ones lose leftover mounts, and LXC definitions or
+// directories without a record are removed when stopped. It logs every repair.
+func (m *Manager) Reconcile(ctx context.Context) error {
+	recs, err := m.opts.Store.ListContainers()
+	if err != nil {
+		return err
+	}
+	known := map[string]bool{}
+	for _, rec := range recs {
+		known[rec.Name] = true
+		st, pid, err := m.opts.Runtime.State(rec.Name)
+		if err != nil {
+			return err
+		}
+		switch st {
+		case lxcrt.Running:
+			if err := m.serveHost(rec.Name); err != nil {
+				return err
+			}
+			m.log.Info("reconcile: adopted running container", "container", rec.Name, "init_pid", pid)
+		case lxcrt.Stopped:
+			if done, err := mounts.UnmountAll(m.paths(rec.Name).dir); err != nil {
+				m.log.Error("reconcile: unmount leftovers", "container", rec.Name, "error", err)
+			} else if len(done) > 0 {
+				m.log.Warn("reconcile: removed mounts of a stopped container", "container", rec.Name, "targets", done)
+			}
+			removeSockets(m.paths(rec.Name).rpc)
+		case lxcrt.Missing:
+			m.log.Error("reconcile: container has a record but no LXC definition; delete it and create it again", "container", rec.Name)
+		default:
+			m.log.Warn("reconcile: container in transition", "container", rec.Name, "state", st)
+		}
+	}
+	// Definitions and directories nobody recorded: a crash between steps of Create or Delete.
+	orphans := slices.Clone(m.opts.Runtime.Defined())
+	if ents, err := os.ReadDir(filepath.Join(m.opts.StateDir, "containers")); err == nil {
+		for _, e := range ents {
+			if !slices.Contains(orphans, e.Name()) {
+				orphans = append(orphans, e.Name())
+			}
+		}
+	}
+	for _, name := range orphans {
+		if known[name] {
+			continue
+		}
+		st, _, err := m.opts.Runtime.State(name)
+		if err != nil {
+			return err
+		}
+		if st != lxcrt.Stopped && st != lxcrt.Missing {
+			m.log.Error("reconcile: a container without a record is running; stop it with lxc-stop, then restart containerd-lite", "container", name, "lxc_path", m.opts.Runtime.Path)
+			continue
+		}
+		if err := m.remove(name); err != nil {
+			m.log.Error("reconcile: remove unrecorded container", "container", name, "error", err)
+			continue
+		}
+		m.log.Warn("reconcile: removed a container that had no record", "container", name)
+	}
+	return nil
+}

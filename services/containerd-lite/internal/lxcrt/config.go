@@ -1,0 +1,77 @@
+// Package lxcrt runs Hearth's containers with LXC through go-lxc: it writes a container's
+// configuration, starts it from a fresh process (so LXC's fork never runs in the
+// multi-threaded daemon), reports its state, and stops it.
+package lxcrt
+
+import (
+	"fmt"
+	"os"
+	"strings"
+
+	"hearth.dev/services/containerd-lite/internal/idmap"
+)
+
+// Files LXC ships with sane defaults for unprivileged containers: capability drops and
+// the seccomp profile (common.conf), undone device rules for user namespaces (userns.conf).
+var includes = []string{
+	"/usr/share/lxc/config/common.conf",
+	"/usr/share/lxc/config/userns.conf",
+}
+
+// Config is what a Hearth container is made of.
+type Config struct {
+	Name string
+	// Rootfs is the host path of the container's mounted root file system.
+	Rootfs string
+	// MediaDir is the host path of the shared mount brought in at /media/hearth.
+	MediaDir string
+	// RPCDir is the host directory brought in at /media/hearth/rpc.
+	RPCDir string
+	// LogFile receives LXC's own log; ConsoleLog what init writes.
+	LogFile    string
+	ConsoleLog string
+	IDMap      idmap.Mapping
+	// Init is the command run as the container's PID 1.
+	Init []string
+}
+
+// Render returns the LXC configuration text.
+func (c Config) Render() (string, error) {
+	for _, p := range []string{c.Rootfs, c.MediaDir, c.RPCDir, c.LogFile, c.ConsoleLog} {
+		if strings.ContainsAny(p, " \n\t") {
+			return "", fmt.Errorf("path %q contains white space, which LXC's configuration cannot hold: choose a --state-dir without it", p)
+		}
+	}
+	if len(c.Init) == 0 {
+		return "", fmt.Errorf("container %s: no init command", c.Name)
+	}
+	var b strings.Builder
+	line := func(k, v string, a ...any) { fmt.Fprintf(&b, "%s = %s\n", k, fmt.Sprintf(v, a...)) }
+	b.WriteString("# Written by containerd-lite; changes are overwritten.\n")
+	for _, inc := range includes {
+		if _, err := os.Stat(inc); err == nil {
+			line("lxc.include", "%s", inc)
+		}
+	}
+	line("lxc.uts.name", "%s", c.Name)
+	line("lxc.rootfs.path", "dir:%s", c.Rootfs)
+	line("lxc.idmap", "u 0 %d %d", c.IDMap.HostBase, c.IDMap.Size)
+	line("lxc.idmap", "g 0 %d %d", c.IDMap.HostBase, c.IDMap.Size)
+	// Loopback only; netd adds a veth when it runs. "up" brings lo up.
+	line("lxc.net.0.type", "empty")
+	line("lxc.net.0.flags", "up")
+	line("lxc.autodev", "1")
+	line("lxc.mount.auto", "proc:mixed sys:mixed cgroup:mixed")
+	// The host mounts images and overlays under MediaDir while the container runs; the
+	// rslave bind lets them propagate in, and nothing propagate out.
+	line("lxc.mount.entry", "%s media/hearth none rbind,create=dir,rslave 0 0", c.MediaDir)
+	line("lxc.mount.entry", "%s media/hearth/rpc none bind,create=dir 0 0", c.RPCDir)
+	line("lxc.init.cmd", "%s", strings.Join(c.Init, " "))
+	line("lxc.signal.halt", "SIGPWR")
+	line("lxc.log.file", "%s", c.LogFile)
+	line("lxc.log.level", "WARN")
+	line("lxc.console.logfile", "%s", c.ConsoleLog)
+	line("lxc.console.size", "1MB")
+	line("lxc.tty.max", "0")
+	return b.String(), nil
+}

@@ -1,0 +1,170 @@
+package lxcrt
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"time"
+
+	lxc "github.com/lxc/go-lxc"
+
+	"hearth.dev/internal/atomicfile"
+)
+
+// ForkStartArg is the hidden first argument with which the daemon re-executes itself to
+// start a container (see ForkStart).
+const ForkStartArg = "forkstart"
+
+// State is a container's state as LXC reports it.
+type State string
+
+// States.
+const (
+	Stopped  State = "STOPPED"
+	Starting State = "STARTING"
+	Running  State = "RUNNING"
+	Stopping State = "STOPPING"
+	Frozen   State = "FROZEN"
+	Missing  State = "MISSING" // not defined in the LXC path
+)
+
+// Runtime manages the containers under one LXC path.
+type Runtime struct {
+	// Path is the LXC path: <Path>/<name>/config.
+	Path string
+	// Self is the daemon's own executable, re-executed with ForkStartArg.
+	Self string
+}
+
+// ConfigFile is where a container's configuration lives.
+func (r *Runtime) ConfigFile(name string) string { return filepath.Join(r.Path, name, "config") }
+
+// Define writes the container's configuration.
+func (r *Runtime) Define(c Config) error {
+	text, err := c.Render()
+	if err != nil {
+		return err
+	}
+	if err := os.MkdirAll(filepath.Join(r.Path, c.Name), 0o700); err != nil {
+		return fmt.Errorf("create LXC directory for %s: %w", c.Name, err)
+	}
+	return atomicfile.Write(r.ConfigFile(c.Name), []byte(text), 0o600)
+}
+
+// Undefine removes the container's LXC directory. The container must be stopped.
+func (r *Runtime) Undefine(name string) error {
+	if err := os.RemoveAll(filepath.Join(r.Path, name)); err != nil {
+		return fmt.Errorf("remove LXC directory of %s: %w", name, err)
+	}
+	return nil
+}
+
+func (r *Runtime) open(name string) (*lxc.Container, error) {
+	c, err := lxc.NewContainer(name, r.Path)
+	if err != nil {
+		return nil, fmt.Errorf("open LXC container %s: %w", name, err)
+	}
+	return c, nil
+}
+
+// State reports the container's state and, when it runs, its init's host PID.
+func (r *Runtime) State(name string) (State, int, error) {
+	if _, err := os.Stat(r.ConfigFile(name)); errors.Is(err, os.ErrNotExist) {
+		return Missing, 0, nil
+	}
+	c, err := r.open(name)
+	if err != nil {
+		return "", 0, err
+	}
+	defer lxc.Release(c)
+	st := State(c.State().String())
+	pid := 0
+	if st != Stopped {
+		pid = c.InitPid()
+		if pid < 0 {
+			pid = 0
+		}
+	}
+	return st, pid, nil
+}
+
+// Start starts the container from a separate process and waits until LXC reports it running.
+func (r *Runtime) Start(name string, timeout time.Duration) error {
+	var stderr bytes.Buffer
+	cmd := exec.Command(r.Self, ForkStartArg, name, r.Path)
+	cmd.Stderr = &stderr
+	cmd.Stdout = &stderr
+	if err := cmd.Run(); err != nil {
+		return fmt.Errorf("start container %s: %w: %s", name, err, strings.TrimSpace(stderr.String()))
+	}
+	c, err := r.open(name)
+	if err != nil {
+		return err
+	}
+	defer lxc.Release(c)
+	if !c.Wait(lxc.RUNNING, timeout) {
+		return fmt.Errorf("container %s did not reach RUNNING within %v (state %s)", name, timeout, c.State())
+	}
+	return nil
+}
+
+// ForkStart is the body of "containerd-lite forkstart NAME LXCPATH": it starts the
+// container daemonized, so the LXC monitor outlives this process and the daemon.
+func ForkStart(args []string) int {
+	if len(args) != 2 {
+		fmt.Fprintln(os.Stderr, "usage: containerd-lite forkstart NAME LXCPATH")
+		return 2
+	}
+	c, err := lxc.NewContainer(args[0], args[1])
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 1
+	}
+	if err := c.WantDaemonize(true); err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 1
+	}
+	if err := c.WantCloseAllFds(true); err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 1
+	}
+	if err := c.Start(); err != nil {
+		fmt.Fprintf(os.Stderr, "%v (see the container's lxc.log)\n", err)
+		return 1
+	}
+	return 0
+}
+
+// Stop asks init to halt (SIGPWR) and waits up to timeout; then kills the container.
+func (r *Runtime) Stop(name string, timeout time.Duration) error {
+	c, err := r.open(name)
+	if err != nil {
+		return err
+	}
+	defer lxc.Release(c)
+	if c.State() == lxc.STOPPED {
+		return nil
+	}
+	if timeout > 0 {
+		if err := c.Shutdown(timeout); err == nil {
+			return nil
+		}
+	}
+	if c.State() == lxc.STOPPED {
+		return nil
+	}
+	if err := c.Stop(); err != nil && c.State() != lxc.STOPPED {
+		return fmt.Errorf("kill container %s: %w", name, err)
+	}
+	if !c.Wait(lxc.STOPPED, 10*time.Second) {
+		return fmt.Errorf("container %s still %s after kill", name, c.State())
+	}
+	return nil
+}
+
+// Defined lists the containers configured under the LXC path.
+func (r *Runtime) Defined() []string { return lxc.DefinedContainerNames(r.Path) }

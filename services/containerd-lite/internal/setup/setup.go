@@ -1,0 +1,77 @@
+// Package setup assembles containerd-lite from its parts.
+package setup
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"os"
+	"path/filepath"
+
+	"hearth.dev/internal/daemon"
+	containerv1 "hearth.dev/proto/hearth/container/v1"
+	"hearth.dev/services/containerd-lite/internal/baserootfs"
+	"hearth.dev/services/containerd-lite/internal/containerapi"
+	"hearth.dev/services/containerd-lite/internal/containers"
+	"hearth.dev/services/containerd-lite/internal/idmap"
+	"hearth.dev/services/containerd-lite/internal/lxcrt"
+	"hearth.dev/services/containerd-lite/internal/store"
+)
+
+// DefaultBaseRootfs is where an installed Hearth keeps the base root file system.
+const DefaultBaseRootfs = "/usr/lib/hearth/base-rootfs"
+
+// Spec describes containerd-lite to the daemon runner.
+func Spec() daemon.Spec {
+	var baseRootfs string
+	return daemon.Spec{
+		Name: "containerd-lite",
+		Summary: "containerd-lite keeps Hearth's images and runs each package in one unprivileged LXC\n" +
+			"container. Containers outlive it: restarting containerd-lite never restarts a service.",
+		Flags: func(fs *flag.FlagSet) {
+			fs.StringVar(&baseRootfs, "base-rootfs", DefaultBaseRootfs, "base root file system every container boots from (busybox and a static guestd; 'make base-rootfs' builds one)")
+		},
+		Init: func(ctx context.Context, env *daemon.Env) (daemon.Hooks, error) {
+			return initDaemon(env, baseRootfs)
+		},
+	}
+}
+
+func initDaemon(env *daemon.Env, baseSrc string) (daemon.Hooks, error) {
+	if os.Geteuid() != 0 {
+		return daemon.Hooks{}, errors.New("containerd-lite must run as root: it mounts file systems and starts LXC containers")
+	}
+	self, err := os.Executable()
+	if err != nil {
+		return daemon.Hooks{}, fmt.Errorf("find own executable: %w", err)
+	}
+	base, err := baserootfs.Install(baseSrc, filepath.Join(env.StateDir, "base"), idmap.Default)
+	if err != nil {
+		return daemon.Hooks{}, err
+	}
+	st, err := store.Open(filepath.Join(env.StateDir, "meta.db"))
+	if err != nil {
+		return daemon.Hooks{}, err
+	}
+	lxcPath := filepath.Join(env.StateDir, "lxc")
+	if err := os.MkdirAll(lxcPath, 0o711); err != nil {
+		st.Close()
+		return daemon.Hooks{}, err
+	}
+	m := containers.New(containers.Options{
+		StateDir:   env.StateDir,
+		BaseRootfs: base,
+		Runtime:    &lxcrt.Runtime{Path: lxcPath, Self: self},
+		Store:      st,
+		Logger:     env.Logger,
+		IDMap:      idmap.Default,
+	})
+	containerv1.RegisterContainerServiceServer(env.Server, containerapi.New(m))
+	return daemon.Hooks{
+		Reconcile: m.Reconcile,
+		Close: func() error {
+			return errors.Join(m.Close(), st.Close())
+		},
+	}, nil
+}

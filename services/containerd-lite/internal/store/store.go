@@ -1,0 +1,151 @@
+// Package store keeps containerd-lite's records in bbolt, with a schema version and
+// migrations run at open.
+package store
+
+import (
+	"encoding/binary"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"time"
+
+	bolt "go.etcd.io/bbolt"
+
+	"hearth.dev/internal/errdefs"
+)
+
+// SchemaVersion is the version this code writes.
+const SchemaVersion = 1
+
+var (
+	metaBucket       = []byte("meta")
+	schemaKey        = []byte("schema")
+	containersBucket = []byte("containers")
+)
+
+// migrations[i] moves a database from version i to i+1.
+var migrations = []func(tx *bolt.Tx) error{
+	// 0 → 1: the containers bucket.
+	func(tx *bolt.Tx) error {
+		_, err := tx.CreateBucketIfNotExists(containersBucket)
+		return err
+	},
+}
+
+// Container is what containerd-lite remembers of a container.
+type Container struct {
+	Name      string    `json:"name"`
+	CreatedAt time.Time `json:"created_at"`
+	StartedAt time.Time `json:"started_at,omitzero"`
+	// BaseRootfs is the host path of the base the container's overlay sits on.
+	BaseRootfs string `json:"base_rootfs"`
+}
+
+// Store is the database.
+type Store struct {
+	db *bolt.DB
+}
+
+// Open opens (creating if needed) the database at path and migrates it.
+func Open(path string) (*Store, error) {
+	db, err := bolt.Open(path, 0o600, &bolt.Options{Timeout: 2 * time.Second})
+	if err != nil {
+		if errors.Is(err, bolt.ErrTimeout) {
+			return nil, fmt.Errorf("open %s: another containerd-lite holds it (use another --state-dir): %w", path, errdefs.ErrUnavailable)
+		}
+		return nil, fmt.Errorf("open %s: %w", path, err)
+	}
+	if err := migrate(db); err != nil {
+		db.Close()
+		return nil, fmt.Errorf("%s: %w", path, err)
+	}
+	return &Store{db: db}, nil
+}
+
+// Version returns the schema version stored in tx.
+func version(tx *bolt.Tx) uint64 {
+	b := tx.Bucket(metaBucket)
+	if b == nil {
+		return 0
+	}
+	v := b.Get(schemaKey)
+	if len(v) != 8 {
+		return 0
+	}
+	return binary.BigEndian.Uint64(v)
+}
+
+func migrate(db *bolt.DB) error {
+	return db.Update(func(tx *bolt.Tx) error {
+		v := version(tx)
+		if v > SchemaVersion {
+			return fmt.Errorf("database schema %d is newer than this containerd-lite understands (%d): run a newer containerd-lite", v, SchemaVersion)
+		}
+		for ; v < SchemaVersion; v++ {
+			if err := migrations[v](tx); err != nil {
+				return fmt.Errorf("migrate schema %d to %d: %w", v, v+1, err)
+			}
+		}
+		meta, err := tx.CreateBucketIfNotExists(metaBucket)
+		if err != nil {
+			return err
+		}
+		return meta.Put(schemaKey, binary.BigEndian.AppendUint64(nil, SchemaVersion))
+	})
+}
+
+// Close closes the database.
+func (s *Store) Close() error { return s.db.Close() }
+
+// SchemaVersion reports the stored schema version.
+func (s *Store) SchemaVersion() (v uint64, err error) {
+	err = s.db.View(func(tx *bolt.Tx) error { v = version(tx); return nil })
+	return v, err
+}
+
+// PutContainer stores c, replacing a record of the same name.
+func (s *Store) PutContainer(c Container) error {
+	data, err := json.Marshal(c)
+	if err != nil {
+		return err
+	}
+	return s.db.Update(func(tx *bolt.Tx) error {
+		return tx.Bucket(containersBucket).Put([]byte(c.Name), data)
+	})
+}
+
+// GetContainer returns the record of name, or an error wrapping errdefs.ErrNotFound.
+func (s *Store) GetContainer(name string) (Container, error) {
+	var c Container
+	err := s.db.View(func(tx *bolt.Tx) error {
+		v := tx.Bucket(containersBucket).Get([]byte(name))
+		if v == nil {
+			return fmt.Errorf("container %q: %w", name, errdefs.ErrNotFound)
+		}
+		return json.Unmarshal(v, &c)
+	})
+	return c, err
+}
+
+// DeleteContainer removes the record of name; removing a missing record is not an error.
+func (s *Store) DeleteContainer(name string) error {
+	return s.db.Update(func(tx *bolt.Tx) error {
+		return tx.Bucket(containersBucket).Delete([]byte(name))
+	})
+}
+
+// ListContainers returns every record, ordered by name.
+func (s *Store) ListContainers() ([]Container, error) {
+	var out []Container
+	err := s.db.View(func(tx *bolt.Tx) error {
+		return tx.Bucket(containersBucket).ForEach(func(k, v []byte) error {
+			var c Container
+			if err := json.Unmarshal(v, &c); err != nil {
+				return fmt.Errorf("record %q: %w", k, err)
+			}
+			out = append(out, c)
+			return nil
+		})
+	})
+	return out, err
+}
