@@ -56,3 +56,6 @@ func Any(policies ...Policy) Policy {
 		return first
 	}
 }
+
+// Or allows a peer that p or q allows.
+func (p Policy) Or(q Policy) Policy { return Any(p, q) }

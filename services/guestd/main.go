@@ -1,18 +1,31 @@
 // Command guestd is Hearth's service manager inside each container. As the container's
 // init (PID 1) it reaps orphans and keeps a serving guestd running; the serving guestd
 // answers the host on /media/hearth/rpc/guestd.sock.
+//
+//	guestd init     run as init (implied when guestd is PID 1)
+//	guestd whoami   ask the host, through host.sock, which container this is
+//	guestd [flags]  serve
 package main
 
 import (
+	"fmt"
 	"os"
 
 	"hearth.dev/services/guestd/internal/guestapi"
+	"hearth.dev/services/guestd/internal/hostclient"
 	"hearth.dev/services/guestd/internal/initproc"
 )
 
 func main() {
-	if os.Getpid() == 1 || (len(os.Args) > 1 && os.Args[1] == "init") {
+	switch {
+	case os.Getpid() == 1 || (len(os.Args) > 1 && os.Args[1] == "init"):
 		os.Exit(initproc.Main(os.Args[1:]))
+	case len(os.Args) > 1 && os.Args[1] == "whoami":
+		if err := hostclient.Whoami(os.Stdout, hostclient.Socket); err != nil {
+			fmt.Fprintln(os.Stderr, "guestd whoami:", err)
+			os.Exit(1)
+		}
+	default:
+		guestapi.Main()
 	}
-	guestapi.Main()
 }

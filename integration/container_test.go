@@ -1,0 +1,208 @@
+package integration
+
+import (
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"syscall"
+	"testing"
+
+	containerv1 "hearth.dev/proto/hearth/container/v1"
+)
+
+// lab is a private Hearth: containerd-lite on its own run and state directories.
+type lab struct {
+	dir, runDir, stateDir string
+	cld                   *daemonProc
+}
+
+func newLab(t *testing.T) *lab {
+	t.Helper()
+	dir := tempDir(t)
+	l := &lab{dir: dir, runDir: filepath.Join(dir, "run"), stateDir: filepath.Join(dir, "state")}
+	l.start(t)
+	return l
+}
+
+func (l *lab) start(t *testing.T) {
+	t.Helper()
+	l.cld = startDaemon(t, "containerd-lite", filepath.Join(l.runDir, "containerd-lite.sock"),
+		"--run-dir", l.runDir, "--state-dir", l.stateDir, "--base-rootfs", baseRootfs)
+}
+
+func (l *lab) lxcPath() string { return filepath.Join(l.stateDir, "lxc") }
+
+func (l *lab) status(t *testing.T, name string) *containerv1.GetContainerResponse {
+	t.Helper()
+	resp := &containerv1.GetContainerResponse{}
+	hearthctlJSON(t, l.runDir, resp, "container", "status", name)
+	return resp
+}
+
+// mountsUnder lists the mount points at or below dir.
+func mountsUnder(t *testing.T, dir string) []string {
+	t.Helper()
+	data, err := os.ReadFile("/proc/self/mountinfo")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var out []string
+	for _, line := range strings.Split(string(data), "\n") {
+		f := strings.Fields(line)
+		if len(f) > 4 && (f[4] == dir || strings.HasPrefix(f[4], dir+"/")) {
+			out = append(out, f[4])
+		}
+	}
+	return out
+}
+
+func veths(t *testing.T) string {
+	t.Helper()
+	out, err := run(t, "ip", "-o", "link", "show", "type", "veth")
+	if err != nil {
+		t.Fatal(err)
+	}
+	return out
+}
+
+// TestContainerSkeleton walks every layer: hearthctl → containerd-lite → LXC → guestd
+// inside the container → back through the container's socket; the container outlives a
+// restart of containerd-lite; removing it leaves nothing behind.
+func TestContainerSkeleton(t *testing.T) {
+	requireRoot(t)
+	vethsBefore := veths(t)
+	l := newLab(t)
+	const name = "skeleton"
+
+	if out, err := hearthctl(t, l.runDir, "container", "create", name); err != nil || !strings.Contains(out, "stopped") {
+		t.Fatalf("create: %v %s", err, out)
+	}
+	if _, err := hearthctl(t, l.runDir, "container", "create", name); err == nil || !strings.Contains(err.Error(), "AlreadyExists") {
+		t.Fatalf("second create: %v, want AlreadyExists", err)
+	}
+	if _, err := hearthctl(t, l.runDir, "container", "start", name); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { hearthctl(t, l.runDir, "container", "rm", "--force", name) })
+
+	first := l.status(t, name)
+	c, g := first.GetContainer(), first.GetGuest()
+	if c.GetState() != containerv1.ContainerState_CONTAINER_STATE_RUNNING || c.GetInitPid() <= 0 {
+		t.Fatalf("after start: %v", first)
+	}
+	if g == nil || g.GetHostname() != name || g.GetStartedAt() == nil || g.GetVersion() == "" {
+		t.Fatalf("guestd did not answer through its socket: guest=%v error=%q", g, first.GetGuestError())
+	}
+	// The container is unprivileged: its init runs as uid 100000 on the host.
+	if uid := procUID(t, int(c.GetInitPid())); uid != 100000 {
+		t.Errorf("container init runs as host uid %d, want 100000", uid)
+	}
+	// The host socket answers from inside, and names this container.
+	out, err := run(t, "lxc-attach", "-P", l.lxcPath(), "-n", name, "--", "/sbin/guestd", "whoami")
+	if err != nil || strings.TrimSpace(out) != name {
+		t.Errorf("guestd whoami inside the container: %q %v", out, err)
+	}
+
+	// Stop containerd-lite gracefully, then kill it: the container keeps running both times.
+	for _, sig := range []syscall.Signal{syscall.SIGTERM, syscall.SIGKILL} {
+		l.cld.stop(sig)
+		if err := syscall.Kill(int(c.GetInitPid()), 0); err != nil {
+			t.Fatalf("container init gone after containerd-lite got %v: %v", sig, err)
+		}
+		l.start(t)
+		again := l.status(t, name)
+		ga := again.GetGuest()
+		if ga == nil {
+			t.Fatalf("after containerd-lite restart (%v): guestd no answer: %s", sig, again.GetGuestError())
+		}
+		if again.GetContainer().GetInitPid() != c.GetInitPid() ||
+			!ga.GetBootTime().AsTime().Equal(g.GetBootTime().AsTime()) ||
+			!ga.GetStartedAt().AsTime().Equal(g.GetStartedAt().AsTime()) || ga.GetPid() != g.GetPid() {
+			t.Fatalf("container restarted with containerd-lite (%v): before %v / %v, after %v / %v", sig, c, g, again.GetContainer(), ga)
+		}
+		if !strings.Contains(l.cld.log.String(), "adopted running container") {
+			t.Errorf("reconcile did not log the adoption:\n%s", l.cld.log.String())
+		}
+	}
+	// The host socket is served again after the restart.
+	if out, err := run(t, "lxc-attach", "-P", l.lxcPath(), "-n", name, "--", "/sbin/guestd", "whoami"); err != nil || strings.TrimSpace(out) != name {
+		t.Errorf("whoami after restart: %q %v", out, err)
+	}
+
+	if _, err := hearthctl(t, l.runDir, "container", "rm", name); err == nil || !strings.Contains(err.Error(), "FailedPrecondition") {
+		t.Fatalf("rm of a running container: %v, want FailedPrecondition", err)
+	}
+	if _, err := hearthctl(t, l.runDir, "container", "stop", name); err != nil {
+		t.Fatal(err)
+	}
+	if st := l.status(t, name).GetContainer().GetState(); st != containerv1.ContainerState_CONTAINER_STATE_STOPPED {
+		t.Fatalf("after stop: state %v", st)
+	}
+	if err := syscall.Kill(int(c.GetInitPid()), 0); err == nil {
+		t.Errorf("init pid %d still alive after stop", c.GetInitPid())
+	}
+	if m := mountsUnder(t, l.stateDir); len(m) > 0 {
+		t.Errorf("mounts left after stop: %v", m)
+	}
+	if _, err := hearthctl(t, l.runDir, "container", "rm", name); err != nil {
+		t.Fatal(err)
+	}
+
+	// Nothing left: no LXC container, mount, veth or directory.
+	if out, _ := run(t, "lxc-ls", "-P", l.lxcPath()); strings.TrimSpace(out) != "" {
+		t.Errorf("lxc-ls still lists %q", out)
+	}
+	if m := mountsUnder(t, l.dir); len(m) > 0 {
+		t.Errorf("mounts left: %v", m)
+	}
+	if v := veths(t); v != vethsBefore {
+		t.Errorf("veths changed:\nbefore %s\nafter %s", vethsBefore, v)
+	}
+	for _, p := range []string{filepath.Join(l.lxcPath(), name), filepath.Join(l.stateDir, "containers", name)} {
+		if _, err := os.Lstat(p); !os.IsNotExist(err) {
+			t.Errorf("%s still exists (%v)", p, err)
+		}
+	}
+	list := &containerv1.ListContainersResponse{}
+	hearthctlJSON(t, l.runDir, list, "container", "ls")
+	if len(list.GetContainers()) != 0 {
+		t.Errorf("ls after rm: %v", list)
+	}
+}
+
+// TestContainerBadInput checks that bad requests get a clear error and change nothing.
+func TestContainerBadInput(t *testing.T) {
+	requireRoot(t)
+	l := newLab(t)
+	for _, tc := range []struct {
+		args []string
+		want string
+	}{
+		{[]string{"container", "create", "Bad_Name"}, "InvalidArgument"},
+		{[]string{"container", "create", strings.Repeat("a", 40)}, "InvalidArgument"},
+		{[]string{"container", "start", "missing"}, "NotFound"},
+		{[]string{"container", "stop", "missing"}, "NotFound"},
+		{[]string{"container", "rm", "missing"}, "NotFound"},
+		{[]string{"container", "status", "missing"}, "NotFound"},
+		{[]string{"container", "create"}, "accepts 1 arg"},
+		{[]string{"--output", "yaml", "container", "ls"}, "use text or json"},
+	} {
+		_, err := hearthctl(t, l.runDir, tc.args...)
+		if err == nil || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("hearthctl %v: %v, want %q", tc.args, err, tc.want)
+		}
+	}
+	if ents, _ := os.ReadDir(filepath.Join(l.stateDir, "containers")); len(ents) != 0 {
+		t.Errorf("bad input left containers: %v", ents)
+	}
+}
+
+func procUID(t *testing.T, pid int) uint32 {
+	t.Helper()
+	fi, err := os.Stat(filepath.Join("/proc", strconv.Itoa(pid)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return fi.Sys().(*syscall.Stat_t).Uid
+}

@@ -1,0 +1,224 @@
+package integration
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"google.golang.org/grpc/health/grpc_health_v1"
+	"google.golang.org/protobuf/encoding/protojson"
+	"google.golang.org/protobuf/proto"
+
+	"hearth.dev/internal/dial"
+)
+
+var (
+	binDir     string
+	baseRootfs string
+)
+
+func TestMain(m *testing.M) {
+	code, err := setup()
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "integration setup:", err)
+		os.Exit(1)
+	}
+	if code >= 0 {
+		os.Exit(code)
+	}
+	os.Exit(m.Run())
+}
+
+// setup finds or builds the binaries and the base rootfs.
+func setup() (int, error) {
+	binDir = os.Getenv("HEARTH_BIN_DIR")
+	baseRootfs = os.Getenv("HEARTH_BASE_ROOTFS")
+	if binDir != "" && baseRootfs != "" {
+		return -1, nil
+	}
+	tmp, err := os.MkdirTemp("", "hearth-bin-")
+	if err != nil {
+		return 0, err
+	}
+	if binDir == "" {
+		binDir = tmp
+		for _, b := range []struct{ name, pkg string }{
+			{"containerd-lite", "../services/containerd-lite"},
+			{"netd", "../services/netd"},
+			{"certd", "../services/certd"},
+			{"guestd", "../services/guestd"},
+			{"hearthctl", "../cmd/hearthctl"},
+		} {
+			cmd := exec.Command("go", "build", "-o", filepath.Join(binDir, b.name), b.pkg)
+			if b.name == "guestd" {
+				cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
+			}
+			if out, err := cmd.CombinedOutput(); err != nil {
+				return 0, fmt.Errorf("build %s: %v\n%s", b.name, err, out)
+			}
+		}
+	}
+	if baseRootfs == "" {
+		baseRootfs = filepath.Join(tmp, "base-rootfs")
+		out, err := exec.Command("../deploy/base-rootfs/build.sh", baseRootfs, filepath.Join(binDir, "guestd")).CombinedOutput()
+		if err != nil {
+			return 0, fmt.Errorf("build base rootfs: %v\n%s", err, out)
+		}
+	}
+	return -1, nil
+}
+
+func requireRoot(t *testing.T) {
+	t.Helper()
+	if os.Geteuid() != 0 {
+		t.Skip("needs root: LXC containers, mounts and other users' credentials (CI runs as root)")
+	}
+}
+
+// tempDir returns a fresh directory whose parents other users may traverse, with a
+// short path (Unix socket paths are limited to 107 bytes).
+func tempDir(t *testing.T) string {
+	t.Helper()
+	d, err := os.MkdirTemp("", "h")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Chmod(d, 0o711); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.RemoveAll(d) })
+	return d
+}
+
+// syncBuffer is a bytes.Buffer safe for a process writing and a test reading.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
+}
+
+// daemonProc is a daemon started by a test.
+type daemonProc struct {
+	name   string
+	socket string
+	cmd    *exec.Cmd
+	log    *syncBuffer
+	done   chan struct{}
+}
+
+// startDaemon starts bin/<name> with args and waits until its health check says SERVING.
+func startDaemon(t *testing.T, name, socket string, args ...string) *daemonProc {
+	t.Helper()
+	d := &daemonProc{name: name, socket: socket, log: &syncBuffer{}, done: make(chan struct{})}
+	d.cmd = exec.Command(filepath.Join(binDir, name), append([]string{"--socket", socket, "--log-level", "debug"}, args...)...)
+	d.cmd.Stdout = d.log
+	d.cmd.Stderr = d.log
+	if err := d.cmd.Start(); err != nil {
+		t.Fatalf("start %s: %v", name, err)
+	}
+	go func() { d.cmd.Wait(); close(d.done) }()
+	t.Cleanup(func() {
+		d.stop(syscall.SIGTERM)
+		if t.Failed() {
+			t.Logf("%s log:\n%s", name, d.log.String())
+		}
+	})
+	deadline := time.Now().Add(15 * time.Second)
+	for {
+		if err := d.healthy(); err == nil {
+			return d
+		} else if time.Now().After(deadline) {
+			t.Fatalf("%s not SERVING after 15s: %v\nlog:\n%s", name, err, d.log.String())
+		}
+		select {
+		case <-d.done:
+			t.Fatalf("%s exited: %v\nlog:\n%s", name, d.cmd.ProcessState, d.log.String())
+		case <-time.After(20 * time.Millisecond):
+		}
+	}
+}
+
+func (d *daemonProc) healthy() error {
+	conn, err := dial.Unix(d.socket)
+	if err != nil {
+		return err
+	}
+	defer conn.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+	defer cancel()
+	resp, err := grpc_health_v1.NewHealthClient(conn).Check(ctx, &grpc_health_v1.HealthCheckRequest{})
+	if err != nil {
+		return err
+	}
+	if resp.GetStatus() != grpc_health_v1.HealthCheckResponse_SERVING {
+		return fmt.Errorf("health %v", resp.GetStatus())
+	}
+	return nil
+}
+
+// stop signals the daemon and waits for it to exit (SIGKILL after 15s).
+func (d *daemonProc) stop(sig syscall.Signal) {
+	select {
+	case <-d.done:
+		return
+	default:
+	}
+	_ = d.cmd.Process.Signal(sig)
+	select {
+	case <-d.done:
+	case <-time.After(15 * time.Second):
+		_ = d.cmd.Process.Kill()
+		<-d.done
+	}
+}
+
+// run runs a command and returns its stdout; stderr is included in the error.
+func run(t *testing.T, name string, args ...string) (string, error) {
+	t.Helper()
+	var stdout, stderr bytes.Buffer
+	cmd := exec.Command(name, args...)
+	cmd.Stdout = &stdout
+	cmd.Stderr = &stderr
+	err := cmd.Run()
+	if err != nil {
+		return stdout.String(), fmt.Errorf("%s %s: %v: %s", filepath.Base(name), strings.Join(args, " "), err, stderr.String())
+	}
+	return stdout.String(), nil
+}
+
+// hearthctl runs bin/hearthctl with --run-dir runDir.
+func hearthctl(t *testing.T, runDir string, args ...string) (string, error) {
+	t.Helper()
+	return run(t, filepath.Join(binDir, "hearthctl"), append([]string{"--run-dir", runDir}, args...)...)
+}
+
+// hearthctlJSON runs hearthctl -o json and decodes its answer into m.
+func hearthctlJSON(t *testing.T, runDir string, m proto.Message, args ...string) {
+	t.Helper()
+	out, err := hearthctl(t, runDir, append([]string{"-o", "json"}, args...)...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := protojson.Unmarshal([]byte(out), m); err != nil {
+		t.Fatalf("decode hearthctl %v output: %v\n%s", args, err, out)
+	}
+}

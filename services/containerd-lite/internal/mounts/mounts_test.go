@@ -1,0 +1,75 @@
+package mounts
+
+import (
+	"os"
+	"path/filepath"
+	"testing"
+)
+
+func TestUnescape(t *testing.T) {
+	for in, want := range map[string]string{
+		`/plain`:            "/plain",
+		`/with\040space`:    "/with space",
+		`/tab\011and\134bs`: "/tab\tand\\bs",
+		`/trailing\`:        `/trailing\`,
+		`/short\04`:         `/short\04`,
+	} {
+		if got := unescape(in); got != want {
+			t.Errorf("unescape(%q) = %q, want %q", in, got, want)
+		}
+	}
+}
+
+func TestListSeesRoot(t *testing.T) {
+	all, err := List()
+	if err != nil {
+		t.Fatal(err)
+	}
+	ok, err := IsMounted("/")
+	if err != nil || !ok || len(all) == 0 {
+		t.Fatalf("IsMounted(/) = %v, %v with %d mounts", ok, err, len(all))
+	}
+}
+
+func TestMountAndUnmountAll(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("needs root to mount")
+	}
+	dir := t.TempDir()
+	lower, upper, work, target := filepath.Join(dir, "lower"), filepath.Join(dir, "upper"), filepath.Join(dir, "work"), filepath.Join(dir, "root")
+	for _, d := range []string{lower, upper, work, target, filepath.Join(lower, "media")} {
+		if err := os.MkdirAll(d, 0o755); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := os.WriteFile(filepath.Join(lower, "f"), []byte("lower"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := Overlay(lower, upper, work, target); err != nil {
+		t.Fatal(err)
+	}
+	if err := BindShared(filepath.Join(target, "media")); err != nil {
+		t.Fatal(err)
+	}
+	// Writes land in the upper layer; the lower is untouched.
+	if err := os.WriteFile(filepath.Join(target, "f"), []byte("upper"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if b, _ := os.ReadFile(filepath.Join(lower, "f")); string(b) != "lower" {
+		t.Errorf("lower changed: %q", b)
+	}
+	under, err := Under(dir)
+	if err != nil || len(under) != 2 || under[0] != filepath.Join(target, "media") {
+		t.Fatalf("Under = %v, %v (want media first, then root)", under, err)
+	}
+	done, err := UnmountAll(dir)
+	if err != nil || len(done) != 2 {
+		t.Fatalf("UnmountAll = %v, %v", done, err)
+	}
+	if left, _ := Under(dir); len(left) != 0 {
+		t.Fatalf("left mounted: %v", left)
+	}
+	if err := Overlay("/a:b", upper, work, target); err == nil {
+		t.Error("Overlay accepted a ':' in a path")
+	}
+}
