@@ -13,7 +13,11 @@ export GOFLAGS ?= -buildvcs=false
 
 DAEMONS := containerd-lite netd certd
 
-.PHONY: build tools proto lint test test-unit bench demo base-rootfs clean
+.PHONY: build deps tools proto lint test test-unit bench demo base-rootfs clean
+
+# Debian packages and the containers' id range; installs what is missing when run as root.
+deps:
+	@deploy/install-deps.sh
 
 build: $(addprefix $(BIN)/,$(DAEMONS) guestd hearthctl) base-rootfs
 
@@ -64,17 +68,17 @@ proto-lock: tools
 	$(TOOLS)/buf build -o proto/api.binpb
 
 # Every test of every module. Root-only tests skip (with the reason) when not root; CI is root.
-test: build tools
+test: deps build tools
 	PATH="$(TOOLS):$$PATH" HEARTH_BIN_DIR=$(BIN) HEARTH_BASE_ROOTFS=$(BASE) \
 		$(GO) test -count=1 -timeout 25m $(addsuffix /...,$(addprefix ./,$(MODULES)))
 
 test-unit:
 	$(GO) test -count=1 -short $(addsuffix /...,$(addprefix ./,$(MODULES)))
 
-bench: build
+bench: deps build
 	HEARTH_BIN_DIR=$(BIN) HEARTH_BASE_ROOTFS=$(BASE) bench/run.sh
 
-demo: build
+demo: deps build
 	deploy/demo.sh
 
 clean:

@@ -76,7 +76,7 @@ func setup() (int, error) {
 	return -1, nil
 }
 
-func requireRoot(t *testing.T) {
+func requireRoot(t testing.TB) {
 	t.Helper()
 	if os.Geteuid() != 0 {
 		t.Skip("needs root: LXC containers, mounts and other users' credentials (CI runs as root)")
@@ -85,7 +85,7 @@ func requireRoot(t *testing.T) {
 
 // tempDir returns a fresh directory whose parents other users may traverse, with a
 // short path (Unix socket paths are limited to 107 bytes).
-func tempDir(t *testing.T) string {
+func tempDir(t testing.TB) string {
 	t.Helper()
 	d, err := os.MkdirTemp("", "h")
 	if err != nil {
@@ -126,7 +126,7 @@ type daemonProc struct {
 }
 
 // startDaemon starts bin/<name> with args and waits until its health check says SERVING.
-func startDaemon(t *testing.T, name, socket string, args ...string) *daemonProc {
+func startDaemon(t testing.TB, name, socket string, args ...string) *daemonProc {
 	t.Helper()
 	d := &daemonProc{name: name, socket: socket, log: &syncBuffer{}, done: make(chan struct{})}
 	d.cmd = exec.Command(filepath.Join(binDir, name), append([]string{"--socket", socket, "--log-level", "debug"}, args...)...)

@@ -221,6 +221,8 @@ func (m *Manager) Start(ctx context.Context, name string) (Info, error) {
 		return fail(err)
 	}
 	removeSockets(p.rpc)
+	// lxc.log explains a failed start; keep only this start's lines.
+	_ = os.Truncate(p.lxcLog, 0)
 	if err := m.serveHost(name); err != nil {
 		return fail(err)
 	}

@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"syscall"
 
 	"hearth.dev/internal/daemon"
 	containerv1 "hearth.dev/proto/hearth/container/v1"
@@ -46,6 +47,12 @@ func initDaemon(env *daemon.Env, baseSrc string) (daemon.Hooks, error) {
 	if err != nil {
 		return daemon.Hooks{}, fmt.Errorf("find own executable: %w", err)
 	}
+	if err := os.Chmod(env.StateDir, 0o711); err != nil {
+		return daemon.Hooks{}, err
+	}
+	if err := checkTraversable(env.StateDir, idmap.Default.RootUID()); err != nil {
+		return daemon.Hooks{}, err
+	}
 	base, err := baserootfs.Install(baseSrc, filepath.Join(env.StateDir, "base"), idmap.Default)
 	if err != nil {
 		return daemon.Hooks{}, err
@@ -74,4 +81,26 @@ func initDaemon(env *daemon.Env, baseSrc string) (daemon.Hooks, error) {
 			return errors.Join(m.Close(), st.Close())
 		},
 	}, nil
+}
+
+// checkTraversable makes sure the containers' root user can reach the state directory:
+// LXC refuses to start an unprivileged container whose root file system it cannot reach.
+func checkTraversable(dir string, uid int) error {
+	abs, err := filepath.Abs(dir)
+	if err != nil {
+		return err
+	}
+	for d := abs; ; d = filepath.Dir(d) {
+		fi, err := os.Stat(d)
+		if err != nil {
+			return err
+		}
+		st, ok := fi.Sys().(*syscall.Stat_t)
+		if fi.Mode().Perm()&0o001 == 0 && (!ok || int(st.Uid) != uid) {
+			return fmt.Errorf("the containers' root (host uid %d) cannot traverse %s (mode %v), so LXC could not reach their root file systems: run 'chmod o+x %s' or choose a --state-dir below traversable directories", uid, d, fi.Mode().Perm(), d)
+		}
+		if d == "/" {
+			return nil
+		}
+	}
 }
