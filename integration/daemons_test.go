@@ -52,6 +52,10 @@ func TestDaemonsServeHealthAndReflection(t *testing.T) {
 			runDir := filepath.Join(dir, tc.daemon, "run")
 			sock := filepath.Join(runDir, tc.daemon+".sock")
 			args := append([]string{"--run-dir", runDir, "--state-dir", filepath.Join(dir, tc.daemon, "state"), "--group", "4242"}, tc.args...)
+			help, err := run(t, filepath.Join(binDir, tc.daemon), "--help")
+			if err != nil || !strings.Contains(help, "Usage: "+tc.daemon) || !strings.Contains(help, "-state-dir") {
+				t.Errorf("%s --help: %v\n%s", tc.daemon, err, help)
+			}
 			startDaemon(t, tc.daemon, sock, args...)
 
 			// Socket 0660 root:group in a 0750 directory.

@@ -77,7 +77,7 @@ type Env struct {
 // Main runs the daemon with the process's arguments and exits.
 func Main(spec Spec) {
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
-	err := Run(ctx, spec, os.Args[1:], os.Stderr)
+	err := Run(ctx, spec, os.Args[1:], os.Stdout, os.Stderr)
 	stop()
 	if errors.Is(err, flag.ErrHelp) {
 		os.Exit(0)
@@ -88,10 +88,11 @@ func Main(spec Spec) {
 	}
 }
 
-// Run parses args and serves until ctx is done.
-func Run(ctx context.Context, spec Spec, args []string, stderr io.Writer) error {
+// Run parses args and serves until ctx is done. --help and --version print to stdout;
+// flag errors and logs go to stderr.
+func Run(ctx context.Context, spec Spec, args []string, stdout, stderr io.Writer) error {
 	fs := flag.NewFlagSet(spec.Name, flag.ContinueOnError)
-	fs.SetOutput(stderr)
+	fs.SetOutput(stdout)
 	runDir := fs.String("run-dir", envOr(RunDirEnv, DefaultRunDir), "directory of the daemons' sockets (env "+RunDirEnv+")")
 	socket := fs.String("socket", "", "socket to serve on (default "+defaultSocketHelp(spec)+")")
 	stateDir := fs.String("state-dir", filepath.Join(DefaultStateDir, spec.Name), "directory of the daemon's state")
@@ -106,6 +107,14 @@ func Run(ctx context.Context, spec Spec, args []string, stderr io.Writer) error 
 		fmt.Fprintf(fs.Output(), "Usage: %s [flags]\n\n%s\n\nFlags:\n", spec.Name, spec.Summary)
 		fs.PrintDefaults()
 	}
+	for _, a := range args {
+		if a != "-h" && a != "-help" && a != "--help" {
+			continue
+		}
+		fs.Usage()
+		return flag.ErrHelp
+	}
+	fs.SetOutput(stderr)
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
@@ -114,7 +123,7 @@ func Run(ctx context.Context, spec Spec, args []string, stderr io.Writer) error 
 		return fmt.Errorf("unexpected argument %q: %s takes only flags", fs.Arg(0), spec.Name)
 	}
 	if *version {
-		fmt.Fprintln(stderr, spec.Name, buildinfo.Version())
+		fmt.Fprintln(stdout, spec.Name, buildinfo.Version())
 		return nil
 	}
 	log, err := logging.New(stderr, *logFormat, *logLevel)

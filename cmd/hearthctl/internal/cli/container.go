@@ -1,6 +1,7 @@
 package cli
 
 import (
+	"context"
 	"fmt"
 	"strconv"
 	"strings"
@@ -20,13 +21,6 @@ func containerCmd(g *globals) *cobra.Command {
 		Long: `A container is one unprivileged LXC container: the home of one package. It boots
 from Hearth's base root file system, where guestd runs as init.`,
 	}
-	client := func() (containerv1.ContainerServiceClient, func(), error) {
-		c, err := g.conn("containerd-lite")
-		if err != nil {
-			return nil, nil, err
-		}
-		return containerv1.NewContainerServiceClient(c), func() { c.Close() }, nil
-	}
 	show := func(c *containerv1.Container) error {
 		if g.output == "json" {
 			return g.printJSON(c)
@@ -41,59 +35,38 @@ from Hearth's base root file system, where guestd runs as init.`,
 		Example: `  hearthctl container create demo
   hearthctl container start demo`,
 		Args: cobra.ExactArgs(1),
-		RunE: func(cmd *cobra.Command, args []string) error {
-			cl, done, err := client()
-			if err != nil {
-				return err
-			}
-			defer done()
-			ctx, cancel := g.ctx(cmd)
-			defer cancel()
+		RunE: withContainers(g, func(ctx context.Context, cl containerv1.ContainerServiceClient, args []string) error {
 			resp, err := cl.CreateContainer(ctx, &containerv1.CreateContainerRequest{Name: args[0]})
 			if err != nil {
 				return err
 			}
 			return show(resp.GetContainer())
-		},
+		}),
 	}
 	start := &cobra.Command{
 		Use:   "start NAME",
 		Short: "Start a container; returns once guestd answers inside it",
 		Args:  cobra.ExactArgs(1),
-		RunE: func(cmd *cobra.Command, args []string) error {
-			cl, done, err := client()
-			if err != nil {
-				return err
-			}
-			defer done()
-			ctx, cancel := g.ctx(cmd)
-			defer cancel()
+		RunE: withContainers(g, func(ctx context.Context, cl containerv1.ContainerServiceClient, args []string) error {
 			resp, err := cl.StartContainer(ctx, &containerv1.StartContainerRequest{Name: args[0]})
 			if err != nil {
 				return err
 			}
 			return show(resp.GetContainer())
-		},
+		}),
 	}
 	var stopTimeout time.Duration
 	stop := &cobra.Command{
 		Use:   "stop NAME",
 		Short: "Stop a container: init gets --grace to stop its daemons, then it is killed",
 		Args:  cobra.ExactArgs(1),
-		RunE: func(cmd *cobra.Command, args []string) error {
-			cl, done, err := client()
-			if err != nil {
-				return err
-			}
-			defer done()
-			ctx, cancel := g.ctx(cmd)
-			defer cancel()
+		RunE: withContainers(g, func(ctx context.Context, cl containerv1.ContainerServiceClient, args []string) error {
 			resp, err := cl.StopContainer(ctx, &containerv1.StopContainerRequest{Name: args[0], Timeout: durationpb.New(stopTimeout)})
 			if err != nil {
 				return err
 			}
 			return show(resp.GetContainer())
-		},
+		}),
 	}
 	stop.Flags().DurationVar(&stopTimeout, "grace", 10*time.Second, "how long init has to stop cleanly")
 	var force bool
@@ -102,23 +75,16 @@ from Hearth's base root file system, where guestd runs as init.`,
 		Aliases: []string{"delete"},
 		Short:   "Remove a stopped container and everything made for it",
 		Args:    cobra.ExactArgs(1),
-		RunE: func(cmd *cobra.Command, args []string) error {
-			cl, done, err := client()
-			if err != nil {
-				return err
-			}
-			defer done()
-			ctx, cancel := g.ctx(cmd)
-			defer cancel()
+		RunE: withContainers(g, func(ctx context.Context, cl containerv1.ContainerServiceClient, args []string) error {
 			if _, err := cl.DeleteContainer(ctx, &containerv1.DeleteContainerRequest{Name: args[0], Force: force}); err != nil {
 				return err
 			}
 			if g.output == "json" {
 				return g.printJSON(&containerv1.DeleteContainerResponse{})
 			}
-			_, err = fmt.Fprintf(g.stdout, "%s\tremoved\n", args[0])
+			_, err := fmt.Fprintf(g.stdout, "%s\tremoved\n", args[0])
 			return err
-		},
+		}),
 	}
 	rm.Flags().BoolVarP(&force, "force", "f", false, "stop the container first if it runs")
 	ls := &cobra.Command{
@@ -126,14 +92,7 @@ from Hearth's base root file system, where guestd runs as init.`,
 		Aliases: []string{"list"},
 		Short:   "List containers",
 		Args:    cobra.NoArgs,
-		RunE: func(cmd *cobra.Command, args []string) error {
-			cl, done, err := client()
-			if err != nil {
-				return err
-			}
-			defer done()
-			ctx, cancel := g.ctx(cmd)
-			defer cancel()
+		RunE: withContainers(g, func(ctx context.Context, cl containerv1.ContainerServiceClient, args []string) error {
 			resp, err := cl.ListContainers(ctx, &containerv1.ListContainersRequest{})
 			if err != nil {
 				return err
@@ -154,20 +113,13 @@ from Hearth's base root file system, where guestd runs as init.`,
 				rows = append(rows, []string{c.GetName(), stateName(c.GetState()), pid, up})
 			}
 			return g.table([]string{"NAME", "STATE", "PID", "UP"}, rows)
-		},
+		}),
 	}
 	statusCmd := &cobra.Command{
 		Use:   "status NAME",
 		Short: "Show a container and guestd's own answer from inside it",
 		Args:  cobra.ExactArgs(1),
-		RunE: func(cmd *cobra.Command, args []string) error {
-			cl, done, err := client()
-			if err != nil {
-				return err
-			}
-			defer done()
-			ctx, cancel := g.ctx(cmd)
-			defer cancel()
+		RunE: withContainers(g, func(ctx context.Context, cl containerv1.ContainerServiceClient, args []string) error {
 			resp, err := cl.GetContainer(ctx, &containerv1.GetContainerRequest{Name: args[0]})
 			if err != nil {
 				return err
@@ -194,7 +146,7 @@ from Hearth's base root file system, where guestd runs as init.`,
 				kv = append(kv, "guestd", "no answer: "+resp.GetGuestError())
 			}
 			return g.fields(kv...)
-		},
+		}),
 	}
 	cmd.AddCommand(create, start, stop, rm, ls, statusCmd)
 	return cmd
@@ -202,4 +154,18 @@ from Hearth's base root file system, where guestd runs as init.`,
 
 func stateName(s containerv1.ContainerState) string {
 	return strings.ToLower(strings.TrimPrefix(s.String(), "CONTAINER_STATE_"))
+}
+
+// withContainers runs f with a ContainerService client and a context bounded by --timeout.
+func withContainers(g *globals, f func(ctx context.Context, cl containerv1.ContainerServiceClient, args []string) error) func(*cobra.Command, []string) error {
+	return func(cmd *cobra.Command, args []string) error {
+		conn, err := g.conn("containerd-lite")
+		if err != nil {
+			return err
+		}
+		defer conn.Close()
+		ctx, cancel := g.ctx(cmd)
+		defer cancel()
+		return f(ctx, containerv1.NewContainerServiceClient(conn), args)
+	}
 }
