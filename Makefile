@@ -42,7 +42,9 @@ tools:
 		github.com/bufbuild/buf/cmd/buf \
 		google.golang.org/protobuf/cmd/protoc-gen-go \
 		google.golang.org/grpc/cmd/protoc-gen-go-grpc \
-		github.com/fullstorydev/grpcurl/cmd/grpcurl
+		github.com/fullstorydev/grpcurl/cmd/grpcurl \
+		github.com/letsencrypt/pebble/v2/cmd/pebble \
+		github.com/letsencrypt/pebble/v2/cmd/pebble-challtestsrv
 
 proto: tools
 	$(TOOLS)/buf generate
