@@ -205,6 +205,16 @@ func run(t *testing.T, name string, args ...string) (string, error) {
 	return stdout.String(), nil
 }
 
+// runSplit runs a command and returns its stdout and stderr apart.
+func runSplit(name string, args ...string) (string, string, error) {
+	var stdout, stderr bytes.Buffer
+	cmd := exec.Command(name, args...)
+	cmd.Stdout = &stdout
+	cmd.Stderr = &stderr
+	err := cmd.Run()
+	return stdout.String(), stderr.String(), err
+}
+
 // hearthctl runs bin/hearthctl with --run-dir runDir.
 func hearthctl(t *testing.T, runDir string, args ...string) (string, error) {
 	t.Helper()

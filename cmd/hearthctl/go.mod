@@ -9,6 +9,7 @@ replace (
 
 require (
 	github.com/spf13/cobra v1.10.2
+	golang.org/x/term v0.37.0
 	google.golang.org/grpc v1.77.0
 	google.golang.org/protobuf v1.36.12
 	hearth.dev/internal v0.0.0

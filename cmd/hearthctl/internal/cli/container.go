@@ -35,7 +35,7 @@ from Hearth's base root file system, where guestd runs as init.`,
 		Example: `  hearthctl container create demo
   hearthctl container start demo`,
 		Args: cobra.ExactArgs(1),
-		RunE: withContainers(g, func(ctx context.Context, cl containerv1.ContainerServiceClient, args []string) error {
+		RunE: call(g, "containerd-lite", containerv1.NewContainerServiceClient, func(ctx context.Context, cl containerv1.ContainerServiceClient, args []string) error {
 			resp, err := cl.CreateContainer(ctx, &containerv1.CreateContainerRequest{Name: args[0]})
 			if err != nil {
 				return err
@@ -47,7 +47,7 @@ from Hearth's base root file system, where guestd runs as init.`,
 		Use:   "start NAME",
 		Short: "Start a container; returns once guestd answers inside it",
 		Args:  cobra.ExactArgs(1),
-		RunE: withContainers(g, func(ctx context.Context, cl containerv1.ContainerServiceClient, args []string) error {
+		RunE: call(g, "containerd-lite", containerv1.NewContainerServiceClient, func(ctx context.Context, cl containerv1.ContainerServiceClient, args []string) error {
 			resp, err := cl.StartContainer(ctx, &containerv1.StartContainerRequest{Name: args[0]})
 			if err != nil {
 				return err
@@ -60,7 +60,7 @@ from Hearth's base root file system, where guestd runs as init.`,
 		Use:   "stop NAME",
 		Short: "Stop a container: init gets --grace to stop its daemons, then it is killed",
 		Args:  cobra.ExactArgs(1),
-		RunE: withContainers(g, func(ctx context.Context, cl containerv1.ContainerServiceClient, args []string) error {
+		RunE: call(g, "containerd-lite", containerv1.NewContainerServiceClient, func(ctx context.Context, cl containerv1.ContainerServiceClient, args []string) error {
 			resp, err := cl.StopContainer(ctx, &containerv1.StopContainerRequest{Name: args[0], Timeout: durationpb.New(stopTimeout)})
 			if err != nil {
 				return err
@@ -75,7 +75,7 @@ from Hearth's base root file system, where guestd runs as init.`,
 		Aliases: []string{"delete"},
 		Short:   "Remove a stopped container and everything made for it",
 		Args:    cobra.ExactArgs(1),
-		RunE: withContainers(g, func(ctx context.Context, cl containerv1.ContainerServiceClient, args []string) error {
+		RunE: call(g, "containerd-lite", containerv1.NewContainerServiceClient, func(ctx context.Context, cl containerv1.ContainerServiceClient, args []string) error {
 			if _, err := cl.DeleteContainer(ctx, &containerv1.DeleteContainerRequest{Name: args[0], Force: force}); err != nil {
 				return err
 			}
@@ -92,7 +92,7 @@ from Hearth's base root file system, where guestd runs as init.`,
 		Aliases: []string{"list"},
 		Short:   "List containers",
 		Args:    cobra.NoArgs,
-		RunE: withContainers(g, func(ctx context.Context, cl containerv1.ContainerServiceClient, args []string) error {
+		RunE: call(g, "containerd-lite", containerv1.NewContainerServiceClient, func(ctx context.Context, cl containerv1.ContainerServiceClient, args []string) error {
 			resp, err := cl.ListContainers(ctx, &containerv1.ListContainersRequest{})
 			if err != nil {
 				return err
@@ -119,7 +119,7 @@ from Hearth's base root file system, where guestd runs as init.`,
 		Use:   "status NAME",
 		Short: "Show a container and guestd's own answer from inside it",
 		Args:  cobra.ExactArgs(1),
-		RunE: withContainers(g, func(ctx context.Context, cl containerv1.ContainerServiceClient, args []string) error {
+		RunE: call(g, "containerd-lite", containerv1.NewContainerServiceClient, func(ctx context.Context, cl containerv1.ContainerServiceClient, args []string) error {
 			resp, err := cl.GetContainer(ctx, &containerv1.GetContainerRequest{Name: args[0]})
 			if err != nil {
 				return err
@@ -154,18 +154,4 @@ from Hearth's base root file system, where guestd runs as init.`,
 
 func stateName(s containerv1.ContainerState) string {
 	return strings.ToLower(strings.TrimPrefix(s.String(), "CONTAINER_STATE_"))
-}
-
-// withContainers runs f with a ContainerService client and a context bounded by --timeout.
-func withContainers(g *globals, f func(ctx context.Context, cl containerv1.ContainerServiceClient, args []string) error) func(*cobra.Command, []string) error {
-	return func(cmd *cobra.Command, args []string) error {
-		conn, err := g.conn("containerd-lite")
-		if err != nil {
-			return err
-		}
-		defer conn.Close()
-		ctx, cancel := g.ctx(cmd)
-		defer cancel()
-		return f(ctx, containerv1.NewContainerServiceClient(conn), args)
-	}
 }

@@ -16,6 +16,8 @@ import (
 	"hearth.dev/services/containerd-lite/internal/containerapi"
 	"hearth.dev/services/containerd-lite/internal/containers"
 	"hearth.dev/services/containerd-lite/internal/idmap"
+	"hearth.dev/services/containerd-lite/internal/imageapi"
+	"hearth.dev/services/containerd-lite/internal/images"
 	"hearth.dev/services/containerd-lite/internal/lxcrt"
 	"hearth.dev/services/containerd-lite/internal/store"
 )
@@ -74,9 +76,19 @@ func initDaemon(env *daemon.Env, baseSrc string) (daemon.Hooks, error) {
 		Logger:     env.Logger,
 		IDMap:      idmap.Default,
 	})
+	imgs, err := images.New(images.Options{
+		Dir: filepath.Join(env.StateDir, "images"), Store: st, Logger: env.Logger, UsedBy: st.ContainersUsing,
+	})
+	if err != nil {
+		st.Close()
+		return daemon.Hooks{}, err
+	}
 	containerv1.RegisterContainerServiceServer(env.Server, containerapi.New(m))
+	containerv1.RegisterImageServiceServer(env.Server, imageapi.New(imgs))
 	return daemon.Hooks{
-		Reconcile: m.Reconcile,
+		Reconcile: func(ctx context.Context) error {
+			return errors.Join(imgs.Reconcile(ctx), m.Reconcile(ctx))
+		},
 		Close: func() error {
 			return errors.Join(m.Close(), st.Close())
 		},

@@ -15,12 +15,14 @@ import (
 )
 
 // SchemaVersion is the version this code writes.
-const SchemaVersion = 1
+const SchemaVersion = 2
 
 var (
 	metaBucket       = []byte("meta")
 	schemaKey        = []byte("schema")
 	containersBucket = []byte("containers")
+	imagesBucket     = []byte("images")
+	namesBucket      = []byte("image-names")
 )
 
 // migrations[i] moves a database from version i to i+1.
@@ -28,6 +30,15 @@ var migrations = []func(tx *bolt.Tx) error{
 	// 0 → 1: the containers bucket.
 	func(tx *bolt.Tx) error {
 		_, err := tx.CreateBucketIfNotExists(containersBucket)
+		return err
+	},
+	// 1 → 2: images by digest, and names pointing at digests. Containers gain an
+	// image map, which old records read as empty.
+	func(tx *bolt.Tx) error {
+		if _, err := tx.CreateBucketIfNotExists(imagesBucket); err != nil {
+			return err
+		}
+		_, err := tx.CreateBucketIfNotExists(namesBucket)
 		return err
 	},
 }
@@ -39,6 +50,8 @@ type Container struct {
 	StartedAt time.Time `json:"started_at,omitzero"`
 	// BaseRootfs is the host path of the base the container's overlay sits on.
 	BaseRootfs string `json:"base_rootfs"`
+	// Images maps the container's names for images to their digests.
+	Images map[string]string `json:"images,omitempty"`
 }
 
 // Store is the database.

@@ -108,3 +108,54 @@ func TestOpenHeldByAnother(t *testing.T) {
 		t.Fatalf("second Open: %v, want ErrUnavailable", err)
 	}
 }
+
+func TestMigrationV1ToV2KeepsContainers(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "meta.db")
+	db, err := bolt.Open(path, 0o600, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	err = db.Update(func(tx *bolt.Tx) error {
+		meta, err := tx.CreateBucket(metaBucket)
+		if err != nil {
+			return err
+		}
+		if err := meta.Put(schemaKey, binary.BigEndian.AppendUint64(nil, 1)); err != nil {
+			return err
+		}
+		b, err := tx.CreateBucket(containersBucket)
+		if err != nil {
+			return err
+		}
+		// A record as version 1 wrote it: no image map.
+		return b.Put([]byte("old"), []byte(`{"name":"old","created_at":"2026-01-02T03:04:05Z","base_rootfs":"/b"}`))
+	})
+	db.Close()
+	if err != nil {
+		t.Fatal(err)
+	}
+	s, err := Open(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	if v, _ := s.SchemaVersion(); v != 2 {
+		t.Fatalf("schema %d, want 2", v)
+	}
+	c, err := s.GetContainer("old")
+	if err != nil || c.BaseRootfs != "/b" || len(c.Images) != 0 {
+		t.Fatalf("old record after migration: %+v, %v", c, err)
+	}
+	if err := s.PutImage(Image{Digest: "sha256:aa"}, "app:1"); err != nil {
+		t.Fatalf("images bucket missing after migration: %v", err)
+	}
+	if names, _ := s.NamesOf("sha256:aa"); len(names) != 1 || names[0] != "app:1" {
+		t.Fatalf("NamesOf = %v", names)
+	}
+	if err := s.DeleteImage("sha256:aa"); err != nil {
+		t.Fatal(err)
+	}
+	if n, _ := s.Names(); len(n) != 0 {
+		t.Fatalf("names left after DeleteImage: %v", n)
+	}
+}

@@ -1,0 +1,5 @@
+package images
+
+import "github.com/google/go-containerregistry/pkg/authn"
+
+type authConfig = authn.AuthConfig

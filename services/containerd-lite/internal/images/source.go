@@ -1,0 +1,270 @@
+package images
+
+import (
+	"archive/tar"
+	"bufio"
+	"compress/gzip"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"runtime"
+	"strings"
+
+	v1 "github.com/google/go-containerregistry/pkg/v1"
+	"github.com/klauspost/compress/zstd"
+	"github.com/google/go-containerregistry/pkg/v1/empty"
+	"github.com/google/go-containerregistry/pkg/v1/layout"
+	"github.com/google/go-containerregistry/pkg/v1/mutate"
+	"github.com/google/go-containerregistry/pkg/v1/tarball"
+
+	"hearth.dev/internal/errdefs"
+	"hearth.dev/services/containerd-lite/internal/unpack"
+)
+
+// Format is the kind of file or directory an image is imported from.
+type Format string
+
+// Formats.
+const (
+	FormatOCILayout  Format = "oci-layout"
+	FormatOCIArchive Format = "oci-archive"
+	FormatDocker     Format = "docker-archive"
+	FormatRootfs     Format = "rootfs-tarball"
+)
+
+// HostPlatform is the platform a multi-platform index is resolved to.
+var HostPlatform = v1.Platform{OS: "linux", Architecture: runtime.GOARCH}
+
+// opened is an image read from a local source; cleanup removes what opening made.
+type opened struct {
+	img     v1.Image
+	format  Format
+	cleanup func()
+	// rawTotal is set for sources that hold layers uncompressed (docker save, rootfs
+	// tarballs): their layers are read as tar, and progress counts against the file size.
+	rawTotal int64
+}
+
+// openLocal detects the format of path and opens the image in it. scratch is a
+// directory for unpacking an OCI archive.
+func openLocal(path, scratch string) (*opened, error) {
+	fi, err := os.Stat(path)
+	if err != nil {
+		return nil, fmt.Errorf("import %s: %w: %w", path, err, errdefs.ErrInvalidArgument)
+	}
+	if fi.IsDir() {
+		if _, err := os.Stat(filepath.Join(path, "oci-layout")); err != nil {
+			return nil, fmt.Errorf("import %s: a directory must be an OCI image layout (it has no oci-layout file); pack a plain root file system as a tar first: %w", path, errdefs.ErrInvalidArgument)
+		}
+		img, err := fromLayout(path)
+		if err != nil {
+			return nil, err
+		}
+		return &opened{img: img, format: FormatOCILayout, cleanup: func() {}}, nil
+	}
+	kind, err := sniffTar(path)
+	if err != nil {
+		return nil, err
+	}
+	switch kind {
+	case FormatOCIArchive:
+		dir, err := os.MkdirTemp(scratch, "oci-archive-")
+		if err != nil {
+			return nil, err
+		}
+		cleanup := func() { os.RemoveAll(dir) }
+		if err := extractArchive(path, dir); err != nil {
+			cleanup()
+			return nil, err
+		}
+		img, err := fromLayout(dir)
+		if err != nil {
+			cleanup()
+			return nil, err
+		}
+		return &opened{img: img, format: FormatOCIArchive, cleanup: cleanup}, nil
+	case FormatDocker:
+		img, err := tarball.ImageFromPath(path, nil)
+		if err != nil {
+			return nil, fmt.Errorf("import %s as a docker save archive: %w (an archive of several images is not supported: save one): %w", path, err, errdefs.ErrInvalidArgument)
+		}
+		return &opened{img: img, format: FormatDocker, cleanup: func() {}, rawTotal: fi.Size()}, nil
+	default:
+		layer, err := tarball.LayerFromFile(path)
+		if err != nil {
+			return nil, fmt.Errorf("import %s as a root file system tarball: %w: %w", path, err, errdefs.ErrInvalidArgument)
+		}
+		img, err := mutate.AppendLayers(empty.Image, layer)
+		if err != nil {
+			return nil, err
+		}
+		img, err = mutate.ConfigFile(img, &v1.ConfigFile{
+			Architecture: HostPlatform.Architecture, OS: HostPlatform.OS,
+			RootFS: mustRootFS(img),
+			Config: v1.Config{Env: []string{"PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"}},
+		})
+		if err != nil {
+			return nil, err
+		}
+		return &opened{img: img, format: FormatRootfs, cleanup: func() {}, rawTotal: fi.Size()}, nil
+	}
+}
+
+func mustRootFS(img v1.Image) v1.RootFS {
+	cf, err := img.ConfigFile()
+	if err != nil {
+		return v1.RootFS{Type: "layers"}
+	}
+	return cf.RootFS
+}
+
+// sniffTar reads a (possibly gzip-compressed) tar's entry names to tell an OCI archive
+// (has oci-layout), a docker save archive (has manifest.json) and a root file system apart.
+func sniffTar(path string) (Format, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return "", err
+	}
+	defer f.Close()
+	br := bufio.NewReader(f)
+	var r io.Reader = br
+	if magic, _ := br.Peek(2); len(magic) == 2 && magic[0] == 0x1f && magic[1] == 0x8b {
+		zr, err := gzip.NewReader(br)
+		if err != nil {
+			return "", fmt.Errorf("import %s: %w: %w", path, err, errdefs.ErrInvalidArgument)
+		}
+		defer zr.Close()
+		r = zr
+	}
+	tr := tar.NewReader(r)
+	seenAny := false
+	for i := 0; i < 10000; i++ {
+		hdr, err := tr.Next()
+		if errors.Is(err, io.EOF) {
+			break
+		}
+		if err != nil {
+			if !seenAny {
+				return "", fmt.Errorf("import %s: not a tar archive, OCI layout, or docker save archive (%v): %w", path, err, errdefs.ErrInvalidArgument)
+			}
+			return "", fmt.Errorf("import %s: read tar: %w: %w", path, err, errdefs.ErrInvalidArgument)
+		}
+		seenAny = true
+		switch strings.TrimPrefix(hdr.Name, "./") {
+		case "oci-layout":
+			return FormatOCIArchive, nil
+		case "manifest.json":
+			return FormatDocker, nil
+		}
+	}
+	if !seenAny {
+		return "", fmt.Errorf("import %s: empty archive: %w", path, errdefs.ErrInvalidArgument)
+	}
+	return FormatRootfs, nil
+}
+
+// extractArchive unpacks an OCI archive into dir with the same confinement as layers.
+func extractArchive(path, dir string) error {
+	f, err := os.Open(path)
+	if err != nil {
+		return err
+	}
+	defer f.Close()
+	br := bufio.NewReader(f)
+	var r io.Reader = br
+	if magic, _ := br.Peek(2); len(magic) == 2 && magic[0] == 0x1f && magic[1] == 0x8b {
+		zr, err := gzip.NewReader(br)
+		if err != nil {
+			return err
+		}
+		defer zr.Close()
+		r = zr
+	}
+	u, err := unpack.New(dir, unpack.Limits{})
+	if err != nil {
+		return err
+	}
+	defer u.Close()
+	if err := u.Apply(r); err != nil {
+		return fmt.Errorf("import %s: unpack OCI archive: %w: %w", path, err, errdefs.ErrInvalidArgument)
+	}
+	return nil
+}
+
+// fromLayout picks the image in an OCI layout: the only one, or the one for this host's
+// platform in a multi-platform index.
+func fromLayout(dir string) (v1.Image, error) {
+	idx, err := layout.ImageIndexFromPath(dir)
+	if err != nil {
+		return nil, fmt.Errorf("read OCI layout %s: %w: %w", dir, err, errdefs.ErrInvalidArgument)
+	}
+	img, err := resolveIndex(idx)
+	if err != nil {
+		return nil, fmt.Errorf("OCI layout %s: %w", dir, err)
+	}
+	return img, nil
+}
+
+// resolveIndex finds the image for HostPlatform in an index, descending nested indexes.
+func resolveIndex(idx v1.ImageIndex) (v1.Image, error) {
+	im, err := idx.IndexManifest()
+	if err != nil {
+		return nil, err
+	}
+	var images []v1.Descriptor
+	var seen []string
+	for _, d := range im.Manifests {
+		if d.MediaType.IsIndex() {
+			child, err := idx.ImageIndex(d.Digest)
+			if err != nil {
+				return nil, err
+			}
+			if img, err := resolveIndex(child); err == nil {
+				return img, nil
+			} else if !errors.Is(err, errdefs.ErrNotFound) {
+				return nil, err
+			}
+			continue
+		}
+		if !d.MediaType.IsImage() {
+			continue
+		}
+		if d.Platform != nil {
+			seen = append(seen, d.Platform.String())
+			if !d.Platform.Satisfies(HostPlatform) {
+				continue
+			}
+		}
+		images = append(images, d)
+	}
+	switch len(images) {
+	case 0:
+		return nil, fmt.Errorf("no image for platform %s (the index has %s): %w", HostPlatform.String(), strings.Join(seen, ", "), errdefs.ErrNotFound)
+	case 1:
+		return idx.Image(images[0].Digest)
+	}
+	return nil, fmt.Errorf("%d images match platform %s; keep one image per layout: %w", len(images), HostPlatform.String(), errdefs.ErrInvalidArgument)
+}
+
+// decompress returns the tar stream inside a layer blob: gzip, zstd or none, by magic.
+func decompress(r io.Reader) (io.ReadCloser, error) {
+	br := bufio.NewReaderSize(r, 64<<10)
+	magic, _ := br.Peek(4)
+	switch {
+	case len(magic) >= 2 && magic[0] == 0x1f && magic[1] == 0x8b:
+		zr, err := gzip.NewReader(br)
+		if err != nil {
+			return nil, fmt.Errorf("gzip layer: %w", err)
+		}
+		return zr, nil
+	case len(magic) == 4 && magic[0] == 0x28 && magic[1] == 0xb5 && magic[2] == 0x2f && magic[3] == 0xfd:
+		zr, err := zstd.NewReader(br)
+		if err != nil {
+			return nil, fmt.Errorf("zstd layer: %w", err)
+		}
+		return zr.IOReadCloser(), nil
+	}
+	return io.NopCloser(br), nil
+}
