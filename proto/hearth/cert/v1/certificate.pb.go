@@ -5,12 +5,28 @@
 // source: hearth/cert/v1/certificate.proto
 
 // certd's API: the local CA and ACME certificates.
+//
+// Who may have which names. certd's socket admits only root and the configured group
+// (SO_PEERCRED); those callers are trusted to state the owner truthfully. A package never
+// reaches certd directly: containerd-lite asks on its behalf and sets the owner from the
+// host.sock the package called through.
+//   - A request without an owner is administrative (hearthctl, netd): it may have any
+//     name the issuer allows. For the local CA those are names under .local and the
+//     internal container domain (hearth.internal unless certd's --internal-domain says
+//     otherwise) and private addresses (10/8, 172.16/12, 192.168/16, 127/8, fc00::/7,
+//     fe80::/10, ::1); the root carries these as critical name constraints, so a device
+//     that trusts it trusts it for nothing else.
+//   - A request with an owner (a package or container id) may have only the owner's own
+//     names: <owner>.local, <owner>.<internal domain> and any name below them, plus the
+//     names certd was started with for that owner (--grant OWNER=NAME,...). Addresses
+//     are never an owner's unless granted.
 
 package certv1
 
 import (
 	protoreflect "google.golang.org/protobuf/reflect/protoreflect"
 	protoimpl "google.golang.org/protobuf/runtime/protoimpl"
+	durationpb "google.golang.org/protobuf/types/known/durationpb"
 	timestamppb "google.golang.org/protobuf/types/known/timestamppb"
 	reflect "reflect"
 	sync "sync"
@@ -28,6 +44,7 @@ const (
 type Issuer int32
 
 const (
+	// The local root CA.
 	Issuer_ISSUER_UNSPECIFIED Issuer = 0
 	// The local root CA, for .local names and private addresses.
 	Issuer_ISSUER_LOCAL Issuer = 1
@@ -76,9 +93,135 @@ func (Issuer) EnumDescriptor() ([]byte, []int) {
 	return file_hearth_cert_v1_certificate_proto_rawDescGZIP(), []int{0}
 }
 
+// Challenge is how an ACME CA checks that we hold a name.
+type Challenge int32
+
+const (
+	// Any challenge certd is configured to answer.
+	Challenge_CHALLENGE_UNSPECIFIED Challenge = 0
+	// A token served over HTTP on port 80.
+	Challenge_CHALLENGE_HTTP_01 Challenge = 1
+	// A certificate served with ALPN acme-tls/1 on port 443.
+	Challenge_CHALLENGE_TLS_ALPN_01 Challenge = 2
+	// A TXT record, set through certd's DNS provider.
+	Challenge_CHALLENGE_DNS_01 Challenge = 3
+)
+
+// Enum value maps for Challenge.
+var (
+	Challenge_name = map[int32]string{
+		0: "CHALLENGE_UNSPECIFIED",
+		1: "CHALLENGE_HTTP_01",
+		2: "CHALLENGE_TLS_ALPN_01",
+		3: "CHALLENGE_DNS_01",
+	}
+	Challenge_value = map[string]int32{
+		"CHALLENGE_UNSPECIFIED": 0,
+		"CHALLENGE_HTTP_01":     1,
+		"CHALLENGE_TLS_ALPN_01": 2,
+		"CHALLENGE_DNS_01":      3,
+	}
+)
+
+func (x Challenge) Enum() *Challenge {
+	p := new(Challenge)
+	*p = x
+	return p
+}
+
+func (x Challenge) String() string {
+	return protoimpl.X.EnumStringOf(x.Descriptor(), protoreflect.EnumNumber(x))
+}
+
+func (Challenge) Descriptor() protoreflect.EnumDescriptor {
+	return file_hearth_cert_v1_certificate_proto_enumTypes[1].Descriptor()
+}
+
+func (Challenge) Type() protoreflect.EnumType {
+	return &file_hearth_cert_v1_certificate_proto_enumTypes[1]
+}
+
+func (x Challenge) Number() protoreflect.EnumNumber {
+	return protoreflect.EnumNumber(x)
+}
+
+// Deprecated: Use Challenge.Descriptor instead.
+func (Challenge) EnumDescriptor() ([]byte, []int) {
+	return file_hearth_cert_v1_certificate_proto_rawDescGZIP(), []int{1}
+}
+
+// Event says what happened to a certificate.
+type Event int32
+
+const (
+	Event_EVENT_UNSPECIFIED Event = 0
+	// Sent first for each certificate when the watcher asks for the existing ones.
+	Event_EVENT_EXISTING Event = 1
+	// A certificate was issued for the first time.
+	Event_EVENT_ISSUED Event = 2
+	// A certificate was renewed (by certd on its own, or on request).
+	Event_EVENT_RENEWED Event = 3
+	// A certificate was re-issued under a new root.
+	Event_EVENT_REISSUED Event = 4
+	// The local root was rotated; certificate is unset, roots holds the published roots.
+	Event_EVENT_ROOT_ROTATED Event = 5
+	// A renewal failed; certificate carries last_error and certd retries with backoff.
+	Event_EVENT_RENEWAL_FAILED Event = 6
+)
+
+// Enum value maps for Event.
+var (
+	Event_name = map[int32]string{
+		0: "EVENT_UNSPECIFIED",
+		1: "EVENT_EXISTING",
+		2: "EVENT_ISSUED",
+		3: "EVENT_RENEWED",
+		4: "EVENT_REISSUED",
+		5: "EVENT_ROOT_ROTATED",
+		6: "EVENT_RENEWAL_FAILED",
+	}
+	Event_value = map[string]int32{
+		"EVENT_UNSPECIFIED":    0,
+		"EVENT_EXISTING":       1,
+		"EVENT_ISSUED":         2,
+		"EVENT_RENEWED":        3,
+		"EVENT_REISSUED":       4,
+		"EVENT_ROOT_ROTATED":   5,
+		"EVENT_RENEWAL_FAILED": 6,
+	}
+)
+
+func (x Event) Enum() *Event {
+	p := new(Event)
+	*p = x
+	return p
+}
+
+func (x Event) String() string {
+	return protoimpl.X.EnumStringOf(x.Descriptor(), protoreflect.EnumNumber(x))
+}
+
+func (Event) Descriptor() protoreflect.EnumDescriptor {
+	return file_hearth_cert_v1_certificate_proto_enumTypes[2].Descriptor()
+}
+
+func (Event) Type() protoreflect.EnumType {
+	return &file_hearth_cert_v1_certificate_proto_enumTypes[2]
+}
+
+func (x Event) Number() protoreflect.EnumNumber {
+	return protoreflect.EnumNumber(x)
+}
+
+// Deprecated: Use Event.Descriptor instead.
+func (Event) EnumDescriptor() ([]byte, []int) {
+	return file_hearth_cert_v1_certificate_proto_rawDescGZIP(), []int{2}
+}
+
 // Certificate is one certificate certd keeps.
 type Certificate struct {
-	state       protoimpl.MessageState `protogen:"open.v1"`
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Stable for the same issuer, owner and names: "web.local-1a2b3c4d".
 	Id          string                 `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
 	DnsNames    []string               `protobuf:"bytes,2,rep,name=dns_names,json=dnsNames,proto3" json:"dns_names,omitempty"`
 	IpAddresses []string               `protobuf:"bytes,3,rep,name=ip_addresses,json=ipAddresses,proto3" json:"ip_addresses,omitempty"`
@@ -87,8 +230,20 @@ type Certificate struct {
 	NotAfter    *timestamppb.Timestamp `protobuf:"bytes,6,opt,name=not_after,json=notAfter,proto3" json:"not_after,omitempty"`
 	// The leaf and its chain, PEM.
 	ChainPem []byte `protobuf:"bytes,7,opt,name=chain_pem,json=chainPem,proto3" json:"chain_pem,omitempty"`
-	// The private key, PEM; only in answers to the owner.
-	KeyPem        []byte `protobuf:"bytes,8,opt,name=key_pem,json=keyPem,proto3" json:"key_pem,omitempty"`
+	// The private key, PEM; only in IssueCertificate and RenewCertificate answers, and
+	// where the request asks for it (include_key).
+	KeyPem []byte `protobuf:"bytes,8,opt,name=key_pem,json=keyPem,proto3" json:"key_pem,omitempty"`
+	// The package or container the certificate is for; empty for administrative ones.
+	Owner string `protobuf:"bytes,9,opt,name=owner,proto3" json:"owner,omitempty"`
+	// When certd renews it on its own: two thirds into its life for local certificates,
+	// the ACME CA's renewal window (ARI) when it offers one.
+	RenewAt *timestamppb.Timestamp `protobuf:"bytes,10,opt,name=renew_at,json=renewAt,proto3" json:"renew_at,omitempty"`
+	// The leaf's serial number, hex.
+	Serial string `protobuf:"bytes,11,opt,name=serial,proto3" json:"serial,omitempty"`
+	// The ACME challenge the certificate was obtained with.
+	Challenge Challenge `protobuf:"varint,12,opt,name=challenge,proto3,enum=hearth.cert.v1.Challenge" json:"challenge,omitempty"`
+	// The last failed renewal, if the last attempt failed; certd retries with backoff.
+	LastError     string `protobuf:"bytes,13,opt,name=last_error,json=lastError,proto3" json:"last_error,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -179,6 +334,137 @@ func (x *Certificate) GetKeyPem() []byte {
 	return nil
 }
 
+func (x *Certificate) GetOwner() string {
+	if x != nil {
+		return x.Owner
+	}
+	return ""
+}
+
+func (x *Certificate) GetRenewAt() *timestamppb.Timestamp {
+	if x != nil {
+		return x.RenewAt
+	}
+	return nil
+}
+
+func (x *Certificate) GetSerial() string {
+	if x != nil {
+		return x.Serial
+	}
+	return ""
+}
+
+func (x *Certificate) GetChallenge() Challenge {
+	if x != nil {
+		return x.Challenge
+	}
+	return Challenge_CHALLENGE_UNSPECIFIED
+}
+
+func (x *Certificate) GetLastError() string {
+	if x != nil {
+		return x.LastError
+	}
+	return ""
+}
+
+// Root is one published root CA certificate.
+type Root struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Pem   []byte                 `protobuf:"bytes,1,opt,name=pem,proto3" json:"pem,omitempty"`
+	// SHA-256 of the DER certificate, hex.
+	Sha256Fingerprint string                 `protobuf:"bytes,2,opt,name=sha256_fingerprint,json=sha256Fingerprint,proto3" json:"sha256_fingerprint,omitempty"`
+	NotBefore         *timestamppb.Timestamp `protobuf:"bytes,3,opt,name=not_before,json=notBefore,proto3" json:"not_before,omitempty"`
+	NotAfter          *timestamppb.Timestamp `protobuf:"bytes,4,opt,name=not_after,json=notAfter,proto3" json:"not_after,omitempty"`
+	// Whether new certificates are issued under this root.
+	Current bool `protobuf:"varint,5,opt,name=current,proto3" json:"current,omitempty"`
+	// For a rotated-out root: when it stops being published.
+	PublishedUntil *timestamppb.Timestamp `protobuf:"bytes,6,opt,name=published_until,json=publishedUntil,proto3" json:"published_until,omitempty"`
+	Subject        string                 `protobuf:"bytes,7,opt,name=subject,proto3" json:"subject,omitempty"`
+	unknownFields  protoimpl.UnknownFields
+	sizeCache      protoimpl.SizeCache
+}
+
+func (x *Root) Reset() {
+	*x = Root{}
+	mi := &file_hearth_cert_v1_certificate_proto_msgTypes[1]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Root) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Root) ProtoMessage() {}
+
+func (x *Root) ProtoReflect() protoreflect.Message {
+	mi := &file_hearth_cert_v1_certificate_proto_msgTypes[1]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Root.ProtoReflect.Descriptor instead.
+func (*Root) Descriptor() ([]byte, []int) {
+	return file_hearth_cert_v1_certificate_proto_rawDescGZIP(), []int{1}
+}
+
+func (x *Root) GetPem() []byte {
+	if x != nil {
+		return x.Pem
+	}
+	return nil
+}
+
+func (x *Root) GetSha256Fingerprint() string {
+	if x != nil {
+		return x.Sha256Fingerprint
+	}
+	return ""
+}
+
+func (x *Root) GetNotBefore() *timestamppb.Timestamp {
+	if x != nil {
+		return x.NotBefore
+	}
+	return nil
+}
+
+func (x *Root) GetNotAfter() *timestamppb.Timestamp {
+	if x != nil {
+		return x.NotAfter
+	}
+	return nil
+}
+
+func (x *Root) GetCurrent() bool {
+	if x != nil {
+		return x.Current
+	}
+	return false
+}
+
+func (x *Root) GetPublishedUntil() *timestamppb.Timestamp {
+	if x != nil {
+		return x.PublishedUntil
+	}
+	return nil
+}
+
+func (x *Root) GetSubject() string {
+	if x != nil {
+		return x.Subject
+	}
+	return ""
+}
+
 type GetRootRequest struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	unknownFields protoimpl.UnknownFields
@@ -187,7 +473,7 @@ type GetRootRequest struct {
 
 func (x *GetRootRequest) Reset() {
 	*x = GetRootRequest{}
-	mi := &file_hearth_cert_v1_certificate_proto_msgTypes[1]
+	mi := &file_hearth_cert_v1_certificate_proto_msgTypes[2]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -199,7 +485,7 @@ func (x *GetRootRequest) String() string {
 func (*GetRootRequest) ProtoMessage() {}
 
 func (x *GetRootRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_hearth_cert_v1_certificate_proto_msgTypes[1]
+	mi := &file_hearth_cert_v1_certificate_proto_msgTypes[2]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -212,20 +498,22 @@ func (x *GetRootRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetRootRequest.ProtoReflect.Descriptor instead.
 func (*GetRootRequest) Descriptor() ([]byte, []int) {
-	return file_hearth_cert_v1_certificate_proto_rawDescGZIP(), []int{1}
+	return file_hearth_cert_v1_certificate_proto_rawDescGZIP(), []int{2}
 }
 
 type GetRootResponse struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// Current root first; a root being rotated out follows while both are published.
-	RootsPem      [][]byte `protobuf:"bytes,1,rep,name=roots_pem,json=rootsPem,proto3" json:"roots_pem,omitempty"`
+	RootsPem [][]byte `protobuf:"bytes,1,rep,name=roots_pem,json=rootsPem,proto3" json:"roots_pem,omitempty"`
+	// The same roots, described.
+	Roots         []*Root `protobuf:"bytes,2,rep,name=roots,proto3" json:"roots,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *GetRootResponse) Reset() {
 	*x = GetRootResponse{}
-	mi := &file_hearth_cert_v1_certificate_proto_msgTypes[2]
+	mi := &file_hearth_cert_v1_certificate_proto_msgTypes[3]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -237,7 +525,7 @@ func (x *GetRootResponse) String() string {
 func (*GetRootResponse) ProtoMessage() {}
 
 func (x *GetRootResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_hearth_cert_v1_certificate_proto_msgTypes[2]
+	mi := &file_hearth_cert_v1_certificate_proto_msgTypes[3]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -250,7 +538,7 @@ func (x *GetRootResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetRootResponse.ProtoReflect.Descriptor instead.
 func (*GetRootResponse) Descriptor() ([]byte, []int) {
-	return file_hearth_cert_v1_certificate_proto_rawDescGZIP(), []int{2}
+	return file_hearth_cert_v1_certificate_proto_rawDescGZIP(), []int{3}
 }
 
 func (x *GetRootResponse) GetRootsPem() [][]byte {
@@ -260,18 +548,30 @@ func (x *GetRootResponse) GetRootsPem() [][]byte {
 	return nil
 }
 
+func (x *GetRootResponse) GetRoots() []*Root {
+	if x != nil {
+		return x.Roots
+	}
+	return nil
+}
+
 type IssueCertificateRequest struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	DnsNames      []string               `protobuf:"bytes,1,rep,name=dns_names,json=dnsNames,proto3" json:"dns_names,omitempty"`
-	IpAddresses   []string               `protobuf:"bytes,2,rep,name=ip_addresses,json=ipAddresses,proto3" json:"ip_addresses,omitempty"`
-	Issuer        Issuer                 `protobuf:"varint,3,opt,name=issuer,proto3,enum=hearth.cert.v1.Issuer" json:"issuer,omitempty"`
+	state       protoimpl.MessageState `protogen:"open.v1"`
+	DnsNames    []string               `protobuf:"bytes,1,rep,name=dns_names,json=dnsNames,proto3" json:"dns_names,omitempty"`
+	IpAddresses []string               `protobuf:"bytes,2,rep,name=ip_addresses,json=ipAddresses,proto3" json:"ip_addresses,omitempty"`
+	// ISSUER_UNSPECIFIED is the local CA.
+	Issuer Issuer `protobuf:"varint,3,opt,name=issuer,proto3,enum=hearth.cert.v1.Issuer" json:"issuer,omitempty"`
+	// The package or container asking; see the top of this file for what it may have.
+	Owner string `protobuf:"bytes,4,opt,name=owner,proto3" json:"owner,omitempty"`
+	// For ACME: the challenge to use; unspecified lets certd choose among those it answers.
+	Challenge     Challenge `protobuf:"varint,5,opt,name=challenge,proto3,enum=hearth.cert.v1.Challenge" json:"challenge,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *IssueCertificateRequest) Reset() {
 	*x = IssueCertificateRequest{}
-	mi := &file_hearth_cert_v1_certificate_proto_msgTypes[3]
+	mi := &file_hearth_cert_v1_certificate_proto_msgTypes[4]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -283,7 +583,7 @@ func (x *IssueCertificateRequest) String() string {
 func (*IssueCertificateRequest) ProtoMessage() {}
 
 func (x *IssueCertificateRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_hearth_cert_v1_certificate_proto_msgTypes[3]
+	mi := &file_hearth_cert_v1_certificate_proto_msgTypes[4]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -296,7 +596,7 @@ func (x *IssueCertificateRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use IssueCertificateRequest.ProtoReflect.Descriptor instead.
 func (*IssueCertificateRequest) Descriptor() ([]byte, []int) {
-	return file_hearth_cert_v1_certificate_proto_rawDescGZIP(), []int{3}
+	return file_hearth_cert_v1_certificate_proto_rawDescGZIP(), []int{4}
 }
 
 func (x *IssueCertificateRequest) GetDnsNames() []string {
@@ -320,6 +620,20 @@ func (x *IssueCertificateRequest) GetIssuer() Issuer {
 	return Issuer_ISSUER_UNSPECIFIED
 }
 
+func (x *IssueCertificateRequest) GetOwner() string {
+	if x != nil {
+		return x.Owner
+	}
+	return ""
+}
+
+func (x *IssueCertificateRequest) GetChallenge() Challenge {
+	if x != nil {
+		return x.Challenge
+	}
+	return Challenge_CHALLENGE_UNSPECIFIED
+}
+
 type IssueCertificateResponse struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	Certificate   *Certificate           `protobuf:"bytes,1,opt,name=certificate,proto3" json:"certificate,omitempty"`
@@ -329,7 +643,7 @@ type IssueCertificateResponse struct {
 
 func (x *IssueCertificateResponse) Reset() {
 	*x = IssueCertificateResponse{}
-	mi := &file_hearth_cert_v1_certificate_proto_msgTypes[4]
+	mi := &file_hearth_cert_v1_certificate_proto_msgTypes[5]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -341,7 +655,7 @@ func (x *IssueCertificateResponse) String() string {
 func (*IssueCertificateResponse) ProtoMessage() {}
 
 func (x *IssueCertificateResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_hearth_cert_v1_certificate_proto_msgTypes[4]
+	mi := &file_hearth_cert_v1_certificate_proto_msgTypes[5]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -354,7 +668,7 @@ func (x *IssueCertificateResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use IssueCertificateResponse.ProtoReflect.Descriptor instead.
 func (*IssueCertificateResponse) Descriptor() ([]byte, []int) {
-	return file_hearth_cert_v1_certificate_proto_rawDescGZIP(), []int{4}
+	return file_hearth_cert_v1_certificate_proto_rawDescGZIP(), []int{5}
 }
 
 func (x *IssueCertificateResponse) GetCertificate() *Certificate {
@@ -365,15 +679,18 @@ func (x *IssueCertificateResponse) GetCertificate() *Certificate {
 }
 
 type GetCertificateRequest struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Id            string                 `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Id    string                 `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
+	// Include the private key. With an owner, only the owner's certificates answer.
+	IncludeKey    bool   `protobuf:"varint,2,opt,name=include_key,json=includeKey,proto3" json:"include_key,omitempty"`
+	Owner         string `protobuf:"bytes,3,opt,name=owner,proto3" json:"owner,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *GetCertificateRequest) Reset() {
 	*x = GetCertificateRequest{}
-	mi := &file_hearth_cert_v1_certificate_proto_msgTypes[5]
+	mi := &file_hearth_cert_v1_certificate_proto_msgTypes[6]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -385,7 +702,7 @@ func (x *GetCertificateRequest) String() string {
 func (*GetCertificateRequest) ProtoMessage() {}
 
 func (x *GetCertificateRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_hearth_cert_v1_certificate_proto_msgTypes[5]
+	mi := &file_hearth_cert_v1_certificate_proto_msgTypes[6]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -398,12 +715,26 @@ func (x *GetCertificateRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetCertificateRequest.ProtoReflect.Descriptor instead.
 func (*GetCertificateRequest) Descriptor() ([]byte, []int) {
-	return file_hearth_cert_v1_certificate_proto_rawDescGZIP(), []int{5}
+	return file_hearth_cert_v1_certificate_proto_rawDescGZIP(), []int{6}
 }
 
 func (x *GetCertificateRequest) GetId() string {
 	if x != nil {
 		return x.Id
+	}
+	return ""
+}
+
+func (x *GetCertificateRequest) GetIncludeKey() bool {
+	if x != nil {
+		return x.IncludeKey
+	}
+	return false
+}
+
+func (x *GetCertificateRequest) GetOwner() string {
+	if x != nil {
+		return x.Owner
 	}
 	return ""
 }
@@ -417,7 +748,7 @@ type GetCertificateResponse struct {
 
 func (x *GetCertificateResponse) Reset() {
 	*x = GetCertificateResponse{}
-	mi := &file_hearth_cert_v1_certificate_proto_msgTypes[6]
+	mi := &file_hearth_cert_v1_certificate_proto_msgTypes[7]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -429,7 +760,7 @@ func (x *GetCertificateResponse) String() string {
 func (*GetCertificateResponse) ProtoMessage() {}
 
 func (x *GetCertificateResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_hearth_cert_v1_certificate_proto_msgTypes[6]
+	mi := &file_hearth_cert_v1_certificate_proto_msgTypes[7]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -442,7 +773,7 @@ func (x *GetCertificateResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetCertificateResponse.ProtoReflect.Descriptor instead.
 func (*GetCertificateResponse) Descriptor() ([]byte, []int) {
-	return file_hearth_cert_v1_certificate_proto_rawDescGZIP(), []int{6}
+	return file_hearth_cert_v1_certificate_proto_rawDescGZIP(), []int{7}
 }
 
 func (x *GetCertificateResponse) GetCertificate() *Certificate {
@@ -453,14 +784,16 @@ func (x *GetCertificateResponse) GetCertificate() *Certificate {
 }
 
 type ListCertificatesRequest struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Only this owner's certificates, when set.
+	Owner         string `protobuf:"bytes,1,opt,name=owner,proto3" json:"owner,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *ListCertificatesRequest) Reset() {
 	*x = ListCertificatesRequest{}
-	mi := &file_hearth_cert_v1_certificate_proto_msgTypes[7]
+	mi := &file_hearth_cert_v1_certificate_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -472,7 +805,7 @@ func (x *ListCertificatesRequest) String() string {
 func (*ListCertificatesRequest) ProtoMessage() {}
 
 func (x *ListCertificatesRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_hearth_cert_v1_certificate_proto_msgTypes[7]
+	mi := &file_hearth_cert_v1_certificate_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -485,7 +818,14 @@ func (x *ListCertificatesRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListCertificatesRequest.ProtoReflect.Descriptor instead.
 func (*ListCertificatesRequest) Descriptor() ([]byte, []int) {
-	return file_hearth_cert_v1_certificate_proto_rawDescGZIP(), []int{7}
+	return file_hearth_cert_v1_certificate_proto_rawDescGZIP(), []int{8}
+}
+
+func (x *ListCertificatesRequest) GetOwner() string {
+	if x != nil {
+		return x.Owner
+	}
+	return ""
 }
 
 type ListCertificatesResponse struct {
@@ -497,7 +837,7 @@ type ListCertificatesResponse struct {
 
 func (x *ListCertificatesResponse) Reset() {
 	*x = ListCertificatesResponse{}
-	mi := &file_hearth_cert_v1_certificate_proto_msgTypes[8]
+	mi := &file_hearth_cert_v1_certificate_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -509,7 +849,7 @@ func (x *ListCertificatesResponse) String() string {
 func (*ListCertificatesResponse) ProtoMessage() {}
 
 func (x *ListCertificatesResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_hearth_cert_v1_certificate_proto_msgTypes[8]
+	mi := &file_hearth_cert_v1_certificate_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -522,7 +862,7 @@ func (x *ListCertificatesResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListCertificatesResponse.ProtoReflect.Descriptor instead.
 func (*ListCertificatesResponse) Descriptor() ([]byte, []int) {
-	return file_hearth_cert_v1_certificate_proto_rawDescGZIP(), []int{8}
+	return file_hearth_cert_v1_certificate_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *ListCertificatesResponse) GetCertificates() []*Certificate {
@@ -533,15 +873,17 @@ func (x *ListCertificatesResponse) GetCertificates() []*Certificate {
 }
 
 type RenewCertificateRequest struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Id            string                 `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Id    string                 `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
+	// With an owner, only the owner's certificates may be renewed.
+	Owner         string `protobuf:"bytes,2,opt,name=owner,proto3" json:"owner,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *RenewCertificateRequest) Reset() {
 	*x = RenewCertificateRequest{}
-	mi := &file_hearth_cert_v1_certificate_proto_msgTypes[9]
+	mi := &file_hearth_cert_v1_certificate_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -553,7 +895,7 @@ func (x *RenewCertificateRequest) String() string {
 func (*RenewCertificateRequest) ProtoMessage() {}
 
 func (x *RenewCertificateRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_hearth_cert_v1_certificate_proto_msgTypes[9]
+	mi := &file_hearth_cert_v1_certificate_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -566,12 +908,19 @@ func (x *RenewCertificateRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RenewCertificateRequest.ProtoReflect.Descriptor instead.
 func (*RenewCertificateRequest) Descriptor() ([]byte, []int) {
-	return file_hearth_cert_v1_certificate_proto_rawDescGZIP(), []int{9}
+	return file_hearth_cert_v1_certificate_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *RenewCertificateRequest) GetId() string {
 	if x != nil {
 		return x.Id
+	}
+	return ""
+}
+
+func (x *RenewCertificateRequest) GetOwner() string {
+	if x != nil {
+		return x.Owner
 	}
 	return ""
 }
@@ -585,7 +934,7 @@ type RenewCertificateResponse struct {
 
 func (x *RenewCertificateResponse) Reset() {
 	*x = RenewCertificateResponse{}
-	mi := &file_hearth_cert_v1_certificate_proto_msgTypes[10]
+	mi := &file_hearth_cert_v1_certificate_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -597,7 +946,7 @@ func (x *RenewCertificateResponse) String() string {
 func (*RenewCertificateResponse) ProtoMessage() {}
 
 func (x *RenewCertificateResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_hearth_cert_v1_certificate_proto_msgTypes[10]
+	mi := &file_hearth_cert_v1_certificate_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -610,7 +959,7 @@ func (x *RenewCertificateResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RenewCertificateResponse.ProtoReflect.Descriptor instead.
 func (*RenewCertificateResponse) Descriptor() ([]byte, []int) {
-	return file_hearth_cert_v1_certificate_proto_rawDescGZIP(), []int{10}
+	return file_hearth_cert_v1_certificate_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *RenewCertificateResponse) GetCertificate() *Certificate {
@@ -621,14 +970,20 @@ func (x *RenewCertificateResponse) GetCertificate() *Certificate {
 }
 
 type WatchCertificatesRequest struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Send every existing certificate first (EVENT_EXISTING), then the changes.
+	IncludeExisting bool `protobuf:"varint,1,opt,name=include_existing,json=includeExisting,proto3" json:"include_existing,omitempty"`
+	// Include private keys (for netd, which serves them).
+	IncludeKey bool `protobuf:"varint,2,opt,name=include_key,json=includeKey,proto3" json:"include_key,omitempty"`
+	// Only this owner's certificates, when set.
+	Owner         string `protobuf:"bytes,3,opt,name=owner,proto3" json:"owner,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *WatchCertificatesRequest) Reset() {
 	*x = WatchCertificatesRequest{}
-	mi := &file_hearth_cert_v1_certificate_proto_msgTypes[11]
+	mi := &file_hearth_cert_v1_certificate_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -640,7 +995,7 @@ func (x *WatchCertificatesRequest) String() string {
 func (*WatchCertificatesRequest) ProtoMessage() {}
 
 func (x *WatchCertificatesRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_hearth_cert_v1_certificate_proto_msgTypes[11]
+	mi := &file_hearth_cert_v1_certificate_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -653,19 +1008,43 @@ func (x *WatchCertificatesRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WatchCertificatesRequest.ProtoReflect.Descriptor instead.
 func (*WatchCertificatesRequest) Descriptor() ([]byte, []int) {
-	return file_hearth_cert_v1_certificate_proto_rawDescGZIP(), []int{11}
+	return file_hearth_cert_v1_certificate_proto_rawDescGZIP(), []int{12}
+}
+
+func (x *WatchCertificatesRequest) GetIncludeExisting() bool {
+	if x != nil {
+		return x.IncludeExisting
+	}
+	return false
+}
+
+func (x *WatchCertificatesRequest) GetIncludeKey() bool {
+	if x != nil {
+		return x.IncludeKey
+	}
+	return false
+}
+
+func (x *WatchCertificatesRequest) GetOwner() string {
+	if x != nil {
+		return x.Owner
+	}
+	return ""
 }
 
 type WatchCertificatesResponse struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Certificate   *Certificate           `protobuf:"bytes,1,opt,name=certificate,proto3" json:"certificate,omitempty"`
+	state       protoimpl.MessageState `protogen:"open.v1"`
+	Certificate *Certificate           `protobuf:"bytes,1,opt,name=certificate,proto3" json:"certificate,omitempty"`
+	Event       Event                  `protobuf:"varint,2,opt,name=event,proto3,enum=hearth.cert.v1.Event" json:"event,omitempty"`
+	// For EVENT_ROOT_ROTATED: the roots now published.
+	Roots         []*Root `protobuf:"bytes,3,rep,name=roots,proto3" json:"roots,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *WatchCertificatesResponse) Reset() {
 	*x = WatchCertificatesResponse{}
-	mi := &file_hearth_cert_v1_certificate_proto_msgTypes[12]
+	mi := &file_hearth_cert_v1_certificate_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -677,7 +1056,7 @@ func (x *WatchCertificatesResponse) String() string {
 func (*WatchCertificatesResponse) ProtoMessage() {}
 
 func (x *WatchCertificatesResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_hearth_cert_v1_certificate_proto_msgTypes[12]
+	mi := &file_hearth_cert_v1_certificate_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -690,7 +1069,7 @@ func (x *WatchCertificatesResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WatchCertificatesResponse.ProtoReflect.Descriptor instead.
 func (*WatchCertificatesResponse) Descriptor() ([]byte, []int) {
-	return file_hearth_cert_v1_certificate_proto_rawDescGZIP(), []int{12}
+	return file_hearth_cert_v1_certificate_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *WatchCertificatesResponse) GetCertificate() *Certificate {
@@ -700,11 +1079,125 @@ func (x *WatchCertificatesResponse) GetCertificate() *Certificate {
 	return nil
 }
 
+func (x *WatchCertificatesResponse) GetEvent() Event {
+	if x != nil {
+		return x.Event
+	}
+	return Event_EVENT_UNSPECIFIED
+}
+
+func (x *WatchCertificatesResponse) GetRoots() []*Root {
+	if x != nil {
+		return x.Roots
+	}
+	return nil
+}
+
+type RotateRootRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// How long the old root stays published and cross-signs the new one; certd's
+	// --root-overlap when unset.
+	Overlap       *durationpb.Duration `protobuf:"bytes,1,opt,name=overlap,proto3" json:"overlap,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RotateRootRequest) Reset() {
+	*x = RotateRootRequest{}
+	mi := &file_hearth_cert_v1_certificate_proto_msgTypes[14]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RotateRootRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RotateRootRequest) ProtoMessage() {}
+
+func (x *RotateRootRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_hearth_cert_v1_certificate_proto_msgTypes[14]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RotateRootRequest.ProtoReflect.Descriptor instead.
+func (*RotateRootRequest) Descriptor() ([]byte, []int) {
+	return file_hearth_cert_v1_certificate_proto_rawDescGZIP(), []int{14}
+}
+
+func (x *RotateRootRequest) GetOverlap() *durationpb.Duration {
+	if x != nil {
+		return x.Overlap
+	}
+	return nil
+}
+
+type RotateRootResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The roots now published, the new one first.
+	Roots []*Root `protobuf:"bytes,1,rep,name=roots,proto3" json:"roots,omitempty"`
+	// How many local certificates were re-issued under the new intermediate.
+	Reissued      int32 `protobuf:"varint,2,opt,name=reissued,proto3" json:"reissued,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RotateRootResponse) Reset() {
+	*x = RotateRootResponse{}
+	mi := &file_hearth_cert_v1_certificate_proto_msgTypes[15]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RotateRootResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RotateRootResponse) ProtoMessage() {}
+
+func (x *RotateRootResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_hearth_cert_v1_certificate_proto_msgTypes[15]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RotateRootResponse.ProtoReflect.Descriptor instead.
+func (*RotateRootResponse) Descriptor() ([]byte, []int) {
+	return file_hearth_cert_v1_certificate_proto_rawDescGZIP(), []int{15}
+}
+
+func (x *RotateRootResponse) GetRoots() []*Root {
+	if x != nil {
+		return x.Roots
+	}
+	return nil
+}
+
+func (x *RotateRootResponse) GetReissued() int32 {
+	if x != nil {
+		return x.Reissued
+	}
+	return 0
+}
+
 var File_hearth_cert_v1_certificate_proto protoreflect.FileDescriptor
 
 const file_hearth_cert_v1_certificate_proto_rawDesc = "" +
 	"\n" +
-	" hearth/cert/v1/certificate.proto\x12\x0ehearth.cert.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"\xb7\x02\n" +
+	" hearth/cert/v1/certificate.proto\x12\x0ehearth.cert.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xf4\x03\n" +
 	"\vCertificate\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x1b\n" +
 	"\tdns_names\x18\x02 \x03(\tR\bdnsNames\x12!\n" +
@@ -714,41 +1207,91 @@ const file_hearth_cert_v1_certificate_proto_rawDesc = "" +
 	"not_before\x18\x05 \x01(\v2\x1a.google.protobuf.TimestampR\tnotBefore\x127\n" +
 	"\tnot_after\x18\x06 \x01(\v2\x1a.google.protobuf.TimestampR\bnotAfter\x12\x1b\n" +
 	"\tchain_pem\x18\a \x01(\fR\bchainPem\x12\x17\n" +
-	"\akey_pem\x18\b \x01(\fR\x06keyPem\"\x10\n" +
-	"\x0eGetRootRequest\".\n" +
+	"\akey_pem\x18\b \x01(\fR\x06keyPem\x12\x14\n" +
+	"\x05owner\x18\t \x01(\tR\x05owner\x125\n" +
+	"\brenew_at\x18\n" +
+	" \x01(\v2\x1a.google.protobuf.TimestampR\arenewAt\x12\x16\n" +
+	"\x06serial\x18\v \x01(\tR\x06serial\x127\n" +
+	"\tchallenge\x18\f \x01(\x0e2\x19.hearth.cert.v1.ChallengeR\tchallenge\x12\x1d\n" +
+	"\n" +
+	"last_error\x18\r \x01(\tR\tlastError\"\xb4\x02\n" +
+	"\x04Root\x12\x10\n" +
+	"\x03pem\x18\x01 \x01(\fR\x03pem\x12-\n" +
+	"\x12sha256_fingerprint\x18\x02 \x01(\tR\x11sha256Fingerprint\x129\n" +
+	"\n" +
+	"not_before\x18\x03 \x01(\v2\x1a.google.protobuf.TimestampR\tnotBefore\x127\n" +
+	"\tnot_after\x18\x04 \x01(\v2\x1a.google.protobuf.TimestampR\bnotAfter\x12\x18\n" +
+	"\acurrent\x18\x05 \x01(\bR\acurrent\x12C\n" +
+	"\x0fpublished_until\x18\x06 \x01(\v2\x1a.google.protobuf.TimestampR\x0epublishedUntil\x12\x18\n" +
+	"\asubject\x18\a \x01(\tR\asubject\"\x10\n" +
+	"\x0eGetRootRequest\"Z\n" +
 	"\x0fGetRootResponse\x12\x1b\n" +
-	"\troots_pem\x18\x01 \x03(\fR\brootsPem\"\x89\x01\n" +
+	"\troots_pem\x18\x01 \x03(\fR\brootsPem\x12*\n" +
+	"\x05roots\x18\x02 \x03(\v2\x14.hearth.cert.v1.RootR\x05roots\"\xd8\x01\n" +
 	"\x17IssueCertificateRequest\x12\x1b\n" +
 	"\tdns_names\x18\x01 \x03(\tR\bdnsNames\x12!\n" +
 	"\fip_addresses\x18\x02 \x03(\tR\vipAddresses\x12.\n" +
-	"\x06issuer\x18\x03 \x01(\x0e2\x16.hearth.cert.v1.IssuerR\x06issuer\"Y\n" +
+	"\x06issuer\x18\x03 \x01(\x0e2\x16.hearth.cert.v1.IssuerR\x06issuer\x12\x14\n" +
+	"\x05owner\x18\x04 \x01(\tR\x05owner\x127\n" +
+	"\tchallenge\x18\x05 \x01(\x0e2\x19.hearth.cert.v1.ChallengeR\tchallenge\"Y\n" +
 	"\x18IssueCertificateResponse\x12=\n" +
-	"\vcertificate\x18\x01 \x01(\v2\x1b.hearth.cert.v1.CertificateR\vcertificate\"'\n" +
+	"\vcertificate\x18\x01 \x01(\v2\x1b.hearth.cert.v1.CertificateR\vcertificate\"^\n" +
 	"\x15GetCertificateRequest\x12\x0e\n" +
-	"\x02id\x18\x01 \x01(\tR\x02id\"W\n" +
+	"\x02id\x18\x01 \x01(\tR\x02id\x12\x1f\n" +
+	"\vinclude_key\x18\x02 \x01(\bR\n" +
+	"includeKey\x12\x14\n" +
+	"\x05owner\x18\x03 \x01(\tR\x05owner\"W\n" +
 	"\x16GetCertificateResponse\x12=\n" +
-	"\vcertificate\x18\x01 \x01(\v2\x1b.hearth.cert.v1.CertificateR\vcertificate\"\x19\n" +
-	"\x17ListCertificatesRequest\"[\n" +
+	"\vcertificate\x18\x01 \x01(\v2\x1b.hearth.cert.v1.CertificateR\vcertificate\"/\n" +
+	"\x17ListCertificatesRequest\x12\x14\n" +
+	"\x05owner\x18\x01 \x01(\tR\x05owner\"[\n" +
 	"\x18ListCertificatesResponse\x12?\n" +
-	"\fcertificates\x18\x01 \x03(\v2\x1b.hearth.cert.v1.CertificateR\fcertificates\")\n" +
+	"\fcertificates\x18\x01 \x03(\v2\x1b.hearth.cert.v1.CertificateR\fcertificates\"?\n" +
 	"\x17RenewCertificateRequest\x12\x0e\n" +
-	"\x02id\x18\x01 \x01(\tR\x02id\"Y\n" +
+	"\x02id\x18\x01 \x01(\tR\x02id\x12\x14\n" +
+	"\x05owner\x18\x02 \x01(\tR\x05owner\"Y\n" +
 	"\x18RenewCertificateResponse\x12=\n" +
-	"\vcertificate\x18\x01 \x01(\v2\x1b.hearth.cert.v1.CertificateR\vcertificate\"\x1a\n" +
-	"\x18WatchCertificatesRequest\"Z\n" +
+	"\vcertificate\x18\x01 \x01(\v2\x1b.hearth.cert.v1.CertificateR\vcertificate\"|\n" +
+	"\x18WatchCertificatesRequest\x12)\n" +
+	"\x10include_existing\x18\x01 \x01(\bR\x0fincludeExisting\x12\x1f\n" +
+	"\vinclude_key\x18\x02 \x01(\bR\n" +
+	"includeKey\x12\x14\n" +
+	"\x05owner\x18\x03 \x01(\tR\x05owner\"\xb3\x01\n" +
 	"\x19WatchCertificatesResponse\x12=\n" +
-	"\vcertificate\x18\x01 \x01(\v2\x1b.hearth.cert.v1.CertificateR\vcertificate*C\n" +
+	"\vcertificate\x18\x01 \x01(\v2\x1b.hearth.cert.v1.CertificateR\vcertificate\x12+\n" +
+	"\x05event\x18\x02 \x01(\x0e2\x15.hearth.cert.v1.EventR\x05event\x12*\n" +
+	"\x05roots\x18\x03 \x03(\v2\x14.hearth.cert.v1.RootR\x05roots\"H\n" +
+	"\x11RotateRootRequest\x123\n" +
+	"\aoverlap\x18\x01 \x01(\v2\x19.google.protobuf.DurationR\aoverlap\"\\\n" +
+	"\x12RotateRootResponse\x12*\n" +
+	"\x05roots\x18\x01 \x03(\v2\x14.hearth.cert.v1.RootR\x05roots\x12\x1a\n" +
+	"\breissued\x18\x02 \x01(\x05R\breissued*C\n" +
 	"\x06Issuer\x12\x16\n" +
 	"\x12ISSUER_UNSPECIFIED\x10\x00\x12\x10\n" +
 	"\fISSUER_LOCAL\x10\x01\x12\x0f\n" +
-	"\vISSUER_ACME\x10\x022\xe2\x04\n" +
+	"\vISSUER_ACME\x10\x02*n\n" +
+	"\tChallenge\x12\x19\n" +
+	"\x15CHALLENGE_UNSPECIFIED\x10\x00\x12\x15\n" +
+	"\x11CHALLENGE_HTTP_01\x10\x01\x12\x19\n" +
+	"\x15CHALLENGE_TLS_ALPN_01\x10\x02\x12\x14\n" +
+	"\x10CHALLENGE_DNS_01\x10\x03*\x9d\x01\n" +
+	"\x05Event\x12\x15\n" +
+	"\x11EVENT_UNSPECIFIED\x10\x00\x12\x12\n" +
+	"\x0eEVENT_EXISTING\x10\x01\x12\x10\n" +
+	"\fEVENT_ISSUED\x10\x02\x12\x11\n" +
+	"\rEVENT_RENEWED\x10\x03\x12\x12\n" +
+	"\x0eEVENT_REISSUED\x10\x04\x12\x16\n" +
+	"\x12EVENT_ROOT_ROTATED\x10\x05\x12\x18\n" +
+	"\x14EVENT_RENEWAL_FAILED\x10\x062\xb7\x05\n" +
 	"\x12CertificateService\x12J\n" +
 	"\aGetRoot\x12\x1e.hearth.cert.v1.GetRootRequest\x1a\x1f.hearth.cert.v1.GetRootResponse\x12e\n" +
 	"\x10IssueCertificate\x12'.hearth.cert.v1.IssueCertificateRequest\x1a(.hearth.cert.v1.IssueCertificateResponse\x12_\n" +
 	"\x0eGetCertificate\x12%.hearth.cert.v1.GetCertificateRequest\x1a&.hearth.cert.v1.GetCertificateResponse\x12e\n" +
 	"\x10ListCertificates\x12'.hearth.cert.v1.ListCertificatesRequest\x1a(.hearth.cert.v1.ListCertificatesResponse\x12e\n" +
 	"\x10RenewCertificate\x12'.hearth.cert.v1.RenewCertificateRequest\x1a(.hearth.cert.v1.RenewCertificateResponse\x12j\n" +
-	"\x11WatchCertificates\x12(.hearth.cert.v1.WatchCertificatesRequest\x1a).hearth.cert.v1.WatchCertificatesResponse0\x01B(Z&hearth.dev/proto/hearth/cert/v1;certv1b\x06proto3"
+	"\x11WatchCertificates\x12(.hearth.cert.v1.WatchCertificatesRequest\x1a).hearth.cert.v1.WatchCertificatesResponse0\x01\x12S\n" +
+	"\n" +
+	"RotateRoot\x12!.hearth.cert.v1.RotateRootRequest\x1a\".hearth.cert.v1.RotateRootResponseB(Z&hearth.dev/proto/hearth/cert/v1;certv1b\x06proto3"
 
 var (
 	file_hearth_cert_v1_certificate_proto_rawDescOnce sync.Once
@@ -762,52 +1305,71 @@ func file_hearth_cert_v1_certificate_proto_rawDescGZIP() []byte {
 	return file_hearth_cert_v1_certificate_proto_rawDescData
 }
 
-var file_hearth_cert_v1_certificate_proto_enumTypes = make([]protoimpl.EnumInfo, 1)
-var file_hearth_cert_v1_certificate_proto_msgTypes = make([]protoimpl.MessageInfo, 13)
+var file_hearth_cert_v1_certificate_proto_enumTypes = make([]protoimpl.EnumInfo, 3)
+var file_hearth_cert_v1_certificate_proto_msgTypes = make([]protoimpl.MessageInfo, 16)
 var file_hearth_cert_v1_certificate_proto_goTypes = []any{
 	(Issuer)(0),                       // 0: hearth.cert.v1.Issuer
-	(*Certificate)(nil),               // 1: hearth.cert.v1.Certificate
-	(*GetRootRequest)(nil),            // 2: hearth.cert.v1.GetRootRequest
-	(*GetRootResponse)(nil),           // 3: hearth.cert.v1.GetRootResponse
-	(*IssueCertificateRequest)(nil),   // 4: hearth.cert.v1.IssueCertificateRequest
-	(*IssueCertificateResponse)(nil),  // 5: hearth.cert.v1.IssueCertificateResponse
-	(*GetCertificateRequest)(nil),     // 6: hearth.cert.v1.GetCertificateRequest
-	(*GetCertificateResponse)(nil),    // 7: hearth.cert.v1.GetCertificateResponse
-	(*ListCertificatesRequest)(nil),   // 8: hearth.cert.v1.ListCertificatesRequest
-	(*ListCertificatesResponse)(nil),  // 9: hearth.cert.v1.ListCertificatesResponse
-	(*RenewCertificateRequest)(nil),   // 10: hearth.cert.v1.RenewCertificateRequest
-	(*RenewCertificateResponse)(nil),  // 11: hearth.cert.v1.RenewCertificateResponse
-	(*WatchCertificatesRequest)(nil),  // 12: hearth.cert.v1.WatchCertificatesRequest
-	(*WatchCertificatesResponse)(nil), // 13: hearth.cert.v1.WatchCertificatesResponse
-	(*timestamppb.Timestamp)(nil),     // 14: google.protobuf.Timestamp
+	(Challenge)(0),                    // 1: hearth.cert.v1.Challenge
+	(Event)(0),                        // 2: hearth.cert.v1.Event
+	(*Certificate)(nil),               // 3: hearth.cert.v1.Certificate
+	(*Root)(nil),                      // 4: hearth.cert.v1.Root
+	(*GetRootRequest)(nil),            // 5: hearth.cert.v1.GetRootRequest
+	(*GetRootResponse)(nil),           // 6: hearth.cert.v1.GetRootResponse
+	(*IssueCertificateRequest)(nil),   // 7: hearth.cert.v1.IssueCertificateRequest
+	(*IssueCertificateResponse)(nil),  // 8: hearth.cert.v1.IssueCertificateResponse
+	(*GetCertificateRequest)(nil),     // 9: hearth.cert.v1.GetCertificateRequest
+	(*GetCertificateResponse)(nil),    // 10: hearth.cert.v1.GetCertificateResponse
+	(*ListCertificatesRequest)(nil),   // 11: hearth.cert.v1.ListCertificatesRequest
+	(*ListCertificatesResponse)(nil),  // 12: hearth.cert.v1.ListCertificatesResponse
+	(*RenewCertificateRequest)(nil),   // 13: hearth.cert.v1.RenewCertificateRequest
+	(*RenewCertificateResponse)(nil),  // 14: hearth.cert.v1.RenewCertificateResponse
+	(*WatchCertificatesRequest)(nil),  // 15: hearth.cert.v1.WatchCertificatesRequest
+	(*WatchCertificatesResponse)(nil), // 16: hearth.cert.v1.WatchCertificatesResponse
+	(*RotateRootRequest)(nil),         // 17: hearth.cert.v1.RotateRootRequest
+	(*RotateRootResponse)(nil),        // 18: hearth.cert.v1.RotateRootResponse
+	(*timestamppb.Timestamp)(nil),     // 19: google.protobuf.Timestamp
+	(*durationpb.Duration)(nil),       // 20: google.protobuf.Duration
 }
 var file_hearth_cert_v1_certificate_proto_depIdxs = []int32{
 	0,  // 0: hearth.cert.v1.Certificate.issuer:type_name -> hearth.cert.v1.Issuer
-	14, // 1: hearth.cert.v1.Certificate.not_before:type_name -> google.protobuf.Timestamp
-	14, // 2: hearth.cert.v1.Certificate.not_after:type_name -> google.protobuf.Timestamp
-	0,  // 3: hearth.cert.v1.IssueCertificateRequest.issuer:type_name -> hearth.cert.v1.Issuer
-	1,  // 4: hearth.cert.v1.IssueCertificateResponse.certificate:type_name -> hearth.cert.v1.Certificate
-	1,  // 5: hearth.cert.v1.GetCertificateResponse.certificate:type_name -> hearth.cert.v1.Certificate
-	1,  // 6: hearth.cert.v1.ListCertificatesResponse.certificates:type_name -> hearth.cert.v1.Certificate
-	1,  // 7: hearth.cert.v1.RenewCertificateResponse.certificate:type_name -> hearth.cert.v1.Certificate
-	1,  // 8: hearth.cert.v1.WatchCertificatesResponse.certificate:type_name -> hearth.cert.v1.Certificate
-	2,  // 9: hearth.cert.v1.CertificateService.GetRoot:input_type -> hearth.cert.v1.GetRootRequest
-	4,  // 10: hearth.cert.v1.CertificateService.IssueCertificate:input_type -> hearth.cert.v1.IssueCertificateRequest
-	6,  // 11: hearth.cert.v1.CertificateService.GetCertificate:input_type -> hearth.cert.v1.GetCertificateRequest
-	8,  // 12: hearth.cert.v1.CertificateService.ListCertificates:input_type -> hearth.cert.v1.ListCertificatesRequest
-	10, // 13: hearth.cert.v1.CertificateService.RenewCertificate:input_type -> hearth.cert.v1.RenewCertificateRequest
-	12, // 14: hearth.cert.v1.CertificateService.WatchCertificates:input_type -> hearth.cert.v1.WatchCertificatesRequest
-	3,  // 15: hearth.cert.v1.CertificateService.GetRoot:output_type -> hearth.cert.v1.GetRootResponse
-	5,  // 16: hearth.cert.v1.CertificateService.IssueCertificate:output_type -> hearth.cert.v1.IssueCertificateResponse
-	7,  // 17: hearth.cert.v1.CertificateService.GetCertificate:output_type -> hearth.cert.v1.GetCertificateResponse
-	9,  // 18: hearth.cert.v1.CertificateService.ListCertificates:output_type -> hearth.cert.v1.ListCertificatesResponse
-	11, // 19: hearth.cert.v1.CertificateService.RenewCertificate:output_type -> hearth.cert.v1.RenewCertificateResponse
-	13, // 20: hearth.cert.v1.CertificateService.WatchCertificates:output_type -> hearth.cert.v1.WatchCertificatesResponse
-	15, // [15:21] is the sub-list for method output_type
-	9,  // [9:15] is the sub-list for method input_type
-	9,  // [9:9] is the sub-list for extension type_name
-	9,  // [9:9] is the sub-list for extension extendee
-	0,  // [0:9] is the sub-list for field type_name
+	19, // 1: hearth.cert.v1.Certificate.not_before:type_name -> google.protobuf.Timestamp
+	19, // 2: hearth.cert.v1.Certificate.not_after:type_name -> google.protobuf.Timestamp
+	19, // 3: hearth.cert.v1.Certificate.renew_at:type_name -> google.protobuf.Timestamp
+	1,  // 4: hearth.cert.v1.Certificate.challenge:type_name -> hearth.cert.v1.Challenge
+	19, // 5: hearth.cert.v1.Root.not_before:type_name -> google.protobuf.Timestamp
+	19, // 6: hearth.cert.v1.Root.not_after:type_name -> google.protobuf.Timestamp
+	19, // 7: hearth.cert.v1.Root.published_until:type_name -> google.protobuf.Timestamp
+	4,  // 8: hearth.cert.v1.GetRootResponse.roots:type_name -> hearth.cert.v1.Root
+	0,  // 9: hearth.cert.v1.IssueCertificateRequest.issuer:type_name -> hearth.cert.v1.Issuer
+	1,  // 10: hearth.cert.v1.IssueCertificateRequest.challenge:type_name -> hearth.cert.v1.Challenge
+	3,  // 11: hearth.cert.v1.IssueCertificateResponse.certificate:type_name -> hearth.cert.v1.Certificate
+	3,  // 12: hearth.cert.v1.GetCertificateResponse.certificate:type_name -> hearth.cert.v1.Certificate
+	3,  // 13: hearth.cert.v1.ListCertificatesResponse.certificates:type_name -> hearth.cert.v1.Certificate
+	3,  // 14: hearth.cert.v1.RenewCertificateResponse.certificate:type_name -> hearth.cert.v1.Certificate
+	3,  // 15: hearth.cert.v1.WatchCertificatesResponse.certificate:type_name -> hearth.cert.v1.Certificate
+	2,  // 16: hearth.cert.v1.WatchCertificatesResponse.event:type_name -> hearth.cert.v1.Event
+	4,  // 17: hearth.cert.v1.WatchCertificatesResponse.roots:type_name -> hearth.cert.v1.Root
+	20, // 18: hearth.cert.v1.RotateRootRequest.overlap:type_name -> google.protobuf.Duration
+	4,  // 19: hearth.cert.v1.RotateRootResponse.roots:type_name -> hearth.cert.v1.Root
+	5,  // 20: hearth.cert.v1.CertificateService.GetRoot:input_type -> hearth.cert.v1.GetRootRequest
+	7,  // 21: hearth.cert.v1.CertificateService.IssueCertificate:input_type -> hearth.cert.v1.IssueCertificateRequest
+	9,  // 22: hearth.cert.v1.CertificateService.GetCertificate:input_type -> hearth.cert.v1.GetCertificateRequest
+	11, // 23: hearth.cert.v1.CertificateService.ListCertificates:input_type -> hearth.cert.v1.ListCertificatesRequest
+	13, // 24: hearth.cert.v1.CertificateService.RenewCertificate:input_type -> hearth.cert.v1.RenewCertificateRequest
+	15, // 25: hearth.cert.v1.CertificateService.WatchCertificates:input_type -> hearth.cert.v1.WatchCertificatesRequest
+	17, // 26: hearth.cert.v1.CertificateService.RotateRoot:input_type -> hearth.cert.v1.RotateRootRequest
+	6,  // 27: hearth.cert.v1.CertificateService.GetRoot:output_type -> hearth.cert.v1.GetRootResponse
+	8,  // 28: hearth.cert.v1.CertificateService.IssueCertificate:output_type -> hearth.cert.v1.IssueCertificateResponse
+	10, // 29: hearth.cert.v1.CertificateService.GetCertificate:output_type -> hearth.cert.v1.GetCertificateResponse
+	12, // 30: hearth.cert.v1.CertificateService.ListCertificates:output_type -> hearth.cert.v1.ListCertificatesResponse
+	14, // 31: hearth.cert.v1.CertificateService.RenewCertificate:output_type -> hearth.cert.v1.RenewCertificateResponse
+	16, // 32: hearth.cert.v1.CertificateService.WatchCertificates:output_type -> hearth.cert.v1.WatchCertificatesResponse
+	18, // 33: hearth.cert.v1.CertificateService.RotateRoot:output_type -> hearth.cert.v1.RotateRootResponse
+	27, // [27:34] is the sub-list for method output_type
+	20, // [20:27] is the sub-list for method input_type
+	20, // [20:20] is the sub-list for extension type_name
+	20, // [20:20] is the sub-list for extension extendee
+	0,  // [0:20] is the sub-list for field type_name
 }
 
 func init() { file_hearth_cert_v1_certificate_proto_init() }
@@ -820,8 +1382,8 @@ func file_hearth_cert_v1_certificate_proto_init() {
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_hearth_cert_v1_certificate_proto_rawDesc), len(file_hearth_cert_v1_certificate_proto_rawDesc)),
-			NumEnums:      1,
-			NumMessages:   13,
+			NumEnums:      3,
+			NumMessages:   16,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

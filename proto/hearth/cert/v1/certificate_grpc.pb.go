@@ -5,6 +5,21 @@
 // source: hearth/cert/v1/certificate.proto
 
 // certd's API: the local CA and ACME certificates.
+//
+// Who may have which names. certd's socket admits only root and the configured group
+// (SO_PEERCRED); those callers are trusted to state the owner truthfully. A package never
+// reaches certd directly: containerd-lite asks on its behalf and sets the owner from the
+// host.sock the package called through.
+//   - A request without an owner is administrative (hearthctl, netd): it may have any
+//     name the issuer allows. For the local CA those are names under .local and the
+//     internal container domain (hearth.internal unless certd's --internal-domain says
+//     otherwise) and private addresses (10/8, 172.16/12, 192.168/16, 127/8, fc00::/7,
+//     fe80::/10, ::1); the root carries these as critical name constraints, so a device
+//     that trusts it trusts it for nothing else.
+//   - A request with an owner (a package or container id) may have only the owner's own
+//     names: <owner>.local, <owner>.<internal domain> and any name below them, plus the
+//     names certd was started with for that owner (--grant OWNER=NAME,...). Addresses
+//     are never an owner's unless granted.
 
 package certv1
 
@@ -27,6 +42,7 @@ const (
 	CertificateService_ListCertificates_FullMethodName  = "/hearth.cert.v1.CertificateService/ListCertificates"
 	CertificateService_RenewCertificate_FullMethodName  = "/hearth.cert.v1.CertificateService/RenewCertificate"
 	CertificateService_WatchCertificates_FullMethodName = "/hearth.cert.v1.CertificateService/WatchCertificates"
+	CertificateService_RotateRoot_FullMethodName        = "/hearth.cert.v1.CertificateService/RotateRoot"
 )
 
 // CertificateServiceClient is the client API for CertificateService service.
@@ -47,6 +63,10 @@ type CertificateServiceClient interface {
 	RenewCertificate(ctx context.Context, in *RenewCertificateRequest, opts ...grpc.CallOption) (*RenewCertificateResponse, error)
 	// WatchCertificates streams every change of a certificate.
 	WatchCertificates(ctx context.Context, in *WatchCertificatesRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[WatchCertificatesResponse], error)
+	// RotateRoot makes a new root and intermediate. Both roots are published until the
+	// overlap ends, the new root is cross-signed by the old one for that time, and every
+	// local certificate is re-issued under the new intermediate before the call returns.
+	RotateRoot(ctx context.Context, in *RotateRootRequest, opts ...grpc.CallOption) (*RotateRootResponse, error)
 }
 
 type certificateServiceClient struct {
@@ -126,6 +146,16 @@ func (c *certificateServiceClient) WatchCertificates(ctx context.Context, in *Wa
 // This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
 type CertificateService_WatchCertificatesClient = grpc.ServerStreamingClient[WatchCertificatesResponse]
 
+func (c *certificateServiceClient) RotateRoot(ctx context.Context, in *RotateRootRequest, opts ...grpc.CallOption) (*RotateRootResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(RotateRootResponse)
+	err := c.cc.Invoke(ctx, CertificateService_RotateRoot_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // CertificateServiceServer is the server API for CertificateService service.
 // All implementations must embed UnimplementedCertificateServiceServer
 // for forward compatibility.
@@ -144,6 +174,10 @@ type CertificateServiceServer interface {
 	RenewCertificate(context.Context, *RenewCertificateRequest) (*RenewCertificateResponse, error)
 	// WatchCertificates streams every change of a certificate.
 	WatchCertificates(*WatchCertificatesRequest, grpc.ServerStreamingServer[WatchCertificatesResponse]) error
+	// RotateRoot makes a new root and intermediate. Both roots are published until the
+	// overlap ends, the new root is cross-signed by the old one for that time, and every
+	// local certificate is re-issued under the new intermediate before the call returns.
+	RotateRoot(context.Context, *RotateRootRequest) (*RotateRootResponse, error)
 	mustEmbedUnimplementedCertificateServiceServer()
 }
 
@@ -171,6 +205,9 @@ func (UnimplementedCertificateServiceServer) RenewCertificate(context.Context, *
 }
 func (UnimplementedCertificateServiceServer) WatchCertificates(*WatchCertificatesRequest, grpc.ServerStreamingServer[WatchCertificatesResponse]) error {
 	return status.Error(codes.Unimplemented, "method WatchCertificates not implemented")
+}
+func (UnimplementedCertificateServiceServer) RotateRoot(context.Context, *RotateRootRequest) (*RotateRootResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method RotateRoot not implemented")
 }
 func (UnimplementedCertificateServiceServer) mustEmbedUnimplementedCertificateServiceServer() {}
 func (UnimplementedCertificateServiceServer) testEmbeddedByValue()                            {}
@@ -294,6 +331,24 @@ func _CertificateService_WatchCertificates_Handler(srv interface{}, stream grpc.
 // This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
 type CertificateService_WatchCertificatesServer = grpc.ServerStreamingServer[WatchCertificatesResponse]
 
+func _CertificateService_RotateRoot_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(RotateRootRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(CertificateServiceServer).RotateRoot(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: CertificateService_RotateRoot_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(CertificateServiceServer).RotateRoot(ctx, req.(*RotateRootRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 // CertificateService_ServiceDesc is the grpc.ServiceDesc for CertificateService service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -320,6 +375,10 @@ var CertificateService_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "RenewCertificate",
 			Handler:    _CertificateService_RenewCertificate_Handler,
+		},
+		{
+			MethodName: "RotateRoot",
+			Handler:    _CertificateService_RotateRoot_Handler,
 		},
 	},
 	Streams: []grpc.StreamDesc{
