@@ -15,19 +15,21 @@ import (
 type lab struct {
 	dir, runDir, stateDir string
 	cld                   *daemonProc
+	owner                 testing.TB // the test the lab lives as long as
 }
 
 func newLab(t *testing.T) *lab {
 	t.Helper()
 	dir := tempDir(t)
-	l := &lab{dir: dir, runDir: filepath.Join(dir, "run"), stateDir: filepath.Join(dir, "state")}
+	l := &lab{dir: dir, runDir: filepath.Join(dir, "run"), stateDir: filepath.Join(dir, "state"), owner: t}
 	l.start(t)
 	return l
 }
 
-func (l *lab) start(t *testing.T) {
+// start starts containerd-lite; it runs until the lab's test ends (or stop).
+func (l *lab) start(t testing.TB) {
 	t.Helper()
-	l.cld = startDaemon(t, "containerd-lite", filepath.Join(l.runDir, "containerd-lite.sock"),
+	l.cld = startDaemonOwned(t, l.owner, "containerd-lite", filepath.Join(l.runDir, "containerd-lite.sock"),
 		"--run-dir", l.runDir, "--state-dir", l.stateDir, "--base-rootfs", baseRootfs)
 }
 

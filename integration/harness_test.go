@@ -7,6 +7,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"sort"
 	"strings"
 	"sync"
 	"syscall"
@@ -94,8 +95,40 @@ func tempDir(t testing.TB) string {
 	if err := os.Chmod(d, 0o711); err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() { os.RemoveAll(d) })
+	t.Cleanup(func() { removeLab(t, d) })
 	return d
+}
+
+// removeLab removes a test directory even after a failed test left containers running
+// in it: their inits are killed, what is mounted below it is unmounted, then it goes.
+// Removing a tree with mounts still in it would delete through them.
+func removeLab(t testing.TB, d string) {
+	lxcPath := filepath.Join(d, "state", "lxc")
+	if ents, err := os.ReadDir(lxcPath); err == nil {
+		for _, e := range ents {
+			if out, err := exec.Command("lxc-info", "-P", lxcPath, "-n", e.Name(), "-p", "-H").Output(); err == nil {
+				if pid := strings.TrimSpace(string(out)); pid != "" {
+					t.Logf("cleanup: killing container %s (init %s) left by the test", e.Name(), pid)
+					exec.Command("lxc-stop", "-k", "-P", lxcPath, "-n", e.Name()).Run()
+				}
+			}
+		}
+	}
+	data, _ := os.ReadFile("/proc/self/mountinfo")
+	var targets []string
+	for _, line := range strings.Split(string(data), "\n") {
+		if f := strings.Fields(line); len(f) > 4 && strings.HasPrefix(f[4], d+"/") {
+			targets = append(targets, f[4])
+		}
+	}
+	sort.Slice(targets, func(i, j int) bool { return len(targets[i]) > len(targets[j]) })
+	for _, m := range targets {
+		syscall.Unmount(m, syscall.MNT_DETACH)
+	}
+	if len(targets) > 0 {
+		t.Logf("cleanup: unmounted %d mounts the test left under %s", len(targets), d)
+	}
+	os.RemoveAll(d)
 }
 
 // syncBuffer is a bytes.Buffer safe for a process writing and a test reading.
@@ -126,7 +159,14 @@ type daemonProc struct {
 }
 
 // startDaemon starts bin/<name> with args and waits until its health check says SERVING.
+// It stops the daemon when t ends.
 func startDaemon(t testing.TB, name, socket string, args ...string) *daemonProc {
+	t.Helper()
+	return startDaemonOwned(t, t, name, socket, args...)
+}
+
+// startDaemonOwned is startDaemon for a daemon that outlives t: owner stops it.
+func startDaemonOwned(t, owner testing.TB, name, socket string, args ...string) *daemonProc {
 	t.Helper()
 	d := &daemonProc{name: name, socket: socket, log: &syncBuffer{}, done: make(chan struct{})}
 	d.cmd = exec.Command(filepath.Join(binDir, name), append([]string{"--socket", socket, "--log-level", "debug"}, args...)...)
@@ -136,9 +176,9 @@ func startDaemon(t testing.TB, name, socket string, args ...string) *daemonProc 
 		t.Fatalf("start %s: %v", name, err)
 	}
 	go func() { d.cmd.Wait(); close(d.done) }()
-	t.Cleanup(func() {
+	owner.Cleanup(func() {
 		d.stop(syscall.SIGTERM)
-		if t.Failed() {
+		if owner.Failed() {
 			t.Logf("%s log:\n%s", name, d.log.String())
 		}
 	})

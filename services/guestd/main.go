@@ -4,6 +4,7 @@
 //
 //	guestd init     run as init (implied when guestd is PID 1)
 //	guestd whoami   ask the host, through host.sock, which container this is
+//	guestd host ... call the host's effects by hand (guestd host, for the list)
 //	guestd [flags]  serve
 package main
 
@@ -23,6 +24,11 @@ func main() {
 	case len(os.Args) > 1 && os.Args[1] == "whoami":
 		if err := hostclient.Whoami(os.Stdout, hostclient.Socket); err != nil {
 			fmt.Fprintln(os.Stderr, "guestd whoami:", err)
+			os.Exit(1)
+		}
+	case len(os.Args) > 1 && os.Args[1] == "host":
+		if err := hostclient.Command(os.Stdout, hostclient.Socket, os.Args[2:]); err != nil {
+			fmt.Fprintln(os.Stderr, "guestd host:", err)
 			os.Exit(1)
 		}
 	default:

@@ -8,6 +8,8 @@ import (
 	"time"
 
 	"github.com/spf13/cobra"
+
+	"hearth.dev/internal/bytesize"
 	"google.golang.org/protobuf/types/known/durationpb"
 
 	containerv1 "hearth.dev/proto/hearth/container/v1"
@@ -29,20 +31,48 @@ from Hearth's base root file system, where guestd runs as init.`,
 		return err
 	}
 
+	var imageFlags, volumeFlags []string
+	var memory string
+	var cpus float64
+	var pids int64
 	create := &cobra.Command{
 		Use:   "create NAME",
 		Short: "Define a container (it is not started)",
+		Long: `Define a container: its images (mounted read-only at /media/hearth/images/<name>),
+its volumes (kept on the host; removed only by 'rm --purge-volumes') and its limits (capped by
+the host's policy).`,
 		Example: `  hearthctl container create demo
-  hearthctl container start demo`,
+  hearthctl container create web --image db=postgres:15 --image app=app:1 --volume pgdata --memory 512Mi --cpus 1.5 --pids 512
+  hearthctl container start web`,
 		Args: cobra.ExactArgs(1),
 		RunE: call(g, "containerd-lite", containerv1.NewContainerServiceClient, func(ctx context.Context, cl containerv1.ContainerServiceClient, args []string) error {
-			resp, err := cl.CreateContainer(ctx, &containerv1.CreateContainerRequest{Name: args[0]})
+			spec := &containerv1.ContainerSpec{Images: map[string]string{}, Volumes: volumeFlags, Limits: &containerv1.Limits{Cpus: cpus, Pids: pids}}
+			for _, f := range imageFlags {
+				k, ref, ok := strings.Cut(f, "=")
+				if !ok || k == "" || ref == "" {
+					return fmt.Errorf("--image %q: write NAME=IMAGE, such as db=postgres:15", f)
+				}
+				spec.Images[k] = ref
+			}
+			if memory != "" {
+				n, err := bytesize.Parse(memory)
+				if err != nil {
+					return fmt.Errorf("--memory: %w", err)
+				}
+				spec.Limits.MemoryBytes = n
+			}
+			resp, err := cl.CreateContainer(ctx, &containerv1.CreateContainerRequest{Name: args[0], Spec: spec})
 			if err != nil {
 				return err
 			}
 			return show(resp.GetContainer())
 		}),
 	}
+	create.Flags().StringArrayVar(&imageFlags, "image", nil, "NAME=IMAGE: an image the container holds (repeatable)")
+	create.Flags().StringArrayVar(&volumeFlags, "volume", nil, "a volume the container keeps (repeatable)")
+	create.Flags().StringVar(&memory, "memory", "", "memory limit, such as 512Mi (default: the host's cap)")
+	create.Flags().Float64Var(&cpus, "cpus", 0, "CPU limit in CPUs, such as 1.5 (default: the host's cap)")
+	create.Flags().Int64Var(&pids, "pids", 0, "process limit (default: the host's cap)")
 	start := &cobra.Command{
 		Use:   "start NAME",
 		Short: "Start a container; returns once guestd answers inside it",
@@ -69,14 +99,14 @@ from Hearth's base root file system, where guestd runs as init.`,
 		}),
 	}
 	stop.Flags().DurationVar(&stopTimeout, "grace", 10*time.Second, "how long init has to stop cleanly")
-	var force bool
+	var force, purge bool
 	rm := &cobra.Command{
 		Use:     "rm NAME",
 		Aliases: []string{"delete"},
 		Short:   "Remove a stopped container and everything made for it",
 		Args:    cobra.ExactArgs(1),
 		RunE: call(g, "containerd-lite", containerv1.NewContainerServiceClient, func(ctx context.Context, cl containerv1.ContainerServiceClient, args []string) error {
-			if _, err := cl.DeleteContainer(ctx, &containerv1.DeleteContainerRequest{Name: args[0], Force: force}); err != nil {
+			if _, err := cl.DeleteContainer(ctx, &containerv1.DeleteContainerRequest{Name: args[0], Force: force, PurgeVolumes: purge}); err != nil {
 				return err
 			}
 			if g.output == "json" {
@@ -87,6 +117,7 @@ from Hearth's base root file system, where guestd runs as init.`,
 		}),
 	}
 	rm.Flags().BoolVarP(&force, "force", "f", false, "stop the container first if it runs")
+	rm.Flags().BoolVar(&purge, "purge-volumes", false, "also remove the container's volumes (kept by default)")
 	ls := &cobra.Command{
 		Use:     "ls",
 		Aliases: []string{"list"},
@@ -148,10 +179,67 @@ from Hearth's base root file system, where guestd runs as init.`,
 			return g.fields(kv...)
 		}),
 	}
-	cmd.AddCommand(create, start, stop, rm, ls, statusCmd)
+	inspect := &cobra.Command{
+		Use:   "inspect NAME",
+		Short: "Show a container's images, overlays, volumes, limits and cgroup usage",
+		Args:  cobra.ExactArgs(1),
+		RunE: call(g, "containerd-lite", containerv1.NewContainerServiceClient, func(ctx context.Context, cl containerv1.ContainerServiceClient, args []string) error {
+			resp, err := cl.GetContainer(ctx, &containerv1.GetContainerRequest{Name: args[0]})
+			if err != nil {
+				return err
+			}
+			if g.output == "json" {
+				return g.printJSON(resp)
+			}
+			return g.showDetails(resp)
+		}),
+	}
+	cmd.AddCommand(create, start, stop, rm, ls, statusCmd, inspect)
 	return cmd
 }
 
 func stateName(s containerv1.ContainerState) string {
 	return strings.ToLower(strings.TrimPrefix(s.String(), "CONTAINER_STATE_"))
+}
+
+func (g *globals) showDetails(resp *containerv1.GetContainerResponse) error {
+	c, d := resp.GetContainer(), resp.GetDetails()
+	fmt.Fprintf(g.stdout, "%s\t%s\tinit pid %d\n", c.GetName(), stateName(c.GetState()), c.GetInitPid())
+	limits := func(l *containerv1.Limits) string {
+		if l == nil {
+			return "-"
+		}
+		return fmt.Sprintf("memory %s, cpus %g, pids %d", bytesize.Format(l.GetMemoryBytes()), l.GetCpus(), l.GetPids())
+	}
+	kv := []string{"limits", limits(d.GetLimits())}
+	if c.GetState() == containerv1.ContainerState_CONTAINER_STATE_RUNNING {
+		u := d.GetUsage()
+		kv = append(kv, "cgroup limits", limits(d.GetCgroupLimits()),
+			"usage", fmt.Sprintf("memory %s, pids %d, cpu %.2fs", human(u.GetMemoryBytes()), u.GetPids(), u.GetCpuSeconds()))
+	}
+	if err := g.fields(kv...); err != nil {
+		return err
+	}
+	var rows [][]string
+	for _, img := range d.GetImages() {
+		m := "not mounted"
+		if img.GetMounted() {
+			m = "mounted"
+		}
+		rows = append(rows, []string{"image", img.GetName(), short(img.GetDigest()), img.GetPath(), m})
+	}
+	for _, o := range d.GetOverlays() {
+		rows = append(rows, []string{"overlay", o.GetName(), "image " + o.GetImage(), o.GetPath(), ""})
+		for _, b := range o.GetBinds() {
+			rows = append(rows, []string{"  bind", b.GetVolume(), "", o.GetPath() + b.GetPath(), map[bool]string{true: "read-only"}[b.GetReadOnly()]})
+		}
+	}
+	for _, v := range d.GetVolumes() {
+		rows = append(rows, []string{"volume", v.GetName(), "", v.GetHostPath(), "(host)"})
+	}
+	if len(rows) == 0 {
+		return nil
+	}
+	fmt.Fprintln(g.stdout)
+	return g.table([]string{"KIND", "NAME", "WHAT", "PATH", ""}, rows)
 }

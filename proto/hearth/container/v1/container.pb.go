@@ -13,7 +13,8 @@ import (
 	protoimpl "google.golang.org/protobuf/runtime/protoimpl"
 	durationpb "google.golang.org/protobuf/types/known/durationpb"
 	timestamppb "google.golang.org/protobuf/types/known/timestamppb"
-	v1 "hearth.dev/proto/hearth/guest/v1"
+	v11 "hearth.dev/proto/hearth/guest/v1"
+	v1 "hearth.dev/proto/hearth/host/v1"
 	reflect "reflect"
 	sync "sync"
 	unsafe "unsafe"
@@ -185,7 +186,8 @@ func (x *Container) GetRpcDir() string {
 type CreateContainerRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// Lower-case letters, digits and '-', starting with a letter or digit, at most 32 characters.
-	Name          string `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	Name          string         `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	Spec          *ContainerSpec `protobuf:"bytes,2,opt,name=spec,proto3" json:"spec,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -227,6 +229,412 @@ func (x *CreateContainerRequest) GetName() string {
 	return ""
 }
 
+func (x *CreateContainerRequest) GetSpec() *ContainerSpec {
+	if x != nil {
+		return x.Spec
+	}
+	return nil
+}
+
+// ContainerSpec is what a container is made of, beyond the base root file system.
+type ContainerSpec struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The container's names for images (keys) and the stored images (names or digests).
+	// Each is mounted read-only, idmapped, at /media/hearth/images/<key>.
+	Images map[string]string `protobuf:"bytes,1,rep,name=images,proto3" json:"images,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
+	// Volumes: kept on the host across restarts and re-creations, owned through the idmap.
+	Volumes       []string `protobuf:"bytes,2,rep,name=volumes,proto3" json:"volumes,omitempty"`
+	Limits        *Limits  `protobuf:"bytes,3,opt,name=limits,proto3" json:"limits,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ContainerSpec) Reset() {
+	*x = ContainerSpec{}
+	mi := &file_hearth_container_v1_container_proto_msgTypes[2]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ContainerSpec) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ContainerSpec) ProtoMessage() {}
+
+func (x *ContainerSpec) ProtoReflect() protoreflect.Message {
+	mi := &file_hearth_container_v1_container_proto_msgTypes[2]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ContainerSpec.ProtoReflect.Descriptor instead.
+func (*ContainerSpec) Descriptor() ([]byte, []int) {
+	return file_hearth_container_v1_container_proto_rawDescGZIP(), []int{2}
+}
+
+func (x *ContainerSpec) GetImages() map[string]string {
+	if x != nil {
+		return x.Images
+	}
+	return nil
+}
+
+func (x *ContainerSpec) GetVolumes() []string {
+	if x != nil {
+		return x.Volumes
+	}
+	return nil
+}
+
+func (x *ContainerSpec) GetLimits() *Limits {
+	if x != nil {
+		return x.Limits
+	}
+	return nil
+}
+
+// Limits on the container's one cgroup. Zero means the host policy's default; values
+// above the host policy's caps are lowered to them.
+type Limits struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	MemoryBytes   int64                  `protobuf:"varint,1,opt,name=memory_bytes,json=memoryBytes,proto3" json:"memory_bytes,omitempty"`
+	Cpus          float64                `protobuf:"fixed64,2,opt,name=cpus,proto3" json:"cpus,omitempty"`
+	Pids          int64                  `protobuf:"varint,3,opt,name=pids,proto3" json:"pids,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *Limits) Reset() {
+	*x = Limits{}
+	mi := &file_hearth_container_v1_container_proto_msgTypes[3]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Limits) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Limits) ProtoMessage() {}
+
+func (x *Limits) ProtoReflect() protoreflect.Message {
+	mi := &file_hearth_container_v1_container_proto_msgTypes[3]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Limits.ProtoReflect.Descriptor instead.
+func (*Limits) Descriptor() ([]byte, []int) {
+	return file_hearth_container_v1_container_proto_rawDescGZIP(), []int{3}
+}
+
+func (x *Limits) GetMemoryBytes() int64 {
+	if x != nil {
+		return x.MemoryBytes
+	}
+	return 0
+}
+
+func (x *Limits) GetCpus() float64 {
+	if x != nil {
+		return x.Cpus
+	}
+	return 0
+}
+
+func (x *Limits) GetPids() int64 {
+	if x != nil {
+		return x.Pids
+	}
+	return 0
+}
+
+// Usage is what the container's cgroup reports now.
+type Usage struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	MemoryBytes   int64                  `protobuf:"varint,1,opt,name=memory_bytes,json=memoryBytes,proto3" json:"memory_bytes,omitempty"`
+	Pids          int64                  `protobuf:"varint,2,opt,name=pids,proto3" json:"pids,omitempty"`
+	CpuSeconds    float64                `protobuf:"fixed64,3,opt,name=cpu_seconds,json=cpuSeconds,proto3" json:"cpu_seconds,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *Usage) Reset() {
+	*x = Usage{}
+	mi := &file_hearth_container_v1_container_proto_msgTypes[4]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Usage) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Usage) ProtoMessage() {}
+
+func (x *Usage) ProtoReflect() protoreflect.Message {
+	mi := &file_hearth_container_v1_container_proto_msgTypes[4]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Usage.ProtoReflect.Descriptor instead.
+func (*Usage) Descriptor() ([]byte, []int) {
+	return file_hearth_container_v1_container_proto_rawDescGZIP(), []int{4}
+}
+
+func (x *Usage) GetMemoryBytes() int64 {
+	if x != nil {
+		return x.MemoryBytes
+	}
+	return 0
+}
+
+func (x *Usage) GetPids() int64 {
+	if x != nil {
+		return x.Pids
+	}
+	return 0
+}
+
+func (x *Usage) GetCpuSeconds() float64 {
+	if x != nil {
+		return x.CpuSeconds
+	}
+	return 0
+}
+
+// ContainerDetails is what inspect shows beyond the container itself.
+type ContainerDetails struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Images by the container's name for them.
+	Images   []*MountedImage `protobuf:"bytes,1,rep,name=images,proto3" json:"images,omitempty"`
+	Volumes  []*Volume       `protobuf:"bytes,2,rep,name=volumes,proto3" json:"volumes,omitempty"`
+	Overlays []*v1.Overlay   `protobuf:"bytes,3,rep,name=overlays,proto3" json:"overlays,omitempty"`
+	// The limits asked for, after the host policy.
+	Limits *Limits `protobuf:"bytes,4,opt,name=limits,proto3" json:"limits,omitempty"`
+	// The limits the cgroup holds, read back from it (running containers).
+	CgroupLimits  *Limits `protobuf:"bytes,5,opt,name=cgroup_limits,json=cgroupLimits,proto3" json:"cgroup_limits,omitempty"`
+	Usage         *Usage  `protobuf:"bytes,6,opt,name=usage,proto3" json:"usage,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ContainerDetails) Reset() {
+	*x = ContainerDetails{}
+	mi := &file_hearth_container_v1_container_proto_msgTypes[5]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ContainerDetails) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ContainerDetails) ProtoMessage() {}
+
+func (x *ContainerDetails) ProtoReflect() protoreflect.Message {
+	mi := &file_hearth_container_v1_container_proto_msgTypes[5]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ContainerDetails.ProtoReflect.Descriptor instead.
+func (*ContainerDetails) Descriptor() ([]byte, []int) {
+	return file_hearth_container_v1_container_proto_rawDescGZIP(), []int{5}
+}
+
+func (x *ContainerDetails) GetImages() []*MountedImage {
+	if x != nil {
+		return x.Images
+	}
+	return nil
+}
+
+func (x *ContainerDetails) GetVolumes() []*Volume {
+	if x != nil {
+		return x.Volumes
+	}
+	return nil
+}
+
+func (x *ContainerDetails) GetOverlays() []*v1.Overlay {
+	if x != nil {
+		return x.Overlays
+	}
+	return nil
+}
+
+func (x *ContainerDetails) GetLimits() *Limits {
+	if x != nil {
+		return x.Limits
+	}
+	return nil
+}
+
+func (x *ContainerDetails) GetCgroupLimits() *Limits {
+	if x != nil {
+		return x.CgroupLimits
+	}
+	return nil
+}
+
+func (x *ContainerDetails) GetUsage() *Usage {
+	if x != nil {
+		return x.Usage
+	}
+	return nil
+}
+
+// MountedImage is an image in a container.
+type MountedImage struct {
+	state  protoimpl.MessageState `protogen:"open.v1"`
+	Name   string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	Digest string                 `protobuf:"bytes,2,opt,name=digest,proto3" json:"digest,omitempty"`
+	// Path inside the container.
+	Path          string `protobuf:"bytes,3,opt,name=path,proto3" json:"path,omitempty"`
+	Mounted       bool   `protobuf:"varint,4,opt,name=mounted,proto3" json:"mounted,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *MountedImage) Reset() {
+	*x = MountedImage{}
+	mi := &file_hearth_container_v1_container_proto_msgTypes[6]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *MountedImage) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*MountedImage) ProtoMessage() {}
+
+func (x *MountedImage) ProtoReflect() protoreflect.Message {
+	mi := &file_hearth_container_v1_container_proto_msgTypes[6]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use MountedImage.ProtoReflect.Descriptor instead.
+func (*MountedImage) Descriptor() ([]byte, []int) {
+	return file_hearth_container_v1_container_proto_rawDescGZIP(), []int{6}
+}
+
+func (x *MountedImage) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *MountedImage) GetDigest() string {
+	if x != nil {
+		return x.Digest
+	}
+	return ""
+}
+
+func (x *MountedImage) GetPath() string {
+	if x != nil {
+		return x.Path
+	}
+	return ""
+}
+
+func (x *MountedImage) GetMounted() bool {
+	if x != nil {
+		return x.Mounted
+	}
+	return false
+}
+
+// Volume is a container's volume.
+type Volume struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Name  string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	// Host path.
+	HostPath      string `protobuf:"bytes,2,opt,name=host_path,json=hostPath,proto3" json:"host_path,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *Volume) Reset() {
+	*x = Volume{}
+	mi := &file_hearth_container_v1_container_proto_msgTypes[7]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Volume) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Volume) ProtoMessage() {}
+
+func (x *Volume) ProtoReflect() protoreflect.Message {
+	mi := &file_hearth_container_v1_container_proto_msgTypes[7]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Volume.ProtoReflect.Descriptor instead.
+func (*Volume) Descriptor() ([]byte, []int) {
+	return file_hearth_container_v1_container_proto_rawDescGZIP(), []int{7}
+}
+
+func (x *Volume) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *Volume) GetHostPath() string {
+	if x != nil {
+		return x.HostPath
+	}
+	return ""
+}
+
 type CreateContainerResponse struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	Container     *Container             `protobuf:"bytes,1,opt,name=container,proto3" json:"container,omitempty"`
@@ -236,7 +644,7 @@ type CreateContainerResponse struct {
 
 func (x *CreateContainerResponse) Reset() {
 	*x = CreateContainerResponse{}
-	mi := &file_hearth_container_v1_container_proto_msgTypes[2]
+	mi := &file_hearth_container_v1_container_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -248,7 +656,7 @@ func (x *CreateContainerResponse) String() string {
 func (*CreateContainerResponse) ProtoMessage() {}
 
 func (x *CreateContainerResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_hearth_container_v1_container_proto_msgTypes[2]
+	mi := &file_hearth_container_v1_container_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -261,7 +669,7 @@ func (x *CreateContainerResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CreateContainerResponse.ProtoReflect.Descriptor instead.
 func (*CreateContainerResponse) Descriptor() ([]byte, []int) {
-	return file_hearth_container_v1_container_proto_rawDescGZIP(), []int{2}
+	return file_hearth_container_v1_container_proto_rawDescGZIP(), []int{8}
 }
 
 func (x *CreateContainerResponse) GetContainer() *Container {
@@ -280,7 +688,7 @@ type StartContainerRequest struct {
 
 func (x *StartContainerRequest) Reset() {
 	*x = StartContainerRequest{}
-	mi := &file_hearth_container_v1_container_proto_msgTypes[3]
+	mi := &file_hearth_container_v1_container_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -292,7 +700,7 @@ func (x *StartContainerRequest) String() string {
 func (*StartContainerRequest) ProtoMessage() {}
 
 func (x *StartContainerRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_hearth_container_v1_container_proto_msgTypes[3]
+	mi := &file_hearth_container_v1_container_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -305,7 +713,7 @@ func (x *StartContainerRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StartContainerRequest.ProtoReflect.Descriptor instead.
 func (*StartContainerRequest) Descriptor() ([]byte, []int) {
-	return file_hearth_container_v1_container_proto_rawDescGZIP(), []int{3}
+	return file_hearth_container_v1_container_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *StartContainerRequest) GetName() string {
@@ -324,7 +732,7 @@ type StartContainerResponse struct {
 
 func (x *StartContainerResponse) Reset() {
 	*x = StartContainerResponse{}
-	mi := &file_hearth_container_v1_container_proto_msgTypes[4]
+	mi := &file_hearth_container_v1_container_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -336,7 +744,7 @@ func (x *StartContainerResponse) String() string {
 func (*StartContainerResponse) ProtoMessage() {}
 
 func (x *StartContainerResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_hearth_container_v1_container_proto_msgTypes[4]
+	mi := &file_hearth_container_v1_container_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -349,7 +757,7 @@ func (x *StartContainerResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StartContainerResponse.ProtoReflect.Descriptor instead.
 func (*StartContainerResponse) Descriptor() ([]byte, []int) {
-	return file_hearth_container_v1_container_proto_rawDescGZIP(), []int{4}
+	return file_hearth_container_v1_container_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *StartContainerResponse) GetContainer() *Container {
@@ -370,7 +778,7 @@ type StopContainerRequest struct {
 
 func (x *StopContainerRequest) Reset() {
 	*x = StopContainerRequest{}
-	mi := &file_hearth_container_v1_container_proto_msgTypes[5]
+	mi := &file_hearth_container_v1_container_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -382,7 +790,7 @@ func (x *StopContainerRequest) String() string {
 func (*StopContainerRequest) ProtoMessage() {}
 
 func (x *StopContainerRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_hearth_container_v1_container_proto_msgTypes[5]
+	mi := &file_hearth_container_v1_container_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -395,7 +803,7 @@ func (x *StopContainerRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StopContainerRequest.ProtoReflect.Descriptor instead.
 func (*StopContainerRequest) Descriptor() ([]byte, []int) {
-	return file_hearth_container_v1_container_proto_rawDescGZIP(), []int{5}
+	return file_hearth_container_v1_container_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *StopContainerRequest) GetName() string {
@@ -421,7 +829,7 @@ type StopContainerResponse struct {
 
 func (x *StopContainerResponse) Reset() {
 	*x = StopContainerResponse{}
-	mi := &file_hearth_container_v1_container_proto_msgTypes[6]
+	mi := &file_hearth_container_v1_container_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -433,7 +841,7 @@ func (x *StopContainerResponse) String() string {
 func (*StopContainerResponse) ProtoMessage() {}
 
 func (x *StopContainerResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_hearth_container_v1_container_proto_msgTypes[6]
+	mi := &file_hearth_container_v1_container_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -446,7 +854,7 @@ func (x *StopContainerResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StopContainerResponse.ProtoReflect.Descriptor instead.
 func (*StopContainerResponse) Descriptor() ([]byte, []int) {
-	return file_hearth_container_v1_container_proto_rawDescGZIP(), []int{6}
+	return file_hearth_container_v1_container_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *StopContainerResponse) GetContainer() *Container {
@@ -460,14 +868,16 @@ type DeleteContainerRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	Name  string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
 	// Stop a running container first instead of refusing.
-	Force         bool `protobuf:"varint,2,opt,name=force,proto3" json:"force,omitempty"`
+	Force bool `protobuf:"varint,2,opt,name=force,proto3" json:"force,omitempty"`
+	// Also remove the container's volumes (kept by default).
+	PurgeVolumes  bool `protobuf:"varint,3,opt,name=purge_volumes,json=purgeVolumes,proto3" json:"purge_volumes,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *DeleteContainerRequest) Reset() {
 	*x = DeleteContainerRequest{}
-	mi := &file_hearth_container_v1_container_proto_msgTypes[7]
+	mi := &file_hearth_container_v1_container_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -479,7 +889,7 @@ func (x *DeleteContainerRequest) String() string {
 func (*DeleteContainerRequest) ProtoMessage() {}
 
 func (x *DeleteContainerRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_hearth_container_v1_container_proto_msgTypes[7]
+	mi := &file_hearth_container_v1_container_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -492,7 +902,7 @@ func (x *DeleteContainerRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeleteContainerRequest.ProtoReflect.Descriptor instead.
 func (*DeleteContainerRequest) Descriptor() ([]byte, []int) {
-	return file_hearth_container_v1_container_proto_rawDescGZIP(), []int{7}
+	return file_hearth_container_v1_container_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *DeleteContainerRequest) GetName() string {
@@ -509,6 +919,13 @@ func (x *DeleteContainerRequest) GetForce() bool {
 	return false
 }
 
+func (x *DeleteContainerRequest) GetPurgeVolumes() bool {
+	if x != nil {
+		return x.PurgeVolumes
+	}
+	return false
+}
+
 type DeleteContainerResponse struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	unknownFields protoimpl.UnknownFields
@@ -517,7 +934,7 @@ type DeleteContainerResponse struct {
 
 func (x *DeleteContainerResponse) Reset() {
 	*x = DeleteContainerResponse{}
-	mi := &file_hearth_container_v1_container_proto_msgTypes[8]
+	mi := &file_hearth_container_v1_container_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -529,7 +946,7 @@ func (x *DeleteContainerResponse) String() string {
 func (*DeleteContainerResponse) ProtoMessage() {}
 
 func (x *DeleteContainerResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_hearth_container_v1_container_proto_msgTypes[8]
+	mi := &file_hearth_container_v1_container_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -542,7 +959,7 @@ func (x *DeleteContainerResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeleteContainerResponse.ProtoReflect.Descriptor instead.
 func (*DeleteContainerResponse) Descriptor() ([]byte, []int) {
-	return file_hearth_container_v1_container_proto_rawDescGZIP(), []int{8}
+	return file_hearth_container_v1_container_proto_rawDescGZIP(), []int{14}
 }
 
 type ListContainersRequest struct {
@@ -553,7 +970,7 @@ type ListContainersRequest struct {
 
 func (x *ListContainersRequest) Reset() {
 	*x = ListContainersRequest{}
-	mi := &file_hearth_container_v1_container_proto_msgTypes[9]
+	mi := &file_hearth_container_v1_container_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -565,7 +982,7 @@ func (x *ListContainersRequest) String() string {
 func (*ListContainersRequest) ProtoMessage() {}
 
 func (x *ListContainersRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_hearth_container_v1_container_proto_msgTypes[9]
+	mi := &file_hearth_container_v1_container_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -578,7 +995,7 @@ func (x *ListContainersRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListContainersRequest.ProtoReflect.Descriptor instead.
 func (*ListContainersRequest) Descriptor() ([]byte, []int) {
-	return file_hearth_container_v1_container_proto_rawDescGZIP(), []int{9}
+	return file_hearth_container_v1_container_proto_rawDescGZIP(), []int{15}
 }
 
 type ListContainersResponse struct {
@@ -590,7 +1007,7 @@ type ListContainersResponse struct {
 
 func (x *ListContainersResponse) Reset() {
 	*x = ListContainersResponse{}
-	mi := &file_hearth_container_v1_container_proto_msgTypes[10]
+	mi := &file_hearth_container_v1_container_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -602,7 +1019,7 @@ func (x *ListContainersResponse) String() string {
 func (*ListContainersResponse) ProtoMessage() {}
 
 func (x *ListContainersResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_hearth_container_v1_container_proto_msgTypes[10]
+	mi := &file_hearth_container_v1_container_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -615,7 +1032,7 @@ func (x *ListContainersResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListContainersResponse.ProtoReflect.Descriptor instead.
 func (*ListContainersResponse) Descriptor() ([]byte, []int) {
-	return file_hearth_container_v1_container_proto_rawDescGZIP(), []int{10}
+	return file_hearth_container_v1_container_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *ListContainersResponse) GetContainers() []*Container {
@@ -634,7 +1051,7 @@ type GetContainerRequest struct {
 
 func (x *GetContainerRequest) Reset() {
 	*x = GetContainerRequest{}
-	mi := &file_hearth_container_v1_container_proto_msgTypes[11]
+	mi := &file_hearth_container_v1_container_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -646,7 +1063,7 @@ func (x *GetContainerRequest) String() string {
 func (*GetContainerRequest) ProtoMessage() {}
 
 func (x *GetContainerRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_hearth_container_v1_container_proto_msgTypes[11]
+	mi := &file_hearth_container_v1_container_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -659,7 +1076,7 @@ func (x *GetContainerRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetContainerRequest.ProtoReflect.Descriptor instead.
 func (*GetContainerRequest) Descriptor() ([]byte, []int) {
-	return file_hearth_container_v1_container_proto_rawDescGZIP(), []int{11}
+	return file_hearth_container_v1_container_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *GetContainerRequest) GetName() string {
@@ -673,16 +1090,17 @@ type GetContainerResponse struct {
 	state     protoimpl.MessageState `protogen:"open.v1"`
 	Container *Container             `protobuf:"bytes,1,opt,name=container,proto3" json:"container,omitempty"`
 	// guestd's answer through the container's guestd.sock, when it runs and answers.
-	Guest *v1.GuestInfo `protobuf:"bytes,2,opt,name=guest,proto3" json:"guest,omitempty"`
+	Guest *v11.GuestInfo `protobuf:"bytes,2,opt,name=guest,proto3" json:"guest,omitempty"`
 	// Why guestd could not be asked, when the container runs but guestd did not answer.
-	GuestError    string `protobuf:"bytes,3,opt,name=guest_error,json=guestError,proto3" json:"guest_error,omitempty"`
+	GuestError    string            `protobuf:"bytes,3,opt,name=guest_error,json=guestError,proto3" json:"guest_error,omitempty"`
+	Details       *ContainerDetails `protobuf:"bytes,4,opt,name=details,proto3" json:"details,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *GetContainerResponse) Reset() {
 	*x = GetContainerResponse{}
-	mi := &file_hearth_container_v1_container_proto_msgTypes[12]
+	mi := &file_hearth_container_v1_container_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -694,7 +1112,7 @@ func (x *GetContainerResponse) String() string {
 func (*GetContainerResponse) ProtoMessage() {}
 
 func (x *GetContainerResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_hearth_container_v1_container_proto_msgTypes[12]
+	mi := &file_hearth_container_v1_container_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -707,7 +1125,7 @@ func (x *GetContainerResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetContainerResponse.ProtoReflect.Descriptor instead.
 func (*GetContainerResponse) Descriptor() ([]byte, []int) {
-	return file_hearth_container_v1_container_proto_rawDescGZIP(), []int{12}
+	return file_hearth_container_v1_container_proto_rawDescGZIP(), []int{18}
 }
 
 func (x *GetContainerResponse) GetContainer() *Container {
@@ -717,7 +1135,7 @@ func (x *GetContainerResponse) GetContainer() *Container {
 	return nil
 }
 
-func (x *GetContainerResponse) GetGuest() *v1.GuestInfo {
+func (x *GetContainerResponse) GetGuest() *v11.GuestInfo {
 	if x != nil {
 		return x.Guest
 	}
@@ -731,11 +1149,18 @@ func (x *GetContainerResponse) GetGuestError() string {
 	return ""
 }
 
+func (x *GetContainerResponse) GetDetails() *ContainerDetails {
+	if x != nil {
+		return x.Details
+	}
+	return nil
+}
+
 var File_hearth_container_v1_container_proto protoreflect.FileDescriptor
 
 const file_hearth_container_v1_container_proto_rawDesc = "" +
 	"\n" +
-	"#hearth/container/v1/container.proto\x12\x13hearth.container.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x1bhearth/guest/v1/guest.proto\"\x9c\x02\n" +
+	"#hearth/container/v1/container.proto\x12\x13hearth.container.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x1bhearth/guest/v1/guest.proto\x1a\x19hearth/host/v1/host.proto\"\x9c\x02\n" +
 	"\tContainer\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x129\n" +
 	"\x05state\x18\x02 \x01(\x0e2#.hearth.container.v1.ContainerStateR\x05state\x12\x19\n" +
@@ -745,9 +1170,41 @@ const file_hearth_container_v1_container_proto_rawDesc = "" +
 	"\n" +
 	"started_at\x18\x05 \x01(\v2\x1a.google.protobuf.TimestampR\tstartedAt\x12\x16\n" +
 	"\x06rootfs\x18\x06 \x01(\tR\x06rootfs\x12\x17\n" +
-	"\arpc_dir\x18\a \x01(\tR\x06rpcDir\",\n" +
+	"\arpc_dir\x18\a \x01(\tR\x06rpcDir\"d\n" +
 	"\x16CreateContainerRequest\x12\x12\n" +
-	"\x04name\x18\x01 \x01(\tR\x04name\"W\n" +
+	"\x04name\x18\x01 \x01(\tR\x04name\x126\n" +
+	"\x04spec\x18\x02 \x01(\v2\".hearth.container.v1.ContainerSpecR\x04spec\"\xe1\x01\n" +
+	"\rContainerSpec\x12F\n" +
+	"\x06images\x18\x01 \x03(\v2..hearth.container.v1.ContainerSpec.ImagesEntryR\x06images\x12\x18\n" +
+	"\avolumes\x18\x02 \x03(\tR\avolumes\x123\n" +
+	"\x06limits\x18\x03 \x01(\v2\x1b.hearth.container.v1.LimitsR\x06limits\x1a9\n" +
+	"\vImagesEntry\x12\x10\n" +
+	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"S\n" +
+	"\x06Limits\x12!\n" +
+	"\fmemory_bytes\x18\x01 \x01(\x03R\vmemoryBytes\x12\x12\n" +
+	"\x04cpus\x18\x02 \x01(\x01R\x04cpus\x12\x12\n" +
+	"\x04pids\x18\x03 \x01(\x03R\x04pids\"_\n" +
+	"\x05Usage\x12!\n" +
+	"\fmemory_bytes\x18\x01 \x01(\x03R\vmemoryBytes\x12\x12\n" +
+	"\x04pids\x18\x02 \x01(\x03R\x04pids\x12\x1f\n" +
+	"\vcpu_seconds\x18\x03 \x01(\x01R\n" +
+	"cpuSeconds\"\xe2\x02\n" +
+	"\x10ContainerDetails\x129\n" +
+	"\x06images\x18\x01 \x03(\v2!.hearth.container.v1.MountedImageR\x06images\x125\n" +
+	"\avolumes\x18\x02 \x03(\v2\x1b.hearth.container.v1.VolumeR\avolumes\x123\n" +
+	"\boverlays\x18\x03 \x03(\v2\x17.hearth.host.v1.OverlayR\boverlays\x123\n" +
+	"\x06limits\x18\x04 \x01(\v2\x1b.hearth.container.v1.LimitsR\x06limits\x12@\n" +
+	"\rcgroup_limits\x18\x05 \x01(\v2\x1b.hearth.container.v1.LimitsR\fcgroupLimits\x120\n" +
+	"\x05usage\x18\x06 \x01(\v2\x1a.hearth.container.v1.UsageR\x05usage\"h\n" +
+	"\fMountedImage\x12\x12\n" +
+	"\x04name\x18\x01 \x01(\tR\x04name\x12\x16\n" +
+	"\x06digest\x18\x02 \x01(\tR\x06digest\x12\x12\n" +
+	"\x04path\x18\x03 \x01(\tR\x04path\x12\x18\n" +
+	"\amounted\x18\x04 \x01(\bR\amounted\"9\n" +
+	"\x06Volume\x12\x12\n" +
+	"\x04name\x18\x01 \x01(\tR\x04name\x12\x1b\n" +
+	"\thost_path\x18\x02 \x01(\tR\bhostPath\"W\n" +
 	"\x17CreateContainerResponse\x12<\n" +
 	"\tcontainer\x18\x01 \x01(\v2\x1e.hearth.container.v1.ContainerR\tcontainer\"+\n" +
 	"\x15StartContainerRequest\x12\x12\n" +
@@ -758,10 +1215,11 @@ const file_hearth_container_v1_container_proto_rawDesc = "" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x123\n" +
 	"\atimeout\x18\x02 \x01(\v2\x19.google.protobuf.DurationR\atimeout\"U\n" +
 	"\x15StopContainerResponse\x12<\n" +
-	"\tcontainer\x18\x01 \x01(\v2\x1e.hearth.container.v1.ContainerR\tcontainer\"B\n" +
+	"\tcontainer\x18\x01 \x01(\v2\x1e.hearth.container.v1.ContainerR\tcontainer\"g\n" +
 	"\x16DeleteContainerRequest\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x14\n" +
-	"\x05force\x18\x02 \x01(\bR\x05force\"\x19\n" +
+	"\x05force\x18\x02 \x01(\bR\x05force\x12#\n" +
+	"\rpurge_volumes\x18\x03 \x01(\bR\fpurgeVolumes\"\x19\n" +
 	"\x17DeleteContainerResponse\"\x17\n" +
 	"\x15ListContainersRequest\"X\n" +
 	"\x16ListContainersResponse\x12>\n" +
@@ -769,12 +1227,13 @@ const file_hearth_container_v1_container_proto_rawDesc = "" +
 	"containers\x18\x01 \x03(\v2\x1e.hearth.container.v1.ContainerR\n" +
 	"containers\")\n" +
 	"\x13GetContainerRequest\x12\x12\n" +
-	"\x04name\x18\x01 \x01(\tR\x04name\"\xa7\x01\n" +
+	"\x04name\x18\x01 \x01(\tR\x04name\"\xe8\x01\n" +
 	"\x14GetContainerResponse\x12<\n" +
 	"\tcontainer\x18\x01 \x01(\v2\x1e.hearth.container.v1.ContainerR\tcontainer\x120\n" +
 	"\x05guest\x18\x02 \x01(\v2\x1a.hearth.guest.v1.GuestInfoR\x05guest\x12\x1f\n" +
 	"\vguest_error\x18\x03 \x01(\tR\n" +
-	"guestError*\xc3\x01\n" +
+	"guestError\x12?\n" +
+	"\adetails\x18\x04 \x01(\v2%.hearth.container.v1.ContainerDetailsR\adetails*\xc3\x01\n" +
 	"\x0eContainerState\x12\x1f\n" +
 	"\x1bCONTAINER_STATE_UNSPECIFIED\x10\x00\x12\x1b\n" +
 	"\x17CONTAINER_STATE_STOPPED\x10\x01\x12\x1c\n" +
@@ -803,54 +1262,72 @@ func file_hearth_container_v1_container_proto_rawDescGZIP() []byte {
 }
 
 var file_hearth_container_v1_container_proto_enumTypes = make([]protoimpl.EnumInfo, 1)
-var file_hearth_container_v1_container_proto_msgTypes = make([]protoimpl.MessageInfo, 13)
+var file_hearth_container_v1_container_proto_msgTypes = make([]protoimpl.MessageInfo, 20)
 var file_hearth_container_v1_container_proto_goTypes = []any{
 	(ContainerState)(0),             // 0: hearth.container.v1.ContainerState
 	(*Container)(nil),               // 1: hearth.container.v1.Container
 	(*CreateContainerRequest)(nil),  // 2: hearth.container.v1.CreateContainerRequest
-	(*CreateContainerResponse)(nil), // 3: hearth.container.v1.CreateContainerResponse
-	(*StartContainerRequest)(nil),   // 4: hearth.container.v1.StartContainerRequest
-	(*StartContainerResponse)(nil),  // 5: hearth.container.v1.StartContainerResponse
-	(*StopContainerRequest)(nil),    // 6: hearth.container.v1.StopContainerRequest
-	(*StopContainerResponse)(nil),   // 7: hearth.container.v1.StopContainerResponse
-	(*DeleteContainerRequest)(nil),  // 8: hearth.container.v1.DeleteContainerRequest
-	(*DeleteContainerResponse)(nil), // 9: hearth.container.v1.DeleteContainerResponse
-	(*ListContainersRequest)(nil),   // 10: hearth.container.v1.ListContainersRequest
-	(*ListContainersResponse)(nil),  // 11: hearth.container.v1.ListContainersResponse
-	(*GetContainerRequest)(nil),     // 12: hearth.container.v1.GetContainerRequest
-	(*GetContainerResponse)(nil),    // 13: hearth.container.v1.GetContainerResponse
-	(*timestamppb.Timestamp)(nil),   // 14: google.protobuf.Timestamp
-	(*durationpb.Duration)(nil),     // 15: google.protobuf.Duration
-	(*v1.GuestInfo)(nil),            // 16: hearth.guest.v1.GuestInfo
+	(*ContainerSpec)(nil),           // 3: hearth.container.v1.ContainerSpec
+	(*Limits)(nil),                  // 4: hearth.container.v1.Limits
+	(*Usage)(nil),                   // 5: hearth.container.v1.Usage
+	(*ContainerDetails)(nil),        // 6: hearth.container.v1.ContainerDetails
+	(*MountedImage)(nil),            // 7: hearth.container.v1.MountedImage
+	(*Volume)(nil),                  // 8: hearth.container.v1.Volume
+	(*CreateContainerResponse)(nil), // 9: hearth.container.v1.CreateContainerResponse
+	(*StartContainerRequest)(nil),   // 10: hearth.container.v1.StartContainerRequest
+	(*StartContainerResponse)(nil),  // 11: hearth.container.v1.StartContainerResponse
+	(*StopContainerRequest)(nil),    // 12: hearth.container.v1.StopContainerRequest
+	(*StopContainerResponse)(nil),   // 13: hearth.container.v1.StopContainerResponse
+	(*DeleteContainerRequest)(nil),  // 14: hearth.container.v1.DeleteContainerRequest
+	(*DeleteContainerResponse)(nil), // 15: hearth.container.v1.DeleteContainerResponse
+	(*ListContainersRequest)(nil),   // 16: hearth.container.v1.ListContainersRequest
+	(*ListContainersResponse)(nil),  // 17: hearth.container.v1.ListContainersResponse
+	(*GetContainerRequest)(nil),     // 18: hearth.container.v1.GetContainerRequest
+	(*GetContainerResponse)(nil),    // 19: hearth.container.v1.GetContainerResponse
+	nil,                             // 20: hearth.container.v1.ContainerSpec.ImagesEntry
+	(*timestamppb.Timestamp)(nil),   // 21: google.protobuf.Timestamp
+	(*v1.Overlay)(nil),              // 22: hearth.host.v1.Overlay
+	(*durationpb.Duration)(nil),     // 23: google.protobuf.Duration
+	(*v11.GuestInfo)(nil),           // 24: hearth.guest.v1.GuestInfo
 }
 var file_hearth_container_v1_container_proto_depIdxs = []int32{
 	0,  // 0: hearth.container.v1.Container.state:type_name -> hearth.container.v1.ContainerState
-	14, // 1: hearth.container.v1.Container.created_at:type_name -> google.protobuf.Timestamp
-	14, // 2: hearth.container.v1.Container.started_at:type_name -> google.protobuf.Timestamp
-	1,  // 3: hearth.container.v1.CreateContainerResponse.container:type_name -> hearth.container.v1.Container
-	1,  // 4: hearth.container.v1.StartContainerResponse.container:type_name -> hearth.container.v1.Container
-	15, // 5: hearth.container.v1.StopContainerRequest.timeout:type_name -> google.protobuf.Duration
-	1,  // 6: hearth.container.v1.StopContainerResponse.container:type_name -> hearth.container.v1.Container
-	1,  // 7: hearth.container.v1.ListContainersResponse.containers:type_name -> hearth.container.v1.Container
-	1,  // 8: hearth.container.v1.GetContainerResponse.container:type_name -> hearth.container.v1.Container
-	16, // 9: hearth.container.v1.GetContainerResponse.guest:type_name -> hearth.guest.v1.GuestInfo
-	2,  // 10: hearth.container.v1.ContainerService.CreateContainer:input_type -> hearth.container.v1.CreateContainerRequest
-	4,  // 11: hearth.container.v1.ContainerService.StartContainer:input_type -> hearth.container.v1.StartContainerRequest
-	6,  // 12: hearth.container.v1.ContainerService.StopContainer:input_type -> hearth.container.v1.StopContainerRequest
-	8,  // 13: hearth.container.v1.ContainerService.DeleteContainer:input_type -> hearth.container.v1.DeleteContainerRequest
-	10, // 14: hearth.container.v1.ContainerService.ListContainers:input_type -> hearth.container.v1.ListContainersRequest
-	12, // 15: hearth.container.v1.ContainerService.GetContainer:input_type -> hearth.container.v1.GetContainerRequest
-	3,  // 16: hearth.container.v1.ContainerService.CreateContainer:output_type -> hearth.container.v1.CreateContainerResponse
-	5,  // 17: hearth.container.v1.ContainerService.StartContainer:output_type -> hearth.container.v1.StartContainerResponse
-	7,  // 18: hearth.container.v1.ContainerService.StopContainer:output_type -> hearth.container.v1.StopContainerResponse
-	9,  // 19: hearth.container.v1.ContainerService.DeleteContainer:output_type -> hearth.container.v1.DeleteContainerResponse
-	11, // 20: hearth.container.v1.ContainerService.ListContainers:output_type -> hearth.container.v1.ListContainersResponse
-	13, // 21: hearth.container.v1.ContainerService.GetContainer:output_type -> hearth.container.v1.GetContainerResponse
-	16, // [16:22] is the sub-list for method output_type
-	10, // [10:16] is the sub-list for method input_type
-	10, // [10:10] is the sub-list for extension type_name
-	10, // [10:10] is the sub-list for extension extendee
-	0,  // [0:10] is the sub-list for field type_name
+	21, // 1: hearth.container.v1.Container.created_at:type_name -> google.protobuf.Timestamp
+	21, // 2: hearth.container.v1.Container.started_at:type_name -> google.protobuf.Timestamp
+	3,  // 3: hearth.container.v1.CreateContainerRequest.spec:type_name -> hearth.container.v1.ContainerSpec
+	20, // 4: hearth.container.v1.ContainerSpec.images:type_name -> hearth.container.v1.ContainerSpec.ImagesEntry
+	4,  // 5: hearth.container.v1.ContainerSpec.limits:type_name -> hearth.container.v1.Limits
+	7,  // 6: hearth.container.v1.ContainerDetails.images:type_name -> hearth.container.v1.MountedImage
+	8,  // 7: hearth.container.v1.ContainerDetails.volumes:type_name -> hearth.container.v1.Volume
+	22, // 8: hearth.container.v1.ContainerDetails.overlays:type_name -> hearth.host.v1.Overlay
+	4,  // 9: hearth.container.v1.ContainerDetails.limits:type_name -> hearth.container.v1.Limits
+	4,  // 10: hearth.container.v1.ContainerDetails.cgroup_limits:type_name -> hearth.container.v1.Limits
+	5,  // 11: hearth.container.v1.ContainerDetails.usage:type_name -> hearth.container.v1.Usage
+	1,  // 12: hearth.container.v1.CreateContainerResponse.container:type_name -> hearth.container.v1.Container
+	1,  // 13: hearth.container.v1.StartContainerResponse.container:type_name -> hearth.container.v1.Container
+	23, // 14: hearth.container.v1.StopContainerRequest.timeout:type_name -> google.protobuf.Duration
+	1,  // 15: hearth.container.v1.StopContainerResponse.container:type_name -> hearth.container.v1.Container
+	1,  // 16: hearth.container.v1.ListContainersResponse.containers:type_name -> hearth.container.v1.Container
+	1,  // 17: hearth.container.v1.GetContainerResponse.container:type_name -> hearth.container.v1.Container
+	24, // 18: hearth.container.v1.GetContainerResponse.guest:type_name -> hearth.guest.v1.GuestInfo
+	6,  // 19: hearth.container.v1.GetContainerResponse.details:type_name -> hearth.container.v1.ContainerDetails
+	2,  // 20: hearth.container.v1.ContainerService.CreateContainer:input_type -> hearth.container.v1.CreateContainerRequest
+	10, // 21: hearth.container.v1.ContainerService.StartContainer:input_type -> hearth.container.v1.StartContainerRequest
+	12, // 22: hearth.container.v1.ContainerService.StopContainer:input_type -> hearth.container.v1.StopContainerRequest
+	14, // 23: hearth.container.v1.ContainerService.DeleteContainer:input_type -> hearth.container.v1.DeleteContainerRequest
+	16, // 24: hearth.container.v1.ContainerService.ListContainers:input_type -> hearth.container.v1.ListContainersRequest
+	18, // 25: hearth.container.v1.ContainerService.GetContainer:input_type -> hearth.container.v1.GetContainerRequest
+	9,  // 26: hearth.container.v1.ContainerService.CreateContainer:output_type -> hearth.container.v1.CreateContainerResponse
+	11, // 27: hearth.container.v1.ContainerService.StartContainer:output_type -> hearth.container.v1.StartContainerResponse
+	13, // 28: hearth.container.v1.ContainerService.StopContainer:output_type -> hearth.container.v1.StopContainerResponse
+	15, // 29: hearth.container.v1.ContainerService.DeleteContainer:output_type -> hearth.container.v1.DeleteContainerResponse
+	17, // 30: hearth.container.v1.ContainerService.ListContainers:output_type -> hearth.container.v1.ListContainersResponse
+	19, // 31: hearth.container.v1.ContainerService.GetContainer:output_type -> hearth.container.v1.GetContainerResponse
+	26, // [26:32] is the sub-list for method output_type
+	20, // [20:26] is the sub-list for method input_type
+	20, // [20:20] is the sub-list for extension type_name
+	20, // [20:20] is the sub-list for extension extendee
+	0,  // [0:20] is the sub-list for field type_name
 }
 
 func init() { file_hearth_container_v1_container_proto_init() }
@@ -864,7 +1341,7 @@ func file_hearth_container_v1_container_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_hearth_container_v1_container_proto_rawDesc), len(file_hearth_container_v1_container_proto_rawDesc)),
 			NumEnums:      1,
-			NumMessages:   13,
+			NumMessages:   20,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

@@ -25,6 +25,512 @@ const (
 	_ = protoimpl.EnforceVersion(protoimpl.MaxVersion - 20)
 )
 
+// Overlay is one subcontainer root.
+type Overlay struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Name  string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	// The container's name for the image below it.
+	Image string `protobuf:"bytes,2,opt,name=image,proto3" json:"image,omitempty"`
+	// Path inside the container.
+	Path          string        `protobuf:"bytes,3,opt,name=path,proto3" json:"path,omitempty"`
+	Binds         []*VolumeBind `protobuf:"bytes,4,rep,name=binds,proto3" json:"binds,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *Overlay) Reset() {
+	*x = Overlay{}
+	mi := &file_hearth_host_v1_host_proto_msgTypes[0]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Overlay) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Overlay) ProtoMessage() {}
+
+func (x *Overlay) ProtoReflect() protoreflect.Message {
+	mi := &file_hearth_host_v1_host_proto_msgTypes[0]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Overlay.ProtoReflect.Descriptor instead.
+func (*Overlay) Descriptor() ([]byte, []int) {
+	return file_hearth_host_v1_host_proto_rawDescGZIP(), []int{0}
+}
+
+func (x *Overlay) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *Overlay) GetImage() string {
+	if x != nil {
+		return x.Image
+	}
+	return ""
+}
+
+func (x *Overlay) GetPath() string {
+	if x != nil {
+		return x.Path
+	}
+	return ""
+}
+
+func (x *Overlay) GetBinds() []*VolumeBind {
+	if x != nil {
+		return x.Binds
+	}
+	return nil
+}
+
+// VolumeBind is a volume bound into a subcontainer.
+type VolumeBind struct {
+	state  protoimpl.MessageState `protogen:"open.v1"`
+	Volume string                 `protobuf:"bytes,1,opt,name=volume,proto3" json:"volume,omitempty"`
+	// Path inside the subcontainer.
+	Path          string `protobuf:"bytes,2,opt,name=path,proto3" json:"path,omitempty"`
+	ReadOnly      bool   `protobuf:"varint,3,opt,name=read_only,json=readOnly,proto3" json:"read_only,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *VolumeBind) Reset() {
+	*x = VolumeBind{}
+	mi := &file_hearth_host_v1_host_proto_msgTypes[1]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *VolumeBind) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*VolumeBind) ProtoMessage() {}
+
+func (x *VolumeBind) ProtoReflect() protoreflect.Message {
+	mi := &file_hearth_host_v1_host_proto_msgTypes[1]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use VolumeBind.ProtoReflect.Descriptor instead.
+func (*VolumeBind) Descriptor() ([]byte, []int) {
+	return file_hearth_host_v1_host_proto_rawDescGZIP(), []int{1}
+}
+
+func (x *VolumeBind) GetVolume() string {
+	if x != nil {
+		return x.Volume
+	}
+	return ""
+}
+
+func (x *VolumeBind) GetPath() string {
+	if x != nil {
+		return x.Path
+	}
+	return ""
+}
+
+func (x *VolumeBind) GetReadOnly() bool {
+	if x != nil {
+		return x.ReadOnly
+	}
+	return false
+}
+
+type CreateOverlayRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The image's name in the container's spec (not a global image name).
+	Image string `protobuf:"bytes,1,opt,name=image,proto3" json:"image,omitempty"`
+	// Lower-case letters, digits, '.', '_' and '-', at most 64 characters.
+	Name          string `protobuf:"bytes,2,opt,name=name,proto3" json:"name,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *CreateOverlayRequest) Reset() {
+	*x = CreateOverlayRequest{}
+	mi := &file_hearth_host_v1_host_proto_msgTypes[2]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *CreateOverlayRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*CreateOverlayRequest) ProtoMessage() {}
+
+func (x *CreateOverlayRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_hearth_host_v1_host_proto_msgTypes[2]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use CreateOverlayRequest.ProtoReflect.Descriptor instead.
+func (*CreateOverlayRequest) Descriptor() ([]byte, []int) {
+	return file_hearth_host_v1_host_proto_rawDescGZIP(), []int{2}
+}
+
+func (x *CreateOverlayRequest) GetImage() string {
+	if x != nil {
+		return x.Image
+	}
+	return ""
+}
+
+func (x *CreateOverlayRequest) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+type CreateOverlayResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Overlay       *Overlay               `protobuf:"bytes,1,opt,name=overlay,proto3" json:"overlay,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *CreateOverlayResponse) Reset() {
+	*x = CreateOverlayResponse{}
+	mi := &file_hearth_host_v1_host_proto_msgTypes[3]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *CreateOverlayResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*CreateOverlayResponse) ProtoMessage() {}
+
+func (x *CreateOverlayResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_hearth_host_v1_host_proto_msgTypes[3]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use CreateOverlayResponse.ProtoReflect.Descriptor instead.
+func (*CreateOverlayResponse) Descriptor() ([]byte, []int) {
+	return file_hearth_host_v1_host_proto_rawDescGZIP(), []int{3}
+}
+
+func (x *CreateOverlayResponse) GetOverlay() *Overlay {
+	if x != nil {
+		return x.Overlay
+	}
+	return nil
+}
+
+type DestroyOverlayRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Name          string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *DestroyOverlayRequest) Reset() {
+	*x = DestroyOverlayRequest{}
+	mi := &file_hearth_host_v1_host_proto_msgTypes[4]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *DestroyOverlayRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*DestroyOverlayRequest) ProtoMessage() {}
+
+func (x *DestroyOverlayRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_hearth_host_v1_host_proto_msgTypes[4]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use DestroyOverlayRequest.ProtoReflect.Descriptor instead.
+func (*DestroyOverlayRequest) Descriptor() ([]byte, []int) {
+	return file_hearth_host_v1_host_proto_rawDescGZIP(), []int{4}
+}
+
+func (x *DestroyOverlayRequest) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+type DestroyOverlayResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *DestroyOverlayResponse) Reset() {
+	*x = DestroyOverlayResponse{}
+	mi := &file_hearth_host_v1_host_proto_msgTypes[5]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *DestroyOverlayResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*DestroyOverlayResponse) ProtoMessage() {}
+
+func (x *DestroyOverlayResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_hearth_host_v1_host_proto_msgTypes[5]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use DestroyOverlayResponse.ProtoReflect.Descriptor instead.
+func (*DestroyOverlayResponse) Descriptor() ([]byte, []int) {
+	return file_hearth_host_v1_host_proto_rawDescGZIP(), []int{5}
+}
+
+type BindVolumeRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The volume's name in the container's spec.
+	Volume string `protobuf:"bytes,1,opt,name=volume,proto3" json:"volume,omitempty"`
+	// The overlay (subcontainer) to bind into.
+	Subcontainer string `protobuf:"bytes,2,opt,name=subcontainer,proto3" json:"subcontainer,omitempty"`
+	// Absolute path inside the subcontainer; missing directories are made.
+	Path          string `protobuf:"bytes,3,opt,name=path,proto3" json:"path,omitempty"`
+	ReadOnly      bool   `protobuf:"varint,4,opt,name=read_only,json=readOnly,proto3" json:"read_only,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *BindVolumeRequest) Reset() {
+	*x = BindVolumeRequest{}
+	mi := &file_hearth_host_v1_host_proto_msgTypes[6]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *BindVolumeRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*BindVolumeRequest) ProtoMessage() {}
+
+func (x *BindVolumeRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_hearth_host_v1_host_proto_msgTypes[6]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use BindVolumeRequest.ProtoReflect.Descriptor instead.
+func (*BindVolumeRequest) Descriptor() ([]byte, []int) {
+	return file_hearth_host_v1_host_proto_rawDescGZIP(), []int{6}
+}
+
+func (x *BindVolumeRequest) GetVolume() string {
+	if x != nil {
+		return x.Volume
+	}
+	return ""
+}
+
+func (x *BindVolumeRequest) GetSubcontainer() string {
+	if x != nil {
+		return x.Subcontainer
+	}
+	return ""
+}
+
+func (x *BindVolumeRequest) GetPath() string {
+	if x != nil {
+		return x.Path
+	}
+	return ""
+}
+
+func (x *BindVolumeRequest) GetReadOnly() bool {
+	if x != nil {
+		return x.ReadOnly
+	}
+	return false
+}
+
+type BindVolumeResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Overlay       *Overlay               `protobuf:"bytes,1,opt,name=overlay,proto3" json:"overlay,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *BindVolumeResponse) Reset() {
+	*x = BindVolumeResponse{}
+	mi := &file_hearth_host_v1_host_proto_msgTypes[7]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *BindVolumeResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*BindVolumeResponse) ProtoMessage() {}
+
+func (x *BindVolumeResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_hearth_host_v1_host_proto_msgTypes[7]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use BindVolumeResponse.ProtoReflect.Descriptor instead.
+func (*BindVolumeResponse) Descriptor() ([]byte, []int) {
+	return file_hearth_host_v1_host_proto_rawDescGZIP(), []int{7}
+}
+
+func (x *BindVolumeResponse) GetOverlay() *Overlay {
+	if x != nil {
+		return x.Overlay
+	}
+	return nil
+}
+
+type ListOverlaysRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListOverlaysRequest) Reset() {
+	*x = ListOverlaysRequest{}
+	mi := &file_hearth_host_v1_host_proto_msgTypes[8]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListOverlaysRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListOverlaysRequest) ProtoMessage() {}
+
+func (x *ListOverlaysRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_hearth_host_v1_host_proto_msgTypes[8]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListOverlaysRequest.ProtoReflect.Descriptor instead.
+func (*ListOverlaysRequest) Descriptor() ([]byte, []int) {
+	return file_hearth_host_v1_host_proto_rawDescGZIP(), []int{8}
+}
+
+type ListOverlaysResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Overlays      []*Overlay             `protobuf:"bytes,1,rep,name=overlays,proto3" json:"overlays,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListOverlaysResponse) Reset() {
+	*x = ListOverlaysResponse{}
+	mi := &file_hearth_host_v1_host_proto_msgTypes[9]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListOverlaysResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListOverlaysResponse) ProtoMessage() {}
+
+func (x *ListOverlaysResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_hearth_host_v1_host_proto_msgTypes[9]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListOverlaysResponse.ProtoReflect.Descriptor instead.
+func (*ListOverlaysResponse) Descriptor() ([]byte, []int) {
+	return file_hearth_host_v1_host_proto_rawDescGZIP(), []int{9}
+}
+
+func (x *ListOverlaysResponse) GetOverlays() []*Overlay {
+	if x != nil {
+		return x.Overlays
+	}
+	return nil
+}
+
 type GetIdentityRequest struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	unknownFields protoimpl.UnknownFields
@@ -33,7 +539,7 @@ type GetIdentityRequest struct {
 
 func (x *GetIdentityRequest) Reset() {
 	*x = GetIdentityRequest{}
-	mi := &file_hearth_host_v1_host_proto_msgTypes[0]
+	mi := &file_hearth_host_v1_host_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -45,7 +551,7 @@ func (x *GetIdentityRequest) String() string {
 func (*GetIdentityRequest) ProtoMessage() {}
 
 func (x *GetIdentityRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_hearth_host_v1_host_proto_msgTypes[0]
+	mi := &file_hearth_host_v1_host_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -58,7 +564,7 @@ func (x *GetIdentityRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetIdentityRequest.ProtoReflect.Descriptor instead.
 func (*GetIdentityRequest) Descriptor() ([]byte, []int) {
-	return file_hearth_host_v1_host_proto_rawDescGZIP(), []int{0}
+	return file_hearth_host_v1_host_proto_rawDescGZIP(), []int{10}
 }
 
 type GetIdentityResponse struct {
@@ -73,7 +579,7 @@ type GetIdentityResponse struct {
 
 func (x *GetIdentityResponse) Reset() {
 	*x = GetIdentityResponse{}
-	mi := &file_hearth_host_v1_host_proto_msgTypes[1]
+	mi := &file_hearth_host_v1_host_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -85,7 +591,7 @@ func (x *GetIdentityResponse) String() string {
 func (*GetIdentityResponse) ProtoMessage() {}
 
 func (x *GetIdentityResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_hearth_host_v1_host_proto_msgTypes[1]
+	mi := &file_hearth_host_v1_host_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -98,7 +604,7 @@ func (x *GetIdentityResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetIdentityResponse.ProtoReflect.Descriptor instead.
 func (*GetIdentityResponse) Descriptor() ([]byte, []int) {
-	return file_hearth_host_v1_host_proto_rawDescGZIP(), []int{1}
+	return file_hearth_host_v1_host_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *GetIdentityResponse) GetContainer() string {
@@ -119,13 +625,46 @@ var File_hearth_host_v1_host_proto protoreflect.FileDescriptor
 
 const file_hearth_host_v1_host_proto_rawDesc = "" +
 	"\n" +
-	"\x19hearth/host/v1/host.proto\x12\x0ehearth.host.v1\"\x14\n" +
+	"\x19hearth/host/v1/host.proto\x12\x0ehearth.host.v1\"y\n" +
+	"\aOverlay\x12\x12\n" +
+	"\x04name\x18\x01 \x01(\tR\x04name\x12\x14\n" +
+	"\x05image\x18\x02 \x01(\tR\x05image\x12\x12\n" +
+	"\x04path\x18\x03 \x01(\tR\x04path\x120\n" +
+	"\x05binds\x18\x04 \x03(\v2\x1a.hearth.host.v1.VolumeBindR\x05binds\"U\n" +
+	"\n" +
+	"VolumeBind\x12\x16\n" +
+	"\x06volume\x18\x01 \x01(\tR\x06volume\x12\x12\n" +
+	"\x04path\x18\x02 \x01(\tR\x04path\x12\x1b\n" +
+	"\tread_only\x18\x03 \x01(\bR\breadOnly\"@\n" +
+	"\x14CreateOverlayRequest\x12\x14\n" +
+	"\x05image\x18\x01 \x01(\tR\x05image\x12\x12\n" +
+	"\x04name\x18\x02 \x01(\tR\x04name\"J\n" +
+	"\x15CreateOverlayResponse\x121\n" +
+	"\aoverlay\x18\x01 \x01(\v2\x17.hearth.host.v1.OverlayR\aoverlay\"+\n" +
+	"\x15DestroyOverlayRequest\x12\x12\n" +
+	"\x04name\x18\x01 \x01(\tR\x04name\"\x18\n" +
+	"\x16DestroyOverlayResponse\"\x80\x01\n" +
+	"\x11BindVolumeRequest\x12\x16\n" +
+	"\x06volume\x18\x01 \x01(\tR\x06volume\x12\"\n" +
+	"\fsubcontainer\x18\x02 \x01(\tR\fsubcontainer\x12\x12\n" +
+	"\x04path\x18\x03 \x01(\tR\x04path\x12\x1b\n" +
+	"\tread_only\x18\x04 \x01(\bR\breadOnly\"G\n" +
+	"\x12BindVolumeResponse\x121\n" +
+	"\aoverlay\x18\x01 \x01(\v2\x17.hearth.host.v1.OverlayR\aoverlay\"\x15\n" +
+	"\x13ListOverlaysRequest\"K\n" +
+	"\x14ListOverlaysResponse\x123\n" +
+	"\boverlays\x18\x01 \x03(\v2\x17.hearth.host.v1.OverlayR\boverlays\"\x14\n" +
 	"\x12GetIdentityRequest\"M\n" +
 	"\x13GetIdentityResponse\x12\x1c\n" +
 	"\tcontainer\x18\x01 \x01(\tR\tcontainer\x12\x18\n" +
-	"\apackage\x18\x02 \x01(\tR\apackage2e\n" +
+	"\apackage\x18\x02 \x01(\tR\apackage2\xd4\x03\n" +
 	"\vHostService\x12V\n" +
-	"\vGetIdentity\x12\".hearth.host.v1.GetIdentityRequest\x1a#.hearth.host.v1.GetIdentityResponseB(Z&hearth.dev/proto/hearth/host/v1;hostv1b\x06proto3"
+	"\vGetIdentity\x12\".hearth.host.v1.GetIdentityRequest\x1a#.hearth.host.v1.GetIdentityResponse\x12\\\n" +
+	"\rCreateOverlay\x12$.hearth.host.v1.CreateOverlayRequest\x1a%.hearth.host.v1.CreateOverlayResponse\x12_\n" +
+	"\x0eDestroyOverlay\x12%.hearth.host.v1.DestroyOverlayRequest\x1a&.hearth.host.v1.DestroyOverlayResponse\x12S\n" +
+	"\n" +
+	"BindVolume\x12!.hearth.host.v1.BindVolumeRequest\x1a\".hearth.host.v1.BindVolumeResponse\x12Y\n" +
+	"\fListOverlays\x12#.hearth.host.v1.ListOverlaysRequest\x1a$.hearth.host.v1.ListOverlaysResponseB(Z&hearth.dev/proto/hearth/host/v1;hostv1b\x06proto3"
 
 var (
 	file_hearth_host_v1_host_proto_rawDescOnce sync.Once
@@ -139,19 +678,41 @@ func file_hearth_host_v1_host_proto_rawDescGZIP() []byte {
 	return file_hearth_host_v1_host_proto_rawDescData
 }
 
-var file_hearth_host_v1_host_proto_msgTypes = make([]protoimpl.MessageInfo, 2)
+var file_hearth_host_v1_host_proto_msgTypes = make([]protoimpl.MessageInfo, 12)
 var file_hearth_host_v1_host_proto_goTypes = []any{
-	(*GetIdentityRequest)(nil),  // 0: hearth.host.v1.GetIdentityRequest
-	(*GetIdentityResponse)(nil), // 1: hearth.host.v1.GetIdentityResponse
+	(*Overlay)(nil),                // 0: hearth.host.v1.Overlay
+	(*VolumeBind)(nil),             // 1: hearth.host.v1.VolumeBind
+	(*CreateOverlayRequest)(nil),   // 2: hearth.host.v1.CreateOverlayRequest
+	(*CreateOverlayResponse)(nil),  // 3: hearth.host.v1.CreateOverlayResponse
+	(*DestroyOverlayRequest)(nil),  // 4: hearth.host.v1.DestroyOverlayRequest
+	(*DestroyOverlayResponse)(nil), // 5: hearth.host.v1.DestroyOverlayResponse
+	(*BindVolumeRequest)(nil),      // 6: hearth.host.v1.BindVolumeRequest
+	(*BindVolumeResponse)(nil),     // 7: hearth.host.v1.BindVolumeResponse
+	(*ListOverlaysRequest)(nil),    // 8: hearth.host.v1.ListOverlaysRequest
+	(*ListOverlaysResponse)(nil),   // 9: hearth.host.v1.ListOverlaysResponse
+	(*GetIdentityRequest)(nil),     // 10: hearth.host.v1.GetIdentityRequest
+	(*GetIdentityResponse)(nil),    // 11: hearth.host.v1.GetIdentityResponse
 }
 var file_hearth_host_v1_host_proto_depIdxs = []int32{
-	0, // 0: hearth.host.v1.HostService.GetIdentity:input_type -> hearth.host.v1.GetIdentityRequest
-	1, // 1: hearth.host.v1.HostService.GetIdentity:output_type -> hearth.host.v1.GetIdentityResponse
-	1, // [1:2] is the sub-list for method output_type
-	0, // [0:1] is the sub-list for method input_type
-	0, // [0:0] is the sub-list for extension type_name
-	0, // [0:0] is the sub-list for extension extendee
-	0, // [0:0] is the sub-list for field type_name
+	1,  // 0: hearth.host.v1.Overlay.binds:type_name -> hearth.host.v1.VolumeBind
+	0,  // 1: hearth.host.v1.CreateOverlayResponse.overlay:type_name -> hearth.host.v1.Overlay
+	0,  // 2: hearth.host.v1.BindVolumeResponse.overlay:type_name -> hearth.host.v1.Overlay
+	0,  // 3: hearth.host.v1.ListOverlaysResponse.overlays:type_name -> hearth.host.v1.Overlay
+	10, // 4: hearth.host.v1.HostService.GetIdentity:input_type -> hearth.host.v1.GetIdentityRequest
+	2,  // 5: hearth.host.v1.HostService.CreateOverlay:input_type -> hearth.host.v1.CreateOverlayRequest
+	4,  // 6: hearth.host.v1.HostService.DestroyOverlay:input_type -> hearth.host.v1.DestroyOverlayRequest
+	6,  // 7: hearth.host.v1.HostService.BindVolume:input_type -> hearth.host.v1.BindVolumeRequest
+	8,  // 8: hearth.host.v1.HostService.ListOverlays:input_type -> hearth.host.v1.ListOverlaysRequest
+	11, // 9: hearth.host.v1.HostService.GetIdentity:output_type -> hearth.host.v1.GetIdentityResponse
+	3,  // 10: hearth.host.v1.HostService.CreateOverlay:output_type -> hearth.host.v1.CreateOverlayResponse
+	5,  // 11: hearth.host.v1.HostService.DestroyOverlay:output_type -> hearth.host.v1.DestroyOverlayResponse
+	7,  // 12: hearth.host.v1.HostService.BindVolume:output_type -> hearth.host.v1.BindVolumeResponse
+	9,  // 13: hearth.host.v1.HostService.ListOverlays:output_type -> hearth.host.v1.ListOverlaysResponse
+	9,  // [9:14] is the sub-list for method output_type
+	4,  // [4:9] is the sub-list for method input_type
+	4,  // [4:4] is the sub-list for extension type_name
+	4,  // [4:4] is the sub-list for extension extendee
+	0,  // [0:4] is the sub-list for field type_name
 }
 
 func init() { file_hearth_host_v1_host_proto_init() }
@@ -165,7 +726,7 @@ func file_hearth_host_v1_host_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_hearth_host_v1_host_proto_rawDesc), len(file_hearth_host_v1_host_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   2,
+			NumMessages:   12,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

@@ -23,7 +23,11 @@ import (
 const _ = grpc.SupportPackageIsVersion9
 
 const (
-	HostService_GetIdentity_FullMethodName = "/hearth.host.v1.HostService/GetIdentity"
+	HostService_GetIdentity_FullMethodName    = "/hearth.host.v1.HostService/GetIdentity"
+	HostService_CreateOverlay_FullMethodName  = "/hearth.host.v1.HostService/CreateOverlay"
+	HostService_DestroyOverlay_FullMethodName = "/hearth.host.v1.HostService/DestroyOverlay"
+	HostService_BindVolume_FullMethodName     = "/hearth.host.v1.HostService/BindVolume"
+	HostService_ListOverlays_FullMethodName   = "/hearth.host.v1.HostService/ListOverlays"
 )
 
 // HostServiceClient is the client API for HostService service.
@@ -34,6 +38,18 @@ const (
 type HostServiceClient interface {
 	// GetIdentity tells the guest which container the host knows it as.
 	GetIdentity(ctx context.Context, in *GetIdentityRequest, opts ...grpc.CallOption) (*GetIdentityResponse, error)
+	// CreateOverlay mounts an overlay of one of the container's images (read-only lower
+	// layer) and an ephemeral upper layer at /media/hearth/subcontainers/<name>, and
+	// returns that path. Creating an existing overlay of the same image returns its path.
+	CreateOverlay(ctx context.Context, in *CreateOverlayRequest, opts ...grpc.CallOption) (*CreateOverlayResponse, error)
+	// DestroyOverlay unmounts an overlay and everything bound into it, and drops its upper
+	// layer. Destroying a missing overlay succeeds.
+	DestroyOverlay(ctx context.Context, in *DestroyOverlayRequest, opts ...grpc.CallOption) (*DestroyOverlayResponse, error)
+	// BindVolume binds one of the container's volumes at a path inside a subcontainer;
+	// symlinks in the path resolve inside the subcontainer, never outside it.
+	BindVolume(ctx context.Context, in *BindVolumeRequest, opts ...grpc.CallOption) (*BindVolumeResponse, error)
+	// ListOverlays lists the container's overlays.
+	ListOverlays(ctx context.Context, in *ListOverlaysRequest, opts ...grpc.CallOption) (*ListOverlaysResponse, error)
 }
 
 type hostServiceClient struct {
@@ -54,6 +70,46 @@ func (c *hostServiceClient) GetIdentity(ctx context.Context, in *GetIdentityRequ
 	return out, nil
 }
 
+func (c *hostServiceClient) CreateOverlay(ctx context.Context, in *CreateOverlayRequest, opts ...grpc.CallOption) (*CreateOverlayResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(CreateOverlayResponse)
+	err := c.cc.Invoke(ctx, HostService_CreateOverlay_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *hostServiceClient) DestroyOverlay(ctx context.Context, in *DestroyOverlayRequest, opts ...grpc.CallOption) (*DestroyOverlayResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(DestroyOverlayResponse)
+	err := c.cc.Invoke(ctx, HostService_DestroyOverlay_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *hostServiceClient) BindVolume(ctx context.Context, in *BindVolumeRequest, opts ...grpc.CallOption) (*BindVolumeResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(BindVolumeResponse)
+	err := c.cc.Invoke(ctx, HostService_BindVolume_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *hostServiceClient) ListOverlays(ctx context.Context, in *ListOverlaysRequest, opts ...grpc.CallOption) (*ListOverlaysResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(ListOverlaysResponse)
+	err := c.cc.Invoke(ctx, HostService_ListOverlays_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // HostServiceServer is the server API for HostService service.
 // All implementations must embed UnimplementedHostServiceServer
 // for forward compatibility.
@@ -62,6 +118,18 @@ func (c *hostServiceClient) GetIdentity(ctx context.Context, in *GetIdentityRequ
 type HostServiceServer interface {
 	// GetIdentity tells the guest which container the host knows it as.
 	GetIdentity(context.Context, *GetIdentityRequest) (*GetIdentityResponse, error)
+	// CreateOverlay mounts an overlay of one of the container's images (read-only lower
+	// layer) and an ephemeral upper layer at /media/hearth/subcontainers/<name>, and
+	// returns that path. Creating an existing overlay of the same image returns its path.
+	CreateOverlay(context.Context, *CreateOverlayRequest) (*CreateOverlayResponse, error)
+	// DestroyOverlay unmounts an overlay and everything bound into it, and drops its upper
+	// layer. Destroying a missing overlay succeeds.
+	DestroyOverlay(context.Context, *DestroyOverlayRequest) (*DestroyOverlayResponse, error)
+	// BindVolume binds one of the container's volumes at a path inside a subcontainer;
+	// symlinks in the path resolve inside the subcontainer, never outside it.
+	BindVolume(context.Context, *BindVolumeRequest) (*BindVolumeResponse, error)
+	// ListOverlays lists the container's overlays.
+	ListOverlays(context.Context, *ListOverlaysRequest) (*ListOverlaysResponse, error)
 	mustEmbedUnimplementedHostServiceServer()
 }
 
@@ -74,6 +142,18 @@ type UnimplementedHostServiceServer struct{}
 
 func (UnimplementedHostServiceServer) GetIdentity(context.Context, *GetIdentityRequest) (*GetIdentityResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method GetIdentity not implemented")
+}
+func (UnimplementedHostServiceServer) CreateOverlay(context.Context, *CreateOverlayRequest) (*CreateOverlayResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method CreateOverlay not implemented")
+}
+func (UnimplementedHostServiceServer) DestroyOverlay(context.Context, *DestroyOverlayRequest) (*DestroyOverlayResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method DestroyOverlay not implemented")
+}
+func (UnimplementedHostServiceServer) BindVolume(context.Context, *BindVolumeRequest) (*BindVolumeResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method BindVolume not implemented")
+}
+func (UnimplementedHostServiceServer) ListOverlays(context.Context, *ListOverlaysRequest) (*ListOverlaysResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method ListOverlays not implemented")
 }
 func (UnimplementedHostServiceServer) mustEmbedUnimplementedHostServiceServer() {}
 func (UnimplementedHostServiceServer) testEmbeddedByValue()                     {}
@@ -114,6 +194,78 @@ func _HostService_GetIdentity_Handler(srv interface{}, ctx context.Context, dec 
 	return interceptor(ctx, in, info, handler)
 }
 
+func _HostService_CreateOverlay_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(CreateOverlayRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(HostServiceServer).CreateOverlay(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: HostService_CreateOverlay_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(HostServiceServer).CreateOverlay(ctx, req.(*CreateOverlayRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _HostService_DestroyOverlay_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(DestroyOverlayRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(HostServiceServer).DestroyOverlay(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: HostService_DestroyOverlay_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(HostServiceServer).DestroyOverlay(ctx, req.(*DestroyOverlayRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _HostService_BindVolume_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(BindVolumeRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(HostServiceServer).BindVolume(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: HostService_BindVolume_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(HostServiceServer).BindVolume(ctx, req.(*BindVolumeRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _HostService_ListOverlays_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(ListOverlaysRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(HostServiceServer).ListOverlays(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: HostService_ListOverlays_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(HostServiceServer).ListOverlays(ctx, req.(*ListOverlaysRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 // HostService_ServiceDesc is the grpc.ServiceDesc for HostService service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -124,6 +276,22 @@ var HostService_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "GetIdentity",
 			Handler:    _HostService_GetIdentity_Handler,
+		},
+		{
+			MethodName: "CreateOverlay",
+			Handler:    _HostService_CreateOverlay_Handler,
+		},
+		{
+			MethodName: "DestroyOverlay",
+			Handler:    _HostService_DestroyOverlay_Handler,
+		},
+		{
+			MethodName: "BindVolume",
+			Handler:    _HostService_BindVolume_Handler,
+		},
+		{
+			MethodName: "ListOverlays",
+			Handler:    _HostService_ListOverlays_Handler,
 		},
 	},
 	Streams:  []grpc.StreamDesc{},

@@ -11,7 +11,9 @@ import (
 	"hearth.dev/internal/errdefs"
 	containerv1 "hearth.dev/proto/hearth/container/v1"
 	"hearth.dev/services/containerd-lite/internal/containers"
+	"hearth.dev/services/containerd-lite/internal/hostapi"
 	"hearth.dev/services/containerd-lite/internal/lxcrt"
+	"hearth.dev/services/containerd-lite/internal/store"
 )
 
 // Service implements ContainerService.
@@ -27,7 +29,11 @@ func New(m *containers.Manager) *Service { return &Service{m: m} }
 
 // CreateContainer implements ContainerService.
 func (s *Service) CreateContainer(ctx context.Context, req *containerv1.CreateContainerRequest) (*containerv1.CreateContainerResponse, error) {
-	i, err := s.m.Create(ctx, req.GetName())
+	spec := containers.Spec{Images: req.GetSpec().GetImages(), Volumes: req.GetSpec().GetVolumes()}
+	if l := req.GetSpec().GetLimits(); l != nil {
+		spec.Limits = store.Limits{MemoryBytes: l.GetMemoryBytes(), CPUs: l.GetCpus(), Pids: l.GetPids()}
+	}
+	i, err := s.m.Create(ctx, req.GetName(), spec)
 	if err != nil {
 		return nil, errdefs.ToGRPC(err)
 	}
@@ -58,7 +64,7 @@ func (s *Service) StopContainer(ctx context.Context, req *containerv1.StopContai
 
 // DeleteContainer implements ContainerService.
 func (s *Service) DeleteContainer(ctx context.Context, req *containerv1.DeleteContainerRequest) (*containerv1.DeleteContainerResponse, error) {
-	if err := s.m.Delete(ctx, req.GetName(), req.GetForce()); err != nil {
+	if err := s.m.Delete(ctx, req.GetName(), req.GetForce(), req.GetPurgeVolumes()); err != nil {
 		return nil, errdefs.ToGRPC(err)
 	}
 	return &containerv1.DeleteContainerResponse{}, nil
@@ -83,7 +89,7 @@ func (s *Service) GetContainer(ctx context.Context, req *containerv1.GetContaine
 	if err != nil {
 		return nil, errdefs.ToGRPC(err)
 	}
-	resp := &containerv1.GetContainerResponse{Container: toProto(i)}
+	resp := &containerv1.GetContainerResponse{Container: toProto(i), Details: detailsProto(s.m.Details(ctx, i))}
 	if i.State == lxcrt.Running {
 		gctx, cancel := context.WithTimeout(ctx, 3*time.Second)
 		defer cancel()
@@ -118,4 +124,28 @@ func toProto(i containers.Info) *containerv1.Container {
 		c.StartedAt = timestamppb.New(i.StartedAt)
 	}
 	return c
+}
+
+func limitsProto(l store.Limits) *containerv1.Limits {
+	return &containerv1.Limits{MemoryBytes: l.MemoryBytes, Cpus: l.CPUs, Pids: l.Pids}
+}
+
+func detailsProto(d containers.Details) *containerv1.ContainerDetails {
+	out := &containerv1.ContainerDetails{
+		Limits: limitsProto(d.Limits),
+		Usage:  &containerv1.Usage{MemoryBytes: d.Usage.MemoryBytes, Pids: d.Usage.Pids, CpuSeconds: d.Usage.CPUSeconds},
+	}
+	if d.CgroupError == "" {
+		out.CgroupLimits = limitsProto(d.Cgroup)
+	}
+	for _, img := range d.Images {
+		out.Images = append(out.Images, &containerv1.MountedImage{Name: img.Name, Digest: img.Digest, Path: img.Path, Mounted: img.Mounted})
+	}
+	for _, v := range d.Volumes {
+		out.Volumes = append(out.Volumes, &containerv1.Volume{Name: v.Name, HostPath: v.HostPath})
+	}
+	for _, o := range d.Overlays {
+		out.Overlays = append(out.Overlays, hostapi.OverlayProto(o))
+	}
+	return out
 }

@@ -8,7 +8,6 @@ import (
 	"hearth.dev/internal/peercred"
 	"hearth.dev/internal/unixsock"
 	hostv1 "hearth.dev/proto/hearth/host/v1"
-	"hearth.dev/services/containerd-lite/internal/hostapi"
 )
 
 // HostSocket is the name of a container's host socket in its rpc directory.
@@ -34,7 +33,7 @@ func (m *Manager) serveHost(name string) error {
 	}
 	log := m.log.With("container", name, "socket", HostSocket)
 	srv := grpcserver.New(grpcserver.Config{Logger: log, Authorize: peercred.UIDs(0, uint32(root))})
-	hostv1.RegisterHostServiceServer(srv, hostapi.New(name))
+	hostv1.RegisterHostServiceServer(srv, m.opts.HostService(name))
 	srv.SetServing()
 	ctx, cancel := context.WithCancel(context.Background())
 	hs := &hostServer{cancel: cancel, done: make(chan struct{})}

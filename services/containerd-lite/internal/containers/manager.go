@@ -16,7 +16,9 @@ import (
 	"time"
 
 	"hearth.dev/internal/errdefs"
+	hostv1 "hearth.dev/proto/hearth/host/v1"
 	"hearth.dev/services/containerd-lite/internal/idmap"
+	"hearth.dev/services/containerd-lite/internal/limits"
 	"hearth.dev/services/containerd-lite/internal/lxcrt"
 	"hearth.dev/services/containerd-lite/internal/mounts"
 	"hearth.dev/services/containerd-lite/internal/store"
@@ -50,6 +52,20 @@ type Options struct {
 	IDMap      idmap.Mapping
 	// GuestTimeout bounds how long Start waits for guestd to answer; 15s when zero.
 	GuestTimeout time.Duration
+	// Images resolves image references and finds their files.
+	Images Images
+	// Policy caps the containers' cgroup limits.
+	Policy limits.Policy
+	// CgroupV2 selects the unified hierarchy's settings.
+	CgroupV2 bool
+	// HostService returns the service a container's host.sock serves.
+	HostService func(container string) hostv1.HostServiceServer
+}
+
+// Images is what containers need of the image store.
+type Images interface {
+	Resolve(ref string) (string, error)
+	Rootfs(digest string) string
 }
 
 // Manager runs containers. Its methods are safe for concurrent use; operations on one
@@ -84,7 +100,13 @@ type Info struct {
 }
 
 // Paths of one container on the host.
-type paths struct{ dir, upper, work, rootfs, media, rpc, lxcLog, console string }
+type paths struct {
+	dir, upper, work, rootfs, media, rpc, lxcLog, console string
+	// images holds the host-only idmapped image mounts; overlays the ephemeral layers.
+	images, overlays string
+}
+
+func (p paths) container() string { return filepath.Base(p.dir) }
 
 func (m *Manager) paths(name string) paths {
 	d := filepath.Join(m.opts.StateDir, "containers", name)
@@ -93,6 +115,7 @@ func (m *Manager) paths(name string) paths {
 		dir: d, upper: filepath.Join(d, "upper"), work: filepath.Join(d, "work"),
 		rootfs: rootfs, media: filepath.Join(rootfs, "media", "hearth"),
 		rpc: filepath.Join(d, "rpc"), lxcLog: filepath.Join(d, "lxc.log"), console: filepath.Join(d, "console.log"),
+		images: filepath.Join(d, "images"), overlays: filepath.Join(d, "overlays"),
 	}
 }
 
@@ -111,9 +134,15 @@ func (m *Manager) lock(name string) func() {
 	return l.Unlock
 }
 
-// Create defines a container and its writable layer. It does not start it.
-func (m *Manager) Create(ctx context.Context, name string) (Info, error) {
+// Create defines a container and its writable layer, resolves its images, makes its
+// volumes (keeping ones a former container of that name left) and fixes its limits. It
+// does not start it.
+func (m *Manager) Create(ctx context.Context, name string, spec Spec) (Info, error) {
 	if err := ValidateName(name); err != nil {
+		return Info{}, err
+	}
+	rec, err := m.resolveSpec(name, spec)
+	if err != nil {
 		return Info{}, err
 	}
 	defer m.lock(name)()
@@ -134,15 +163,19 @@ func (m *Manager) Create(ctx context.Context, name string) (Info, error) {
 		undo()
 		return Info{}, err
 	}
+	if err := m.makeVolumes(name, rec.Volumes); err != nil {
+		undo()
+		return Info{}, err
+	}
 	cfg := lxcrt.Config{
-		Name: name, Rootfs: p.rootfs, MediaDir: p.media, RPCDir: p.rpc,
+		Name: name, Rootfs: p.rootfs, RPCDir: p.rpc,
 		LogFile: p.lxcLog, ConsoleLog: p.console, IDMap: m.opts.IDMap, Init: InitCommand,
+		Cgroup: limits.ConfigLines(rec.Limits, m.opts.CgroupV2),
 	}
 	if err := m.opts.Runtime.Define(cfg); err != nil {
 		undo()
 		return Info{}, err
 	}
-	rec := store.Container{Name: name, CreatedAt: time.Now().UTC(), BaseRootfs: m.opts.BaseRootfs}
 	if err := m.opts.Store.PutContainer(rec); err != nil {
 		undo()
 		return Info{}, err
@@ -229,6 +262,9 @@ func (m *Manager) Start(ctx context.Context, name string) (Info, error) {
 	if err := m.opts.Runtime.Start(name, 10*time.Second); err != nil {
 		return fail(fmt.Errorf("%w%s", err, tail("lxc.log", p.lxcLog)))
 	}
+	if err := m.mountImages(name, rec); err != nil {
+		return fail(err)
+	}
 	wctx, cancel := context.WithTimeout(ctx, m.opts.GuestTimeout)
 	defer cancel()
 	if _, err := m.waitGuest(wctx, name); err != nil {
@@ -273,6 +309,16 @@ func (m *Manager) teardown(name string) {
 		m.log.Debug("unmounted", "container", name, "targets", done)
 	}
 	removeSockets(p.rpc)
+	// Overlays are ephemeral: their upper layers go with the run.
+	if err := os.RemoveAll(p.overlays); err != nil {
+		m.log.Error("remove overlays", "container", name, "error", err)
+	}
+	if rec, err := m.opts.Store.GetContainer(name); err == nil && len(rec.Overlays) > 0 {
+		rec.Overlays = nil
+		if err := m.opts.Store.PutContainer(rec); err != nil {
+			m.log.Error("forget overlays", "container", name, "error", err)
+		}
+	}
 }
 
 // Stop stops a container: init gets timeout to stop cleanly, then the container is killed.
@@ -303,7 +349,7 @@ func (m *Manager) stopLocked(name string, timeout time.Duration) error {
 
 // Delete removes a container and everything made for it on the host. A running
 // container is refused unless force is set, in which case it is stopped first.
-func (m *Manager) Delete(ctx context.Context, name string, force bool) error {
+func (m *Manager) Delete(ctx context.Context, name string, force, purgeVolumes bool) error {
 	defer m.lock(name)()
 	if _, err := m.opts.Store.GetContainer(name); err != nil {
 		return err
@@ -323,10 +369,15 @@ func (m *Manager) Delete(ctx context.Context, name string, force bool) error {
 	if err := m.remove(name); err != nil {
 		return err
 	}
+	if purgeVolumes {
+		if err := os.RemoveAll(m.volumesDir(name)); err != nil {
+			return fmt.Errorf("remove volumes of %q: %w", name, err)
+		}
+	}
 	if err := m.opts.Store.DeleteContainer(name); err != nil {
 		return err
 	}
-	m.log.Info("container deleted", "container", name)
+	m.log.Info("container deleted", "container", name, "volumes_purged", purgeVolumes)
 	return nil
 }
 

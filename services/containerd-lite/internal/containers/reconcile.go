@@ -2,6 +2,8 @@ package containers
 
 import (
 	"context"
+
+	"hearth.dev/services/containerd-lite/internal/store"
 	"os"
 	"path/filepath"
 	"slices"
@@ -31,7 +33,10 @@ func (m *Manager) Reconcile(ctx context.Context) error {
 			if err := m.serveHost(rec.Name); err != nil {
 				return err
 			}
-			m.log.Info("reconcile: adopted running container", "container", rec.Name, "init_pid", pid)
+			if err := m.remount(rec); err != nil {
+				m.log.Error("reconcile: restore mounts", "container", rec.Name, "error", err)
+			}
+			m.log.Info("reconcile: adopted running container", "container", rec.Name, "init_pid", pid, "overlays", len(rec.Overlays))
 		case lxcrt.Stopped:
 			if done, err := mounts.UnmountAll(m.paths(rec.Name).dir); err != nil {
 				m.log.Error("reconcile: unmount leftovers", "container", rec.Name, "error", err)
@@ -71,6 +76,45 @@ func (m *Manager) Reconcile(ctx context.Context) error {
 			continue
 		}
 		m.log.Warn("reconcile: removed a container that had no record", "container", name)
+	}
+	return nil
+}
+
+// remount restores a running container's image and overlay mounts that are missing, and
+// removes overlay mounts no record knows; mounts already there are left as they are.
+func (m *Manager) remount(rec store.Container) error {
+	p := m.paths(rec.Name)
+	before, err := mounts.Under(p.dir)
+	if err != nil {
+		return err
+	}
+	if err := m.mountImages(rec.Name, rec); err != nil {
+		return err
+	}
+	for _, n := range sortedKeys(rec.Overlays) {
+		if err := m.mountOverlay(p, n, rec.Overlays[n]); err != nil {
+			return err
+		}
+	}
+	if ents, err := os.ReadDir(filepath.Join(p.media, "subcontainers")); err == nil {
+		for _, e := range ents {
+			if _, ok := rec.Overlays[e.Name()]; ok {
+				continue
+			}
+			if ok, _ := mounts.IsMounted(filepath.Join(p.media, "subcontainers", e.Name())); ok {
+				if err := m.unmountOverlay(p, e.Name()); err != nil {
+					return err
+				}
+				m.log.Warn("reconcile: removed an overlay without a record", "container", rec.Name, "overlay", e.Name())
+			}
+		}
+	}
+	after, err := mounts.Under(p.dir)
+	if err != nil {
+		return err
+	}
+	if len(after) != len(before) {
+		m.log.Warn("reconcile: repaired mounts", "container", rec.Name, "before", len(before), "after", len(after))
 	}
 	return nil
 }

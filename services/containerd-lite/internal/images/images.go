@@ -273,6 +273,9 @@ func (s *Service) add(ctx context.Context, img v1.Image, imgName string, rawTota
 			p.BytesDone = done + read
 			progress(p)
 		})
+		if errors.Is(err, unpack.ErrRefused) {
+			return Image{}, fmt.Errorf("layer %d of %d (%s): %w: %w", i+1, len(layers), want, err, errdefs.ErrInvalidArgument)
+		}
 		if err != nil {
 			return Image{}, fmt.Errorf("layer %d of %d (%s): %w", i+1, len(layers), want, err)
 		}

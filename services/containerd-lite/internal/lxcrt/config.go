@@ -22,8 +22,6 @@ type Config struct {
 	Name string
 	// Rootfs is the host path of the container's mounted root file system.
 	Rootfs string
-	// MediaDir is the host path of the shared mount brought in at /media/hearth.
-	MediaDir string
 	// RPCDir is the host directory brought in at /media/hearth/rpc.
 	RPCDir string
 	// LogFile receives LXC's own log; ConsoleLog what init writes.
@@ -32,11 +30,13 @@ type Config struct {
 	IDMap      idmap.Mapping
 	// Init is the command run as the container's PID 1.
 	Init []string
+	// Cgroup holds cgroup settings as LXC configuration items (key, value).
+	Cgroup [][2]string
 }
 
 // Render returns the LXC configuration text.
 func (c Config) Render() (string, error) {
-	for _, p := range []string{c.Rootfs, c.MediaDir, c.RPCDir, c.LogFile, c.ConsoleLog} {
+	for _, p := range []string{c.Rootfs, c.RPCDir, c.LogFile, c.ConsoleLog} {
 		if strings.ContainsAny(p, " \n\t") {
 			return "", fmt.Errorf("path %q contains white space, which LXC's configuration cannot hold: choose a --state-dir without it", p)
 		}
@@ -61,10 +61,16 @@ func (c Config) Render() (string, error) {
 	line("lxc.net.0.flags", "up")
 	line("lxc.autodev", "1")
 	line("lxc.mount.auto", "proc:mixed sys:mixed cgroup:mixed")
-	// The host mounts images and overlays under MediaDir while the container runs; the
-	// rslave bind lets them propagate in, and nothing propagate out.
-	line("lxc.mount.entry", "%s media/hearth none rbind,create=dir,rslave 0 0", c.MediaDir)
+	// <Rootfs>/media/hearth is a shared mount on the host: LXC's recursive bind of the
+	// root brings it in as a slave, so the images and overlays the host mounts below it
+	// while the container runs appear inside at once, and nothing propagates out.
 	line("lxc.mount.entry", "%s media/hearth/rpc none bind,create=dir 0 0", c.RPCDir)
+	for _, kv := range c.Cgroup {
+		if strings.ContainsAny(kv[0]+kv[1], "\n=") {
+			return "", fmt.Errorf("cgroup setting %q = %q is malformed", kv[0], kv[1])
+		}
+		line(kv[0], "%s", kv[1])
+	}
 	line("lxc.init.cmd", "%s", strings.Join(c.Init, " "))
 	line("lxc.signal.halt", "SIGPWR")
 	line("lxc.log.file", "%s", c.LogFile)

@@ -168,3 +168,17 @@ func (r *Runtime) Stop(name string, timeout time.Duration) error {
 
 // Defined lists the containers configured under the LXC path.
 func (r *Runtime) Defined() []string { return lxc.DefinedContainerNames(r.Path) }
+
+// CgroupItem reads one file of a running container's cgroup, such as "pids.max".
+func (r *Runtime) CgroupItem(name, key string) (string, error) {
+	c, err := r.open(name)
+	if err != nil {
+		return "", err
+	}
+	defer lxc.Release(c)
+	v := c.CgroupItem(key)
+	if len(v) == 0 {
+		return "", fmt.Errorf("container %s: cgroup item %s unavailable (is it running?)", name, key)
+	}
+	return strings.Join(v, "\n"), nil
+}

@@ -10,14 +10,18 @@ import (
 	"path/filepath"
 	"syscall"
 
+	"hearth.dev/internal/bytesize"
 	"hearth.dev/internal/daemon"
+	hostv1 "hearth.dev/proto/hearth/host/v1"
 	containerv1 "hearth.dev/proto/hearth/container/v1"
 	"hearth.dev/services/containerd-lite/internal/baserootfs"
 	"hearth.dev/services/containerd-lite/internal/containerapi"
 	"hearth.dev/services/containerd-lite/internal/containers"
+	"hearth.dev/services/containerd-lite/internal/hostapi"
 	"hearth.dev/services/containerd-lite/internal/idmap"
 	"hearth.dev/services/containerd-lite/internal/imageapi"
 	"hearth.dev/services/containerd-lite/internal/images"
+	"hearth.dev/services/containerd-lite/internal/limits"
 	"hearth.dev/services/containerd-lite/internal/lxcrt"
 	"hearth.dev/services/containerd-lite/internal/store"
 )
@@ -27,21 +31,32 @@ const DefaultBaseRootfs = "/usr/lib/hearth/base-rootfs"
 
 // Spec describes containerd-lite to the daemon runner.
 func Spec() daemon.Spec {
-	var baseRootfs string
+	var baseRootfs, maxMemory string
+	var policy limits.Policy
 	return daemon.Spec{
 		Name: "containerd-lite",
 		Summary: "containerd-lite keeps Hearth's images and runs each package in one unprivileged LXC\n" +
 			"container. Containers outlive it: restarting containerd-lite never restarts a service.",
 		Flags: func(fs *flag.FlagSet) {
 			fs.StringVar(&baseRootfs, "base-rootfs", DefaultBaseRootfs, "base root file system every container boots from (busybox and a static guestd; 'make base-rootfs' builds one)")
+			fs.StringVar(&maxMemory, "max-memory", "", "most memory one container may have, such as 4Gi (default: half the host's)")
+			fs.Float64Var(&policy.MaxCPUs, "max-cpus", 0, "most CPUs one container may use (default: all)")
+			fs.Int64Var(&policy.MaxPids, "max-pids", 0, "most processes one container may run (default 4096)")
 		},
 		Init: func(ctx context.Context, env *daemon.Env) (daemon.Hooks, error) {
-			return initDaemon(env, baseRootfs)
+			if maxMemory != "" {
+				n, err := bytesize.Parse(maxMemory)
+				if err != nil {
+					return daemon.Hooks{}, fmt.Errorf("--max-memory: %w", err)
+				}
+				policy.MaxMemoryBytes = n
+			}
+			return initDaemon(env, baseRootfs, policy)
 		},
 	}
 }
 
-func initDaemon(env *daemon.Env, baseSrc string) (daemon.Hooks, error) {
+func initDaemon(env *daemon.Env, baseSrc string, policy limits.Policy) (daemon.Hooks, error) {
 	if os.Geteuid() != 0 {
 		return daemon.Hooks{}, errors.New("containerd-lite must run as root: it mounts file systems and starts LXC containers")
 	}
@@ -68,14 +83,6 @@ func initDaemon(env *daemon.Env, baseSrc string) (daemon.Hooks, error) {
 		st.Close()
 		return daemon.Hooks{}, err
 	}
-	m := containers.New(containers.Options{
-		StateDir:   env.StateDir,
-		BaseRootfs: base,
-		Runtime:    &lxcrt.Runtime{Path: lxcPath, Self: self},
-		Store:      st,
-		Logger:     env.Logger,
-		IDMap:      idmap.Default,
-	})
 	imgs, err := images.New(images.Options{
 		Dir: filepath.Join(env.StateDir, "images"), Store: st, Logger: env.Logger, UsedBy: st.ContainersUsing,
 	})
@@ -83,6 +90,19 @@ func initDaemon(env *daemon.Env, baseSrc string) (daemon.Hooks, error) {
 		st.Close()
 		return daemon.Hooks{}, err
 	}
+	var m *containers.Manager
+	m = containers.New(containers.Options{
+		StateDir:    env.StateDir,
+		BaseRootfs:  base,
+		Runtime:     &lxcrt.Runtime{Path: lxcPath, Self: self},
+		Store:       st,
+		Logger:      env.Logger,
+		IDMap:       idmap.Default,
+		Images:      imgs,
+		Policy:      policy,
+		CgroupV2:    limits.CgroupV2(),
+		HostService: func(c string) hostv1.HostServiceServer { return hostapi.New(c, m) },
+	})
 	containerv1.RegisterContainerServiceServer(env.Server, containerapi.New(m))
 	containerv1.RegisterImageServiceServer(env.Server, imageapi.New(imgs))
 	return daemon.Hooks{

@@ -52,6 +52,32 @@ type Container struct {
 	BaseRootfs string `json:"base_rootfs"`
 	// Images maps the container's names for images to their digests.
 	Images map[string]string `json:"images,omitempty"`
+	// Volumes are the container's volume names.
+	Volumes []string `json:"volumes,omitempty"`
+	// Limits are the cgroup limits after the host policy.
+	Limits Limits `json:"limits"`
+	// Overlays are the subcontainer roots, by name.
+	Overlays map[string]Overlay `json:"overlays,omitempty"`
+}
+
+// Limits of a container's cgroup.
+type Limits struct {
+	MemoryBytes int64   `json:"memory_bytes,omitempty"`
+	CPUs        float64 `json:"cpus,omitempty"`
+	Pids        int64   `json:"pids,omitempty"`
+}
+
+// Overlay is a subcontainer root: an image below, an ephemeral upper layer above.
+type Overlay struct {
+	Image string `json:"image"`
+	Binds []Bind `json:"binds,omitempty"`
+}
+
+// Bind is a volume bound into an overlay.
+type Bind struct {
+	Volume   string `json:"volume"`
+	Path     string `json:"path"`
+	ReadOnly bool   `json:"read_only,omitempty"`
 }
 
 // Store is the database.

@@ -8,56 +8,25 @@ import (
 	"time"
 
 	"golang.org/x/sys/unix"
-)
 
-// resolve confines every lookup below the root: a path that leaves it through ".." or a
-// symlink (absolute or relative) fails with EXDEV; magic links are never followed.
-const resolve = unix.RESOLVE_BENEATH | unix.RESOLVE_NO_MAGICLINKS
+	"hearth.dev/services/containerd-lite/internal/beneath"
+)
 
 // openDir opens directory dir (relative to the root) beneath the root. With create,
 // missing directories are made (0755, root-owned), as tar tools do.
 func (u *Unpacker) openDir(dir string, create bool) (int, error) {
-	if dir == "" {
-		return unix.Dup(u.root)
+	var owner *beneath.Owner
+	if create {
+		owner = &beneath.Owner{Mode: 0o755}
 	}
-	how := &unix.OpenHow{Flags: unix.O_PATH | unix.O_DIRECTORY | unix.O_CLOEXEC, Resolve: resolve}
-	fd, err := unix.Openat2(u.root, dir, how)
-	if err == nil {
-		return fd, nil
-	}
-	if errors.Is(err, unix.EXDEV) || errors.Is(err, unix.ELOOP) {
+	fd, err := beneath.OpenDir(u.root, dir, beneath.Beneath, owner)
+	switch {
+	case errors.Is(err, beneath.ErrEscapes):
 		return -1, refuse("path %q leads out of the image root through a symlink", dir)
-	}
-	if errors.Is(err, unix.ENOTDIR) {
+	case errors.Is(err, beneath.ErrNotDir):
 		return -1, refuse("a parent of %q is not a directory", dir)
 	}
-	if !errors.Is(err, unix.ENOENT) || !create {
-		return -1, fmt.Errorf("open directory %q: %w", dir, err)
-	}
-	// Create the missing components one at a time, each beneath the last.
-	cur, err := unix.Dup(u.root)
-	if err != nil {
-		return -1, err
-	}
-	for _, part := range strings.Split(dir, "/") {
-		next, err := unix.Openat2(cur, part, how)
-		if errors.Is(err, unix.ENOENT) {
-			if err := unix.Mkdirat(cur, part, 0o755); err != nil && !errors.Is(err, unix.EEXIST) {
-				unix.Close(cur)
-				return -1, fmt.Errorf("mkdir %q: %w", part, err)
-			}
-			next, err = unix.Openat2(cur, part, how)
-		}
-		unix.Close(cur)
-		if errors.Is(err, unix.EXDEV) || errors.Is(err, unix.ELOOP) {
-			return -1, refuse("path %q leads out of the image root through a symlink", dir)
-		}
-		if err != nil {
-			return -1, fmt.Errorf("open directory %q: %w", dir, err)
-		}
-		cur = next
-	}
-	return cur, nil
+	return fd, err
 }
 
 // setMeta sets owner, mode, xattrs and times on the file open at fd (name "") or on

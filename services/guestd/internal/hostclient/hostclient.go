@@ -9,6 +9,8 @@ import (
 	"time"
 
 	"google.golang.org/grpc"
+	"google.golang.org/protobuf/encoding/protojson"
+	"google.golang.org/protobuf/proto"
 
 	"hearth.dev/internal/dial"
 	hostv1 "hearth.dev/proto/hearth/host/v1"
@@ -24,6 +26,51 @@ func Dial(path string) (hostv1.HostServiceClient, *grpc.ClientConn, error) {
 		return nil, nil, err
 	}
 	return hostv1.NewHostServiceClient(conn), conn, nil
+}
+
+// Command runs "guestd host VERB ARGS...": the host's effects by hand, from inside the
+// container, for package authors and tests. It prints the answer as JSON.
+func Command(w io.Writer, path string, args []string) error {
+	usage := fmt.Errorf(`usage: guestd host VERB ARGS...
+  whoami                                  the container's name on the host
+  create-overlay IMAGE NAME               overlay of IMAGE at /media/hearth/subcontainers/NAME
+  destroy-overlay NAME
+  bind-volume VOLUME OVERLAY PATH [ro]    bind a volume at PATH inside the overlay
+  list-overlays`)
+	if len(args) == 0 {
+		return usage
+	}
+	cl, conn, err := Dial(path)
+	if err != nil {
+		return err
+	}
+	defer conn.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	var resp proto.Message
+	switch verb, a := args[0], args[1:]; {
+	case verb == "whoami" && len(a) == 0:
+		resp, err = cl.GetIdentity(ctx, &hostv1.GetIdentityRequest{})
+	case verb == "create-overlay" && len(a) == 2:
+		resp, err = cl.CreateOverlay(ctx, &hostv1.CreateOverlayRequest{Image: a[0], Name: a[1]})
+	case verb == "destroy-overlay" && len(a) == 1:
+		resp, err = cl.DestroyOverlay(ctx, &hostv1.DestroyOverlayRequest{Name: a[0]})
+	case verb == "bind-volume" && (len(a) == 3 || len(a) == 4 && a[3] == "ro"):
+		resp, err = cl.BindVolume(ctx, &hostv1.BindVolumeRequest{Volume: a[0], Subcontainer: a[1], Path: a[2], ReadOnly: len(a) == 4})
+	case verb == "list-overlays" && len(a) == 0:
+		resp, err = cl.ListOverlays(ctx, &hostv1.ListOverlaysRequest{})
+	default:
+		return usage
+	}
+	if err != nil {
+		return err
+	}
+	b, err := protojson.Marshal(resp)
+	if err != nil {
+		return err
+	}
+	_, err = fmt.Fprintln(w, string(b))
+	return err
 }
 
 // Whoami prints the container's name as the host knows it: "guestd whoami", a check

@@ -1,0 +1,110 @@
+package containers
+
+import (
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"regexp"
+	"slices"
+	"time"
+
+	"hearth.dev/internal/errdefs"
+	"hearth.dev/services/containerd-lite/internal/store"
+)
+
+// Spec is what a container is made of beyond the base.
+type Spec struct {
+	// Images maps the container's names for images to stored image references.
+	Images map[string]string
+	// Volumes names the container's volumes.
+	Volumes []string
+	// Limits asked for; the host policy fills and caps them.
+	Limits store.Limits
+}
+
+// itemRE names images, volumes and overlays inside a container.
+var itemRE = regexp.MustCompile(`^[a-z0-9][a-z0-9_.-]{0,63}$`)
+
+func validItem(kind, name string) error {
+	if !itemRE.MatchString(name) {
+		return fmt.Errorf("%s name %q: use 1 to 64 lower-case letters, digits, '.', '_' and '-', starting with a letter or digit: %w", kind, name, errdefs.ErrInvalidArgument)
+	}
+	return nil
+}
+
+// resolveSpec checks a spec and turns it into a record: image references become digests,
+// limits go through the host policy.
+func (m *Manager) resolveSpec(name string, spec Spec) (store.Container, error) {
+	rec := store.Container{Name: name, CreatedAt: time.Now().UTC(), BaseRootfs: m.opts.BaseRootfs}
+	if len(spec.Images) > 0 {
+		if m.opts.Images == nil {
+			return rec, fmt.Errorf("this containerd-lite has no image store: %w", errdefs.ErrFailedPrecondition)
+		}
+		rec.Images = map[string]string{}
+		for k, ref := range spec.Images {
+			if err := validItem("image", k); err != nil {
+				return rec, err
+			}
+			d, err := m.opts.Images.Resolve(ref)
+			if err != nil {
+				return rec, fmt.Errorf("container %q image %s: %w", name, k, err)
+			}
+			rec.Images[k] = d
+		}
+	}
+	for i, v := range spec.Volumes {
+		if err := validItem("volume", v); err != nil {
+			return rec, err
+		}
+		if slices.Contains(spec.Volumes[:i], v) {
+			return rec, fmt.Errorf("volume %q named twice: %w", v, errdefs.ErrInvalidArgument)
+		}
+	}
+	rec.Volumes = slices.Clone(spec.Volumes)
+	l, notes, err := m.opts.Policy.Apply(spec.Limits)
+	if err != nil {
+		return rec, fmt.Errorf("container %q: %w: %w", name, err, errdefs.ErrInvalidArgument)
+	}
+	for _, n := range notes {
+		m.log.Warn("limit capped by host policy", "container", name, "note", n)
+	}
+	rec.Limits = l
+	return rec, nil
+}
+
+func (m *Manager) volumesDir(container string) string {
+	return filepath.Join(m.opts.StateDir, "volumes", container)
+}
+
+// VolumePath is the host directory of a container's volume.
+func (m *Manager) VolumePath(container, volume string) string {
+	return filepath.Join(m.volumesDir(container), volume)
+}
+
+// makeVolumes creates the volumes that do not exist yet, owned by the container's root
+// so that ids inside map straight through (uid 999 inside is 100999 here).
+func (m *Manager) makeVolumes(container string, volumes []string) error {
+	if len(volumes) == 0 {
+		return nil
+	}
+	if err := os.MkdirAll(m.volumesDir(container), 0o700); err != nil {
+		return err
+	}
+	root := m.opts.IDMap.RootUID()
+	for _, v := range volumes {
+		p := m.VolumePath(container, v)
+		err := os.Mkdir(p, 0o755)
+		if errors.Is(err, os.ErrExist) {
+			m.log.Info("volume kept from before", "container", container, "volume", v)
+			continue
+		}
+		if err != nil {
+			return fmt.Errorf("create volume %s: %w", v, err)
+		}
+		if err := os.Chown(p, root, root); err != nil {
+			return fmt.Errorf("chown volume %s: %w", v, err)
+		}
+	}
+	return nil
+}
