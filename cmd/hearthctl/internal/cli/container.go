@@ -9,8 +9,8 @@ import (
 
 	"github.com/spf13/cobra"
 
-	"hearth.dev/internal/bytesize"
 	"google.golang.org/protobuf/types/known/durationpb"
+	"hearth.dev/internal/bytesize"
 
 	containerv1 "hearth.dev/proto/hearth/container/v1"
 )

@@ -344,7 +344,9 @@ func TestPull(t *testing.T) {
 
 type basic struct{ user, pass string }
 
-func (b *basic) Authorization() (*authConfig, error) { return &authConfig{Username: b.user, Password: b.pass}, nil }
+func (b *basic) Authorization() (*authConfig, error) {
+	return &authConfig{Username: b.user, Password: b.pass}, nil
+}
 
 func TestNamesDeleteAndPrune(t *testing.T) {
 	needRoot(t)

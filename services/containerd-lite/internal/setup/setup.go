@@ -12,8 +12,8 @@ import (
 
 	"hearth.dev/internal/bytesize"
 	"hearth.dev/internal/daemon"
-	hostv1 "hearth.dev/proto/hearth/host/v1"
 	containerv1 "hearth.dev/proto/hearth/container/v1"
+	hostv1 "hearth.dev/proto/hearth/host/v1"
 	"hearth.dev/services/containerd-lite/internal/baserootfs"
 	"hearth.dev/services/containerd-lite/internal/containerapi"
 	"hearth.dev/services/containerd-lite/internal/containers"
