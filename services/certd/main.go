@@ -4,13 +4,7 @@ package main
 
 import (
 	"hearth.dev/internal/daemon"
-	"hearth.dev/services/certd/internal/certapi"
+	"hearth.dev/services/certd/internal/setup"
 )
 
-func main() {
-	daemon.Main(daemon.Spec{
-		Name:    "certd",
-		Summary: "certd issues and renews Hearth's certificates: a local root CA for .local names and\nprivate addresses, and ACME certificates for public domains.",
-		Init:    certapi.Init,
-	})
-}
+func main() { daemon.Main(setup.Spec()) }

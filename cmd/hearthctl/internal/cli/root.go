@@ -55,6 +55,7 @@ Every command takes --output json for scripts; text is meant for people.`,
 	pf.DurationVar(&g.timeout, "timeout", 2*time.Minute, "give up on a call after this long")
 	root.AddCommand(containerCmd(g))
 	root.AddCommand(imageCmd(g))
+	root.AddCommand(certCmd(g))
 	if err := root.Execute(); err != nil {
 		fmt.Fprintf(stderr, "hearthctl: %s\n", describe(err))
 		return 1

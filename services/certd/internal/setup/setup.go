@@ -1,0 +1,183 @@
+// Package setup assembles certd from its parts: storage, the local CA, the ACME issuer
+// and its challenge solvers, the leaf manager and the gRPC service.
+package setup
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"net"
+	"strings"
+	"time"
+
+	"golang.org/x/sync/errgroup"
+
+	"hearth.dev/internal/daemon"
+	certv1 "hearth.dev/proto/hearth/cert/v1"
+	"hearth.dev/services/certd/internal/acme"
+	"hearth.dev/services/certd/internal/ca"
+	"hearth.dev/services/certd/internal/certapi"
+	"hearth.dev/services/certd/internal/dnsprovider"
+	"hearth.dev/services/certd/internal/leaf"
+	"hearth.dev/services/certd/internal/names"
+	"hearth.dev/services/certd/internal/solver"
+	"hearth.dev/services/certd/internal/store"
+)
+
+// Config is certd's own flags.
+type Config struct {
+	InternalDomain string
+	LeafLifetime   time.Duration
+	RootOverlap    time.Duration
+	RenewBackoff   time.Duration
+	Policy         names.Policy
+
+	ACMEDirectory string
+	ACMEEmail     string
+	ACMECARoots   string
+	HTTP01Addr    string
+	TLSALPN01Addr string
+	DNS01Provider string
+	DNS01Resolver string
+	ARIInterval   time.Duration
+}
+
+// Flags registers the flags on fs.
+func (c *Config) Flags(fs *flag.FlagSet) {
+	fs.StringVar(&c.InternalDomain, "internal-domain", names.DefaultInternalDomain, "domain of containers on Hearth's internal network; the local CA certifies names under it and under .local")
+	fs.DurationVar(&c.LeafLifetime, "leaf-lifetime", leaf.DefaultLifetime, "lifetime of local certificates; each is renewed two thirds into its life")
+	fs.DurationVar(&c.RootOverlap, "root-overlap", 30*24*time.Hour, "after a root rotation, how long the old root stays published and cross-signs the new one")
+	fs.DurationVar(&c.RenewBackoff, "renew-backoff", leaf.DefaultRetryBase, "wait after a failed renewal; doubles with each failure, up to 6h")
+	fs.Func("grant", "`OWNER=NAME[,NAME...]`: names an owner (package) may have besides its own; repeatable", c.Policy.ParseGrant)
+	fs.StringVar(&c.ACMEDirectory, "acme-directory", "", "ACME directory URL (e.g. https://acme-v02.api.letsencrypt.org/directory); empty: no ACME certificates")
+	fs.StringVar(&c.ACMEEmail, "acme-email", "", "contact email of the ACME account")
+	fs.StringVar(&c.ACMECARoots, "acme-ca-roots", "", "PEM `file` of extra roots to trust for the ACME directory's HTTPS (a test CA such as Pebble)")
+	fs.StringVar(&c.HTTP01Addr, "http01-addr", "", "`address` on which certd answers HTTP-01 challenges itself (the CA connects to port 80), until netd does")
+	fs.StringVar(&c.TLSALPN01Addr, "tlsalpn01-addr", "", "`address` on which certd answers TLS-ALPN-01 challenges itself (the CA connects to port 443), until netd does")
+	fs.StringVar(&c.DNS01Provider, "dns01-provider", "", "lego DNS provider `name` for DNS-01 challenges, configured by its environment variables (see lego's documentation)")
+	fs.StringVar(&c.DNS01Resolver, "dns01-resolvers", "", "comma-separated `host:port` nameservers on which DNS-01 checks propagation; empty: the system's")
+	fs.DurationVar(&c.ARIInterval, "ari-interval", 0, "how often to ask the ACME CA when to renew (renewal information); 0 follows the CA's Retry-After")
+}
+
+// Spec describes certd to the daemon runner.
+func Spec() daemon.Spec {
+	var c Config
+	return daemon.Spec{
+		Name: "certd",
+		Summary: "certd issues and renews Hearth's certificates: a local root CA for .local names, the internal\n" +
+			"domain and private addresses, and ACME certificates for public domains.",
+		Flags: c.Flags,
+		Init: func(_ context.Context, env *daemon.Env) (daemon.Hooks, error) {
+			return c.init(env)
+		},
+	}
+}
+
+func (c *Config) init(env *daemon.Env) (daemon.Hooks, error) {
+	log := env.Logger
+	if c.LeafLifetime <= 0 {
+		return daemon.Hooks{}, fmt.Errorf("--leaf-lifetime %v: give a positive duration such as 168h", c.LeafLifetime)
+	}
+	if c.RootOverlap < 0 {
+		return daemon.Hooks{}, fmt.Errorf("--root-overlap %v: give zero or a positive duration", c.RootOverlap)
+	}
+	cons, err := names.Local(c.InternalDomain)
+	if err != nil {
+		return daemon.Hooks{}, fmt.Errorf("--internal-domain: %w", err)
+	}
+	c.Policy.InternalDomain = cons.Domains[1]
+	st, err := store.NewFS(env.StateDir)
+	if err != nil {
+		return daemon.Hooks{}, err
+	}
+	localCA, err := ca.Open(ca.Options{Storage: st, Constraints: cons, Logger: log})
+	if err != nil {
+		return daemon.Hooks{}, err
+	}
+	issuers := map[leaf.Kind]leaf.Issuer{leaf.Local: leaf.LocalIssuer{CA: localCA, Lifetime: c.LeafLifetime}}
+	challenges := &solver.Challenges{Logger: log.With("component", "solver")}
+	var listeners []net.Listener
+	closeAll := func() error {
+		var errs []error
+		for _, l := range listeners {
+			if err := l.Close(); err != nil && !errors.Is(err, net.ErrClosed) {
+				errs = append(errs, err)
+			}
+		}
+		return errors.Join(errs...)
+	}
+	serve := []func(context.Context) error{}
+	if c.ACMEDirectory != "" {
+		solvers := map[string]solver.Solver{}
+		if c.HTTP01Addr != "" {
+			l, err := solver.Listen(c.HTTP01Addr, acme.HTTP01)
+			if err != nil {
+				return daemon.Hooks{}, err
+			}
+			listeners = append(listeners, l)
+			solvers[acme.HTTP01] = challenges.HTTP01()
+			serve = append(serve, func(ctx context.Context) error { return challenges.ServeHTTP01(ctx, l) })
+		}
+		if c.TLSALPN01Addr != "" {
+			l, err := solver.Listen(c.TLSALPN01Addr, acme.TLSALPN01)
+			if err != nil {
+				closeAll()
+				return daemon.Hooks{}, err
+			}
+			listeners = append(listeners, l)
+			solvers[acme.TLSALPN01] = challenges.TLSALPN01()
+			serve = append(serve, func(ctx context.Context) error { return challenges.ServeTLSALPN01(ctx, l) })
+		}
+		if c.DNS01Provider != "" {
+			p, err := dnsprovider.New(c.DNS01Provider)
+			if err != nil {
+				closeAll()
+				return daemon.Hooks{}, err
+			}
+			solvers[acme.DNS01] = p
+		}
+		client, err := acme.HTTPClient(c.ACMECARoots)
+		if err != nil {
+			closeAll()
+			return daemon.Hooks{}, err
+		}
+		var resolvers []string
+		if c.DNS01Resolver != "" {
+			resolvers = strings.Split(c.DNS01Resolver, ",")
+		}
+		iss, err := acme.New(acme.Options{
+			Directory: c.ACMEDirectory, Email: c.ACMEEmail, HTTPClient: client, Storage: st,
+			Solvers: solvers, DNSResolvers: resolvers, Local: cons, ARIInterval: c.ARIInterval, Logger: log.With("component", "acme"),
+		})
+		if err != nil {
+			closeAll()
+			return daemon.Hooks{}, err
+		}
+		issuers[leaf.ACME] = iss
+		log.Info("ACME issuer", "directory", c.ACMEDirectory, "challenges", iss.Challenges())
+	} else if c.HTTP01Addr != "" || c.TLSALPN01Addr != "" || c.DNS01Provider != "" {
+		return daemon.Hooks{}, errors.New("--http01-addr, --tlsalpn01-addr and --dns01-provider answer ACME challenges: give --acme-directory too")
+	}
+	m, err := leaf.New(leaf.Options{
+		Storage: st, Issuers: issuers, Policy: c.Policy, CA: localCA, Logger: log.With("component", "leaf"),
+		RetryBase: c.RenewBackoff,
+	})
+	if err != nil {
+		closeAll()
+		return daemon.Hooks{}, err
+	}
+	log.Info("certificates loaded", "count", len(m.List("")), "root", localCA.Roots()[0].Cert.Subject.CommonName, "grants", c.Policy.GrantStrings())
+	certv1.RegisterCertificateServiceServer(env.Server, certapi.New(m, localCA, c.RootOverlap))
+	serve = append(serve, m.Run)
+	return daemon.Hooks{
+		Run: func(ctx context.Context) error {
+			g, ctx := errgroup.WithContext(ctx)
+			for _, f := range serve {
+				g.Go(func() error { return f(ctx) })
+			}
+			return g.Wait()
+		},
+		Close: closeAll,
+	}, nil
+}
