@@ -57,6 +57,9 @@ type Options struct {
 	// DNSResolvers are the nameservers (host:port) that DNS-01 checks propagation on;
 	// empty for the system's.
 	DNSResolvers []string
+	// DNSRecursiveOnly checks DNS-01 propagation on DNSResolvers only, not on the zone's
+	// authoritative nameservers (for split DNS, or a test server without SOA records).
+	DNSRecursiveOnly bool
 	// Local are the local CA's constraints: names under them are refused here.
 	Local names.Constraints
 	// ARIInterval is how often to ask the CA when to renew; zero follows the CA's
@@ -273,6 +276,9 @@ func (i *Issuer) setSolvers(c *lego.Client, only string) error {
 			var opts []dns01.ChallengeOption
 			if len(i.opts.DNSResolvers) > 0 {
 				opts = append(opts, dns01.AddRecursiveNameservers(i.opts.DNSResolvers))
+			}
+			if i.opts.DNSRecursiveOnly {
+				opts = append(opts, dns01.DisableAuthoritativeNssPropagationRequirement(), dns01.RecursiveNSsPropagationRequirement())
 			}
 			err = c.Challenge.SetDNS01Provider(s, opts...)
 		default:

@@ -7,6 +7,7 @@ import (
 	"errors"
 	"flag"
 	"fmt"
+	"log/slog"
 	"net"
 	"strings"
 	"time"
@@ -40,6 +41,7 @@ type Config struct {
 	TLSALPN01Addr string
 	DNS01Provider string
 	DNS01Resolver string
+	DNS01Check    string
 	ARIInterval   time.Duration
 }
 
@@ -57,6 +59,7 @@ func (c *Config) Flags(fs *flag.FlagSet) {
 	fs.StringVar(&c.TLSALPN01Addr, "tlsalpn01-addr", "", "`address` on which certd answers TLS-ALPN-01 challenges itself (the CA connects to port 443), until netd does")
 	fs.StringVar(&c.DNS01Provider, "dns01-provider", "", "lego DNS provider `name` for DNS-01 challenges, configured by its environment variables (see lego's documentation)")
 	fs.StringVar(&c.DNS01Resolver, "dns01-resolvers", "", "comma-separated `host:port` nameservers on which DNS-01 checks propagation; empty: the system's")
+	fs.StringVar(&c.DNS01Check, "dns01-propagation", "authoritative", "where DNS-01 waits for the TXT record: authoritative (the zone's nameservers) or recursive (only --dns01-resolvers)")
 	fs.DurationVar(&c.ARIInterval, "ari-interval", 0, "how often to ask the ACME CA when to renew (renewal information); 0 follows the CA's Retry-After")
 }
 
@@ -74,7 +77,7 @@ func Spec() daemon.Spec {
 	}
 }
 
-func (c *Config) init(env *daemon.Env) (daemon.Hooks, error) {
+func (c *Config) init(env *daemon.Env) (_ daemon.Hooks, err error) {
 	log := env.Logger
 	if c.LeafLifetime <= 0 {
 		return daemon.Hooks{}, fmt.Errorf("--leaf-lifetime %v: give a positive duration such as 168h", c.LeafLifetime)
@@ -96,67 +99,21 @@ func (c *Config) init(env *daemon.Env) (daemon.Hooks, error) {
 		return daemon.Hooks{}, err
 	}
 	issuers := map[leaf.Kind]leaf.Issuer{leaf.Local: leaf.LocalIssuer{CA: localCA, Lifetime: c.LeafLifetime}}
-	challenges := &solver.Challenges{Logger: log.With("component", "solver")}
-	var listeners []net.Listener
-	closeAll := func() error {
-		var errs []error
-		for _, l := range listeners {
-			if err := l.Close(); err != nil && !errors.Is(err, net.ErrClosed) {
-				errs = append(errs, err)
-			}
-		}
-		return errors.Join(errs...)
-	}
-	serve := []func(context.Context) error{}
-	if c.ACMEDirectory != "" {
-		solvers := map[string]solver.Solver{}
-		if c.HTTP01Addr != "" {
-			l, err := solver.Listen(c.HTTP01Addr, acme.HTTP01)
-			if err != nil {
-				return daemon.Hooks{}, err
-			}
-			listeners = append(listeners, l)
-			solvers[acme.HTTP01] = challenges.HTTP01()
-			serve = append(serve, func(ctx context.Context) error { return challenges.ServeHTTP01(ctx, l) })
-		}
-		if c.TLSALPN01Addr != "" {
-			l, err := solver.Listen(c.TLSALPN01Addr, acme.TLSALPN01)
-			if err != nil {
-				closeAll()
-				return daemon.Hooks{}, err
-			}
-			listeners = append(listeners, l)
-			solvers[acme.TLSALPN01] = challenges.TLSALPN01()
-			serve = append(serve, func(ctx context.Context) error { return challenges.ServeTLSALPN01(ctx, l) })
-		}
-		if c.DNS01Provider != "" {
-			p, err := dnsprovider.New(c.DNS01Provider)
-			if err != nil {
-				closeAll()
-				return daemon.Hooks{}, err
-			}
-			solvers[acme.DNS01] = p
-		}
-		client, err := acme.HTTPClient(c.ACMECARoots)
+	var p parts
+	defer func() {
 		if err != nil {
-			closeAll()
-			return daemon.Hooks{}, err
+			p.close()
 		}
-		var resolvers []string
-		if c.DNS01Resolver != "" {
-			resolvers = strings.Split(c.DNS01Resolver, ",")
-		}
-		iss, err := acme.New(acme.Options{
-			Directory: c.ACMEDirectory, Email: c.ACMEEmail, HTTPClient: client, Storage: st,
-			Solvers: solvers, DNSResolvers: resolvers, Local: cons, ARIInterval: c.ARIInterval, Logger: log.With("component", "acme"),
-		})
+	}()
+	switch {
+	case c.ACMEDirectory != "":
+		iss, err := c.acmeIssuer(st, cons, log, &p)
 		if err != nil {
-			closeAll()
 			return daemon.Hooks{}, err
 		}
 		issuers[leaf.ACME] = iss
 		log.Info("ACME issuer", "directory", c.ACMEDirectory, "challenges", iss.Challenges())
-	} else if c.HTTP01Addr != "" || c.TLSALPN01Addr != "" || c.DNS01Provider != "" {
+	case c.HTTP01Addr != "" || c.TLSALPN01Addr != "" || c.DNS01Provider != "":
 		return daemon.Hooks{}, errors.New("--http01-addr, --tlsalpn01-addr and --dns01-provider answer ACME challenges: give --acme-directory too")
 	}
 	m, err := leaf.New(leaf.Options{
@@ -164,20 +121,84 @@ func (c *Config) init(env *daemon.Env) (daemon.Hooks, error) {
 		RetryBase: c.RenewBackoff,
 	})
 	if err != nil {
-		closeAll()
 		return daemon.Hooks{}, err
 	}
 	log.Info("certificates loaded", "count", len(m.List("")), "root", localCA.Roots()[0].Cert.Subject.CommonName, "grants", c.Policy.GrantStrings())
 	certv1.RegisterCertificateServiceServer(env.Server, certapi.New(m, localCA, c.RootOverlap))
-	serve = append(serve, m.Run)
-	return daemon.Hooks{
-		Run: func(ctx context.Context) error {
-			g, ctx := errgroup.WithContext(ctx)
-			for _, f := range serve {
-				g.Go(func() error { return f(ctx) })
-			}
-			return g.Wait()
-		},
-		Close: closeAll,
-	}, nil
+	p.serve = append(p.serve, m.Run)
+	return daemon.Hooks{Run: p.run, Close: p.close}, nil
+}
+
+// parts are what runs beside the gRPC server: the challenge listeners and the renewal
+// loop.
+type parts struct {
+	listeners []net.Listener
+	serve     []func(context.Context) error
+}
+
+func (p *parts) run(ctx context.Context) error {
+	g, ctx := errgroup.WithContext(ctx)
+	for _, f := range p.serve {
+		g.Go(func() error { return f(ctx) })
+	}
+	return g.Wait()
+}
+
+func (p *parts) close() error {
+	var errs []error
+	for _, l := range p.listeners {
+		if err := l.Close(); err != nil && !errors.Is(err, net.ErrClosed) {
+			errs = append(errs, err)
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// acmeIssuer makes the ACME issuer and the challenge solvers it answers with, binding
+// the solvers' listeners now so that a taken port stops certd at start.
+func (c *Config) acmeIssuer(st store.Storage, cons names.Constraints, log *slog.Logger, p *parts) (*acme.Issuer, error) {
+	if c.DNS01Check != "authoritative" && c.DNS01Check != "recursive" {
+		return nil, fmt.Errorf("--dns01-propagation %q: use authoritative or recursive", c.DNS01Check)
+	}
+	challenges := &solver.Challenges{Logger: log.With("component", "solver")}
+	solvers := map[string]solver.Solver{}
+	for _, s := range []struct {
+		typ, addr string
+		solver    solver.Solver
+		serve     func(context.Context, net.Listener) error
+	}{
+		{acme.HTTP01, c.HTTP01Addr, challenges.HTTP01(), challenges.ServeHTTP01},
+		{acme.TLSALPN01, c.TLSALPN01Addr, challenges.TLSALPN01(), challenges.ServeTLSALPN01},
+	} {
+		if s.addr == "" {
+			continue
+		}
+		l, err := solver.Listen(s.addr, s.typ)
+		if err != nil {
+			return nil, err
+		}
+		p.listeners = append(p.listeners, l)
+		p.serve = append(p.serve, func(ctx context.Context) error { return s.serve(ctx, l) })
+		solvers[s.typ] = s.solver
+	}
+	if c.DNS01Provider != "" {
+		dp, err := dnsprovider.New(c.DNS01Provider)
+		if err != nil {
+			return nil, err
+		}
+		solvers[acme.DNS01] = dp
+	}
+	client, err := acme.HTTPClient(c.ACMECARoots)
+	if err != nil {
+		return nil, err
+	}
+	var resolvers []string
+	if c.DNS01Resolver != "" {
+		resolvers = strings.Split(c.DNS01Resolver, ",")
+	}
+	return acme.New(acme.Options{
+		Directory: c.ACMEDirectory, Email: c.ACMEEmail, HTTPClient: client, Storage: st,
+		Solvers: solvers, DNSResolvers: resolvers, DNSRecursiveOnly: c.DNS01Check == "recursive",
+		Local: cons, ARIInterval: c.ARIInterval, Logger: log.With("component", "acme"),
+	})
 }
