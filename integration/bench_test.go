@@ -6,36 +6,60 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"sort"
 	"testing"
+	"time"
 
 	"hearth.dev/internal/dial"
 	containerv1 "hearth.dev/proto/hearth/container/v1"
+	hostv1 "hearth.dev/proto/hearth/host/v1"
+	"hearth.dev/services/containerd-lite/imagetest"
+
+	v1 "github.com/google/go-containerregistry/pkg/v1"
 )
 
-// BenchmarkContainerCreateStartStop measures a container's whole life through
-// containerd-lite's API: create, start until guestd answers inside, stop, delete.
-func BenchmarkContainerCreateStartStop(b *testing.B) {
+// benchLab starts containerd-lite for a benchmark and returns its clients.
+func benchLab(b *testing.B) (*lab, containerv1.ContainerServiceClient, containerv1.ImageServiceClient) {
 	requireRoot(b)
 	dir := tempDir(b)
-	runDir := filepath.Join(dir, "run")
-	d := startDaemon(b, "containerd-lite", filepath.Join(runDir, "containerd-lite.sock"),
-		"--run-dir", runDir, "--state-dir", filepath.Join(dir, "state"), "--base-rootfs", baseRootfs)
-	conn, err := dial.Unix(d.socket)
+	l := &lab{dir: dir, runDir: filepath.Join(dir, "run"), stateDir: filepath.Join(dir, "state"), owner: b}
+	l.start(b)
+	conn, err := dial.Unix(l.cld.socket)
 	if err != nil {
 		b.Fatal(err)
 	}
-	defer conn.Close()
-	cl := containerv1.NewContainerServiceClient(conn)
+	b.Cleanup(func() { conn.Close() })
+	return l, containerv1.NewContainerServiceClient(conn), containerv1.NewImageServiceClient(conn)
+}
+
+// percentiles reports the median and 99th percentile of ds as benchmark metrics.
+func percentiles(b *testing.B, prefix string, ds []time.Duration) {
+	if len(ds) == 0 {
+		return
+	}
+	sort.Slice(ds, func(i, j int) bool { return ds[i] < ds[j] })
+	b.ReportMetric(float64(ds[len(ds)/2])/1e6, prefix+"-p50-ms")
+	b.ReportMetric(float64(ds[min(len(ds)-1, len(ds)*99/100)])/1e6, prefix+"-p99-ms")
+}
+
+// BenchmarkContainerCreateStartStop measures a container's whole life through
+// containerd-lite's API: create, start until guestd answers inside, stop, delete; and
+// reports create+start alone.
+func BenchmarkContainerCreateStartStop(b *testing.B) {
+	_, cl, _ := benchLab(b)
 	ctx := context.Background()
+	var up []time.Duration
 	b.ResetTimer()
 	for i := 0; i < b.N; i++ {
 		name := fmt.Sprintf("bench%d", i)
+		start := time.Now()
 		if _, err := cl.CreateContainer(ctx, &containerv1.CreateContainerRequest{Name: name}); err != nil {
 			b.Fatal(err)
 		}
 		if _, err := cl.StartContainer(ctx, &containerv1.StartContainerRequest{Name: name}); err != nil {
 			b.Fatal(err)
 		}
+		up = append(up, time.Since(start))
 		if _, err := cl.StopContainer(ctx, &containerv1.StopContainerRequest{Name: name}); err != nil {
 			b.Fatal(err)
 		}
@@ -43,10 +67,12 @@ func BenchmarkContainerCreateStartStop(b *testing.B) {
 			b.Fatal(err)
 		}
 	}
+	percentiles(b, "create+start", up)
 }
 
 // BenchmarkLXCExecuteSameRootfs is the peer: bare lxc-execute running /bin/true in an
-// unprivileged container with the same id map on a copy of the same base rootfs.
+// unprivileged container with the same id map and security settings on a copy of the
+// same base rootfs.
 func BenchmarkLXCExecuteSameRootfs(b *testing.B) {
 	requireRoot(b)
 	dir := tempDir(b)
@@ -81,5 +107,152 @@ lxc.tty.max = 0
 		if err != nil {
 			b.Fatalf("lxc-execute: %v %s", err, out)
 		}
+	}
+}
+
+// BenchmarkOverlayCreateDestroy measures CreateOverlay + DestroyOverlay through a
+// running container's host.sock.
+func BenchmarkOverlayCreateDestroy(b *testing.B) {
+	l, cl, imgs := benchLab(b)
+	ctx := context.Background()
+	bb, err := imagetest.Busybox("/bin/busybox")
+	if err != nil {
+		b.Fatal(err)
+	}
+	layout := filepath.Join(l.dir, "bb")
+	must(b, imagetest.WriteOCILayout(layout, imagetest.Image(v1.Config{}, bb)))
+	stream, err := imgs.ImportImage(ctx, &containerv1.ImportImageRequest{Path: layout, Name: "bb"})
+	if err != nil {
+		b.Fatal(err)
+	}
+	for {
+		if _, err := stream.Recv(); err != nil {
+			break
+		}
+	}
+	if _, err := cl.CreateContainer(ctx, &containerv1.CreateContainerRequest{Name: "ov", Spec: &containerv1.ContainerSpec{Images: map[string]string{"bb": "bb"}}}); err != nil {
+		b.Fatal(err)
+	}
+	if _, err := cl.StartContainer(ctx, &containerv1.StartContainerRequest{Name: "ov"}); err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(func() { cl.DeleteContainer(ctx, &containerv1.DeleteContainerRequest{Name: "ov", Force: true}) })
+	conn, err := dial.Unix(filepath.Join(l.stateDir, "containers", "ov", "rpc", "host.sock"))
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer conn.Close()
+	host := hostv1.NewHostServiceClient(conn)
+	var create, destroy []time.Duration
+	b.ResetTimer()
+	for i := 0; i < b.N; i++ {
+		t0 := time.Now()
+		if _, err := host.CreateOverlay(ctx, &hostv1.CreateOverlayRequest{Image: "bb", Name: "o"}); err != nil {
+			b.Fatal(err)
+		}
+		t1 := time.Now()
+		if _, err := host.DestroyOverlay(ctx, &hostv1.DestroyOverlayRequest{Name: "o"}); err != nil {
+			b.Fatal(err)
+		}
+		create, destroy = append(create, t1.Sub(t0)), append(destroy, time.Since(t1))
+	}
+	b.StopTimer()
+	percentiles(b, "create", create)
+	percentiles(b, "destroy", destroy)
+}
+
+// benchRootfsTar is a debootstrapped root file system tarball (bench/run.sh builds it).
+func benchRootfsTar(b *testing.B) string {
+	p := os.Getenv("HEARTH_BENCH_ROOTFS_TAR")
+	if p == "" {
+		b.Skip("HEARTH_BENCH_ROOTFS_TAR is not set: bench/run.sh builds a debootstrapped rootfs and sets it")
+	}
+	return p
+}
+
+// BenchmarkImageImportRootfsTar imports a debootstrapped root file system tarball into
+// an empty store, each time (the removal is not timed).
+func BenchmarkImageImportRootfsTar(b *testing.B) {
+	tarPath := benchRootfsTar(b)
+	_, _, imgs := benchLab(b)
+	ctx := context.Background()
+	fi, _ := os.Stat(tarPath)
+	b.SetBytes(fi.Size())
+	b.ResetTimer()
+	for i := 0; i < b.N; i++ {
+		stream, err := imgs.ImportImage(ctx, &containerv1.ImportImageRequest{Path: tarPath, Name: "deb"})
+		if err != nil {
+			b.Fatal(err)
+		}
+		var img *containerv1.Image
+		for img == nil {
+			resp, err := stream.Recv()
+			if err != nil {
+				b.Fatal(err)
+			}
+			img = resp.GetImage()
+		}
+		b.StopTimer()
+		if _, err := imgs.DeleteImage(ctx, &containerv1.DeleteImageRequest{Ref: img.GetDigest()}); err != nil {
+			b.Fatal(err)
+		}
+		b.StartTimer()
+	}
+}
+
+// BenchmarkTarExtractSameLayer is the peer: tar -x of the same tarball into an empty
+// directory, keeping owners (the removal is not timed).
+func BenchmarkTarExtractSameLayer(b *testing.B) {
+	tarPath := benchRootfsTar(b)
+	requireRoot(b)
+	dir := tempDir(b)
+	fi, _ := os.Stat(tarPath)
+	b.SetBytes(fi.Size())
+	b.ResetTimer()
+	for i := 0; i < b.N; i++ {
+		out := filepath.Join(dir, fmt.Sprint(i))
+		os.Mkdir(out, 0o755)
+		if o, err := exec.Command("tar", "--numeric-owner", "-xpf", tarPath, "-C", out).CombinedOutput(); err != nil {
+			b.Fatalf("tar: %v %s", err, o)
+		}
+		b.StopTimer()
+		os.RemoveAll(out)
+		b.StartTimer()
+	}
+}
+
+// BenchmarkImageReimport imports an image that is already stored: only its digest is
+// read, nothing is unpacked.
+func BenchmarkImageReimport(b *testing.B) {
+	tarPath := benchRootfsTar(b)
+	l, _, imgs := benchLab(b)
+	ctx := context.Background()
+	// An OCI layout of the same tree: its config digest is in the manifest, so a
+	// second import needs no pass over the layer.
+	layout := filepath.Join(l.dir, "layout")
+	layer, err := imagetest.LayerFromFile(tarPath)
+	if err != nil {
+		b.Fatal(err)
+	}
+	must(b, imagetest.WriteOCILayout(layout, imagetest.ImageOfLayers(v1.Config{}, layer)))
+	importOnce := func() {
+		stream, err := imgs.ImportImage(ctx, &containerv1.ImportImageRequest{Path: layout, Name: "deb"})
+		if err != nil {
+			b.Fatal(err)
+		}
+		for {
+			resp, err := stream.Recv()
+			if err != nil {
+				b.Fatal(err)
+			}
+			if resp.GetImage() != nil {
+				return
+			}
+		}
+	}
+	importOnce()
+	b.ResetTimer()
+	for i := 0; i < b.N; i++ {
+		importOnce()
 	}
 }

@@ -79,27 +79,11 @@ func Layer(files ...File) v1.Layer {
 
 // Image returns an OCI image of the layers with the given config.
 func Image(cfg v1.Config, layers ...[]File) v1.Image {
-	img := mutate.MediaType(empty.Image, types.OCIManifestSchema1)
-	img = mutate.ConfigMediaType(img, types.OCIConfigJSON)
-	for _, files := range layers {
-		var err error
-		img, err = mutate.AppendLayers(img, Layer(files...))
-		if err != nil {
-			panic(err)
-		}
+	ls := make([]v1.Layer, len(layers))
+	for i, files := range layers {
+		ls[i] = Layer(files...)
 	}
-	cf, err := img.ConfigFile()
-	if err != nil {
-		panic(err)
-	}
-	cf = cf.DeepCopy()
-	cf.Config = cfg
-	cf.OS, cf.Architecture = "linux", hostArch()
-	img, err = mutate.ConfigFile(img, cf)
-	if err != nil {
-		panic(err)
-	}
-	return img
+	return ImageOfLayers(cfg, ls...)
 }
 
 // ForPlatform returns img with its config's platform set.
@@ -239,4 +223,29 @@ func Busybox(busybox string) ([]File, error) {
 		files = append(files, File{Name: "bin/" + a, Type: tar.TypeSymlink, Link: "busybox"})
 	}
 	return files, nil
+}
+
+// LayerFromFile returns an uncompressed-tar file as a layer (read lazily).
+func LayerFromFile(path string) (v1.Layer, error) { return tarball.LayerFromFile(path) }
+
+// ImageOfLayers returns an OCI image of ready-made layers with the given config.
+func ImageOfLayers(cfg v1.Config, layers ...v1.Layer) v1.Image {
+	img := mutate.MediaType(empty.Image, types.OCIManifestSchema1)
+	img = mutate.ConfigMediaType(img, types.OCIConfigJSON)
+	img, err := mutate.AppendLayers(img, layers...)
+	if err != nil {
+		panic(err)
+	}
+	cf, err := img.ConfigFile()
+	if err != nil {
+		panic(err)
+	}
+	cf = cf.DeepCopy()
+	cf.Config = cfg
+	cf.OS, cf.Architecture = "linux", hostArch()
+	img, err = mutate.ConfigFile(img, cf)
+	if err != nil {
+		panic(err)
+	}
+	return img
 }
