@@ -14,7 +14,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"hearth.dev/internal/errdefs"
-	"hearth.dev/services/containerd-lite/internal/beneath"
+	"hearth.dev/internal/beneath"
 	"hearth.dev/services/containerd-lite/internal/lxcrt"
 	"hearth.dev/services/containerd-lite/internal/mounts"
 	"hearth.dev/services/containerd-lite/internal/store"

@@ -9,7 +9,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
-	"hearth.dev/services/containerd-lite/internal/beneath"
+	"hearth.dev/internal/beneath"
 )
 
 // openDir opens directory dir (relative to the root) beneath the root. With create,

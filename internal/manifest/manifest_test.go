@@ -1,0 +1,136 @@
+package manifest
+
+import (
+	"strings"
+	"testing"
+	"time"
+)
+
+const helloPG = `
+id: hello-pg
+version: 1.1.0
+images:
+  db:  {oci: images/postgres.tar}
+  app: {ref: app:1}
+volumes: [pgdata, appdata]
+limits: {memory: 512Mi, cpus: 1.5, pids: 512}
+daemons:
+  db:
+    image: db
+    command: [/usr/lib/postgresql/15/bin/postgres, -D, /var/lib/postgresql/data]
+    user: postgres
+    mounts: [{volume: pgdata, path: /var/lib/postgresql/data}]
+    ready: {tcp: 5432}
+  app:
+    image: app
+    command: [/app/server]
+    env: {DATABASE_URL: "postgres://app@127.0.0.1:5432/app"}
+    requires: [db]
+    ready: {http: {port: 8080, path: /healthz}, interval: 500ms, grace: 10s}
+    restart: {policy: always, backoff: 1s..30s}
+    stop: {signal: SIGTERM, timeout: 30s}
+oneshots:
+  migrate: {image: app, command: [/app/migrate], requires: [db], before: [app]}
+interfaces:
+  web: {daemon: app, port: 8080, protocol: http, expose: [lan, tor, domain]}
+actions:
+  reset-admin: {image: app, command: [/app/reset-admin], input: {password: {type: string, secret: true}}}
+`
+
+func TestParseHelloPG(t *testing.T) {
+	m, err := Parse([]byte(helloPG))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if m.ID != "hello-pg" || m.Daemons["db"].Ready.TCP != 5432 || m.Limits.Memory != "512Mi" {
+		t.Fatalf("parsed %+v", m)
+	}
+	app := m.Daemons["app"]
+	if app.Ready.Interval.D(0) != 500*time.Millisecond || app.Stop.Timeout.D(0) != 30*time.Second || app.Ready.Grace.D(0) != 10*time.Second {
+		t.Errorf("durations: %+v %+v", app.Ready, app.Stop)
+	}
+	order := strings.Join(m.Order(), ",")
+	if order != "db,migrate,app" {
+		t.Errorf("order %s, want db,migrate,app", order)
+	}
+	deps := m.Deps()
+	if strings.Join(deps["app"], ",") != "db,migrate" {
+		t.Errorf("app waits for %v", deps["app"])
+	}
+}
+
+func TestParseRefuses(t *testing.T) {
+	base := func(daemons string) string {
+		return "id: p\nversion: 1\nimages: {a: {ref: x}}\nvolumes: [v]\ndaemons:\n" + daemons
+	}
+	for _, tc := range []struct {
+		name, yaml, want string
+	}{
+		{"unknown field", base("  d: {image: a, comand: [x]}"), "field comand not found"},
+		{"unknown top field", "id: p\nversion: 1\nimages: {a: {ref: x}}\ndaemons: {d: {image: a}}\nextra: 1", "field extra not found"},
+		{"unknown image", base("  d: {image: b}"), "daemons.d.image: unknown image \"b\""},
+		{"unknown requires", base("  d: {image: a, requires: [e]}"), "daemons.d.requires[0]: unknown daemon or oneshot \"e\""},
+		{"cycle", base("  a1: {image: a, requires: [b1]}\n  b1: {image: a, requires: [c1]}\n  c1: {image: a, requires: [a1]}"), "cycle: a1 → b1 → c1 → a1"},
+		{"self", base("  d: {image: a, requires: [d]}"), "requires itself"},
+		{"same port", base("  d: {image: a, ready: {tcp: 80}}\n  e: {image: a, ports: [80]}"), "port 80 is also used by daemon \"d\""},
+		{"bad port", base("  d: {image: a, ready: {tcp: 70000}}"), "daemons.d.ready.tcp: 70000 is not a port"},
+		{"two checks", base("  d: {image: a, ready: {tcp: 80, exec: [true]}}"), "give exactly one of tcp, http or exec"},
+		{"unknown volume", base("  d: {image: a, mounts: [{volume: w, path: /x}]}"), "daemons.d.mounts[0].volume: unknown volume \"w\""},
+		{"relative mount", base("  d: {image: a, mounts: [{volume: v, path: x}]}"), "daemons.d.mounts[0].path"},
+		{"dotdot mount", base("  d: {image: a, mounts: [{volume: v, path: /a/../b}]}"), "without '..'"},
+		{"bad policy", base("  d: {image: a, restart: {policy: sometimes}}"), "daemons.d.restart.policy: \"sometimes\""},
+		{"bad backoff", base("  d: {image: a, restart: {backoff: 30s..1s}}"), "daemons.d.restart.backoff"},
+		{"bad signal", base("  d: {image: a, stop: {signal: SIGFOO}}"), "daemons.d.stop.signal"},
+		{"bad duration", base("  d: {image: a, stop: {timeout: soon}}"), "duration \"soon\""},
+		{"no daemons", "id: p\nversion: 1\nimages: {a: {ref: x}}", "daemons: none"},
+		{"bad id", "id: Bad_Id\nversion: 1\nimages: {a: {ref: x}}\ndaemons: {d: {image: a}}", "id: \"Bad_Id\""},
+		{"oneshot ready", base("  d: {image: a}\noneshots:\n  o: {image: a, ready: {tcp: 1}}"), "oneshots.o.ready"},
+		{"daemon before", base("  d: {image: a, before: [d]}"), "only oneshots take before"},
+		{"name clash", base("  d: {image: a}\noneshots:\n  d: {image: a}"), "also used under daemons"},
+		{"interface daemon", base("  d: {image: a}\ninterfaces: {w: {daemon: x, port: 80}}"), "interfaces.w.daemon: unknown daemon \"x\""},
+		{"image both", "id: p\nversion: 1\nimages: {a: {ref: x, oci: y}}\ndaemons: {d: {image: a}}", "give oci or ref, not both"},
+		{"oci escape", "id: p\nversion: 1\nimages: {a: {oci: ../x}}\ndaemons: {d: {image: a}}", "relative path inside the package"},
+		{"memory", "id: p\nversion: 1\nimages: {a: {ref: x}}\nlimits: {memory: lots}\ndaemons: {d: {image: a}}", "limits.memory"},
+		{"not yaml", "{{{", "manifest:"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			_, err := Parse([]byte(tc.yaml))
+			if err == nil || !strings.Contains(err.Error(), tc.want) {
+				t.Fatalf("Parse: %v\nwant an error containing %q", err, tc.want)
+			}
+		})
+	}
+}
+
+func TestParseSignalAndBackoff(t *testing.T) {
+	if s, err := ParseSignal("term"); err != nil || s.String() != "terminated" {
+		t.Errorf("ParseSignal(term) = %v %v", s, err)
+	}
+	if lo, hi, err := ParseBackoff("100ms..2s"); err != nil || lo != 100*time.Millisecond || hi != 2*time.Second {
+		t.Errorf("ParseBackoff = %v %v %v", lo, hi, err)
+	}
+}
+
+func FuzzParse(f *testing.F) {
+	f.Add([]byte(helloPG))
+	f.Add([]byte("id: p\nversion: 1\nimages: {a: {ref: x}}\ndaemons: {d: {image: a, requires: [d]}}"))
+	f.Fuzz(func(t *testing.T, data []byte) {
+		m, err := Parse(data)
+		if err != nil {
+			return
+		}
+		// A valid manifest has an order covering every job, each after what it waits for.
+		seen := map[string]bool{}
+		for _, n := range m.Order() {
+			for _, d := range m.Deps()[n] {
+				if !seen[d] {
+					t.Fatalf("%s ordered before its dependency %s", n, d)
+				}
+			}
+			seen[n] = true
+		}
+		if len(seen) != len(m.Daemons)+len(m.Oneshots) {
+			t.Fatalf("order covers %d of %d jobs", len(seen), len(m.Daemons)+len(m.Oneshots))
+		}
+	})
+}
