@@ -1,0 +1,165 @@
+// Package logbuf keeps a daemon's output: each line timestamped and tagged with its stream,
+// in a bounded ring for quick tails, in a size-capped file rotated once, and sent to
+// followers as it comes.
+package logbuf
+
+import (
+	"bufio"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"sync"
+	"time"
+)
+
+// Line is one line of output.
+type Line struct {
+	Time   time.Time
+	Stream string // "stdout" or "stderr"
+	Text   string
+}
+
+// MaxLine is the longest line kept whole; longer ones are split.
+const MaxLine = 16 << 10
+
+// Log is one daemon's output.
+type Log struct {
+	mu      sync.Mutex
+	ring    []Line
+	next    int
+	full    bool
+	path    string
+	file    *os.File
+	size    int64
+	maxFile int64
+	subs    map[chan Line]struct{}
+}
+
+// New returns a log keeping ringSize lines in memory and up to maxFile bytes in path
+// (plus one rotated file, path.1). An empty path keeps no file.
+func New(path string, ringSize int, maxFile int64) (*Log, error) {
+	l := &Log{ring: make([]Line, ringSize), path: path, maxFile: maxFile, subs: map[chan Line]struct{}{}}
+	if path != "" {
+		if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
+			return nil, err
+		}
+		f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_APPEND, 0o640)
+		if err != nil {
+			return nil, err
+		}
+		fi, _ := f.Stat()
+		l.file, l.size = f, fi.Size()
+	}
+	return l, nil
+}
+
+// Add records a line.
+func (l *Log) Add(line Line) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.ring[l.next] = line
+	l.next = (l.next + 1) % len(l.ring)
+	if l.next == 0 {
+		l.full = true
+	}
+	if l.file != nil {
+		s := fmt.Sprintf("%s %s %s\n", line.Time.UTC().Format(time.RFC3339Nano), line.Stream, line.Text)
+		if l.size+int64(len(s)) > l.maxFile {
+			l.rotate()
+		}
+		if n, err := l.file.WriteString(s); err == nil {
+			l.size += int64(n)
+		}
+	}
+	for ch := range l.subs {
+		select {
+		case ch <- line:
+		default: // a follower too slow to keep up misses lines rather than stall the daemon
+		}
+	}
+}
+
+func (l *Log) rotate() {
+	l.file.Close()
+	_ = os.Rename(l.path, l.path+".1")
+	f, err := os.OpenFile(l.path, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o640)
+	if err != nil {
+		l.file = nil
+		return
+	}
+	l.file, l.size = f, 0
+}
+
+// Tail returns the last n lines (all kept lines when n <= 0).
+func (l *Log) Tail(n int) []Line {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	var all []Line
+	if l.full {
+		all = append(all, l.ring[l.next:]...)
+	}
+	all = append(all, l.ring[:l.next]...)
+	if n > 0 && len(all) > n {
+		all = all[len(all)-n:]
+	}
+	return all
+}
+
+// TailAndFollow returns the last n lines and a channel of the lines after them, with no
+// line lost or repeated between the two; cancel stops following.
+func (l *Log) TailAndFollow(n int) ([]Line, <-chan Line, func()) {
+	ch := make(chan Line, 1024)
+	l.mu.Lock()
+	l.subs[ch] = struct{}{}
+	l.mu.Unlock()
+	tail := l.Tail(n)
+	// Lines that arrived between subscribing and Tail are in both: drop them from ch.
+	return tail, dedupe(tail, ch), func() {
+		l.mu.Lock()
+		delete(l.subs, ch)
+		l.mu.Unlock()
+	}
+}
+
+func dedupe(tail []Line, ch chan Line) <-chan Line {
+	if len(tail) == 0 {
+		return ch
+	}
+	last := tail[len(tail)-1].Time
+	out := make(chan Line, 1024)
+	go func() {
+		defer close(out)
+		for line := range ch {
+			if !line.Time.After(last) {
+				continue
+			}
+			out <- line
+		}
+	}()
+	return out
+}
+
+// Close closes the file.
+func (l *Log) Close() error {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.file != nil {
+		return l.file.Close()
+	}
+	return nil
+}
+
+// Copy reads r line by line into the log under stream until r ends.
+func (l *Log) Copy(stream string, r io.Reader) {
+	br := bufio.NewReaderSize(r, MaxLine)
+	for {
+		b, isPrefix, err := br.ReadLine()
+		if len(b) > 0 || (err == nil && !isPrefix) {
+			l.Add(Line{Time: time.Now(), Stream: stream, Text: string(b)})
+		}
+		if err != nil {
+			return
+		}
+	}
+}

@@ -1,0 +1,90 @@
+package supervisor
+
+import (
+	"context"
+	"crypto/tls"
+	"fmt"
+	"net"
+	"net/http"
+	"strconv"
+	"time"
+)
+
+type checkResult struct {
+	ok  bool
+	msg string
+}
+
+// checks runs j's ready check every interval until ctx ends.
+func (s *Supervisor) checks(ctx context.Context, j *job) <-chan checkResult {
+	r := j.spec.Ready
+	interval := r.Interval.D(time.Second)
+	timeout := r.Timeout.D(2 * time.Second)
+	out := make(chan checkResult)
+	go func() {
+		// The first check comes soon: most daemons are ready well before a full interval.
+		wait := min(interval, 100*time.Millisecond)
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case <-time.After(wait):
+			}
+			wait = interval
+			cctx, cancel := context.WithTimeout(ctx, timeout)
+			res := s.check(cctx, j)
+			cancel()
+			select {
+			case out <- res:
+			case <-ctx.Done():
+				return
+			}
+		}
+	}()
+	return out
+}
+
+func (s *Supervisor) check(ctx context.Context, j *job) checkResult {
+	r := j.spec.Ready
+	switch {
+	case r.TCP > 0:
+		addr := net.JoinHostPort("127.0.0.1", strconv.Itoa(r.TCP))
+		var d net.Dialer
+		c, err := d.DialContext(ctx, "tcp", addr)
+		if err != nil {
+			return checkResult{msg: fmt.Sprintf("tcp %s: %v", addr, err)}
+		}
+		c.Close()
+		return checkResult{ok: true, msg: "tcp " + addr + " answers"}
+	case r.HTTP != nil:
+		scheme := "http"
+		if r.HTTP.HTTPS {
+			scheme = "https"
+		}
+		url := fmt.Sprintf("%s://127.0.0.1:%d%s", scheme, r.HTTP.Port, r.HTTP.Path)
+		client := &http.Client{Transport: &http.Transport{
+			// A daemon's own certificate is for its public names, not for 127.0.0.1.
+			TLSClientConfig: &tls.Config{InsecureSkipVerify: true},
+			Proxy:           nil,
+		}}
+		req, _ := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
+		resp, err := client.Do(req)
+		if err != nil {
+			return checkResult{msg: fmt.Sprintf("GET %s: %v", url, err)}
+		}
+		resp.Body.Close()
+		if resp.StatusCode >= 400 {
+			return checkResult{msg: fmt.Sprintf("GET %s: %s", url, resp.Status)}
+		}
+		return checkResult{ok: true, msg: fmt.Sprintf("GET %s: %s", url, resp.Status)}
+	default:
+		e, err := s.launcher.Run(ctx, j.Name, j.spec, r.Exec)
+		if err != nil {
+			return checkResult{msg: fmt.Sprintf("exec %v: %v", r.Exec, err)}
+		}
+		if !e.Success() {
+			return checkResult{msg: fmt.Sprintf("exec %v: %v", r.Exec, e)}
+		}
+		return checkResult{ok: true, msg: fmt.Sprintf("exec %v: ok", r.Exec)}
+	}
+}
