@@ -75,6 +75,9 @@ type Issuer struct {
 
 	mu   sync.Mutex
 	acct *Account // registered, once used
+	// ari asks for renewal information; Obtain gets a client of its own, with the solvers
+	// of its request.
+	ari *lego.Client
 }
 
 var (
@@ -294,11 +297,7 @@ func (i *Issuer) setSolvers(c *lego.Client, only string) error {
 // Advise implements leaf.Advisor with the CA's renewal information (RFC 9773); without
 // it, the renewal stays at two thirds of the life.
 func (i *Issuer) Advise(_ context.Context, rec *leaf.Record) (time.Time, time.Time, error) {
-	acct, err := i.account()
-	if err != nil {
-		return time.Time{}, time.Time{}, err
-	}
-	c, err := i.client(acct)
+	c, err := i.ariClient()
 	if err != nil {
 		return time.Time{}, time.Time{}, err
 	}
@@ -311,6 +310,21 @@ func (i *Issuer) Advise(_ context.Context, rec *leaf.Record) (time.Time, time.Ti
 	}
 	renewAt, checkAt := i.schedule(info, rec.RenewAt, rec.NotAfter, time.Now())
 	return renewAt, checkAt, nil
+}
+
+func (i *Issuer) ariClient() (*lego.Client, error) {
+	acct, err := i.account()
+	if err != nil {
+		return nil, err
+	}
+	i.mu.Lock()
+	defer i.mu.Unlock()
+	if i.ari == nil {
+		if i.ari, err = i.client(acct); err != nil {
+			return nil, err
+		}
+	}
+	return i.ari, nil
 }
 
 // schedule turns renewal information into when to renew and when to ask again. A

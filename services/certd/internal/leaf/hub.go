@@ -84,6 +84,16 @@ func (s *Sub) Err() error {
 	return s.err
 }
 
+// closeAll ends every subscription (when certd stops), so that watch streams end and
+// the gRPC server can stop gracefully.
+func (h *Hub) closeAll() {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	for s := range h.subs {
+		s.endLocked(nil)
+	}
+}
+
 // Publish sends ev to every subscriber without waiting; one whose buffer is full is
 // dropped, so that one slow watcher never holds up certd.
 func (h *Hub) Publish(ev Event) {

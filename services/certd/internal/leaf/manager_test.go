@@ -256,6 +256,27 @@ func TestRunBacksOffAfterFailures(t *testing.T) {
 	}
 }
 
+func TestRunEndsWatchesWhenItStops(t *testing.T) {
+	f := newFixture(t)
+	m := f.manager(t, time.Hour, nil)
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error)
+	go func() { done <- m.Run(ctx) }()
+	sub := m.Subscribe()
+	cancel()
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case _, ok := <-sub.C:
+		if ok || sub.Err() != nil {
+			t.Errorf("subscription after Run stopped: open %v, err %v", ok, sub.Err())
+		}
+	case <-time.After(5 * time.Second):
+		t.Error("subscription still open after Run stopped")
+	}
+}
+
 func TestBackoff(t *testing.T) {
 	for _, tc := range []struct {
 		n    int

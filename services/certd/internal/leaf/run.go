@@ -8,7 +8,9 @@ import (
 
 // Run renews certificates when they are due, retries failures with backoff, asks
 // advising issuers (ACME ARI) when to renew, and maintains the local CA, until ctx ends.
+// Then it ends every watch.
 func (m *Manager) Run(ctx context.Context) error {
+	defer m.hub.closeAll()
 	for {
 		wait := time.Until(m.nextDue())
 		t := time.NewTimer(max(wait, 0))
