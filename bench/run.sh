@@ -53,3 +53,7 @@ ratio BenchmarkImageImportRootfsTar BenchmarkTarExtractSameLayer
 show BenchmarkImageImportRootfsTar MB/s "image import throughput"
 show BenchmarkTarExtractSameLayer MB/s "tar -x throughput"
 show BenchmarkImageReimport ns/op "second import of a stored image (ns)"
+echo
+show BenchmarkLocalLeafIssue leaves/s "certd local leaf issuance" || true
+acme=$(median BenchmarkACMEIssuePebble)
+[ -z "$acme" ] || awk -v v="$acme" 'BEGIN {printf "%-45s %10.1f ms\n", "certd ACME issuance (Pebble, always valid)", v/1e6}'

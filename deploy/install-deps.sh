@@ -4,7 +4,7 @@
 #   usage: deploy/install-deps.sh [--check]    (--check: only report what is missing)
 set -euo pipefail
 
-packages=(lxc lxc-dev busybox-static debootstrap uidmap pkg-config gcc make git iproute2 util-linux ca-certificates openssl)
+packages=(lxc lxc-dev busybox-static debootstrap uidmap pkg-config gcc make git iproute2 util-linux ca-certificates openssl curl)
 
 missing=()
 for p in "${packages[@]}"; do
