@@ -112,8 +112,9 @@ type pebble struct {
 }
 
 // startPebble starts pebble-challtestsrv (resolving every name to 127.0.0.1) and Pebble
-// with PEBBLE_VA_NOSLEEP, and with PEBBLE_VA_ALWAYS_VALID when alwaysValid.
-func startPebble(t testing.TB, alwaysValid bool) *pebble {
+// with PEBBLE_VA_NOSLEEP, and with PEBBLE_VA_ALWAYS_VALID when alwaysValid; env adds to
+// Pebble's environment.
+func startPebble(t testing.TB, alwaysValid bool, env ...string) *pebble {
 	t.Helper()
 	dir := t.TempDir()
 	caPEM, certPEM, keyPEM := pebbleTLS(t)
@@ -157,7 +158,7 @@ func startPebble(t testing.TB, alwaysValid bool) *pebble {
 		"-management", p.ChallMgmt[len("http://"):], "-dns01", p.DNSAddr,
 		"-http01", "", "-https01", "", "-tlsalpn01", "", "-doh", "",
 		"-defaultIPv4", "127.0.0.1", "-defaultIPv6", "")
-	env := []string{"PEBBLE_VA_NOSLEEP=1"}
+	env = append(env, "PEBBLE_VA_NOSLEEP=1")
 	if alwaysValid {
 		env = append(env, "PEBBLE_VA_ALWAYS_VALID=1")
 	}
