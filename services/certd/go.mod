@@ -10,6 +10,7 @@ replace (
 require (
 	github.com/go-acme/lego/v4 v4.31.0
 	golang.org/x/sync v0.19.0
+	google.golang.org/grpc v1.78.0
 	google.golang.org/protobuf v1.36.12
 	hearth.dev/internal v0.0.0
 	hearth.dev/proto v0.0.0
@@ -210,7 +211,6 @@ require (
 	google.golang.org/api v0.259.0 // indirect
 	google.golang.org/genproto/googleapis/api v0.0.0-20251202230838-ff82c1b0f217 // indirect
 	google.golang.org/genproto/googleapis/rpc v0.0.0-20251222181119-0a764e51fe1b // indirect
-	google.golang.org/grpc v1.78.0 // indirect
 	gopkg.in/ini.v1 v1.67.0 // indirect
 	gopkg.in/ns1/ns1-go.v2 v2.16.0 // indirect
 	gopkg.in/yaml.v2 v2.4.0 // indirect

@@ -115,28 +115,44 @@ func Open(opts Options) (*CA, error) {
 }
 
 func (c *CA) create() error {
-	now := c.opts.Now()
-	root, rootKey, err := c.newRoot(now)
+	g, err := c.newGeneration(c.opts.Now())
 	if err != nil {
 		return err
 	}
-	id := rootID(root)
-	if err := c.storeCert(id+"/root", root, rootKey); err != nil {
-		return err
-	}
-	inter, interKey, err := c.newIntermediate(now, root, rootKey, id, 1)
-	if err != nil {
-		return err
-	}
-	if err := c.storeCert(fmt.Sprintf("%s/intermediate-%d", id, 1), inter, interKey); err != nil {
-		return err
-	}
-	idx := index{Version: 1, Current: id, Intermediate: 1}
+	idx := index{Version: 1, Current: g.id, Intermediate: 1}
 	if err := store.StoreJSON(c.opts.Storage, indexKey, idx); err != nil {
 		return err
 	}
-	c.idx, c.root, c.rootKey, c.inter, c.interKey = idx, root, rootKey, inter, interKey
+	c.idx, c.root, c.rootKey, c.inter, c.interKey = idx, g.root, g.rootKey, g.inter, g.interKey
 	return nil
+}
+
+// generation is a root and its first intermediate.
+type generation struct {
+	id                string
+	root, inter       *x509.Certificate
+	rootKey, interKey crypto.Signer
+}
+
+// newGeneration makes and stores a new root and its first intermediate; no index names
+// them yet.
+func (c *CA) newGeneration(now time.Time) (*generation, error) {
+	g := &generation{}
+	var err error
+	if g.root, g.rootKey, err = c.newRoot(now); err != nil {
+		return nil, err
+	}
+	g.id = rootID(g.root)
+	if err := c.storeCert(g.id+"/root", g.root, g.rootKey); err != nil {
+		return nil, err
+	}
+	if g.inter, g.interKey, err = c.newIntermediate(now, g.root, g.rootKey, g.id, 1); err != nil {
+		return nil, err
+	}
+	if err := c.storeCert(g.id+"/intermediate-1", g.inter, g.interKey); err != nil {
+		return nil, err
+	}
+	return g, nil
 }
 
 func (c *CA) load() error {
@@ -405,21 +421,11 @@ func (c *CA) Rotate(overlap time.Duration) error {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	now := c.opts.Now()
-	root, rootKey, err := c.newRoot(now)
+	g, err := c.newGeneration(now)
 	if err != nil {
 		return err
 	}
-	id := rootID(root)
-	if err := c.storeCert(id+"/root", root, rootKey); err != nil {
-		return err
-	}
-	inter, interKey, err := c.newIntermediate(now, root, rootKey, id, 1)
-	if err != nil {
-		return err
-	}
-	if err := c.storeCert(fmt.Sprintf("%s/intermediate-%d", id, 1), inter, interKey); err != nil {
-		return err
-	}
+	root, id := g.root, g.id
 	until := now.Add(overlap)
 	if until.After(c.root.NotAfter) {
 		until = c.root.NotAfter
@@ -455,7 +461,7 @@ func (c *CA) Rotate(overlap time.Duration) error {
 		return err
 	}
 	old := c.idx
-	c.idx, c.root, c.rootKey, c.inter, c.interKey, c.cross, c.previous = idx, root, rootKey, inter, interKey, cross, prev
+	c.idx, c.root, c.rootKey, c.inter, c.interKey, c.cross, c.previous = idx, root, g.rootKey, g.inter, g.interKey, cross, prev
 	c.removeUnpublished(old, overlap > 0)
 	c.opts.Logger.Info("rotated the local root CA", "root", root.Subject.CommonName, "sha256", Fingerprint(root), "old_root_published_until", until)
 	return nil

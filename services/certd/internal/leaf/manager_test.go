@@ -88,6 +88,19 @@ func run(t *testing.T, m *Manager) context.Context {
 	return ctx
 }
 
+// runAndIssue runs m, subscribes to it and issues r, for tests of the renewal loop.
+func runAndIssue(t *testing.T, m *Manager, r Request) (context.Context, *Sub, *Record) {
+	t.Helper()
+	ctx := run(t, m)
+	sub := m.Subscribe()
+	t.Cleanup(sub.Close)
+	first, err := m.Issue(ctx, r)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return ctx, sub, first
+}
+
 // next waits for the next event of one of the kinds, skipping others.
 func next(t *testing.T, sub *Sub, kinds ...EventKind) Event {
 	t.Helper()
@@ -190,13 +203,7 @@ func TestIssueCachesStoresAndReloads(t *testing.T) {
 func TestRunRenewsAtTwoThirds(t *testing.T) {
 	f := newFixture(t)
 	m := f.manager(t, 1500*time.Millisecond, nil)
-	ctx := run(t, m)
-	sub := m.Subscribe()
-	defer sub.Close()
-	first, err := m.Issue(ctx, req(t, Local, "", "web.local"))
-	if err != nil {
-		t.Fatal(err)
-	}
+	_, sub, first := runAndIssue(t, m, req(t, Local, "", "web.local"))
 	ev := next(t, sub, EventRenewed)
 	if ev.Record.ID != first.ID || ev.Record.Serial == first.Serial {
 		t.Errorf("renewed event: id %s serial %s; first serial %s", ev.Record.ID, ev.Record.Serial, first.Serial)
@@ -227,13 +234,7 @@ func TestRunBacksOffAfterFailures(t *testing.T) {
 	f := newFixture(t)
 	fl := &flaky{LocalIssuer: LocalIssuer{CA: f.ca, Lifetime: 3 * time.Second}, fails: 3}
 	m := f.manager(t, time.Hour, map[Kind]Issuer{Local: fl})
-	ctx := run(t, m)
-	sub := m.Subscribe()
-	defer sub.Close()
-	first, err := m.Issue(ctx, req(t, Local, "", "web.local"))
-	if err != nil {
-		t.Fatal(err)
-	}
+	ctx, sub, first := runAndIssue(t, m, req(t, Local, "", "web.local"))
 	var last time.Time
 	for i := 1; i <= 3; i++ {
 		ev := next(t, sub, EventRenewalFailed, EventRenewed)
@@ -311,13 +312,7 @@ func TestRunFollowsAdvice(t *testing.T) {
 	f := newFixture(t)
 	adv := &advising{LocalIssuer: LocalIssuer{CA: f.ca, Lifetime: time.Hour}}
 	m := f.manager(t, time.Hour, map[Kind]Issuer{ACME: adv})
-	ctx := run(t, m)
-	sub := m.Subscribe()
-	defer sub.Close()
-	first, err := m.Issue(ctx, req(t, ACME, "", "web.local"))
-	if err != nil {
-		t.Fatal(err)
-	}
+	_, sub, first := runAndIssue(t, m, req(t, ACME, "", "web.local"))
 	ev := next(t, sub, EventRenewed)
 	if ev.Record.Serial == first.Serial || adv.advised.Load() == 0 {
 		t.Errorf("renewed without advice (advised %d times)", adv.advised.Load())
