@@ -28,9 +28,12 @@ stop() {
 
 case "${1:-start}" in
 stop)
-	"$bin/hearthctl" container stop demo >/dev/null 2>&1 || true
+	# Every running container stops first: their mounts go with them.
+	for c in $("$bin/hearthctl" container ls 2>/dev/null | awk 'NR > 1 && $2 == "running" {print $1}'); do
+		"$bin/hearthctl" container stop "$c" >/dev/null || true
+	done
 	stop
-	echo "demo daemons stopped; the container's state stays in $dir (remove the directory to forget it)"
+	echo "demo stopped; its state stays in $dir (remove it with: deploy/demo.sh stop && rm -rf $dir)"
 	exit 0 ;;
 start) ;;
 *) echo "usage: $0 [start|stop]" >&2; exit 2 ;;

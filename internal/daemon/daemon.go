@@ -19,6 +19,7 @@ import (
 	"time"
 
 	"golang.org/x/sync/errgroup"
+	"google.golang.org/grpc"
 
 	"hearth.dev/internal/buildinfo"
 	"hearth.dev/internal/grpcserver"
@@ -48,6 +49,8 @@ type Spec struct {
 	Flags func(fs *flag.FlagSet)
 	// Authorize overrides the default policy (root, or members of --group).
 	Authorize func(env *Env) peercred.Policy
+	// ServerOptions are added to the gRPC server's.
+	ServerOptions []grpc.ServerOption
 	// Init registers the daemon's services on env.Server. It must not block.
 	Init func(ctx context.Context, env *Env) (Hooks, error)
 }
@@ -149,7 +152,7 @@ func Run(ctx context.Context, spec Spec, args []string, stdout, stderr io.Writer
 	if spec.Authorize != nil {
 		policy = spec.Authorize(env)
 	}
-	env.Server = grpcserver.New(grpcserver.Config{Logger: log, Authorize: policy})
+	env.Server = grpcserver.New(grpcserver.Config{Logger: log, Authorize: policy, Options: spec.ServerOptions})
 	return serve(ctx, spec, env)
 }
 

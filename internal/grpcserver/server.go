@@ -31,6 +31,8 @@ type Config struct {
 	Authorize peercred.Policy
 	// StopTimeout bounds the graceful stop; 10s when zero.
 	StopTimeout time.Duration
+	// Options are added to the server's (a codec, an unknown-service handler).
+	Options []grpc.ServerOption
 }
 
 // Server is a gRPC server with health and reflection. Until SetServing is called, health
@@ -56,11 +58,11 @@ func New(cfg Config) *Server {
 	if authz == nil {
 		authz = peercred.RootOrGroup(-1)
 	}
-	s.Server = grpc.NewServer(
+	s.Server = grpc.NewServer(append([]grpc.ServerOption{
 		grpc.Creds(peercred.NewServer()),
 		grpc.ChainUnaryInterceptor(s.recoverUnary, s.logUnary, authorizeUnary(authz), s.gateUnary),
 		grpc.ChainStreamInterceptor(s.recoverStream, s.logStream, authorizeStream(authz), s.gateStream),
-	)
+	}, cfg.Options...)...)
 	healthpb.RegisterHealthServer(s.Server, s.health)
 	reflection.Register(s.Server)
 	s.health.SetServingStatus("", healthpb.HealthCheckResponse_NOT_SERVING)

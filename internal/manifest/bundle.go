@@ -11,7 +11,7 @@ const BundleFile = "/media/hearth/rpc/package.json"
 // Bundle is what guestd needs to run a package: the manifest and, for each of the
 // package's images, the defaults its config gives a daemon.
 type Bundle struct {
-	Manifest *Manifest               `json:"manifest"`
+	Manifest *Manifest                `json:"manifest"`
 	Images   map[string]ImageDefaults `json:"images"`
 }
 

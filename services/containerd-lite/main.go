@@ -5,13 +5,19 @@ import (
 	"os"
 
 	"hearth.dev/internal/daemon"
+	"hearth.dev/services/containerd-lite/internal/idmap"
 	"hearth.dev/services/containerd-lite/internal/lxcrt"
 	"hearth.dev/services/containerd-lite/internal/setup"
 )
 
 func main() {
-	if len(os.Args) > 1 && os.Args[1] == lxcrt.ForkStartArg {
-		os.Exit(lxcrt.ForkStart(os.Args[2:]))
+	if len(os.Args) > 1 {
+		switch os.Args[1] {
+		case lxcrt.ForkStartArg:
+			os.Exit(lxcrt.ForkStart(os.Args[2:]))
+		case idmap.HoldArg:
+			os.Exit(idmap.Hold())
+		}
 	}
 	daemon.Main(setup.Spec())
 }

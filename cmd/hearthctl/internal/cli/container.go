@@ -3,16 +3,17 @@ package cli
 import (
 	"context"
 	"fmt"
+	"os"
 	"strconv"
 	"strings"
 	"time"
 
 	"github.com/spf13/cobra"
-
 	"google.golang.org/protobuf/types/known/durationpb"
-	"hearth.dev/internal/bytesize"
 
+	"hearth.dev/internal/bytesize"
 	containerv1 "hearth.dev/proto/hearth/container/v1"
+	guestv1 "hearth.dev/proto/hearth/guest/v1"
 )
 
 func containerCmd(g *globals) *cobra.Command {
@@ -32,7 +33,7 @@ from Hearth's base root file system, where guestd runs as init.`,
 	}
 
 	var imageFlags, volumeFlags []string
-	var memory string
+	var memory, manifestFile string
 	var cpus float64
 	var pids int64
 	create := &cobra.Command{
@@ -61,6 +62,16 @@ the host's policy).`,
 				}
 				spec.Limits.MemoryBytes = n
 			}
+			if manifestFile != "" {
+				data, err := os.ReadFile(manifestFile)
+				if err != nil {
+					return fmt.Errorf("--manifest: %w", err)
+				}
+				spec = &containerv1.ContainerSpec{Manifest: data}
+				if len(imageFlags) > 0 || len(volumeFlags) > 0 || memory != "" || cpus != 0 || pids != 0 {
+					return fmt.Errorf("--manifest gives the images, volumes and limits: drop --image, --volume, --memory, --cpus and --pids")
+				}
+			}
 			resp, err := cl.CreateContainer(ctx, &containerv1.CreateContainerRequest{Name: args[0], Spec: spec})
 			if err != nil {
 				return err
@@ -68,6 +79,7 @@ the host's policy).`,
 			return show(resp.GetContainer())
 		}),
 	}
+	create.Flags().StringVar(&manifestFile, "manifest", "", "a package manifest (YAML) whose daemons guestd runs; its images are stored images (ref:)")
 	create.Flags().StringArrayVar(&imageFlags, "image", nil, "NAME=IMAGE: an image the container holds (repeatable)")
 	create.Flags().StringArrayVar(&volumeFlags, "volume", nil, "a volume the container keeps (repeatable)")
 	create.Flags().StringVar(&memory, "memory", "", "memory limit, such as 512Mi (default: the host's cap)")
@@ -148,15 +160,24 @@ the host's policy).`,
 	}
 	statusCmd := &cobra.Command{
 		Use:   "status NAME",
-		Short: "Show a container and guestd's own answer from inside it",
+		Short: "Show a container, guestd's own answer from inside it, and its daemons",
 		Args:  cobra.ExactArgs(1),
-		RunE: call(g, "containerd-lite", containerv1.NewContainerServiceClient, func(ctx context.Context, cl containerv1.ContainerServiceClient, args []string) error {
-			resp, err := cl.GetContainer(ctx, &containerv1.GetContainerRequest{Name: args[0]})
+		RunE: call(g, "containerd-lite", newClients, func(ctx context.Context, cl clients, args []string) error {
+			resp, err := cl.containers.GetContainer(ctx, &containerv1.GetContainerRequest{Name: args[0]})
 			if err != nil {
 				return err
 			}
+			var daemons *guestv1.GetStatusResponse
+			if gi := resp.GetGuest(); gi != nil && gi.GetPackage() != "" {
+				if daemons, err = cl.guest.GetStatus(forContainer(ctx, args[0]), &guestv1.GetStatusRequest{}); err != nil {
+					return err
+				}
+			}
 			if g.output == "json" {
-				return g.printJSON(resp)
+				if err := g.printJSON(resp); err != nil || daemons == nil {
+					return err
+				}
+				return g.printJSON(daemons)
 			}
 			c := resp.GetContainer()
 			kv := []string{
@@ -167,6 +188,9 @@ the host's policy).`,
 				"started", ago(c.GetStartedAt()),
 				"rpc dir", c.GetRpcDir(),
 			}
+			if gi := resp.GetGuest(); gi != nil && gi.GetPackage() != "" {
+				kv = append(kv, "package", gi.GetPackage())
+			}
 			if gi := resp.GetGuest(); gi != nil {
 				kv = append(kv,
 					"guestd", fmt.Sprintf("%s, pid %d, up %s, restarted %d times", gi.GetVersion(), gi.GetPid(), since(gi.GetStartedAt()), gi.GetRestarts()),
@@ -176,7 +200,14 @@ the host's policy).`,
 			} else if resp.GetGuestError() != "" {
 				kv = append(kv, "guestd", "no answer: "+resp.GetGuestError())
 			}
-			return g.fields(kv...)
+			if err := g.fields(kv...); err != nil {
+				return err
+			}
+			if daemons == nil {
+				return nil
+			}
+			fmt.Fprintln(g.stdout)
+			return g.showDaemons(daemons.GetDaemons())
 		}),
 	}
 	inspect := &cobra.Command{

@@ -58,3 +58,13 @@ func since(ts *timestamppb.Timestamp) string {
 	}
 	return time.Since(ts.AsTime()).Round(time.Second).String()
 }
+
+// printJSONLine writes a message as one line of JSON (for streams).
+func (g *globals) printJSONLine(m proto.Message) error {
+	b, err := protojson.Marshal(m)
+	if err != nil {
+		return err
+	}
+	_, err = fmt.Fprintln(g.stdout, string(b))
+	return err
+}

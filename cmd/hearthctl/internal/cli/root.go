@@ -3,6 +3,7 @@ package cli
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"os"
@@ -55,8 +56,13 @@ Every command takes --output json for scripts; text is meant for people.`,
 	pf.DurationVar(&g.timeout, "timeout", 2*time.Minute, "give up on a call after this long")
 	root.AddCommand(containerCmd(g))
 	root.AddCommand(imageCmd(g))
+	root.AddCommand(daemonCmd(g), logsCmd(g), execCmd(g))
 	root.AddCommand(certCmd(g))
 	if err := root.Execute(); err != nil {
+		var ee exitError
+		if errors.As(err, &ee) {
+			return ee.code
+		}
 		fmt.Fprintf(stderr, "hearthctl: %s\n", describe(err))
 		return 1
 	}

@@ -243,8 +243,11 @@ type ContainerSpec struct {
 	// Each is mounted read-only, idmapped, at /media/hearth/images/<key>.
 	Images map[string]string `protobuf:"bytes,1,rep,name=images,proto3" json:"images,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
 	// Volumes: kept on the host across restarts and re-creations, owned through the idmap.
-	Volumes       []string `protobuf:"bytes,2,rep,name=volumes,proto3" json:"volumes,omitempty"`
-	Limits        *Limits  `protobuf:"bytes,3,opt,name=limits,proto3" json:"limits,omitempty"`
+	Volumes []string `protobuf:"bytes,2,rep,name=volumes,proto3" json:"volumes,omitempty"`
+	Limits  *Limits  `protobuf:"bytes,3,opt,name=limits,proto3" json:"limits,omitempty"`
+	// A package manifest (YAML) whose daemons guestd runs. Its images (by ref), volumes and
+	// limits make the container; images, volumes and limits above must then be empty.
+	Manifest      []byte `protobuf:"bytes,4,opt,name=manifest,proto3" json:"manifest,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -296,6 +299,13 @@ func (x *ContainerSpec) GetVolumes() []string {
 func (x *ContainerSpec) GetLimits() *Limits {
 	if x != nil {
 		return x.Limits
+	}
+	return nil
+}
+
+func (x *ContainerSpec) GetManifest() []byte {
+	if x != nil {
+		return x.Manifest
 	}
 	return nil
 }
@@ -1173,11 +1183,12 @@ const file_hearth_container_v1_container_proto_rawDesc = "" +
 	"\arpc_dir\x18\a \x01(\tR\x06rpcDir\"d\n" +
 	"\x16CreateContainerRequest\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x126\n" +
-	"\x04spec\x18\x02 \x01(\v2\".hearth.container.v1.ContainerSpecR\x04spec\"\xe1\x01\n" +
+	"\x04spec\x18\x02 \x01(\v2\".hearth.container.v1.ContainerSpecR\x04spec\"\xfd\x01\n" +
 	"\rContainerSpec\x12F\n" +
 	"\x06images\x18\x01 \x03(\v2..hearth.container.v1.ContainerSpec.ImagesEntryR\x06images\x12\x18\n" +
 	"\avolumes\x18\x02 \x03(\tR\avolumes\x123\n" +
-	"\x06limits\x18\x03 \x01(\v2\x1b.hearth.container.v1.LimitsR\x06limits\x1a9\n" +
+	"\x06limits\x18\x03 \x01(\v2\x1b.hearth.container.v1.LimitsR\x06limits\x12\x1a\n" +
+	"\bmanifest\x18\x04 \x01(\fR\bmanifest\x1a9\n" +
 	"\vImagesEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
 	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"S\n" +

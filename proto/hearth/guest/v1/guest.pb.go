@@ -25,6 +25,1152 @@ const (
 	_ = protoimpl.EnforceVersion(protoimpl.MaxVersion - 20)
 )
 
+// DaemonState is where a daemon or oneshot is in its life.
+type DaemonState int32
+
+const (
+	DaemonState_DAEMON_STATE_UNSPECIFIED DaemonState = 0
+	// Waiting for what it requires.
+	DaemonState_DAEMON_STATE_WAITING DaemonState = 1
+	// Running, its ready check not yet passed.
+	DaemonState_DAEMON_STATE_STARTING DaemonState = 2
+	DaemonState_DAEMON_STATE_READY    DaemonState = 3
+	// Running, its checks fail.
+	DaemonState_DAEMON_STATE_FAILING DaemonState = 4
+	// Exited; restarts after a delay.
+	DaemonState_DAEMON_STATE_BACKOFF  DaemonState = 5
+	DaemonState_DAEMON_STATE_STOPPING DaemonState = 6
+	DaemonState_DAEMON_STATE_STOPPED  DaemonState = 7
+	// A oneshot that succeeded.
+	DaemonState_DAEMON_STATE_DONE DaemonState = 8
+	// A oneshot that failed, or a daemon its restart policy leaves down.
+	DaemonState_DAEMON_STATE_FAILED DaemonState = 9
+)
+
+// Enum value maps for DaemonState.
+var (
+	DaemonState_name = map[int32]string{
+		0: "DAEMON_STATE_UNSPECIFIED",
+		1: "DAEMON_STATE_WAITING",
+		2: "DAEMON_STATE_STARTING",
+		3: "DAEMON_STATE_READY",
+		4: "DAEMON_STATE_FAILING",
+		5: "DAEMON_STATE_BACKOFF",
+		6: "DAEMON_STATE_STOPPING",
+		7: "DAEMON_STATE_STOPPED",
+		8: "DAEMON_STATE_DONE",
+		9: "DAEMON_STATE_FAILED",
+	}
+	DaemonState_value = map[string]int32{
+		"DAEMON_STATE_UNSPECIFIED": 0,
+		"DAEMON_STATE_WAITING":     1,
+		"DAEMON_STATE_STARTING":    2,
+		"DAEMON_STATE_READY":       3,
+		"DAEMON_STATE_FAILING":     4,
+		"DAEMON_STATE_BACKOFF":     5,
+		"DAEMON_STATE_STOPPING":    6,
+		"DAEMON_STATE_STOPPED":     7,
+		"DAEMON_STATE_DONE":        8,
+		"DAEMON_STATE_FAILED":      9,
+	}
+)
+
+func (x DaemonState) Enum() *DaemonState {
+	p := new(DaemonState)
+	*p = x
+	return p
+}
+
+func (x DaemonState) String() string {
+	return protoimpl.X.EnumStringOf(x.Descriptor(), protoreflect.EnumNumber(x))
+}
+
+func (DaemonState) Descriptor() protoreflect.EnumDescriptor {
+	return file_hearth_guest_v1_guest_proto_enumTypes[0].Descriptor()
+}
+
+func (DaemonState) Type() protoreflect.EnumType {
+	return &file_hearth_guest_v1_guest_proto_enumTypes[0]
+}
+
+func (x DaemonState) Number() protoreflect.EnumNumber {
+	return protoreflect.EnumNumber(x)
+}
+
+// Deprecated: Use DaemonState.Descriptor instead.
+func (DaemonState) EnumDescriptor() ([]byte, []int) {
+	return file_hearth_guest_v1_guest_proto_rawDescGZIP(), []int{0}
+}
+
+// Exit is how a process ended.
+type Exit struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Exit status; -1 when killed by a signal.
+	Code int32 `protobuf:"varint,1,opt,name=code,proto3" json:"code,omitempty"`
+	// The signal's name when killed by one.
+	Signal        string                 `protobuf:"bytes,2,opt,name=signal,proto3" json:"signal,omitempty"`
+	At            *timestamppb.Timestamp `protobuf:"bytes,3,opt,name=at,proto3" json:"at,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *Exit) Reset() {
+	*x = Exit{}
+	mi := &file_hearth_guest_v1_guest_proto_msgTypes[0]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Exit) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Exit) ProtoMessage() {}
+
+func (x *Exit) ProtoReflect() protoreflect.Message {
+	mi := &file_hearth_guest_v1_guest_proto_msgTypes[0]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Exit.ProtoReflect.Descriptor instead.
+func (*Exit) Descriptor() ([]byte, []int) {
+	return file_hearth_guest_v1_guest_proto_rawDescGZIP(), []int{0}
+}
+
+func (x *Exit) GetCode() int32 {
+	if x != nil {
+		return x.Code
+	}
+	return 0
+}
+
+func (x *Exit) GetSignal() string {
+	if x != nil {
+		return x.Signal
+	}
+	return ""
+}
+
+func (x *Exit) GetAt() *timestamppb.Timestamp {
+	if x != nil {
+		return x.At
+	}
+	return nil
+}
+
+// Daemon is one daemon or oneshot.
+type Daemon struct {
+	state   protoimpl.MessageState `protogen:"open.v1"`
+	Name    string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	Oneshot bool                   `protobuf:"varint,2,opt,name=oneshot,proto3" json:"oneshot,omitempty"`
+	State   DaemonState            `protobuf:"varint,3,opt,name=state,proto3,enum=hearth.guest.v1.DaemonState" json:"state,omitempty"`
+	// PID in the container; 0 when not running.
+	Pid      int32  `protobuf:"varint,4,opt,name=pid,proto3" json:"pid,omitempty"`
+	Restarts uint32 `protobuf:"varint,5,opt,name=restarts,proto3" json:"restarts,omitempty"`
+	LastExit *Exit  `protobuf:"bytes,6,opt,name=last_exit,json=lastExit,proto3" json:"last_exit,omitempty"`
+	// The last check's result, or why it is where it is.
+	Health        string                 `protobuf:"bytes,7,opt,name=health,proto3" json:"health,omitempty"`
+	StartedAt     *timestamppb.Timestamp `protobuf:"bytes,8,opt,name=started_at,json=startedAt,proto3" json:"started_at,omitempty"`
+	Requires      []string               `protobuf:"bytes,9,rep,name=requires,proto3" json:"requires,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *Daemon) Reset() {
+	*x = Daemon{}
+	mi := &file_hearth_guest_v1_guest_proto_msgTypes[1]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Daemon) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Daemon) ProtoMessage() {}
+
+func (x *Daemon) ProtoReflect() protoreflect.Message {
+	mi := &file_hearth_guest_v1_guest_proto_msgTypes[1]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Daemon.ProtoReflect.Descriptor instead.
+func (*Daemon) Descriptor() ([]byte, []int) {
+	return file_hearth_guest_v1_guest_proto_rawDescGZIP(), []int{1}
+}
+
+func (x *Daemon) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *Daemon) GetOneshot() bool {
+	if x != nil {
+		return x.Oneshot
+	}
+	return false
+}
+
+func (x *Daemon) GetState() DaemonState {
+	if x != nil {
+		return x.State
+	}
+	return DaemonState_DAEMON_STATE_UNSPECIFIED
+}
+
+func (x *Daemon) GetPid() int32 {
+	if x != nil {
+		return x.Pid
+	}
+	return 0
+}
+
+func (x *Daemon) GetRestarts() uint32 {
+	if x != nil {
+		return x.Restarts
+	}
+	return 0
+}
+
+func (x *Daemon) GetLastExit() *Exit {
+	if x != nil {
+		return x.LastExit
+	}
+	return nil
+}
+
+func (x *Daemon) GetHealth() string {
+	if x != nil {
+		return x.Health
+	}
+	return ""
+}
+
+func (x *Daemon) GetStartedAt() *timestamppb.Timestamp {
+	if x != nil {
+		return x.StartedAt
+	}
+	return nil
+}
+
+func (x *Daemon) GetRequires() []string {
+	if x != nil {
+		return x.Requires
+	}
+	return nil
+}
+
+type GetStatusRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *GetStatusRequest) Reset() {
+	*x = GetStatusRequest{}
+	mi := &file_hearth_guest_v1_guest_proto_msgTypes[2]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *GetStatusRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*GetStatusRequest) ProtoMessage() {}
+
+func (x *GetStatusRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_hearth_guest_v1_guest_proto_msgTypes[2]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use GetStatusRequest.ProtoReflect.Descriptor instead.
+func (*GetStatusRequest) Descriptor() ([]byte, []int) {
+	return file_hearth_guest_v1_guest_proto_rawDescGZIP(), []int{2}
+}
+
+type GetStatusResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The package's id and version, empty for a container without a package.
+	Package       string    `protobuf:"bytes,1,opt,name=package,proto3" json:"package,omitempty"`
+	Version       string    `protobuf:"bytes,2,opt,name=version,proto3" json:"version,omitempty"`
+	Daemons       []*Daemon `protobuf:"bytes,3,rep,name=daemons,proto3" json:"daemons,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *GetStatusResponse) Reset() {
+	*x = GetStatusResponse{}
+	mi := &file_hearth_guest_v1_guest_proto_msgTypes[3]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *GetStatusResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*GetStatusResponse) ProtoMessage() {}
+
+func (x *GetStatusResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_hearth_guest_v1_guest_proto_msgTypes[3]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use GetStatusResponse.ProtoReflect.Descriptor instead.
+func (*GetStatusResponse) Descriptor() ([]byte, []int) {
+	return file_hearth_guest_v1_guest_proto_rawDescGZIP(), []int{3}
+}
+
+func (x *GetStatusResponse) GetPackage() string {
+	if x != nil {
+		return x.Package
+	}
+	return ""
+}
+
+func (x *GetStatusResponse) GetVersion() string {
+	if x != nil {
+		return x.Version
+	}
+	return ""
+}
+
+func (x *GetStatusResponse) GetDaemons() []*Daemon {
+	if x != nil {
+		return x.Daemons
+	}
+	return nil
+}
+
+type WatchStatusRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *WatchStatusRequest) Reset() {
+	*x = WatchStatusRequest{}
+	mi := &file_hearth_guest_v1_guest_proto_msgTypes[4]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *WatchStatusRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*WatchStatusRequest) ProtoMessage() {}
+
+func (x *WatchStatusRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_hearth_guest_v1_guest_proto_msgTypes[4]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use WatchStatusRequest.ProtoReflect.Descriptor instead.
+func (*WatchStatusRequest) Descriptor() ([]byte, []int) {
+	return file_hearth_guest_v1_guest_proto_rawDescGZIP(), []int{4}
+}
+
+type WatchStatusResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Daemon        *Daemon                `protobuf:"bytes,1,opt,name=daemon,proto3" json:"daemon,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *WatchStatusResponse) Reset() {
+	*x = WatchStatusResponse{}
+	mi := &file_hearth_guest_v1_guest_proto_msgTypes[5]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *WatchStatusResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*WatchStatusResponse) ProtoMessage() {}
+
+func (x *WatchStatusResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_hearth_guest_v1_guest_proto_msgTypes[5]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use WatchStatusResponse.ProtoReflect.Descriptor instead.
+func (*WatchStatusResponse) Descriptor() ([]byte, []int) {
+	return file_hearth_guest_v1_guest_proto_rawDescGZIP(), []int{5}
+}
+
+func (x *WatchStatusResponse) GetDaemon() *Daemon {
+	if x != nil {
+		return x.Daemon
+	}
+	return nil
+}
+
+type StartDaemonRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Name          string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *StartDaemonRequest) Reset() {
+	*x = StartDaemonRequest{}
+	mi := &file_hearth_guest_v1_guest_proto_msgTypes[6]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *StartDaemonRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*StartDaemonRequest) ProtoMessage() {}
+
+func (x *StartDaemonRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_hearth_guest_v1_guest_proto_msgTypes[6]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use StartDaemonRequest.ProtoReflect.Descriptor instead.
+func (*StartDaemonRequest) Descriptor() ([]byte, []int) {
+	return file_hearth_guest_v1_guest_proto_rawDescGZIP(), []int{6}
+}
+
+func (x *StartDaemonRequest) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+type StartDaemonResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *StartDaemonResponse) Reset() {
+	*x = StartDaemonResponse{}
+	mi := &file_hearth_guest_v1_guest_proto_msgTypes[7]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *StartDaemonResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*StartDaemonResponse) ProtoMessage() {}
+
+func (x *StartDaemonResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_hearth_guest_v1_guest_proto_msgTypes[7]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use StartDaemonResponse.ProtoReflect.Descriptor instead.
+func (*StartDaemonResponse) Descriptor() ([]byte, []int) {
+	return file_hearth_guest_v1_guest_proto_rawDescGZIP(), []int{7}
+}
+
+type StopDaemonRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Name          string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *StopDaemonRequest) Reset() {
+	*x = StopDaemonRequest{}
+	mi := &file_hearth_guest_v1_guest_proto_msgTypes[8]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *StopDaemonRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*StopDaemonRequest) ProtoMessage() {}
+
+func (x *StopDaemonRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_hearth_guest_v1_guest_proto_msgTypes[8]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use StopDaemonRequest.ProtoReflect.Descriptor instead.
+func (*StopDaemonRequest) Descriptor() ([]byte, []int) {
+	return file_hearth_guest_v1_guest_proto_rawDescGZIP(), []int{8}
+}
+
+func (x *StopDaemonRequest) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+type StopDaemonResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *StopDaemonResponse) Reset() {
+	*x = StopDaemonResponse{}
+	mi := &file_hearth_guest_v1_guest_proto_msgTypes[9]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *StopDaemonResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*StopDaemonResponse) ProtoMessage() {}
+
+func (x *StopDaemonResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_hearth_guest_v1_guest_proto_msgTypes[9]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use StopDaemonResponse.ProtoReflect.Descriptor instead.
+func (*StopDaemonResponse) Descriptor() ([]byte, []int) {
+	return file_hearth_guest_v1_guest_proto_rawDescGZIP(), []int{9}
+}
+
+type RestartDaemonRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Name          string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RestartDaemonRequest) Reset() {
+	*x = RestartDaemonRequest{}
+	mi := &file_hearth_guest_v1_guest_proto_msgTypes[10]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RestartDaemonRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RestartDaemonRequest) ProtoMessage() {}
+
+func (x *RestartDaemonRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_hearth_guest_v1_guest_proto_msgTypes[10]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RestartDaemonRequest.ProtoReflect.Descriptor instead.
+func (*RestartDaemonRequest) Descriptor() ([]byte, []int) {
+	return file_hearth_guest_v1_guest_proto_rawDescGZIP(), []int{10}
+}
+
+func (x *RestartDaemonRequest) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+type RestartDaemonResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RestartDaemonResponse) Reset() {
+	*x = RestartDaemonResponse{}
+	mi := &file_hearth_guest_v1_guest_proto_msgTypes[11]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RestartDaemonResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RestartDaemonResponse) ProtoMessage() {}
+
+func (x *RestartDaemonResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_hearth_guest_v1_guest_proto_msgTypes[11]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RestartDaemonResponse.ProtoReflect.Descriptor instead.
+func (*RestartDaemonResponse) Descriptor() ([]byte, []int) {
+	return file_hearth_guest_v1_guest_proto_rawDescGZIP(), []int{11}
+}
+
+type LogsRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// One daemon, or all when empty.
+	Daemon string `protobuf:"bytes,1,opt,name=daemon,proto3" json:"daemon,omitempty"`
+	// How many of the last lines to send first (per daemon); all kept lines when 0.
+	Tail int32 `protobuf:"varint,2,opt,name=tail,proto3" json:"tail,omitempty"`
+	// Keep streaming new lines.
+	Follow        bool `protobuf:"varint,3,opt,name=follow,proto3" json:"follow,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *LogsRequest) Reset() {
+	*x = LogsRequest{}
+	mi := &file_hearth_guest_v1_guest_proto_msgTypes[12]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *LogsRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*LogsRequest) ProtoMessage() {}
+
+func (x *LogsRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_hearth_guest_v1_guest_proto_msgTypes[12]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use LogsRequest.ProtoReflect.Descriptor instead.
+func (*LogsRequest) Descriptor() ([]byte, []int) {
+	return file_hearth_guest_v1_guest_proto_rawDescGZIP(), []int{12}
+}
+
+func (x *LogsRequest) GetDaemon() string {
+	if x != nil {
+		return x.Daemon
+	}
+	return ""
+}
+
+func (x *LogsRequest) GetTail() int32 {
+	if x != nil {
+		return x.Tail
+	}
+	return 0
+}
+
+func (x *LogsRequest) GetFollow() bool {
+	if x != nil {
+		return x.Follow
+	}
+	return false
+}
+
+type LogsResponse struct {
+	state  protoimpl.MessageState `protogen:"open.v1"`
+	Daemon string                 `protobuf:"bytes,1,opt,name=daemon,proto3" json:"daemon,omitempty"`
+	Time   *timestamppb.Timestamp `protobuf:"bytes,2,opt,name=time,proto3" json:"time,omitempty"`
+	// "stdout" or "stderr".
+	Stream        string `protobuf:"bytes,3,opt,name=stream,proto3" json:"stream,omitempty"`
+	Text          string `protobuf:"bytes,4,opt,name=text,proto3" json:"text,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *LogsResponse) Reset() {
+	*x = LogsResponse{}
+	mi := &file_hearth_guest_v1_guest_proto_msgTypes[13]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *LogsResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*LogsResponse) ProtoMessage() {}
+
+func (x *LogsResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_hearth_guest_v1_guest_proto_msgTypes[13]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use LogsResponse.ProtoReflect.Descriptor instead.
+func (*LogsResponse) Descriptor() ([]byte, []int) {
+	return file_hearth_guest_v1_guest_proto_rawDescGZIP(), []int{13}
+}
+
+func (x *LogsResponse) GetDaemon() string {
+	if x != nil {
+		return x.Daemon
+	}
+	return ""
+}
+
+func (x *LogsResponse) GetTime() *timestamppb.Timestamp {
+	if x != nil {
+		return x.Time
+	}
+	return nil
+}
+
+func (x *LogsResponse) GetStream() string {
+	if x != nil {
+		return x.Stream
+	}
+	return ""
+}
+
+func (x *LogsResponse) GetText() string {
+	if x != nil {
+		return x.Text
+	}
+	return ""
+}
+
+// TermSize is a terminal's size.
+type TermSize struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Rows          uint32                 `protobuf:"varint,1,opt,name=rows,proto3" json:"rows,omitempty"`
+	Cols          uint32                 `protobuf:"varint,2,opt,name=cols,proto3" json:"cols,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *TermSize) Reset() {
+	*x = TermSize{}
+	mi := &file_hearth_guest_v1_guest_proto_msgTypes[14]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *TermSize) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*TermSize) ProtoMessage() {}
+
+func (x *TermSize) ProtoReflect() protoreflect.Message {
+	mi := &file_hearth_guest_v1_guest_proto_msgTypes[14]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use TermSize.ProtoReflect.Descriptor instead.
+func (*TermSize) Descriptor() ([]byte, []int) {
+	return file_hearth_guest_v1_guest_proto_rawDescGZIP(), []int{14}
+}
+
+func (x *TermSize) GetRows() uint32 {
+	if x != nil {
+		return x.Rows
+	}
+	return 0
+}
+
+func (x *TermSize) GetCols() uint32 {
+	if x != nil {
+		return x.Cols
+	}
+	return 0
+}
+
+// ExecStart says what Exec runs.
+type ExecStart struct {
+	state  protoimpl.MessageState `protogen:"open.v1"`
+	Daemon string                 `protobuf:"bytes,1,opt,name=daemon,proto3" json:"daemon,omitempty"`
+	Argv   []string               `protobuf:"bytes,2,rep,name=argv,proto3" json:"argv,omitempty"`
+	// Run on a pseudo-terminal: output comes as stdout only.
+	Tty  bool      `protobuf:"varint,3,opt,name=tty,proto3" json:"tty,omitempty"`
+	Size *TermSize `protobuf:"bytes,4,opt,name=size,proto3" json:"size,omitempty"`
+	// Extra environment, over the daemon's.
+	Env           map[string]string `protobuf:"bytes,5,rep,name=env,proto3" json:"env,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ExecStart) Reset() {
+	*x = ExecStart{}
+	mi := &file_hearth_guest_v1_guest_proto_msgTypes[15]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ExecStart) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ExecStart) ProtoMessage() {}
+
+func (x *ExecStart) ProtoReflect() protoreflect.Message {
+	mi := &file_hearth_guest_v1_guest_proto_msgTypes[15]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ExecStart.ProtoReflect.Descriptor instead.
+func (*ExecStart) Descriptor() ([]byte, []int) {
+	return file_hearth_guest_v1_guest_proto_rawDescGZIP(), []int{15}
+}
+
+func (x *ExecStart) GetDaemon() string {
+	if x != nil {
+		return x.Daemon
+	}
+	return ""
+}
+
+func (x *ExecStart) GetArgv() []string {
+	if x != nil {
+		return x.Argv
+	}
+	return nil
+}
+
+func (x *ExecStart) GetTty() bool {
+	if x != nil {
+		return x.Tty
+	}
+	return false
+}
+
+func (x *ExecStart) GetSize() *TermSize {
+	if x != nil {
+		return x.Size
+	}
+	return nil
+}
+
+func (x *ExecStart) GetEnv() map[string]string {
+	if x != nil {
+		return x.Env
+	}
+	return nil
+}
+
+type ExecRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Types that are valid to be assigned to Msg:
+	//
+	//	*ExecRequest_Start
+	//	*ExecRequest_Stdin
+	//	*ExecRequest_CloseStdin
+	//	*ExecRequest_Resize
+	Msg           isExecRequest_Msg `protobuf_oneof:"msg"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ExecRequest) Reset() {
+	*x = ExecRequest{}
+	mi := &file_hearth_guest_v1_guest_proto_msgTypes[16]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ExecRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ExecRequest) ProtoMessage() {}
+
+func (x *ExecRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_hearth_guest_v1_guest_proto_msgTypes[16]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ExecRequest.ProtoReflect.Descriptor instead.
+func (*ExecRequest) Descriptor() ([]byte, []int) {
+	return file_hearth_guest_v1_guest_proto_rawDescGZIP(), []int{16}
+}
+
+func (x *ExecRequest) GetMsg() isExecRequest_Msg {
+	if x != nil {
+		return x.Msg
+	}
+	return nil
+}
+
+func (x *ExecRequest) GetStart() *ExecStart {
+	if x != nil {
+		if x, ok := x.Msg.(*ExecRequest_Start); ok {
+			return x.Start
+		}
+	}
+	return nil
+}
+
+func (x *ExecRequest) GetStdin() []byte {
+	if x != nil {
+		if x, ok := x.Msg.(*ExecRequest_Stdin); ok {
+			return x.Stdin
+		}
+	}
+	return nil
+}
+
+func (x *ExecRequest) GetCloseStdin() bool {
+	if x != nil {
+		if x, ok := x.Msg.(*ExecRequest_CloseStdin); ok {
+			return x.CloseStdin
+		}
+	}
+	return false
+}
+
+func (x *ExecRequest) GetResize() *TermSize {
+	if x != nil {
+		if x, ok := x.Msg.(*ExecRequest_Resize); ok {
+			return x.Resize
+		}
+	}
+	return nil
+}
+
+type isExecRequest_Msg interface {
+	isExecRequest_Msg()
+}
+
+type ExecRequest_Start struct {
+	Start *ExecStart `protobuf:"bytes,1,opt,name=start,proto3,oneof"`
+}
+
+type ExecRequest_Stdin struct {
+	Stdin []byte `protobuf:"bytes,2,opt,name=stdin,proto3,oneof"`
+}
+
+type ExecRequest_CloseStdin struct {
+	// No more stdin.
+	CloseStdin bool `protobuf:"varint,3,opt,name=close_stdin,json=closeStdin,proto3,oneof"`
+}
+
+type ExecRequest_Resize struct {
+	Resize *TermSize `protobuf:"bytes,4,opt,name=resize,proto3,oneof"`
+}
+
+func (*ExecRequest_Start) isExecRequest_Msg() {}
+
+func (*ExecRequest_Stdin) isExecRequest_Msg() {}
+
+func (*ExecRequest_CloseStdin) isExecRequest_Msg() {}
+
+func (*ExecRequest_Resize) isExecRequest_Msg() {}
+
+type ExecResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Types that are valid to be assigned to Msg:
+	//
+	//	*ExecResponse_Stdout
+	//	*ExecResponse_Stderr
+	//	*ExecResponse_Exit
+	Msg           isExecResponse_Msg `protobuf_oneof:"msg"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ExecResponse) Reset() {
+	*x = ExecResponse{}
+	mi := &file_hearth_guest_v1_guest_proto_msgTypes[17]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ExecResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ExecResponse) ProtoMessage() {}
+
+func (x *ExecResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_hearth_guest_v1_guest_proto_msgTypes[17]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ExecResponse.ProtoReflect.Descriptor instead.
+func (*ExecResponse) Descriptor() ([]byte, []int) {
+	return file_hearth_guest_v1_guest_proto_rawDescGZIP(), []int{17}
+}
+
+func (x *ExecResponse) GetMsg() isExecResponse_Msg {
+	if x != nil {
+		return x.Msg
+	}
+	return nil
+}
+
+func (x *ExecResponse) GetStdout() []byte {
+	if x != nil {
+		if x, ok := x.Msg.(*ExecResponse_Stdout); ok {
+			return x.Stdout
+		}
+	}
+	return nil
+}
+
+func (x *ExecResponse) GetStderr() []byte {
+	if x != nil {
+		if x, ok := x.Msg.(*ExecResponse_Stderr); ok {
+			return x.Stderr
+		}
+	}
+	return nil
+}
+
+func (x *ExecResponse) GetExit() *Exit {
+	if x != nil {
+		if x, ok := x.Msg.(*ExecResponse_Exit); ok {
+			return x.Exit
+		}
+	}
+	return nil
+}
+
+type isExecResponse_Msg interface {
+	isExecResponse_Msg()
+}
+
+type ExecResponse_Stdout struct {
+	Stdout []byte `protobuf:"bytes,1,opt,name=stdout,proto3,oneof"`
+}
+
+type ExecResponse_Stderr struct {
+	Stderr []byte `protobuf:"bytes,2,opt,name=stderr,proto3,oneof"`
+}
+
+type ExecResponse_Exit struct {
+	// The command ended; this is the last message.
+	Exit *Exit `protobuf:"bytes,3,opt,name=exit,proto3,oneof"`
+}
+
+func (*ExecResponse_Stdout) isExecResponse_Msg() {}
+
+func (*ExecResponse_Stderr) isExecResponse_Msg() {}
+
+func (*ExecResponse_Exit) isExecResponse_Msg() {}
+
 // GuestInfo describes the guestd process answering.
 type GuestInfo struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -39,14 +1185,16 @@ type GuestInfo struct {
 	// The container's hostname.
 	Hostname string `protobuf:"bytes,5,opt,name=hostname,proto3" json:"hostname,omitempty"`
 	// How many times init has had to restart the serving guestd process.
-	Restarts      uint32 `protobuf:"varint,6,opt,name=restarts,proto3" json:"restarts,omitempty"`
+	Restarts uint32 `protobuf:"varint,6,opt,name=restarts,proto3" json:"restarts,omitempty"`
+	// The package guestd runs ("id version"), empty for a bare container.
+	Package       string `protobuf:"bytes,7,opt,name=package,proto3" json:"package,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *GuestInfo) Reset() {
 	*x = GuestInfo{}
-	mi := &file_hearth_guest_v1_guest_proto_msgTypes[0]
+	mi := &file_hearth_guest_v1_guest_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -58,7 +1206,7 @@ func (x *GuestInfo) String() string {
 func (*GuestInfo) ProtoMessage() {}
 
 func (x *GuestInfo) ProtoReflect() protoreflect.Message {
-	mi := &file_hearth_guest_v1_guest_proto_msgTypes[0]
+	mi := &file_hearth_guest_v1_guest_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -71,7 +1219,7 @@ func (x *GuestInfo) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GuestInfo.ProtoReflect.Descriptor instead.
 func (*GuestInfo) Descriptor() ([]byte, []int) {
-	return file_hearth_guest_v1_guest_proto_rawDescGZIP(), []int{0}
+	return file_hearth_guest_v1_guest_proto_rawDescGZIP(), []int{18}
 }
 
 func (x *GuestInfo) GetVersion() string {
@@ -116,6 +1264,13 @@ func (x *GuestInfo) GetRestarts() uint32 {
 	return 0
 }
 
+func (x *GuestInfo) GetPackage() string {
+	if x != nil {
+		return x.Package
+	}
+	return ""
+}
+
 type GetInfoRequest struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	unknownFields protoimpl.UnknownFields
@@ -124,7 +1279,7 @@ type GetInfoRequest struct {
 
 func (x *GetInfoRequest) Reset() {
 	*x = GetInfoRequest{}
-	mi := &file_hearth_guest_v1_guest_proto_msgTypes[1]
+	mi := &file_hearth_guest_v1_guest_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -136,7 +1291,7 @@ func (x *GetInfoRequest) String() string {
 func (*GetInfoRequest) ProtoMessage() {}
 
 func (x *GetInfoRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_hearth_guest_v1_guest_proto_msgTypes[1]
+	mi := &file_hearth_guest_v1_guest_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -149,7 +1304,7 @@ func (x *GetInfoRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetInfoRequest.ProtoReflect.Descriptor instead.
 func (*GetInfoRequest) Descriptor() ([]byte, []int) {
-	return file_hearth_guest_v1_guest_proto_rawDescGZIP(), []int{1}
+	return file_hearth_guest_v1_guest_proto_rawDescGZIP(), []int{19}
 }
 
 type GetInfoResponse struct {
@@ -161,7 +1316,7 @@ type GetInfoResponse struct {
 
 func (x *GetInfoResponse) Reset() {
 	*x = GetInfoResponse{}
-	mi := &file_hearth_guest_v1_guest_proto_msgTypes[2]
+	mi := &file_hearth_guest_v1_guest_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -173,7 +1328,7 @@ func (x *GetInfoResponse) String() string {
 func (*GetInfoResponse) ProtoMessage() {}
 
 func (x *GetInfoResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_hearth_guest_v1_guest_proto_msgTypes[2]
+	mi := &file_hearth_guest_v1_guest_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -186,7 +1341,7 @@ func (x *GetInfoResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetInfoResponse.ProtoReflect.Descriptor instead.
 func (*GetInfoResponse) Descriptor() ([]byte, []int) {
-	return file_hearth_guest_v1_guest_proto_rawDescGZIP(), []int{2}
+	return file_hearth_guest_v1_guest_proto_rawDescGZIP(), []int{20}
 }
 
 func (x *GetInfoResponse) GetInfo() *GuestInfo {
@@ -200,7 +1355,72 @@ var File_hearth_guest_v1_guest_proto protoreflect.FileDescriptor
 
 const file_hearth_guest_v1_guest_proto_rawDesc = "" +
 	"\n" +
-	"\x1bhearth/guest/v1/guest.proto\x12\x0fhearth.guest.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"\xe3\x01\n" +
+	"\x1bhearth/guest/v1/guest.proto\x12\x0fhearth.guest.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"^\n" +
+	"\x04Exit\x12\x12\n" +
+	"\x04code\x18\x01 \x01(\x05R\x04code\x12\x16\n" +
+	"\x06signal\x18\x02 \x01(\tR\x06signal\x12*\n" +
+	"\x02at\x18\x03 \x01(\v2\x1a.google.protobuf.TimestampR\x02at\"\xbb\x02\n" +
+	"\x06Daemon\x12\x12\n" +
+	"\x04name\x18\x01 \x01(\tR\x04name\x12\x18\n" +
+	"\aoneshot\x18\x02 \x01(\bR\aoneshot\x122\n" +
+	"\x05state\x18\x03 \x01(\x0e2\x1c.hearth.guest.v1.DaemonStateR\x05state\x12\x10\n" +
+	"\x03pid\x18\x04 \x01(\x05R\x03pid\x12\x1a\n" +
+	"\brestarts\x18\x05 \x01(\rR\brestarts\x122\n" +
+	"\tlast_exit\x18\x06 \x01(\v2\x15.hearth.guest.v1.ExitR\blastExit\x12\x16\n" +
+	"\x06health\x18\a \x01(\tR\x06health\x129\n" +
+	"\n" +
+	"started_at\x18\b \x01(\v2\x1a.google.protobuf.TimestampR\tstartedAt\x12\x1a\n" +
+	"\brequires\x18\t \x03(\tR\brequires\"\x12\n" +
+	"\x10GetStatusRequest\"z\n" +
+	"\x11GetStatusResponse\x12\x18\n" +
+	"\apackage\x18\x01 \x01(\tR\apackage\x12\x18\n" +
+	"\aversion\x18\x02 \x01(\tR\aversion\x121\n" +
+	"\adaemons\x18\x03 \x03(\v2\x17.hearth.guest.v1.DaemonR\adaemons\"\x14\n" +
+	"\x12WatchStatusRequest\"F\n" +
+	"\x13WatchStatusResponse\x12/\n" +
+	"\x06daemon\x18\x01 \x01(\v2\x17.hearth.guest.v1.DaemonR\x06daemon\"(\n" +
+	"\x12StartDaemonRequest\x12\x12\n" +
+	"\x04name\x18\x01 \x01(\tR\x04name\"\x15\n" +
+	"\x13StartDaemonResponse\"'\n" +
+	"\x11StopDaemonRequest\x12\x12\n" +
+	"\x04name\x18\x01 \x01(\tR\x04name\"\x14\n" +
+	"\x12StopDaemonResponse\"*\n" +
+	"\x14RestartDaemonRequest\x12\x12\n" +
+	"\x04name\x18\x01 \x01(\tR\x04name\"\x17\n" +
+	"\x15RestartDaemonResponse\"Q\n" +
+	"\vLogsRequest\x12\x16\n" +
+	"\x06daemon\x18\x01 \x01(\tR\x06daemon\x12\x12\n" +
+	"\x04tail\x18\x02 \x01(\x05R\x04tail\x12\x16\n" +
+	"\x06follow\x18\x03 \x01(\bR\x06follow\"\x82\x01\n" +
+	"\fLogsResponse\x12\x16\n" +
+	"\x06daemon\x18\x01 \x01(\tR\x06daemon\x12.\n" +
+	"\x04time\x18\x02 \x01(\v2\x1a.google.protobuf.TimestampR\x04time\x12\x16\n" +
+	"\x06stream\x18\x03 \x01(\tR\x06stream\x12\x12\n" +
+	"\x04text\x18\x04 \x01(\tR\x04text\"2\n" +
+	"\bTermSize\x12\x12\n" +
+	"\x04rows\x18\x01 \x01(\rR\x04rows\x12\x12\n" +
+	"\x04cols\x18\x02 \x01(\rR\x04cols\"\xe7\x01\n" +
+	"\tExecStart\x12\x16\n" +
+	"\x06daemon\x18\x01 \x01(\tR\x06daemon\x12\x12\n" +
+	"\x04argv\x18\x02 \x03(\tR\x04argv\x12\x10\n" +
+	"\x03tty\x18\x03 \x01(\bR\x03tty\x12-\n" +
+	"\x04size\x18\x04 \x01(\v2\x19.hearth.guest.v1.TermSizeR\x04size\x125\n" +
+	"\x03env\x18\x05 \x03(\v2#.hearth.guest.v1.ExecStart.EnvEntryR\x03env\x1a6\n" +
+	"\bEnvEntry\x12\x10\n" +
+	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\xb8\x01\n" +
+	"\vExecRequest\x122\n" +
+	"\x05start\x18\x01 \x01(\v2\x1a.hearth.guest.v1.ExecStartH\x00R\x05start\x12\x16\n" +
+	"\x05stdin\x18\x02 \x01(\fH\x00R\x05stdin\x12!\n" +
+	"\vclose_stdin\x18\x03 \x01(\bH\x00R\n" +
+	"closeStdin\x123\n" +
+	"\x06resize\x18\x04 \x01(\v2\x19.hearth.guest.v1.TermSizeH\x00R\x06resizeB\x05\n" +
+	"\x03msg\"v\n" +
+	"\fExecResponse\x12\x18\n" +
+	"\x06stdout\x18\x01 \x01(\fH\x00R\x06stdout\x12\x18\n" +
+	"\x06stderr\x18\x02 \x01(\fH\x00R\x06stderr\x12+\n" +
+	"\x04exit\x18\x03 \x01(\v2\x15.hearth.guest.v1.ExitH\x00R\x04exitB\x05\n" +
+	"\x03msg\"\xfd\x01\n" +
 	"\tGuestInfo\x12\x18\n" +
 	"\aversion\x18\x01 \x01(\tR\aversion\x12\x10\n" +
 	"\x03pid\x18\x02 \x01(\x05R\x03pid\x129\n" +
@@ -208,12 +1428,32 @@ const file_hearth_guest_v1_guest_proto_rawDesc = "" +
 	"started_at\x18\x03 \x01(\v2\x1a.google.protobuf.TimestampR\tstartedAt\x127\n" +
 	"\tboot_time\x18\x04 \x01(\v2\x1a.google.protobuf.TimestampR\bbootTime\x12\x1a\n" +
 	"\bhostname\x18\x05 \x01(\tR\bhostname\x12\x1a\n" +
-	"\brestarts\x18\x06 \x01(\rR\brestarts\"\x10\n" +
+	"\brestarts\x18\x06 \x01(\rR\brestarts\x12\x18\n" +
+	"\apackage\x18\a \x01(\tR\apackage\"\x10\n" +
 	"\x0eGetInfoRequest\"A\n" +
 	"\x0fGetInfoResponse\x12.\n" +
-	"\x04info\x18\x01 \x01(\v2\x1a.hearth.guest.v1.GuestInfoR\x04info2\\\n" +
+	"\x04info\x18\x01 \x01(\v2\x1a.hearth.guest.v1.GuestInfoR\x04info*\x91\x02\n" +
+	"\vDaemonState\x12\x1c\n" +
+	"\x18DAEMON_STATE_UNSPECIFIED\x10\x00\x12\x18\n" +
+	"\x14DAEMON_STATE_WAITING\x10\x01\x12\x19\n" +
+	"\x15DAEMON_STATE_STARTING\x10\x02\x12\x16\n" +
+	"\x12DAEMON_STATE_READY\x10\x03\x12\x18\n" +
+	"\x14DAEMON_STATE_FAILING\x10\x04\x12\x18\n" +
+	"\x14DAEMON_STATE_BACKOFF\x10\x05\x12\x19\n" +
+	"\x15DAEMON_STATE_STOPPING\x10\x06\x12\x18\n" +
+	"\x14DAEMON_STATE_STOPPED\x10\a\x12\x15\n" +
+	"\x11DAEMON_STATE_DONE\x10\b\x12\x17\n" +
+	"\x13DAEMON_STATE_FAILED\x10\t2\xad\x05\n" +
 	"\fGuestService\x12L\n" +
-	"\aGetInfo\x12\x1f.hearth.guest.v1.GetInfoRequest\x1a .hearth.guest.v1.GetInfoResponseB*Z(hearth.dev/proto/hearth/guest/v1;guestv1b\x06proto3"
+	"\aGetInfo\x12\x1f.hearth.guest.v1.GetInfoRequest\x1a .hearth.guest.v1.GetInfoResponse\x12R\n" +
+	"\tGetStatus\x12!.hearth.guest.v1.GetStatusRequest\x1a\".hearth.guest.v1.GetStatusResponse\x12Z\n" +
+	"\vWatchStatus\x12#.hearth.guest.v1.WatchStatusRequest\x1a$.hearth.guest.v1.WatchStatusResponse0\x01\x12X\n" +
+	"\vStartDaemon\x12#.hearth.guest.v1.StartDaemonRequest\x1a$.hearth.guest.v1.StartDaemonResponse\x12U\n" +
+	"\n" +
+	"StopDaemon\x12\".hearth.guest.v1.StopDaemonRequest\x1a#.hearth.guest.v1.StopDaemonResponse\x12^\n" +
+	"\rRestartDaemon\x12%.hearth.guest.v1.RestartDaemonRequest\x1a&.hearth.guest.v1.RestartDaemonResponse\x12E\n" +
+	"\x04Logs\x12\x1c.hearth.guest.v1.LogsRequest\x1a\x1d.hearth.guest.v1.LogsResponse0\x01\x12G\n" +
+	"\x04Exec\x12\x1c.hearth.guest.v1.ExecRequest\x1a\x1d.hearth.guest.v1.ExecResponse(\x010\x01B*Z(hearth.dev/proto/hearth/guest/v1;guestv1b\x06proto3"
 
 var (
 	file_hearth_guest_v1_guest_proto_rawDescOnce sync.Once
@@ -227,24 +1467,71 @@ func file_hearth_guest_v1_guest_proto_rawDescGZIP() []byte {
 	return file_hearth_guest_v1_guest_proto_rawDescData
 }
 
-var file_hearth_guest_v1_guest_proto_msgTypes = make([]protoimpl.MessageInfo, 3)
+var file_hearth_guest_v1_guest_proto_enumTypes = make([]protoimpl.EnumInfo, 1)
+var file_hearth_guest_v1_guest_proto_msgTypes = make([]protoimpl.MessageInfo, 22)
 var file_hearth_guest_v1_guest_proto_goTypes = []any{
-	(*GuestInfo)(nil),             // 0: hearth.guest.v1.GuestInfo
-	(*GetInfoRequest)(nil),        // 1: hearth.guest.v1.GetInfoRequest
-	(*GetInfoResponse)(nil),       // 2: hearth.guest.v1.GetInfoResponse
-	(*timestamppb.Timestamp)(nil), // 3: google.protobuf.Timestamp
+	(DaemonState)(0),              // 0: hearth.guest.v1.DaemonState
+	(*Exit)(nil),                  // 1: hearth.guest.v1.Exit
+	(*Daemon)(nil),                // 2: hearth.guest.v1.Daemon
+	(*GetStatusRequest)(nil),      // 3: hearth.guest.v1.GetStatusRequest
+	(*GetStatusResponse)(nil),     // 4: hearth.guest.v1.GetStatusResponse
+	(*WatchStatusRequest)(nil),    // 5: hearth.guest.v1.WatchStatusRequest
+	(*WatchStatusResponse)(nil),   // 6: hearth.guest.v1.WatchStatusResponse
+	(*StartDaemonRequest)(nil),    // 7: hearth.guest.v1.StartDaemonRequest
+	(*StartDaemonResponse)(nil),   // 8: hearth.guest.v1.StartDaemonResponse
+	(*StopDaemonRequest)(nil),     // 9: hearth.guest.v1.StopDaemonRequest
+	(*StopDaemonResponse)(nil),    // 10: hearth.guest.v1.StopDaemonResponse
+	(*RestartDaemonRequest)(nil),  // 11: hearth.guest.v1.RestartDaemonRequest
+	(*RestartDaemonResponse)(nil), // 12: hearth.guest.v1.RestartDaemonResponse
+	(*LogsRequest)(nil),           // 13: hearth.guest.v1.LogsRequest
+	(*LogsResponse)(nil),          // 14: hearth.guest.v1.LogsResponse
+	(*TermSize)(nil),              // 15: hearth.guest.v1.TermSize
+	(*ExecStart)(nil),             // 16: hearth.guest.v1.ExecStart
+	(*ExecRequest)(nil),           // 17: hearth.guest.v1.ExecRequest
+	(*ExecResponse)(nil),          // 18: hearth.guest.v1.ExecResponse
+	(*GuestInfo)(nil),             // 19: hearth.guest.v1.GuestInfo
+	(*GetInfoRequest)(nil),        // 20: hearth.guest.v1.GetInfoRequest
+	(*GetInfoResponse)(nil),       // 21: hearth.guest.v1.GetInfoResponse
+	nil,                           // 22: hearth.guest.v1.ExecStart.EnvEntry
+	(*timestamppb.Timestamp)(nil), // 23: google.protobuf.Timestamp
 }
 var file_hearth_guest_v1_guest_proto_depIdxs = []int32{
-	3, // 0: hearth.guest.v1.GuestInfo.started_at:type_name -> google.protobuf.Timestamp
-	3, // 1: hearth.guest.v1.GuestInfo.boot_time:type_name -> google.protobuf.Timestamp
-	0, // 2: hearth.guest.v1.GetInfoResponse.info:type_name -> hearth.guest.v1.GuestInfo
-	1, // 3: hearth.guest.v1.GuestService.GetInfo:input_type -> hearth.guest.v1.GetInfoRequest
-	2, // 4: hearth.guest.v1.GuestService.GetInfo:output_type -> hearth.guest.v1.GetInfoResponse
-	4, // [4:5] is the sub-list for method output_type
-	3, // [3:4] is the sub-list for method input_type
-	3, // [3:3] is the sub-list for extension type_name
-	3, // [3:3] is the sub-list for extension extendee
-	0, // [0:3] is the sub-list for field type_name
+	23, // 0: hearth.guest.v1.Exit.at:type_name -> google.protobuf.Timestamp
+	0,  // 1: hearth.guest.v1.Daemon.state:type_name -> hearth.guest.v1.DaemonState
+	1,  // 2: hearth.guest.v1.Daemon.last_exit:type_name -> hearth.guest.v1.Exit
+	23, // 3: hearth.guest.v1.Daemon.started_at:type_name -> google.protobuf.Timestamp
+	2,  // 4: hearth.guest.v1.GetStatusResponse.daemons:type_name -> hearth.guest.v1.Daemon
+	2,  // 5: hearth.guest.v1.WatchStatusResponse.daemon:type_name -> hearth.guest.v1.Daemon
+	23, // 6: hearth.guest.v1.LogsResponse.time:type_name -> google.protobuf.Timestamp
+	15, // 7: hearth.guest.v1.ExecStart.size:type_name -> hearth.guest.v1.TermSize
+	22, // 8: hearth.guest.v1.ExecStart.env:type_name -> hearth.guest.v1.ExecStart.EnvEntry
+	16, // 9: hearth.guest.v1.ExecRequest.start:type_name -> hearth.guest.v1.ExecStart
+	15, // 10: hearth.guest.v1.ExecRequest.resize:type_name -> hearth.guest.v1.TermSize
+	1,  // 11: hearth.guest.v1.ExecResponse.exit:type_name -> hearth.guest.v1.Exit
+	23, // 12: hearth.guest.v1.GuestInfo.started_at:type_name -> google.protobuf.Timestamp
+	23, // 13: hearth.guest.v1.GuestInfo.boot_time:type_name -> google.protobuf.Timestamp
+	19, // 14: hearth.guest.v1.GetInfoResponse.info:type_name -> hearth.guest.v1.GuestInfo
+	20, // 15: hearth.guest.v1.GuestService.GetInfo:input_type -> hearth.guest.v1.GetInfoRequest
+	3,  // 16: hearth.guest.v1.GuestService.GetStatus:input_type -> hearth.guest.v1.GetStatusRequest
+	5,  // 17: hearth.guest.v1.GuestService.WatchStatus:input_type -> hearth.guest.v1.WatchStatusRequest
+	7,  // 18: hearth.guest.v1.GuestService.StartDaemon:input_type -> hearth.guest.v1.StartDaemonRequest
+	9,  // 19: hearth.guest.v1.GuestService.StopDaemon:input_type -> hearth.guest.v1.StopDaemonRequest
+	11, // 20: hearth.guest.v1.GuestService.RestartDaemon:input_type -> hearth.guest.v1.RestartDaemonRequest
+	13, // 21: hearth.guest.v1.GuestService.Logs:input_type -> hearth.guest.v1.LogsRequest
+	17, // 22: hearth.guest.v1.GuestService.Exec:input_type -> hearth.guest.v1.ExecRequest
+	21, // 23: hearth.guest.v1.GuestService.GetInfo:output_type -> hearth.guest.v1.GetInfoResponse
+	4,  // 24: hearth.guest.v1.GuestService.GetStatus:output_type -> hearth.guest.v1.GetStatusResponse
+	6,  // 25: hearth.guest.v1.GuestService.WatchStatus:output_type -> hearth.guest.v1.WatchStatusResponse
+	8,  // 26: hearth.guest.v1.GuestService.StartDaemon:output_type -> hearth.guest.v1.StartDaemonResponse
+	10, // 27: hearth.guest.v1.GuestService.StopDaemon:output_type -> hearth.guest.v1.StopDaemonResponse
+	12, // 28: hearth.guest.v1.GuestService.RestartDaemon:output_type -> hearth.guest.v1.RestartDaemonResponse
+	14, // 29: hearth.guest.v1.GuestService.Logs:output_type -> hearth.guest.v1.LogsResponse
+	18, // 30: hearth.guest.v1.GuestService.Exec:output_type -> hearth.guest.v1.ExecResponse
+	23, // [23:31] is the sub-list for method output_type
+	15, // [15:23] is the sub-list for method input_type
+	15, // [15:15] is the sub-list for extension type_name
+	15, // [15:15] is the sub-list for extension extendee
+	0,  // [0:15] is the sub-list for field type_name
 }
 
 func init() { file_hearth_guest_v1_guest_proto_init() }
@@ -252,18 +1539,30 @@ func file_hearth_guest_v1_guest_proto_init() {
 	if File_hearth_guest_v1_guest_proto != nil {
 		return
 	}
+	file_hearth_guest_v1_guest_proto_msgTypes[16].OneofWrappers = []any{
+		(*ExecRequest_Start)(nil),
+		(*ExecRequest_Stdin)(nil),
+		(*ExecRequest_CloseStdin)(nil),
+		(*ExecRequest_Resize)(nil),
+	}
+	file_hearth_guest_v1_guest_proto_msgTypes[17].OneofWrappers = []any{
+		(*ExecResponse_Stdout)(nil),
+		(*ExecResponse_Stderr)(nil),
+		(*ExecResponse_Exit)(nil),
+	}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_hearth_guest_v1_guest_proto_rawDesc), len(file_hearth_guest_v1_guest_proto_rawDesc)),
-			NumEnums:      0,
-			NumMessages:   3,
+			NumEnums:      1,
+			NumMessages:   22,
 			NumExtensions: 0,
 			NumServices:   1,
 		},
 		GoTypes:           file_hearth_guest_v1_guest_proto_goTypes,
 		DependencyIndexes: file_hearth_guest_v1_guest_proto_depIdxs,
+		EnumInfos:         file_hearth_guest_v1_guest_proto_enumTypes,
 		MessageInfos:      file_hearth_guest_v1_guest_proto_msgTypes,
 	}.Build()
 	File_hearth_guest_v1_guest_proto = out.File

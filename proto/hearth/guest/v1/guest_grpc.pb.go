@@ -22,7 +22,14 @@ import (
 const _ = grpc.SupportPackageIsVersion9
 
 const (
-	GuestService_GetInfo_FullMethodName = "/hearth.guest.v1.GuestService/GetInfo"
+	GuestService_GetInfo_FullMethodName       = "/hearth.guest.v1.GuestService/GetInfo"
+	GuestService_GetStatus_FullMethodName     = "/hearth.guest.v1.GuestService/GetStatus"
+	GuestService_WatchStatus_FullMethodName   = "/hearth.guest.v1.GuestService/WatchStatus"
+	GuestService_StartDaemon_FullMethodName   = "/hearth.guest.v1.GuestService/StartDaemon"
+	GuestService_StopDaemon_FullMethodName    = "/hearth.guest.v1.GuestService/StopDaemon"
+	GuestService_RestartDaemon_FullMethodName = "/hearth.guest.v1.GuestService/RestartDaemon"
+	GuestService_Logs_FullMethodName          = "/hearth.guest.v1.GuestService/Logs"
+	GuestService_Exec_FullMethodName          = "/hearth.guest.v1.GuestService/Exec"
 )
 
 // GuestServiceClient is the client API for GuestService service.
@@ -33,6 +40,22 @@ const (
 type GuestServiceClient interface {
 	// GetInfo reports guestd's own identity: version, pid, and when it started.
 	GetInfo(ctx context.Context, in *GetInfoRequest, opts ...grpc.CallOption) (*GetInfoResponse, error)
+	// GetStatus reports every daemon and oneshot of the package.
+	GetStatus(ctx context.Context, in *GetStatusRequest, opts ...grpc.CallOption) (*GetStatusResponse, error)
+	// WatchStatus streams the current status of every job, then each change as it happens.
+	WatchStatus(ctx context.Context, in *WatchStatusRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[WatchStatusResponse], error)
+	// StartDaemon starts a daemon or oneshot (it still waits for what it requires).
+	StartDaemon(ctx context.Context, in *StartDaemonRequest, opts ...grpc.CallOption) (*StartDaemonResponse, error)
+	// StopDaemon stops a daemon: its stop signal, then SIGKILL after its timeout.
+	StopDaemon(ctx context.Context, in *StopDaemonRequest, opts ...grpc.CallOption) (*StopDaemonResponse, error)
+	// RestartDaemon stops a daemon and starts it again.
+	RestartDaemon(ctx context.Context, in *RestartDaemonRequest, opts ...grpc.CallOption) (*RestartDaemonResponse, error)
+	// Logs streams a daemon's output (or every daemon's): the last lines, then, with
+	// follow, new lines as they come.
+	Logs(ctx context.Context, in *LogsRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[LogsResponse], error)
+	// Exec runs a command in a daemon's subcontainer, as the daemon's user: the first
+	// request says what to run, the next carry stdin; answers carry output, then the exit.
+	Exec(ctx context.Context, opts ...grpc.CallOption) (grpc.BidiStreamingClient[ExecRequest, ExecResponse], error)
 }
 
 type guestServiceClient struct {
@@ -53,6 +76,97 @@ func (c *guestServiceClient) GetInfo(ctx context.Context, in *GetInfoRequest, op
 	return out, nil
 }
 
+func (c *guestServiceClient) GetStatus(ctx context.Context, in *GetStatusRequest, opts ...grpc.CallOption) (*GetStatusResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(GetStatusResponse)
+	err := c.cc.Invoke(ctx, GuestService_GetStatus_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *guestServiceClient) WatchStatus(ctx context.Context, in *WatchStatusRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[WatchStatusResponse], error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	stream, err := c.cc.NewStream(ctx, &GuestService_ServiceDesc.Streams[0], GuestService_WatchStatus_FullMethodName, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	x := &grpc.GenericClientStream[WatchStatusRequest, WatchStatusResponse]{ClientStream: stream}
+	if err := x.ClientStream.SendMsg(in); err != nil {
+		return nil, err
+	}
+	if err := x.ClientStream.CloseSend(); err != nil {
+		return nil, err
+	}
+	return x, nil
+}
+
+// This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
+type GuestService_WatchStatusClient = grpc.ServerStreamingClient[WatchStatusResponse]
+
+func (c *guestServiceClient) StartDaemon(ctx context.Context, in *StartDaemonRequest, opts ...grpc.CallOption) (*StartDaemonResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(StartDaemonResponse)
+	err := c.cc.Invoke(ctx, GuestService_StartDaemon_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *guestServiceClient) StopDaemon(ctx context.Context, in *StopDaemonRequest, opts ...grpc.CallOption) (*StopDaemonResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(StopDaemonResponse)
+	err := c.cc.Invoke(ctx, GuestService_StopDaemon_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *guestServiceClient) RestartDaemon(ctx context.Context, in *RestartDaemonRequest, opts ...grpc.CallOption) (*RestartDaemonResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(RestartDaemonResponse)
+	err := c.cc.Invoke(ctx, GuestService_RestartDaemon_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *guestServiceClient) Logs(ctx context.Context, in *LogsRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[LogsResponse], error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	stream, err := c.cc.NewStream(ctx, &GuestService_ServiceDesc.Streams[1], GuestService_Logs_FullMethodName, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	x := &grpc.GenericClientStream[LogsRequest, LogsResponse]{ClientStream: stream}
+	if err := x.ClientStream.SendMsg(in); err != nil {
+		return nil, err
+	}
+	if err := x.ClientStream.CloseSend(); err != nil {
+		return nil, err
+	}
+	return x, nil
+}
+
+// This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
+type GuestService_LogsClient = grpc.ServerStreamingClient[LogsResponse]
+
+func (c *guestServiceClient) Exec(ctx context.Context, opts ...grpc.CallOption) (grpc.BidiStreamingClient[ExecRequest, ExecResponse], error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	stream, err := c.cc.NewStream(ctx, &GuestService_ServiceDesc.Streams[2], GuestService_Exec_FullMethodName, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	x := &grpc.GenericClientStream[ExecRequest, ExecResponse]{ClientStream: stream}
+	return x, nil
+}
+
+// This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
+type GuestService_ExecClient = grpc.BidiStreamingClient[ExecRequest, ExecResponse]
+
 // GuestServiceServer is the server API for GuestService service.
 // All implementations must embed UnimplementedGuestServiceServer
 // for forward compatibility.
@@ -61,6 +175,22 @@ func (c *guestServiceClient) GetInfo(ctx context.Context, in *GetInfoRequest, op
 type GuestServiceServer interface {
 	// GetInfo reports guestd's own identity: version, pid, and when it started.
 	GetInfo(context.Context, *GetInfoRequest) (*GetInfoResponse, error)
+	// GetStatus reports every daemon and oneshot of the package.
+	GetStatus(context.Context, *GetStatusRequest) (*GetStatusResponse, error)
+	// WatchStatus streams the current status of every job, then each change as it happens.
+	WatchStatus(*WatchStatusRequest, grpc.ServerStreamingServer[WatchStatusResponse]) error
+	// StartDaemon starts a daemon or oneshot (it still waits for what it requires).
+	StartDaemon(context.Context, *StartDaemonRequest) (*StartDaemonResponse, error)
+	// StopDaemon stops a daemon: its stop signal, then SIGKILL after its timeout.
+	StopDaemon(context.Context, *StopDaemonRequest) (*StopDaemonResponse, error)
+	// RestartDaemon stops a daemon and starts it again.
+	RestartDaemon(context.Context, *RestartDaemonRequest) (*RestartDaemonResponse, error)
+	// Logs streams a daemon's output (or every daemon's): the last lines, then, with
+	// follow, new lines as they come.
+	Logs(*LogsRequest, grpc.ServerStreamingServer[LogsResponse]) error
+	// Exec runs a command in a daemon's subcontainer, as the daemon's user: the first
+	// request says what to run, the next carry stdin; answers carry output, then the exit.
+	Exec(grpc.BidiStreamingServer[ExecRequest, ExecResponse]) error
 	mustEmbedUnimplementedGuestServiceServer()
 }
 
@@ -73,6 +203,27 @@ type UnimplementedGuestServiceServer struct{}
 
 func (UnimplementedGuestServiceServer) GetInfo(context.Context, *GetInfoRequest) (*GetInfoResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method GetInfo not implemented")
+}
+func (UnimplementedGuestServiceServer) GetStatus(context.Context, *GetStatusRequest) (*GetStatusResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method GetStatus not implemented")
+}
+func (UnimplementedGuestServiceServer) WatchStatus(*WatchStatusRequest, grpc.ServerStreamingServer[WatchStatusResponse]) error {
+	return status.Error(codes.Unimplemented, "method WatchStatus not implemented")
+}
+func (UnimplementedGuestServiceServer) StartDaemon(context.Context, *StartDaemonRequest) (*StartDaemonResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method StartDaemon not implemented")
+}
+func (UnimplementedGuestServiceServer) StopDaemon(context.Context, *StopDaemonRequest) (*StopDaemonResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method StopDaemon not implemented")
+}
+func (UnimplementedGuestServiceServer) RestartDaemon(context.Context, *RestartDaemonRequest) (*RestartDaemonResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method RestartDaemon not implemented")
+}
+func (UnimplementedGuestServiceServer) Logs(*LogsRequest, grpc.ServerStreamingServer[LogsResponse]) error {
+	return status.Error(codes.Unimplemented, "method Logs not implemented")
+}
+func (UnimplementedGuestServiceServer) Exec(grpc.BidiStreamingServer[ExecRequest, ExecResponse]) error {
+	return status.Error(codes.Unimplemented, "method Exec not implemented")
 }
 func (UnimplementedGuestServiceServer) mustEmbedUnimplementedGuestServiceServer() {}
 func (UnimplementedGuestServiceServer) testEmbeddedByValue()                      {}
@@ -113,6 +264,107 @@ func _GuestService_GetInfo_Handler(srv interface{}, ctx context.Context, dec fun
 	return interceptor(ctx, in, info, handler)
 }
 
+func _GuestService_GetStatus_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(GetStatusRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(GuestServiceServer).GetStatus(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: GuestService_GetStatus_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(GuestServiceServer).GetStatus(ctx, req.(*GetStatusRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _GuestService_WatchStatus_Handler(srv interface{}, stream grpc.ServerStream) error {
+	m := new(WatchStatusRequest)
+	if err := stream.RecvMsg(m); err != nil {
+		return err
+	}
+	return srv.(GuestServiceServer).WatchStatus(m, &grpc.GenericServerStream[WatchStatusRequest, WatchStatusResponse]{ServerStream: stream})
+}
+
+// This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
+type GuestService_WatchStatusServer = grpc.ServerStreamingServer[WatchStatusResponse]
+
+func _GuestService_StartDaemon_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(StartDaemonRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(GuestServiceServer).StartDaemon(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: GuestService_StartDaemon_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(GuestServiceServer).StartDaemon(ctx, req.(*StartDaemonRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _GuestService_StopDaemon_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(StopDaemonRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(GuestServiceServer).StopDaemon(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: GuestService_StopDaemon_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(GuestServiceServer).StopDaemon(ctx, req.(*StopDaemonRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _GuestService_RestartDaemon_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(RestartDaemonRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(GuestServiceServer).RestartDaemon(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: GuestService_RestartDaemon_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(GuestServiceServer).RestartDaemon(ctx, req.(*RestartDaemonRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _GuestService_Logs_Handler(srv interface{}, stream grpc.ServerStream) error {
+	m := new(LogsRequest)
+	if err := stream.RecvMsg(m); err != nil {
+		return err
+	}
+	return srv.(GuestServiceServer).Logs(m, &grpc.GenericServerStream[LogsRequest, LogsResponse]{ServerStream: stream})
+}
+
+// This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
+type GuestService_LogsServer = grpc.ServerStreamingServer[LogsResponse]
+
+func _GuestService_Exec_Handler(srv interface{}, stream grpc.ServerStream) error {
+	return srv.(GuestServiceServer).Exec(&grpc.GenericServerStream[ExecRequest, ExecResponse]{ServerStream: stream})
+}
+
+// This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
+type GuestService_ExecServer = grpc.BidiStreamingServer[ExecRequest, ExecResponse]
+
 // GuestService_ServiceDesc is the grpc.ServiceDesc for GuestService service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -124,7 +376,40 @@ var GuestService_ServiceDesc = grpc.ServiceDesc{
 			MethodName: "GetInfo",
 			Handler:    _GuestService_GetInfo_Handler,
 		},
+		{
+			MethodName: "GetStatus",
+			Handler:    _GuestService_GetStatus_Handler,
+		},
+		{
+			MethodName: "StartDaemon",
+			Handler:    _GuestService_StartDaemon_Handler,
+		},
+		{
+			MethodName: "StopDaemon",
+			Handler:    _GuestService_StopDaemon_Handler,
+		},
+		{
+			MethodName: "RestartDaemon",
+			Handler:    _GuestService_RestartDaemon_Handler,
+		},
 	},
-	Streams:  []grpc.StreamDesc{},
+	Streams: []grpc.StreamDesc{
+		{
+			StreamName:    "WatchStatus",
+			Handler:       _GuestService_WatchStatus_Handler,
+			ServerStreams: true,
+		},
+		{
+			StreamName:    "Logs",
+			Handler:       _GuestService_Logs_Handler,
+			ServerStreams: true,
+		},
+		{
+			StreamName:    "Exec",
+			Handler:       _GuestService_Exec_Handler,
+			ServerStreams: true,
+			ClientStreams: true,
+		},
+	},
 	Metadata: "hearth/guest/v1/guest.proto",
 }

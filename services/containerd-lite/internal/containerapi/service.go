@@ -29,7 +29,7 @@ func New(m *containers.Manager) *Service { return &Service{m: m} }
 
 // CreateContainer implements ContainerService.
 func (s *Service) CreateContainer(ctx context.Context, req *containerv1.CreateContainerRequest) (*containerv1.CreateContainerResponse, error) {
-	spec := containers.Spec{Images: req.GetSpec().GetImages(), Volumes: req.GetSpec().GetVolumes()}
+	spec := containers.Spec{Images: req.GetSpec().GetImages(), Volumes: req.GetSpec().GetVolumes(), Manifest: req.GetSpec().GetManifest()}
 	if l := req.GetSpec().GetLimits(); l != nil {
 		spec.Limits = store.Limits{MemoryBytes: l.GetMemoryBytes(), CPUs: l.GetCpus(), Pids: l.GetPids()}
 	}

@@ -58,3 +58,18 @@ func (m *Manager) waitGuest(ctx context.Context, name string) (*guestv1.GuestInf
 		}
 	}
 }
+
+// GuestRPCDir returns the rpc directory of a running container, for calls to its guestd.
+func (m *Manager) GuestRPCDir(name string) (string, error) {
+	if _, err := m.opts.Store.GetContainer(name); err != nil {
+		return "", err
+	}
+	st, _, err := m.opts.Runtime.State(name)
+	if err != nil {
+		return "", err
+	}
+	if st != lxcrt.Running {
+		return "", fmt.Errorf("container %q is %s: start it first: %w", name, st, errdefs.ErrFailedPrecondition)
+	}
+	return m.paths(name).rpc, nil
+}

@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"hearth.dev/internal/errdefs"
+	"hearth.dev/internal/manifest"
 	hostv1 "hearth.dev/proto/hearth/host/v1"
 	"hearth.dev/services/containerd-lite/internal/idmap"
 	"hearth.dev/services/containerd-lite/internal/limits"
@@ -60,12 +61,15 @@ type Options struct {
 	CgroupV2 bool
 	// HostService returns the service a container's host.sock serves.
 	HostService func(container string) hostv1.HostServiceServer
+	// Userns is a user namespace with IDMap's mapping, for idmapped image mounts.
+	Userns int
 }
 
 // Images is what containers need of the image store.
 type Images interface {
 	Resolve(ref string) (string, error)
 	Rootfs(digest string) string
+	Defaults(digest string) (manifest.ImageDefaults, error)
 }
 
 // Manager runs containers. Its methods are safe for concurrent use; operations on one
@@ -122,16 +126,34 @@ func (m *Manager) paths(name string) paths {
 // RPCDir is the host directory shared with the container at /media/hearth/rpc.
 func (m *Manager) RPCDir(name string) string { return m.paths(name).rpc }
 
-func (m *Manager) lock(name string) func() {
+// lock serializes a container's lifecycle (create, start, stop, delete), which may wait
+// long on LXC; slock serializes short changes to its record and mounts (the host effects
+// its guestd asks for, even while the container starts or stops). Never take lock while
+// holding slock.
+func (m *Manager) lock(name string) func()  { return m.lockKey("lifecycle/" + name) }
+func (m *Manager) slock(name string) func() { return m.lockKey("state/" + name) }
+
+func (m *Manager) lockKey(key string) func() {
 	m.mu.Lock()
-	l, ok := m.locks[name]
+	l, ok := m.locks[key]
 	if !ok {
 		l = &sync.Mutex{}
-		m.locks[name] = l
+		m.locks[key] = l
 	}
 	m.mu.Unlock()
 	l.Lock()
 	return l.Unlock
+}
+
+// update changes a container's record under its state lock.
+func (m *Manager) update(name string, fn func(*store.Container)) (store.Container, error) {
+	defer m.slock(name)()
+	rec, err := m.opts.Store.GetContainer(name)
+	if err != nil {
+		return rec, err
+	}
+	fn(&rec)
+	return rec, m.opts.Store.PutContainer(rec)
 }
 
 // Create defines a container and its writable layer, resolves its images, makes its
@@ -254,24 +276,29 @@ func (m *Manager) Start(ctx context.Context, name string) (Info, error) {
 		return fail(err)
 	}
 	removeSockets(p.rpc)
+	if err := m.writeBundle(p, rec); err != nil {
+		return fail(err)
+	}
 	// lxc.log explains a failed start; keep only this start's lines.
 	_ = os.Truncate(p.lxcLog, 0)
 	if err := m.serveHost(name); err != nil {
 		return fail(err)
 	}
-	if err := m.opts.Runtime.Start(name, 10*time.Second); err != nil {
-		return fail(fmt.Errorf("%w%s", err, tail("lxc.log", p.lxcLog)))
-	}
+	// Images are there before init runs: guestd asks for overlays of them at once.
 	if err := m.mountImages(name, rec); err != nil {
 		return fail(err)
+	}
+	if err := m.opts.Runtime.Start(name, 10*time.Second); err != nil {
+		return fail(fmt.Errorf("%w%s", err, tail("lxc.log", p.lxcLog)))
 	}
 	wctx, cancel := context.WithTimeout(ctx, m.opts.GuestTimeout)
 	defer cancel()
 	if _, err := m.waitGuest(wctx, name); err != nil {
 		return fail(fmt.Errorf("container %q started but guestd did not answer: %w%s", name, err, tail("console", p.console)))
 	}
-	rec.StartedAt = time.Now().UTC()
-	if err := m.opts.Store.PutContainer(rec); err != nil {
+	// guestd may have made overlays meanwhile: change only the start time.
+	rec, err = m.update(name, func(r *store.Container) { r.StartedAt = time.Now().UTC() })
+	if err != nil {
 		return Info{}, err
 	}
 	m.log.Info("container started", "container", name)
@@ -313,11 +340,8 @@ func (m *Manager) teardown(name string) {
 	if err := os.RemoveAll(p.overlays); err != nil {
 		m.log.Error("remove overlays", "container", name, "error", err)
 	}
-	if rec, err := m.opts.Store.GetContainer(name); err == nil && len(rec.Overlays) > 0 {
-		rec.Overlays = nil
-		if err := m.opts.Store.PutContainer(rec); err != nil {
-			m.log.Error("forget overlays", "container", name, "error", err)
-		}
+	if _, err := m.update(name, func(r *store.Container) { r.Overlays = nil }); err != nil && !errors.Is(err, errdefs.ErrNotFound) {
+		m.log.Error("forget overlays", "container", name, "error", err)
 	}
 }
 
@@ -327,6 +351,9 @@ func (m *Manager) Stop(ctx context.Context, name string, timeout time.Duration) 
 	rec, err := m.opts.Store.GetContainer(name)
 	if err != nil {
 		return Info{}, err
+	}
+	if timeout <= 0 {
+		timeout = stopTimeout(rec)
 	}
 	if err := m.stopLocked(name, timeout); err != nil {
 		return Info{}, err
@@ -362,7 +389,8 @@ func (m *Manager) Delete(ctx context.Context, name string, force, purgeVolumes b
 		if !force {
 			return fmt.Errorf("container %q is %s: stop it first, or delete with force: %w", name, st, errdefs.ErrFailedPrecondition)
 		}
-		if err := m.stopLocked(name, DefaultStopTimeout); err != nil {
+		rec, _ := m.opts.Store.GetContainer(name)
+		if err := m.stopLocked(name, stopTimeout(rec)); err != nil {
 			return err
 		}
 	}

@@ -83,6 +83,7 @@ func (m *Manager) Reconcile(ctx context.Context) error {
 // remount restores a running container's image and overlay mounts that are missing, and
 // removes overlay mounts no record knows; mounts already there are left as they are.
 func (m *Manager) remount(rec store.Container) error {
+	defer m.slock(rec.Name)()
 	p := m.paths(rec.Name)
 	before, err := mounts.Under(p.dir)
 	if err != nil {

@@ -1,6 +1,7 @@
 package containers
 
 import (
+	"encoding/json"
 	"errors"
 	"fmt"
 	"os"
@@ -9,7 +10,9 @@ import (
 	"slices"
 	"time"
 
+	"hearth.dev/internal/bytesize"
 	"hearth.dev/internal/errdefs"
+	"hearth.dev/internal/manifest"
 	"hearth.dev/services/containerd-lite/internal/store"
 )
 
@@ -21,6 +24,36 @@ type Spec struct {
 	Volumes []string
 	// Limits asked for; the host policy fills and caps them.
 	Limits store.Limits
+	// Manifest, when set, is a package manifest: it gives the images (by ref), volumes
+	// and limits, and guestd runs its daemons.
+	Manifest []byte
+}
+
+// fromManifest fills a spec from its manifest.
+func fromManifest(spec Spec) (Spec, error) {
+	if len(spec.Manifest) == 0 {
+		return spec, nil
+	}
+	if len(spec.Images) > 0 || len(spec.Volumes) > 0 || spec.Limits != (store.Limits{}) {
+		return spec, fmt.Errorf("give either a manifest or images, volumes and limits, not both: %w", errdefs.ErrInvalidArgument)
+	}
+	m, err := manifest.Parse(spec.Manifest)
+	if err != nil {
+		return spec, fmt.Errorf("%w: %w", err, errdefs.ErrInvalidArgument)
+	}
+	spec.Images = map[string]string{}
+	for n, img := range m.Images {
+		if img.Ref == "" {
+			return spec, fmt.Errorf("manifest images.%s: only ref images can be used here (oci images come inside a package): %w", n, errdefs.ErrInvalidArgument)
+		}
+		spec.Images[n] = img.Ref
+	}
+	spec.Volumes = m.Volumes
+	spec.Limits = store.Limits{CPUs: m.Limits.CPUs, Pids: m.Limits.Pids}
+	if m.Limits.Memory != "" {
+		spec.Limits.MemoryBytes, _ = bytesize.Parse(m.Limits.Memory) // validated by Parse
+	}
+	return spec, nil
 }
 
 // itemRE names images, volumes and overlays inside a container.
@@ -36,7 +69,11 @@ func validItem(kind, name string) error {
 // resolveSpec checks a spec and turns it into a record: image references become digests,
 // limits go through the host policy.
 func (m *Manager) resolveSpec(name string, spec Spec) (store.Container, error) {
-	rec := store.Container{Name: name, CreatedAt: time.Now().UTC(), BaseRootfs: m.opts.BaseRootfs}
+	rec := store.Container{Name: name, CreatedAt: time.Now().UTC(), BaseRootfs: m.opts.BaseRootfs, Manifest: spec.Manifest}
+	spec, err := fromManifest(spec)
+	if err != nil {
+		return rec, fmt.Errorf("container %q: %w", name, err)
+	}
 	if len(spec.Images) > 0 {
 		if m.opts.Images == nil {
 			return rec, fmt.Errorf("this containerd-lite has no image store: %w", errdefs.ErrFailedPrecondition)
@@ -107,4 +144,67 @@ func (m *Manager) makeVolumes(container string, volumes []string) error {
 		}
 	}
 	return nil
+}
+
+// writeBundle puts the package for guestd in the container's rpc directory: the manifest
+// and each image's defaults. It is written aside and renamed, so a symlink the container
+// planted there is replaced, never followed.
+func (m *Manager) writeBundle(p paths, rec store.Container) error {
+	target := filepath.Join(p.rpc, filepath.Base(manifest.BundleFile))
+	if len(rec.Manifest) == 0 {
+		if err := os.Remove(target); err != nil && !errors.Is(err, os.ErrNotExist) {
+			return err
+		}
+		return nil
+	}
+	mf, err := manifest.Parse(rec.Manifest)
+	if err != nil {
+		return err
+	}
+	b := manifest.Bundle{Manifest: mf, Images: map[string]manifest.ImageDefaults{}}
+	for n, d := range rec.Images {
+		if b.Images[n], err = m.opts.Images.Defaults(d); err != nil {
+			return fmt.Errorf("image %s: %w", n, err)
+		}
+	}
+	data, err := json.Marshal(b)
+	if err != nil {
+		return err
+	}
+	root := m.opts.IDMap.RootUID()
+	tmp, err := os.CreateTemp(p.rpc, ".package-*.json")
+	if err != nil {
+		return err
+	}
+	defer os.Remove(tmp.Name())
+	if _, err := tmp.Write(data); err != nil {
+		tmp.Close()
+		return err
+	}
+	if err := tmp.Chown(root, root); err != nil {
+		tmp.Close()
+		return err
+	}
+	if err := tmp.Chmod(0o640); err != nil {
+		tmp.Close()
+		return err
+	}
+	if err := tmp.Close(); err != nil {
+		return err
+	}
+	return os.Rename(tmp.Name(), target)
+}
+
+// stopTimeout is how long a container's init gets to stop: its daemons' stop timeouts
+// one after another, and a margin; 10s without a package.
+func stopTimeout(rec store.Container) time.Duration {
+	mf, err := manifest.Parse(rec.Manifest)
+	if len(rec.Manifest) == 0 || err != nil {
+		return DefaultStopTimeout
+	}
+	total := 5 * time.Second
+	for _, d := range mf.Daemons {
+		total += d.Stop.Timeout.D(10 * time.Second)
+	}
+	return min(total, 10*time.Minute)
 }

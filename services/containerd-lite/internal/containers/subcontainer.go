@@ -13,8 +13,8 @@ import (
 
 	"golang.org/x/sys/unix"
 
-	"hearth.dev/internal/errdefs"
 	"hearth.dev/internal/beneath"
+	"hearth.dev/internal/errdefs"
 	"hearth.dev/services/containerd-lite/internal/lxcrt"
 	"hearth.dev/services/containerd-lite/internal/mounts"
 	"hearth.dev/services/containerd-lite/internal/store"
@@ -37,25 +37,15 @@ func openMedia(p paths) (int, error) {
 	return fd, nil
 }
 
-// mountImages mounts each of the container's images twice: idmapped through the
-// container's user namespace at a host-only path (the lower layer of its overlays), and
-// bound from there, read-only, at /media/hearth/images/<name>. Mounts already there stay.
+// mountImages mounts each of the container's images twice: idmapped through a user
+// namespace with the containers' mapping at a host-only path (the lower layer of its
+// overlays), and bound from there, read-only, at /media/hearth/images/<name>. Mounts
+// already there stay.
 func (m *Manager) mountImages(name string, rec store.Container) error {
 	if len(rec.Images) == 0 {
 		return nil
 	}
-	_, pid, err := m.opts.Runtime.State(name)
-	if err != nil {
-		return err
-	}
-	if pid <= 0 {
-		return fmt.Errorf("container %q has no init process to take a user namespace from", name)
-	}
-	userns, err := unix.Open(fmt.Sprintf("/proc/%d/ns/user", pid), unix.O_RDONLY|unix.O_CLOEXEC, 0)
-	if err != nil {
-		return fmt.Errorf("open user namespace of container %q: %w", name, err)
-	}
-	defer unix.Close(userns)
+	userns := m.opts.Userns
 	p := m.paths(name)
 	media, err := openMedia(p)
 	if err != nil {
@@ -117,7 +107,7 @@ func overlayInfo(name string, o store.Overlay) OverlayInfo {
 	return OverlayInfo{Name: name, Overlay: o, Path: SubcontainersDir + "/" + name}
 }
 
-// runningRecord locks nothing: callers hold the container's lock.
+// runningRecord reads a running container's record; callers hold its state lock.
 func (m *Manager) runningRecord(name string) (store.Container, error) {
 	rec, err := m.opts.Store.GetContainer(name)
 	if err != nil {
@@ -139,7 +129,7 @@ func (m *Manager) CreateOverlay(ctx context.Context, container, image, overlay s
 	if err := validItem("overlay", overlay); err != nil {
 		return OverlayInfo{}, err
 	}
-	defer m.lock(container)()
+	defer m.slock(container)()
 	rec, err := m.runningRecord(container)
 	if err != nil {
 		return OverlayInfo{}, err
@@ -214,7 +204,7 @@ func (m *Manager) BindVolume(ctx context.Context, container, volume, sub, target
 	if err != nil {
 		return OverlayInfo{}, err
 	}
-	defer m.lock(container)()
+	defer m.slock(container)()
 	rec, err := m.runningRecord(container)
 	if err != nil {
 		return OverlayInfo{}, err
@@ -300,7 +290,7 @@ func (m *Manager) DestroyOverlay(ctx context.Context, container, overlay string)
 	if err := validItem("overlay", overlay); err != nil {
 		return err
 	}
-	defer m.lock(container)()
+	defer m.slock(container)()
 	rec, err := m.opts.Store.GetContainer(container)
 	if err != nil {
 		return err

@@ -28,6 +28,7 @@ import (
 	"github.com/google/go-containerregistry/pkg/v1/remote"
 
 	"hearth.dev/internal/errdefs"
+	"hearth.dev/internal/manifest"
 	"hearth.dev/services/containerd-lite/internal/store"
 	"hearth.dev/services/containerd-lite/internal/unpack"
 )
@@ -587,4 +588,14 @@ func (s *Service) Prune(ctx context.Context) ([]string, int64, error) {
 		errs = append(errs, err)
 	}
 	return removed, freed, errors.Join(errs...)
+}
+
+// Defaults returns what an image's config gives a process by default.
+func (s *Service) Defaults(digest string) (manifest.ImageDefaults, error) {
+	rec, err := s.opts.Store.GetImage(digest)
+	if err != nil {
+		return manifest.ImageDefaults{}, err
+	}
+	c := rec.Config
+	return manifest.ImageDefaults{Entrypoint: c.Entrypoint, Cmd: c.Cmd, Env: c.Env, User: c.User, WorkingDir: c.WorkingDir}, nil
 }

@@ -3,20 +3,25 @@ package setup
 
 import (
 	"context"
+
 	"errors"
 	"flag"
 	"fmt"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
 	"os"
 	"path/filepath"
 	"syscall"
 
 	"hearth.dev/internal/bytesize"
 	"hearth.dev/internal/daemon"
+	"hearth.dev/internal/errdefs"
 	containerv1 "hearth.dev/proto/hearth/container/v1"
 	hostv1 "hearth.dev/proto/hearth/host/v1"
 	"hearth.dev/services/containerd-lite/internal/baserootfs"
 	"hearth.dev/services/containerd-lite/internal/containerapi"
 	"hearth.dev/services/containerd-lite/internal/containers"
+	"hearth.dev/services/containerd-lite/internal/guestproxy"
 	"hearth.dev/services/containerd-lite/internal/hostapi"
 	"hearth.dev/services/containerd-lite/internal/idmap"
 	"hearth.dev/services/containerd-lite/internal/imageapi"
@@ -33,8 +38,17 @@ const DefaultBaseRootfs = "/usr/lib/hearth/base-rootfs"
 func Spec() daemon.Spec {
 	var baseRootfs, maxMemory string
 	var policy limits.Policy
+	var m *containers.Manager
+	proxy := &guestproxy.Proxy{RPCDir: func(name string) (string, error) {
+		if m == nil {
+			return "", status.Error(codes.Unavailable, "starting")
+		}
+		dir, err := m.GuestRPCDir(name)
+		return dir, errdefs.ToGRPC(err)
+	}}
 	return daemon.Spec{
-		Name: "containerd-lite",
+		ServerOptions: proxy.ServerOptions(),
+		Name:          "containerd-lite",
 		Summary: "containerd-lite keeps Hearth's images and runs each package in one unprivileged LXC\n" +
 			"container. Containers outlive it: restarting containerd-lite never restarts a service.",
 		Flags: func(fs *flag.FlagSet) {
@@ -51,47 +65,56 @@ func Spec() daemon.Spec {
 				}
 				policy.MaxMemoryBytes = n
 			}
-			return initDaemon(env, baseRootfs, policy)
+			var err error
+			var hooks daemon.Hooks
+			m, hooks, err = initDaemon(env, baseRootfs, policy)
+			return hooks, err
 		},
 	}
 }
 
-func initDaemon(env *daemon.Env, baseSrc string, policy limits.Policy) (daemon.Hooks, error) {
+func initDaemon(env *daemon.Env, baseSrc string, policy limits.Policy) (*containers.Manager, daemon.Hooks, error) {
 	if os.Geteuid() != 0 {
-		return daemon.Hooks{}, errors.New("containerd-lite must run as root: it mounts file systems and starts LXC containers")
+		return nil, daemon.Hooks{}, errors.New("containerd-lite must run as root: it mounts file systems and starts LXC containers")
 	}
 	self, err := os.Executable()
 	if err != nil {
-		return daemon.Hooks{}, fmt.Errorf("find own executable: %w", err)
+		return nil, daemon.Hooks{}, fmt.Errorf("find own executable: %w", err)
 	}
 	if err := os.Chmod(env.StateDir, 0o711); err != nil {
-		return daemon.Hooks{}, err
+		return nil, daemon.Hooks{}, err
 	}
 	if err := checkTraversable(env.StateDir, idmap.Default.RootUID()); err != nil {
-		return daemon.Hooks{}, err
+		return nil, daemon.Hooks{}, err
 	}
 	base, err := baserootfs.Install(baseSrc, filepath.Join(env.StateDir, "base"), idmap.Default)
 	if err != nil {
-		return daemon.Hooks{}, err
+		return nil, daemon.Hooks{}, err
 	}
 	st, err := store.Open(filepath.Join(env.StateDir, "meta.db"))
 	if err != nil {
-		return daemon.Hooks{}, err
+		return nil, daemon.Hooks{}, err
 	}
 	lxcPath := filepath.Join(env.StateDir, "lxc")
 	if err := os.MkdirAll(lxcPath, 0o711); err != nil {
 		st.Close()
-		return daemon.Hooks{}, err
+		return nil, daemon.Hooks{}, err
 	}
 	imgs, err := images.New(images.Options{
 		Dir: filepath.Join(env.StateDir, "images"), Store: st, Logger: env.Logger, UsedBy: st.ContainersUsing,
 	})
 	if err != nil {
 		st.Close()
-		return daemon.Hooks{}, err
+		return nil, daemon.Hooks{}, err
+	}
+	userns, err := idmap.Default.OpenUserns(self)
+	if err != nil {
+		st.Close()
+		return nil, daemon.Hooks{}, err
 	}
 	var m *containers.Manager
 	m = containers.New(containers.Options{
+		Userns:      userns,
 		StateDir:    env.StateDir,
 		BaseRootfs:  base,
 		Runtime:     &lxcrt.Runtime{Path: lxcPath, Self: self},
@@ -105,7 +128,7 @@ func initDaemon(env *daemon.Env, baseSrc string, policy limits.Policy) (daemon.H
 	})
 	containerv1.RegisterContainerServiceServer(env.Server, containerapi.New(m))
 	containerv1.RegisterImageServiceServer(env.Server, imageapi.New(imgs))
-	return daemon.Hooks{
+	return m, daemon.Hooks{
 		Reconcile: func(ctx context.Context) error {
 			return errors.Join(imgs.Reconcile(ctx), m.Reconcile(ctx))
 		},

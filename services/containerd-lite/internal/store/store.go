@@ -58,6 +58,8 @@ type Container struct {
 	Limits Limits `json:"limits"`
 	// Overlays are the subcontainer roots, by name.
 	Overlays map[string]Overlay `json:"overlays,omitempty"`
+	// Manifest is the package manifest (YAML) whose daemons guestd runs, if any.
+	Manifest []byte `json:"manifest,omitempty"`
 }
 
 // Limits of a container's cgroup.

@@ -1,36 +1,64 @@
-// Package guestapi is the serving guestd: GuestService on the container's guestd.sock.
+// Package guestapi is the serving guestd: it loads the package the host put in the
+// container, runs its daemons with the supervisor, and answers GuestService on
+// /media/hearth/rpc/guestd.sock.
 package guestapi
 
 import (
 	"context"
+	"errors"
+	"flag"
+	"fmt"
 	"os"
+	"path/filepath"
 	"strconv"
+	"strings"
+	"syscall"
 	"time"
 
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
 	"hearth.dev/internal/buildinfo"
 	"hearth.dev/internal/daemon"
+	"hearth.dev/internal/manifest"
 	"hearth.dev/internal/peercred"
 	guestv1 "hearth.dev/proto/hearth/guest/v1"
+	"hearth.dev/services/guestd/internal/hostclient"
 	"hearth.dev/services/guestd/internal/initproc"
+	"hearth.dev/services/guestd/internal/launch"
+	"hearth.dev/services/guestd/internal/logbuf"
+	"hearth.dev/services/guestd/internal/reaper"
+	"hearth.dev/services/guestd/internal/supervisor"
 )
 
 // Socket is where guestd serves inside the container.
 const Socket = "/media/hearth/rpc/guestd.sock"
 
+// LogDir keeps the daemons' log files, in the container's own layer.
+const LogDir = "/var/log/hearth"
+
 // Main runs the serving guestd.
 func Main() {
+	var bundlePath string
 	daemon.Main(daemon.Spec{
 		Name: "guestd",
 		Summary: "guestd manages a package's daemons inside its container and answers the host on\n" +
 			Socket + ". Run as the container's init it supervises itself; run by hand\n" +
 			"(with --socket and --state-dir) it serves alone, for tests.",
 		DefaultSocket: Socket,
-		Authorize:     func(*daemon.Env) peercred.Policy { return HostOrContainerRoot },
+		Flags: func(fs *flag.FlagSet) {
+			fs.StringVar(&bundlePath, "bundle", manifest.BundleFile, "the package to run (written by the host); none when missing")
+		},
+		Authorize: func(*daemon.Env) peercred.Policy { return HostOrContainerRoot },
 		Init: func(ctx context.Context, env *daemon.Env) (daemon.Hooks, error) {
-			guestv1.RegisterGuestServiceServer(env.Server, NewServer(time.Now()))
-			return daemon.Hooks{}, nil
+			s, err := newServer(env, bundlePath)
+			if err != nil {
+				return daemon.Hooks{}, err
+			}
+			guestv1.RegisterGuestServiceServer(env.Server, s)
+			return daemon.Hooks{Reconcile: s.reconcile, Run: s.run}, nil
 		},
 	})
 }
@@ -48,31 +76,286 @@ func HostOrContainerRoot(c peercred.Cred) error {
 // Server implements GuestService.
 type Server struct {
 	guestv1.UnimplementedGuestServiceServer
-	info *guestv1.GuestInfo
+	info   *guestv1.GuestInfo
+	env    *daemon.Env
+	bundle *manifest.Bundle
+	sup    *supervisor.Supervisor // nil for a container without a package
+	launch *launch.Launcher
 }
 
 var _ guestv1.GuestServiceServer = (*Server)(nil)
 
-// NewServer returns the service for a guestd that started at start. The boot time and
-// restart count come from init's environment when guestd runs under it.
-func NewServer(start time.Time) *Server {
+func newServer(env *daemon.Env, bundlePath string) (*Server, error) {
+	s := &Server{env: env, info: Info(time.Now())}
+	data, err := os.ReadFile(bundlePath)
+	if errors.Is(err, os.ErrNotExist) {
+		env.Logger.Info("no package to run", "bundle", bundlePath)
+		return s, nil
+	}
+	if err != nil {
+		return nil, err
+	}
+	if s.bundle, err = manifest.ReadBundle(data); err != nil {
+		return nil, fmt.Errorf("%s: %w", bundlePath, err)
+	}
+	m := s.bundle.Manifest
+	s.info.Package = m.ID + " " + m.Version
+	return s, nil
+}
+
+// Info describes this guestd. Boot time and restart count come from init's environment.
+func Info(start time.Time) *guestv1.GuestInfo {
 	boot := start
 	if ns, err := strconv.ParseInt(os.Getenv(initproc.BootTimeEnv), 10, 64); err == nil {
 		boot = time.Unix(0, ns)
 	}
 	restarts, _ := strconv.Atoi(os.Getenv(initproc.RestartsEnv))
 	host, _ := os.Hostname()
-	return &Server{info: &guestv1.GuestInfo{
-		Version:   buildinfo.Version(),
-		Pid:       int32(os.Getpid()),
-		StartedAt: timestamppb.New(start),
-		BootTime:  timestamppb.New(boot),
-		Hostname:  host,
-		Restarts:  uint32(restarts),
-	}}
+	return &guestv1.GuestInfo{
+		Version: buildinfo.Version(), Pid: int32(os.Getpid()), StartedAt: timestamppb.New(start),
+		BootTime: timestamppb.New(boot), Hostname: host, Restarts: uint32(restarts),
+	}
+}
+
+// reconcile clears what an earlier guestd left (its daemons, their mounts and overlays)
+// and readies the supervisor. Daemons start once guestd serves.
+func (s *Server) reconcile(ctx context.Context) error {
+	if s.bundle == nil {
+		return nil
+	}
+	log := s.env.Logger
+	r, err := reaper.Start()
+	if err != nil {
+		return err
+	}
+	cl, conn, err := hostclient.Dial(hostclient.Socket)
+	if err != nil {
+		return fmt.Errorf("the host socket: %w", err)
+	}
+	_ = conn // lives as long as guestd
+	m := s.bundle.Manifest
+	var names []string
+	for n := range m.Daemons {
+		names = append(names, n)
+	}
+	for n := range m.Oneshots {
+		names = append(names, n)
+	}
+	// A guestd that died left its daemons running: they go, and start again below.
+	if n := killLeftovers(); n > 0 {
+		log.Warn("killed the daemons an earlier guestd left", "processes", n)
+	}
+	s.launch = launch.New(hostclient.Host{Client: cl}, r, s.bundle.Images, names, log)
+	s.sup = supervisor.New(m, s.launch, func(name string) *logbuf.Log {
+		l, err := logbuf.New(filepath.Join(LogDir, name+".log"), 1000, 1<<20)
+		if err != nil {
+			log.Warn("log file", "job", name, "error", err)
+			l, _ = logbuf.New("", 1000, 0)
+		}
+		return l
+	}, log)
+	return nil
+}
+
+// killLeftovers kills every process rooted in a subcontainer.
+func killLeftovers() int {
+	n := 0
+	ents, _ := os.ReadDir("/proc")
+	for _, e := range ents {
+		pid, err := strconv.Atoi(e.Name())
+		if err != nil || pid == 1 || pid == os.Getpid() {
+			continue
+		}
+		if root, err := os.Readlink("/proc/" + e.Name() + "/root"); err == nil && strings.HasPrefix(root, launch.SubcontainersDir+"/") {
+			_ = syscall.Kill(pid, syscall.SIGKILL)
+			n++
+		}
+	}
+	return n
+}
+
+// run starts the package and, when guestd is told to stop, stops it in reverse order.
+func (s *Server) run(ctx context.Context) error {
+	if s.sup == nil {
+		<-ctx.Done()
+		return nil
+	}
+	s.sup.StartAll()
+	<-ctx.Done()
+	s.env.Logger.Info("stopping the package")
+	stopCtx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
+	defer cancel()
+	s.sup.StopAll(stopCtx)
+	return nil
 }
 
 // GetInfo implements GuestService.
 func (s *Server) GetInfo(context.Context, *guestv1.GetInfoRequest) (*guestv1.GetInfoResponse, error) {
 	return &guestv1.GetInfoResponse{Info: s.info}, nil
+}
+
+func (s *Server) needPackage() error {
+	if s.sup == nil {
+		return status.Error(codes.FailedPrecondition, "this container runs no package")
+	}
+	return nil
+}
+
+// GetStatus implements GuestService.
+func (s *Server) GetStatus(context.Context, *guestv1.GetStatusRequest) (*guestv1.GetStatusResponse, error) {
+	resp := &guestv1.GetStatusResponse{}
+	if s.sup == nil {
+		return resp, nil
+	}
+	resp.Package, resp.Version = s.bundle.Manifest.ID, s.bundle.Manifest.Version
+	for _, st := range s.sup.Status() {
+		resp.Daemons = append(resp.Daemons, daemonProto(st))
+	}
+	return resp, nil
+}
+
+// WatchStatus implements GuestService.
+func (s *Server) WatchStatus(_ *guestv1.WatchStatusRequest, stream grpc.ServerStreamingServer[guestv1.WatchStatusResponse]) error {
+	if err := s.needPackage(); err != nil {
+		return err
+	}
+	ch, cancel := s.sup.Watch()
+	defer cancel()
+	for _, st := range s.sup.Status() {
+		if err := stream.Send(&guestv1.WatchStatusResponse{Daemon: daemonProto(st)}); err != nil {
+			return err
+		}
+	}
+	for {
+		select {
+		case <-stream.Context().Done():
+			return nil
+		case st := <-ch:
+			if err := stream.Send(&guestv1.WatchStatusResponse{Daemon: daemonProto(st)}); err != nil {
+				return err
+			}
+		}
+	}
+}
+
+func (s *Server) control(name string, f func() error) error {
+	if err := s.needPackage(); err != nil {
+		return err
+	}
+	if s.sup.Log(name) == nil {
+		return status.Errorf(codes.NotFound, "no daemon or oneshot %q in %s", name, s.bundle.Manifest.ID)
+	}
+	if err := f(); err != nil {
+		return status.Error(codes.Internal, err.Error())
+	}
+	return nil
+}
+
+// StartDaemon implements GuestService.
+func (s *Server) StartDaemon(ctx context.Context, req *guestv1.StartDaemonRequest) (*guestv1.StartDaemonResponse, error) {
+	return &guestv1.StartDaemonResponse{}, s.control(req.GetName(), func() error { return s.sup.Start(req.GetName()) })
+}
+
+// StopDaemon implements GuestService.
+func (s *Server) StopDaemon(ctx context.Context, req *guestv1.StopDaemonRequest) (*guestv1.StopDaemonResponse, error) {
+	return &guestv1.StopDaemonResponse{}, s.control(req.GetName(), func() error { return s.sup.Stop(ctx, req.GetName()) })
+}
+
+// RestartDaemon implements GuestService.
+func (s *Server) RestartDaemon(ctx context.Context, req *guestv1.RestartDaemonRequest) (*guestv1.RestartDaemonResponse, error) {
+	return &guestv1.RestartDaemonResponse{}, s.control(req.GetName(), func() error { return s.sup.Restart(ctx, req.GetName()) })
+}
+
+// Logs implements GuestService.
+func (s *Server) Logs(req *guestv1.LogsRequest, stream grpc.ServerStreamingServer[guestv1.LogsResponse]) error {
+	if err := s.needPackage(); err != nil {
+		return err
+	}
+	names := s.sup.Names()
+	if req.GetDaemon() != "" {
+		if s.sup.Log(req.GetDaemon()) == nil {
+			return status.Errorf(codes.NotFound, "no daemon or oneshot %q in %s", req.GetDaemon(), s.bundle.Manifest.ID)
+		}
+		names = []string{req.GetDaemon()}
+	}
+	type tagged struct {
+		name string
+		line logbuf.Line
+	}
+	merged := make(chan tagged, 1024)
+	var tails []tagged
+	for _, n := range names {
+		var tail []logbuf.Line
+		if req.GetFollow() {
+			var ch <-chan logbuf.Line
+			var cancel func()
+			tail, ch, cancel = s.sup.Log(n).TailAndFollow(int(req.GetTail()))
+			defer cancel()
+			go func(n string) {
+				for line := range ch {
+					select {
+					case merged <- tagged{n, line}:
+					case <-stream.Context().Done():
+						return
+					}
+				}
+			}(n)
+		} else {
+			tail = s.sup.Log(n).Tail(int(req.GetTail()))
+		}
+		for _, l := range tail {
+			tails = append(tails, tagged{n, l})
+		}
+	}
+	// The tails of several daemons, interleaved by time.
+	sortByTime(tails, func(t tagged) time.Time { return t.line.Time })
+	send := func(t tagged) error {
+		return stream.Send(&guestv1.LogsResponse{Daemon: t.name, Time: timestamppb.New(t.line.Time), Stream: t.line.Stream, Text: t.line.Text})
+	}
+	for _, t := range tails {
+		if err := send(t); err != nil {
+			return err
+		}
+	}
+	if !req.GetFollow() {
+		return nil
+	}
+	for {
+		select {
+		case <-stream.Context().Done():
+			return nil
+		case t := <-merged:
+			if err := send(t); err != nil {
+				return err
+			}
+		}
+	}
+}
+
+var states = map[supervisor.State]guestv1.DaemonState{
+	supervisor.Waiting: guestv1.DaemonState_DAEMON_STATE_WAITING, supervisor.Starting: guestv1.DaemonState_DAEMON_STATE_STARTING,
+	supervisor.Ready: guestv1.DaemonState_DAEMON_STATE_READY, supervisor.Failing: guestv1.DaemonState_DAEMON_STATE_FAILING,
+	supervisor.Backoff: guestv1.DaemonState_DAEMON_STATE_BACKOFF, supervisor.Stopping: guestv1.DaemonState_DAEMON_STATE_STOPPING,
+	supervisor.Stopped: guestv1.DaemonState_DAEMON_STATE_STOPPED, supervisor.Done: guestv1.DaemonState_DAEMON_STATE_DONE,
+	supervisor.Failed: guestv1.DaemonState_DAEMON_STATE_FAILED,
+}
+
+func daemonProto(st supervisor.Status) *guestv1.Daemon {
+	d := &guestv1.Daemon{Name: st.Name, Oneshot: st.Oneshot, State: states[st.State], Pid: int32(st.PID),
+		Restarts: uint32(st.Restarts), Health: st.Health, Requires: st.Requires}
+	if !st.StartedAt.IsZero() {
+		d.StartedAt = timestamppb.New(st.StartedAt)
+	}
+	if e := st.LastExit; e != nil {
+		d.LastExit = exitProto(*e)
+	}
+	return d
+}
+
+func exitProto(e reaper.Exit) *guestv1.Exit {
+	x := &guestv1.Exit{Code: int32(e.Code), At: timestamppb.New(e.At)}
+	if e.Code < 0 {
+		x.Signal = e.Signal.String()
+	}
+	return x
 }

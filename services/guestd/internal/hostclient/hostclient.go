@@ -90,3 +90,29 @@ func Whoami(w io.Writer, path string) error {
 	_, err = fmt.Fprintln(w, resp.GetContainer())
 	return err
 }
+
+// Host implements the launcher's host effects over host.sock.
+type Host struct {
+	Client hostv1.HostServiceClient
+}
+
+// CreateOverlay asks the host for a subcontainer root.
+func (h Host) CreateOverlay(ctx context.Context, image, name string) (string, error) {
+	resp, err := h.Client.CreateOverlay(ctx, &hostv1.CreateOverlayRequest{Image: image, Name: name})
+	if err != nil {
+		return "", err
+	}
+	return resp.GetOverlay().GetPath(), nil
+}
+
+// DestroyOverlay asks the host to remove a subcontainer root.
+func (h Host) DestroyOverlay(ctx context.Context, name string) error {
+	_, err := h.Client.DestroyOverlay(ctx, &hostv1.DestroyOverlayRequest{Name: name})
+	return err
+}
+
+// BindVolume asks the host to bind a volume into a subcontainer.
+func (h Host) BindVolume(ctx context.Context, volume, sub, path string, readOnly bool) error {
+	_, err := h.Client.BindVolume(ctx, &hostv1.BindVolumeRequest{Volume: volume, Subcontainer: sub, Path: path, ReadOnly: readOnly})
+	return err
+}

@@ -20,8 +20,9 @@ const (
 	RestartsEnv = "HEARTH_GUESTD_RESTARTS"
 )
 
-// StopTimeout is how long the serving guestd has to stop before everything is killed.
-const StopTimeout = 10 * time.Second
+// StopTimeout is how long the serving guestd has to stop the package before everything is
+// killed. The host's own stop timeout, which kills the whole container, is usually shorter.
+const StopTimeout = 10 * time.Minute
 
 // Main runs init. args are passed to every serving guestd; a leading "init" is dropped.
 func Main(args []string) int {

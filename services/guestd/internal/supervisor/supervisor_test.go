@@ -31,7 +31,7 @@ func TestMain(m *testing.M) {
 type hostLauncher struct{ env []string }
 
 func (h *hostLauncher) Prepare(context.Context, string, *manifest.Daemon, bool) error { return nil }
-func (h *hostLauncher) Cleanup(string)                                               {}
+func (h *hostLauncher) Cleanup(string)                                                {}
 func (h *hostLauncher) Release(context.Context, string) error                         { return nil }
 
 func (h *hostLauncher) Start(name string, spec *manifest.Daemon, stdout, stderr *os.File) (int, <-chan reaper.Exit, error) {

@@ -1,0 +1,430 @@
+// Package launch runs a package's processes inside the container: each job gets a
+// subcontainer (an overlay of its image the host mounts on request), with the container's
+// /proc, /sys, /dev and /run bound in and its volumes bound where the manifest says; then
+// the process is started chrooted there, as the image's user, with the image's defaults
+// under the manifest's settings.
+package launch
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"path"
+	"path/filepath"
+	"slices"
+	"sort"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"time"
+
+	"golang.org/x/sys/unix"
+
+	"hearth.dev/internal/beneath"
+	"hearth.dev/internal/manifest"
+	"hearth.dev/services/guestd/internal/reaper"
+)
+
+// Host is what the launcher asks of the host.
+type Host interface {
+	CreateOverlay(ctx context.Context, image, name string) (string, error)
+	DestroyOverlay(ctx context.Context, name string) error
+	BindVolume(ctx context.Context, volume, sub, path string, readOnly bool) error
+}
+
+// Shared are the container's directories every subcontainer shares.
+var Shared = []string{"/proc", "/sys", "/dev", "/run"}
+
+// Launcher implements supervisor.Launcher for real.
+type Launcher struct {
+	host   Host
+	reaper *reaper.Reaper
+	images map[string]manifest.ImageDefaults
+	hosts  string // /etc/hosts of every subcontainer
+	log    *slog.Logger
+
+	mu   sync.Mutex
+	subs map[string]*sub
+}
+
+type sub struct {
+	root  string   // path of the subcontainer root, in the container
+	binds []string // our bind mounts inside it, to undo
+}
+
+// New returns a launcher for a package whose jobs are names (each resolves to 127.0.0.1).
+func New(host Host, r *reaper.Reaper, images map[string]manifest.ImageDefaults, names []string, log *slog.Logger) *Launcher {
+	sorted := slices.Clone(names)
+	sort.Strings(sorted)
+	hosts := fmt.Sprintf("127.0.0.1\tlocalhost %s\n::1\tlocalhost ip6-localhost ip6-loopback\n", strings.Join(sorted, " "))
+	return &Launcher{host: host, reaper: r, images: images, hosts: hosts, log: log, subs: map[string]*sub{}}
+}
+
+// Prepare implements supervisor.Launcher.
+func (l *Launcher) Prepare(ctx context.Context, name string, spec *manifest.Daemon, fresh bool) error {
+	l.mu.Lock()
+	s, ok := l.subs[name]
+	l.mu.Unlock()
+	if ok && !fresh {
+		return nil
+	}
+	if err := l.Release(ctx, name); err != nil {
+		return err
+	}
+	root, err := l.host.CreateOverlay(ctx, spec.Image, name)
+	if err != nil {
+		return fmt.Errorf("subcontainer for %s: %w", name, err)
+	}
+	s = &sub{root: root}
+	fail := func(err error) error {
+		l.undo(s)
+		_ = l.host.DestroyOverlay(ctx, name)
+		return err
+	}
+	rootFD, err := unix.Open(root, unix.O_PATH|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return fail(err)
+	}
+	defer unix.Close(rootFD)
+	for _, dir := range Shared {
+		target, err := bindInto(rootFD, dir)
+		if err != nil {
+			return fail(fmt.Errorf("bind %s into %s: %w", dir, name, err))
+		}
+		s.binds = append(s.binds, target)
+	}
+	for i, m := range spec.Mounts {
+		if err := l.host.BindVolume(ctx, m.Volume, name, m.Path, m.ReadOnly); err != nil {
+			return fail(fmt.Errorf("mounts[%d] (volume %s at %s): %w", i, m.Volume, m.Path, err))
+		}
+	}
+	if err := writeIn(rootFD, "etc", "hosts", []byte(l.hosts)); err != nil {
+		return fail(fmt.Errorf("write /etc/hosts of %s: %w", name, err))
+	}
+	if resolv, err := os.ReadFile("/etc/resolv.conf"); err == nil {
+		if err := writeIn(rootFD, "etc", "resolv.conf", resolv); err != nil {
+			return fail(fmt.Errorf("write /etc/resolv.conf of %s: %w", name, err))
+		}
+	}
+	l.mu.Lock()
+	l.subs[name] = s
+	l.mu.Unlock()
+	return nil
+}
+
+// bindInto binds the container's dir (recursively) at the same path inside the root
+// open at rootFD; the path resolves inside the root, as the subcontainer sees it.
+func bindInto(rootFD int, dir string) (string, error) {
+	t, err := beneath.OpenDir(rootFD, dir, beneath.InRoot, &beneath.Owner{Mode: 0o755})
+	if err != nil {
+		return "", err
+	}
+	defer unix.Close(t)
+	tree, err := unix.OpenTree(unix.AT_FDCWD, dir, unix.OPEN_TREE_CLONE|unix.OPEN_TREE_CLOEXEC|unix.AT_RECURSIVE)
+	if err != nil {
+		return "", fmt.Errorf("open_tree %s: %w", dir, err)
+	}
+	defer unix.Close(tree)
+	if err := unix.MoveMount(tree, "", t, "", unix.MOVE_MOUNT_F_EMPTY_PATH|unix.MOVE_MOUNT_T_EMPTY_PATH); err != nil {
+		return "", fmt.Errorf("move_mount %s: %w", dir, err)
+	}
+	return os.Readlink(fmt.Sprintf("/proc/self/fd/%d", t))
+}
+
+// writeIn writes dir/name inside the root open at rootFD, never through a symlink.
+func writeIn(rootFD int, dir, name string, data []byte) error {
+	d, err := beneath.OpenDir(rootFD, dir, beneath.InRoot, &beneath.Owner{Mode: 0o755})
+	if err != nil {
+		return err
+	}
+	defer unix.Close(d)
+	_ = unix.Unlinkat(d, name, 0)
+	fd, err := unix.Openat(d, name, unix.O_WRONLY|unix.O_CREAT|unix.O_TRUNC|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0o644)
+	if err != nil {
+		return err
+	}
+	defer unix.Close(fd)
+	_, err = unix.Write(fd, data)
+	return err
+}
+
+func (l *Launcher) undo(s *sub) {
+	for i := len(s.binds) - 1; i >= 0; i-- {
+		if err := unix.Unmount(s.binds[i], unix.MNT_DETACH); err != nil && !errors.Is(err, unix.EINVAL) && !errors.Is(err, unix.ENOENT) {
+			l.log.Warn("unmount", "path", s.binds[i], "error", err)
+		}
+	}
+}
+
+// Release implements supervisor.Launcher: the mounts inside the subcontainer go (ours,
+// and any a previous guestd left), then the host's overlay.
+func (l *Launcher) Release(ctx context.Context, name string) error {
+	l.mu.Lock()
+	s, ok := l.subs[name]
+	delete(l.subs, name)
+	l.mu.Unlock()
+	if ok {
+		l.undo(s)
+	}
+	root := SubcontainersDir + "/" + name
+	for _, m := range MountsBelow(root) {
+		_ = unix.Unmount(m, unix.MNT_DETACH)
+	}
+	return l.host.DestroyOverlay(ctx, name)
+}
+
+// SubcontainersDir is where the host mounts subcontainer roots, in the container.
+const SubcontainersDir = "/media/hearth/subcontainers"
+
+// MountsBelow lists mount points strictly below dir, deepest first.
+func MountsBelow(dir string) []string {
+	data, err := os.ReadFile("/proc/self/mountinfo")
+	if err != nil {
+		return nil
+	}
+	var out []string
+	for _, line := range strings.Split(string(data), "\n") {
+		if f := strings.Fields(line); len(f) > 4 && strings.HasPrefix(f[4], dir+"/") {
+			out = append(out, f[4])
+		}
+	}
+	sort.Slice(out, func(i, j int) bool { return len(out[i]) > len(out[j]) })
+	return slices.Compact(out)
+}
+
+// Cleanup implements supervisor.Launcher: it kills every process still rooted in the
+// job's subcontainer (descendants that left its process group).
+func (l *Launcher) Cleanup(name string) {
+	l.mu.Lock()
+	s, ok := l.subs[name]
+	l.mu.Unlock()
+	if !ok {
+		return
+	}
+	for _, pid := range Rooted(s.root) {
+		_ = syscall.Kill(pid, syscall.SIGKILL)
+	}
+}
+
+// Rooted lists the processes whose root directory is root.
+func Rooted(root string) []int {
+	ents, _ := os.ReadDir("/proc")
+	var out []int
+	for _, e := range ents {
+		pid, err := strconv.Atoi(e.Name())
+		if err != nil {
+			continue
+		}
+		if r, err := os.Readlink(filepath.Join("/proc", e.Name(), "root")); err == nil && r == root {
+			out = append(out, pid)
+		}
+	}
+	return out
+}
+
+// Command is a process ready to start in a job's subcontainer.
+type Command struct {
+	Path string
+	Argv []string
+	Attr *syscall.ProcAttr
+}
+
+// Build prepares argv (or, when nil, the job's own command) to run in the job's
+// subcontainer as its user with its environment plus extra.
+func (l *Launcher) Build(name string, spec *manifest.Daemon, argv []string, extra map[string]string) (*Command, error) {
+	l.mu.Lock()
+	s, ok := l.subs[name]
+	l.mu.Unlock()
+	if !ok {
+		return nil, fmt.Errorf("%s has no subcontainer (is it running?)", name)
+	}
+	img := l.images[spec.Image]
+	if argv == nil {
+		argv = Argv(spec, img)
+	}
+	if len(argv) == 0 {
+		return nil, fmt.Errorf("%s: no command: the manifest gives none and the image has no entrypoint or cmd", name)
+	}
+	rootFD, err := unix.Open(s.root, unix.O_PATH|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return nil, err
+	}
+	defer unix.Close(rootFD)
+	userSpec := spec.User
+	if userSpec == "" {
+		userSpec = img.User
+	}
+	passwd, _ := openIn(rootFD, "/etc/passwd")
+	group, _ := openIn(rootFD, "/etc/group")
+	id, err := ResolveUser(userSpec, passwd, group)
+	passwd.Close()
+	group.Close()
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", name, err)
+	}
+	env := Env(img.Env, spec.Env, extra, id, name)
+	prog, err := lookPath(rootFD, argv[0], env)
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", name, err)
+	}
+	dir := spec.Workdir
+	if dir == "" {
+		dir = img.WorkingDir
+	}
+	if dir == "" {
+		dir = "/"
+	}
+	return &Command{Path: prog, Argv: argv, Attr: &syscall.ProcAttr{
+		Dir: dir, Env: env,
+		Sys: &syscall.SysProcAttr{Chroot: s.root, Setpgid: true,
+			Credential: &syscall.Credential{Uid: id.UID, Gid: id.GID, Groups: id.Groups}},
+	}}, nil
+}
+
+// Argv is the command a job runs: the manifest's command (else the image's entrypoint)
+// followed by the manifest's args (else, when neither command nor args is given, the
+// image's cmd).
+func Argv(spec *manifest.Daemon, img manifest.ImageDefaults) []string {
+	head := spec.Command
+	if head == nil {
+		head = img.Entrypoint
+	}
+	tail := spec.Args
+	if tail == nil && spec.Command == nil {
+		tail = img.Cmd
+	}
+	return append(slices.Clone(head), tail...)
+}
+
+// Env is the image's environment, then HOME, PATH and HOSTNAME where unset, then the
+// manifest's, then extra.
+func Env(image []string, manifestEnv, extra map[string]string, id Identity, name string) []string {
+	vars := map[string]string{}
+	var order []string
+	set := func(k, v string) {
+		if _, ok := vars[k]; !ok {
+			order = append(order, k)
+		}
+		vars[k] = v
+	}
+	for _, kv := range image {
+		if k, v, ok := strings.Cut(kv, "="); ok {
+			set(k, v)
+		}
+	}
+	defaults := map[string]string{"PATH": "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin", "HOME": id.Home, "HOSTNAME": name}
+	for _, k := range []string{"PATH", "HOME", "HOSTNAME"} {
+		if _, ok := vars[k]; !ok {
+			set(k, defaults[k])
+		}
+	}
+	for _, m := range []map[string]string{manifestEnv, extra} {
+		keys := make([]string, 0, len(m))
+		for k := range m {
+			keys = append(keys, k)
+		}
+		sort.Strings(keys)
+		for _, k := range keys {
+			set(k, m[k])
+		}
+	}
+	out := make([]string, 0, len(order))
+	for _, k := range order {
+		out = append(out, k+"="+vars[k])
+	}
+	return out
+}
+
+// openIn opens a file inside the root for reading, or returns a nil *os.File.
+func openIn(rootFD int, p string) (*os.File, error) {
+	fd, err := unix.Openat2(rootFD, strings.TrimPrefix(p, "/"), &unix.OpenHow{Flags: unix.O_RDONLY | unix.O_CLOEXEC, Resolve: beneath.InRoot})
+	if err != nil {
+		return nil, err
+	}
+	return os.NewFile(uintptr(fd), p), nil
+}
+
+// lookPath finds prog inside the root: as given when it has a slash, else in $PATH.
+func lookPath(rootFD int, prog string, env []string) (string, error) {
+	candidates := []string{prog}
+	if !strings.Contains(prog, "/") {
+		candidates = nil
+		pathVar := "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+		for _, kv := range env {
+			if v, ok := strings.CutPrefix(kv, "PATH="); ok {
+				pathVar = v
+			}
+		}
+		for _, dir := range filepath.SplitList(pathVar) {
+			if path.IsAbs(dir) {
+				candidates = append(candidates, path.Join(dir, prog))
+			}
+		}
+	}
+	for _, c := range candidates {
+		fd, err := unix.Openat2(rootFD, strings.TrimPrefix(c, "/"), &unix.OpenHow{Flags: unix.O_PATH | unix.O_CLOEXEC, Resolve: beneath.InRoot})
+		if err != nil {
+			continue
+		}
+		var st unix.Stat_t
+		err = unix.Fstat(fd, &st)
+		unix.Close(fd)
+		if err == nil && st.Mode&unix.S_IFMT == unix.S_IFREG && st.Mode&0o111 != 0 {
+			return c, nil
+		}
+	}
+	return "", fmt.Errorf("program %q not found in the image (looked in %s)", prog, strings.Join(candidates, ", "))
+}
+
+// Start implements supervisor.Launcher.
+func (l *Launcher) Start(name string, spec *manifest.Daemon, stdout, stderr *os.File) (int, <-chan reaper.Exit, error) {
+	c, err := l.Build(name, spec, nil, nil)
+	if err != nil {
+		return 0, nil, err
+	}
+	devnull, err := os.Open(os.DevNull)
+	if err != nil {
+		return 0, nil, err
+	}
+	defer devnull.Close()
+	c.Attr.Files = []uintptr{devnull.Fd(), stdout.Fd(), stderr.Fd()}
+	return l.reaper.Spawn(c.Path, c.Argv, c.Attr)
+}
+
+// Run implements supervisor.Launcher.
+func (l *Launcher) Run(ctx context.Context, name string, spec *manifest.Daemon, argv []string) (reaper.Exit, error) {
+	c, err := l.Build(name, spec, argv, nil)
+	if err != nil {
+		return reaper.Exit{}, err
+	}
+	devnull, err := os.OpenFile(os.DevNull, os.O_RDWR, 0)
+	if err != nil {
+		return reaper.Exit{}, err
+	}
+	defer devnull.Close()
+	c.Attr.Files = []uintptr{devnull.Fd(), devnull.Fd(), devnull.Fd()}
+	pid, ch, err := l.reaper.Spawn(c.Path, c.Argv, c.Attr)
+	if err != nil {
+		return reaper.Exit{}, err
+	}
+	select {
+	case e := <-ch:
+		return e, nil
+	case <-ctx.Done():
+		_ = syscall.Kill(-pid, syscall.SIGKILL)
+		select {
+		case e := <-ch:
+			return e, ctx.Err()
+		case <-time.After(5 * time.Second):
+			return reaper.Exit{}, ctx.Err()
+		}
+	}
+}
+
+// Spawn starts a built command.
+func (l *Launcher) Spawn(c *Command) (int, <-chan reaper.Exit, error) {
+	return l.reaper.Spawn(c.Path, c.Argv, c.Attr)
+}
