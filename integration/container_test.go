@@ -38,7 +38,7 @@ func (l *lab) lxcPath() string { return filepath.Join(l.stateDir, "lxc") }
 func (l *lab) status(t *testing.T, name string) *containerv1.GetContainerResponse {
 	t.Helper()
 	resp := &containerv1.GetContainerResponse{}
-	hearthctlJSON(t, l.runDir, resp, "container", "status", name)
+	hearthctlJSON(t, l.runDir, resp, "container", "inspect", name)
 	return resp
 }
 

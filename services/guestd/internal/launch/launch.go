@@ -128,6 +128,12 @@ func bindInto(rootFD int, dir string) (string, error) {
 		return "", fmt.Errorf("open_tree %s: %w", dir, err)
 	}
 	defer unix.Close(tree)
+	// The copy must not be a peer of the container's own mounts: unmounting it later
+	// would unmount theirs too (the container's /dev/ptmx, say). As a slave it still
+	// sees mounts the container makes.
+	if err := unix.MountSetattr(tree, "", unix.AT_EMPTY_PATH|unix.AT_RECURSIVE, &unix.MountAttr{Propagation: unix.MS_SLAVE}); err != nil {
+		return "", fmt.Errorf("make the copy of %s a slave: %w", dir, err)
+	}
 	if err := unix.MoveMount(tree, "", t, "", unix.MOVE_MOUNT_F_EMPTY_PATH|unix.MOVE_MOUNT_T_EMPTY_PATH); err != nil {
 		return "", fmt.Errorf("move_mount %s: %w", dir, err)
 	}
