@@ -48,6 +48,8 @@ show BenchmarkOverlayCreateDestroy create-p50-ms "overlay create (p50)"
 show BenchmarkOverlayCreateDestroy create-p99-ms "overlay create (p99)"
 show BenchmarkOverlayCreateDestroy destroy-p50-ms "overlay destroy (p50)"
 show BenchmarkOverlayCreateDestroy destroy-p99-ms "overlay destroy (p99)"
+show BenchmarkPackageStartTwoBusybox start-to-ready-p50-ms "two busybox daemons, start to ready (p50)"
+show BenchmarkPackageStartTwoBusybox guestd-pss-KiB "guestd memory, init + serving (PSS)"
 echo
 ratio BenchmarkImageImportRootfsTar BenchmarkTarExtractSameLayer
 show BenchmarkImageImportRootfsTar MB/s "image import throughput"

@@ -7,11 +7,16 @@ import (
 	"os/exec"
 	"path/filepath"
 	"sort"
+	"strconv"
+	"strings"
 	"testing"
 	"time"
 
+	"google.golang.org/grpc/metadata"
+
 	"hearth.dev/internal/dial"
 	containerv1 "hearth.dev/proto/hearth/container/v1"
+	guestv1 "hearth.dev/proto/hearth/guest/v1"
 	hostv1 "hearth.dev/proto/hearth/host/v1"
 	"hearth.dev/services/containerd-lite/imagetest"
 
@@ -255,4 +260,119 @@ func BenchmarkImageReimport(b *testing.B) {
 	for i := 0; i < b.N; i++ {
 		importOnce()
 	}
+}
+
+const twoBusyboxManifest = `
+id: two
+version: 1.0.0
+images:
+  bb: {ref: bb}
+daemons:
+  a:
+    image: bb
+    command: [/bin/sh, -c, "mkdir -p /www && echo a > /www/index.html && exec httpd -f -p 8080 -h /www"]
+    ready: {http: {port: 8080, path: /}, interval: 20ms}
+  b:
+    image: bb
+    command: [/bin/sh, -c, "mkdir -p /www && echo b > /www/index.html && exec httpd -f -p 8081 -h /www"]
+    requires: [a]
+    ready: {http: {port: 8081, path: /}, interval: 20ms}
+`
+
+// BenchmarkPackageStartTwoBusybox measures a package of two busybox daemons, b waiting
+// for a: from the start request until guestd reports both ready (bench/peers.sh runs
+// the same two under podman and lxc-execute). It also reports guestd's resident memory
+// (init and the serving process) with the two daemons running.
+func BenchmarkPackageStartTwoBusybox(b *testing.B) {
+	l, cl, imgs := benchLab(b)
+	ctx := context.Background()
+	bb, err := imagetest.Busybox("/bin/busybox")
+	if err != nil {
+		b.Fatal(err)
+	}
+	layout := filepath.Join(l.dir, "bb")
+	must(b, imagetest.WriteOCILayout(layout, imagetest.Image(v1.Config{}, bb)))
+	stream, err := imgs.ImportImage(ctx, &containerv1.ImportImageRequest{Path: layout, Name: "bb"})
+	if err != nil {
+		b.Fatal(err)
+	}
+	for {
+		if _, err := stream.Recv(); err != nil {
+			break
+		}
+	}
+	if _, err := cl.CreateContainer(ctx, &containerv1.CreateContainerRequest{Name: "two", Spec: &containerv1.ContainerSpec{Manifest: []byte(twoBusyboxManifest)}}); err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(func() { cl.DeleteContainer(ctx, &containerv1.DeleteContainerRequest{Name: "two", Force: true}) })
+	conn, err := dial.Unix(l.cld.socket)
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer conn.Close()
+	guest := guestv1.NewGuestServiceClient(conn)
+	gctx := metadata.AppendToOutgoingContext(ctx, "hearth-container", "two")
+	var times []time.Duration
+	var rss []int64
+	b.ResetTimer()
+	for i := 0; i < b.N; i++ {
+		t0 := time.Now()
+		if _, err := cl.StartContainer(ctx, &containerv1.StartContainerRequest{Name: "two"}); err != nil {
+			b.Fatal(err)
+		}
+		wctx, cancelWatch := context.WithCancel(gctx)
+		watch, err := guest.WatchStatus(wctx, &guestv1.WatchStatusRequest{})
+		if err != nil {
+			b.Fatal(err)
+		}
+		ready := map[string]bool{}
+		for !ready["a"] || !ready["b"] {
+			ev, err := watch.Recv()
+			if err != nil {
+				b.Fatal(err)
+			}
+			ready[ev.GetDaemon().GetName()] = ev.GetDaemon().GetState() == guestv1.DaemonState_DAEMON_STATE_READY
+		}
+		times = append(times, time.Since(t0))
+		b.StopTimer()
+		cancelWatch()
+		rss = append(rss, guestdRSS(b, l, "two"))
+		if _, err := cl.StopContainer(ctx, &containerv1.StopContainerRequest{Name: "two"}); err != nil {
+			b.Fatal(err)
+		}
+		b.StartTimer()
+	}
+	b.StopTimer()
+	percentiles(b, "start-to-ready", times)
+	sort.Slice(rss, func(i, j int) bool { return rss[i] < rss[j] })
+	b.ReportMetric(float64(rss[len(rss)/2]), "guestd-pss-KiB")
+}
+
+// guestdRSS sums the proportional resident memory (PSS, KiB) of guestd's two processes
+// in a container, init (PID 1) and the serving guestd: the binary's pages they share are
+// counted once.
+func guestdRSS(b *testing.B, l *lab, name string) int64 {
+	var total int64
+	ents, _ := os.ReadDir("/proc")
+	for _, e := range ents {
+		cg, err := os.ReadFile("/proc/" + e.Name() + "/cgroup")
+		if err != nil || !strings.Contains(string(cg), "lxc.payload."+name) {
+			continue
+		}
+		st, err := os.ReadFile("/proc/" + e.Name() + "/status")
+		if err != nil || !strings.Contains(string(st), "Name:\tguestd") {
+			continue
+		}
+		sm, err := os.ReadFile("/proc/" + e.Name() + "/smaps_rollup")
+		if err != nil {
+			continue
+		}
+		for _, line := range strings.Split(string(sm), "\n") {
+			if v, ok := strings.CutPrefix(line, "Pss:"); ok {
+				kb, _ := strconv.ParseInt(strings.TrimSpace(strings.TrimSuffix(strings.TrimSpace(v), "kB")), 10, 64)
+				total += kb
+			}
+		}
+	}
+	return total
 }

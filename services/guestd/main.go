@@ -11,6 +11,8 @@ package main
 import (
 	"fmt"
 	"os"
+	"runtime"
+	"runtime/debug"
 
 	"hearth.dev/services/guestd/internal/guestapi"
 	"hearth.dev/services/guestd/internal/hostclient"
@@ -18,6 +20,11 @@ import (
 )
 
 func main() {
+	// guestd lives in every container: keep it small. One P, a tighter GC and a soft
+	// memory limit cost little for a process that mostly waits.
+	runtime.GOMAXPROCS(1)
+	debug.SetGCPercent(50)
+	debug.SetMemoryLimit(8 << 20)
 	switch {
 	case os.Getpid() == 1 || (len(os.Args) > 1 && os.Args[1] == "init"):
 		os.Exit(initproc.Main(os.Args[1:]))
