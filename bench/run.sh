@@ -59,3 +59,13 @@ echo
 show BenchmarkLocalLeafIssue leaves/s "certd local leaf issuance" || true
 acme=$(median BenchmarkACMEIssuePebble)
 [ -z "$acme" ] || awk -v v="$acme" 'BEGIN {printf "%-45s %10.1f ms\n", "certd ACME issuance (Pebble, always valid)", v/1e6}'
+
+# Peers of "start request -> all daemons ready" for a package of two busybox daemons (B
+# waits for A): podman pod and bare lxc-execute, as medians from bench/peers.sh (root only;
+# BENCH_PEERS=0 skips them). A failed peer shows as "PEER <name> failed".
+if [ "$(id -u)" = 0 ] && [ "${BENCH_PEERS:-1}" != 0 ]; then
+	peers=$(bench/peers.sh) || echo "bench/peers.sh exited non-zero" >&2
+	echo
+	echo "== package start, peers (ms, BENCH_ITER=${BENCH_ITER:-10} runs) =="
+	grep '^PEER ' <<<"$peers" || echo "no PEER lines from bench/peers.sh"
+fi

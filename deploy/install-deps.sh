@@ -4,7 +4,8 @@
 #   usage: deploy/install-deps.sh [--check]    (--check: only report what is missing)
 set -euo pipefail
 
-packages=(lxc lxc-dev busybox-static debootstrap uidmap pkg-config gcc make git iproute2 util-linux ca-certificates openssl curl)
+# podman, runc (its runtime there) and catatonit (its pods' pause process): bench/peers.sh.
+packages=(lxc lxc-dev busybox-static debootstrap uidmap pkg-config gcc make git iproute2 util-linux ca-certificates openssl curl podman runc catatonit)
 
 missing=()
 for p in "${packages[@]}"; do
