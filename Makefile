@@ -2,7 +2,7 @@
 SHELL := /bin/bash
 .DEFAULT_GOAL := build
 
-MODULES  := proto internal services/containerd-lite services/netd services/certd services/guestd cmd/hearthctl integration
+MODULES  := proto internal services/containerd-lite services/netd services/certd services/guestd cmd/hearthctl examples integration
 BIN      := $(CURDIR)/bin
 TOOLS    := $(BIN)/tools
 BASE     := $(CURDIR)/build/base-rootfs

@@ -69,3 +69,15 @@ if [ "$(id -u)" = 0 ] && [ "${BENCH_PEERS:-1}" != 0 ]; then
 	echo "== package start, peers (ms, BENCH_ITER=${BENCH_ITER:-10} runs) =="
 	grep '^PEER ' <<<"$peers" || echo "no PEER lines from bench/peers.sh"
 fi
+
+# Hearth's own number next to the peers': ratios of the start-to-ready medians.
+ours=$(median BenchmarkPackageStartTwoBusybox start-to-ready-p50-ms)
+if [ -n "$ours" ] && [ -n "${peers:-}" ]; then
+	echo
+	echo "== package start to ready: hearth / peer =="
+	grep '^PEER ' <<<"$peers" | awk -v ours="$ours" '{
+		for (i = 3; i <= NF; i++) if ($i ~ /^median_ms=/) { split($i, kv, "="); m = kv[2] }
+		if (m > 0) printf "hearth %.1f ms / %s %.1f ms = %.2f\n", ours, $2, m, ours / m
+		m = 0
+	}'
+fi

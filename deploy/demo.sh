@@ -62,19 +62,43 @@ for _ in $(seq 100); do
 done
 "$bin/hearthctl" container ls >/dev/null || { echo "demo: containerd-lite did not come up; see $dir/logs/containerd-lite.log" >&2; exit 1; }
 
-"$bin/hearthctl" container status demo >/dev/null 2>&1 || "$bin/hearthctl" container create demo
-"$bin/hearthctl" container start demo >/dev/null
-"$bin/hearthctl" container status demo
+hctl() { "$bin/hearthctl" "$@"; }
+
+# The example package, hello-pg: Postgres and our app in one container.
+if ! hctl image inspect hello-pg/app:1 >/dev/null 2>&1; then
+	echo "demo: building the app image"
+	CGO_ENABLED=0 go build -o "$dir/app-server" ./examples/hello-pg/app
+	rm -rf "$dir/app-image"
+	go run ./examples/hello-pg/mkimage -app "$dir/app-server" -out "$dir/app-image"
+	hctl image import "$dir/app-image" --name hello-pg/app:1
+fi
+if ! hctl image inspect hello-pg/postgres:15 >/dev/null 2>&1; then
+	echo "demo: building the Postgres image (debootstrap, about a minute the first time; cached)"
+	pg=$(deploy/images/debootstrap.sh postgresql-15)
+	hctl --timeout 10m image import "$pg" --name hello-pg/postgres:15
+fi
+hctl container status hello >/dev/null 2>&1 || hctl container create hello --manifest examples/hello-pg/manifest.yaml
+hctl container start hello >/dev/null
+echo "demo: waiting for hello-pg's daemons"
+for _ in $(seq 300); do
+	hctl container status hello | grep -q '^app .* ready ' && break
+	sleep 0.2
+done
+hctl container status hello
 
 cat <<MSG
 
-Hearth is running under $dir
+Hearth is running under $dir, with the example package hello-pg in container "hello".
+The app answers on 127.0.0.1:8080 inside the container (LAN and domain names come with netd):
+  $bin/hearthctl exec hello app -- wget -qO- http://127.0.0.1:8080/rows
+$(hctl exec hello app -- wget -qO- http://127.0.0.1:8080/rows 2>&1)
+
   sockets:  $run/{containerd-lite,netd,certd}.sock
-  logs:     $dir/logs/
+  logs:     $dir/logs/   and   $bin/hearthctl logs hello -f
 Try:
   export HEARTH_RUN_DIR=$run
-  $bin/hearthctl container ls
-  $bin/hearthctl container status demo
+  $bin/hearthctl container inspect hello
+  $bin/hearthctl exec -it hello db -- bash
   $top/bin/tools/grpcurl -plaintext -unix $run/containerd-lite.sock list    (after make tools)
 Stop it:    deploy/demo.sh stop
 MSG

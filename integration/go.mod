@@ -3,6 +3,7 @@ module hearth.dev/integration
 go 1.26
 
 replace (
+	hearth.dev/examples => ../examples
 	hearth.dev/internal => ../internal
 	hearth.dev/proto => ../proto
 	hearth.dev/services/containerd-lite => ../services/containerd-lite
@@ -12,6 +13,7 @@ require (
 	github.com/google/go-containerregistry v0.20.6
 	google.golang.org/grpc v1.77.0
 	google.golang.org/protobuf v1.36.12
+	hearth.dev/examples v0.0.0
 	hearth.dev/internal v0.0.0
 	hearth.dev/proto v0.0.0
 	hearth.dev/services/containerd-lite v0.0.0
@@ -28,7 +30,6 @@ require (
 	github.com/opencontainers/image-spec v1.1.1 // indirect
 	github.com/pkg/errors v0.9.1 // indirect
 	github.com/sirupsen/logrus v1.9.3 // indirect
-	github.com/stretchr/testify v1.10.0 // indirect
 	github.com/vbatts/tar-split v0.12.1 // indirect
 	golang.org/x/net v0.46.1-0.20251013234738-63d1a5100f82 // indirect
 	golang.org/x/sync v0.18.0 // indirect

@@ -9,11 +9,9 @@ import (
 	"testing"
 	"time"
 
-	v1 "github.com/google/go-containerregistry/pkg/v1"
-
+	"hearth.dev/examples/hello-pg/appimage"
 	containerv1 "hearth.dev/proto/hearth/container/v1"
 	guestv1 "hearth.dev/proto/hearth/guest/v1"
-	"hearth.dev/services/containerd-lite/imagetest"
 )
 
 // postgresRootfs returns the debootstrapped bookworm + postgresql-15 tarball, built once
@@ -40,19 +38,7 @@ func importHelloPG(t *testing.T, l *lab) {
 	if out, err := build.CombinedOutput(); err != nil {
 		t.Fatalf("build the app: %v\n%s", err, out)
 	}
-	bin, err := os.ReadFile(app)
-	if err != nil {
-		t.Fatal(err)
-	}
-	bb, err := imagetest.Busybox("/bin/busybox")
-	if err != nil {
-		t.Fatal(err)
-	}
-	files := append(bb,
-		imagetest.File{Name: "app/", Type: '5'},
-		imagetest.File{Name: "app/server", Body: string(bin), Mode: 0o755},
-		imagetest.File{Name: "etc/passwd", Body: "root:x:0:0:root:/root:/bin/sh\napp:x:1000:1000:app:/app:/bin/sh\n"})
-	must(t, imagetest.WriteOCILayout(filepath.Join(dir, "app"), imagetest.Image(v1.Config{Cmd: []string{"/app/server"}, User: "app"}, files)))
+	must(t, appimage.Write(app, filepath.Join(dir, "app"), "/bin/busybox"))
 	if _, err := hearthctl(t, l.runDir, "image", "import", filepath.Join(dir, "app"), "--name", "hello-pg/app:1"); err != nil {
 		t.Fatal(err)
 	}
