@@ -102,6 +102,15 @@ func TestMultiImageContainer(t *testing.T) {
 		if len(d.GetImages()) != 2 || !d.GetImages()[0].GetMounted() || !d.GetImages()[1].GetMounted() {
 			t.Errorf("inspect images: %v", d.GetImages())
 		}
+		// An image a container uses is not removed unless forced.
+		if _, err := hearthctl(t, l.runDir, "image", "rm", "other"); err == nil || !strings.Contains(err.Error(), "used by container(s) alpha") {
+			t.Errorf("image rm of a used image: %v", err)
+		}
+		img := &containerv1.Image{}
+		hearthctlJSON(t, l.runDir, img, "image", "inspect", "other")
+		if len(img.GetUsedBy()) != 1 || img.GetUsedBy()[0] != "alpha" {
+			t.Errorf("image inspect used_by: %v", img.GetUsedBy())
+		}
 	})
 
 	t.Run("overlays from inside", func(t *testing.T) {
