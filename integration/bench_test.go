@@ -26,9 +26,7 @@ import (
 // benchLab starts containerd-lite for a benchmark and returns its clients.
 func benchLab(b *testing.B) (*lab, containerv1.ContainerServiceClient, containerv1.ImageServiceClient) {
 	requireRoot(b)
-	dir := tempDir(b)
-	l := &lab{dir: dir, runDir: filepath.Join(dir, "run"), stateDir: filepath.Join(dir, "state"), owner: b}
-	l.start(b)
+	l := newLab(b)
 	conn, err := dial.Unix(l.cld.socket)
 	if err != nil {
 		b.Fatal(err)

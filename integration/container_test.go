@@ -14,22 +14,42 @@ import (
 // lab is a private Hearth: containerd-lite on its own run and state directories.
 type lab struct {
 	dir, runDir, stateDir string
-	cld                   *daemonProc
+	cld, netd             *daemonProc
 	owner                 testing.TB // the test the lab lives as long as
 }
 
-func newLab(t *testing.T) *lab {
+// newLab starts containerd-lite on a private run and state directory. When the test
+// ends, the lab removes its containers, then stops its daemons (whichever run then).
+func newLab(t testing.TB) *lab {
 	t.Helper()
 	dir := tempDir(t)
 	l := &lab{dir: dir, runDir: filepath.Join(dir, "run"), stateDir: filepath.Join(dir, "state"), owner: t}
+	t.Cleanup(func() {
+		if out, err := hearthctl(t, l.runDir, "container", "ls"); err == nil {
+			for _, line := range strings.Split(out, "\n")[1:] {
+				if f := strings.Fields(line); len(f) > 0 {
+					hearthctl(t, l.runDir, "container", "rm", "--force", f[0])
+				}
+			}
+		}
+		for _, d := range []*daemonProc{l.cld, l.netd} {
+			if d == nil {
+				continue
+			}
+			d.stop(syscall.SIGTERM)
+			if t.Failed() {
+				t.Logf("%s log:\n%s", d.name, d.log.String())
+			}
+		}
+	})
 	l.start(t)
 	return l
 }
 
-// start starts containerd-lite; it runs until the lab's test ends (or stop).
+// start starts containerd-lite; the lab stops it.
 func (l *lab) start(t testing.TB) {
 	t.Helper()
-	l.cld = startDaemonOwned(t, l.owner, "containerd-lite", filepath.Join(l.runDir, "containerd-lite.sock"),
+	l.cld = startDaemonOwned(t, nil, "containerd-lite", filepath.Join(l.runDir, "containerd-lite.sock"),
 		"--run-dir", l.runDir, "--state-dir", l.stateDir, "--base-rootfs", baseRootfs)
 }
 

@@ -165,7 +165,8 @@ func startDaemon(t testing.TB, name, socket string, args ...string) *daemonProc 
 	return startDaemonOwned(t, t, name, socket, args...)
 }
 
-// startDaemonOwned is startDaemon for a daemon that outlives t: owner stops it.
+// startDaemonOwned is startDaemon for a daemon that outlives t: owner stops it, or, when
+// owner is nil, the caller does.
 func startDaemonOwned(t, owner testing.TB, name, socket string, args ...string) *daemonProc {
 	t.Helper()
 	d := &daemonProc{name: name, socket: socket, log: &syncBuffer{}, done: make(chan struct{})}
@@ -176,12 +177,14 @@ func startDaemonOwned(t, owner testing.TB, name, socket string, args ...string) 
 		t.Fatalf("start %s: %v", name, err)
 	}
 	go func() { d.cmd.Wait(); close(d.done) }()
-	owner.Cleanup(func() {
-		d.stop(syscall.SIGTERM)
-		if owner.Failed() {
-			t.Logf("%s log:\n%s", name, d.log.String())
-		}
-	})
+	if owner != nil {
+		owner.Cleanup(func() {
+			d.stop(syscall.SIGTERM)
+			if owner.Failed() {
+				t.Logf("%s log:\n%s", name, d.log.String())
+			}
+		})
+	}
 	deadline := time.Now().Add(15 * time.Second)
 	for {
 		if err := d.healthy(); err == nil {
@@ -232,7 +235,7 @@ func (d *daemonProc) stop(sig syscall.Signal) {
 }
 
 // run runs a command and returns its stdout; stderr is included in the error.
-func run(t *testing.T, name string, args ...string) (string, error) {
+func run(t testing.TB, name string, args ...string) (string, error) {
 	t.Helper()
 	var stdout, stderr bytes.Buffer
 	cmd := exec.Command(name, args...)
@@ -256,13 +259,13 @@ func runSplit(name string, args ...string) (string, string, error) {
 }
 
 // hearthctl runs bin/hearthctl with --run-dir runDir.
-func hearthctl(t *testing.T, runDir string, args ...string) (string, error) {
+func hearthctl(t testing.TB, runDir string, args ...string) (string, error) {
 	t.Helper()
 	return run(t, filepath.Join(binDir, "hearthctl"), append([]string{"--run-dir", runDir}, args...)...)
 }
 
 // hearthctlJSON runs hearthctl -o json and decodes its answer into m.
-func hearthctlJSON(t *testing.T, runDir string, m proto.Message, args ...string) {
+func hearthctlJSON(t testing.TB, runDir string, m proto.Message, args ...string) {
 	t.Helper()
 	out, err := hearthctl(t, runDir, append([]string{"-o", "json"}, args...)...)
 	if err != nil {

@@ -8,6 +8,8 @@ replace (
 )
 
 require (
+	github.com/vishvananda/netlink v1.3.1
+	github.com/vishvananda/netns v0.0.5
 	hearth.dev/internal v0.0.0
 	hearth.dev/proto v0.0.0
 )

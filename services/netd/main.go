@@ -8,9 +8,11 @@ import (
 )
 
 func main() {
+	var f netapi.Flags
 	daemon.Main(daemon.Spec{
 		Name:    "netd",
 		Summary: "netd gives Hearth's containers their network: bridge, addresses, NAT, bindings,\nLAN names, domains and onion services.",
-		Init:    netapi.Init,
+		Flags:   f.Register,
+		Init:    f.Init,
 	})
 }

@@ -153,9 +153,13 @@ the host's policy).`,
 				if c.GetState() == containerv1.ContainerState_CONTAINER_STATE_RUNNING {
 					up = since(c.GetStartedAt())
 				}
-				rows = append(rows, []string{c.GetName(), stateName(c.GetState()), pid, up})
+				addr := c.GetAddress()
+				if addr == "" {
+					addr = "-"
+				}
+				rows = append(rows, []string{c.GetName(), stateName(c.GetState()), pid, addr, up})
 			}
-			return g.table([]string{"NAME", "STATE", "PID", "UP"}, rows)
+			return g.table([]string{"NAME", "STATE", "PID", "ADDRESS", "UP"}, rows)
 		}),
 	}
 	statusCmd := &cobra.Command{
@@ -187,6 +191,11 @@ the host's policy).`,
 				"created", ago(c.GetCreatedAt()),
 				"started", ago(c.GetStartedAt()),
 				"rpc dir", c.GetRpcDir(),
+			}
+			if c.GetAddress() != "" {
+				kv = append(kv, "address", c.GetAddress())
+			} else if c.GetState() == containerv1.ContainerState_CONTAINER_STATE_RUNNING {
+				kv = append(kv, "address", "none (loopback only: netd is not running)")
 			}
 			if gi := resp.GetGuest(); gi != nil && gi.GetPackage() != "" {
 				kv = append(kv, "package", gi.GetPackage())

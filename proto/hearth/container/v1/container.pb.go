@@ -99,7 +99,10 @@ type Container struct {
 	// Host path of the container's root file system while it is mounted.
 	Rootfs string `protobuf:"bytes,6,opt,name=rootfs,proto3" json:"rootfs,omitempty"`
 	// Host path of the directory shared with the container at /media/hearth/rpc.
-	RpcDir        string `protobuf:"bytes,7,opt,name=rpc_dir,json=rpcDir,proto3" json:"rpc_dir,omitempty"`
+	RpcDir string `protobuf:"bytes,7,opt,name=rpc_dir,json=rpcDir,proto3" json:"rpc_dir,omitempty"`
+	// The container's address on netd's bridge while it runs; empty when netd is not
+	// running (the container then has loopback only).
+	Address       string `protobuf:"bytes,8,opt,name=address,proto3" json:"address,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -179,6 +182,13 @@ func (x *Container) GetRootfs() string {
 func (x *Container) GetRpcDir() string {
 	if x != nil {
 		return x.RpcDir
+	}
+	return ""
+}
+
+func (x *Container) GetAddress() string {
+	if x != nil {
+		return x.Address
 	}
 	return ""
 }
@@ -1170,7 +1180,7 @@ var File_hearth_container_v1_container_proto protoreflect.FileDescriptor
 
 const file_hearth_container_v1_container_proto_rawDesc = "" +
 	"\n" +
-	"#hearth/container/v1/container.proto\x12\x13hearth.container.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x1bhearth/guest/v1/guest.proto\x1a\x19hearth/host/v1/host.proto\"\x9c\x02\n" +
+	"#hearth/container/v1/container.proto\x12\x13hearth.container.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x1bhearth/guest/v1/guest.proto\x1a\x19hearth/host/v1/host.proto\"\xb6\x02\n" +
 	"\tContainer\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x129\n" +
 	"\x05state\x18\x02 \x01(\x0e2#.hearth.container.v1.ContainerStateR\x05state\x12\x19\n" +
@@ -1180,7 +1190,8 @@ const file_hearth_container_v1_container_proto_rawDesc = "" +
 	"\n" +
 	"started_at\x18\x05 \x01(\v2\x1a.google.protobuf.TimestampR\tstartedAt\x12\x16\n" +
 	"\x06rootfs\x18\x06 \x01(\tR\x06rootfs\x12\x17\n" +
-	"\arpc_dir\x18\a \x01(\tR\x06rpcDir\"d\n" +
+	"\arpc_dir\x18\a \x01(\tR\x06rpcDir\x12\x18\n" +
+	"\aaddress\x18\b \x01(\tR\aaddress\"d\n" +
 	"\x16CreateContainerRequest\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x126\n" +
 	"\x04spec\x18\x02 \x01(\v2\".hearth.container.v1.ContainerSpecR\x04spec\"\xfd\x01\n" +

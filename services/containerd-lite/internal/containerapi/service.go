@@ -119,6 +119,7 @@ func toProto(i containers.Info) *containerv1.Container {
 		CreatedAt: timestamppb.New(i.CreatedAt),
 		Rootfs:    i.Rootfs,
 		RpcDir:    i.RPCDir,
+		Address:   i.Address,
 	}
 	if !i.StartedAt.IsZero() {
 		c.StartedAt = timestamppb.New(i.StartedAt)

@@ -63,6 +63,17 @@ type Options struct {
 	HostService func(container string) hostv1.HostServiceServer
 	// Userns is a user namespace with IDMap's mapping, for idmapped image mounts.
 	Userns int
+	// Network attaches running containers to netd's bridge; nil for loopback only.
+	Network Network
+}
+
+// Network is netd, as containers see it.
+type Network interface {
+	// Attach gives the container whose init is pid a veth and an address; ok is false
+	// when netd is not running (the container keeps loopback only).
+	Attach(ctx context.Context, container string, pid int) (address string, ok bool, err error)
+	// Detach removes the container's veth; a no-op when netd is not running.
+	Detach(ctx context.Context, container string) error
 }
 
 // Images is what containers need of the image store.
@@ -291,13 +302,17 @@ func (m *Manager) Start(ctx context.Context, name string) (Info, error) {
 	if err := m.opts.Runtime.Start(name, 10*time.Second); err != nil {
 		return fail(fmt.Errorf("%w%s", err, tail("lxc.log", p.lxcLog)))
 	}
+	addr, err := m.attach(ctx, name)
+	if err != nil {
+		return fail(err)
+	}
 	wctx, cancel := context.WithTimeout(ctx, m.opts.GuestTimeout)
 	defer cancel()
 	if _, err := m.waitGuest(wctx, name); err != nil {
 		return fail(fmt.Errorf("container %q started but guestd did not answer: %w%s", name, err, tail("console", p.console)))
 	}
 	// guestd may have made overlays meanwhile: change only the start time.
-	rec, err = m.update(name, func(r *store.Container) { r.StartedAt = time.Now().UTC() })
+	rec, err = m.update(name, func(r *store.Container) { r.StartedAt, r.Address = time.Now().UTC(), addr })
 	if err != nil {
 		return Info{}, err
 	}
@@ -340,7 +355,14 @@ func (m *Manager) teardown(name string) {
 	if err := os.RemoveAll(p.overlays); err != nil {
 		m.log.Error("remove overlays", "container", name, "error", err)
 	}
-	if _, err := m.update(name, func(r *store.Container) { r.Overlays = nil }); err != nil && !errors.Is(err, errdefs.ErrNotFound) {
+	if m.opts.Network != nil {
+		dctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		if err := m.opts.Network.Detach(dctx, name); err != nil {
+			m.log.Warn("detach from netd", "container", name, "error", err)
+		}
+		cancel()
+	}
+	if _, err := m.update(name, func(r *store.Container) { r.Overlays, r.Address = nil, "" }); err != nil && !errors.Is(err, errdefs.ErrNotFound) {
 		m.log.Error("forget overlays", "container", name, "error", err)
 	}
 }
@@ -463,6 +485,9 @@ func (m *Manager) info(rec store.Container) (Info, error) {
 	}
 	p := m.paths(rec.Name)
 	i := Info{Container: rec, State: st, InitPID: pid, RPCDir: p.rpc}
+	if st != lxcrt.Running {
+		i.Address = ""
+	}
 	if ok, _ := mounts.IsMounted(p.rootfs); ok {
 		i.Rootfs = p.rootfs
 	}
@@ -506,4 +531,25 @@ func tail(label, path string) string {
 		data = data[len(data)-2048:]
 	}
 	return fmt.Sprintf("\n--- %s (%s) ---\n%s", label, path, data)
+}
+
+// attach asks netd for the running container's veth; without netd it has loopback only.
+func (m *Manager) attach(ctx context.Context, name string) (string, error) {
+	if m.opts.Network == nil {
+		return "", nil
+	}
+	_, pid, err := m.opts.Runtime.State(name)
+	if err != nil {
+		return "", err
+	}
+	actx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	addr, ok, err := m.opts.Network.Attach(actx, name, pid)
+	if err != nil {
+		return "", fmt.Errorf("attach container %q to netd's bridge: %w", name, err)
+	}
+	if !ok {
+		m.log.Info("netd is not running: the container has loopback only", "container", name)
+	}
+	return addr, nil
 }

@@ -36,6 +36,13 @@ func (m *Manager) Reconcile(ctx context.Context) error {
 			if err := m.remount(rec); err != nil {
 				m.log.Error("reconcile: restore mounts", "container", rec.Name, "error", err)
 			}
+			if addr, err := m.attach(ctx, rec.Name); err != nil {
+				m.log.Error("reconcile: attach to netd", "container", rec.Name, "error", err)
+			} else if addr != rec.Address {
+				if _, err := m.update(rec.Name, func(r *store.Container) { r.Address = addr }); err != nil {
+					return err
+				}
+			}
 			m.log.Info("reconcile: adopted running container", "container", rec.Name, "init_pid", pid, "overlays", len(rec.Overlays))
 		case lxcrt.Stopped:
 			if done, err := mounts.UnmountAll(m.paths(rec.Name).dir); err != nil {

@@ -28,6 +28,7 @@ import (
 	"hearth.dev/services/containerd-lite/internal/images"
 	"hearth.dev/services/containerd-lite/internal/limits"
 	"hearth.dev/services/containerd-lite/internal/lxcrt"
+	"hearth.dev/services/containerd-lite/internal/netdclient"
 	"hearth.dev/services/containerd-lite/internal/store"
 )
 
@@ -36,7 +37,7 @@ const DefaultBaseRootfs = "/usr/lib/hearth/base-rootfs"
 
 // Spec describes containerd-lite to the daemon runner.
 func Spec() daemon.Spec {
-	var baseRootfs, maxMemory string
+	var baseRootfs, maxMemory, netdSocket string
 	var policy limits.Policy
 	var m *containers.Manager
 	proxy := &guestproxy.Proxy{RPCDir: func(name string) (string, error) {
@@ -53,6 +54,7 @@ func Spec() daemon.Spec {
 			"container. Containers outlive it: restarting containerd-lite never restarts a service.",
 		Flags: func(fs *flag.FlagSet) {
 			fs.StringVar(&baseRootfs, "base-rootfs", DefaultBaseRootfs, "base root file system every container boots from (busybox and a static guestd; 'make base-rootfs' builds one)")
+			fs.StringVar(&netdSocket, "netd-socket", "", "netd's socket, for container networking (default <run-dir>/netd.sock; containers have loopback only while it is absent)")
 			fs.StringVar(&maxMemory, "max-memory", "", "most memory one container may have, such as 4Gi (default: half the host's)")
 			fs.Float64Var(&policy.MaxCPUs, "max-cpus", 0, "most CPUs one container may use (default: all)")
 			fs.Int64Var(&policy.MaxPids, "max-pids", 0, "most processes one container may run (default 4096)")
@@ -67,13 +69,16 @@ func Spec() daemon.Spec {
 			}
 			var err error
 			var hooks daemon.Hooks
-			m, hooks, err = initDaemon(env, baseRootfs, policy)
+			if netdSocket == "" {
+				netdSocket = filepath.Join(env.RunDir, "netd.sock")
+			}
+			m, hooks, err = initDaemon(env, baseRootfs, policy, netdclient.Client{Socket: netdSocket})
 			return hooks, err
 		},
 	}
 }
 
-func initDaemon(env *daemon.Env, baseSrc string, policy limits.Policy) (*containers.Manager, daemon.Hooks, error) {
+func initDaemon(env *daemon.Env, baseSrc string, policy limits.Policy, network containers.Network) (*containers.Manager, daemon.Hooks, error) {
 	if os.Geteuid() != 0 {
 		return nil, daemon.Hooks{}, errors.New("containerd-lite must run as root: it mounts file systems and starts LXC containers")
 	}
@@ -115,6 +120,7 @@ func initDaemon(env *daemon.Env, baseSrc string, policy limits.Policy) (*contain
 	var m *containers.Manager
 	m = containers.New(containers.Options{
 		Userns:      userns,
+		Network:     network,
 		StateDir:    env.StateDir,
 		BaseRootfs:  base,
 		Runtime:     &lxcrt.Runtime{Path: lxcPath, Self: self},

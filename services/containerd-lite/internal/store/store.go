@@ -60,6 +60,8 @@ type Container struct {
 	Overlays map[string]Overlay `json:"overlays,omitempty"`
 	// Manifest is the package manifest (YAML) whose daemons guestd runs, if any.
 	Manifest []byte `json:"manifest,omitempty"`
+	// Address is the container's address on netd's bridge while it runs.
+	Address string `json:"address,omitempty"`
 }
 
 // Limits of a container's cgroup.
