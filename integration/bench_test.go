@@ -118,21 +118,7 @@ lxc.tty.max = 0
 func BenchmarkOverlayCreateDestroy(b *testing.B) {
 	l, cl, imgs := benchLab(b)
 	ctx := context.Background()
-	bb, err := imagetest.Busybox("/bin/busybox")
-	if err != nil {
-		b.Fatal(err)
-	}
-	layout := filepath.Join(l.dir, "bb")
-	must(b, imagetest.WriteOCILayout(layout, imagetest.Image(v1.Config{}, bb)))
-	stream, err := imgs.ImportImage(ctx, &containerv1.ImportImageRequest{Path: layout, Name: "bb"})
-	if err != nil {
-		b.Fatal(err)
-	}
-	for {
-		if _, err := stream.Recv(); err != nil {
-			break
-		}
-	}
+	importBusybox(b, l, imgs)
 	if _, err := cl.CreateContainer(ctx, &containerv1.CreateContainerRequest{Name: "ov", Spec: &containerv1.ContainerSpec{Images: map[string]string{"bb": "bb"}}}); err != nil {
 		b.Fatal(err)
 	}
@@ -284,21 +270,7 @@ daemons:
 func BenchmarkPackageStartTwoBusybox(b *testing.B) {
 	l, cl, imgs := benchLab(b)
 	ctx := context.Background()
-	bb, err := imagetest.Busybox("/bin/busybox")
-	if err != nil {
-		b.Fatal(err)
-	}
-	layout := filepath.Join(l.dir, "bb")
-	must(b, imagetest.WriteOCILayout(layout, imagetest.Image(v1.Config{}, bb)))
-	stream, err := imgs.ImportImage(ctx, &containerv1.ImportImageRequest{Path: layout, Name: "bb"})
-	if err != nil {
-		b.Fatal(err)
-	}
-	for {
-		if _, err := stream.Recv(); err != nil {
-			break
-		}
-	}
+	importBusybox(b, l, imgs)
 	if _, err := cl.CreateContainer(ctx, &containerv1.CreateContainerRequest{Name: "two", Spec: &containerv1.ContainerSpec{Manifest: []byte(twoBusyboxManifest)}}); err != nil {
 		b.Fatal(err)
 	}
@@ -373,4 +345,27 @@ func guestdRSS(b *testing.B, l *lab, name string) int64 {
 		}
 	}
 	return total
+}
+
+// importBusybox imports a busybox image named bb.
+func importBusybox(b *testing.B, l *lab, imgs containerv1.ImageServiceClient) {
+	bb, err := imagetest.Busybox("/bin/busybox")
+	if err != nil {
+		b.Fatal(err)
+	}
+	layout := filepath.Join(l.dir, "bb")
+	must(b, imagetest.WriteOCILayout(layout, imagetest.Image(v1.Config{}, bb)))
+	stream, err := imgs.ImportImage(context.Background(), &containerv1.ImportImageRequest{Path: layout, Name: "bb"})
+	if err != nil {
+		b.Fatal(err)
+	}
+	for {
+		resp, err := stream.Recv()
+		if err != nil {
+			b.Fatal(err)
+		}
+		if resp.GetImage() != nil {
+			return
+		}
+	}
 }

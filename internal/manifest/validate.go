@@ -3,6 +3,7 @@ package manifest
 import (
 	"errors"
 	"fmt"
+	"maps"
 	"path"
 	"regexp"
 	"slices"
@@ -48,7 +49,7 @@ func (m *Manifest) Validate() error {
 	if len(m.Images) == 0 {
 		c.add("images", "none: a package needs at least one image")
 	}
-	for _, n := range sortedKeys(m.Images) {
+	for _, n := range slices.Sorted(maps.Keys(m.Images)) {
 		img := m.Images[n]
 		f := "images." + n
 		if !nameRE.MatchString(n) {
@@ -93,7 +94,7 @@ func (m *Manifest) Validate() error {
 		kind string
 		jobs map[string]*Daemon
 	}{{"daemons", m.Daemons}, {"oneshots", m.Oneshots}} {
-		for _, n := range sortedKeys(group.jobs) {
+		for _, n := range slices.Sorted(maps.Keys(group.jobs)) {
 			f := group.kind + "." + n
 			if !nameRE.MatchString(n) {
 				c.add(f, "name %q: use lower-case letters, digits, '.', '_' and '-'", n)
@@ -109,12 +110,12 @@ func (m *Manifest) Validate() error {
 		jobs    map[string]*Daemon
 		oneshot bool
 	}{{"daemons", m.Daemons, false}, {"oneshots", m.Oneshots, true}} {
-		for _, n := range sortedKeys(group.jobs) {
+		for _, n := range slices.Sorted(maps.Keys(group.jobs)) {
 			c.job(m, group.kind+"."+n, group.jobs[n], group.oneshot, all)
 		}
 	}
 	c.ports(m)
-	for _, n := range sortedKeys(m.Interfaces) {
+	for _, n := range slices.Sorted(maps.Keys(m.Interfaces)) {
 		it := m.Interfaces[n]
 		f := "interfaces." + n
 		if !nameRE.MatchString(n) {
@@ -135,7 +136,7 @@ func (m *Manifest) Validate() error {
 			}
 		}
 	}
-	for _, n := range sortedKeys(m.Actions) {
+	for _, n := range slices.Sorted(maps.Keys(m.Actions)) {
 		a := m.Actions[n]
 		if _, ok := m.Images[a.Image]; !ok {
 			c.add("actions."+n+".image", "unknown image %q", a.Image)
@@ -264,7 +265,7 @@ func (c *checker) job(m *Manifest, f string, d *Daemon, oneshot bool, all map[st
 // share one network namespace.
 func (c *checker) ports(m *Manifest) {
 	owner := map[int]string{}
-	for _, n := range sortedKeys(m.Daemons) {
+	for _, n := range slices.Sorted(maps.Keys(m.Daemons)) {
 		for _, p := range m.Daemons[n].ListenPorts() {
 			if other, ok := owner[p]; ok && other != n {
 				c.add("daemons."+n, "port %d is also used by daemon %q; daemons of a package share one network, so give one of them another port", p, other)
@@ -352,7 +353,7 @@ func (c *checker) cycles(m *Manifest) {
 		color[n] = black
 		return false
 	}
-	for _, n := range sortedKeys(deps) {
+	for _, n := range slices.Sorted(maps.Keys(deps)) {
 		if color[n] == white && visit(n) {
 			return
 		}
@@ -375,7 +376,7 @@ func (m *Manifest) Order() []string {
 		}
 		out = append(out, n)
 	}
-	for _, n := range sortedKeys(deps) {
+	for _, n := range slices.Sorted(maps.Keys(deps)) {
 		visit(n)
 	}
 	return out
@@ -412,13 +413,4 @@ func ParseSignal(s string) (syscall.Signal, error) {
 		return 0, fmt.Errorf("%q: use SIGTERM, SIGINT, SIGQUIT, SIGHUP, SIGUSR1, SIGUSR2, SIGPWR or SIGKILL", s)
 	}
 	return sig, nil
-}
-
-func sortedKeys[V any](m map[string]V) []string {
-	keys := make([]string, 0, len(m))
-	for k := range m {
-		keys = append(keys, k)
-	}
-	sort.Strings(keys)
-	return keys
 }

@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"hearth.dev/internal/errdefs"
+	"hearth.dev/internal/keylock"
 	"hearth.dev/services/certd/internal/ca"
 	"hearth.dev/services/certd/internal/names"
 	"hearth.dev/services/certd/internal/store"
@@ -71,7 +72,7 @@ type Manager struct {
 
 	mu    sync.Mutex
 	recs  map[string]*Record
-	locks map[string]*sync.Mutex
+	locks keylock.Map
 }
 
 // New loads the stored certificates. A damaged record is logged and left out: it is
@@ -89,7 +90,7 @@ func New(opts Options) (*Manager, error) {
 	if opts.Parallel <= 0 {
 		opts.Parallel = 4
 	}
-	m := &Manager{opts: opts, log: opts.Logger, kick: make(chan struct{}, 1), recs: map[string]*Record{}, locks: map[string]*sync.Mutex{}}
+	m := &Manager{opts: opts, log: opts.Logger, kick: make(chan struct{}, 1), recs: map[string]*Record{}}
 	dirs, err := opts.Storage.List("certs")
 	if err != nil {
 		return nil, err
@@ -167,17 +168,7 @@ func (m *Manager) put(rec *Record) {
 }
 
 // lock serializes the work on one certificate.
-func (m *Manager) lock(id string) func() {
-	m.mu.Lock()
-	l, ok := m.locks[id]
-	if !ok {
-		l = &sync.Mutex{}
-		m.locks[id] = l
-	}
-	m.mu.Unlock()
-	l.Lock()
-	return l.Unlock
-}
+func (m *Manager) lock(id string) func() { return m.locks.Lock(id) }
 
 // Subscribe starts a subscription to every change.
 func (m *Manager) Subscribe() *Sub { return m.hub.Subscribe() }

@@ -2,7 +2,9 @@ package containers
 
 import (
 	"context"
+	"maps"
 	"path/filepath"
+	"slices"
 
 	"hearth.dev/services/containerd-lite/internal/limits"
 	"hearth.dev/services/containerd-lite/internal/lxcrt"
@@ -37,14 +39,14 @@ type VolumeInfo struct{ Name, HostPath string }
 func (m *Manager) Details(ctx context.Context, i Info) Details {
 	p := m.paths(i.Name)
 	d := Details{Limits: i.Limits}
-	for _, n := range sortedKeys(i.Images) {
+	for _, n := range slices.Sorted(maps.Keys(i.Images)) {
 		ok, _ := mounts.IsMounted(filepath.Join(p.media, "images", n))
 		d.Images = append(d.Images, ImageMount{Name: n, Digest: i.Images[n], Path: ImagesDir + "/" + n, Mounted: ok})
 	}
 	for _, v := range i.Volumes {
 		d.Volumes = append(d.Volumes, VolumeInfo{Name: v, HostPath: m.VolumePath(i.Name, v)})
 	}
-	for _, n := range sortedKeys(i.Overlays) {
+	for _, n := range slices.Sorted(maps.Keys(i.Overlays)) {
 		d.Overlays = append(d.Overlays, overlayInfo(n, i.Overlays[n]))
 	}
 	if i.State == lxcrt.Running {

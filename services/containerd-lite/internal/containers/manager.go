@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"hearth.dev/internal/errdefs"
+	"hearth.dev/internal/keylock"
 	"hearth.dev/internal/manifest"
 	hostv1 "hearth.dev/proto/hearth/host/v1"
 	"hearth.dev/services/containerd-lite/internal/idmap"
@@ -88,8 +89,8 @@ type Images interface {
 type Manager struct {
 	opts  Options
 	log   *slog.Logger
-	mu    sync.Mutex
-	locks map[string]*sync.Mutex
+	locks keylock.Map
+	mu    sync.Mutex // guards hosts
 	hosts map[string]*hostServer
 }
 
@@ -101,7 +102,7 @@ func New(opts Options) *Manager {
 	if opts.Logger == nil {
 		opts.Logger = slog.Default()
 	}
-	return &Manager{opts: opts, log: opts.Logger, locks: map[string]*sync.Mutex{}, hosts: map[string]*hostServer{}}
+	return &Manager{opts: opts, log: opts.Logger, hosts: map[string]*hostServer{}}
 }
 
 // Info is a container's record joined with what LXC reports now.
@@ -141,20 +142,8 @@ func (m *Manager) RPCDir(name string) string { return m.paths(name).rpc }
 // long on LXC; slock serializes short changes to its record and mounts (the host effects
 // its guestd asks for, even while the container starts or stops). Never take lock while
 // holding slock.
-func (m *Manager) lock(name string) func()  { return m.lockKey("lifecycle/" + name) }
-func (m *Manager) slock(name string) func() { return m.lockKey("state/" + name) }
-
-func (m *Manager) lockKey(key string) func() {
-	m.mu.Lock()
-	l, ok := m.locks[key]
-	if !ok {
-		l = &sync.Mutex{}
-		m.locks[key] = l
-	}
-	m.mu.Unlock()
-	l.Lock()
-	return l.Unlock
-}
+func (m *Manager) lock(name string) func()  { return m.locks.Lock("lifecycle/" + name) }
+func (m *Manager) slock(name string) func() { return m.locks.Lock("state/" + name) }
 
 // update changes a container's record under its state lock.
 func (m *Manager) update(name string, fn func(*store.Container)) (store.Container, error) {

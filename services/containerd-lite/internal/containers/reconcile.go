@@ -2,6 +2,7 @@ package containers
 
 import (
 	"context"
+	"maps"
 
 	"hearth.dev/services/containerd-lite/internal/store"
 	"os"
@@ -99,7 +100,7 @@ func (m *Manager) remount(rec store.Container) error {
 	if err := m.mountImages(rec.Name, rec); err != nil {
 		return err
 	}
-	for _, n := range sortedKeys(rec.Overlays) {
+	for _, n := range slices.Sorted(maps.Keys(rec.Overlays)) {
 		if err := m.mountOverlay(p, n, rec.Overlays[n]); err != nil {
 			return err
 		}

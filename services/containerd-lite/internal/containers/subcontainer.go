@@ -4,11 +4,11 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"maps"
 	"os"
 	"path"
 	"path/filepath"
 	"slices"
-	"sort"
 	"strings"
 
 	"golang.org/x/sys/unix"
@@ -55,7 +55,7 @@ func (m *Manager) mountImages(name string, rec store.Container) error {
 	if err := os.MkdirAll(p.images, 0o700); err != nil {
 		return err
 	}
-	for _, img := range sortedKeys(rec.Images) {
+	for _, img := range slices.Sorted(maps.Keys(rec.Images)) {
 		hostT := filepath.Join(p.images, img)
 		if err := os.MkdirAll(hostT, 0o755); err != nil {
 			return err
@@ -84,15 +84,6 @@ func (m *Manager) mountImages(name string, rec store.Container) error {
 		}
 	}
 	return nil
-}
-
-func sortedKeys[V any](m map[string]V) []string {
-	keys := make([]string, 0, len(m))
-	for k := range m {
-		keys = append(keys, k)
-	}
-	sort.Strings(keys)
-	return keys
 }
 
 // OverlayInfo is an overlay as the API reports it.
@@ -135,7 +126,7 @@ func (m *Manager) CreateOverlay(ctx context.Context, container, image, overlay s
 		return OverlayInfo{}, err
 	}
 	if _, ok := rec.Images[image]; !ok {
-		return OverlayInfo{}, fmt.Errorf("container %q has no image %q (it has: %s): %w", container, image, strings.Join(sortedKeys(rec.Images), ", "), errdefs.ErrNotFound)
+		return OverlayInfo{}, fmt.Errorf("container %q has no image %q (it has: %s): %w", container, image, strings.Join(slices.Sorted(maps.Keys(rec.Images)), ", "), errdefs.ErrNotFound)
 	}
 	if o, ok := rec.Overlays[overlay]; ok {
 		if o.Image != image {
@@ -336,7 +327,7 @@ func (m *Manager) ListOverlays(ctx context.Context, container string) ([]Overlay
 		return nil, err
 	}
 	var out []OverlayInfo
-	for _, n := range sortedKeys(rec.Overlays) {
+	for _, n := range slices.Sorted(maps.Keys(rec.Overlays)) {
 		out = append(out, overlayInfo(n, rec.Overlays[n]))
 	}
 	return out, nil

@@ -123,21 +123,11 @@ func mustRootFS(img v1.Image) v1.RootFS {
 // sniffTar reads a (possibly gzip-compressed) tar's entry names to tell an OCI archive
 // (has oci-layout), a docker save archive (has manifest.json) and a root file system apart.
 func sniffTar(path string) (Format, error) {
-	f, err := os.Open(path)
+	r, closeIt, err := openTar(path)
 	if err != nil {
 		return "", err
 	}
-	defer f.Close()
-	br := bufio.NewReader(f)
-	var r io.Reader = br
-	if magic, _ := br.Peek(2); len(magic) == 2 && magic[0] == 0x1f && magic[1] == 0x8b {
-		zr, err := gzip.NewReader(br)
-		if err != nil {
-			return "", fmt.Errorf("import %s: %w: %w", path, err, errdefs.ErrInvalidArgument)
-		}
-		defer zr.Close()
-		r = zr
-	}
+	defer closeIt()
 	tr := tar.NewReader(r)
 	seenAny := false
 	for i := 0; i < 10000; i++ {
@@ -167,21 +157,11 @@ func sniffTar(path string) (Format, error) {
 
 // extractArchive unpacks an OCI archive into dir with the same confinement as layers.
 func extractArchive(path, dir string) error {
-	f, err := os.Open(path)
+	r, closeIt, err := openTar(path)
 	if err != nil {
 		return err
 	}
-	defer f.Close()
-	br := bufio.NewReader(f)
-	var r io.Reader = br
-	if magic, _ := br.Peek(2); len(magic) == 2 && magic[0] == 0x1f && magic[1] == 0x8b {
-		zr, err := gzip.NewReader(br)
-		if err != nil {
-			return err
-		}
-		defer zr.Close()
-		r = zr
-	}
+	defer closeIt()
 	u, err := unpack.New(dir, unpack.Limits{})
 	if err != nil {
 		return err
@@ -246,6 +226,20 @@ func resolveIndex(idx v1.ImageIndex) (v1.Image, error) {
 		return idx.Image(images[0].Digest)
 	}
 	return nil, fmt.Errorf("%d images match platform %s; keep one image per layout: %w", len(images), HostPlatform.String(), errdefs.ErrInvalidArgument)
+}
+
+// openTar opens a tar file, gzip-compressed or not.
+func openTar(path string) (io.Reader, func(), error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, nil, err
+	}
+	rc, err := decompress(f)
+	if err != nil {
+		f.Close()
+		return nil, nil, fmt.Errorf("import %s: %w: %w", path, err, errdefs.ErrInvalidArgument)
+	}
+	return rc, func() { rc.Close(); f.Close() }, nil
 }
 
 // decompress returns the tar stream inside a layer blob: gzip, zstd or none, by magic.

@@ -12,6 +12,8 @@ import (
 	"time"
 
 	"golang.org/x/sys/unix"
+
+	"hearth.dev/services/guestd/internal/reaper"
 )
 
 // Environment passed from init to the serving guestd.
@@ -29,10 +31,6 @@ func Main(args []string) int {
 	if len(args) > 0 && args[0] == "init" {
 		args = args[1:]
 	}
-	// As PID 1 with no other subreaper, orphans reach us; elsewhere ask for them.
-	if os.Getpid() != 1 {
-		_ = unix.Prctl(unix.PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0)
-	}
 	self, err := os.Executable()
 	if err != nil {
 		self = "/proc/self/exe"
@@ -45,7 +43,9 @@ type initProc struct {
 	exe      string
 	args     []string
 	boot     time.Time
+	reaper   *reaper.Reaper
 	child    int
+	exited   <-chan reaper.Exit
 	restarts int
 }
 
@@ -57,23 +57,28 @@ func (in *initProc) start() error {
 	env := append(os.Environ(),
 		BootTimeEnv+"="+strconv.FormatInt(in.boot.UnixNano(), 10),
 		RestartsEnv+"="+strconv.Itoa(in.restarts))
-	p, err := os.StartProcess(in.exe, append([]string{"guestd"}, in.args...), &os.ProcAttr{
+	pid, exited, err := in.reaper.Spawn(in.exe, append([]string{"guestd"}, in.args...), &syscall.ProcAttr{
 		Env:   env,
-		Files: []*os.File{os.Stdin, os.Stdout, os.Stderr},
+		Files: []uintptr{0, 1, 2},
 		Sys:   &syscall.SysProcAttr{Setpgid: true},
 	})
 	if err != nil {
 		return err
 	}
-	in.child = p.Pid
-	// Release: init reaps with wait4(-1), not through os.Process.
-	_ = p.Release()
+	in.child, in.exited = pid, exited
 	return nil
 }
 
 func (in *initProc) run() int {
+	// The reaper collects every orphan; the serving guestd's exit comes on in.exited.
+	r, err := reaper.Start()
+	if err != nil {
+		in.logf("%v", err)
+		return 1
+	}
+	in.reaper = r
 	sigs := make(chan os.Signal, 16)
-	signal.Notify(sigs, unix.SIGCHLD, unix.SIGTERM, unix.SIGINT, unix.SIGPWR)
+	signal.Notify(sigs, unix.SIGTERM, unix.SIGINT, unix.SIGPWR)
 	backoff := 100 * time.Millisecond
 	var restartAt <-chan time.Time
 	if err := in.start(); err != nil {
@@ -93,39 +98,30 @@ func (in *initProc) run() int {
 			}
 			started = time.Now()
 		case sig := <-sigs:
-			if sig != unix.SIGCHLD {
-				in.logf("%v: stopping", sig)
-				return in.shutdown()
-			}
-			for _, ex := range reap() {
-				if ex.pid != in.child {
-					continue
-				}
-				in.child = 0
-				in.logf("guestd (pid %d) exited: %s; restarting in %v", ex.pid, ex.status, backoff)
-				restartAt = time.After(backoff)
-				if time.Since(started) > 30*time.Second {
-					backoff = 100 * time.Millisecond
-				} else {
-					backoff = min(backoff*2, 5*time.Second)
-				}
+			in.logf("%v: stopping", sig)
+			return in.shutdown()
+		case e := <-in.exited:
+			in.child, in.exited = 0, nil
+			in.logf("guestd (pid %d) exited: %v; restarting in %v", e.PID, e, backoff)
+			restartAt = time.After(backoff)
+			if time.Since(started) > 30*time.Second {
+				backoff = 100 * time.Millisecond
+			} else {
+				backoff = min(backoff*2, 5*time.Second)
 			}
 		}
 	}
 }
 
-// shutdown stops the serving guestd, then every remaining process, then returns.
+// shutdown stops the serving guestd (which stops the package), then every remaining
+// process, then returns.
 func (in *initProc) shutdown() int {
 	if in.child > 0 {
 		_ = unix.Kill(in.child, unix.SIGTERM)
-		deadline := time.Now().Add(StopTimeout)
-		for in.child > 0 && time.Now().Before(deadline) {
-			for _, ex := range reap() {
-				if ex.pid == in.child {
-					in.child = 0
-				}
-			}
-			time.Sleep(10 * time.Millisecond)
+		select {
+		case <-in.exited:
+		case <-time.After(StopTimeout):
+			in.logf("guestd did not stop within %v", StopTimeout)
 		}
 	}
 	// Whatever is left: processes that ignored the stop. kill(-1) spares init itself.
@@ -138,35 +134,4 @@ func (in *initProc) shutdown() int {
 		time.Sleep(5 * time.Millisecond)
 	}
 	return 0
-}
-
-type exit struct {
-	pid    int
-	status string
-}
-
-// reap collects every exited child without blocking.
-func reap() []exit {
-	var out []exit
-	for {
-		var ws unix.WaitStatus
-		pid, err := unix.Wait4(-1, &ws, unix.WNOHANG, nil)
-		if err == unix.EINTR {
-			continue
-		}
-		if pid <= 0 || err != nil {
-			return out
-		}
-		out = append(out, exit{pid: pid, status: describe(ws)})
-	}
-}
-
-func describe(ws unix.WaitStatus) string {
-	switch {
-	case ws.Exited():
-		return fmt.Sprintf("exit status %d", ws.ExitStatus())
-	case ws.Signaled():
-		return fmt.Sprintf("killed by %v", ws.Signal())
-	}
-	return fmt.Sprintf("wait status %#x", uint32(ws))
 }
