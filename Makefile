@@ -77,8 +77,8 @@ test: deps build tools
 test-unit:
 	$(GO) test -count=1 -short $(addsuffix /...,$(addprefix ./,$(MODULES)))
 
-bench: deps build
-	HEARTH_BIN_DIR=$(BIN) HEARTH_BASE_ROOTFS=$(BASE) bench/run.sh
+bench: deps build tools
+	bench/run.sh
 
 demo: deps build
 	deploy/demo.sh
