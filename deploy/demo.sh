@@ -33,6 +33,7 @@ stop)
 		"$bin/hearthctl" container stop "$c" >/dev/null || true
 	done
 	stop
+	ip link del hearthdemo0 2>/dev/null || true
 	echo "demo stopped; its state stays in $dir (remove it with: deploy/demo.sh stop && rm -rf $dir)"
 	exit 0 ;;
 start) ;;
@@ -53,7 +54,8 @@ start_daemon() {
 	echo $! > "$dir/pids/$name"
 }
 start_daemon certd
-start_daemon netd
+# A bridge of the demo's own, removed by "deploy/demo.sh stop".
+start_daemon netd --bridge hearthdemo0 --subnet 10.89.0.0/24
 start_daemon containerd-lite --base-rootfs "$base"
 
 for _ in $(seq 100); do
@@ -86,11 +88,13 @@ for _ in $(seq 300); do
 done
 hctl container status hello
 
+addr=$(hctl container ls | awk '$1 == "hello" {print $4}')
+
 cat <<MSG
 
 Hearth is running under $dir, with the example package hello-pg in container "hello".
-The app answers on 127.0.0.1:8080 inside the container (LAN and domain names come with netd):
-  $bin/hearthctl exec hello app -- wget -qO- http://127.0.0.1:8080/rows
+The app answers at http://$addr:8080/rows on netd's bridge (LAN names and domains are to come):
+  curl http://$addr:8080/rows      or, from inside:  $bin/hearthctl exec hello app -- wget -qO- http://127.0.0.1:8080/rows
 $(hctl exec hello app -- wget -qO- http://127.0.0.1:8080/rows 2>&1)
 
   sockets:  $run/{containerd-lite,netd,certd}.sock
