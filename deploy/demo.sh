@@ -28,6 +28,12 @@ stop() {
 
 case "${1:-start}" in
 stop)
+	# Containers outlive containerd-lite: if it is not running, start it to stop them.
+	if ! "$bin/hearthctl" container ls >/dev/null 2>&1 && [ -d "$dir/state/containerd-lite" ]; then
+		"$bin/containerd-lite" --run-dir "$run" --state-dir "$dir/state/containerd-lite" --base-rootfs "$base" >>"$dir/logs/containerd-lite.log" 2>&1 &
+		echo $! > "$dir/pids/containerd-lite"
+		for _ in $(seq 100); do "$bin/hearthctl" container ls >/dev/null 2>&1 && break; sleep 0.1; done
+	fi
 	# Every running container stops first: their mounts go with them.
 	for c in $("$bin/hearthctl" container ls 2>/dev/null | awk 'NR > 1 && $2 == "running" {print $1}'); do
 		"$bin/hearthctl" container stop "$c" >/dev/null || true
