@@ -144,6 +144,12 @@ func TestHelloPG(t *testing.T) {
 			t.Errorf("oneshot %s: %v", o, ds[o])
 		}
 	}
+	// Finished oneshots gave their subcontainers back.
+	for _, o := range l.inspect(t, name).GetDetails().GetOverlays() {
+		if o.GetName() == "prepare" || o.GetName() == "initdb" {
+			t.Errorf("oneshot %s still has its overlay", o.GetName())
+		}
+	}
 	first := l.appRows(t, name)
 	if first.TCP != "ok" || first.Unix != "ok" || len(first.Rows) != 1 {
 		t.Fatalf("app's report: %+v", first)

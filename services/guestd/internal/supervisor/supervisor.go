@@ -340,9 +340,11 @@ func (s *Supervisor) run(j *job) {
 		}
 		switch {
 		case j.Oneshot && exit != nil && exit.Success():
+			s.release(j)
 			s.finish(j, Done, exit.String())
 			return
 		case j.Oneshot:
+			s.release(j)
 			s.finish(j, Failed, reason)
 			return
 		case exit != nil && exit.Success() && (policy == "never" || policy == "on-failure"):
@@ -508,3 +510,13 @@ func (s *Supervisor) Log(name string) *logbuf.Log {
 
 // Names lists the jobs in start order.
 func (s *Supervisor) Names() []string { return s.m.Order() }
+
+// release gives back a finished oneshot's root; a later start prepares a fresh one.
+func (s *Supervisor) release(j *job) {
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	if err := s.launcher.Release(ctx, j.Name); err != nil {
+		s.log.Warn("release", "job", j.Name, "error", err)
+	}
+	j.fresh = true
+}
