@@ -43,11 +43,16 @@ type Server struct {
 	log     *slog.Logger
 	stop    time.Duration
 	serving atomic.Bool
+	// stopping ends every stream's context when the server stops, so that long streams
+	// (watches, followed logs) end instead of holding up the graceful stop.
+	stopping      context.Context
+	cancelStreams context.CancelFunc
 }
 
 // New returns a server; register services on it, then Serve.
 func New(cfg Config) *Server {
 	s := &Server{health: health.NewServer(), log: cfg.Logger, stop: cfg.StopTimeout}
+	s.stopping, s.cancelStreams = context.WithCancel(context.Background())
 	if s.log == nil {
 		s.log = slog.Default()
 	}
@@ -61,7 +66,7 @@ func New(cfg Config) *Server {
 	s.Server = grpc.NewServer(append([]grpc.ServerOption{
 		grpc.Creds(peercred.NewServer()),
 		grpc.ChainUnaryInterceptor(s.recoverUnary, s.logUnary, authorizeUnary(authz), s.gateUnary),
-		grpc.ChainStreamInterceptor(s.recoverStream, s.logStream, authorizeStream(authz), s.gateStream),
+		grpc.ChainStreamInterceptor(s.recoverStream, s.logStream, authorizeStream(authz), s.gateStream, s.endWithServer),
 	}, cfg.Options...)...)
 	healthpb.RegisterHealthServer(s.Server, s.health)
 	reflection.Register(s.Server)
@@ -90,6 +95,7 @@ func (s *Server) Serve(ctx context.Context, l net.Listener) error {
 	case <-ctx.Done():
 	}
 	s.health.Shutdown()
+	s.cancelStreams()
 	done := make(chan struct{})
 	go func() { s.Server.GracefulStop(); close(done) }()
 	select {
@@ -129,3 +135,19 @@ func (s *Server) gateStream(srv any, ss grpc.ServerStream, info *grpc.StreamServ
 	}
 	return h(srv, ss)
 }
+
+// endWithServer gives a stream a context that also ends when the server stops.
+func (s *Server) endWithServer(srv any, ss grpc.ServerStream, info *grpc.StreamServerInfo, h grpc.StreamHandler) error {
+	ctx, cancel := context.WithCancel(ss.Context())
+	defer cancel()
+	stop := context.AfterFunc(s.stopping, cancel)
+	defer stop()
+	return h(srv, &stream{ServerStream: ss, ctx: ctx})
+}
+
+type stream struct {
+	grpc.ServerStream
+	ctx context.Context
+}
+
+func (s *stream) Context() context.Context { return s.ctx }

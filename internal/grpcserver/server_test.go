@@ -160,3 +160,40 @@ func TestGracefulStop(t *testing.T) {
 		t.Errorf("call after stop: %v, want a failure", err)
 	}
 }
+
+// TestStopEndsStreams: a stream that would run forever ends when the server stops, well
+// before the graceful-stop deadline.
+func TestStopEndsStreams(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "s.sock")
+	s := New(Config{Logger: slog.New(slog.NewTextHandler(io.Discard, nil)), Authorize: peercred.UIDs(uint32(os.Getuid())), StopTimeout: 30 * time.Second})
+	s.SetServing()
+	l, err := unixsock.Listen(path, unixsock.Options{UID: -1, GID: -1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- s.Serve(ctx, l) }()
+	conn, err := dial.Unix(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	watch, err := healthpb.NewHealthClient(conn).Watch(context.Background(), &healthpb.HealthCheckRequest{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := watch.Recv(); err != nil {
+		t.Fatal(err)
+	}
+	t0 := time.Now()
+	cancel()
+	select {
+	case <-done:
+	case <-time.After(10 * time.Second):
+		t.Fatal("Serve waited for the open stream")
+	}
+	if d := time.Since(t0); d > 5*time.Second {
+		t.Errorf("stop took %v with a stream open", d)
+	}
+}
