@@ -10,7 +10,6 @@ import (
 	"time"
 
 	"hearth.dev/examples/hello-pg/appimage"
-	containerv1 "hearth.dev/proto/hearth/container/v1"
 	guestv1 "hearth.dev/proto/hearth/guest/v1"
 )
 
@@ -202,7 +201,6 @@ func TestHelloPG(t *testing.T) {
 	if err != nil || !strings.Contains(logs, "database system is ready to accept connections") {
 		t.Errorf("db logs: %v\n%s", err, logs)
 	}
-	_ = containerv1.ContainerState_CONTAINER_STATE_RUNNING
 }
 
 // hostPID maps a PID inside container name to the host's PID (NSpid in /proc/*/status).
