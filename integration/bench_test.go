@@ -150,13 +150,12 @@ func BenchmarkOverlayCreateDestroy(b *testing.B) {
 	percentiles(b, "destroy", destroy)
 }
 
-// benchRootfsTar is a debootstrapped root file system tarball (bench/run.sh builds it).
+// benchRootfsTar is the debootstrapped Postgres rootfs tarball the tests use too.
 func benchRootfsTar(b *testing.B) string {
-	p := os.Getenv("HEARTH_BENCH_ROOTFS_TAR")
-	if p == "" {
-		b.Skip("HEARTH_BENCH_ROOTFS_TAR is not set: bench/run.sh builds a debootstrapped rootfs and sets it")
+	if p := os.Getenv("HEARTH_BENCH_ROOTFS_TAR"); p != "" {
+		return p
 	}
-	return p
+	return postgresRootfs(b)
 }
 
 // BenchmarkImageImportRootfsTar imports a debootstrapped root file system tarball into

@@ -15,7 +15,7 @@ import (
 
 // postgresRootfs returns the debootstrapped bookworm + postgresql-15 tarball, built once
 // and cached outside the clone by deploy/images/debootstrap.sh.
-func postgresRootfs(t *testing.T) string {
+func postgresRootfs(t testing.TB) string {
 	t.Helper()
 	if p := os.Getenv("HEARTH_PG_ROOTFS_TAR"); p != "" {
 		return p
