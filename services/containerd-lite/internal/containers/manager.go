@@ -135,9 +135,6 @@ func (m *Manager) paths(name string) paths {
 	}
 }
 
-// RPCDir is the host directory shared with the container at /media/hearth/rpc.
-func (m *Manager) RPCDir(name string) string { return m.paths(name).rpc }
-
 // lock serializes a container's lifecycle (create, start, stop, delete), which may wait
 // long on LXC; slock serializes short changes to its record and mounts (the host effects
 // its guestd asks for, even while the container starts or stops). Never take lock while

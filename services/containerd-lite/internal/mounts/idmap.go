@@ -50,14 +50,6 @@ func BindAt(src string, targetFD int, readonly bool) error {
 	return nil
 }
 
-// MakeShared makes the mount at path a shared mount, so mounts below it propagate.
-func MakeShared(path string) error {
-	if err := unix.Mount("", path, "", unix.MS_SHARED, ""); err != nil {
-		return fmt.Errorf("make %s shared: %w", path, err)
-	}
-	return nil
-}
-
 // OverlayAt mounts an overlay of lower (read-only), upper and work onto the directory
 // open at targetFD, as a shared mount so that binds made into it later reach the
 // container's copy. The upper layer is ephemeral, so the overlay is volatile: it never

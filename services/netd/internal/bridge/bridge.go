@@ -321,12 +321,3 @@ func (n *Network) Attachments() []Attachment {
 	sort.Slice(out, func(i, j int) bool { return out[i].Container < out[j].Container })
 	return out
 }
-
-// Remove deletes the bridge (tests, and a host giving Hearth up).
-func (n *Network) Remove() error {
-	l, err := netlink.LinkByName(n.Name)
-	if err != nil {
-		return nil
-	}
-	return netlink.LinkDel(l)
-}
