@@ -9,7 +9,13 @@ import (
 )
 
 // Write replaces path with data, with the given mode.
-func Write(path string, data []byte, mode os.FileMode) (err error) {
+func Write(path string, data []byte, mode os.FileMode) error {
+	return WriteOwned(path, data, mode, -1, -1)
+}
+
+// WriteOwned is Write for a file that must carry an owner (uid and gid; -1 keeps the
+// process's) before it appears at path.
+func WriteOwned(path string, data []byte, mode os.FileMode, uid, gid int) (err error) {
 	dir := filepath.Dir(path)
 	f, err := os.CreateTemp(dir, "."+filepath.Base(path)+".*.tmp")
 	if err != nil {
@@ -22,6 +28,11 @@ func Write(path string, data []byte, mode os.FileMode) (err error) {
 			os.Remove(tmp)
 		}
 	}()
+	if uid >= 0 || gid >= 0 {
+		if err = f.Chown(uid, gid); err != nil {
+			return fmt.Errorf("write %s: %w", path, err)
+		}
+	}
 	if err = f.Chmod(mode); err != nil {
 		return fmt.Errorf("write %s: %w", path, err)
 	}

@@ -1,6 +1,8 @@
 package keylock
 
 import (
+	"context"
+	"errors"
 	"sync"
 	"testing"
 	"time"
@@ -31,5 +33,42 @@ func TestSameKeySerializesOtherKeysDoNot(t *testing.T) {
 	wg.Wait()
 	if k := <-got; k != "a" {
 		t.Fatalf("got %s", k)
+	}
+}
+
+func TestLockContextGivesUp(t *testing.T) {
+	var m Map
+	unlock := m.Lock("a")
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Millisecond)
+	defer cancel()
+	if _, err := m.LockContext(ctx, "a"); !errors.Is(err, context.DeadlineExceeded) {
+		t.Fatalf("LockContext on a held key = %v, want DeadlineExceeded", err)
+	}
+	unlock()
+	u, err := m.LockContext(context.Background(), "a")
+	if err != nil {
+		t.Fatalf("after unlock: %v", err)
+	}
+	u()
+	u() // a second unlock is harmless
+	if n := m.Len(); n != 0 {
+		t.Fatalf("%d keys kept after every holder and waiter left", n)
+	}
+}
+
+func TestKeysAreDroppedWhenFree(t *testing.T) {
+	var m Map
+	var wg sync.WaitGroup
+	for i := 0; i < 100; i++ {
+		wg.Add(1)
+		go func(i int) {
+			defer wg.Done()
+			u := m.Lock(string(rune('a' + i%7)))
+			u()
+		}(i)
+	}
+	wg.Wait()
+	if n := m.Len(); n != 0 {
+		t.Fatalf("%d keys kept", n)
 	}
 }

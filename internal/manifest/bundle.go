@@ -6,7 +6,7 @@ import (
 )
 
 // BundleFile is where the host puts the bundle for guestd, inside the container.
-const BundleFile = "/media/hearth/rpc/package.json"
+const BundleFile = "/media/hearth/host/package.json"
 
 // Bundle is what guestd needs to run a package: the manifest and, for each of the
 // package's images, the defaults its config gives a daemon.

@@ -44,6 +44,9 @@ type Limits struct {
 	Memory string  `yaml:"memory,omitempty" json:"memory,omitempty"`
 	CPUs   float64 `yaml:"cpus,omitempty" json:"cpus,omitempty"`
 	Pids   int64   `yaml:"pids,omitempty" json:"pids,omitempty"`
+	// Disk bounds the package's writable layers, volumes and logs (such as 2Gi); the
+	// host's default when empty, and never above the host's cap.
+	Disk string `yaml:"disk,omitempty" json:"disk,omitempty"`
 }
 
 // Daemon is a long-running process (or, under oneshots, a job run to success).

@@ -13,7 +13,7 @@ images:
   db:  {oci: images/postgres.tar}
   app: {ref: app:1}
 volumes: [pgdata, appdata]
-limits: {memory: 512Mi, cpus: 1.5, pids: 512}
+limits: {memory: 512Mi, cpus: 1.5, pids: 512, disk: 2Gi}
 daemons:
   db:
     image: db
@@ -42,7 +42,7 @@ func TestParseHelloPG(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if m.ID != "hello-pg" || m.Daemons["db"].Ready.TCP != 5432 || m.Limits.Memory != "512Mi" {
+	if m.ID != "hello-pg" || m.Daemons["db"].Ready.TCP != 5432 || m.Limits.Memory != "512Mi" || m.Limits.Disk != "2Gi" {
 		t.Fatalf("parsed %+v", m)
 	}
 	app := m.Daemons["app"]
@@ -91,6 +91,8 @@ func TestParseRefuses(t *testing.T) {
 		{"image both", "id: p\nversion: 1\nimages: {a: {ref: x, oci: y}}\ndaemons: {d: {image: a}}", "give oci or ref, not both"},
 		{"oci escape", "id: p\nversion: 1\nimages: {a: {oci: ../x}}\ndaemons: {d: {image: a}}", "relative path inside the package"},
 		{"memory", "id: p\nversion: 1\nimages: {a: {ref: x}}\nlimits: {memory: lots}\ndaemons: {d: {image: a}}", "limits.memory"},
+		{"disk unit", "id: p\nversion: 1\nimages: {a: {ref: x}}\nlimits: {disk: plenty}\ndaemons: {d: {image: a}}", "limits.disk"},
+		{"disk too small", "id: p\nversion: 1\nimages: {a: {ref: x}}\nlimits: {disk: 1Mi}\ndaemons: {d: {image: a}}", "limits.disk: 1Mi is below 32Mi"},
 		{"not yaml", "{{{", "manifest:"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {

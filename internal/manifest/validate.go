@@ -37,6 +37,9 @@ func (c *checker) add(field, format string, a ...any) {
 	c.problems = append(c.problems, field+": "+fmt.Sprintf(format, a...))
 }
 
+// MinDiskBytes is the smallest disk a package may ask for.
+const MinDiskBytes = 32 << 20
+
 // Validate checks the manifest and reports every problem, each naming its field.
 func (m *Manifest) Validate() error {
 	c := &checker{}
@@ -78,6 +81,13 @@ func (m *Manifest) Validate() error {
 			c.add("limits.memory", "%v", err)
 		} else if n < 4<<20 {
 			c.add("limits.memory", "%s is below 4Mi", m.Limits.Memory)
+		}
+	}
+	if m.Limits.Disk != "" {
+		if n, err := bytesize.Parse(m.Limits.Disk); err != nil {
+			c.add("limits.disk", "%v", err)
+		} else if n < MinDiskBytes {
+			c.add("limits.disk", "%s is below %s, too little for a package's layers and logs", m.Limits.Disk, bytesize.Format(MinDiskBytes))
 		}
 	}
 	if m.Limits.CPUs < 0 {

@@ -42,7 +42,7 @@ func TestInstallShiftsOwnersOnce(t *testing.T) {
 	}
 	src := makeBase(t)
 	dst := t.TempDir()
-	got, err := Install(src, dst, idmap.Default)
+	got, err := Install(src, dst, idmap.At(100000))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -68,14 +68,14 @@ func TestInstallShiftsOwnersOnce(t *testing.T) {
 		t.Errorf("bin/sh -> %q", target)
 	}
 	// Installing the same tree again finds it; a changed tree gets a new directory.
-	again, err := Install(src, dst, idmap.Default)
+	again, err := Install(src, dst, idmap.At(100000))
 	if err != nil || again != got {
 		t.Fatalf("second Install = %q, %v; want %q", again, err, got)
 	}
 	if err := os.WriteFile(filepath.Join(src, "sbin/guestd"), []byte("#!guestd v2"), 0o755); err != nil {
 		t.Fatal(err)
 	}
-	third, err := Install(src, dst, idmap.Default)
+	third, err := Install(src, dst, idmap.At(100000))
 	if err != nil || third == got {
 		t.Fatalf("Install of a changed tree = %q, %v; want a new directory", third, err)
 	}
@@ -87,7 +87,7 @@ func TestInstallRefusesIncompleteBase(t *testing.T) {
 		t.Fatal(err)
 	}
 	dst := t.TempDir()
-	_, err := Install(src, dst, idmap.Default)
+	_, err := Install(src, dst, idmap.At(100000))
 	if err == nil || !strings.Contains(err.Error(), "lacks /sbin/guestd") {
 		t.Fatalf("Install: %v", err)
 	}

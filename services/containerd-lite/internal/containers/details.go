@@ -2,13 +2,9 @@ package containers
 
 import (
 	"context"
-	"maps"
-	"path/filepath"
-	"slices"
 
 	"hearth.dev/services/containerd-lite/internal/limits"
 	"hearth.dev/services/containerd-lite/internal/lxcrt"
-	"hearth.dev/services/containerd-lite/internal/mounts"
 	"hearth.dev/services/containerd-lite/internal/store"
 )
 
@@ -23,6 +19,12 @@ type Details struct {
 	Usage  limits.Usage
 	// CgroupError says why the cgroup could not be read.
 	CgroupError string
+	// DiskUsed and DiskSize are the package disk's, in bytes; DiskError says why they
+	// could not be read.
+	DiskUsed, DiskSize int64
+	DiskError          string
+	// IDs is the container's range of host ids, "first-last".
+	IDs string
 }
 
 // ImageMount is one of the container's images.
@@ -34,24 +36,26 @@ type ImageMount struct {
 // VolumeInfo is one of the container's volumes.
 type VolumeInfo struct{ Name, HostPath string }
 
-// Details reports images, volumes, overlays, limits and, for a running container, what
-// its cgroup holds and uses.
+// Details reports images, volumes, overlays, limits, the disk's usage and, for a running
+// container, what its cgroup holds and uses.
 func (m *Manager) Details(ctx context.Context, i Info) Details {
-	p := m.paths(i.Name)
-	d := Details{Limits: i.Limits}
-	for _, n := range slices.Sorted(maps.Keys(i.Images)) {
-		ok, _ := mounts.IsMounted(filepath.Join(p.media, "images", n))
-		d.Images = append(d.Images, ImageMount{Name: n, Digest: i.Images[n], Path: ImagesDir + "/" + n, Mounted: ok})
+	t := m.treeOf(i.Container)
+	d := Details{Limits: i.Limits, IDs: ids(i.Container).String()}
+	for _, n := range sortedKeys(i.Images) {
+		d.Images = append(d.Images, ImageMount{Name: n, Digest: i.Images[n], Path: ImagesDir + "/" + n, Mounted: i.State == lxcrt.Running && t.ImageMounted(n)})
 	}
 	for _, v := range i.Volumes {
-		d.Volumes = append(d.Volumes, VolumeInfo{Name: v, HostPath: m.VolumePath(i.Name, v)})
+		d.Volumes = append(d.Volumes, VolumeInfo{Name: v, HostPath: t.VolumePath(v)})
 	}
-	for _, n := range slices.Sorted(maps.Keys(i.Overlays)) {
+	for _, n := range sortedKeys(i.Overlays) {
 		d.Overlays = append(d.Overlays, overlayInfo(n, i.Overlays[n]))
+	}
+	var err error
+	if d.DiskUsed, d.DiskSize, err = m.opts.Disks.Usage(i.Name); err != nil {
+		d.DiskError = err.Error()
 	}
 	if i.State == lxcrt.Running {
 		read := func(key string) (string, error) { return m.opts.Runtime.CgroupItem(i.Name, key) }
-		var err error
 		if d.Cgroup, d.Usage, err = limits.ReadBack(read, m.opts.CgroupV2); err != nil {
 			d.CgroupError = err.Error()
 		}

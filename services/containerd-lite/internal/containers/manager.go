@@ -1,7 +1,8 @@
 // Package containers is containerd-lite's container lifecycle: create, start, stop and
-// delete unprivileged LXC containers on an overlay of the shared base rootfs, serve each
-// running container its host.sock, and reconcile the stored records with what LXC and
-// the mount table say at start-up.
+// delete unprivileged LXC containers, each with its own id range and disk, and reconcile
+// the stored records with what LXC and the mount table say at start-up. The parts it
+// drives sit behind small interfaces: the LXC runtime, the records, the container's
+// trees on the host (hostfs), its disk, its host.sock server and netd.
 package containers
 
 import (
@@ -9,20 +10,21 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net"
 	"os"
-	"path/filepath"
 	"regexp"
-	"sync"
 	"time"
+
+	"golang.org/x/sys/unix"
 
 	"hearth.dev/internal/errdefs"
 	"hearth.dev/internal/keylock"
 	"hearth.dev/internal/manifest"
-	hostv1 "hearth.dev/proto/hearth/host/v1"
+	guestv1 "hearth.dev/proto/hearth/guest/v1"
+	"hearth.dev/services/containerd-lite/internal/guestclient"
 	"hearth.dev/services/containerd-lite/internal/idmap"
 	"hearth.dev/services/containerd-lite/internal/limits"
 	"hearth.dev/services/containerd-lite/internal/lxcrt"
-	"hearth.dev/services/containerd-lite/internal/mounts"
 	"hearth.dev/services/containerd-lite/internal/store"
 )
 
@@ -31,6 +33,9 @@ var InitCommand = []string{"/sbin/guestd", "init"}
 
 // DefaultStopTimeout is how long init gets to stop before the container is killed.
 const DefaultStopTimeout = 10 * time.Second
+
+// DefaultMaxOverlays caps the overlays one container may have at once.
+const DefaultMaxOverlays = 64
 
 var nameRE = regexp.MustCompile(`^[a-z0-9][a-z0-9-]{0,31}$`)
 
@@ -42,30 +47,84 @@ func ValidateName(name string) error {
 	return nil
 }
 
-// Options configure a Manager.
-type Options struct {
-	// StateDir holds containers/<name>/ (upper, work, rootfs, rpc and logs).
-	StateDir string
-	// BaseRootfs is the installed (id-shifted) base every container's overlay sits on.
-	BaseRootfs string
-	Runtime    *lxcrt.Runtime
-	Store      *store.Store
-	Logger     *slog.Logger
-	IDMap      idmap.Mapping
-	// GuestTimeout bounds how long Start waits for guestd to answer; 15s when zero.
-	GuestTimeout time.Duration
-	// Images resolves image references and finds their files.
-	Images Images
-	// Policy caps the containers' cgroup limits.
-	Policy limits.Policy
-	// CgroupV2 selects the unified hierarchy's settings.
-	CgroupV2 bool
-	// HostService returns the service a container's host.sock serves.
-	HostService func(container string) hostv1.HostServiceServer
-	// Userns is a user namespace with IDMap's mapping, for idmapped image mounts.
-	Userns int
-	// Network attaches running containers to netd's bridge; nil for loopback only.
-	Network Network
+// Runtime is LXC, as containers need it (lxcrt.Runtime).
+type Runtime interface {
+	Define(lxcrt.Config) error
+	Undefine(name string) error
+	State(name string) (lxcrt.State, int, error)
+	Start(ctx context.Context, name string, timeout time.Duration) error
+	Stop(ctx context.Context, name string, timeout time.Duration) error
+	Defined() []string
+	CgroupItem(name, key string) (string, error)
+}
+
+// Records keeps the containers' records (store.Store).
+type Records interface {
+	GetContainer(name string) (store.Container, error)
+	PutContainer(store.Container) error
+	DeleteContainer(name string) error
+	ListContainers() ([]store.Container, error)
+	GetKept(name string) (store.Kept, error)
+	PutKept(store.Kept) error
+	DeleteKept(name string) error
+	ListKept() ([]store.Kept, error)
+}
+
+// Tree is one container's trees on the host (hostfs.Tree): see that package for what
+// each operation may touch.
+type Tree interface {
+	Create() error
+	MountRoot(baseRootfs string, userns int) error
+	MountImage(name, src string, userns int) error
+	ImageMounted(name string) bool
+	MountOverlay(name, image string) error
+	OverlayMounted(name string) (bool, error)
+	MountedOverlays() ([]string, error)
+	BindVolume(sub, volume, path string, readOnly bool) error
+	DestroyOverlay(name string) error
+	Unmount() error
+	Mounted() ([]string, error)
+	Remove() error
+	WriteBundle(data []byte) error
+	MakeVolume(name string) (existed bool, err error)
+	ClearSockets() error
+	DialGuest(ctx context.Context) (net.Conn, error)
+
+	Rootfs() string
+	MediaDir() string
+	RPCDir() string
+	HostSocket() string
+	LXCLog() string
+	ConsoleLog() string
+	VolumePath(volume string) string
+}
+
+// Disks give each package its own disk, which holds its layers, volumes and logs and
+// bounds them: the kernel refuses writes past its size.
+type Disks interface {
+	// Open makes the package's disk if it has none (its root owned by ids' root),
+	// mounts it, and returns the directory it is mounted at.
+	Open(name string, size int64, ids idmap.Mapping) (string, error)
+	// Exists reports whether the package has a disk.
+	Exists(name string) bool
+	// Usage reports the bytes used and the size.
+	Usage(name string) (used, size int64, err error)
+	// Grow makes the disk size bytes, online.
+	Grow(name string, size int64) error
+	// Close unmounts the disk; Purge unmounts and deletes it.
+	Close(name string) error
+	Purge(name string) error
+	// Dir is where the package's disk is mounted.
+	Dir(name string) string
+	// Names lists the packages that have disks.
+	Names() ([]string, error)
+}
+
+// HostSockets serve each running container its host.sock (hostsock.Servers).
+type HostSockets interface {
+	Serve(container, path string, rootUID int) error
+	Stop(container string)
+	Close()
 }
 
 // Network is netd, as containers see it.
@@ -84,14 +143,53 @@ type Images interface {
 	Defaults(digest string) (manifest.ImageDefaults, error)
 }
 
+// Options configure a Manager.
+type Options struct {
+	// StateDir holds containers/<name>/.
+	StateDir string
+	// BaseRootfs is the installed base every container's root sits on (real owners; it is
+	// mounted idmapped per container).
+	BaseRootfs string
+	Runtime    Runtime
+	Records    Records
+	Logger     *slog.Logger
+	// Pool gives each container its own id range.
+	Pool idmap.Pool
+	// Userns opens a user namespace with a container's mapping, for idmapped mounts.
+	Userns func(idmap.Mapping) (int, error)
+	// Tree returns a container's trees on the host, with its data at data.
+	Tree  func(name, data string, ids idmap.Mapping) Tree
+	Disks Disks
+	// Hosts serve the host.sock of running containers.
+	Hosts HostSockets
+	// GuestTimeout bounds how long Start waits for guestd to answer; 15s when zero.
+	GuestTimeout time.Duration
+	// Images resolves image references and finds their files.
+	Images Images
+	// Policy fills and caps the containers' limits.
+	Policy limits.Policy
+	// CgroupV2 selects the unified hierarchy's settings.
+	CgroupV2 bool
+	// Network attaches running containers to netd's bridge; nil for loopback only.
+	Network Network
+	// MaxOverlays caps a container's overlays (DefaultMaxOverlays when zero).
+	MaxOverlays int
+	// DiskReserve is the free space the state file system must keep for a container to
+	// start (DefaultDiskReserve when zero; negative for none).
+	DiskReserve int64
+	// FreeSpace reports the state file system's free bytes (statfs when nil).
+	FreeSpace func(dir string) (int64, error)
+}
+
+// DefaultDiskReserve is the free space a container start leaves the host.
+const DefaultDiskReserve = 1 << 30
+
 // Manager runs containers. Its methods are safe for concurrent use; operations on one
 // container are serialized.
 type Manager struct {
 	opts  Options
 	log   *slog.Logger
 	locks keylock.Map
-	mu    sync.Mutex // guards hosts
-	hosts map[string]*hostServer
 }
 
 // New returns a manager. Call Reconcile before serving requests.
@@ -102,7 +200,16 @@ func New(opts Options) *Manager {
 	if opts.Logger == nil {
 		opts.Logger = slog.Default()
 	}
-	return &Manager{opts: opts, log: opts.Logger, hosts: map[string]*hostServer{}}
+	if opts.MaxOverlays == 0 {
+		opts.MaxOverlays = DefaultMaxOverlays
+	}
+	if opts.DiskReserve == 0 {
+		opts.DiskReserve = DefaultDiskReserve
+	}
+	if opts.FreeSpace == nil {
+		opts.FreeSpace = freeSpace
+	}
+	return &Manager{opts: opts, log: opts.Logger}
 }
 
 // Info is a container's record joined with what LXC reports now.
@@ -115,47 +222,45 @@ type Info struct {
 	RPCDir string
 }
 
-// Paths of one container on the host.
-type paths struct {
-	dir, upper, work, rootfs, media, rpc, lxcLog, console string
-	// images holds the host-only idmapped image mounts; overlays the ephemeral layers.
-	images, overlays string
+// IDs is the container's id mapping.
+func ids(rec store.Container) idmap.Mapping { return idmap.At(rec.IDBase) }
+
+// tree returns the container's trees; its data is on its disk.
+func (m *Manager) tree(name string, mp idmap.Mapping, data string) Tree {
+	return m.opts.Tree(name, data, mp)
 }
 
-func (p paths) container() string { return filepath.Base(p.dir) }
-
-func (m *Manager) paths(name string) paths {
-	d := filepath.Join(m.opts.StateDir, "containers", name)
-	rootfs := filepath.Join(d, "rootfs")
-	return paths{
-		dir: d, upper: filepath.Join(d, "upper"), work: filepath.Join(d, "work"),
-		rootfs: rootfs, media: filepath.Join(rootfs, "media", "hearth"),
-		rpc: filepath.Join(d, "rpc"), lxcLog: filepath.Join(d, "lxc.log"), console: filepath.Join(d, "console.log"),
-		images: filepath.Join(d, "images"), overlays: filepath.Join(d, "overlays"),
-	}
+func (m *Manager) treeOf(rec store.Container) Tree {
+	return m.tree(rec.Name, ids(rec), m.opts.Disks.Dir(rec.Name))
 }
 
 // lock serializes a container's lifecycle (create, start, stop, delete), which may wait
 // long on LXC; slock serializes short changes to its record and mounts (the host effects
 // its guestd asks for, even while the container starts or stops). Never take lock while
 // holding slock.
-func (m *Manager) lock(name string) func()  { return m.locks.Lock("lifecycle/" + name) }
+func (m *Manager) lock(ctx context.Context, name string) (func(), error) {
+	u, err := m.locks.LockContext(ctx, "lifecycle/"+name)
+	if err != nil {
+		return u, fmt.Errorf("container %q is busy with another operation: %w", name, err)
+	}
+	return u, nil
+}
 func (m *Manager) slock(name string) func() { return m.locks.Lock("state/" + name) }
 
 // update changes a container's record under its state lock.
 func (m *Manager) update(name string, fn func(*store.Container)) (store.Container, error) {
 	defer m.slock(name)()
-	rec, err := m.opts.Store.GetContainer(name)
+	rec, err := m.opts.Records.GetContainer(name)
 	if err != nil {
 		return rec, err
 	}
 	fn(&rec)
-	return rec, m.opts.Store.PutContainer(rec)
+	return rec, m.opts.Records.PutContainer(rec)
 }
 
-// Create defines a container and its writable layer, resolves its images, makes its
-// volumes (keeping ones a former container of that name left) and fixes its limits. It
-// does not start it.
+// Create defines a container, its id range, its disk and writable layer, resolves its
+// images and makes its volumes (keeping the disk and volumes a former container of that
+// name left). It does not start it.
 func (m *Manager) Create(ctx context.Context, name string, spec Spec) (Info, error) {
 	if err := ValidateName(name); err != nil {
 		return Info{}, err
@@ -164,87 +269,134 @@ func (m *Manager) Create(ctx context.Context, name string, spec Spec) (Info, err
 	if err != nil {
 		return Info{}, err
 	}
-	defer m.lock(name)()
-	if _, err := m.opts.Store.GetContainer(name); err == nil {
+	unlock, err := m.lock(ctx, name)
+	if err != nil {
+		return Info{}, err
+	}
+	defer unlock()
+	if _, err := m.opts.Records.GetContainer(name); err == nil {
 		return Info{}, fmt.Errorf("container %q: %w", name, errdefs.ErrAlreadyExists)
 	} else if !errors.Is(err, errdefs.ErrNotFound) {
 		return Info{}, err
 	}
-	p := m.paths(name)
-	if _, err := os.Lstat(p.dir); err == nil {
-		return Info{}, fmt.Errorf("container %q: its directory %s exists without a record; restart containerd-lite to reconcile: %w", name, p.dir, errdefs.ErrFailedPrecondition)
+	kept, err := m.opts.Records.GetKept(name)
+	hasKept := err == nil
+	if err != nil && !errors.Is(err, errdefs.ErrNotFound) {
+		return Info{}, err
 	}
+	mp, err := m.allocateIDs(name, kept, hasKept)
+	if err != nil {
+		return Info{}, err
+	}
+	rec.IDBase = mp.HostBase
+	if hasKept && kept.DiskBytes > rec.Limits.DiskBytes {
+		m.log.Info("the kept disk is larger than asked: it keeps its size", "container", name, "disk", kept.DiskBytes)
+		rec.Limits.DiskBytes = kept.DiskBytes
+	}
+	if !hasKept && m.opts.Disks.Exists(name) {
+		return Info{}, fmt.Errorf("container %q: a disk without a record is there (a create that did not finish); restart containerd-lite to reconcile: %w", name, errdefs.ErrFailedPrecondition)
+	}
+	data, err := m.opts.Disks.Open(name, rec.Limits.DiskBytes, mp)
+	if err != nil {
+		return Info{}, fmt.Errorf("container %q: disk: %w", name, err)
+	}
+	if hasKept && kept.DiskBytes < rec.Limits.DiskBytes {
+		if err := m.opts.Disks.Grow(name, rec.Limits.DiskBytes); err != nil {
+			_ = m.opts.Disks.Close(name)
+			return Info{}, fmt.Errorf("container %q: grow the kept disk: %w", name, err)
+		}
+	}
+	t := m.tree(name, mp, data)
 	undo := func() {
 		_ = m.opts.Runtime.Undefine(name)
-		_ = os.RemoveAll(p.dir)
+		if err := t.Remove(); err != nil {
+			m.log.Error("undo create", "container", name, "error", err)
+		}
+		if hasKept {
+			_ = m.opts.Disks.Close(name)
+		} else {
+			_ = m.opts.Disks.Purge(name)
+		}
 	}
-	if err := m.makeDirs(p); err != nil {
+	if _, err := os.Lstat(t.Rootfs()); err == nil {
+		_ = m.opts.Disks.Close(name)
+		return Info{}, fmt.Errorf("container %q: its directory exists without a record; restart containerd-lite to reconcile: %w", name, errdefs.ErrFailedPrecondition)
+	}
+	if err := t.Create(); err != nil {
 		undo()
 		return Info{}, err
 	}
-	if err := m.makeVolumes(name, rec.Volumes); err != nil {
+	for _, v := range rec.Volumes {
+		existed, err := t.MakeVolume(v)
+		if err != nil {
+			undo()
+			return Info{}, err
+		}
+		if existed {
+			m.log.Info("volume kept from before", "container", name, "volume", v)
+		}
+	}
+	if err := m.define(rec, t); err != nil {
 		undo()
 		return Info{}, err
 	}
-	cfg := lxcrt.Config{
-		Name: name, Rootfs: p.rootfs, RPCDir: p.rpc,
-		LogFile: p.lxcLog, ConsoleLog: p.console, IDMap: m.opts.IDMap, Init: InitCommand,
-		Cgroup: limits.ConfigLines(rec.Limits, m.opts.CgroupV2),
-	}
-	if err := m.opts.Runtime.Define(cfg); err != nil {
+	if err := m.opts.Records.PutContainer(rec); err != nil {
 		undo()
 		return Info{}, err
 	}
-	if err := m.opts.Store.PutContainer(rec); err != nil {
-		undo()
-		return Info{}, err
+	if hasKept {
+		if err := m.opts.Records.DeleteKept(name); err != nil {
+			m.log.Error("forget kept volumes", "container", name, "error", err)
+		}
 	}
-	m.log.Info("container created", "container", name)
+	m.log.Info("container created", "container", name, "ids", mp.String(), "disk", rec.Limits.DiskBytes)
 	return m.info(rec)
 }
 
-func (m *Manager) makeDirs(p paths) error {
-	root := m.opts.IDMap.RootUID()
-	// The path to a container's root must be traversable by its root user.
-	for _, d := range []string{m.opts.StateDir, filepath.Dir(p.dir)} {
-		if err := os.MkdirAll(d, 0o711); err != nil {
-			return err
-		}
-		if err := os.Chmod(d, 0o711); err != nil {
-			return err
-		}
+func (m *Manager) define(rec store.Container, t Tree) error {
+	return m.opts.Runtime.Define(lxcrt.Config{
+		Name: rec.Name, Rootfs: t.Rootfs(), MediaDir: t.MediaDir(), RPCDir: t.RPCDir(),
+		LogFile: t.LXCLog(), ConsoleLog: t.ConsoleLog(), IDMap: ids(rec), Init: InitCommand,
+		Cgroup: limits.ConfigLines(rec.Limits, m.opts.CgroupV2),
+	})
+}
+
+// allocateIDs gives a new container the range its kept volumes own, or the lowest free one.
+func (m *Manager) allocateIDs(name string, kept store.Kept, hasKept bool) (idmap.Mapping, error) {
+	if hasKept {
+		return idmap.At(kept.IDBase), nil
 	}
-	for _, d := range []struct {
-		path  string
-		mode  os.FileMode
-		owned bool
-	}{
-		{p.dir, 0o711, false},
-		{p.upper, 0o755, true},
-		{p.work, 0o700, false},
-		{p.rootfs, 0o755, false},
-		{p.rpc, 0o750, true},
-	} {
-		if err := os.Mkdir(d.path, d.mode); err != nil {
-			return fmt.Errorf("create %s: %w", d.path, err)
-		}
-		if err := os.Chmod(d.path, d.mode); err != nil {
-			return err
-		}
-		if d.owned {
-			if err := os.Chown(d.path, root, root); err != nil {
-				return fmt.Errorf("chown %s: %w", d.path, err)
-			}
-		}
+	recs, err := m.opts.Records.ListContainers()
+	if err != nil {
+		return idmap.Mapping{}, err
 	}
-	return nil
+	keptAll, err := m.opts.Records.ListKept()
+	if err != nil {
+		return idmap.Mapping{}, err
+	}
+	var used []idmap.Mapping
+	for _, r := range recs {
+		used = append(used, ids(r))
+	}
+	for _, k := range keptAll {
+		used = append(used, idmap.At(k.IDBase))
+	}
+	mp, err := m.opts.Pool.Allocate(used)
+	if err != nil {
+		return mp, fmt.Errorf("container %q: %w", name, err)
+	}
+	return mp, nil
 }
 
 // Start starts a container and returns once guestd answers inside it. Starting a running
 // container changes nothing.
 func (m *Manager) Start(ctx context.Context, name string) (Info, error) {
-	defer m.lock(name)()
-	rec, err := m.opts.Store.GetContainer(name)
+	unlock, err := m.lock(ctx, name)
+	if err != nil {
+		return Info{}, err
+	}
+	defer unlock()
+	rec, err := m.opts.Records.GetContainer(name)
 	if err != nil {
 		return Info{}, err
 	}
@@ -252,8 +404,9 @@ func (m *Manager) Start(ctx context.Context, name string) (Info, error) {
 	if err != nil {
 		return Info{}, err
 	}
+	t := m.treeOf(rec)
 	if st == lxcrt.Running {
-		if err := m.serveHost(name); err != nil {
+		if err := m.opts.Hosts.Serve(name, t.HostSocket(), ids(rec).RootUID()); err != nil {
 			return Info{}, err
 		}
 		return m.info(rec)
@@ -261,32 +414,43 @@ func (m *Manager) Start(ctx context.Context, name string) (Info, error) {
 	if st != lxcrt.Stopped {
 		return Info{}, fmt.Errorf("container %q is %s: wait for it to settle, then retry: %w", name, st, errdefs.ErrFailedPrecondition)
 	}
-	p := m.paths(name)
-	fail := func(err error) (Info, error) {
-		if serr := m.opts.Runtime.Stop(name, 0); serr != nil {
-			m.log.Warn("kill after failed start", "container", name, "error", serr)
-		}
-		m.teardown(name)
+	if err := m.checkReserve(name); err != nil {
 		return Info{}, err
 	}
-	if err := m.mountRoot(p, rec); err != nil {
+	if _, err := m.opts.Disks.Open(name, rec.Limits.DiskBytes, ids(rec)); err != nil {
+		return Info{}, fmt.Errorf("container %q: disk: %w", name, err)
+	}
+	fail := func(err error) (Info, error) {
+		sctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+		defer cancel()
+		if serr := m.opts.Runtime.Stop(sctx, name, 0); serr != nil {
+			m.log.Warn("kill after failed start", "container", name, "error", serr)
+		}
+		m.teardown(rec)
+		return Info{}, err
+	}
+	// The root and the images are mounted before init runs: guestd asks for overlays of
+	// the images at once.
+	if err := m.mountAll(rec, t); err != nil {
 		return fail(err)
 	}
-	removeSockets(p.rpc)
-	if err := m.writeBundle(p, rec); err != nil {
+	if err := t.ClearSockets(); err != nil {
+		return fail(err)
+	}
+	bundle, err := m.bundle(rec)
+	if err != nil {
+		return fail(err)
+	}
+	if err := t.WriteBundle(bundle); err != nil {
 		return fail(err)
 	}
 	// lxc.log explains a failed start; keep only this start's lines.
-	_ = os.Truncate(p.lxcLog, 0)
-	if err := m.serveHost(name); err != nil {
+	_ = os.Truncate(t.LXCLog(), 0)
+	if err := m.opts.Hosts.Serve(name, t.HostSocket(), ids(rec).RootUID()); err != nil {
 		return fail(err)
 	}
-	// Images are there before init runs: guestd asks for overlays of them at once.
-	if err := m.mountImages(name, rec); err != nil {
-		return fail(err)
-	}
-	if err := m.opts.Runtime.Start(name, 10*time.Second); err != nil {
-		return fail(fmt.Errorf("%w%s", err, tail("lxc.log", p.lxcLog)))
+	if err := m.opts.Runtime.Start(ctx, name, 10*time.Second); err != nil {
+		return fail(fmt.Errorf("%w%s", err, tail("lxc.log", t.LXCLog())))
 	}
 	addr, err := m.attach(ctx, name)
 	if err != nil {
@@ -294,10 +458,10 @@ func (m *Manager) Start(ctx context.Context, name string) (Info, error) {
 	}
 	wctx, cancel := context.WithTimeout(ctx, m.opts.GuestTimeout)
 	defer cancel()
-	if _, err := m.waitGuest(wctx, name); err != nil {
-		return fail(fmt.Errorf("container %q started but guestd did not answer: %w%s", name, err, tail("console", p.console)))
+	if _, err := guestclient.Wait(wctx, name, t.DialGuest); err != nil {
+		return fail(fmt.Errorf("container %q started but guestd did not answer: %w%s", name, err, tail("console", t.ConsoleLog())))
 	}
-	// guestd may have made overlays meanwhile: change only the start time.
+	// guestd may have made overlays meanwhile: change only the start time and address.
 	rec, err = m.update(name, func(r *store.Container) { r.StartedAt, r.Address = time.Now().UTC(), addr })
 	if err != nil {
 		return Info{}, err
@@ -306,40 +470,63 @@ func (m *Manager) Start(ctx context.Context, name string) (Info, error) {
 	return m.info(rec)
 }
 
-// mountRoot mounts the overlay root and makes /media/hearth a shared mount; both are
-// skipped when already there.
-func (m *Manager) mountRoot(p paths, rec store.Container) error {
-	if ok, err := mounts.IsMounted(p.rootfs); err != nil {
-		return err
-	} else if !ok {
-		if err := mounts.Overlay(rec.BaseRootfs, p.upper, p.work, p.rootfs); err != nil {
-			return err
-		}
+// checkReserve refuses a start while the state file system has less free space than the
+// reserve: the packages' disks are sparse and take the host's space as they fill.
+func (m *Manager) checkReserve(name string) error {
+	if m.opts.DiskReserve < 0 {
+		return nil
 	}
-	if ok, err := mounts.IsMounted(p.media); err != nil {
+	free, err := m.opts.FreeSpace(m.opts.StateDir)
+	if err != nil {
+		return fmt.Errorf("free space of %s: %w", m.opts.StateDir, err)
+	}
+	if free < m.opts.DiskReserve {
+		return fmt.Errorf("container %q not started: the host's file system holding %s has %d MiB free, below the reserve of %d MiB that keeps the host working; free some space (or lower --disk-reserve): %w",
+			name, m.opts.StateDir, free>>20, m.opts.DiskReserve>>20, errdefs.ErrResourceExhausted)
+	}
+	return nil
+}
+
+func freeSpace(dir string) (int64, error) {
+	var st unix.Statfs_t
+	if err := unix.Statfs(dir, &st); err != nil {
+		return 0, err
+	}
+	return int64(st.Bavail) * st.Bsize, nil
+}
+
+// mountAll mounts the root and the images of a container (those already mounted stay),
+// through a user namespace with the container's mapping.
+func (m *Manager) mountAll(rec store.Container, t Tree) error {
+	userns, err := m.opts.Userns(ids(rec))
+	if err != nil {
+		return fmt.Errorf("container %q: %w", rec.Name, err)
+	}
+	if userns >= 0 {
+		defer unix.Close(userns)
+	}
+	if err := t.MountRoot(m.opts.BaseRootfs, userns); err != nil {
 		return err
-	} else if !ok {
-		if err := mounts.BindShared(p.media); err != nil {
-			return err
+	}
+	for _, img := range sortedKeys(rec.Images) {
+		if err := t.MountImage(img, m.opts.Images.Rootfs(rec.Images[img]), userns); err != nil {
+			return fmt.Errorf("container %q: %w", rec.Name, err)
 		}
 	}
 	return nil
 }
 
 // teardown undoes what a running container needed on the host: its host.sock, its
-// mounts and stale sockets. The container must be stopped.
-func (m *Manager) teardown(name string) {
-	p := m.paths(name)
-	m.stopHost(name)
-	if done, err := mounts.UnmountAll(p.dir); err != nil {
+// mounts, stale sockets, its veth. The container must be stopped.
+func (m *Manager) teardown(rec store.Container) {
+	name := rec.Name
+	t := m.treeOf(rec)
+	m.opts.Hosts.Stop(name)
+	if err := t.Unmount(); err != nil {
 		m.log.Error("unmount", "container", name, "error", err)
-	} else if len(done) > 0 {
-		m.log.Debug("unmounted", "container", name, "targets", done)
 	}
-	removeSockets(p.rpc)
-	// Overlays are ephemeral: their upper layers go with the run.
-	if err := os.RemoveAll(p.overlays); err != nil {
-		m.log.Error("remove overlays", "container", name, "error", err)
+	if err := t.ClearSockets(); err != nil {
+		m.log.Warn("remove stale sockets", "container", name, "error", err)
 	}
 	if m.opts.Network != nil {
 		dctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
@@ -355,38 +542,52 @@ func (m *Manager) teardown(name string) {
 
 // Stop stops a container: init gets timeout to stop cleanly, then the container is killed.
 func (m *Manager) Stop(ctx context.Context, name string, timeout time.Duration) (Info, error) {
-	defer m.lock(name)()
-	rec, err := m.opts.Store.GetContainer(name)
+	unlock, err := m.lock(ctx, name)
+	if err != nil {
+		return Info{}, err
+	}
+	defer unlock()
+	rec, err := m.opts.Records.GetContainer(name)
 	if err != nil {
 		return Info{}, err
 	}
 	if timeout <= 0 {
 		timeout = stopTimeout(rec)
 	}
-	if err := m.stopLocked(name, timeout); err != nil {
+	if err := m.stopLocked(ctx, rec, timeout); err != nil {
 		return Info{}, err
 	}
 	return m.info(rec)
 }
 
-func (m *Manager) stopLocked(name string, timeout time.Duration) error {
+func (m *Manager) stopLocked(ctx context.Context, rec store.Container, timeout time.Duration) error {
 	if timeout <= 0 {
 		timeout = DefaultStopTimeout
 	}
 	start := time.Now()
-	if err := m.opts.Runtime.Stop(name, timeout); err != nil {
+	if err := m.opts.Runtime.Stop(ctx, rec.Name, timeout); err != nil {
 		return err
 	}
-	m.teardown(name)
-	m.log.Info("container stopped", "container", name, "took", time.Since(start).Round(time.Millisecond))
+	m.teardown(rec)
+	m.log.Info("container stopped", "container", rec.Name, "took", time.Since(start).Round(time.Millisecond))
 	return nil
 }
 
 // Delete removes a container and everything made for it on the host. A running
-// container is refused unless force is set, in which case it is stopped first.
+// container is refused unless force is set, in which case it is stopped first. Its disk
+// and volumes are kept (with its id range, for a container of the same name) unless
+// purgeVolumes; purging the kept volumes of a container deleted before also works.
 func (m *Manager) Delete(ctx context.Context, name string, force, purgeVolumes bool) error {
-	defer m.lock(name)()
-	if _, err := m.opts.Store.GetContainer(name); err != nil {
+	unlock, err := m.lock(ctx, name)
+	if err != nil {
+		return err
+	}
+	defer unlock()
+	rec, err := m.opts.Records.GetContainer(name)
+	if errors.Is(err, errdefs.ErrNotFound) && purgeVolumes {
+		return m.purgeKept(name, err)
+	}
+	if err != nil {
 		return err
 	}
 	st, _, err := m.opts.Runtime.State(name)
@@ -397,50 +598,58 @@ func (m *Manager) Delete(ctx context.Context, name string, force, purgeVolumes b
 		if !force {
 			return fmt.Errorf("container %q is %s: stop it first, or delete with force: %w", name, st, errdefs.ErrFailedPrecondition)
 		}
-		rec, _ := m.opts.Store.GetContainer(name)
-		if err := m.stopLocked(name, stopTimeout(rec)); err != nil {
+		if err := m.stopLocked(ctx, rec, stopTimeout(rec)); err != nil {
 			return err
 		}
 	}
-	if err := m.remove(name); err != nil {
+	if err := m.remove(rec); err != nil {
 		return err
 	}
-	if purgeVolumes {
-		if err := os.RemoveAll(m.volumesDir(name)); err != nil {
-			return fmt.Errorf("remove volumes of %q: %w", name, err)
+	keep := !purgeVolumes && len(rec.Volumes) > 0
+	if keep {
+		if err := m.opts.Records.PutKept(store.Kept{Name: name, IDBase: rec.IDBase, Volumes: rec.Volumes, DiskBytes: rec.Limits.DiskBytes, DeletedAt: time.Now().UTC()}); err != nil {
+			return err
 		}
+		if err := m.opts.Disks.Close(name); err != nil {
+			m.log.Warn("unmount the kept disk", "container", name, "error", err)
+		}
+	} else if err := m.opts.Disks.Purge(name); err != nil {
+		return fmt.Errorf("remove the disk of %q: %w", name, err)
 	}
-	if err := m.opts.Store.DeleteContainer(name); err != nil {
+	if err := m.opts.Records.DeleteContainer(name); err != nil {
 		return err
 	}
-	m.log.Info("container deleted", "container", name, "volumes_purged", purgeVolumes)
+	m.log.Info("container deleted", "container", name, "volumes_kept", keep)
+	return nil
+}
+
+func (m *Manager) purgeKept(name string, notFound error) error {
+	if _, err := m.opts.Records.GetKept(name); err != nil {
+		return notFound
+	}
+	if err := m.opts.Disks.Purge(name); err != nil {
+		return fmt.Errorf("remove the kept disk of %q: %w", name, err)
+	}
+	if err := m.opts.Records.DeleteKept(name); err != nil {
+		return err
+	}
+	m.log.Info("kept volumes purged", "container", name)
 	return nil
 }
 
 // remove deletes a stopped container's LXC definition and directory, after making sure
-// nothing is mounted below it (removing through a mount would reach other trees).
-func (m *Manager) remove(name string) error {
-	p := m.paths(name)
-	m.teardown(name)
-	left, err := mounts.Under(p.dir)
-	if err != nil {
+// nothing is mounted below it.
+func (m *Manager) remove(rec store.Container) error {
+	m.teardown(rec)
+	if err := m.treeOf(rec).Remove(); err != nil {
 		return err
 	}
-	if len(left) > 0 {
-		return fmt.Errorf("container %q: %v still mounted; not removing its directory", name, left)
-	}
-	if err := m.opts.Runtime.Undefine(name); err != nil {
-		return err
-	}
-	if err := os.RemoveAll(p.dir); err != nil {
-		return fmt.Errorf("remove %s: %w", p.dir, err)
-	}
-	return nil
+	return m.opts.Runtime.Undefine(rec.Name)
 }
 
 // Get reports one container.
 func (m *Manager) Get(ctx context.Context, name string) (Info, error) {
-	rec, err := m.opts.Store.GetContainer(name)
+	rec, err := m.opts.Records.GetContainer(name)
 	if err != nil {
 		return Info{}, err
 	}
@@ -449,7 +658,7 @@ func (m *Manager) Get(ctx context.Context, name string) (Info, error) {
 
 // List reports every container.
 func (m *Manager) List(ctx context.Context) ([]Info, error) {
-	recs, err := m.opts.Store.ListContainers()
+	recs, err := m.opts.Records.ListContainers()
 	if err != nil {
 		return nil, err
 	}
@@ -469,42 +678,46 @@ func (m *Manager) info(rec store.Container) (Info, error) {
 	if err != nil {
 		return Info{}, err
 	}
-	p := m.paths(rec.Name)
-	i := Info{Container: rec, State: st, InitPID: pid, RPCDir: p.rpc}
+	t := m.treeOf(rec)
+	i := Info{Container: rec, State: st, InitPID: pid, RPCDir: t.RPCDir()}
 	if st != lxcrt.Running {
 		i.Address = ""
-	}
-	if ok, _ := mounts.IsMounted(p.rootfs); ok {
-		i.Rootfs = p.rootfs
+		i.Overlays = nil
+	} else {
+		i.Rootfs = t.Rootfs()
 	}
 	return i, nil
 }
 
-// Close stops serving every host.sock. Containers keep running.
-func (m *Manager) Close() error {
-	m.mu.Lock()
-	names := make([]string, 0, len(m.hosts))
-	for n := range m.hosts {
-		names = append(names, n)
+// GuestInfo asks guestd inside a running container who it is.
+func (m *Manager) GuestInfo(ctx context.Context, name string) (*guestv1.GuestInfo, error) {
+	d, err := m.GuestDialer(name)
+	if err != nil {
+		return nil, err
 	}
-	m.mu.Unlock()
-	for _, n := range names {
-		m.stopHost(n)
-	}
-	return nil
+	return guestclient.Info(ctx, name, d)
 }
 
-// removeSockets removes sockets left in a container's rpc directory.
-func removeSockets(dir string) {
-	ents, err := os.ReadDir(dir)
+// GuestDialer returns the dialer of a running container's guestd.
+func (m *Manager) GuestDialer(name string) (guestclient.Dialer, error) {
+	rec, err := m.opts.Records.GetContainer(name)
 	if err != nil {
-		return
+		return nil, err
 	}
-	for _, e := range ents {
-		if e.Type() == os.ModeSocket {
-			os.Remove(filepath.Join(dir, e.Name()))
-		}
+	st, _, err := m.opts.Runtime.State(name)
+	if err != nil {
+		return nil, err
 	}
+	if st != lxcrt.Running {
+		return nil, fmt.Errorf("container %q is %s: start it first: %w", name, st, errdefs.ErrFailedPrecondition)
+	}
+	return m.treeOf(rec).DialGuest, nil
+}
+
+// Close stops serving every host.sock. Containers keep running.
+func (m *Manager) Close() error {
+	m.opts.Hosts.Close()
+	return nil
 }
 
 // tail returns the last lines of a log file, for error messages.

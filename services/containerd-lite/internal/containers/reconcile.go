@@ -2,72 +2,64 @@ package containers
 
 import (
 	"context"
-	"maps"
-
-	"hearth.dev/services/containerd-lite/internal/store"
 	"os"
 	"path/filepath"
 	"slices"
 
 	"hearth.dev/services/containerd-lite/internal/lxcrt"
-	"hearth.dev/services/containerd-lite/internal/mounts"
+	"hearth.dev/services/containerd-lite/internal/store"
 )
 
-// Reconcile compares the stored records with the containers LXC knows and the mounts
-// that exist, and repairs the difference: running containers are adopted (their
-// host.sock served again), stopped ones lose leftover mounts, and LXC definitions or
-// directories without a record are removed when stopped. It logs every repair.
+// Reconcile compares the stored records with the containers LXC knows, the disks and the
+// mounts that exist, and repairs the difference: running containers are adopted (their
+// host.sock served again, missing mounts restored), stopped ones lose leftover mounts,
+// and LXC definitions, directories or disks without a record are removed when stopped.
+// It logs every repair.
 func (m *Manager) Reconcile(ctx context.Context) error {
-	recs, err := m.opts.Store.ListContainers()
+	recs, err := m.opts.Records.ListContainers()
 	if err != nil {
 		return err
 	}
 	known := map[string]bool{}
 	for _, rec := range recs {
 		known[rec.Name] = true
-		st, pid, err := m.opts.Runtime.State(rec.Name)
-		if err != nil {
+		if err := m.reconcileOne(ctx, rec); err != nil {
 			return err
 		}
-		switch st {
-		case lxcrt.Running:
-			if err := m.serveHost(rec.Name); err != nil {
+	}
+	kept, err := m.opts.Records.ListKept()
+	if err != nil {
+		return err
+	}
+	for _, k := range kept {
+		if known[k.Name] {
+			// A delete stopped between its steps; the record wins.
+			m.log.Warn("reconcile: kept volumes of a container that exists; forgetting the kept record", "container", k.Name)
+			if err := m.opts.Records.DeleteKept(k.Name); err != nil {
 				return err
 			}
-			if err := m.remount(rec); err != nil {
-				m.log.Error("reconcile: restore mounts", "container", rec.Name, "error", err)
-			}
-			if addr, err := m.attach(ctx, rec.Name); err != nil {
-				m.log.Error("reconcile: attach to netd", "container", rec.Name, "error", err)
-			} else if addr != rec.Address {
-				if _, err := m.update(rec.Name, func(r *store.Container) { r.Address = addr }); err != nil {
-					return err
-				}
-			}
-			m.log.Info("reconcile: adopted running container", "container", rec.Name, "init_pid", pid, "overlays", len(rec.Overlays))
-		case lxcrt.Stopped:
-			if done, err := mounts.UnmountAll(m.paths(rec.Name).dir); err != nil {
-				m.log.Error("reconcile: unmount leftovers", "container", rec.Name, "error", err)
-			} else if len(done) > 0 {
-				m.log.Warn("reconcile: removed mounts of a stopped container", "container", rec.Name, "targets", done)
-			}
-			removeSockets(m.paths(rec.Name).rpc)
-		case lxcrt.Missing:
-			m.log.Error("reconcile: container has a record but no LXC definition; delete it and create it again", "container", rec.Name)
-		default:
-			m.log.Warn("reconcile: container in transition", "container", rec.Name, "state", st)
+			continue
+		}
+		known[k.Name] = true
+		if err := m.opts.Disks.Close(k.Name); err != nil {
+			m.log.Warn("reconcile: unmount a kept disk", "container", k.Name, "error", err)
 		}
 	}
-	// Definitions and directories nobody recorded: a crash between steps of Create or Delete.
+	// Definitions, directories and disks nobody recorded: a crash between steps of Create
+	// or Delete.
 	orphans := slices.Clone(m.opts.Runtime.Defined())
 	if ents, err := os.ReadDir(filepath.Join(m.opts.StateDir, "containers")); err == nil {
 		for _, e := range ents {
-			if !slices.Contains(orphans, e.Name()) {
-				orphans = append(orphans, e.Name())
-			}
+			orphans = append(orphans, e.Name())
 		}
 	}
-	for _, name := range orphans {
+	if names, err := m.opts.Disks.Names(); err == nil {
+		orphans = append(orphans, names...)
+	} else {
+		m.log.Error("reconcile: list disks", "error", err)
+	}
+	slices.Sort(orphans)
+	for _, name := range slices.Compact(orphans) {
 		if known[name] {
 			continue
 		}
@@ -76,11 +68,16 @@ func (m *Manager) Reconcile(ctx context.Context) error {
 			return err
 		}
 		if st != lxcrt.Stopped && st != lxcrt.Missing {
-			m.log.Error("reconcile: a container without a record is running; stop it with lxc-stop, then restart containerd-lite", "container", name, "lxc_path", m.opts.Runtime.Path)
+			m.log.Error("reconcile: a container without a record is running; stop it with lxc-stop, then restart containerd-lite", "container", name)
 			continue
 		}
-		if err := m.remove(name); err != nil {
+		// Its id range is unknown; a tree of the lowest range is enough to unmount and remove.
+		if err := m.remove(store.Container{Name: name}); err != nil {
 			m.log.Error("reconcile: remove unrecorded container", "container", name, "error", err)
+			continue
+		}
+		if err := m.opts.Disks.Purge(name); err != nil {
+			m.log.Error("reconcile: remove an unrecorded disk", "container", name, "error", err)
 			continue
 		}
 		m.log.Warn("reconcile: removed a container that had no record", "container", name)
@@ -88,42 +85,86 @@ func (m *Manager) Reconcile(ctx context.Context) error {
 	return nil
 }
 
-// remount restores a running container's image and overlay mounts that are missing, and
-// removes overlay mounts no record knows; mounts already there are left as they are.
-func (m *Manager) remount(rec store.Container) error {
-	defer m.slock(rec.Name)()
-	p := m.paths(rec.Name)
-	before, err := mounts.Under(p.dir)
+func (m *Manager) reconcileOne(ctx context.Context, rec store.Container) error {
+	st, pid, err := m.opts.Runtime.State(rec.Name)
 	if err != nil {
 		return err
 	}
-	if err := m.mountImages(rec.Name, rec); err != nil {
-		return err
-	}
-	for _, n := range slices.Sorted(maps.Keys(rec.Overlays)) {
-		if err := m.mountOverlay(p, n, rec.Overlays[n]); err != nil {
+	t := m.treeOf(rec)
+	switch st {
+	case lxcrt.Running:
+		if _, err := m.opts.Disks.Open(rec.Name, rec.Limits.DiskBytes, ids(rec)); err != nil {
+			m.log.Error("reconcile: disk of a running container", "container", rec.Name, "error", err)
+		}
+		if err := m.opts.Hosts.Serve(rec.Name, t.HostSocket(), ids(rec).RootUID()); err != nil {
 			return err
 		}
-	}
-	if ents, err := os.ReadDir(filepath.Join(p.media, "subcontainers")); err == nil {
-		for _, e := range ents {
-			if _, ok := rec.Overlays[e.Name()]; ok {
-				continue
+		if err := m.remount(rec, t); err != nil {
+			m.log.Error("reconcile: restore mounts", "container", rec.Name, "error", err)
+		}
+		if addr, err := m.attach(ctx, rec.Name); err != nil {
+			m.log.Error("reconcile: attach to netd", "container", rec.Name, "error", err)
+		} else if addr != rec.Address {
+			if _, err := m.update(rec.Name, func(r *store.Container) { r.Address = addr }); err != nil {
+				return err
 			}
-			if ok, _ := mounts.IsMounted(filepath.Join(p.media, "subcontainers", e.Name())); ok {
-				if err := m.unmountOverlay(p, e.Name()); err != nil {
-					return err
-				}
-				m.log.Warn("reconcile: removed an overlay without a record", "container", rec.Name, "overlay", e.Name())
+		}
+		m.log.Info("reconcile: adopted running container", "container", rec.Name, "init_pid", pid, "overlays", len(rec.Overlays))
+	case lxcrt.Stopped:
+		before, _ := t.Mounted()
+		m.teardown(rec)
+		if len(before) > 0 {
+			m.log.Warn("reconcile: removed mounts of a stopped container", "container", rec.Name, "targets", before)
+		}
+		// Its disk stays mounted while it exists: a start or an inspect reads it.
+		if _, err := m.opts.Disks.Open(rec.Name, rec.Limits.DiskBytes, ids(rec)); err != nil {
+			m.log.Error("reconcile: disk", "container", rec.Name, "error", err)
+		}
+	case lxcrt.Missing:
+		m.log.Error("reconcile: container has a record but no LXC definition; delete it and create it again", "container", rec.Name)
+	default:
+		m.log.Warn("reconcile: container in transition", "container", rec.Name, "state", st)
+	}
+	return nil
+}
+
+// remount restores a running container's image and overlay mounts that are missing, and
+// removes overlay mounts no record knows; mounts already there are left as they are.
+func (m *Manager) remount(rec store.Container, t Tree) error {
+	defer m.slock(rec.Name)()
+	if err := m.mountAll(rec, t); err != nil {
+		return err
+	}
+	repaired := 0
+	for _, n := range sortedKeys(rec.Overlays) {
+		o := rec.Overlays[n]
+		if ok, _ := t.OverlayMounted(n); !ok {
+			repaired++
+		}
+		if err := t.MountOverlay(n, o.Image); err != nil {
+			return err
+		}
+		for _, b := range o.Binds {
+			if err := t.BindVolume(n, b.Volume, b.Path, b.ReadOnly); err != nil {
+				return err
 			}
 		}
 	}
-	after, err := mounts.Under(p.dir)
+	mounted, err := t.MountedOverlays()
 	if err != nil {
 		return err
 	}
-	if len(after) != len(before) {
-		m.log.Warn("reconcile: repaired mounts", "container", rec.Name, "before", len(before), "after", len(after))
+	for _, n := range mounted {
+		if _, ok := rec.Overlays[n]; ok {
+			continue
+		}
+		if err := t.DestroyOverlay(n); err != nil {
+			return err
+		}
+		m.log.Warn("reconcile: removed an overlay without a record", "container", rec.Name, "overlay", n)
+	}
+	if repaired > 0 {
+		m.log.Warn("reconcile: remounted overlays", "container", rec.Name, "overlays", repaired)
 	}
 	return nil
 }

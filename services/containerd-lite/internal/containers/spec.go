@@ -2,10 +2,8 @@ package containers
 
 import (
 	"encoding/json"
-	"errors"
+	"maps"
 	"fmt"
-	"os"
-	"path/filepath"
 	"regexp"
 	"slices"
 	"time"
@@ -50,8 +48,12 @@ func fromManifest(spec Spec) (Spec, error) {
 	}
 	spec.Volumes = m.Volumes
 	spec.Limits = store.Limits{CPUs: m.Limits.CPUs, Pids: m.Limits.Pids}
+	// Sizes are validated by Parse.
 	if m.Limits.Memory != "" {
-		spec.Limits.MemoryBytes, _ = bytesize.Parse(m.Limits.Memory) // validated by Parse
+		spec.Limits.MemoryBytes, _ = bytesize.Parse(m.Limits.Memory)
+	}
+	if m.Limits.Disk != "" {
+		spec.Limits.DiskBytes, _ = bytesize.Parse(m.Limits.Disk)
 	}
 	return spec, nil
 }
@@ -110,90 +112,26 @@ func (m *Manager) resolveSpec(name string, spec Spec) (store.Container, error) {
 	return rec, nil
 }
 
-func (m *Manager) volumesDir(container string) string {
-	return filepath.Join(m.opts.StateDir, "volumes", container)
-}
-
-// VolumePath is the host directory of a container's volume.
-func (m *Manager) VolumePath(container, volume string) string {
-	return filepath.Join(m.volumesDir(container), volume)
-}
-
-// makeVolumes creates the volumes that do not exist yet, owned by the container's root
-// so that ids inside map straight through (uid 999 inside is 100999 here).
-func (m *Manager) makeVolumes(container string, volumes []string) error {
-	if len(volumes) == 0 {
-		return nil
-	}
-	if err := os.MkdirAll(m.volumesDir(container), 0o700); err != nil {
-		return err
-	}
-	root := m.opts.IDMap.RootUID()
-	for _, v := range volumes {
-		p := m.VolumePath(container, v)
-		err := os.Mkdir(p, 0o755)
-		if errors.Is(err, os.ErrExist) {
-			m.log.Info("volume kept from before", "container", container, "volume", v)
-			continue
-		}
-		if err != nil {
-			return fmt.Errorf("create volume %s: %w", v, err)
-		}
-		if err := os.Chown(p, root, root); err != nil {
-			return fmt.Errorf("chown volume %s: %w", v, err)
-		}
-	}
-	return nil
-}
-
-// writeBundle puts the package for guestd in the container's rpc directory: the manifest
-// and each image's defaults. It is written aside and renamed, so a symlink the container
-// planted there is replaced, never followed.
-func (m *Manager) writeBundle(p paths, rec store.Container) error {
-	target := filepath.Join(p.rpc, filepath.Base(manifest.BundleFile))
+// bundle is the package for guestd: the manifest and each image's defaults; nil for a
+// container without a package.
+func (m *Manager) bundle(rec store.Container) ([]byte, error) {
 	if len(rec.Manifest) == 0 {
-		if err := os.Remove(target); err != nil && !errors.Is(err, os.ErrNotExist) {
-			return err
-		}
-		return nil
+		return nil, nil
 	}
 	mf, err := manifest.Parse(rec.Manifest)
 	if err != nil {
-		return err
+		return nil, err
 	}
 	b := manifest.Bundle{Manifest: mf, Images: map[string]manifest.ImageDefaults{}}
 	for n, d := range rec.Images {
 		if b.Images[n], err = m.opts.Images.Defaults(d); err != nil {
-			return fmt.Errorf("image %s: %w", n, err)
+			return nil, fmt.Errorf("image %s: %w", n, err)
 		}
 	}
-	data, err := json.Marshal(b)
-	if err != nil {
-		return err
-	}
-	root := m.opts.IDMap.RootUID()
-	tmp, err := os.CreateTemp(p.rpc, ".package-*.json")
-	if err != nil {
-		return err
-	}
-	defer os.Remove(tmp.Name())
-	if _, err := tmp.Write(data); err != nil {
-		tmp.Close()
-		return err
-	}
-	if err := tmp.Chown(root, root); err != nil {
-		tmp.Close()
-		return err
-	}
-	if err := tmp.Chmod(0o640); err != nil {
-		tmp.Close()
-		return err
-	}
-	if err := tmp.Close(); err != nil {
-		return err
-	}
-	return os.Rename(tmp.Name(), target)
+	return json.Marshal(b)
 }
+
+func sortedKeys[V any](m map[string]V) []string { return slices.Sorted(maps.Keys(m)) }
 
 // stopTimeout is how long a container's init gets to stop: its daemons' stop timeouts
 // one after another, and a margin; 10s without a package.

@@ -5,10 +5,11 @@
 package guestproxy
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"io"
-	"path/filepath"
+	"net"
 	"strings"
 
 	"google.golang.org/grpc"
@@ -64,9 +65,10 @@ func (Codec) Unmarshal(data []byte, v any) error {
 // Name implements encoding.Codec.
 func (Codec) Name() string { return "proto" }
 
-// Proxy forwards calls; RPCDir finds a running container's rpc directory.
+// Proxy forwards calls; Dialer returns the dialer of a running container's guestd (one
+// that checks the socket it reaches: the container owns the directory it is in).
 type Proxy struct {
-	RPCDir func(container string) (string, error)
+	Dialer func(container string) (func(context.Context) (net.Conn, error), error)
 }
 
 // ServerOptions install the proxy on a server.
@@ -84,11 +86,11 @@ func (p *Proxy) handle(_ any, ss grpc.ServerStream) error {
 	if len(names) != 1 || names[0] == "" {
 		return status.Errorf(codes.InvalidArgument, "GuestService calls on containerd-lite name their container in the %q metadata", ContainerKey)
 	}
-	dir, err := p.RPCDir(names[0])
+	d, err := p.Dialer(names[0])
 	if err != nil {
 		return err
 	}
-	conn, err := dial.Unix(filepath.Join(dir, "guestd.sock"), grpc.WithDefaultCallOptions(grpc.ForceCodec(Codec{})))
+	conn, err := dial.Func("guestd-of-"+names[0], d, grpc.WithDefaultCallOptions(grpc.ForceCodec(Codec{})))
 	if err != nil {
 		return status.Errorf(codes.Unavailable, "guestd of %s: %v", names[0], err)
 	}

@@ -1,5 +1,7 @@
-// Package idmap is the user-namespace mapping every Hearth container gets: ids 0..65535
-// inside are 100000..165535 on the host.
+// Package idmap gives each Hearth container its own user-namespace mapping: ids 0..65535
+// inside are a range of host ids that no other container shares, taken from root's
+// subordinate ids in /etc/subuid and /etc/subgid. Escaping one container as its root then
+// gives a host uid that owns nothing of any other container.
 package idmap
 
 import (
@@ -10,6 +12,9 @@ import (
 	"syscall"
 )
 
+// Size is how many ids each container maps: the full 16-bit range images expect.
+const Size = 65536
+
 // Mapping shifts container ids to host ids.
 type Mapping struct {
 	// HostBase is the host id of the container's id 0.
@@ -18,8 +23,8 @@ type Mapping struct {
 	Size uint32
 }
 
-// Default is the mapping of every container: root inside is uid 100000 outside.
-var Default = Mapping{HostBase: 100000, Size: 65536}
+// At returns the mapping of a container whose root is host id base.
+func At(base uint32) Mapping { return Mapping{HostBase: base, Size: Size} }
 
 // ToHost returns the host id for a container id, and whether it is mapped.
 func (m Mapping) ToHost(id uint32) (uint32, bool) {
@@ -29,17 +34,24 @@ func (m Mapping) ToHost(id uint32) (uint32, bool) {
 	return m.HostBase + id, true
 }
 
-// RootUID is the host uid of the container's root.
+// RootUID is the host uid (and gid) of the container's root.
 func (m Mapping) RootUID() int { return int(m.HostBase) }
+
+// Overlaps reports whether two mappings share a host id.
+func (m Mapping) Overlaps(o Mapping) bool {
+	return uint64(m.HostBase) < uint64(o.HostBase)+uint64(o.Size) && uint64(o.HostBase) < uint64(m.HostBase)+uint64(m.Size)
+}
+
+func (m Mapping) String() string { return fmt.Sprintf("%d-%d", m.HostBase, uint64(m.HostBase)+uint64(m.Size)-1) }
 
 // HoldArg is the hidden argument with which the daemon re-executes itself to hold a user
 // namespace open while OpenUserns takes a descriptor of it.
 const HoldArg = "userns-hold"
 
 // OpenUserns returns a descriptor of a new user namespace with this mapping. Idmapped
-// mounts made through it are what they would be through any container's namespace (all
-// share the mapping), so images can be mounted before a container starts. self is the
-// daemon's executable, run with HoldArg.
+// mounts made through it are what they would be through the container's own namespace
+// (the mapping is the same), so images can be mounted before the container starts. self
+// is the daemon's executable, run with HoldArg.
 func (m Mapping) OpenUserns(self string) (int, error) {
 	cmd := exec.Command(self, HoldArg)
 	cmd.SysProcAttr = &syscall.SysProcAttr{
@@ -52,7 +64,7 @@ func (m Mapping) OpenUserns(self string) (int, error) {
 		return -1, err
 	}
 	if err := cmd.Start(); err != nil {
-		return -1, fmt.Errorf("start a user namespace holder: %w", err)
+		return -1, fmt.Errorf("start a user namespace holder for ids %s: %w", m, err)
 	}
 	defer func() { hold.Close(); _ = cmd.Wait() }()
 	fd, err := syscall.Open(fmt.Sprintf("/proc/%d/ns/user", cmd.Process.Pid), syscall.O_RDONLY|syscall.O_CLOEXEC, 0)

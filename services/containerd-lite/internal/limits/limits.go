@@ -21,11 +21,19 @@ type Policy struct {
 	MaxMemoryBytes int64
 	MaxCPUs        float64
 	MaxPids        int64
+	// MaxDiskBytes caps a package's disk; DefaultDiskBytes is what it gets when its
+	// manifest asks for no size.
+	MaxDiskBytes     int64
+	DefaultDiskBytes int64
 }
 
-// DefaultPolicy: half the host's memory, all its CPUs, 4096 processes.
+// DefaultDisk is a package's disk when neither it nor the host says.
+const DefaultDisk = 8 << 30
+
+// DefaultPolicy: half the host's memory, all its CPUs, 4096 processes, disks of 8Gi and
+// at most 256Gi (disks are sparse: they take the host's space only as they fill).
 func DefaultPolicy() Policy {
-	return Policy{MaxMemoryBytes: hostMemory() / 2, MaxCPUs: float64(runtime.NumCPU()), MaxPids: 4096}
+	return Policy{MaxMemoryBytes: hostMemory() / 2, MaxCPUs: float64(runtime.NumCPU()), MaxPids: 4096, MaxDiskBytes: 256 << 30, DefaultDiskBytes: DefaultDisk}
 }
 
 func hostMemory() int64 {
@@ -58,6 +66,18 @@ func (p Policy) Apply(l store.Limits) (store.Limits, []string, error) {
 	if p.MaxPids == 0 {
 		p.MaxPids = d.MaxPids
 	}
+	if p.MaxDiskBytes == 0 {
+		p.MaxDiskBytes = d.MaxDiskBytes
+	}
+	if p.DefaultDiskBytes == 0 {
+		p.DefaultDiskBytes = d.DefaultDiskBytes
+	}
+	if l.DiskBytes < 0 {
+		return l, nil, fmt.Errorf("disk limit %d: must be positive, or zero for the host's default", l.DiskBytes)
+	}
+	if l.DiskBytes > 0 && l.DiskBytes < MinDiskBytes {
+		return l, nil, fmt.Errorf("disk limit %d bytes is below 32Mi, too little for a package's layers and logs", l.DiskBytes)
+	}
 	if l.MemoryBytes < 0 || l.CPUs < 0 || l.Pids < 0 || math.IsNaN(l.CPUs) || math.IsInf(l.CPUs, 0) {
 		return l, nil, fmt.Errorf("limits %+v: memory, cpus and pids must be positive, or zero for the host's default", l)
 	}
@@ -82,6 +102,10 @@ func (p Policy) Apply(l store.Limits) (store.Limits, []string, error) {
 	}
 	capInt("memory", &l.MemoryBytes, p.MaxMemoryBytes)
 	capInt("pids", &l.Pids, p.MaxPids)
+	if l.DiskBytes == 0 {
+		l.DiskBytes = min(p.DefaultDiskBytes, p.MaxDiskBytes)
+	}
+	capInt("disk", &l.DiskBytes, p.MaxDiskBytes)
 	switch {
 	case l.CPUs == 0:
 		l.CPUs = p.MaxCPUs
@@ -91,6 +115,9 @@ func (p Policy) Apply(l store.Limits) (store.Limits, []string, error) {
 	}
 	return l, notes, nil
 }
+
+// MinDiskBytes is the smallest disk a package may have.
+const MinDiskBytes = 32 << 20
 
 // CPUPeriod is the CFS period the CPU quota is expressed in (microseconds).
 const CPUPeriod = 100000

@@ -9,7 +9,7 @@ import (
 )
 
 func TestApply(t *testing.T) {
-	p := Policy{MaxMemoryBytes: 1 << 30, MaxCPUs: 2, MaxPids: 1000}
+	p := Policy{MaxMemoryBytes: 1 << 30, MaxCPUs: 2, MaxPids: 1000, MaxDiskBytes: 4 << 30, DefaultDiskBytes: 1 << 30}
 	for _, tc := range []struct {
 		name  string
 		in    store.Limits
@@ -17,9 +17,11 @@ func TestApply(t *testing.T) {
 		notes int
 		err   string
 	}{
-		{"defaults", store.Limits{}, store.Limits{MemoryBytes: 1 << 30, CPUs: 2, Pids: 1000}, 0, ""},
-		{"within", store.Limits{MemoryBytes: 512 << 20, CPUs: 1.5, Pids: 512}, store.Limits{MemoryBytes: 512 << 20, CPUs: 1.5, Pids: 512}, 0, ""},
-		{"capped", store.Limits{MemoryBytes: 8 << 30, CPUs: 16, Pids: 100000}, store.Limits{MemoryBytes: 1 << 30, CPUs: 2, Pids: 1000}, 3, ""},
+		{"defaults", store.Limits{}, store.Limits{MemoryBytes: 1 << 30, CPUs: 2, Pids: 1000, DiskBytes: 1 << 30}, 0, ""},
+		{"within", store.Limits{MemoryBytes: 512 << 20, CPUs: 1.5, Pids: 512, DiskBytes: 64 << 20}, store.Limits{MemoryBytes: 512 << 20, CPUs: 1.5, Pids: 512, DiskBytes: 64 << 20}, 0, ""},
+		{"capped", store.Limits{MemoryBytes: 8 << 30, CPUs: 16, Pids: 100000, DiskBytes: 1 << 40}, store.Limits{MemoryBytes: 1 << 30, CPUs: 2, Pids: 1000, DiskBytes: 4 << 30}, 4, ""},
+		{"tiny disk", store.Limits{DiskBytes: 1 << 20}, store.Limits{}, 0, "below 32Mi"},
+		{"negative disk", store.Limits{DiskBytes: -5}, store.Limits{}, 0, "must be positive"},
 		{"negative", store.Limits{Pids: -1}, store.Limits{}, 0, "must be positive"},
 		{"tiny memory", store.Limits{MemoryBytes: 1000}, store.Limits{}, 0, "below 4Mi"},
 		{"tiny pids", store.Limits{Pids: 2}, store.Limits{}, 0, "too few"},

@@ -22,6 +22,9 @@ type Config struct {
 	Name string
 	// Rootfs is the host path of the container's mounted root file system.
 	Rootfs string
+	// MediaDir is the host directory brought in at /media/hearth (a shared mount on the
+	// host, so that mounts made below it while the container runs appear inside).
+	MediaDir string
 	// RPCDir is the host directory brought in at /media/hearth/rpc.
 	RPCDir string
 	// LogFile receives LXC's own log; ConsoleLog what init writes.
@@ -32,11 +35,26 @@ type Config struct {
 	Init []string
 	// Cgroup holds cgroup settings as LXC configuration items (key, value).
 	Cgroup [][2]string
+	// ShmBytes and RunBytes size the tmpfs at /dev/shm and /run (defaults when zero).
+	ShmBytes, RunBytes int64
+}
+
+// Default sizes of the container's memory-backed directories.
+const (
+	DefaultShmBytes = 64 << 20
+	DefaultRunBytes = 16 << 20
+)
+
+func tmpfsSize(n, def int64) string {
+	if n <= 0 {
+		n = def
+	}
+	return fmt.Sprintf("%dk", (n+1023)/1024)
 }
 
 // Render returns the LXC configuration text.
 func (c Config) Render() (string, error) {
-	for _, p := range []string{c.Rootfs, c.RPCDir, c.LogFile, c.ConsoleLog} {
+	for _, p := range []string{c.Rootfs, c.MediaDir, c.RPCDir, c.LogFile, c.ConsoleLog} {
 		if strings.ContainsAny(p, " \n\t") {
 			return "", fmt.Errorf("path %q contains white space, which LXC's configuration cannot hold: choose a --state-dir without it", p)
 		}
@@ -47,10 +65,11 @@ func (c Config) Render() (string, error) {
 	var b strings.Builder
 	line := func(k, v string, a ...any) { fmt.Fprintf(&b, "%s = %s\n", k, fmt.Sprintf(v, a...)) }
 	b.WriteString("# Written by containerd-lite; changes are overwritten.\n")
-	line("lxc.cap.drop", "mac_admin mac_override sys_time sys_module sys_rawio")
-	if _, err := os.Stat(SeccompProfile); err == nil {
-		line("lxc.seccomp.profile", "%s", SeccompProfile)
+	if _, err := os.Stat(SeccompProfile); err != nil {
+		return "", fmt.Errorf("LXC's seccomp profile %s: %w; containers do not start without it (install the lxc package)", SeccompProfile, err)
 	}
+	line("lxc.cap.drop", "mac_admin mac_override sys_time sys_module sys_rawio")
+	line("lxc.seccomp.profile", "%s", SeccompProfile)
 	line("lxc.pty.max", "1024")
 	line("lxc.uts.name", "%s", c.Name)
 	line("lxc.rootfs.path", "dir:%s", c.Rootfs)
@@ -61,10 +80,15 @@ func (c Config) Render() (string, error) {
 	line("lxc.net.0.flags", "up")
 	line("lxc.autodev", "1")
 	line("lxc.mount.auto", "proc:mixed sys:mixed cgroup:mixed")
-	// <Rootfs>/media/hearth is a shared mount on the host: LXC's recursive bind of the
-	// root brings it in as a slave, so the images and overlays the host mounts below it
-	// while the container runs appear inside at once, and nothing propagates out.
-	line("lxc.mount.entry", "%s media/hearth/rpc none bind,create=dir 0 0", c.RPCDir)
+	// MediaDir is a shared mount on the host, owned by the host: brought in as a slave, the
+	// images and overlays the host mounts below it while the container runs appear inside
+	// at once, and nothing propagates out. Its mount points exist: the container's root
+	// cannot make directories there.
+	line("lxc.mount.entry", "%s media/hearth none rbind,rslave 0 0", c.MediaDir)
+	line("lxc.mount.entry", "%s media/hearth/rpc none bind 0 0", c.RPCDir)
+	// Memory-backed directories are bounded (their pages count against the memory limit too).
+	line("lxc.mount.entry", "tmpfs dev/shm tmpfs rw,nosuid,nodev,noexec,mode=1777,size=%s,create=dir 0 0", tmpfsSize(c.ShmBytes, DefaultShmBytes))
+	line("lxc.mount.entry", "tmpfs run tmpfs rw,nosuid,nodev,mode=755,size=%s,create=dir 0 0", tmpfsSize(c.RunBytes, DefaultRunBytes))
 	for _, kv := range c.Cgroup {
 		if strings.ContainsAny(kv[0]+kv[1], "\n=") {
 			return "", fmt.Errorf("cgroup setting %q = %q is malformed", kv[0], kv[1])

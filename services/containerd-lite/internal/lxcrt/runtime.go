@@ -2,6 +2,7 @@ package lxcrt
 
 import (
 	"bytes"
+	"context"
 	"errors"
 	"fmt"
 	"os"
@@ -92,24 +93,41 @@ func (r *Runtime) State(name string) (State, int, error) {
 	return st, pid, nil
 }
 
-// Start starts the container from a separate process and waits until LXC reports it running.
-func (r *Runtime) Start(name string, timeout time.Duration) error {
+// Start starts the container from a separate process and waits until LXC reports it
+// running, for at most timeout or until ctx ends.
+func (r *Runtime) Start(ctx context.Context, name string, timeout time.Duration) error {
+	ctx, cancel := context.WithTimeout(ctx, timeout)
+	defer cancel()
 	var stderr bytes.Buffer
-	cmd := exec.Command(r.Self, ForkStartArg, name, r.Path)
+	cmd := exec.CommandContext(ctx, r.Self, ForkStartArg, name, r.Path)
 	cmd.Stderr = &stderr
 	cmd.Stdout = &stderr
 	if err := cmd.Run(); err != nil {
-		return fmt.Errorf("start container %s: %w: %s", name, err, strings.TrimSpace(stderr.String()))
+		return fmt.Errorf("start container %s: %w: %s", name, errors.Join(err, ctx.Err()), strings.TrimSpace(stderr.String()))
 	}
 	c, err := r.open(name)
 	if err != nil {
 		return err
 	}
 	defer lxc.Release(c)
-	if !c.Wait(lxc.RUNNING, timeout) {
-		return fmt.Errorf("container %s did not reach RUNNING within %v (state %s)", name, timeout, c.State())
+	if !waitState(ctx, c, lxc.RUNNING) {
+		return fmt.Errorf("container %s did not reach RUNNING (state %s): %w", name, c.State(), ctx.Err())
 	}
 	return nil
+}
+
+// waitState polls until c is in state st or ctx ends.
+func waitState(ctx context.Context, c *lxc.Container, st lxc.State) bool {
+	for delay := time.Millisecond; ; delay = min(2*delay, 50*time.Millisecond) {
+		if c.State() == st {
+			return true
+		}
+		select {
+		case <-ctx.Done():
+			return c.State() == st
+		case <-time.After(delay):
+		}
+	}
 }
 
 // ForkStart is the body of "containerd-lite forkstart NAME LXCPATH": it starts the
@@ -139,28 +157,48 @@ func ForkStart(args []string) int {
 	return 0
 }
 
-// Stop asks init to halt (SIGPWR) and waits up to timeout; then kills the container.
-func (r *Runtime) Stop(name string, timeout time.Duration) error {
+// Stop asks init to halt (SIGPWR) and waits up to timeout, then kills the container. When
+// ctx ends first, the container is killed at once.
+func (r *Runtime) Stop(ctx context.Context, name string, timeout time.Duration) error {
 	c, err := r.open(name)
 	if err != nil {
 		return err
 	}
-	defer lxc.Release(c)
 	if c.State() == lxc.STOPPED {
+		lxc.Release(c)
 		return nil
 	}
-	if timeout > 0 {
-		if err := c.Shutdown(timeout); err == nil {
-			return nil
+	if dl, ok := ctx.Deadline(); ok {
+		timeout = min(timeout, time.Until(dl))
+	}
+	if timeout > 0 && ctx.Err() == nil {
+		// Shutdown blocks, holding c until it returns; when ctx ends first, c is released
+		// once it does, and a handle of its own kills.
+		done := make(chan error, 1)
+		go func() { done <- c.Shutdown(timeout) }()
+		select {
+		case err := <-done:
+			if err == nil {
+				lxc.Release(c)
+				return nil
+			}
+		case <-ctx.Done():
+			go func(c *lxc.Container) { <-done; lxc.Release(c) }(c)
+			if c, err = r.open(name); err != nil {
+				return err
+			}
 		}
 	}
+	defer lxc.Release(c)
 	if c.State() == lxc.STOPPED {
 		return nil
 	}
 	if err := c.Stop(); err != nil && c.State() != lxc.STOPPED {
 		return fmt.Errorf("kill container %s: %w", name, err)
 	}
-	if !c.Wait(lxc.STOPPED, 10*time.Second) {
+	wctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if !waitState(wctx, c, lxc.STOPPED) {
 		return fmt.Errorf("container %s still %s after kill", name, c.State())
 	}
 	return nil

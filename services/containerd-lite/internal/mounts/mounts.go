@@ -130,26 +130,51 @@ func IsMounted(path string) (bool, error) {
 	return false, nil
 }
 
-// UnmountAll unmounts everything at or below dir, deepest first, and returns what it
-// unmounted.
-func UnmountAll(dir string) ([]string, error) {
-	targets, err := Under(dir)
-	if err != nil {
-		return nil, err
-	}
-	var done []string
-	var errs []error
-	for _, t := range targets {
-		if err := unix.Unmount(t, 0); err != nil {
-			if errors.Is(err, unix.EINVAL) || errors.Is(err, unix.ENOENT) {
-				continue // already gone with its parent
-			}
-			if err2 := unix.Unmount(t, unix.MNT_DETACH); err2 != nil {
-				errs = append(errs, fmt.Errorf("unmount %s: %w", t, err))
-				continue
-			}
+// Detach lazily unmounts whatever is mounted at path, with everything mounted below it,
+// until path is no longer a mount point (mounts may be stacked). path itself is not
+// followed if it is a symlink. Detaching what is not mounted does nothing. Callers pass
+// only host-only paths: submounts inside trees a container can write go with their
+// parent, never by a path the container could have changed.
+func Detach(path string) error {
+	for i := 0; ; i++ {
+		err := unix.Unmount(path, unix.MNT_DETACH|unix.UMOUNT_NOFOLLOW)
+		if errors.Is(err, unix.EINVAL) || errors.Is(err, unix.ENOENT) {
+			return nil // not (or no longer) a mount point
 		}
-		done = append(done, t)
+		if err != nil {
+			return fmt.Errorf("unmount %s: %w", path, err)
+		}
+		if i > 64 {
+			return fmt.Errorf("unmount %s: still mounted after %d unmounts", path, i)
+		}
 	}
-	return done, errors.Join(errs...)
+}
+
+// IsMountPoint reports whether path (not followed if a symlink) is the root of a mount.
+func IsMountPoint(path string) (bool, error) {
+	var st unix.Statx_t
+	err := unix.Statx(unix.AT_FDCWD, path, unix.AT_SYMLINK_NOFOLLOW|unix.AT_NO_AUTOMOUNT, 0, &st)
+	if errors.Is(err, unix.ENOENT) {
+		return false, nil
+	}
+	if err != nil {
+		return false, fmt.Errorf("statx %s: %w", path, err)
+	}
+	return mountRoot(&st, path)
+}
+
+// IsMountRootFD reports whether the file open at fd is the root of a mount.
+func IsMountRootFD(fd int) (bool, error) {
+	var st unix.Statx_t
+	if err := unix.Statx(fd, "", unix.AT_EMPTY_PATH|unix.AT_SYMLINK_NOFOLLOW|unix.AT_NO_AUTOMOUNT, 0, &st); err != nil {
+		return false, fmt.Errorf("statx: %w", err)
+	}
+	return mountRoot(&st, fmt.Sprintf("descriptor %d", fd))
+}
+
+func mountRoot(st *unix.Statx_t, what string) (bool, error) {
+	if st.Attributes_mask&unix.STATX_ATTR_MOUNT_ROOT == 0 {
+		return false, fmt.Errorf("statx %s: this kernel does not report mount roots (needs Linux 5.8)", what)
+	}
+	return st.Attributes&unix.STATX_ATTR_MOUNT_ROOT != 0, nil
 }

@@ -62,12 +62,37 @@ func TestMountAndUnmountAll(t *testing.T) {
 	if err != nil || len(under) != 2 || under[0] != filepath.Join(target, "media") {
 		t.Fatalf("Under = %v, %v (want media first, then root)", under, err)
 	}
-	done, err := UnmountAll(dir)
-	if err != nil || len(done) != 2 {
-		t.Fatalf("UnmountAll = %v, %v", done, err)
+	for _, p := range []string{target, filepath.Join(target, "media")} {
+		if ok, err := IsMountPoint(p); err != nil || !ok {
+			t.Fatalf("IsMountPoint(%s) = %v, %v, want true", p, ok, err)
+		}
+	}
+	if ok, err := IsMountPoint(filepath.Join(target, "f")); err != nil || ok {
+		t.Fatalf("IsMountPoint(file) = %v, %v, want false", ok, err)
+	}
+	// A symlink to a mount point is not followed: detaching it does nothing.
+	link := filepath.Join(dir, "link")
+	if err := os.Symlink(target, link); err != nil {
+		t.Fatal(err)
+	}
+	if ok, err := IsMountPoint(link); err != nil || ok {
+		t.Fatalf("IsMountPoint(symlink) = %v, %v, want false", ok, err)
+	}
+	if err := Detach(link); err != nil {
+		t.Fatal(err)
+	}
+	if under, _ := Under(dir); len(under) != 2 {
+		t.Fatalf("Detach through a symlink unmounted something: %v left", under)
+	}
+	// Detaching the root takes the submount with it.
+	if err := Detach(target); err != nil {
+		t.Fatal(err)
 	}
 	if left, _ := Under(dir); len(left) != 0 {
 		t.Fatalf("left mounted: %v", left)
+	}
+	if err := Detach(target); err != nil {
+		t.Fatalf("Detach of what is not mounted: %v", err)
 	}
 	if err := Overlay("/a:b", upper, work, target); err == nil {
 		t.Error("Overlay accepted a ':' in a path")

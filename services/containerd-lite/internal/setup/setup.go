@@ -11,7 +11,7 @@ import (
 	"google.golang.org/grpc/status"
 	"os"
 	"path/filepath"
-	"syscall"
+	"net"
 
 	"hearth.dev/internal/bytesize"
 	"hearth.dev/internal/daemon"
@@ -21,7 +21,10 @@ import (
 	"hearth.dev/services/containerd-lite/internal/baserootfs"
 	"hearth.dev/services/containerd-lite/internal/containerapi"
 	"hearth.dev/services/containerd-lite/internal/containers"
+	"hearth.dev/services/containerd-lite/internal/disks"
 	"hearth.dev/services/containerd-lite/internal/guestproxy"
+	"hearth.dev/services/containerd-lite/internal/hostfs"
+	"hearth.dev/services/containerd-lite/internal/hostsock"
 	"hearth.dev/services/containerd-lite/internal/hostapi"
 	"hearth.dev/services/containerd-lite/internal/idmap"
 	"hearth.dev/services/containerd-lite/internal/imageapi"
@@ -37,15 +40,15 @@ const DefaultBaseRootfs = "/usr/lib/hearth/base-rootfs"
 
 // Spec describes containerd-lite to the daemon runner.
 func Spec() daemon.Spec {
-	var baseRootfs, maxMemory, netdSocket string
+	var baseRootfs, maxMemory, maxDisk, defaultDisk, diskReserve, netdSocket string
 	var policy limits.Policy
 	var m *containers.Manager
-	proxy := &guestproxy.Proxy{RPCDir: func(name string) (string, error) {
+	proxy := &guestproxy.Proxy{Dialer: func(name string) (func(context.Context) (net.Conn, error), error) {
 		if m == nil {
-			return "", status.Error(codes.Unavailable, "starting")
+			return nil, status.Error(codes.Unavailable, "starting")
 		}
-		dir, err := m.GuestRPCDir(name)
-		return dir, errdefs.ToGRPC(err)
+		d, err := m.GuestDialer(name)
+		return d, errdefs.ToGRPC(err)
 	}}
 	return daemon.Spec{
 		ServerOptions: proxy.ServerOptions(),
@@ -58,27 +61,40 @@ func Spec() daemon.Spec {
 			fs.StringVar(&maxMemory, "max-memory", "", "most memory one container may have, such as 4Gi (default: half the host's)")
 			fs.Float64Var(&policy.MaxCPUs, "max-cpus", 0, "most CPUs one container may use (default: all)")
 			fs.Int64Var(&policy.MaxPids, "max-pids", 0, "most processes one container may run (default 4096)")
+			fs.StringVar(&maxDisk, "max-disk", "", "largest disk one package may have: its layers, volumes and logs (default 256Gi)")
+			fs.StringVar(&defaultDisk, "default-disk", "", "disk of a package whose manifest asks for no size (default 8Gi)")
+			fs.StringVar(&diskReserve, "disk-reserve", "1Gi", "free space the state directory's file system keeps: containers do not start below it (disks are sparse and fill the host as they fill); 0 for none")
 		},
 		Init: func(ctx context.Context, env *daemon.Env) (daemon.Hooks, error) {
-			if maxMemory != "" {
-				n, err := bytesize.Parse(maxMemory)
-				if err != nil {
-					return daemon.Hooks{}, fmt.Errorf("--max-memory: %w", err)
+			var reserve int64
+			for _, f := range []struct {
+				flag, value string
+				to          *int64
+			}{{"--max-memory", maxMemory, &policy.MaxMemoryBytes}, {"--max-disk", maxDisk, &policy.MaxDiskBytes}, {"--default-disk", defaultDisk, &policy.DefaultDiskBytes}, {"--disk-reserve", diskReserve, &reserve}} {
+				if f.value == "" {
+					continue
 				}
-				policy.MaxMemoryBytes = n
+				n, err := bytesize.Parse(f.value)
+				if err != nil {
+					return daemon.Hooks{}, fmt.Errorf("%s: %w", f.flag, err)
+				}
+				*f.to = n
+			}
+			if reserve == 0 {
+				reserve = -1 // none
 			}
 			var err error
 			var hooks daemon.Hooks
 			if netdSocket == "" {
 				netdSocket = filepath.Join(env.RunDir, "netd.sock")
 			}
-			m, hooks, err = initDaemon(env, baseRootfs, policy, netdclient.Client{Socket: netdSocket})
+			m, hooks, err = initDaemon(env, baseRootfs, policy, reserve, netdclient.Client{Socket: netdSocket})
 			return hooks, err
 		},
 	}
 }
 
-func initDaemon(env *daemon.Env, baseSrc string, policy limits.Policy, network containers.Network) (*containers.Manager, daemon.Hooks, error) {
+func initDaemon(env *daemon.Env, baseSrc string, policy limits.Policy, reserve int64, network containers.Network) (*containers.Manager, daemon.Hooks, error) {
 	if os.Geteuid() != 0 {
 		return nil, daemon.Hooks{}, errors.New("containerd-lite must run as root: it mounts file systems and starts LXC containers")
 	}
@@ -89,10 +105,23 @@ func initDaemon(env *daemon.Env, baseSrc string, policy limits.Policy, network c
 	if err := os.Chmod(env.StateDir, 0o711); err != nil {
 		return nil, daemon.Hooks{}, err
 	}
-	if err := checkTraversable(env.StateDir, idmap.Default.RootUID()); err != nil {
+	if err := checkTraversable(env.StateDir); err != nil {
 		return nil, daemon.Hooks{}, err
 	}
-	base, err := baserootfs.Install(baseSrc, filepath.Join(env.StateDir, "base"), idmap.Default)
+	if _, err := os.Stat(lxcrt.SeccompProfile); err != nil {
+		return nil, daemon.Hooks{}, fmt.Errorf("LXC's seccomp profile %s: %w; containers would run without a system call filter: install the lxc package", lxcrt.SeccompProfile, err)
+	}
+	pool, err := idmap.LoadPool(idmap.SystemFiles)
+	if err != nil {
+		return nil, daemon.Hooks{}, err
+	}
+	// The base keeps its real owners and is mounted idmapped into each container; no
+	// host user reaches it (0700 above it).
+	baseDir := filepath.Join(env.StateDir, "base-rootfs")
+	if err := os.MkdirAll(baseDir, 0o700); err != nil {
+		return nil, daemon.Hooks{}, err
+	}
+	base, err := baserootfs.Install(baseSrc, baseDir, idmap.Mapping{HostBase: 0, Size: idmap.Size})
 	if err != nil {
 		return nil, daemon.Hooks{}, err
 	}
@@ -112,25 +141,36 @@ func initDaemon(env *daemon.Env, baseSrc string, policy limits.Policy, network c
 		st.Close()
 		return nil, daemon.Hooks{}, err
 	}
-	userns, err := idmap.Default.OpenUserns(self)
+	dsk, err := disks.New(filepath.Join(env.StateDir, "disks"))
 	if err != nil {
 		st.Close()
 		return nil, daemon.Hooks{}, err
 	}
+	containersDir := filepath.Join(env.StateDir, "containers")
+	if err := os.MkdirAll(containersDir, 0o711); err != nil {
+		st.Close()
+		return nil, daemon.Hooks{}, err
+	}
 	var m *containers.Manager
+	hosts := hostsock.New(env.Logger, func(c string) hostv1.HostServiceServer { return hostapi.New(c, m) }, nil)
 	m = containers.New(containers.Options{
-		Userns:      userns,
+		Userns:      func(mp idmap.Mapping) (int, error) { return mp.OpenUserns(self) },
 		Network:     network,
 		StateDir:    env.StateDir,
 		BaseRootfs:  base,
 		Runtime:     &lxcrt.Runtime{Path: lxcPath, Self: self},
-		Store:       st,
+		Records:     st,
 		Logger:      env.Logger,
-		IDMap:       idmap.Default,
+		Pool:        pool,
+		Tree: func(name, data string, mp idmap.Mapping) containers.Tree {
+			return hostfs.Tree{Dir: filepath.Join(containersDir, name), Data: data, IDs: mp}
+		},
+		Disks:       dsk,
+		Hosts:       hosts,
 		Images:      imgs,
 		Policy:      policy,
 		CgroupV2:    limits.CgroupV2(),
-		HostService: func(c string) hostv1.HostServiceServer { return hostapi.New(c, m) },
+		DiskReserve: reserve,
 	})
 	containerv1.RegisterContainerServiceServer(env.Server, containerapi.New(m))
 	containerv1.RegisterImageServiceServer(env.Server, imageapi.New(imgs))
@@ -144,9 +184,10 @@ func initDaemon(env *daemon.Env, baseSrc string, policy limits.Policy, network c
 	}, nil
 }
 
-// checkTraversable makes sure the containers' root user can reach the state directory:
-// LXC refuses to start an unprivileged container whose root file system it cannot reach.
-func checkTraversable(dir string, uid int) error {
+// checkTraversable makes sure the containers' root users (each container has its own) can
+// reach the state directory: LXC refuses to start an unprivileged container whose root
+// file system it cannot reach.
+func checkTraversable(dir string) error {
 	abs, err := filepath.Abs(dir)
 	if err != nil {
 		return err
@@ -156,9 +197,8 @@ func checkTraversable(dir string, uid int) error {
 		if err != nil {
 			return err
 		}
-		st, ok := fi.Sys().(*syscall.Stat_t)
-		if fi.Mode().Perm()&0o001 == 0 && (!ok || int(st.Uid) != uid) {
-			return fmt.Errorf("the containers' root (host uid %d) cannot traverse %s (mode %v), so LXC could not reach their root file systems: run 'chmod o+x %s' or choose a --state-dir below traversable directories", uid, d, fi.Mode().Perm(), d)
+		if fi.Mode().Perm()&0o001 == 0 {
+			return fmt.Errorf("the containers' root users cannot traverse %s (mode %v), so LXC could not reach their root file systems: run 'chmod o+x %s' or choose a --state-dir below traversable directories", d, fi.Mode().Perm(), d)
 		}
 		if d == "/" {
 			return nil

@@ -15,7 +15,7 @@ import (
 )
 
 // SchemaVersion is the version this code writes.
-const SchemaVersion = 2
+const SchemaVersion = 3
 
 var (
 	metaBucket       = []byte("meta")
@@ -23,6 +23,7 @@ var (
 	containersBucket = []byte("containers")
 	imagesBucket     = []byte("images")
 	namesBucket      = []byte("image-names")
+	keptBucket       = []byte("kept")
 )
 
 // migrations[i] moves a database from version i to i+1.
@@ -39,6 +40,18 @@ var migrations = []func(tx *bolt.Tx) error{
 			return err
 		}
 		_, err := tx.CreateBucketIfNotExists(namesBucket)
+		return err
+	},
+	// 2 → 3: each container has its own id range and its data on its own disk; volumes
+	// kept after a delete keep their range. Containers of version 2 all share one range,
+	// with their layers and volumes elsewhere: they are not moved automatically.
+	func(tx *bolt.Tx) error {
+		if n := tx.Bucket(containersBucket).Stats().KeyN; n > 0 {
+			return fmt.Errorf("%d containers were made by an earlier containerd-lite whose containers share one id range; "+
+				"they cannot be moved to ranges of their own automatically: delete them with that version (hearthctl container rm --purge-volumes), "+
+				"or start with an empty --state-dir: %w", n, errdefs.ErrFailedPrecondition)
+		}
+		_, err := tx.CreateBucketIfNotExists(keptBucket)
 		return err
 	},
 }
@@ -62,6 +75,20 @@ type Container struct {
 	Manifest []byte `json:"manifest,omitempty"`
 	// Address is the container's address on netd's bridge while it runs.
 	Address string `json:"address,omitempty"`
+	// IDBase is the host id of the container's root: its ids are IDBase..IDBase+65535,
+	// shared with no other container.
+	IDBase uint32 `json:"id_base"`
+}
+
+// Kept is what stays of a deleted container whose volumes were kept: its disk and the id
+// range that owns the files on it, reserved until a container of the same name takes
+// them again or they are purged.
+type Kept struct {
+	Name      string    `json:"name"`
+	IDBase    uint32    `json:"id_base"`
+	Volumes   []string  `json:"volumes"`
+	DiskBytes int64     `json:"disk_bytes"`
+	DeletedAt time.Time `json:"deleted_at"`
 }
 
 // Limits of a container's cgroup.
@@ -69,6 +96,8 @@ type Limits struct {
 	MemoryBytes int64   `json:"memory_bytes,omitempty"`
 	CPUs        float64 `json:"cpus,omitempty"`
 	Pids        int64   `json:"pids,omitempty"`
+	// DiskBytes is the size of the package's disk: its layers, volumes and logs.
+	DiskBytes int64 `json:"disk_bytes,omitempty"`
 }
 
 // Overlay is a subcontainer root: an image below, an ephemeral upper layer above.
@@ -187,6 +216,49 @@ func (s *Store) ListContainers() ([]Container, error) {
 				return fmt.Errorf("record %q: %w", k, err)
 			}
 			out = append(out, c)
+			return nil
+		})
+	})
+	return out, err
+}
+
+// PutKept records kept volumes.
+func (s *Store) PutKept(k Kept) error {
+	data, err := json.Marshal(k)
+	if err != nil {
+		return err
+	}
+	return s.db.Update(func(tx *bolt.Tx) error { return tx.Bucket(keptBucket).Put([]byte(k.Name), data) })
+}
+
+// GetKept returns the kept volumes of name, or an error wrapping errdefs.ErrNotFound.
+func (s *Store) GetKept(name string) (Kept, error) {
+	var k Kept
+	err := s.db.View(func(tx *bolt.Tx) error {
+		v := tx.Bucket(keptBucket).Get([]byte(name))
+		if v == nil {
+			return fmt.Errorf("no kept volumes of %q: %w", name, errdefs.ErrNotFound)
+		}
+		return json.Unmarshal(v, &k)
+	})
+	return k, err
+}
+
+// DeleteKept forgets kept volumes; a missing record is not an error.
+func (s *Store) DeleteKept(name string) error {
+	return s.db.Update(func(tx *bolt.Tx) error { return tx.Bucket(keptBucket).Delete([]byte(name)) })
+}
+
+// ListKept returns every kept record, ordered by name.
+func (s *Store) ListKept() ([]Kept, error) {
+	var out []Kept
+	err := s.db.View(func(tx *bolt.Tx) error {
+		return tx.Bucket(keptBucket).ForEach(func(k, v []byte) error {
+			var r Kept
+			if err := json.Unmarshal(v, &r); err != nil {
+				return fmt.Errorf("kept record %q: %w", k, err)
+			}
+			out = append(out, r)
 			return nil
 		})
 	})

@@ -109,42 +109,54 @@ func TestOpenHeldByAnother(t *testing.T) {
 	}
 }
 
-func TestMigrationV1ToV2KeepsContainers(t *testing.T) {
-	path := filepath.Join(t.TempDir(), "meta.db")
+func writeV(t *testing.T, path string, v uint64, containers map[string]string) {
+	t.Helper()
 	db, err := bolt.Open(path, 0o600, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
+	defer db.Close()
 	err = db.Update(func(tx *bolt.Tx) error {
 		meta, err := tx.CreateBucket(metaBucket)
 		if err != nil {
 			return err
 		}
-		if err := meta.Put(schemaKey, binary.BigEndian.AppendUint64(nil, 1)); err != nil {
+		if err := meta.Put(schemaKey, binary.BigEndian.AppendUint64(nil, v)); err != nil {
 			return err
 		}
 		b, err := tx.CreateBucket(containersBucket)
 		if err != nil {
 			return err
 		}
-		// A record as version 1 wrote it: no image map.
-		return b.Put([]byte("old"), []byte(`{"name":"old","created_at":"2026-01-02T03:04:05Z","base_rootfs":"/b"}`))
+		if v >= 2 {
+			for _, n := range [][]byte{imagesBucket, namesBucket} {
+				if _, err := tx.CreateBucket(n); err != nil {
+					return err
+				}
+			}
+		}
+		for k, rec := range containers {
+			if err := b.Put([]byte(k), []byte(rec)); err != nil {
+				return err
+			}
+		}
+		return nil
 	})
-	db.Close()
 	if err != nil {
 		t.Fatal(err)
 	}
+}
+
+func TestMigrationV1ToV3(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "meta.db")
+	writeV(t, path, 1, nil)
 	s, err := Open(path)
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer s.Close()
-	if v, _ := s.SchemaVersion(); v != 2 {
-		t.Fatalf("schema %d, want 2", v)
-	}
-	c, err := s.GetContainer("old")
-	if err != nil || c.BaseRootfs != "/b" || len(c.Images) != 0 {
-		t.Fatalf("old record after migration: %+v, %v", c, err)
+	if v, _ := s.SchemaVersion(); v != SchemaVersion {
+		t.Fatalf("schema %d, want %d", v, SchemaVersion)
 	}
 	if err := s.PutImage(Image{Digest: "sha256:aa"}, "app:1"); err != nil {
 		t.Fatalf("images bucket missing after migration: %v", err)
@@ -158,4 +170,45 @@ func TestMigrationV1ToV2KeepsContainers(t *testing.T) {
 	if n, _ := s.Names(); len(n) != 0 {
 		t.Fatalf("names left after DeleteImage: %v", n)
 	}
+	k := Kept{Name: "a", IDBase: 165536, Volumes: []string{"data"}, DiskBytes: 1 << 30}
+	if err := s.PutKept(k); err != nil {
+		t.Fatal(err)
+	}
+	if got, err := s.GetKept("a"); err != nil || got.IDBase != k.IDBase || len(got.Volumes) != 1 {
+		t.Fatalf("GetKept = %+v, %v", got, err)
+	}
+	if l, _ := s.ListKept(); len(l) != 1 {
+		t.Fatalf("ListKept = %v", l)
+	}
+	if err := s.DeleteKept("a"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.GetKept("a"); !errors.Is(err, errdefs.ErrNotFound) {
+		t.Fatalf("GetKept after delete: %v", err)
+	}
+}
+
+// Containers of schema 2 share one id range: the migration refuses them, says what to
+// do, and leaves the database as it was.
+func TestMigrationV2RefusesSharedRangeContainers(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "meta.db")
+	writeV(t, path, 2, map[string]string{"old": `{"name":"old","created_at":"2026-01-02T03:04:05Z","base_rootfs":"/b"}`})
+	_, err := Open(path)
+	if err == nil || !errors.Is(err, errdefs.ErrFailedPrecondition) || !strings.Contains(err.Error(), "1 containers") || !strings.Contains(err.Error(), "--purge-volumes") {
+		t.Fatalf("Open = %v, want a refusal naming the containers and the fix", err)
+	}
+	db, err := bolt.Open(path, 0o600, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	db.View(func(tx *bolt.Tx) error {
+		if v := version(tx); v != 2 {
+			t.Errorf("schema %d after a refused migration, want 2", v)
+		}
+		if tx.Bucket(containersBucket).Get([]byte("old")) == nil {
+			t.Error("the old record is gone")
+		}
+		return nil
+	})
 }

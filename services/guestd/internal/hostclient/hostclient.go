@@ -17,7 +17,7 @@ import (
 )
 
 // Socket is the host's socket as the container sees it.
-const Socket = "/media/hearth/rpc/host.sock"
+const Socket = "/media/hearth/host/host.sock"
 
 // Dial connects to the host socket at path (Socket inside a container).
 func Dial(path string) (hostv1.HostServiceClient, *grpc.ClientConn, error) {
