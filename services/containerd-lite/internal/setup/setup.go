@@ -3,12 +3,9 @@ package setup
 
 import (
 	"context"
-
 	"errors"
 	"flag"
 	"fmt"
-	"google.golang.org/grpc/codes"
-	"google.golang.org/grpc/status"
 	"os"
 	"path/filepath"
 	"syscall"
@@ -42,10 +39,9 @@ func Spec() daemon.Spec {
 	var m *containers.Manager
 	proxy := &guestproxy.Proxy{RPCDir: func(name string) (string, error) {
 		if m == nil {
-			return "", status.Error(codes.Unavailable, "starting")
+			return "", fmt.Errorf("containerd-lite is starting; retry shortly: %w", errdefs.ErrUnavailable)
 		}
-		dir, err := m.GuestRPCDir(name)
-		return dir, errdefs.ToGRPC(err)
+		return m.GuestRPCDir(name)
 	}}
 	return daemon.Spec{
 		ServerOptions: proxy.ServerOptions(),
