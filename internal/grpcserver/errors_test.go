@@ -74,7 +74,7 @@ func (s *syncBuffer) Write(p []byte) (int, error) {
 	return s.b.Write(p)
 }
 
-// lines returns the log records written since the last call.
+// records returns the log records written since the last call, and forgets them.
 func (s *syncBuffer) records(t *testing.T) []map[string]any {
 	t.Helper()
 	s.mu.Lock()
