@@ -53,20 +53,21 @@ func (l *lab) daemons(t *testing.T, name string) map[string]*guestv1.Daemon {
 	if err != nil {
 		t.Fatal(err)
 	}
-	// status prints the container, then the daemons: two JSON documents.
-	dec := json.NewDecoder(strings.NewReader(out))
-	var skip json.RawMessage
+	// status prints one document: the container, and its package's daemons under
+	// "status" (null without a package).
 	var st struct {
-		Daemons []json.RawMessage `json:"daemons"`
+		Status *struct {
+			Daemons []json.RawMessage `json:"daemons"`
+		} `json:"status"`
 	}
-	if err := dec.Decode(&skip); err != nil {
+	if err := json.Unmarshal([]byte(out), &st); err != nil {
 		t.Fatalf("status: %v\n%s", err, out)
 	}
-	if err := dec.Decode(&st); err != nil {
-		return map[string]*guestv1.Daemon{}
-	}
 	res := map[string]*guestv1.Daemon{}
-	for _, raw := range st.Daemons {
+	if st.Status == nil {
+		return res
+	}
+	for _, raw := range st.Status.Daemons {
 		d := &guestv1.Daemon{}
 		if err := protojsonUnmarshal(raw, d); err != nil {
 			t.Fatal(err)

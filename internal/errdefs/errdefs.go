@@ -1,6 +1,9 @@
 // Package errdefs holds the error kinds shared by Hearth's daemons. Code inside a daemon
-// wraps one of these with %w and a message a user can act on; the gRPC boundary maps the
-// kind to a status code once, with ToGRPC.
+// wraps one of these with %w and a message a user can act on; the gRPC server maps the
+// kind to a status code once, with ToGRPC, in an interceptor (internal/grpcserver), so
+// handlers return plain errors. A client turns a status back into an error of the same
+// kind with FromGRPC, and may wrap it in turn: an error from another daemon keeps its
+// code and its words all the way to the user.
 package errdefs
 
 import (
@@ -21,8 +24,15 @@ var (
 	ErrUnavailable        = errors.New("unavailable")
 	ErrResourceExhausted  = errors.New("resource exhausted")
 	ErrUnimplemented      = errors.New("not implemented")
+	// ErrAborted: the operation lost a race with another one (a conflicting change);
+	// retrying it may succeed.
+	ErrAborted = errors.New("aborted")
+	// ErrInternal: a broken invariant, a bug. The message says what broke.
+	ErrInternal = errors.New("internal error")
 )
 
+// kinds pairs each kind with its code. The codes without a kind (Unknown, OutOfRange,
+// DataLoss, Unauthenticated) still survive FromGRPC and ToGRPC, through GRPCStatus.
 var kinds = []struct {
 	err  error
 	code codes.Code
@@ -35,33 +45,110 @@ var kinds = []struct {
 	{ErrUnavailable, codes.Unavailable},
 	{ErrResourceExhausted, codes.ResourceExhausted},
 	{ErrUnimplemented, codes.Unimplemented},
+	{ErrAborted, codes.Aborted},
+	{ErrInternal, codes.Internal},
 	{context.Canceled, codes.Canceled},
 	{context.DeadlineExceeded, codes.DeadlineExceeded},
 }
 
-// Code returns the gRPC code for err's kind: Unknown when it has none.
+type grpcStatus interface{ GRPCStatus() *status.Status }
+
+// Code returns the gRPC code of err: that of the first kind or status found in err's
+// chain, outermost first (so a handler that wraps another daemon's error in a kind of
+// its own decides the code), or Unknown when there is none.
 func Code(err error) codes.Code {
 	if err == nil {
 		return codes.OK
 	}
-	if s, ok := status.FromError(err); ok {
-		return s.Code()
-	}
-	for _, k := range kinds {
-		if errors.Is(err, k.err) {
-			return k.code
-		}
+	if c, ok := code(err); ok {
+		return c
 	}
 	return codes.Unknown
 }
 
-// ToGRPC turns err into a gRPC status error carrying its message and its kind's code.
+// code walks err's tree in the order errors.Is does.
+func code(err error) (codes.Code, bool) {
+	is, _ := err.(interface{ Is(error) bool })
+	for _, k := range kinds {
+		if err == k.err || (is != nil && is.Is(k.err)) {
+			return k.code, true
+		}
+	}
+	if gs, ok := err.(grpcStatus); ok && gs.GRPCStatus() != nil {
+		return gs.GRPCStatus().Code(), true
+	}
+	switch u := err.(type) {
+	case interface{ Unwrap() error }:
+		if next := u.Unwrap(); next != nil {
+			return code(next)
+		}
+	case interface{ Unwrap() []error }:
+		for _, next := range u.Unwrap() {
+			if next == nil {
+				continue
+			}
+			if c, ok := code(next); ok {
+				return c, true
+			}
+		}
+	}
+	return codes.Unknown, false
+}
+
+// ToGRPC turns err into a gRPC status error carrying its message and its kind's code. A
+// status (or an error from FromGRPC) passes through unchanged.
 func ToGRPC(err error) error {
 	if err == nil {
 		return nil
 	}
-	if _, ok := status.FromError(err); ok {
+	if _, ok := err.(grpcStatus); ok {
 		return err
 	}
 	return status.Error(Code(err), err.Error())
 }
+
+// FromGRPC turns an error from a gRPC call into a plain error: its message is the
+// status message (without the "rpc error: code = ... desc = " prefix), it wraps the
+// kind of its code, so that errors.Is(err, ErrNotFound) holds, and it keeps its code
+// when it reaches ToGRPC again, also wrapped with %w. Other errors are returned as
+// they are.
+func FromGRPC(err error) error {
+	if err == nil {
+		return nil
+	}
+	if _, ok := err.(*remote); ok {
+		return err
+	}
+	gs, ok := err.(grpcStatus)
+	if !ok {
+		return err
+	}
+	s := gs.GRPCStatus()
+	if s == nil || s.Code() == codes.OK {
+		return err
+	}
+	r := &remote{s: s}
+	for _, k := range kinds {
+		if k.code == s.Code() {
+			r.kind = k.err
+			break
+		}
+	}
+	return r
+}
+
+// remote is an error that came over gRPC.
+type remote struct {
+	s    *status.Status
+	kind error
+}
+
+func (e *remote) Error() string {
+	if m := e.s.Message(); m != "" {
+		return m
+	}
+	return e.s.Code().String()
+}
+
+func (e *remote) Unwrap() error              { return e.kind }
+func (e *remote) GRPCStatus() *status.Status { return e.s }

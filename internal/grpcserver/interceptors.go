@@ -11,6 +11,7 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
+	"hearth.dev/internal/errdefs"
 	"hearth.dev/internal/peercred"
 )
 
@@ -72,6 +73,18 @@ func (s *Server) logStream(srv any, ss grpc.ServerStream, info *grpc.StreamServe
 	err := h(srv, ss)
 	s.logCall(ss.Context(), info.FullMethod, start, err)
 	return err
+}
+
+// statusUnary maps the handler's error to a gRPC status with errdefs.ToGRPC; a status
+// passes through unchanged.
+func statusUnary(ctx context.Context, req any, _ *grpc.UnaryServerInfo, h grpc.UnaryHandler) (any, error) {
+	resp, err := h(ctx, req)
+	return resp, errdefs.ToGRPC(err)
+}
+
+// statusStream is statusUnary for streams.
+func statusStream(srv any, ss grpc.ServerStream, _ *grpc.StreamServerInfo, h grpc.StreamHandler) error {
+	return errdefs.ToGRPC(h(srv, ss))
 }
 
 func authorize(ctx context.Context, p peercred.Policy) error {

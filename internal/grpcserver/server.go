@@ -1,7 +1,10 @@
 // Package grpcserver is the one gRPC server factory every Hearth daemon uses: peer
-// credentials at the handshake, then interceptors for panic recovery, logging,
-// authorization and a start-up gate; grpc.health.v1 and server reflection registered; and a
-// graceful stop with a deadline.
+// credentials at the handshake, then interceptors for panic recovery, logging, the
+// mapping of errors to status codes, authorization and a start-up gate; grpc.health.v1
+// and server reflection registered; and a graceful stop with a deadline.
+//
+// Handlers return plain errors wrapping an errdefs kind; the server maps them to gRPC
+// codes once, inside the logging interceptor, so the log shows the code the client gets.
 package grpcserver
 
 import (
@@ -65,8 +68,8 @@ func New(cfg Config) *Server {
 	}
 	s.Server = grpc.NewServer(append([]grpc.ServerOption{
 		grpc.Creds(peercred.NewServer()),
-		grpc.ChainUnaryInterceptor(s.recoverUnary, s.logUnary, authorizeUnary(authz), s.gateUnary),
-		grpc.ChainStreamInterceptor(s.recoverStream, s.logStream, authorizeStream(authz), s.gateStream, s.endWithServer),
+		grpc.ChainUnaryInterceptor(s.recoverUnary, s.logUnary, statusUnary, authorizeUnary(authz), s.gateUnary),
+		grpc.ChainStreamInterceptor(s.recoverStream, s.logStream, statusStream, authorizeStream(authz), s.gateStream, s.endWithServer),
 	}, cfg.Options...)...)
 	healthpb.RegisterHealthServer(s.Server, s.health)
 	reflection.Register(s.Server)

@@ -178,10 +178,9 @@ the host's policy).`,
 				}
 			}
 			if g.output == "json" {
-				if err := g.printJSON(resp); err != nil || daemons == nil {
-					return err
-				}
-				return g.printJSON(daemons)
+				// One document: the container, and its package's daemons under "status"
+				// (null when it runs no package).
+				return g.printJSONWith(resp, "status", daemons)
 			}
 			c := resp.GetContainer()
 			kv := []string{

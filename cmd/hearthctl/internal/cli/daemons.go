@@ -14,6 +14,7 @@ import (
 
 	"github.com/spf13/cobra"
 	"golang.org/x/term"
+	"google.golang.org/protobuf/proto"
 
 	guestv1 "hearth.dev/proto/hearth/guest/v1"
 )
@@ -57,19 +58,16 @@ func daemonCmd(g *globals) *cobra.Command {
 	}
 	for _, verb := range []struct {
 		use, short string
-		do         func(ctx context.Context, cl guestv1.GuestServiceClient, name string) error
+		do         func(ctx context.Context, cl guestv1.GuestServiceClient, name string) (proto.Message, error)
 	}{
-		{"start", "Start a daemon (it still waits for what it requires)", func(ctx context.Context, cl guestv1.GuestServiceClient, n string) error {
-			_, err := cl.StartDaemon(ctx, &guestv1.StartDaemonRequest{Name: n})
-			return err
+		{"start", "Start a daemon (it still waits for what it requires)", func(ctx context.Context, cl guestv1.GuestServiceClient, n string) (proto.Message, error) {
+			return cl.StartDaemon(ctx, &guestv1.StartDaemonRequest{Name: n})
 		}},
-		{"stop", "Stop a daemon: its stop signal, then SIGKILL after its timeout", func(ctx context.Context, cl guestv1.GuestServiceClient, n string) error {
-			_, err := cl.StopDaemon(ctx, &guestv1.StopDaemonRequest{Name: n})
-			return err
+		{"stop", "Stop a daemon: its stop signal, then SIGKILL after its timeout", func(ctx context.Context, cl guestv1.GuestServiceClient, n string) (proto.Message, error) {
+			return cl.StopDaemon(ctx, &guestv1.StopDaemonRequest{Name: n})
 		}},
-		{"restart", "Stop a daemon and start it again", func(ctx context.Context, cl guestv1.GuestServiceClient, n string) error {
-			_, err := cl.RestartDaemon(ctx, &guestv1.RestartDaemonRequest{Name: n})
-			return err
+		{"restart", "Stop a daemon and start it again", func(ctx context.Context, cl guestv1.GuestServiceClient, n string) (proto.Message, error) {
+			return cl.RestartDaemon(ctx, &guestv1.RestartDaemonRequest{Name: n})
 		}},
 	} {
 		cmd.AddCommand(&cobra.Command{
@@ -77,10 +75,14 @@ func daemonCmd(g *globals) *cobra.Command {
 			Short: verb.short,
 			Args:  cobra.ExactArgs(2),
 			RunE: call(g, "containerd-lite", guestv1.NewGuestServiceClient, func(ctx context.Context, cl guestv1.GuestServiceClient, args []string) error {
-				if err := verb.do(forContainer(ctx, args[0]), cl, args[1]); err != nil {
+				resp, err := verb.do(forContainer(ctx, args[0]), cl, args[1])
+				if err != nil {
 					return err
 				}
-				_, err := fmt.Fprintf(g.stdout, "%s %s: %s\n", args[0], args[1], verb.use)
+				if g.output == "json" {
+					return g.printJSON(resp)
+				}
+				_, err = fmt.Fprintf(g.stdout, "%s %s: %s\n", args[0], args[1], verb.use)
 				return err
 			}),
 		})

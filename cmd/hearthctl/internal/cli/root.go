@@ -17,6 +17,7 @@ import (
 	"hearth.dev/internal/buildinfo"
 	"hearth.dev/internal/daemon"
 	"hearth.dev/internal/dial"
+	"hearth.dev/internal/errdefs"
 )
 
 // globals are the flags every command takes.
@@ -69,10 +70,13 @@ Every command takes --output json for scripts; text is meant for people.`,
 	return 0
 }
 
-// describe turns a gRPC status into its message and code name.
+// describe is what the user reads for err: for a daemon's answer, the daemon's words
+// (without gRPC's "rpc error: code = ... desc =" prefix) and the code's name, which
+// scripts can match.
 func describe(err error) string {
+	err = errdefs.FromGRPC(err)
 	if s, ok := status.FromError(err); ok {
-		return fmt.Sprintf("%s (%s)", s.Message(), s.Code())
+		return fmt.Sprintf("%s (%s)", err, s.Code())
 	}
 	return err.Error()
 }

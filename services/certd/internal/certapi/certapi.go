@@ -1,5 +1,6 @@
-// Package certapi serves CertificateService over the leaf manager and the local CA,
-// mapping errors to gRPC codes at this boundary.
+// Package certapi serves CertificateService over the leaf manager and the local CA.
+// Handlers return plain errors wrapping an errdefs kind: the server maps them to gRPC
+// codes.
 package certapi
 
 import (
@@ -79,11 +80,11 @@ var challenges = map[certv1.Challenge]string{
 func (s *Server) IssueCertificate(ctx context.Context, req *certv1.IssueCertificateRequest) (*certv1.IssueCertificateResponse, error) {
 	r, err := request(req)
 	if err != nil {
-		return nil, errdefs.ToGRPC(err)
+		return nil, err
 	}
 	rec, err := s.m.Issue(ctx, r)
 	if err != nil {
-		return nil, errdefs.ToGRPC(err)
+		return nil, err
 	}
 	return &certv1.IssueCertificateResponse{Certificate: ToProto(rec, true)}, nil
 }
@@ -114,7 +115,7 @@ func request(req *certv1.IssueCertificateRequest) (leaf.Request, error) {
 func (s *Server) GetCertificate(_ context.Context, req *certv1.GetCertificateRequest) (*certv1.GetCertificateResponse, error) {
 	rec, err := s.m.Get(req.GetId(), req.GetOwner())
 	if err != nil {
-		return nil, errdefs.ToGRPC(err)
+		return nil, err
 	}
 	return &certv1.GetCertificateResponse{Certificate: ToProto(rec, req.GetIncludeKey())}, nil
 }
@@ -132,7 +133,7 @@ func (s *Server) ListCertificates(_ context.Context, req *certv1.ListCertificate
 func (s *Server) RenewCertificate(ctx context.Context, req *certv1.RenewCertificateRequest) (*certv1.RenewCertificateResponse, error) {
 	rec, err := s.m.Renew(ctx, req.GetId(), req.GetOwner())
 	if err != nil {
-		return nil, errdefs.ToGRPC(err)
+		return nil, err
 	}
 	return &certv1.RenewCertificateResponse{Certificate: ToProto(rec, true)}, nil
 }
@@ -150,7 +151,7 @@ var events = map[leaf.EventKind]certv1.Event{
 // ended with ResourceExhausted and should watch again.
 func (s *Server) WatchCertificates(req *certv1.WatchCertificatesRequest, stream certv1.CertificateService_WatchCertificatesServer) error {
 	if err := names.CheckOwner(req.GetOwner()); err != nil {
-		return errdefs.ToGRPC(err)
+		return err
 	}
 	// Subscribe before listing, so that no change falls between the two.
 	sub := s.m.Subscribe()
@@ -169,7 +170,7 @@ func (s *Server) WatchCertificates(req *certv1.WatchCertificatesRequest, stream 
 			return nil
 		case ev, ok := <-sub.C:
 			if !ok {
-				return errdefs.ToGRPC(sub.Err())
+				return sub.Err()
 			}
 			resp := &certv1.WatchCertificatesResponse{Event: events[ev.Kind]}
 			if ev.Record != nil {
@@ -195,7 +196,7 @@ func (s *Server) RotateRoot(ctx context.Context, req *certv1.RotateRootRequest) 
 	}
 	n, err := s.m.RotateRoot(ctx, overlap)
 	if err != nil {
-		return nil, errdefs.ToGRPC(fmt.Errorf("rotate the root (%d certificates re-issued): %w", n, err))
+		return nil, fmt.Errorf("rotate the root (%d certificates re-issued): %w", n, err)
 	}
 	return &certv1.RotateRootResponse{Roots: s.roots(s.ca.Roots()), Reissued: int32(n)}, nil
 }

@@ -1,5 +1,5 @@
-// Package containerapi serves ContainerService over the containers manager, mapping
-// errors to gRPC codes at this boundary.
+// Package containerapi serves ContainerService over the containers manager. Handlers
+// return the manager's errors as they are: the server maps their kinds to gRPC codes.
 package containerapi
 
 import (
@@ -8,7 +8,6 @@ import (
 
 	"google.golang.org/protobuf/types/known/timestamppb"
 
-	"hearth.dev/internal/errdefs"
 	containerv1 "hearth.dev/proto/hearth/container/v1"
 	"hearth.dev/services/containerd-lite/internal/containers"
 	"hearth.dev/services/containerd-lite/internal/hostapi"
@@ -35,7 +34,7 @@ func (s *Service) CreateContainer(ctx context.Context, req *containerv1.CreateCo
 	}
 	i, err := s.m.Create(ctx, req.GetName(), spec)
 	if err != nil {
-		return nil, errdefs.ToGRPC(err)
+		return nil, err
 	}
 	return &containerv1.CreateContainerResponse{Container: toProto(i)}, nil
 }
@@ -44,7 +43,7 @@ func (s *Service) CreateContainer(ctx context.Context, req *containerv1.CreateCo
 func (s *Service) StartContainer(ctx context.Context, req *containerv1.StartContainerRequest) (*containerv1.StartContainerResponse, error) {
 	i, err := s.m.Start(ctx, req.GetName())
 	if err != nil {
-		return nil, errdefs.ToGRPC(err)
+		return nil, err
 	}
 	return &containerv1.StartContainerResponse{Container: toProto(i)}, nil
 }
@@ -57,7 +56,7 @@ func (s *Service) StopContainer(ctx context.Context, req *containerv1.StopContai
 	}
 	i, err := s.m.Stop(ctx, req.GetName(), timeout)
 	if err != nil {
-		return nil, errdefs.ToGRPC(err)
+		return nil, err
 	}
 	return &containerv1.StopContainerResponse{Container: toProto(i)}, nil
 }
@@ -65,7 +64,7 @@ func (s *Service) StopContainer(ctx context.Context, req *containerv1.StopContai
 // DeleteContainer implements ContainerService.
 func (s *Service) DeleteContainer(ctx context.Context, req *containerv1.DeleteContainerRequest) (*containerv1.DeleteContainerResponse, error) {
 	if err := s.m.Delete(ctx, req.GetName(), req.GetForce(), req.GetPurgeVolumes()); err != nil {
-		return nil, errdefs.ToGRPC(err)
+		return nil, err
 	}
 	return &containerv1.DeleteContainerResponse{}, nil
 }
@@ -74,7 +73,7 @@ func (s *Service) DeleteContainer(ctx context.Context, req *containerv1.DeleteCo
 func (s *Service) ListContainers(ctx context.Context, _ *containerv1.ListContainersRequest) (*containerv1.ListContainersResponse, error) {
 	list, err := s.m.List(ctx)
 	if err != nil {
-		return nil, errdefs.ToGRPC(err)
+		return nil, err
 	}
 	resp := &containerv1.ListContainersResponse{}
 	for _, i := range list {
@@ -87,7 +86,7 @@ func (s *Service) ListContainers(ctx context.Context, _ *containerv1.ListContain
 func (s *Service) GetContainer(ctx context.Context, req *containerv1.GetContainerRequest) (*containerv1.GetContainerResponse, error) {
 	i, err := s.m.Get(ctx, req.GetName())
 	if err != nil {
-		return nil, errdefs.ToGRPC(err)
+		return nil, err
 	}
 	resp := &containerv1.GetContainerResponse{Container: toProto(i), Details: detailsProto(s.m.Details(ctx, i))}
 	if i.State == lxcrt.Running {

@@ -12,6 +12,7 @@ import (
 	"google.golang.org/grpc"
 
 	"hearth.dev/internal/dial"
+	"hearth.dev/internal/errdefs"
 	guestv1 "hearth.dev/proto/hearth/guest/v1"
 )
 
@@ -32,7 +33,7 @@ func Info(ctx context.Context, container string, d Dialer) (*guestv1.GuestInfo, 
 	defer conn.Close()
 	resp, err := guestv1.NewGuestServiceClient(conn).GetInfo(ctx, &guestv1.GetInfoRequest{})
 	if err != nil {
-		return nil, fmt.Errorf("ask guestd in %q: %w", container, err)
+		return nil, fmt.Errorf("ask guestd in %q: %w", container, errdefs.FromGRPC(err))
 	}
 	return resp.GetInfo(), nil
 }

@@ -6,7 +6,6 @@ package hostapi
 import (
 	"context"
 
-	"hearth.dev/internal/errdefs"
 	hostv1 "hearth.dev/proto/hearth/host/v1"
 	"hearth.dev/services/containerd-lite/internal/containers"
 )
@@ -40,7 +39,7 @@ func (s *Server) GetIdentity(context.Context, *hostv1.GetIdentityRequest) (*host
 func (s *Server) CreateOverlay(ctx context.Context, req *hostv1.CreateOverlayRequest) (*hostv1.CreateOverlayResponse, error) {
 	o, err := s.fx.CreateOverlay(ctx, s.container, req.GetImage(), req.GetName())
 	if err != nil {
-		return nil, errdefs.ToGRPC(err)
+		return nil, err
 	}
 	return &hostv1.CreateOverlayResponse{Overlay: OverlayProto(o)}, nil
 }
@@ -48,7 +47,7 @@ func (s *Server) CreateOverlay(ctx context.Context, req *hostv1.CreateOverlayReq
 // DestroyOverlay implements HostService.
 func (s *Server) DestroyOverlay(ctx context.Context, req *hostv1.DestroyOverlayRequest) (*hostv1.DestroyOverlayResponse, error) {
 	if err := s.fx.DestroyOverlay(ctx, s.container, req.GetName()); err != nil {
-		return nil, errdefs.ToGRPC(err)
+		return nil, err
 	}
 	return &hostv1.DestroyOverlayResponse{}, nil
 }
@@ -57,7 +56,7 @@ func (s *Server) DestroyOverlay(ctx context.Context, req *hostv1.DestroyOverlayR
 func (s *Server) BindVolume(ctx context.Context, req *hostv1.BindVolumeRequest) (*hostv1.BindVolumeResponse, error) {
 	o, err := s.fx.BindVolume(ctx, s.container, req.GetVolume(), req.GetSubcontainer(), req.GetPath(), req.GetReadOnly())
 	if err != nil {
-		return nil, errdefs.ToGRPC(err)
+		return nil, err
 	}
 	return &hostv1.BindVolumeResponse{Overlay: OverlayProto(o)}, nil
 }
@@ -66,7 +65,7 @@ func (s *Server) BindVolume(ctx context.Context, req *hostv1.BindVolumeRequest) 
 func (s *Server) ListOverlays(ctx context.Context, _ *hostv1.ListOverlaysRequest) (*hostv1.ListOverlaysResponse, error) {
 	list, err := s.fx.ListOverlays(ctx, s.container)
 	if err != nil {
-		return nil, errdefs.ToGRPC(err)
+		return nil, err
 	}
 	resp := &hostv1.ListOverlaysResponse{}
 	for _, o := range list {

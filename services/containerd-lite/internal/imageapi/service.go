@@ -1,5 +1,6 @@
 // Package imageapi serves ImageService over the image store, streaming progress for
-// imports and pulls, and mapping errors to gRPC codes at this boundary.
+// imports and pulls. Handlers return the store's errors as they are: the server maps
+// their kinds to gRPC codes.
 package imageapi
 
 import (
@@ -9,7 +10,6 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
-	"hearth.dev/internal/errdefs"
 	containerv1 "hearth.dev/proto/hearth/container/v1"
 	"hearth.dev/services/containerd-lite/internal/images"
 )
@@ -48,7 +48,7 @@ func (s *Service) ImportImage(req *containerv1.ImportImageRequest, stream grpc.S
 	})
 	img, err := s.s.Import(stream.Context(), req.GetPath(), req.GetName(), send)
 	if err != nil {
-		return errdefs.ToGRPC(err)
+		return err
 	}
 	return stream.Send(&containerv1.ImportImageResponse{Event: &containerv1.ImportImageResponse_Image{Image: ToProto(img)}})
 }
@@ -60,7 +60,7 @@ func (s *Service) PullImage(req *containerv1.PullImageRequest, stream grpc.Serve
 	})
 	img, err := s.s.Pull(stream.Context(), req.GetReference(), req.GetName(), req.GetInsecure(), send)
 	if err != nil {
-		return errdefs.ToGRPC(err)
+		return err
 	}
 	return stream.Send(&containerv1.PullImageResponse{Event: &containerv1.PullImageResponse_Image{Image: ToProto(img)}})
 }
@@ -69,7 +69,7 @@ func (s *Service) PullImage(req *containerv1.PullImageRequest, stream grpc.Serve
 func (s *Service) ListImages(ctx context.Context, _ *containerv1.ListImagesRequest) (*containerv1.ListImagesResponse, error) {
 	list, err := s.s.List(ctx)
 	if err != nil {
-		return nil, errdefs.ToGRPC(err)
+		return nil, err
 	}
 	resp := &containerv1.ListImagesResponse{}
 	for _, img := range list {
@@ -82,7 +82,7 @@ func (s *Service) ListImages(ctx context.Context, _ *containerv1.ListImagesReque
 func (s *Service) GetImage(ctx context.Context, req *containerv1.GetImageRequest) (*containerv1.GetImageResponse, error) {
 	img, err := s.s.Get(ctx, req.GetRef())
 	if err != nil {
-		return nil, errdefs.ToGRPC(err)
+		return nil, err
 	}
 	return &containerv1.GetImageResponse{Image: ToProto(img)}, nil
 }
@@ -91,7 +91,7 @@ func (s *Service) GetImage(ctx context.Context, req *containerv1.GetImageRequest
 func (s *Service) TagImage(ctx context.Context, req *containerv1.TagImageRequest) (*containerv1.TagImageResponse, error) {
 	img, err := s.s.Tag(ctx, req.GetRef(), req.GetName())
 	if err != nil {
-		return nil, errdefs.ToGRPC(err)
+		return nil, err
 	}
 	return &containerv1.TagImageResponse{Image: ToProto(img)}, nil
 }
@@ -100,7 +100,7 @@ func (s *Service) TagImage(ctx context.Context, req *containerv1.TagImageRequest
 func (s *Service) DeleteImage(ctx context.Context, req *containerv1.DeleteImageRequest) (*containerv1.DeleteImageResponse, error) {
 	deleted, err := s.s.Delete(ctx, req.GetRef(), req.GetForce())
 	if err != nil {
-		return nil, errdefs.ToGRPC(err)
+		return nil, err
 	}
 	return &containerv1.DeleteImageResponse{Deleted: deleted}, nil
 }
@@ -109,7 +109,7 @@ func (s *Service) DeleteImage(ctx context.Context, req *containerv1.DeleteImageR
 func (s *Service) PruneImages(ctx context.Context, _ *containerv1.PruneImagesRequest) (*containerv1.PruneImagesResponse, error) {
 	deleted, freed, err := s.s.Prune(ctx)
 	if err != nil {
-		return nil, errdefs.ToGRPC(err)
+		return nil, err
 	}
 	return &containerv1.PruneImagesResponse{Deleted: deleted, BytesFreed: freed}, nil
 }

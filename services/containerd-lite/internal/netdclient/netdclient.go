@@ -1,14 +1,17 @@
 // Package netdclient is containerd-lite's side of netd: attach a running container to the
 // bridge, detach it when it stops. When netd's socket is absent, containers keep loopback
-// only and nothing fails.
+// only and nothing fails. netd's errors come back with netd's code and words (errdefs.FromGRPC),
+// so the caller can wrap them with %w and the user still reads netd's answer.
 package netdclient
 
 import (
 	"context"
 	"errors"
+	"fmt"
 	"os"
 
 	"hearth.dev/internal/dial"
+	"hearth.dev/internal/errdefs"
 	netv1 "hearth.dev/proto/hearth/net/v1"
 )
 
@@ -24,12 +27,12 @@ func (c Client) Attach(ctx context.Context, container string, pid int) (string, 
 	}
 	conn, err := dial.Unix(c.Socket)
 	if err != nil {
-		return "", false, err
+		return "", false, fmt.Errorf("netd: %w: %w", err, errdefs.ErrUnavailable)
 	}
 	defer conn.Close()
 	resp, err := netv1.NewNetworkServiceClient(conn).AttachContainer(ctx, &netv1.AttachContainerRequest{Container: container, InitPid: int32(pid)})
 	if err != nil {
-		return "", false, err
+		return "", false, errdefs.FromGRPC(err)
 	}
 	return resp.GetAttachment().GetAddress(), true, nil
 }
@@ -41,9 +44,9 @@ func (c Client) Detach(ctx context.Context, container string) error {
 	}
 	conn, err := dial.Unix(c.Socket)
 	if err != nil {
-		return err
+		return fmt.Errorf("netd: %w: %w", err, errdefs.ErrUnavailable)
 	}
 	defer conn.Close()
 	_, err = netv1.NewNetworkServiceClient(conn).DetachContainer(ctx, &netv1.DetachContainerRequest{Container: container})
-	return err
+	return errdefs.FromGRPC(err)
 }

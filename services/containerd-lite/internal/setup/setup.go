@@ -3,12 +3,9 @@ package setup
 
 import (
 	"context"
-
 	"errors"
 	"flag"
 	"fmt"
-	"google.golang.org/grpc/codes"
-	"google.golang.org/grpc/status"
 	"os"
 	"path/filepath"
 	"net"
@@ -45,10 +42,9 @@ func Spec() daemon.Spec {
 	var m *containers.Manager
 	proxy := &guestproxy.Proxy{Dialer: func(name string) (func(context.Context) (net.Conn, error), error) {
 		if m == nil {
-			return nil, status.Error(codes.Unavailable, "starting")
+			return nil, fmt.Errorf("containerd-lite is starting; retry shortly: %w", errdefs.ErrUnavailable)
 		}
-		d, err := m.GuestDialer(name)
-		return d, errdefs.ToGRPC(err)
+		return m.GuestDialer(name)
 	}}
 	return daemon.Spec{
 		ServerOptions: proxy.ServerOptions(),

@@ -66,11 +66,11 @@ func (s *Server) GetNetwork(context.Context, *netv1.GetNetworkRequest) (*netv1.G
 // AttachContainer implements NetworkService.
 func (s *Server) AttachContainer(_ context.Context, req *netv1.AttachContainerRequest) (*netv1.AttachContainerResponse, error) {
 	if req.GetContainer() == "" {
-		return nil, errdefs.ToGRPC(fmt.Errorf("name the container: %w", errdefs.ErrInvalidArgument))
+		return nil, fmt.Errorf("name the container: %w", errdefs.ErrInvalidArgument)
 	}
 	a, err := s.net.Attach(req.GetContainer(), int(req.GetInitPid()))
 	if err != nil {
-		return nil, errdefs.ToGRPC(err)
+		return nil, err
 	}
 	return &netv1.AttachContainerResponse{Attachment: attachmentProto(a)}, nil
 }
@@ -78,7 +78,7 @@ func (s *Server) AttachContainer(_ context.Context, req *netv1.AttachContainerRe
 // DetachContainer implements NetworkService.
 func (s *Server) DetachContainer(_ context.Context, req *netv1.DetachContainerRequest) (*netv1.DetachContainerResponse, error) {
 	if err := s.net.Detach(req.GetContainer()); err != nil {
-		return nil, errdefs.ToGRPC(err)
+		return nil, err
 	}
 	return &netv1.DetachContainerResponse{}, nil
 }
