@@ -2,8 +2,8 @@ package containers
 
 import (
 	"encoding/json"
-	"maps"
 	"fmt"
+	"maps"
 	"regexp"
 	"slices"
 	"time"

@@ -42,7 +42,9 @@ func (m Mapping) Overlaps(o Mapping) bool {
 	return uint64(m.HostBase) < uint64(o.HostBase)+uint64(o.Size) && uint64(o.HostBase) < uint64(m.HostBase)+uint64(m.Size)
 }
 
-func (m Mapping) String() string { return fmt.Sprintf("%d-%d", m.HostBase, uint64(m.HostBase)+uint64(m.Size)-1) }
+func (m Mapping) String() string {
+	return fmt.Sprintf("%d-%d", m.HostBase, uint64(m.HostBase)+uint64(m.Size)-1)
+}
 
 // HoldArg is the hidden argument with which the daemon re-executes itself to hold a user
 // namespace open while OpenUserns takes a descriptor of it.

@@ -6,9 +6,9 @@ import (
 	"errors"
 	"flag"
 	"fmt"
+	"net"
 	"os"
 	"path/filepath"
-	"net"
 
 	"hearth.dev/internal/bytesize"
 	"hearth.dev/internal/daemon"
@@ -20,9 +20,9 @@ import (
 	"hearth.dev/services/containerd-lite/internal/containers"
 	"hearth.dev/services/containerd-lite/internal/disks"
 	"hearth.dev/services/containerd-lite/internal/guestproxy"
+	"hearth.dev/services/containerd-lite/internal/hostapi"
 	"hearth.dev/services/containerd-lite/internal/hostfs"
 	"hearth.dev/services/containerd-lite/internal/hostsock"
-	"hearth.dev/services/containerd-lite/internal/hostapi"
 	"hearth.dev/services/containerd-lite/internal/idmap"
 	"hearth.dev/services/containerd-lite/internal/imageapi"
 	"hearth.dev/services/containerd-lite/internal/images"
@@ -150,14 +150,14 @@ func initDaemon(env *daemon.Env, baseSrc string, policy limits.Policy, reserve i
 	var m *containers.Manager
 	hosts := hostsock.New(env.Logger, func(c string) hostv1.HostServiceServer { return hostapi.New(c, m) }, nil)
 	m = containers.New(containers.Options{
-		Userns:      func(mp idmap.Mapping) (int, error) { return mp.OpenUserns(self) },
-		Network:     network,
-		StateDir:    env.StateDir,
-		BaseRootfs:  base,
-		Runtime:     &lxcrt.Runtime{Path: lxcPath, Self: self},
-		Records:     st,
-		Logger:      env.Logger,
-		Pool:        pool,
+		Userns:     func(mp idmap.Mapping) (int, error) { return mp.OpenUserns(self) },
+		Network:    network,
+		StateDir:   env.StateDir,
+		BaseRootfs: base,
+		Runtime:    &lxcrt.Runtime{Path: lxcPath, Self: self},
+		Records:    st,
+		Logger:     env.Logger,
+		Pool:       pool,
 		Tree: func(name, data string, mp idmap.Mapping) containers.Tree {
 			return hostfs.Tree{Dir: filepath.Join(containersDir, name), Data: data, IDs: mp}
 		},
