@@ -1,6 +1,9 @@
 #!/usr/bin/env bash
-# Installs what Hearth needs to build, run and test on Debian 12, and the id range its
-# unprivileged containers use. Cheap when everything is already there.
+# Installs what Hearth needs to build, run and test on Debian 12, and the id ranges its
+# unprivileged containers use: every container gets 65536 host ids of its own, from a
+# subordinate range of root's in /etc/subuid and /etc/subgid. The range added here holds
+# 1024 containers (67108864 ids), placed after every range already given to anyone.
+# Cheap when everything is already there.
 #   usage: deploy/install-deps.sh [--check]    (--check: only report what is missing)
 set -euo pipefail
 
@@ -11,14 +14,19 @@ missing=()
 for p in "${packages[@]}"; do
 	dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")
 done
-subid_ok=true
-for f in /etc/subuid /etc/subgid; do
-	grep -qs '^root:100000:65536$' "$f" || subid_ok=false
+# Containers' ids: one range of root's, the same in both files, of at least SUBID_COUNT.
+SUBID_COUNT=67108864
+subid_ok=false
+for line in $(grep -hs '^root:' /etc/subuid || true); do
+	IFS=: read -r _ start count <<<"$line"
+	if [ "${count:-0}" -ge "$SUBID_COUNT" ] && grep -qsx "root:$start:$count" /etc/subgid; then
+		subid_ok=true
+	fi
 done
 
 if [ "${1:-}" = "--check" ]; then
 	[ ${#missing[@]} -eq 0 ] || echo "missing packages: ${missing[*]}"
-	$subid_ok || echo "missing root:100000:65536 in /etc/subuid or /etc/subgid"
+	$subid_ok || echo "missing a range of $SUBID_COUNT subordinate ids for root, the same in /etc/subuid and /etc/subgid"
 	[ ${#missing[@]} -eq 0 ] && $subid_ok
 	exit
 fi
@@ -36,8 +44,11 @@ if [ ${#missing[@]} -gt 0 ]; then
 	apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 fi
 if ! $subid_ok; then
+	# After every range given so far (to anyone), aligned to 65536, at least 100000.
+	start=$(cat /etc/subuid /etc/subgid 2>/dev/null | awk -F: 'NF==3 && $2 ~ /^[0-9]+$/ && $3 ~ /^[0-9]+$/ { e = $2 + $3; if (e > m) m = e } END { m = (m < 100000) ? 100000 : m; print int((m + 65535) / 65536) * 65536 }')
+	echo "install-deps: giving root's containers host ids $start-$((start + SUBID_COUNT - 1)) in /etc/subuid and /etc/subgid"
 	for f in /etc/subuid /etc/subgid; do
-		grep -qs '^root:100000:65536$' "$f" || echo 'root:100000:65536' >> "$f"
+		echo "root:$start:$SUBID_COUNT" >> "$f"
 	done
 fi
 if ! command -v go >/dev/null; then

@@ -126,7 +126,7 @@ func BenchmarkOverlayCreateDestroy(b *testing.B) {
 		b.Fatal(err)
 	}
 	b.Cleanup(func() { cl.DeleteContainer(ctx, &containerv1.DeleteContainerRequest{Name: "ov", Force: true}) })
-	conn, err := dial.Unix(filepath.Join(l.stateDir, "containers", "ov", "rpc", "host.sock"))
+	conn, err := dial.Unix(filepath.Join(l.stateDir, "containers", "ov", "media", "host", "host.sock"))
 	if err != nil {
 		b.Fatal(err)
 	}

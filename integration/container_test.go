@@ -116,9 +116,11 @@ func TestContainerSkeleton(t *testing.T) {
 	if g == nil || g.GetHostname() != name || g.GetStartedAt() == nil || g.GetVersion() == "" {
 		t.Fatalf("guestd did not answer through its socket: guest=%v error=%q", g, first.GetGuestError())
 	}
-	// The container is unprivileged: its init runs as uid 100000 on the host.
-	if uid := procUID(t, int(c.GetInitPid())); uid != 100000 {
-		t.Errorf("container init runs as host uid %d, want 100000", uid)
+	// The container is unprivileged: its init runs as the first id of its own range,
+	// one of root's subordinate ranges, not as root.
+	base := first.GetDetails().GetHostIdBase()
+	if uid := procUID(t, int(c.GetInitPid())); base < 100000 || uid != base {
+		t.Errorf("container init runs as host uid %d, want its range's root %d (>= 100000)", uid, base)
 	}
 	// The host socket answers from inside, and names this container.
 	out, err := run(t, "lxc-attach", "-P", l.lxcPath(), "-n", name, "--", "/sbin/guestd", "whoami")

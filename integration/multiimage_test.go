@@ -166,13 +166,18 @@ func TestMultiImageContainer(t *testing.T) {
 		if _, err := l.inside(t, "alpha", []string{"999", "999"}, "sh", "-c", "echo row > "+dir+"/d/table"); err != nil {
 			t.Fatal(err)
 		}
-		hostFile := filepath.Join(l.stateDir, "volumes", "alpha", "data", "d", "table")
+		d := l.inspect(t, "alpha").GetDetails()
+		if len(d.GetVolumes()) == 0 || d.GetHostIdCount() != 65536 {
+			t.Fatalf("inspect shows volumes %v, %d host ids", d.GetVolumes(), d.GetHostIdCount())
+		}
+		hostFile := filepath.Join(d.GetVolumes()[0].GetHostPath(), "d", "table")
 		fi, err := os.Stat(hostFile)
 		if err != nil {
 			t.Fatal(err)
 		}
-		if st := fi.Sys().(*syscall.Stat_t); st.Uid != 100999 || st.Gid != 100999 {
-			t.Errorf("file written by uid 999 inside is %d:%d on the host, want 100999:100999", st.Uid, st.Gid)
+		want := d.GetHostIdBase() + 999
+		if st := fi.Sys().(*syscall.Stat_t); st.Uid != want || st.Gid != want {
+			t.Errorf("file written by uid 999 inside is %d:%d on the host, want %d:%d (the container's range starts at %d)", st.Uid, st.Gid, want, want, d.GetHostIdBase())
 		}
 	})
 

@@ -33,7 +33,7 @@ from Hearth's base root file system, where guestd runs as init.`,
 	}
 
 	var imageFlags, volumeFlags []string
-	var memory, manifestFile string
+	var memory, disk, manifestFile string
 	var cpus float64
 	var pids int64
 	create := &cobra.Command{
@@ -41,9 +41,10 @@ from Hearth's base root file system, where guestd runs as init.`,
 		Short: "Define a container (it is not started)",
 		Long: `Define a container: its images (mounted read-only at /media/hearth/images/<name>),
 its volumes (kept on the host; removed only by 'rm --purge-volumes') and its limits (capped by
-the host's policy).`,
+the host's policy). Every container has its own range of host ids and its own disk, which
+holds its writable layers, volumes and logs: writes past its size fail with "no space left".`,
 		Example: `  hearthctl container create demo
-  hearthctl container create web --image db=postgres:15 --image app=app:1 --volume pgdata --memory 512Mi --cpus 1.5 --pids 512
+  hearthctl container create web --image db=postgres:15 --image app=app:1 --volume pgdata --memory 512Mi --cpus 1.5 --pids 512 --disk 4Gi
   hearthctl container start web`,
 		Args: cobra.ExactArgs(1),
 		RunE: call(g, "containerd-lite", containerv1.NewContainerServiceClient, func(ctx context.Context, cl containerv1.ContainerServiceClient, args []string) error {
@@ -62,14 +63,21 @@ the host's policy).`,
 				}
 				spec.Limits.MemoryBytes = n
 			}
+			if disk != "" {
+				n, err := bytesize.Parse(disk)
+				if err != nil {
+					return fmt.Errorf("--disk: %w", err)
+				}
+				spec.Limits.DiskBytes = n
+			}
 			if manifestFile != "" {
 				data, err := os.ReadFile(manifestFile)
 				if err != nil {
 					return fmt.Errorf("--manifest: %w", err)
 				}
 				spec = &containerv1.ContainerSpec{Manifest: data}
-				if len(imageFlags) > 0 || len(volumeFlags) > 0 || memory != "" || cpus != 0 || pids != 0 {
-					return fmt.Errorf("--manifest gives the images, volumes and limits: drop --image, --volume, --memory, --cpus and --pids")
+				if len(imageFlags) > 0 || len(volumeFlags) > 0 || memory != "" || disk != "" || cpus != 0 || pids != 0 {
+					return fmt.Errorf("--manifest gives the images, volumes and limits: drop --image, --volume, --memory, --disk, --cpus and --pids")
 				}
 			}
 			resp, err := cl.CreateContainer(ctx, &containerv1.CreateContainerRequest{Name: args[0], Spec: spec})
@@ -85,6 +93,7 @@ the host's policy).`,
 	create.Flags().StringVar(&memory, "memory", "", "memory limit, such as 512Mi (default: the host's cap)")
 	create.Flags().Float64Var(&cpus, "cpus", 0, "CPU limit in CPUs, such as 1.5 (default: the host's cap)")
 	create.Flags().Int64Var(&pids, "pids", 0, "process limit (default: the host's cap)")
+	create.Flags().StringVar(&disk, "disk", "", "disk size: writable layers, volumes and logs, such as 4Gi (default: the host's default)")
 	start := &cobra.Command{
 		Use:   "start NAME",
 		Short: "Start a container; returns once guestd answers inside it",
@@ -220,7 +229,7 @@ the host's policy).`,
 	}
 	inspect := &cobra.Command{
 		Use:   "inspect NAME",
-		Short: "Show a container's images, overlays, volumes, limits and cgroup usage",
+		Short: "Show a container's images, overlays, volumes, limits, id range, and cgroup and disk usage",
 		Args:  cobra.ExactArgs(1),
 		RunE: call(g, "containerd-lite", containerv1.NewContainerServiceClient, func(ctx context.Context, cl containerv1.ContainerServiceClient, args []string) error {
 			resp, err := cl.GetContainer(ctx, &containerv1.GetContainerRequest{Name: args[0]})
@@ -248,13 +257,27 @@ func (g *globals) showDetails(resp *containerv1.GetContainerResponse) error {
 		if l == nil {
 			return "-"
 		}
-		return fmt.Sprintf("memory %s, cpus %g, pids %d", bytesize.Format(l.GetMemoryBytes()), l.GetCpus(), l.GetPids())
+		return fmt.Sprintf("memory %s, cpus %g, pids %d, disk %s", bytesize.Format(l.GetMemoryBytes()), l.GetCpus(), l.GetPids(), bytesize.Format(l.GetDiskBytes()))
 	}
 	kv := []string{"limits", limits(d.GetLimits())}
+	if n := d.GetHostIdCount(); n > 0 {
+		kv = append(kv, "host ids", fmt.Sprintf("%d-%d (root is %d)", d.GetHostIdBase(), uint64(d.GetHostIdBase())+uint64(n)-1, d.GetHostIdBase()))
+	}
 	if c.GetState() == containerv1.ContainerState_CONTAINER_STATE_RUNNING {
 		u := d.GetUsage()
 		kv = append(kv, "cgroup limits", limits(d.GetCgroupLimits()),
 			"usage", fmt.Sprintf("memory %s, pids %d, cpu %.2fs", human(u.GetMemoryBytes()), u.GetPids(), u.GetCpuSeconds()))
+	}
+	if dk := d.GetDisk(); dk != nil {
+		if dk.GetError() != "" {
+			kv = append(kv, "disk", fmt.Sprintf("size %s (%s)", human(dk.GetSizeBytes()), dk.GetError()))
+		} else {
+			pct := 0.0
+			if dk.GetSizeBytes() > 0 {
+				pct = 100 * float64(dk.GetUsedBytes()) / float64(dk.GetSizeBytes())
+			}
+			kv = append(kv, "disk", fmt.Sprintf("%s used of %s (%.0f%%)", human(dk.GetUsedBytes()), human(dk.GetSizeBytes()), pct))
+		}
 	}
 	if err := g.fields(kv...); err != nil {
 		return err

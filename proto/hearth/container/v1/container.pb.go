@@ -323,10 +323,12 @@ func (x *ContainerSpec) GetManifest() []byte {
 // Limits on the container's one cgroup. Zero means the host policy's default; values
 // above the host policy's caps are lowered to them.
 type Limits struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	MemoryBytes   int64                  `protobuf:"varint,1,opt,name=memory_bytes,json=memoryBytes,proto3" json:"memory_bytes,omitempty"`
-	Cpus          float64                `protobuf:"fixed64,2,opt,name=cpus,proto3" json:"cpus,omitempty"`
-	Pids          int64                  `protobuf:"varint,3,opt,name=pids,proto3" json:"pids,omitempty"`
+	state       protoimpl.MessageState `protogen:"open.v1"`
+	MemoryBytes int64                  `protobuf:"varint,1,opt,name=memory_bytes,json=memoryBytes,proto3" json:"memory_bytes,omitempty"`
+	Cpus        float64                `protobuf:"fixed64,2,opt,name=cpus,proto3" json:"cpus,omitempty"`
+	Pids        int64                  `protobuf:"varint,3,opt,name=pids,proto3" json:"pids,omitempty"`
+	// The package's disk: its writable layers, volumes and logs.
+	DiskBytes     int64 `protobuf:"varint,4,opt,name=disk_bytes,json=diskBytes,proto3" json:"disk_bytes,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -378,6 +380,13 @@ func (x *Limits) GetCpus() float64 {
 func (x *Limits) GetPids() int64 {
 	if x != nil {
 		return x.Pids
+	}
+	return 0
+}
+
+func (x *Limits) GetDiskBytes() int64 {
+	if x != nil {
+		return x.DiskBytes
 	}
 	return 0
 }
@@ -453,8 +462,13 @@ type ContainerDetails struct {
 	// The limits asked for, after the host policy.
 	Limits *Limits `protobuf:"bytes,4,opt,name=limits,proto3" json:"limits,omitempty"`
 	// The limits the cgroup holds, read back from it (running containers).
-	CgroupLimits  *Limits `protobuf:"bytes,5,opt,name=cgroup_limits,json=cgroupLimits,proto3" json:"cgroup_limits,omitempty"`
-	Usage         *Usage  `protobuf:"bytes,6,opt,name=usage,proto3" json:"usage,omitempty"`
+	CgroupLimits *Limits `protobuf:"bytes,5,opt,name=cgroup_limits,json=cgroupLimits,proto3" json:"cgroup_limits,omitempty"`
+	Usage        *Usage  `protobuf:"bytes,6,opt,name=usage,proto3" json:"usage,omitempty"`
+	// The package's disk, measured while the container runs.
+	Disk *DiskUsage `protobuf:"bytes,7,opt,name=disk,proto3" json:"disk,omitempty"`
+	// The container's own range of host ids: its root is host_id_base.
+	HostIdBase    uint32 `protobuf:"varint,8,opt,name=host_id_base,json=hostIdBase,proto3" json:"host_id_base,omitempty"`
+	HostIdCount   uint32 `protobuf:"varint,9,opt,name=host_id_count,json=hostIdCount,proto3" json:"host_id_count,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -531,6 +545,89 @@ func (x *ContainerDetails) GetUsage() *Usage {
 	return nil
 }
 
+func (x *ContainerDetails) GetDisk() *DiskUsage {
+	if x != nil {
+		return x.Disk
+	}
+	return nil
+}
+
+func (x *ContainerDetails) GetHostIdBase() uint32 {
+	if x != nil {
+		return x.HostIdBase
+	}
+	return 0
+}
+
+func (x *ContainerDetails) GetHostIdCount() uint32 {
+	if x != nil {
+		return x.HostIdCount
+	}
+	return 0
+}
+
+// DiskUsage is what the package's disk holds against its size.
+type DiskUsage struct {
+	state     protoimpl.MessageState `protogen:"open.v1"`
+	UsedBytes int64                  `protobuf:"varint,1,opt,name=used_bytes,json=usedBytes,proto3" json:"used_bytes,omitempty"`
+	SizeBytes int64                  `protobuf:"varint,2,opt,name=size_bytes,json=sizeBytes,proto3" json:"size_bytes,omitempty"`
+	// Why usage could not be read (a stopped container's disk is not mounted).
+	Error         string `protobuf:"bytes,3,opt,name=error,proto3" json:"error,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *DiskUsage) Reset() {
+	*x = DiskUsage{}
+	mi := &file_hearth_container_v1_container_proto_msgTypes[6]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *DiskUsage) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*DiskUsage) ProtoMessage() {}
+
+func (x *DiskUsage) ProtoReflect() protoreflect.Message {
+	mi := &file_hearth_container_v1_container_proto_msgTypes[6]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use DiskUsage.ProtoReflect.Descriptor instead.
+func (*DiskUsage) Descriptor() ([]byte, []int) {
+	return file_hearth_container_v1_container_proto_rawDescGZIP(), []int{6}
+}
+
+func (x *DiskUsage) GetUsedBytes() int64 {
+	if x != nil {
+		return x.UsedBytes
+	}
+	return 0
+}
+
+func (x *DiskUsage) GetSizeBytes() int64 {
+	if x != nil {
+		return x.SizeBytes
+	}
+	return 0
+}
+
+func (x *DiskUsage) GetError() string {
+	if x != nil {
+		return x.Error
+	}
+	return ""
+}
+
 // MountedImage is an image in a container.
 type MountedImage struct {
 	state  protoimpl.MessageState `protogen:"open.v1"`
@@ -545,7 +642,7 @@ type MountedImage struct {
 
 func (x *MountedImage) Reset() {
 	*x = MountedImage{}
-	mi := &file_hearth_container_v1_container_proto_msgTypes[6]
+	mi := &file_hearth_container_v1_container_proto_msgTypes[7]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -557,7 +654,7 @@ func (x *MountedImage) String() string {
 func (*MountedImage) ProtoMessage() {}
 
 func (x *MountedImage) ProtoReflect() protoreflect.Message {
-	mi := &file_hearth_container_v1_container_proto_msgTypes[6]
+	mi := &file_hearth_container_v1_container_proto_msgTypes[7]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -570,7 +667,7 @@ func (x *MountedImage) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use MountedImage.ProtoReflect.Descriptor instead.
 func (*MountedImage) Descriptor() ([]byte, []int) {
-	return file_hearth_container_v1_container_proto_rawDescGZIP(), []int{6}
+	return file_hearth_container_v1_container_proto_rawDescGZIP(), []int{7}
 }
 
 func (x *MountedImage) GetName() string {
@@ -613,7 +710,7 @@ type Volume struct {
 
 func (x *Volume) Reset() {
 	*x = Volume{}
-	mi := &file_hearth_container_v1_container_proto_msgTypes[7]
+	mi := &file_hearth_container_v1_container_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -625,7 +722,7 @@ func (x *Volume) String() string {
 func (*Volume) ProtoMessage() {}
 
 func (x *Volume) ProtoReflect() protoreflect.Message {
-	mi := &file_hearth_container_v1_container_proto_msgTypes[7]
+	mi := &file_hearth_container_v1_container_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -638,7 +735,7 @@ func (x *Volume) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Volume.ProtoReflect.Descriptor instead.
 func (*Volume) Descriptor() ([]byte, []int) {
-	return file_hearth_container_v1_container_proto_rawDescGZIP(), []int{7}
+	return file_hearth_container_v1_container_proto_rawDescGZIP(), []int{8}
 }
 
 func (x *Volume) GetName() string {
@@ -664,7 +761,7 @@ type CreateContainerResponse struct {
 
 func (x *CreateContainerResponse) Reset() {
 	*x = CreateContainerResponse{}
-	mi := &file_hearth_container_v1_container_proto_msgTypes[8]
+	mi := &file_hearth_container_v1_container_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -676,7 +773,7 @@ func (x *CreateContainerResponse) String() string {
 func (*CreateContainerResponse) ProtoMessage() {}
 
 func (x *CreateContainerResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_hearth_container_v1_container_proto_msgTypes[8]
+	mi := &file_hearth_container_v1_container_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -689,7 +786,7 @@ func (x *CreateContainerResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CreateContainerResponse.ProtoReflect.Descriptor instead.
 func (*CreateContainerResponse) Descriptor() ([]byte, []int) {
-	return file_hearth_container_v1_container_proto_rawDescGZIP(), []int{8}
+	return file_hearth_container_v1_container_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *CreateContainerResponse) GetContainer() *Container {
@@ -708,7 +805,7 @@ type StartContainerRequest struct {
 
 func (x *StartContainerRequest) Reset() {
 	*x = StartContainerRequest{}
-	mi := &file_hearth_container_v1_container_proto_msgTypes[9]
+	mi := &file_hearth_container_v1_container_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -720,7 +817,7 @@ func (x *StartContainerRequest) String() string {
 func (*StartContainerRequest) ProtoMessage() {}
 
 func (x *StartContainerRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_hearth_container_v1_container_proto_msgTypes[9]
+	mi := &file_hearth_container_v1_container_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -733,7 +830,7 @@ func (x *StartContainerRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StartContainerRequest.ProtoReflect.Descriptor instead.
 func (*StartContainerRequest) Descriptor() ([]byte, []int) {
-	return file_hearth_container_v1_container_proto_rawDescGZIP(), []int{9}
+	return file_hearth_container_v1_container_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *StartContainerRequest) GetName() string {
@@ -752,7 +849,7 @@ type StartContainerResponse struct {
 
 func (x *StartContainerResponse) Reset() {
 	*x = StartContainerResponse{}
-	mi := &file_hearth_container_v1_container_proto_msgTypes[10]
+	mi := &file_hearth_container_v1_container_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -764,7 +861,7 @@ func (x *StartContainerResponse) String() string {
 func (*StartContainerResponse) ProtoMessage() {}
 
 func (x *StartContainerResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_hearth_container_v1_container_proto_msgTypes[10]
+	mi := &file_hearth_container_v1_container_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -777,7 +874,7 @@ func (x *StartContainerResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StartContainerResponse.ProtoReflect.Descriptor instead.
 func (*StartContainerResponse) Descriptor() ([]byte, []int) {
-	return file_hearth_container_v1_container_proto_rawDescGZIP(), []int{10}
+	return file_hearth_container_v1_container_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *StartContainerResponse) GetContainer() *Container {
@@ -798,7 +895,7 @@ type StopContainerRequest struct {
 
 func (x *StopContainerRequest) Reset() {
 	*x = StopContainerRequest{}
-	mi := &file_hearth_container_v1_container_proto_msgTypes[11]
+	mi := &file_hearth_container_v1_container_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -810,7 +907,7 @@ func (x *StopContainerRequest) String() string {
 func (*StopContainerRequest) ProtoMessage() {}
 
 func (x *StopContainerRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_hearth_container_v1_container_proto_msgTypes[11]
+	mi := &file_hearth_container_v1_container_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -823,7 +920,7 @@ func (x *StopContainerRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StopContainerRequest.ProtoReflect.Descriptor instead.
 func (*StopContainerRequest) Descriptor() ([]byte, []int) {
-	return file_hearth_container_v1_container_proto_rawDescGZIP(), []int{11}
+	return file_hearth_container_v1_container_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *StopContainerRequest) GetName() string {
@@ -849,7 +946,7 @@ type StopContainerResponse struct {
 
 func (x *StopContainerResponse) Reset() {
 	*x = StopContainerResponse{}
-	mi := &file_hearth_container_v1_container_proto_msgTypes[12]
+	mi := &file_hearth_container_v1_container_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -861,7 +958,7 @@ func (x *StopContainerResponse) String() string {
 func (*StopContainerResponse) ProtoMessage() {}
 
 func (x *StopContainerResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_hearth_container_v1_container_proto_msgTypes[12]
+	mi := &file_hearth_container_v1_container_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -874,7 +971,7 @@ func (x *StopContainerResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StopContainerResponse.ProtoReflect.Descriptor instead.
 func (*StopContainerResponse) Descriptor() ([]byte, []int) {
-	return file_hearth_container_v1_container_proto_rawDescGZIP(), []int{12}
+	return file_hearth_container_v1_container_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *StopContainerResponse) GetContainer() *Container {
@@ -897,7 +994,7 @@ type DeleteContainerRequest struct {
 
 func (x *DeleteContainerRequest) Reset() {
 	*x = DeleteContainerRequest{}
-	mi := &file_hearth_container_v1_container_proto_msgTypes[13]
+	mi := &file_hearth_container_v1_container_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -909,7 +1006,7 @@ func (x *DeleteContainerRequest) String() string {
 func (*DeleteContainerRequest) ProtoMessage() {}
 
 func (x *DeleteContainerRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_hearth_container_v1_container_proto_msgTypes[13]
+	mi := &file_hearth_container_v1_container_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -922,7 +1019,7 @@ func (x *DeleteContainerRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeleteContainerRequest.ProtoReflect.Descriptor instead.
 func (*DeleteContainerRequest) Descriptor() ([]byte, []int) {
-	return file_hearth_container_v1_container_proto_rawDescGZIP(), []int{13}
+	return file_hearth_container_v1_container_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *DeleteContainerRequest) GetName() string {
@@ -954,7 +1051,7 @@ type DeleteContainerResponse struct {
 
 func (x *DeleteContainerResponse) Reset() {
 	*x = DeleteContainerResponse{}
-	mi := &file_hearth_container_v1_container_proto_msgTypes[14]
+	mi := &file_hearth_container_v1_container_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -966,7 +1063,7 @@ func (x *DeleteContainerResponse) String() string {
 func (*DeleteContainerResponse) ProtoMessage() {}
 
 func (x *DeleteContainerResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_hearth_container_v1_container_proto_msgTypes[14]
+	mi := &file_hearth_container_v1_container_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -979,7 +1076,7 @@ func (x *DeleteContainerResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeleteContainerResponse.ProtoReflect.Descriptor instead.
 func (*DeleteContainerResponse) Descriptor() ([]byte, []int) {
-	return file_hearth_container_v1_container_proto_rawDescGZIP(), []int{14}
+	return file_hearth_container_v1_container_proto_rawDescGZIP(), []int{15}
 }
 
 type ListContainersRequest struct {
@@ -990,7 +1087,7 @@ type ListContainersRequest struct {
 
 func (x *ListContainersRequest) Reset() {
 	*x = ListContainersRequest{}
-	mi := &file_hearth_container_v1_container_proto_msgTypes[15]
+	mi := &file_hearth_container_v1_container_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1002,7 +1099,7 @@ func (x *ListContainersRequest) String() string {
 func (*ListContainersRequest) ProtoMessage() {}
 
 func (x *ListContainersRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_hearth_container_v1_container_proto_msgTypes[15]
+	mi := &file_hearth_container_v1_container_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1015,7 +1112,7 @@ func (x *ListContainersRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListContainersRequest.ProtoReflect.Descriptor instead.
 func (*ListContainersRequest) Descriptor() ([]byte, []int) {
-	return file_hearth_container_v1_container_proto_rawDescGZIP(), []int{15}
+	return file_hearth_container_v1_container_proto_rawDescGZIP(), []int{16}
 }
 
 type ListContainersResponse struct {
@@ -1027,7 +1124,7 @@ type ListContainersResponse struct {
 
 func (x *ListContainersResponse) Reset() {
 	*x = ListContainersResponse{}
-	mi := &file_hearth_container_v1_container_proto_msgTypes[16]
+	mi := &file_hearth_container_v1_container_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1039,7 +1136,7 @@ func (x *ListContainersResponse) String() string {
 func (*ListContainersResponse) ProtoMessage() {}
 
 func (x *ListContainersResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_hearth_container_v1_container_proto_msgTypes[16]
+	mi := &file_hearth_container_v1_container_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1052,7 +1149,7 @@ func (x *ListContainersResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListContainersResponse.ProtoReflect.Descriptor instead.
 func (*ListContainersResponse) Descriptor() ([]byte, []int) {
-	return file_hearth_container_v1_container_proto_rawDescGZIP(), []int{16}
+	return file_hearth_container_v1_container_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *ListContainersResponse) GetContainers() []*Container {
@@ -1071,7 +1168,7 @@ type GetContainerRequest struct {
 
 func (x *GetContainerRequest) Reset() {
 	*x = GetContainerRequest{}
-	mi := &file_hearth_container_v1_container_proto_msgTypes[17]
+	mi := &file_hearth_container_v1_container_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1083,7 +1180,7 @@ func (x *GetContainerRequest) String() string {
 func (*GetContainerRequest) ProtoMessage() {}
 
 func (x *GetContainerRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_hearth_container_v1_container_proto_msgTypes[17]
+	mi := &file_hearth_container_v1_container_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1096,7 +1193,7 @@ func (x *GetContainerRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetContainerRequest.ProtoReflect.Descriptor instead.
 func (*GetContainerRequest) Descriptor() ([]byte, []int) {
-	return file_hearth_container_v1_container_proto_rawDescGZIP(), []int{17}
+	return file_hearth_container_v1_container_proto_rawDescGZIP(), []int{18}
 }
 
 func (x *GetContainerRequest) GetName() string {
@@ -1120,7 +1217,7 @@ type GetContainerResponse struct {
 
 func (x *GetContainerResponse) Reset() {
 	*x = GetContainerResponse{}
-	mi := &file_hearth_container_v1_container_proto_msgTypes[18]
+	mi := &file_hearth_container_v1_container_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1132,7 +1229,7 @@ func (x *GetContainerResponse) String() string {
 func (*GetContainerResponse) ProtoMessage() {}
 
 func (x *GetContainerResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_hearth_container_v1_container_proto_msgTypes[18]
+	mi := &file_hearth_container_v1_container_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1145,7 +1242,7 @@ func (x *GetContainerResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetContainerResponse.ProtoReflect.Descriptor instead.
 func (*GetContainerResponse) Descriptor() ([]byte, []int) {
-	return file_hearth_container_v1_container_proto_rawDescGZIP(), []int{18}
+	return file_hearth_container_v1_container_proto_rawDescGZIP(), []int{19}
 }
 
 func (x *GetContainerResponse) GetContainer() *Container {
@@ -1202,23 +1299,35 @@ const file_hearth_container_v1_container_proto_rawDesc = "" +
 	"\bmanifest\x18\x04 \x01(\fR\bmanifest\x1a9\n" +
 	"\vImagesEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
-	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"S\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"r\n" +
 	"\x06Limits\x12!\n" +
 	"\fmemory_bytes\x18\x01 \x01(\x03R\vmemoryBytes\x12\x12\n" +
 	"\x04cpus\x18\x02 \x01(\x01R\x04cpus\x12\x12\n" +
-	"\x04pids\x18\x03 \x01(\x03R\x04pids\"_\n" +
+	"\x04pids\x18\x03 \x01(\x03R\x04pids\x12\x1d\n" +
+	"\n" +
+	"disk_bytes\x18\x04 \x01(\x03R\tdiskBytes\"_\n" +
 	"\x05Usage\x12!\n" +
 	"\fmemory_bytes\x18\x01 \x01(\x03R\vmemoryBytes\x12\x12\n" +
 	"\x04pids\x18\x02 \x01(\x03R\x04pids\x12\x1f\n" +
 	"\vcpu_seconds\x18\x03 \x01(\x01R\n" +
-	"cpuSeconds\"\xe2\x02\n" +
+	"cpuSeconds\"\xdc\x03\n" +
 	"\x10ContainerDetails\x129\n" +
 	"\x06images\x18\x01 \x03(\v2!.hearth.container.v1.MountedImageR\x06images\x125\n" +
 	"\avolumes\x18\x02 \x03(\v2\x1b.hearth.container.v1.VolumeR\avolumes\x123\n" +
 	"\boverlays\x18\x03 \x03(\v2\x17.hearth.host.v1.OverlayR\boverlays\x123\n" +
 	"\x06limits\x18\x04 \x01(\v2\x1b.hearth.container.v1.LimitsR\x06limits\x12@\n" +
 	"\rcgroup_limits\x18\x05 \x01(\v2\x1b.hearth.container.v1.LimitsR\fcgroupLimits\x120\n" +
-	"\x05usage\x18\x06 \x01(\v2\x1a.hearth.container.v1.UsageR\x05usage\"h\n" +
+	"\x05usage\x18\x06 \x01(\v2\x1a.hearth.container.v1.UsageR\x05usage\x122\n" +
+	"\x04disk\x18\a \x01(\v2\x1e.hearth.container.v1.DiskUsageR\x04disk\x12 \n" +
+	"\fhost_id_base\x18\b \x01(\rR\n" +
+	"hostIdBase\x12\"\n" +
+	"\rhost_id_count\x18\t \x01(\rR\vhostIdCount\"_\n" +
+	"\tDiskUsage\x12\x1d\n" +
+	"\n" +
+	"used_bytes\x18\x01 \x01(\x03R\tusedBytes\x12\x1d\n" +
+	"\n" +
+	"size_bytes\x18\x02 \x01(\x03R\tsizeBytes\x12\x14\n" +
+	"\x05error\x18\x03 \x01(\tR\x05error\"h\n" +
 	"\fMountedImage\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x16\n" +
 	"\x06digest\x18\x02 \x01(\tR\x06digest\x12\x12\n" +
@@ -1284,7 +1393,7 @@ func file_hearth_container_v1_container_proto_rawDescGZIP() []byte {
 }
 
 var file_hearth_container_v1_container_proto_enumTypes = make([]protoimpl.EnumInfo, 1)
-var file_hearth_container_v1_container_proto_msgTypes = make([]protoimpl.MessageInfo, 20)
+var file_hearth_container_v1_container_proto_msgTypes = make([]protoimpl.MessageInfo, 21)
 var file_hearth_container_v1_container_proto_goTypes = []any{
 	(ContainerState)(0),             // 0: hearth.container.v1.ContainerState
 	(*Container)(nil),               // 1: hearth.container.v1.Container
@@ -1293,63 +1402,65 @@ var file_hearth_container_v1_container_proto_goTypes = []any{
 	(*Limits)(nil),                  // 4: hearth.container.v1.Limits
 	(*Usage)(nil),                   // 5: hearth.container.v1.Usage
 	(*ContainerDetails)(nil),        // 6: hearth.container.v1.ContainerDetails
-	(*MountedImage)(nil),            // 7: hearth.container.v1.MountedImage
-	(*Volume)(nil),                  // 8: hearth.container.v1.Volume
-	(*CreateContainerResponse)(nil), // 9: hearth.container.v1.CreateContainerResponse
-	(*StartContainerRequest)(nil),   // 10: hearth.container.v1.StartContainerRequest
-	(*StartContainerResponse)(nil),  // 11: hearth.container.v1.StartContainerResponse
-	(*StopContainerRequest)(nil),    // 12: hearth.container.v1.StopContainerRequest
-	(*StopContainerResponse)(nil),   // 13: hearth.container.v1.StopContainerResponse
-	(*DeleteContainerRequest)(nil),  // 14: hearth.container.v1.DeleteContainerRequest
-	(*DeleteContainerResponse)(nil), // 15: hearth.container.v1.DeleteContainerResponse
-	(*ListContainersRequest)(nil),   // 16: hearth.container.v1.ListContainersRequest
-	(*ListContainersResponse)(nil),  // 17: hearth.container.v1.ListContainersResponse
-	(*GetContainerRequest)(nil),     // 18: hearth.container.v1.GetContainerRequest
-	(*GetContainerResponse)(nil),    // 19: hearth.container.v1.GetContainerResponse
-	nil,                             // 20: hearth.container.v1.ContainerSpec.ImagesEntry
-	(*timestamppb.Timestamp)(nil),   // 21: google.protobuf.Timestamp
-	(*v1.Overlay)(nil),              // 22: hearth.host.v1.Overlay
-	(*durationpb.Duration)(nil),     // 23: google.protobuf.Duration
-	(*v11.GuestInfo)(nil),           // 24: hearth.guest.v1.GuestInfo
+	(*DiskUsage)(nil),               // 7: hearth.container.v1.DiskUsage
+	(*MountedImage)(nil),            // 8: hearth.container.v1.MountedImage
+	(*Volume)(nil),                  // 9: hearth.container.v1.Volume
+	(*CreateContainerResponse)(nil), // 10: hearth.container.v1.CreateContainerResponse
+	(*StartContainerRequest)(nil),   // 11: hearth.container.v1.StartContainerRequest
+	(*StartContainerResponse)(nil),  // 12: hearth.container.v1.StartContainerResponse
+	(*StopContainerRequest)(nil),    // 13: hearth.container.v1.StopContainerRequest
+	(*StopContainerResponse)(nil),   // 14: hearth.container.v1.StopContainerResponse
+	(*DeleteContainerRequest)(nil),  // 15: hearth.container.v1.DeleteContainerRequest
+	(*DeleteContainerResponse)(nil), // 16: hearth.container.v1.DeleteContainerResponse
+	(*ListContainersRequest)(nil),   // 17: hearth.container.v1.ListContainersRequest
+	(*ListContainersResponse)(nil),  // 18: hearth.container.v1.ListContainersResponse
+	(*GetContainerRequest)(nil),     // 19: hearth.container.v1.GetContainerRequest
+	(*GetContainerResponse)(nil),    // 20: hearth.container.v1.GetContainerResponse
+	nil,                             // 21: hearth.container.v1.ContainerSpec.ImagesEntry
+	(*timestamppb.Timestamp)(nil),   // 22: google.protobuf.Timestamp
+	(*v1.Overlay)(nil),              // 23: hearth.host.v1.Overlay
+	(*durationpb.Duration)(nil),     // 24: google.protobuf.Duration
+	(*v11.GuestInfo)(nil),           // 25: hearth.guest.v1.GuestInfo
 }
 var file_hearth_container_v1_container_proto_depIdxs = []int32{
 	0,  // 0: hearth.container.v1.Container.state:type_name -> hearth.container.v1.ContainerState
-	21, // 1: hearth.container.v1.Container.created_at:type_name -> google.protobuf.Timestamp
-	21, // 2: hearth.container.v1.Container.started_at:type_name -> google.protobuf.Timestamp
+	22, // 1: hearth.container.v1.Container.created_at:type_name -> google.protobuf.Timestamp
+	22, // 2: hearth.container.v1.Container.started_at:type_name -> google.protobuf.Timestamp
 	3,  // 3: hearth.container.v1.CreateContainerRequest.spec:type_name -> hearth.container.v1.ContainerSpec
-	20, // 4: hearth.container.v1.ContainerSpec.images:type_name -> hearth.container.v1.ContainerSpec.ImagesEntry
+	21, // 4: hearth.container.v1.ContainerSpec.images:type_name -> hearth.container.v1.ContainerSpec.ImagesEntry
 	4,  // 5: hearth.container.v1.ContainerSpec.limits:type_name -> hearth.container.v1.Limits
-	7,  // 6: hearth.container.v1.ContainerDetails.images:type_name -> hearth.container.v1.MountedImage
-	8,  // 7: hearth.container.v1.ContainerDetails.volumes:type_name -> hearth.container.v1.Volume
-	22, // 8: hearth.container.v1.ContainerDetails.overlays:type_name -> hearth.host.v1.Overlay
+	8,  // 6: hearth.container.v1.ContainerDetails.images:type_name -> hearth.container.v1.MountedImage
+	9,  // 7: hearth.container.v1.ContainerDetails.volumes:type_name -> hearth.container.v1.Volume
+	23, // 8: hearth.container.v1.ContainerDetails.overlays:type_name -> hearth.host.v1.Overlay
 	4,  // 9: hearth.container.v1.ContainerDetails.limits:type_name -> hearth.container.v1.Limits
 	4,  // 10: hearth.container.v1.ContainerDetails.cgroup_limits:type_name -> hearth.container.v1.Limits
 	5,  // 11: hearth.container.v1.ContainerDetails.usage:type_name -> hearth.container.v1.Usage
-	1,  // 12: hearth.container.v1.CreateContainerResponse.container:type_name -> hearth.container.v1.Container
-	1,  // 13: hearth.container.v1.StartContainerResponse.container:type_name -> hearth.container.v1.Container
-	23, // 14: hearth.container.v1.StopContainerRequest.timeout:type_name -> google.protobuf.Duration
-	1,  // 15: hearth.container.v1.StopContainerResponse.container:type_name -> hearth.container.v1.Container
-	1,  // 16: hearth.container.v1.ListContainersResponse.containers:type_name -> hearth.container.v1.Container
-	1,  // 17: hearth.container.v1.GetContainerResponse.container:type_name -> hearth.container.v1.Container
-	24, // 18: hearth.container.v1.GetContainerResponse.guest:type_name -> hearth.guest.v1.GuestInfo
-	6,  // 19: hearth.container.v1.GetContainerResponse.details:type_name -> hearth.container.v1.ContainerDetails
-	2,  // 20: hearth.container.v1.ContainerService.CreateContainer:input_type -> hearth.container.v1.CreateContainerRequest
-	10, // 21: hearth.container.v1.ContainerService.StartContainer:input_type -> hearth.container.v1.StartContainerRequest
-	12, // 22: hearth.container.v1.ContainerService.StopContainer:input_type -> hearth.container.v1.StopContainerRequest
-	14, // 23: hearth.container.v1.ContainerService.DeleteContainer:input_type -> hearth.container.v1.DeleteContainerRequest
-	16, // 24: hearth.container.v1.ContainerService.ListContainers:input_type -> hearth.container.v1.ListContainersRequest
-	18, // 25: hearth.container.v1.ContainerService.GetContainer:input_type -> hearth.container.v1.GetContainerRequest
-	9,  // 26: hearth.container.v1.ContainerService.CreateContainer:output_type -> hearth.container.v1.CreateContainerResponse
-	11, // 27: hearth.container.v1.ContainerService.StartContainer:output_type -> hearth.container.v1.StartContainerResponse
-	13, // 28: hearth.container.v1.ContainerService.StopContainer:output_type -> hearth.container.v1.StopContainerResponse
-	15, // 29: hearth.container.v1.ContainerService.DeleteContainer:output_type -> hearth.container.v1.DeleteContainerResponse
-	17, // 30: hearth.container.v1.ContainerService.ListContainers:output_type -> hearth.container.v1.ListContainersResponse
-	19, // 31: hearth.container.v1.ContainerService.GetContainer:output_type -> hearth.container.v1.GetContainerResponse
-	26, // [26:32] is the sub-list for method output_type
-	20, // [20:26] is the sub-list for method input_type
-	20, // [20:20] is the sub-list for extension type_name
-	20, // [20:20] is the sub-list for extension extendee
-	0,  // [0:20] is the sub-list for field type_name
+	7,  // 12: hearth.container.v1.ContainerDetails.disk:type_name -> hearth.container.v1.DiskUsage
+	1,  // 13: hearth.container.v1.CreateContainerResponse.container:type_name -> hearth.container.v1.Container
+	1,  // 14: hearth.container.v1.StartContainerResponse.container:type_name -> hearth.container.v1.Container
+	24, // 15: hearth.container.v1.StopContainerRequest.timeout:type_name -> google.protobuf.Duration
+	1,  // 16: hearth.container.v1.StopContainerResponse.container:type_name -> hearth.container.v1.Container
+	1,  // 17: hearth.container.v1.ListContainersResponse.containers:type_name -> hearth.container.v1.Container
+	1,  // 18: hearth.container.v1.GetContainerResponse.container:type_name -> hearth.container.v1.Container
+	25, // 19: hearth.container.v1.GetContainerResponse.guest:type_name -> hearth.guest.v1.GuestInfo
+	6,  // 20: hearth.container.v1.GetContainerResponse.details:type_name -> hearth.container.v1.ContainerDetails
+	2,  // 21: hearth.container.v1.ContainerService.CreateContainer:input_type -> hearth.container.v1.CreateContainerRequest
+	11, // 22: hearth.container.v1.ContainerService.StartContainer:input_type -> hearth.container.v1.StartContainerRequest
+	13, // 23: hearth.container.v1.ContainerService.StopContainer:input_type -> hearth.container.v1.StopContainerRequest
+	15, // 24: hearth.container.v1.ContainerService.DeleteContainer:input_type -> hearth.container.v1.DeleteContainerRequest
+	17, // 25: hearth.container.v1.ContainerService.ListContainers:input_type -> hearth.container.v1.ListContainersRequest
+	19, // 26: hearth.container.v1.ContainerService.GetContainer:input_type -> hearth.container.v1.GetContainerRequest
+	10, // 27: hearth.container.v1.ContainerService.CreateContainer:output_type -> hearth.container.v1.CreateContainerResponse
+	12, // 28: hearth.container.v1.ContainerService.StartContainer:output_type -> hearth.container.v1.StartContainerResponse
+	14, // 29: hearth.container.v1.ContainerService.StopContainer:output_type -> hearth.container.v1.StopContainerResponse
+	16, // 30: hearth.container.v1.ContainerService.DeleteContainer:output_type -> hearth.container.v1.DeleteContainerResponse
+	18, // 31: hearth.container.v1.ContainerService.ListContainers:output_type -> hearth.container.v1.ListContainersResponse
+	20, // 32: hearth.container.v1.ContainerService.GetContainer:output_type -> hearth.container.v1.GetContainerResponse
+	27, // [27:33] is the sub-list for method output_type
+	21, // [21:27] is the sub-list for method input_type
+	21, // [21:21] is the sub-list for extension type_name
+	21, // [21:21] is the sub-list for extension extendee
+	0,  // [0:21] is the sub-list for field type_name
 }
 
 func init() { file_hearth_container_v1_container_proto_init() }
@@ -1363,7 +1474,7 @@ func file_hearth_container_v1_container_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_hearth_container_v1_container_proto_rawDesc), len(file_hearth_container_v1_container_proto_rawDesc)),
 			NumEnums:      1,
-			NumMessages:   20,
+			NumMessages:   21,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

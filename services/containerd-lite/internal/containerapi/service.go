@@ -30,7 +30,7 @@ func New(m *containers.Manager) *Service { return &Service{m: m} }
 func (s *Service) CreateContainer(ctx context.Context, req *containerv1.CreateContainerRequest) (*containerv1.CreateContainerResponse, error) {
 	spec := containers.Spec{Images: req.GetSpec().GetImages(), Volumes: req.GetSpec().GetVolumes(), Manifest: req.GetSpec().GetManifest()}
 	if l := req.GetSpec().GetLimits(); l != nil {
-		spec.Limits = store.Limits{MemoryBytes: l.GetMemoryBytes(), CPUs: l.GetCpus(), Pids: l.GetPids()}
+		spec.Limits = store.Limits{MemoryBytes: l.GetMemoryBytes(), CPUs: l.GetCpus(), Pids: l.GetPids(), DiskBytes: l.GetDiskBytes()}
 	}
 	i, err := s.m.Create(ctx, req.GetName(), spec)
 	if err != nil {
@@ -127,13 +127,15 @@ func toProto(i containers.Info) *containerv1.Container {
 }
 
 func limitsProto(l store.Limits) *containerv1.Limits {
-	return &containerv1.Limits{MemoryBytes: l.MemoryBytes, Cpus: l.CPUs, Pids: l.Pids}
+	return &containerv1.Limits{MemoryBytes: l.MemoryBytes, Cpus: l.CPUs, Pids: l.Pids, DiskBytes: l.DiskBytes}
 }
 
 func detailsProto(d containers.Details) *containerv1.ContainerDetails {
 	out := &containerv1.ContainerDetails{
-		Limits: limitsProto(d.Limits),
-		Usage:  &containerv1.Usage{MemoryBytes: d.Usage.MemoryBytes, Pids: d.Usage.Pids, CpuSeconds: d.Usage.CPUSeconds},
+		Limits:     limitsProto(d.Limits),
+		Usage:      &containerv1.Usage{MemoryBytes: d.Usage.MemoryBytes, Pids: d.Usage.Pids, CpuSeconds: d.Usage.CPUSeconds},
+		Disk:       &containerv1.DiskUsage{UsedBytes: d.DiskUsed, SizeBytes: d.DiskSize, Error: d.DiskError},
+		HostIdBase: d.IDs.HostBase, HostIdCount: d.IDs.Size,
 	}
 	if d.CgroupError == "" {
 		out.CgroupLimits = limitsProto(d.Cgroup)

@@ -3,6 +3,7 @@ package containers
 import (
 	"context"
 
+	"hearth.dev/services/containerd-lite/internal/idmap"
 	"hearth.dev/services/containerd-lite/internal/limits"
 	"hearth.dev/services/containerd-lite/internal/lxcrt"
 	"hearth.dev/services/containerd-lite/internal/store"
@@ -23,8 +24,8 @@ type Details struct {
 	// could not be read.
 	DiskUsed, DiskSize int64
 	DiskError          string
-	// IDs is the container's range of host ids, "first-last".
-	IDs string
+	// IDs is the container's range of host ids.
+	IDs idmap.Mapping
 }
 
 // ImageMount is one of the container's images.
@@ -40,7 +41,7 @@ type VolumeInfo struct{ Name, HostPath string }
 // container, what its cgroup holds and uses.
 func (m *Manager) Details(ctx context.Context, i Info) Details {
 	t := m.treeOf(i.Container)
-	d := Details{Limits: i.Limits, IDs: ids(i.Container).String()}
+	d := Details{Limits: i.Limits, IDs: ids(i.Container)}
 	for _, n := range sortedKeys(i.Images) {
 		d.Images = append(d.Images, ImageMount{Name: n, Digest: i.Images[n], Path: ImagesDir + "/" + n, Mounted: i.State == lxcrt.Running && t.ImageMounted(n)})
 	}
@@ -51,7 +52,9 @@ func (m *Manager) Details(ctx context.Context, i Info) Details {
 		d.Overlays = append(d.Overlays, overlayInfo(n, i.Overlays[n]))
 	}
 	var err error
-	if d.DiskUsed, d.DiskSize, err = m.opts.Disks.Usage(i.Name); err != nil {
+	if i.State != lxcrt.Running {
+		d.DiskSize, d.DiskError = i.Limits.DiskBytes, "the disk is mounted, and its usage measured, while the container runs"
+	} else if d.DiskUsed, d.DiskSize, err = m.opts.Disks.Usage(i.Name); err != nil {
 		d.DiskError = err.Error()
 	}
 	if i.State == lxcrt.Running {

@@ -349,6 +349,10 @@ func (m *Manager) Create(ctx context.Context, name string, spec Spec) (Info, err
 			m.log.Error("forget kept volumes", "container", name, "error", err)
 		}
 	}
+	// The disk is mounted while the container runs.
+	if err := m.opts.Disks.Close(name); err != nil {
+		m.log.Warn("unmount the disk of a new container", "container", name, "error", err)
+	}
 	m.log.Info("container created", "container", name, "ids", mp.String(), "disk", rec.Limits.DiskBytes)
 	return m.info(rec)
 }
@@ -528,6 +532,9 @@ func (m *Manager) teardown(rec store.Container) {
 	if err := t.ClearSockets(); err != nil {
 		m.log.Warn("remove stale sockets", "container", name, "error", err)
 	}
+	if err := m.opts.Disks.Close(name); err != nil {
+		m.log.Error("unmount the disk", "container", name, "error", err)
+	}
 	if m.opts.Network != nil {
 		dctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 		if err := m.opts.Network.Detach(dctx, name); err != nil {
@@ -641,6 +648,13 @@ func (m *Manager) purgeKept(name string, notFound error) error {
 // nothing is mounted below it.
 func (m *Manager) remove(rec store.Container) error {
 	m.teardown(rec)
+	// The layers are on the disk: mount it to remove them (a purge would drop it whole,
+	// but a kept disk keeps only its volumes).
+	if m.opts.Disks.Exists(rec.Name) {
+		if _, err := m.opts.Disks.Open(rec.Name, 0, ids(rec)); err != nil {
+			return fmt.Errorf("container %q: disk: %w", rec.Name, err)
+		}
+	}
 	if err := m.treeOf(rec).Remove(); err != nil {
 		return err
 	}

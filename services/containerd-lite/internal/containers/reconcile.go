@@ -116,10 +116,6 @@ func (m *Manager) reconcileOne(ctx context.Context, rec store.Container) error {
 		if len(before) > 0 {
 			m.log.Warn("reconcile: removed mounts of a stopped container", "container", rec.Name, "targets", before)
 		}
-		// Its disk stays mounted while it exists: a start or an inspect reads it.
-		if _, err := m.opts.Disks.Open(rec.Name, rec.Limits.DiskBytes, ids(rec)); err != nil {
-			m.log.Error("reconcile: disk", "container", rec.Name, "error", err)
-		}
 	case lxcrt.Missing:
 		m.log.Error("reconcile: container has a record but no LXC definition; delete it and create it again", "container", rec.Name)
 	default:
