@@ -1187,7 +1187,12 @@ type GuestInfo struct {
 	// How many times init has had to restart the serving guestd process.
 	Restarts uint32 `protobuf:"varint,6,opt,name=restarts,proto3" json:"restarts,omitempty"`
 	// The package guestd runs ("id version"), empty for a bare container.
-	Package       string `protobuf:"bytes,7,opt,name=package,proto3" json:"package,omitempty"`
+	Package string `protobuf:"bytes,7,opt,name=package,proto3" json:"package,omitempty"`
+	// Goroutines of the serving guestd process when it answered: a count that keeps
+	// growing while the package's load is steady points at a leak.
+	Goroutines uint32 `protobuf:"varint,8,opt,name=goroutines,proto3" json:"goroutines,omitempty"`
+	// Descriptors the serving guestd process held open when it answered.
+	OpenFds       uint32 `protobuf:"varint,9,opt,name=open_fds,json=openFds,proto3" json:"open_fds,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1269,6 +1274,20 @@ func (x *GuestInfo) GetPackage() string {
 		return x.Package
 	}
 	return ""
+}
+
+func (x *GuestInfo) GetGoroutines() uint32 {
+	if x != nil {
+		return x.Goroutines
+	}
+	return 0
+}
+
+func (x *GuestInfo) GetOpenFds() uint32 {
+	if x != nil {
+		return x.OpenFds
+	}
+	return 0
 }
 
 type GetInfoRequest struct {
@@ -1420,7 +1439,7 @@ const file_hearth_guest_v1_guest_proto_rawDesc = "" +
 	"\x06stdout\x18\x01 \x01(\fH\x00R\x06stdout\x12\x18\n" +
 	"\x06stderr\x18\x02 \x01(\fH\x00R\x06stderr\x12+\n" +
 	"\x04exit\x18\x03 \x01(\v2\x15.hearth.guest.v1.ExitH\x00R\x04exitB\x05\n" +
-	"\x03msg\"\xfd\x01\n" +
+	"\x03msg\"\xb8\x02\n" +
 	"\tGuestInfo\x12\x18\n" +
 	"\aversion\x18\x01 \x01(\tR\aversion\x12\x10\n" +
 	"\x03pid\x18\x02 \x01(\x05R\x03pid\x129\n" +
@@ -1429,7 +1448,11 @@ const file_hearth_guest_v1_guest_proto_rawDesc = "" +
 	"\tboot_time\x18\x04 \x01(\v2\x1a.google.protobuf.TimestampR\bbootTime\x12\x1a\n" +
 	"\bhostname\x18\x05 \x01(\tR\bhostname\x12\x1a\n" +
 	"\brestarts\x18\x06 \x01(\rR\brestarts\x12\x18\n" +
-	"\apackage\x18\a \x01(\tR\apackage\"\x10\n" +
+	"\apackage\x18\a \x01(\tR\apackage\x12\x1e\n" +
+	"\n" +
+	"goroutines\x18\b \x01(\rR\n" +
+	"goroutines\x12\x19\n" +
+	"\bopen_fds\x18\t \x01(\rR\aopenFds\"\x10\n" +
 	"\x0eGetInfoRequest\"A\n" +
 	"\x0fGetInfoResponse\x12.\n" +
 	"\x04info\x18\x01 \x01(\v2\x1a.hearth.guest.v1.GuestInfoR\x04info*\x91\x02\n" +

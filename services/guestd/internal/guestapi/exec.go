@@ -3,7 +3,6 @@ package guestapi
 import (
 	"errors"
 	"fmt"
-	"io"
 	"os"
 	"sync"
 	"syscall"
@@ -11,74 +10,78 @@ import (
 
 	"golang.org/x/sys/unix"
 	"google.golang.org/grpc"
-	"google.golang.org/grpc/codes"
-	"google.golang.org/grpc/status"
 
+	"hearth.dev/internal/errdefs"
 	guestv1 "hearth.dev/proto/hearth/guest/v1"
+	"hearth.dev/services/guestd/internal/reaper"
 )
 
 // Exec implements GuestService: a command in a daemon's subcontainer, as its user, on
-// pipes or on a pseudo-terminal.
+// pipes or on a pseudo-terminal. The command leads its own process group; when the caller
+// goes away the group is killed (through the reaper, which never signals a pid it has
+// already collected), and Exec returns once the command has been reaped and its output
+// copied, holding no goroutine or descriptor past the call.
 func (s *Server) Exec(stream grpc.BidiStreamingServer[guestv1.ExecRequest, guestv1.ExecResponse]) error {
 	if err := s.needPackage(); err != nil {
 		return err
 	}
+	ctx := stream.Context()
 	first, err := stream.Recv()
 	if err != nil {
 		return err
 	}
 	start := first.GetStart()
 	if start == nil || len(start.GetArgv()) == 0 {
-		return status.Error(codes.InvalidArgument, "the first Exec request must say what to run (start with argv)")
+		return fmt.Errorf("the first Exec request must say what to run (start, with argv): %w", errdefs.ErrInvalidArgument)
 	}
-	spec := s.bundle.Manifest.Daemons[start.GetDaemon()]
-	if spec == nil {
-		spec = s.bundle.Manifest.Oneshots[start.GetDaemon()]
-	}
-	if spec == nil {
-		return status.Errorf(codes.NotFound, "no daemon or oneshot %q in %s", start.GetDaemon(), s.bundle.Manifest.ID)
-	}
-	cmd, err := s.launch.Build(start.GetDaemon(), spec, start.GetArgv(), start.GetEnv())
+	spec, err := s.job(start.GetDaemon())
 	if err != nil {
-		return status.Error(codes.FailedPrecondition, err.Error())
+		return err
 	}
-	var stdin io.WriteCloser
-	var outputs []*os.File
-	var child []*os.File
+	cmd, err := s.procs.Build(start.GetDaemon(), spec, start.GetArgv(), start.GetEnv())
+	if err != nil {
+		return fmt.Errorf("exec in %s: %w", start.GetDaemon(), err)
+	}
+	// Every descriptor Exec opens is closed when it returns (closing twice is harmless).
+	var opened []*os.File
+	defer func() {
+		for _, f := range opened {
+			f.Close()
+		}
+	}()
+	var stdin *os.File
+	var outputs, child []*os.File
 	if start.GetTty() {
 		master, slave, err := openPTY()
 		if err != nil {
-			return status.Errorf(codes.Internal, "pseudo-terminal: %v", err)
+			return fmt.Errorf("exec in %s: open a pseudo-terminal: %w", start.GetDaemon(), err)
 		}
-		defer master.Close()
+		opened = append(opened, master, slave)
 		setSize(master, start.GetSize())
 		child = []*os.File{slave, slave, slave}
 		cmd.Attr.Sys.Setsid, cmd.Attr.Sys.Setctty, cmd.Attr.Sys.Ctty = true, true, 0
 		cmd.Attr.Sys.Setpgid = false
 		stdin, outputs = master, []*os.File{master}
 	} else {
-		inR, inW, err := os.Pipe()
-		if err != nil {
-			return err
+		var pipes [3][2]*os.File
+		for i := range pipes {
+			r, w, err := os.Pipe()
+			if err != nil {
+				return fmt.Errorf("exec in %s: pipes: %w", start.GetDaemon(), err)
+			}
+			opened = append(opened, r, w)
+			pipes[i] = [2]*os.File{r, w}
 		}
-		outR, outW, err := os.Pipe()
-		if err != nil {
-			return err
-		}
-		errR, errW, err := os.Pipe()
-		if err != nil {
-			return err
-		}
-		child = []*os.File{inR, outW, errW}
-		stdin, outputs = inW, []*os.File{outR, errR}
+		child = []*os.File{pipes[0][0], pipes[1][1], pipes[2][1]}
+		stdin, outputs = pipes[0][1], []*os.File{pipes[1][0], pipes[2][0]}
 	}
 	cmd.Attr.Files = []uintptr{child[0].Fd(), child[1].Fd(), child[2].Fd()}
-	pid, exited, err := s.launch.Spawn(cmd)
+	pid, exited, err := s.procs.Spawn(cmd)
 	for _, f := range child {
 		f.Close()
 	}
 	if err != nil {
-		return status.Errorf(codes.FailedPrecondition, "start %v: %v", start.GetArgv(), err)
+		return fmt.Errorf("exec in %s: start %v: %w: %w", start.GetDaemon(), start.GetArgv(), err, errdefs.ErrFailedPrecondition)
 	}
 	s.env.Logger.Info("exec", "daemon", start.GetDaemon(), "argv", start.GetArgv(), "pid", pid, "tty", start.GetTty())
 	var sendMu sync.Mutex
@@ -89,9 +92,7 @@ func (s *Server) Exec(stream grpc.BidiStreamingServer[guestv1.ExecRequest, guest
 	}
 	var copies sync.WaitGroup
 	for i, f := range outputs {
-		copies.Add(1)
-		go func(i int, f *os.File) {
-			defer copies.Done()
+		copies.Go(func() {
 			buf := make([]byte, 32<<10)
 			for {
 				n, err := f.Read(buf)
@@ -106,19 +107,17 @@ func (s *Server) Exec(stream grpc.BidiStreamingServer[guestv1.ExecRequest, guest
 					}
 				}
 				if err != nil {
-					return // EOF, or EIO from a pty whose other side closed
+					return // EOF, EIO from a pty whose other side closed, or closed by us
 				}
 			}
-		}(i, f)
+		})
 	}
+	// Stdin and resizes, until the caller closes its side or goes away. Recv returns then,
+	// at the latest when the call ends.
 	go func() {
 		for {
 			req, err := stream.Recv()
 			if err != nil {
-				// The caller went away: the command goes too.
-				if !errors.Is(err, io.EOF) {
-					_ = syscall.Kill(pid, syscall.SIGKILL)
-				}
 				return
 			}
 			switch m := req.GetMsg().(type) {
@@ -131,19 +130,36 @@ func (s *Server) Exec(stream grpc.BidiStreamingServer[guestv1.ExecRequest, guest
 					_, _ = stdin.Write([]byte{4}) // ^D
 				}
 			case *guestv1.ExecRequest_Resize:
-				if f, ok := stdin.(*os.File); ok && start.GetTty() {
-					setSize(f, m.Resize)
+				if start.GetTty() {
+					setSize(stdin, m.Resize)
 				}
 			}
 		}
 	}()
-	e := <-exited
+	var e reaper.Exit
+	select {
+	case e = <-exited:
+	case <-ctx.Done():
+		// The caller went away: the command goes too, with its process group.
+		if err := s.procs.Signal(pid, syscall.SIGKILL); err != nil && !errors.Is(err, reaper.ErrReaped) {
+			s.env.Logger.Warn("exec: kill", "pid", pid, "error", err)
+		}
+		e = <-exited
+	}
 	if !start.GetTty() {
 		stdin.Close()
 	}
-	copies.Wait()
-	for _, f := range outputs {
-		f.Close()
+	// Output the command's descendants still hold flows until they close it, or until the
+	// caller goes away: then closing our ends stops the copies.
+	copied := make(chan struct{})
+	go func() { copies.Wait(); close(copied) }()
+	select {
+	case <-copied:
+	case <-ctx.Done():
+		for _, f := range outputs {
+			f.Close()
+		}
+		<-copied
 	}
 	return send(&guestv1.ExecResponse{Msg: &guestv1.ExecResponse_Exit{Exit: exitProto(e)}})
 }
@@ -172,9 +188,17 @@ func openPTY() (*os.File, *os.File, error) {
 	return master, slave, nil
 }
 
+// setSize sets the terminal's size. Through SyscallConn, so that a concurrent Close cannot
+// hand the descriptor's number to another file in between.
 func setSize(f *os.File, size *guestv1.TermSize) {
 	if size == nil || size.GetRows() == 0 {
 		return
 	}
-	_ = unix.IoctlSetWinsize(int(f.Fd()), unix.TIOCSWINSZ, &unix.Winsize{Row: uint16(size.GetRows()), Col: uint16(size.GetCols())})
+	rc, err := f.SyscallConn()
+	if err != nil {
+		return
+	}
+	_ = rc.Control(func(fd uintptr) {
+		_ = unix.IoctlSetWinsize(int(fd), unix.TIOCSWINSZ, &unix.Winsize{Row: uint16(size.GetRows()), Col: uint16(size.GetCols())})
+	})
 }

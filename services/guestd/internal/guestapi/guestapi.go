@@ -12,16 +12,17 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"sync"
 	"syscall"
 	"time"
 
 	"google.golang.org/grpc"
-	"google.golang.org/grpc/codes"
-	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
 	"hearth.dev/internal/buildinfo"
 	"hearth.dev/internal/daemon"
+	"hearth.dev/internal/errdefs"
 	"hearth.dev/internal/manifest"
 	"hearth.dev/internal/peercred"
 	guestv1 "hearth.dev/proto/hearth/guest/v1"
@@ -30,6 +31,7 @@ import (
 	"hearth.dev/services/guestd/internal/launch"
 	"hearth.dev/services/guestd/internal/logbuf"
 	"hearth.dev/services/guestd/internal/reaper"
+	"hearth.dev/services/guestd/internal/selfstat"
 	"hearth.dev/services/guestd/internal/supervisor"
 )
 
@@ -73,14 +75,23 @@ func HostOrContainerRoot(c peercred.Cred) error {
 	return peercred.RootOrGroup(-1)(c)
 }
 
-// Server implements GuestService.
+// Server implements GuestService. Its handlers return errors of the kinds in
+// internal/errdefs; the server's interceptors turn them into gRPC codes.
 type Server struct {
 	guestv1.UnimplementedGuestServiceServer
 	info   *guestv1.GuestInfo
 	env    *daemon.Env
 	bundle *manifest.Bundle
 	sup    *supervisor.Supervisor // nil for a container without a package
-	launch *launch.Launcher
+	procs  processes
+}
+
+// processes is what Exec needs to run a command in a job's subcontainer: the launcher.
+type processes interface {
+	Build(name string, spec *manifest.Daemon, argv []string, extra map[string]string) (*launch.Command, error)
+	Spawn(c *launch.Command) (pid int, exited <-chan reaper.Exit, err error)
+	// Signal signals pid's process group unless pid has been reaped.
+	Signal(pid int, sig syscall.Signal) error
 }
 
 var _ guestv1.GuestServiceServer = (*Server)(nil)
@@ -145,8 +156,9 @@ func (s *Server) reconcile(ctx context.Context) error {
 	if n := killLeftovers(); n > 0 {
 		log.Warn("killed the daemons an earlier guestd left", "processes", n)
 	}
-	s.launch = launch.New(hostclient.Host{Client: cl}, r, s.bundle.Images, names, log)
-	s.sup = supervisor.New(m, s.launch, func(name string) *logbuf.Log {
+	l := launch.New(hostclient.Host{Client: cl}, r, s.bundle.Images, names, log)
+	s.procs = l
+	s.sup = supervisor.New(m, l, func(name string) *logbuf.Log {
 		l, err := logbuf.New(filepath.Join(LogDir, name+".log"), 1000, 1<<20)
 		if err != nil {
 			log.Warn("log file", "job", name, "error", err)
@@ -191,14 +203,37 @@ func (s *Server) run(ctx context.Context) error {
 
 // GetInfo implements GuestService.
 func (s *Server) GetInfo(context.Context, *guestv1.GetInfoRequest) (*guestv1.GetInfoResponse, error) {
-	return &guestv1.GetInfoResponse{Info: s.info}, nil
+	info := proto.CloneOf(s.info)
+	info.Goroutines = uint32(selfstat.Goroutines())
+	if n, err := selfstat.OpenFDs(); err == nil {
+		info.OpenFds = uint32(n)
+	}
+	return &guestv1.GetInfoResponse{Info: info}, nil
 }
 
 func (s *Server) needPackage() error {
 	if s.sup == nil {
-		return status.Error(codes.FailedPrecondition, "this container runs no package")
+		return fmt.Errorf("this container runs no package, so it has no daemons: %w", errdefs.ErrFailedPrecondition)
 	}
 	return nil
+}
+
+// job returns the spec of the package's daemon or oneshot called name.
+func (s *Server) job(name string) (*manifest.Daemon, error) {
+	if err := s.needPackage(); err != nil {
+		return nil, err
+	}
+	m := s.bundle.Manifest
+	if name == "" {
+		return nil, fmt.Errorf("name a daemon or oneshot of %s (%s): %w", m.ID, strings.Join(s.sup.Names(), ", "), errdefs.ErrInvalidArgument)
+	}
+	if d := m.Daemons[name]; d != nil {
+		return d, nil
+	}
+	if d := m.Oneshots[name]; d != nil {
+		return d, nil
+	}
+	return nil, fmt.Errorf("%s has no daemon or oneshot %q; it has %s: %w", m.ID, name, strings.Join(s.sup.Names(), ", "), errdefs.ErrNotFound)
 }
 
 // GetStatus implements GuestService.
@@ -238,43 +273,50 @@ func (s *Server) WatchStatus(_ *guestv1.WatchStatusRequest, stream grpc.ServerSt
 	}
 }
 
-func (s *Server) control(name string, f func() error) error {
-	if err := s.needPackage(); err != nil {
+func (s *Server) control(verb, name string, f func() error) error {
+	if _, err := s.job(name); err != nil {
 		return err
 	}
-	if s.sup.Log(name) == nil {
-		return status.Errorf(codes.NotFound, "no daemon or oneshot %q in %s", name, s.bundle.Manifest.ID)
-	}
 	if err := f(); err != nil {
-		return status.Error(codes.Internal, err.Error())
+		return fmt.Errorf("%s %s: %w", verb, name, err)
 	}
 	return nil
 }
 
 // StartDaemon implements GuestService.
 func (s *Server) StartDaemon(ctx context.Context, req *guestv1.StartDaemonRequest) (*guestv1.StartDaemonResponse, error) {
-	return &guestv1.StartDaemonResponse{}, s.control(req.GetName(), func() error { return s.sup.Start(req.GetName()) })
+	if err := s.control("start", req.GetName(), func() error { return s.sup.Start(req.GetName()) }); err != nil {
+		return nil, err
+	}
+	return &guestv1.StartDaemonResponse{}, nil
 }
 
 // StopDaemon implements GuestService.
 func (s *Server) StopDaemon(ctx context.Context, req *guestv1.StopDaemonRequest) (*guestv1.StopDaemonResponse, error) {
-	return &guestv1.StopDaemonResponse{}, s.control(req.GetName(), func() error { return s.sup.Stop(ctx, req.GetName()) })
+	if err := s.control("stop", req.GetName(), func() error { return s.sup.Stop(ctx, req.GetName()) }); err != nil {
+		return nil, err
+	}
+	return &guestv1.StopDaemonResponse{}, nil
 }
 
 // RestartDaemon implements GuestService.
 func (s *Server) RestartDaemon(ctx context.Context, req *guestv1.RestartDaemonRequest) (*guestv1.RestartDaemonResponse, error) {
-	return &guestv1.RestartDaemonResponse{}, s.control(req.GetName(), func() error { return s.sup.Restart(ctx, req.GetName()) })
+	if err := s.control("restart", req.GetName(), func() error { return s.sup.Restart(ctx, req.GetName()) }); err != nil {
+		return nil, err
+	}
+	return &guestv1.RestartDaemonResponse{}, nil
 }
 
-// Logs implements GuestService.
+// Logs implements GuestService. A follow takes one follower channel per daemon and one
+// goroutine forwarding each; all of them end before Logs returns.
 func (s *Server) Logs(req *guestv1.LogsRequest, stream grpc.ServerStreamingServer[guestv1.LogsResponse]) error {
 	if err := s.needPackage(); err != nil {
 		return err
 	}
 	names := s.sup.Names()
 	if req.GetDaemon() != "" {
-		if s.sup.Log(req.GetDaemon()) == nil {
-			return status.Errorf(codes.NotFound, "no daemon or oneshot %q in %s", req.GetDaemon(), s.bundle.Manifest.ID)
+		if _, err := s.job(req.GetDaemon()); err != nil {
+			return err
 		}
 		names = []string{req.GetDaemon()}
 	}
@@ -282,24 +324,24 @@ func (s *Server) Logs(req *guestv1.LogsRequest, stream grpc.ServerStreamingServe
 		name string
 		line logbuf.Line
 	}
-	merged := make(chan tagged, 1024)
+	send := func(t tagged) error {
+		return stream.Send(&guestv1.LogsResponse{Daemon: t.name, Time: timestamppb.New(t.line.Time), Stream: t.line.Stream, Text: t.line.Text})
+	}
 	var tails []tagged
+	var follows []<-chan logbuf.Line
+	var stops []func()
+	defer func() {
+		for _, stop := range stops {
+			stop()
+		}
+	}()
 	for _, n := range names {
 		var tail []logbuf.Line
 		if req.GetFollow() {
 			var ch <-chan logbuf.Line
-			var cancel func()
-			tail, ch, cancel = s.sup.Log(n).TailAndFollow(int(req.GetTail()))
-			defer cancel()
-			go func(n string) {
-				for line := range ch {
-					select {
-					case merged <- tagged{n, line}:
-					case <-stream.Context().Done():
-						return
-					}
-				}
-			}(n)
+			var stop func()
+			tail, ch, stop = s.sup.Log(n).TailAndFollow(int(req.GetTail()))
+			follows, stops = append(follows, ch), append(stops, stop)
 		} else {
 			tail = s.sup.Log(n).Tail(int(req.GetTail()))
 		}
@@ -309,9 +351,6 @@ func (s *Server) Logs(req *guestv1.LogsRequest, stream grpc.ServerStreamingServe
 	}
 	// The tails of several daemons, interleaved by time.
 	sortByTime(tails, func(t tagged) time.Time { return t.line.Time })
-	send := func(t tagged) error {
-		return stream.Send(&guestv1.LogsResponse{Daemon: t.name, Time: timestamppb.New(t.line.Time), Stream: t.line.Stream, Text: t.line.Text})
-	}
 	for _, t := range tails {
 		if err := send(t); err != nil {
 			return err
@@ -320,9 +359,35 @@ func (s *Server) Logs(req *guestv1.LogsRequest, stream grpc.ServerStreamingServe
 	if !req.GetFollow() {
 		return nil
 	}
+	ctx, cancel := context.WithCancel(stream.Context())
+	merged := make(chan tagged, 1024)
+	var forwarders sync.WaitGroup
+	// Stop forwarding (cancel) and wait for the forwarders; the deferred stops then close
+	// the follower channels.
+	defer forwarders.Wait()
+	defer cancel()
+	for i, ch := range follows {
+		forwarders.Go(func() {
+			for {
+				select {
+				case line, ok := <-ch:
+					if !ok {
+						return
+					}
+					select {
+					case merged <- tagged{names[i], line}:
+					case <-ctx.Done():
+						return
+					}
+				case <-ctx.Done():
+					return
+				}
+			}
+		})
+	}
 	for {
 		select {
-		case <-stream.Context().Done():
+		case <-ctx.Done():
 			return nil
 		case t := <-merged:
 			if err := send(t); err != nil {

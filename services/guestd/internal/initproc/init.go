@@ -117,7 +117,7 @@ func (in *initProc) run() int {
 // process, then returns.
 func (in *initProc) shutdown() int {
 	if in.child > 0 {
-		_ = unix.Kill(in.child, unix.SIGTERM)
+		_ = in.reaper.Signal(in.child, unix.SIGTERM) // not if reaped, its exit still unread
 		select {
 		case <-in.exited:
 		case <-time.After(StopTimeout):

@@ -24,6 +24,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"hearth.dev/internal/beneath"
+	"hearth.dev/internal/errdefs"
 	"hearth.dev/internal/manifest"
 	"hearth.dev/services/guestd/internal/reaper"
 )
@@ -245,14 +246,14 @@ func (l *Launcher) Build(name string, spec *manifest.Daemon, argv []string, extr
 	s, ok := l.subs[name]
 	l.mu.Unlock()
 	if !ok {
-		return nil, fmt.Errorf("%s has no subcontainer (is it running?)", name)
+		return nil, fmt.Errorf("%s has no subcontainer: it is not running; start it first: %w", name, errdefs.ErrFailedPrecondition)
 	}
 	img := l.images[spec.Image]
 	if argv == nil {
 		argv = Argv(spec, img)
 	}
 	if len(argv) == 0 {
-		return nil, fmt.Errorf("%s: no command: the manifest gives none and the image has no entrypoint or cmd", name)
+		return nil, fmt.Errorf("%s: no command: the manifest gives none and the image has no entrypoint or cmd; give one: %w", name, errdefs.ErrInvalidArgument)
 	}
 	rootFD, err := unix.Open(s.root, unix.O_PATH|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
 	if err != nil {
@@ -382,7 +383,7 @@ func lookPath(rootFD int, prog string, env []string) (string, error) {
 			return c, nil
 		}
 	}
-	return "", fmt.Errorf("program %q not found in the image (looked in %s)", prog, strings.Join(candidates, ", "))
+	return "", fmt.Errorf("program %q not found in the image (looked in %s): %w", prog, strings.Join(candidates, ", "), errdefs.ErrNotFound)
 }
 
 // Start implements supervisor.Launcher.
@@ -420,7 +421,7 @@ func (l *Launcher) Run(ctx context.Context, name string, spec *manifest.Daemon, 
 	case e := <-ch:
 		return e, nil
 	case <-ctx.Done():
-		_ = syscall.Kill(-pid, syscall.SIGKILL)
+		_ = l.reaper.SignalGroup(pid, syscall.SIGKILL)
 		select {
 		case e := <-ch:
 			return e, ctx.Err()
@@ -433,4 +434,11 @@ func (l *Launcher) Run(ctx context.Context, name string, spec *manifest.Daemon, 
 // Spawn starts a built command.
 func (l *Launcher) Spawn(c *Command) (int, <-chan reaper.Exit, error) {
 	return l.reaper.Spawn(c.Path, c.Argv, c.Attr)
+}
+
+// Signal implements supervisor.Launcher: sig goes to the process group of pid (a process
+// Start, Run or Spawn started, always a group leader) unless the reaper has collected it
+// (reaper.ErrReaped), when its pid may name another process.
+func (l *Launcher) Signal(pid int, sig syscall.Signal) error {
+	return l.reaper.SignalGroup(pid, sig)
 }

@@ -6,6 +6,8 @@ import (
 	"io"
 	"strconv"
 	"strings"
+
+	"hearth.dev/internal/errdefs"
 )
 
 // Identity is who a daemon runs as.
@@ -48,7 +50,7 @@ func ResolveUser(spec string, passwd, group io.Reader) (Identity, error) {
 			}
 		}
 		if !found {
-			return id, fmt.Errorf("user %q is not in the image's /etc/passwd: give a numeric uid or a user the image has", userPart)
+			return id, fmt.Errorf("user %q is not in the image's /etc/passwd: give a numeric uid or a user the image has: %w", userPart, errdefs.ErrInvalidArgument)
 		}
 	}
 	if hasGroup {
@@ -63,7 +65,7 @@ func ResolveUser(spec string, passwd, group io.Reader) (Identity, error) {
 				}
 			}
 			if !ok {
-				return id, fmt.Errorf("group %q is not in the image's /etc/group: give a numeric gid or a group the image has", groupPart)
+				return id, fmt.Errorf("group %q is not in the image's /etc/group: give a numeric gid or a group the image has: %w", groupPart, errdefs.ErrInvalidArgument)
 			}
 		}
 	}

@@ -1,9 +1,12 @@
 package launch
 
 import (
+	"errors"
 	"slices"
 	"strings"
 	"testing"
+
+	"hearth.dev/internal/errdefs"
 )
 
 const passwd = `root:x:0:0:root:/root:/bin/sh
@@ -36,8 +39,8 @@ func TestResolveUser(t *testing.T) {
 	} {
 		id, err := ResolveUser(tc.spec, strings.NewReader(passwd), strings.NewReader(group))
 		if tc.err != "" {
-			if err == nil || !strings.Contains(err.Error(), tc.err) {
-				t.Errorf("%q: %v, want %q", tc.spec, err, tc.err)
+			if err == nil || !strings.Contains(err.Error(), tc.err) || !errors.Is(err, errdefs.ErrInvalidArgument) {
+				t.Errorf("%q: %v, want %q (invalid argument)", tc.spec, err, tc.err)
 			}
 			continue
 		}

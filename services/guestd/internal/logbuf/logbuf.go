@@ -95,6 +95,10 @@ func (l *Log) rotate() {
 func (l *Log) Tail(n int) []Line {
 	l.mu.Lock()
 	defer l.mu.Unlock()
+	return l.tailLocked(n)
+}
+
+func (l *Log) tailLocked(n int) []Line {
 	var all []Line
 	if l.full {
 		all = append(all, l.ring[l.next:]...)
@@ -107,37 +111,32 @@ func (l *Log) Tail(n int) []Line {
 }
 
 // TailAndFollow returns the last n lines and a channel of the lines after them, with no
-// line lost or repeated between the two; cancel stops following.
+// line lost or repeated between the two (both are taken under one lock). cancel stops
+// following and closes the channel; it may be called more than once. A follower too slow
+// to keep up misses lines rather than stall the daemon.
 func (l *Log) TailAndFollow(n int) ([]Line, <-chan Line, func()) {
 	ch := make(chan Line, 1024)
 	l.mu.Lock()
+	tail := l.tailLocked(n)
 	l.subs[ch] = struct{}{}
 	l.mu.Unlock()
-	tail := l.Tail(n)
-	// Lines that arrived between subscribing and Tail are in both: drop them from ch.
-	return tail, dedupe(tail, ch), func() {
-		l.mu.Lock()
-		delete(l.subs, ch)
-		l.mu.Unlock()
+	var once sync.Once
+	return tail, ch, func() {
+		once.Do(func() {
+			// Under the lock: Add sends only under it, so never on a closed channel.
+			l.mu.Lock()
+			delete(l.subs, ch)
+			close(ch)
+			l.mu.Unlock()
+		})
 	}
 }
 
-func dedupe(tail []Line, ch chan Line) <-chan Line {
-	if len(tail) == 0 {
-		return ch
-	}
-	last := tail[len(tail)-1].Time
-	out := make(chan Line, 1024)
-	go func() {
-		defer close(out)
-		for line := range ch {
-			if !line.Time.After(last) {
-				continue
-			}
-			out <- line
-		}
-	}()
-	return out
+// Followers counts the channels following the log.
+func (l *Log) Followers() int {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return len(l.subs)
 }
 
 // Close closes the file.

@@ -60,3 +60,85 @@ func TestFollow(t *testing.T) {
 		t.Fatal("nothing followed")
 	}
 }
+
+// Cancelling a follow closes its channel and forgets it, whatever the tail held, and
+// however often cancel is called.
+func TestFollowCancelReleases(t *testing.T) {
+	for _, tc := range []struct {
+		name   string
+		before int // lines in the log before following
+	}{
+		{"empty log", 0},
+		{"lines in the tail", 3},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			l, _ := New("", 100, 0)
+			for i := range tc.before {
+				l.Add(Line{Time: time.Now(), Stream: "stdout", Text: fmt.Sprint(i)})
+			}
+			tail, ch, cancel := l.TailAndFollow(0)
+			if len(tail) != tc.before {
+				t.Fatalf("tail of %d lines, want %d", len(tail), tc.before)
+			}
+			l.Add(Line{Time: time.Now(), Stream: "stdout", Text: "followed"})
+			if f := l.Followers(); f != 1 {
+				t.Fatalf("%d followers, want 1", f)
+			}
+			cancel()
+			cancel()
+			l.Add(Line{Time: time.Now(), Stream: "stdout", Text: "after cancel"})
+			var got []string
+			timeout := time.After(2 * time.Second)
+			for open := true; open; {
+				select {
+				case line, ok := <-ch:
+					if ok {
+						got = append(got, line.Text)
+					}
+					open = ok
+				case <-timeout:
+					t.Fatalf("the channel stayed open after cancel (read %q)", got)
+				}
+			}
+			if strings.Join(got, ",") != "followed" {
+				t.Errorf("followed %q, want the one line added while following", got)
+			}
+			if f := l.Followers(); f != 0 {
+				t.Errorf("%d followers after cancel, want 0", f)
+			}
+		})
+	}
+}
+
+// A writer racing with TailAndFollow: every line is in the tail or on the channel, once.
+// (Fewer lines than the channel holds, so none is dropped for a slow follower.)
+func TestFollowLosesAndRepeatsNothing(t *testing.T) {
+	l, _ := New("", 10000, 0)
+	const n = 1000
+	started, done := make(chan struct{}), make(chan struct{})
+	go func() {
+		defer close(done)
+		for i := range n {
+			if i == 100 {
+				close(started)
+			}
+			l.Add(Line{Time: time.Now(), Stream: "stdout", Text: fmt.Sprint(i)})
+		}
+	}()
+	<-started
+	tail, ch, cancel := l.TailAndFollow(0)
+	<-done
+	cancel()
+	seen := map[string]int{}
+	for _, line := range tail {
+		seen[line.Text]++
+	}
+	for line := range ch {
+		seen[line.Text]++
+	}
+	for i := range n {
+		if c := seen[fmt.Sprint(i)]; c != 1 {
+			t.Fatalf("line %d seen %d times (tail of %d lines)", i, c, len(tail))
+		}
+	}
+}

@@ -2,9 +2,15 @@
 // to guestd as a subreaper, is reaped here, and the exits of the processes guestd started
 // go to whoever started them. Nothing else in guestd may call wait (os/exec's Wait
 // included), or exits would be lost between the two.
+//
+// Nor may anything else signal a process guestd started by its pid: once reaped, the pid
+// is free and the kernel may give it to a new process. Signal and SignalGroup signal only
+// while the process is unreaped (alive, or a zombie that still holds its pid and its
+// process group id), because reaping and signalling happen under one lock.
 package reaper
 
 import (
+	"errors"
 	"fmt"
 	"os"
 	"os/signal"
@@ -33,8 +39,13 @@ func (e Exit) String() string {
 // Success reports exit status 0.
 func (e Exit) Success() bool { return e.Code == 0 }
 
+// ErrReaped is returned when signalling a process that has already been reaped (or was
+// never started by Spawn): its pid may belong to another process now.
+var ErrReaped = errors.New("process already reaped")
+
 // Reaper reaps children.
 type Reaper struct {
+	// mu covers waiters, and every wait and every signal: a pid in waiters is unreaped.
 	mu      sync.Mutex
 	waiters map[int]chan Exit
 	orphans int
@@ -76,27 +87,59 @@ func (r *Reaper) Spawn(argv0 string, argv []string, attr *syscall.ProcAttr) (int
 	return pid, ch, nil
 }
 
+// Signal sends sig to the process pid started by Spawn, unless it has been reaped
+// (ErrReaped). A zombie not yet reaped takes the signal harmlessly.
+func (r *Reaper) Signal(pid int, sig syscall.Signal) error {
+	return r.signal(pid, pid, sig)
+}
+
+// SignalGroup sends sig to the process group led by pid, a process started by Spawn with
+// its own group, unless the leader has been reaped (ErrReaped): while the leader is
+// unreaped, no other group can have its id.
+func (r *Reaper) SignalGroup(pid int, sig syscall.Signal) error {
+	return r.signal(pid, -pid, sig)
+}
+
+func (r *Reaper) signal(pid, target int, sig syscall.Signal) error {
+	if pid <= 0 {
+		return fmt.Errorf("signal pid %d: %w", pid, ErrReaped)
+	}
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if _, ok := r.waiters[pid]; !ok {
+		return fmt.Errorf("signal pid %d: %w", pid, ErrReaped)
+	}
+	if err := syscall.Kill(target, sig); err != nil {
+		return fmt.Errorf("signal pid %d: %w", pid, err)
+	}
+	return nil
+}
+
 func (r *Reaper) reap() {
 	for {
+		// Wait under the lock, so that no signal goes to a pid between its reaping and
+		// its leaving waiters. WNOHANG: the lock is held only for the call.
+		r.mu.Lock()
 		var ws unix.WaitStatus
 		pid, err := unix.Wait4(-1, &ws, unix.WNOHANG, nil)
 		if err == unix.EINTR {
+			r.mu.Unlock()
 			continue
 		}
 		if pid <= 0 || err != nil {
+			r.mu.Unlock()
 			return
 		}
-		e := Exit{PID: pid, Code: ws.ExitStatus(), At: time.Now()}
-		if ws.Signaled() {
-			e.Code, e.Signal = -1, ws.Signal()
-		}
-		r.mu.Lock()
 		ch, ok := r.waiters[pid]
 		delete(r.waiters, pid)
 		if !ok {
 			r.orphans++
 		}
 		r.mu.Unlock()
+		e := Exit{PID: pid, Code: ws.ExitStatus(), At: time.Now()}
+		if ws.Signaled() {
+			e.Code, e.Signal = -1, ws.Signal()
+		}
 		if ok {
 			ch <- e
 		}

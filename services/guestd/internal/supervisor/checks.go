@@ -44,6 +44,18 @@ func (s *Supervisor) checks(ctx context.Context, j *job) <-chan checkResult {
 	return out
 }
 
+// newProbeClient returns the client of every HTTP ready check of a supervisor. Checks are
+// seconds apart: each opens its own connection and closes it when answered, so none sits
+// idle in the pool with its descriptor and goroutines between checks.
+func newProbeClient() *http.Client {
+	return &http.Client{Transport: &http.Transport{
+		// A daemon's own certificate is for its public names, not for 127.0.0.1.
+		TLSClientConfig:   &tls.Config{InsecureSkipVerify: true},
+		Proxy:             nil,
+		DisableKeepAlives: true,
+	}}
+}
+
 func (s *Supervisor) check(ctx context.Context, j *job) checkResult {
 	r := j.spec.Ready
 	switch {
@@ -62,13 +74,8 @@ func (s *Supervisor) check(ctx context.Context, j *job) checkResult {
 			scheme = "https"
 		}
 		url := fmt.Sprintf("%s://127.0.0.1:%d%s", scheme, r.HTTP.Port, r.HTTP.Path)
-		client := &http.Client{Transport: &http.Transport{
-			// A daemon's own certificate is for its public names, not for 127.0.0.1.
-			TLSClientConfig: &tls.Config{InsecureSkipVerify: true},
-			Proxy:           nil,
-		}}
 		req, _ := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
-		resp, err := client.Do(req)
+		resp, err := s.probe.Do(req)
 		if err != nil {
 			return checkResult{msg: fmt.Sprintf("GET %s: %v", url, err)}
 		}

@@ -9,12 +9,14 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
+	"net/http"
 	"os"
 	"slices"
 	"sync"
 	"syscall"
 	"time"
 
+	"hearth.dev/internal/errdefs"
 	"hearth.dev/internal/manifest"
 	"hearth.dev/services/guestd/internal/logbuf"
 	"hearth.dev/services/guestd/internal/reaper"
@@ -44,6 +46,9 @@ type Launcher interface {
 	Start(name string, spec *manifest.Daemon, stdout, stderr *os.File) (pid int, exited <-chan reaper.Exit, err error)
 	// Run runs argv in the job's root as the job's user (exec checks) and waits.
 	Run(ctx context.Context, name string, spec *manifest.Daemon, argv []string) (reaper.Exit, error)
+	// Signal sends sig to the process group of pid, a process Start or Run started, unless
+	// it has been reaped: its pid may name another process by then.
+	Signal(pid int, sig syscall.Signal) error
 	// Cleanup kills what is left of the job after its process exited (escaped descendants).
 	Cleanup(name string)
 	// Release undoes Prepare (the package is stopping).
@@ -81,6 +86,7 @@ type Supervisor struct {
 	launcher Launcher
 	log      *slog.Logger
 	logs     func(name string) *logbuf.Log
+	probe    *http.Client // for every HTTP ready check
 
 	mu       sync.Mutex
 	jobs     map[string]*job
@@ -93,8 +99,8 @@ type Supervisor struct {
 
 // New returns a supervisor for m; logs gives each job's log.
 func New(m *manifest.Manifest, l Launcher, logs func(string) *logbuf.Log, log *slog.Logger) *Supervisor {
-	s := &Supervisor{m: m, launcher: l, log: log, logs: logs, jobs: map[string]*job{}, deps: m.Deps(),
-		changed: make(chan struct{}), watchers: map[chan Status]struct{}{}}
+	s := &Supervisor{m: m, launcher: l, log: log, logs: logs, probe: newProbeClient(), jobs: map[string]*job{},
+		deps: m.Deps(), changed: make(chan struct{}), watchers: map[chan Status]struct{}{}}
 	for _, group := range []struct {
 		jobs    map[string]*manifest.Daemon
 		oneshot bool
@@ -134,7 +140,7 @@ func (s *Supervisor) startJob(name string) {
 // Start starts one job (and leaves the others as they are).
 func (s *Supervisor) Start(name string) error {
 	if _, ok := s.jobs[name]; !ok {
-		return fmt.Errorf("no daemon or oneshot %q", name)
+		return fmt.Errorf("no daemon or oneshot %q in %s: %w", name, s.m.ID, errdefs.ErrNotFound)
 	}
 	s.startJob(name)
 	return nil
@@ -146,7 +152,7 @@ func (s *Supervisor) Stop(ctx context.Context, name string) error {
 	j, ok := s.jobs[name]
 	if !ok {
 		s.mu.Unlock()
-		return fmt.Errorf("no daemon or oneshot %q", name)
+		return fmt.Errorf("no daemon or oneshot %q in %s: %w", name, s.m.ID, errdefs.ErrNotFound)
 	}
 	if !j.want {
 		s.mu.Unlock()
@@ -466,7 +472,7 @@ func (s *Supervisor) once(j *job) (*reaper.Exit, string, bool) {
 				if fails >= 2*retries && spec.Restart.Policy != "never" {
 					reason = "health failing: " + r.msg
 					s.log.Warn("restarting a failing job", "job", j.Name, "check", r.msg)
-					_ = syscall.Kill(-pid, syscall.SIGKILL)
+					_ = s.launcher.Signal(pid, syscall.SIGKILL)
 					results = nil
 				}
 			}
@@ -488,15 +494,18 @@ func (s *Supervisor) kill(j *job, pid int, exited <-chan reaper.Exit) reaper.Exi
 	}
 	timeout := j.spec.Stop.Timeout.D(10 * time.Second)
 	s.set(j, Stopping, fmt.Sprintf("sent %v; SIGKILL in %v", sig, timeout))
-	_ = syscall.Kill(-pid, sig)
+	_ = s.launcher.Signal(pid, sig)
+	// Once the leader is reaped its group can no longer be signalled safely: what is left
+	// of the job is the launcher's Cleanup's.
+	timer := time.NewTimer(timeout)
+	defer timer.Stop()
 	select {
 	case e := <-exited:
-		_ = syscall.Kill(-pid, syscall.SIGKILL) // what is left of its group
 		return e
-	case <-time.After(timeout):
+	case <-timer.C:
 	}
 	s.log.Warn("stop timed out; killing", "job", j.Name, "pid", pid, "timeout", timeout)
-	_ = syscall.Kill(-pid, syscall.SIGKILL)
+	_ = s.launcher.Signal(pid, syscall.SIGKILL)
 	return <-exited
 }
 

@@ -32,6 +32,7 @@ type hostLauncher struct{ env []string }
 
 func (h *hostLauncher) Prepare(context.Context, string, *manifest.Daemon, bool) error { return nil }
 func (h *hostLauncher) Cleanup(string)                                                {}
+func (h *hostLauncher) Signal(pid int, sig syscall.Signal) error                      { return rp.SignalGroup(pid, sig) }
 func (h *hostLauncher) Release(context.Context, string) error                         { return nil }
 
 func (h *hostLauncher) Start(name string, spec *manifest.Daemon, stdout, stderr *os.File) (int, <-chan reaper.Exit, error) {
@@ -51,7 +52,7 @@ func (h *hostLauncher) Run(ctx context.Context, name string, spec *manifest.Daem
 	case e := <-ch:
 		return e, nil
 	case <-ctx.Done():
-		syscall.Kill(-pid, syscall.SIGKILL)
+		rp.SignalGroup(pid, syscall.SIGKILL)
 		return <-ch, ctx.Err()
 	}
 }
@@ -157,7 +158,9 @@ daemons:
 	f.s.StartAll()
 	st := f.waitFor(t, "app", "ready", state(Ready))
 	killed := time.Now()
-	syscall.Kill(st.PID, syscall.SIGKILL)
+	if err := rp.Signal(st.PID, syscall.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
 	f.waitFor(t, "app", "in backoff", state(Backoff))
 	again := f.waitFor(t, "app", "ready again", func(s Status) bool { return s.State == Ready && s.PID != st.PID && s.PID != 0 })
 	if again.Restarts != 1 || again.LastExit == nil || again.LastExit.Signal != syscall.SIGKILL {
