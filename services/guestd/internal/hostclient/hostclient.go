@@ -13,6 +13,7 @@ import (
 	"google.golang.org/protobuf/proto"
 
 	"hearth.dev/internal/dial"
+	"hearth.dev/internal/errdefs"
 	hostv1 "hearth.dev/proto/hearth/host/v1"
 )
 
@@ -100,7 +101,7 @@ type Host struct {
 func (h Host) CreateOverlay(ctx context.Context, image, name string) (string, error) {
 	resp, err := h.Client.CreateOverlay(ctx, &hostv1.CreateOverlayRequest{Image: image, Name: name})
 	if err != nil {
-		return "", err
+		return "", errdefs.FromGRPC(err)
 	}
 	return resp.GetOverlay().GetPath(), nil
 }
@@ -108,11 +109,11 @@ func (h Host) CreateOverlay(ctx context.Context, image, name string) (string, er
 // DestroyOverlay asks the host to remove a subcontainer root.
 func (h Host) DestroyOverlay(ctx context.Context, name string) error {
 	_, err := h.Client.DestroyOverlay(ctx, &hostv1.DestroyOverlayRequest{Name: name})
-	return err
+	return errdefs.FromGRPC(err)
 }
 
 // BindVolume asks the host to bind a volume into a subcontainer.
 func (h Host) BindVolume(ctx context.Context, volume, sub, path string, readOnly bool) error {
 	_, err := h.Client.BindVolume(ctx, &hostv1.BindVolumeRequest{Volume: volume, Subcontainer: sub, Path: path, ReadOnly: readOnly})
-	return err
+	return errdefs.FromGRPC(err)
 }
