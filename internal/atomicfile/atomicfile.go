@@ -1,11 +1,14 @@
-// Package atomicfile writes a file so that readers see either the old content or the
-// new, never a part: write aside, sync, rename over, sync the directory.
+// Package atomicfile writes a file, or commits a directory tree, so that readers (and the
+// next start after a crash) see either the old content or the new, never a part: write
+// aside, sync, rename over, sync the directory.
 package atomicfile
 
 import (
 	"fmt"
 	"os"
 	"path/filepath"
+
+	"golang.org/x/sys/unix"
 )
 
 // Write replaces path with data, with the given mode.
@@ -48,9 +51,36 @@ func WriteOwned(path string, data []byte, mode os.FileMode, uid, gid int) (err e
 	if err = os.Rename(tmp, path); err != nil {
 		return fmt.Errorf("write %s: %w", path, err)
 	}
-	if d, derr := os.Open(dir); derr == nil {
-		_ = d.Sync()
-		d.Close()
+	if err = syncDir(dir); err != nil {
+		return fmt.Errorf("write %s: sync directory: %w", path, err)
 	}
 	return nil
+}
+
+// CommitDir names a finished directory tree: everything written below tmp reaches the
+// disk (one syncfs of its file system), then tmp is renamed to final and the rename is
+// made durable. A crash leaves either no final or a complete one.
+func CommitDir(tmp, final string) error {
+	d, err := os.Open(tmp)
+	if err != nil {
+		return fmt.Errorf("commit %s: %w", final, err)
+	}
+	err = unix.Syncfs(int(d.Fd()))
+	d.Close()
+	if err != nil {
+		return fmt.Errorf("commit %s: sync: %w", final, err)
+	}
+	if err := os.Rename(tmp, final); err != nil {
+		return fmt.Errorf("commit %s: %w", final, err)
+	}
+	return syncDir(filepath.Dir(final))
+}
+
+func syncDir(dir string) error {
+	d, err := os.Open(dir)
+	if err != nil {
+		return err
+	}
+	defer d.Close()
+	return d.Sync()
 }

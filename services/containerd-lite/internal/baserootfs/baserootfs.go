@@ -8,6 +8,7 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"fmt"
+	"hearth.dev/internal/atomicfile"
 	"io"
 	"io/fs"
 	"os"
@@ -48,7 +49,7 @@ func Install(src, dir string, m idmap.Mapping) (string, error) {
 	if err := copyTree(src, tmp, m); err != nil {
 		return "", fmt.Errorf("install base rootfs from %s: %w", src, err)
 	}
-	if err := os.Rename(tmp, final); err != nil {
+	if err := atomicfile.CommitDir(tmp, final); err != nil {
 		return "", fmt.Errorf("install base rootfs: %w", err)
 	}
 	return final, nil

@@ -11,6 +11,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"hearth.dev/internal/atomicfile"
 	"io"
 	"log/slog"
 	"os"
@@ -297,7 +298,7 @@ func (s *Service) add(ctx context.Context, img v1.Image, imgName string, rawTota
 		// tree that Reconcile removes. A tree already there is this very image, kept
 		// after a forced delete while a container used it: it is reused.
 		if _, err := os.Lstat(s.Rootfs(d)); err != nil {
-			if err := os.Rename(root, s.Rootfs(d)); err != nil {
+			if err := atomicfile.CommitDir(root, s.Rootfs(d)); err != nil {
 				return Image{}, fmt.Errorf("commit image: %w", err)
 			}
 		}
