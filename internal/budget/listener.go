@@ -58,7 +58,8 @@ func (b *Budget) take(nc net.Conn) *conn {
 	c.guard.init(l)
 	if excess {
 		b.warnf("connections", "accepted an excess connection: the client holds %d connections", l.MaxConns)
-		c.linger = time.AfterFunc(l.ExcessLinger, func() { c.Close() })
+		// Closing again when the client already went is harmless: the slot is given once.
+		time.AfterFunc(l.ExcessLinger, func() { c.Close() })
 	}
 	return c
 }
@@ -78,7 +79,6 @@ type conn struct {
 	net.Conn
 	b      *Budget
 	excess bool
-	linger *time.Timer
 	once   sync.Once
 
 	// wmu is held while writing: Read waits for it, so a client that does not read its
@@ -109,21 +109,21 @@ func (c *conn) Write(p []byte) (int, error) {
 		return 0, err
 	}
 	n, err := c.Conn.Write(p)
-	if ne, ok := errors.AsType[net.Error](err); ok && ne.Timeout() {
-		c.b.counts.writes.Add(1)
-		c.b.warnf("writes", "closing a connection whose client read nothing for %s", c.b.limits.WriteTimeout)
+	if err != nil {
+		if ne, ok := errors.AsType[net.Error](err); ok && ne.Timeout() {
+			c.b.counts.writes.Add(1)
+			c.b.warnf("writes", "closed a connection whose client read nothing for %s", c.b.limits.WriteTimeout)
+		}
+		// gRPC's writer stops at an I/O error and leaves closing to its reader, which
+		// would read on, and queue answers nobody writes, for as long as the client sends.
+		c.Close()
 	}
 	return n, err
 }
 
 // Close closes the connection and gives its slot back, the first time.
 func (c *conn) Close() error {
-	c.once.Do(func() {
-		if c.linger != nil {
-			c.linger.Stop()
-		}
-		c.b.release(c.excess)
-	})
+	c.once.Do(func() { c.b.release(c.excess) })
 	return c.Conn.Close()
 }
 

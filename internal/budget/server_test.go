@@ -65,15 +65,20 @@ func serve(t testing.TB, l Limits) *budgeted {
 	return &budgeted{b: b, path: path}
 }
 
-// client returns a new client connection of its own (one connection each).
-func (s *budgeted) client(t testing.TB) healthpb.HealthClient {
+// dial returns a new client connection of its own.
+func (s *budgeted) dial(t testing.TB) *grpc.ClientConn {
 	t.Helper()
 	cc, err := dial.Unix(s.path)
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { cc.Close() })
-	return healthpb.NewHealthClient(cc)
+	return cc
+}
+
+// client returns a health client on a connection of its own.
+func (s *budgeted) client(t testing.TB) healthpb.HealthClient {
+	return healthpb.NewHealthClient(s.dial(t))
 }
 
 // waitFor polls cond every 5ms until it holds or d passes.
@@ -228,5 +233,3 @@ func drainUntilClosed(c net.Conn, d time.Duration) (time.Duration, bool) {
 		}
 	}
 }
-
-var _ = grpc.WithBlock // keep the grpc import for the tests that dial with options
