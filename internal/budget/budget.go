@@ -206,7 +206,8 @@ func (b *Budget) ServerOptions() []grpc.ServerOption {
 		grpc.ConnectionTimeout(l.HandshakeTimeout),
 		grpc.KeepaliveParams(keepalive.ServerParameters{
 			MaxConnectionIdle: l.IdleTimeout,
-			// A peer that reads nothing for Time+Timeout is closed.
+			// A peer silent for Time is pinged, and closed unless it answers within
+			// Timeout.
 			Time:    l.IdleTimeout,
 			Timeout: l.WriteTimeout,
 		}),
