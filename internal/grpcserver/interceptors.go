@@ -42,7 +42,9 @@ func (s *Server) logCall(ctx context.Context, method string, start time.Time, er
 	code := status.Code(err)
 	lvl := slog.LevelDebug
 	switch code {
-	case codes.OK, codes.Canceled, codes.NotFound, codes.AlreadyExists, codes.InvalidArgument, codes.FailedPrecondition:
+	// ResourceExhausted too: a flood would write a line per refused call, and whoever
+	// refuses (a budget) logs its refusals at a bounded rate itself.
+	case codes.OK, codes.Canceled, codes.NotFound, codes.AlreadyExists, codes.InvalidArgument, codes.FailedPrecondition, codes.ResourceExhausted:
 	case codes.Internal, codes.Unknown, codes.DataLoss:
 		lvl = slog.LevelError
 	default:

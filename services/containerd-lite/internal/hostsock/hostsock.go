@@ -1,7 +1,9 @@
 // Package hostsock serves each running container its own host.sock: a gRPC server whose
 // only service is HostService for that container, on a socket in the container's
 // host-only directory (owned by the host's root, group the container's root, 0660), so the
-// socket is the caller's identity. Each server is bounded by the Limits it is given.
+// socket is the caller's identity. Each server has a budget of its own (connections,
+// concurrent calls, calls per second, bytes held): a container that exceeds it gets
+// ResourceExhausted, and the other containers' servers do not notice.
 package hostsock
 
 import (
@@ -9,8 +11,7 @@ import (
 	"log/slog"
 	"sync"
 
-	"google.golang.org/grpc"
-
+	"hearth.dev/internal/budget"
 	"hearth.dev/internal/grpcserver"
 	"hearth.dev/internal/peercred"
 	"hearth.dev/internal/unixsock"
@@ -21,8 +22,7 @@ import (
 type Servers struct {
 	log     *slog.Logger
 	service func(container string) hostv1.HostServiceServer
-	// options gives the server options (bounds) for one container's server.
-	options func(container string) []grpc.ServerOption
+	limits  budget.Limits
 
 	mu      sync.Mutex
 	running map[string]*server
@@ -31,12 +31,13 @@ type Servers struct {
 type server struct {
 	cancel context.CancelFunc
 	done   chan struct{}
+	budget *budget.Budget
 }
 
-// New returns the servers. service makes one container's HostService; options, which
-// may be nil, its server's options.
-func New(log *slog.Logger, service func(container string) hostv1.HostServiceServer, options func(container string) []grpc.ServerOption) *Servers {
-	return &Servers{log: log, service: service, options: options, running: map[string]*server{}}
+// New returns the servers. service makes one container's HostService; limits bound each
+// container's server (zero fields take the budget's defaults).
+func New(log *slog.Logger, service func(container string) hostv1.HostServiceServer, limits budget.Limits) *Servers {
+	return &Servers{log: log, service: service, limits: limits, running: map[string]*server{}}
 }
 
 // Serve serves the container on a socket at path, which only the host's root and the
@@ -53,18 +54,15 @@ func (s *Servers) Serve(container, path string, rootUID int) error {
 		return err
 	}
 	log := s.log.With("container", container, "socket", "host.sock")
-	cfg := grpcserver.Config{Logger: log, Authorize: peercred.UIDs(0, uint32(rootUID))}
-	if s.options != nil {
-		cfg.Options = s.options(container)
-	}
-	srv := grpcserver.New(cfg)
+	b := budget.New("host.sock", s.limits, log)
+	srv := grpcserver.New(grpcserver.Config{Logger: log, Authorize: peercred.UIDs(0, uint32(rootUID)), Options: b.ServerOptions()})
 	hostv1.RegisterHostServiceServer(srv, s.service(container))
 	srv.SetServing()
 	ctx, cancel := context.WithCancel(context.Background())
-	hs := &server{cancel: cancel, done: make(chan struct{})}
+	hs := &server{cancel: cancel, done: make(chan struct{}), budget: b}
 	go func() {
 		defer close(hs.done)
-		if err := srv.Serve(ctx, l); err != nil {
+		if err := srv.Serve(ctx, b.Listener(l)); err != nil {
 			log.Error("host socket stopped", "error", err)
 		}
 	}()
@@ -95,4 +93,16 @@ func (s *Servers) Close() {
 	for _, n := range names {
 		s.Stop(n)
 	}
+}
+
+// Stats reports what a container's budget admitted and refused; ok is false when the
+// container is not served.
+func (s *Servers) Stats(container string) (budget.Stats, bool) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	hs, ok := s.running[container]
+	if !ok {
+		return budget.Stats{}, false
+	}
+	return hs.budget.Stats(), true
 }

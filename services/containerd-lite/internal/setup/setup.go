@@ -10,6 +10,7 @@ import (
 	"os"
 	"path/filepath"
 
+	"hearth.dev/internal/budget"
 	"hearth.dev/internal/bytesize"
 	"hearth.dev/internal/daemon"
 	"hearth.dev/internal/errdefs"
@@ -148,7 +149,7 @@ func initDaemon(env *daemon.Env, baseSrc string, policy limits.Policy, reserve i
 		return nil, daemon.Hooks{}, err
 	}
 	var m *containers.Manager
-	hosts := hostsock.New(env.Logger, func(c string) hostv1.HostServiceServer { return hostapi.New(c, m) }, nil)
+	hosts := hostsock.New(env.Logger, func(c string) hostv1.HostServiceServer { return hostapi.New(c, m) }, budget.Limits{})
 	m = containers.New(containers.Options{
 		Userns:     func(mp idmap.Mapping) (int, error) { return mp.OpenUserns(self) },
 		Network:    network,
