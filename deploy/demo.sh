@@ -51,7 +51,7 @@ deploy/install-deps.sh
 [ -x "$bin/containerd-lite" ] && [ -d "$base" ] || make -C "$top" build
 stop
 mkdir -p "$dir/logs" "$dir/pids" "$dir/state"
-# The containers' root (uid 100000 on the host) must reach their root file systems.
+# The containers' root users (each container has its own host uid) must reach their root file systems.
 chmod 711 "$dir" "$dir/state"
 
 start_daemon() {

@@ -39,6 +39,9 @@ func (t Tree) DialGuest(ctx context.Context) (net.Conn, error) {
 	if err := unix.Fstat(fd, &st); err != nil {
 		return nil, err
 	}
+	if st.Mode&unix.S_IFMT == unix.S_IFLNK {
+		return nil, fmt.Errorf("%s/%s of container %s is a symbolic link, not guestd's socket: %w", t.RPCDir(), name, t.Name(), errdefs.ErrFailedPrecondition)
+	}
 	if st.Mode&unix.S_IFMT != unix.S_IFSOCK {
 		return nil, fmt.Errorf("%s/%s of container %s is not a socket (mode %#o): %w", t.RPCDir(), name, t.Name(), st.Mode, errdefs.ErrFailedPrecondition)
 	}

@@ -327,7 +327,17 @@ func (t Tree) DestroyOverlay(name string) error {
 // too: they are ephemeral.
 func (t Tree) Unmount() error {
 	var errs []error
-	targets := []string{t.MediaDir()}
+	// The mount points in media/ (host-only) first: they go with media/ when it is a
+	// mount, but a failed start may have mounted them before it.
+	var targets []string
+	for _, sub := range []string{"subcontainers", "images"} {
+		if ents, err := os.ReadDir(filepath.Join(t.MediaDir(), sub)); err == nil {
+			for _, e := range ents {
+				targets = append(targets, filepath.Join(t.MediaDir(), sub, e.Name()))
+			}
+		}
+	}
+	targets = append(targets, t.MediaDir())
 	if ents, err := os.ReadDir(filepath.Join(t.Dir, "images")); err == nil {
 		for _, e := range ents {
 			targets = append(targets, t.image(e.Name()))
