@@ -714,16 +714,9 @@ func (m *Manager) GuestInfo(ctx context.Context, name string) (*guestv1.GuestInf
 
 // GuestDialer returns the dialer of a running container's guestd.
 func (m *Manager) GuestDialer(name string) (guestclient.Dialer, error) {
-	rec, err := m.opts.Records.GetContainer(name)
+	rec, err := m.runningRecord(name)
 	if err != nil {
 		return nil, err
-	}
-	st, _, err := m.opts.Runtime.State(name)
-	if err != nil {
-		return nil, err
-	}
-	if st != lxcrt.Running {
-		return nil, fmt.Errorf("container %q is %s: start it first: %w", name, st, errdefs.ErrFailedPrecondition)
 	}
 	return m.treeOf(rec).DialGuest, nil
 }

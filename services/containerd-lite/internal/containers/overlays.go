@@ -32,7 +32,7 @@ func overlayInfo(name string, o store.Overlay) OverlayInfo {
 	return OverlayInfo{Name: name, Overlay: o, Path: SubcontainersDir + "/" + name}
 }
 
-// runningRecord reads a running container's record; callers hold its state lock.
+// runningRecord reads a running container's record (callers changing it hold its state lock).
 func (m *Manager) runningRecord(name string) (store.Container, error) {
 	rec, err := m.opts.Records.GetContainer(name)
 	if err != nil {
@@ -43,7 +43,7 @@ func (m *Manager) runningRecord(name string) (store.Container, error) {
 		return rec, err
 	}
 	if st != lxcrt.Running {
-		return rec, fmt.Errorf("container %q is %s: %w", name, st, errdefs.ErrFailedPrecondition)
+		return rec, fmt.Errorf("container %q is %s: start it first: %w", name, st, errdefs.ErrFailedPrecondition)
 	}
 	return rec, nil
 }
