@@ -7,8 +7,8 @@
 #   usage: deploy/install-deps.sh [--check]    (--check: only report what is missing)
 set -euo pipefail
 
-# podman, runc (its runtime there) and catatonit (its pods' pause process): bench/peers.sh.
-packages=(lxc lxc-dev busybox-static debootstrap uidmap pkg-config gcc make git iproute2 util-linux ca-certificates openssl curl podman runc catatonit)
+# e2fsprogs: mkfs.ext4 for the packages' disks. podman, runc (its runtime there) and catatonit (its pods' pause process): bench/peers.sh.
+packages=(lxc lxc-dev busybox-static debootstrap uidmap e2fsprogs pkg-config gcc make git iproute2 util-linux ca-certificates openssl curl podman runc catatonit)
 
 missing=()
 for p in "${packages[@]}"; do
