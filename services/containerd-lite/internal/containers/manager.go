@@ -269,6 +269,7 @@ func (m *Manager) Create(ctx context.Context, name string, spec Spec) (Info, err
 	if err != nil {
 		return Info{}, err
 	}
+	sp := newSteps()
 	unlock, err := m.lock(ctx, name)
 	if err != nil {
 		return Info{}, err
@@ -300,6 +301,7 @@ func (m *Manager) Create(ctx context.Context, name string, spec Spec) (Info, err
 	if err != nil {
 		return Info{}, fmt.Errorf("container %q: disk: %w", name, err)
 	}
+	sp.done("disk")
 	if hasKept && kept.DiskBytes < rec.Limits.DiskBytes {
 		if err := m.opts.Disks.Grow(name, rec.Limits.DiskBytes); err != nil {
 			_ = m.opts.Disks.Close(name)
@@ -336,6 +338,7 @@ func (m *Manager) Create(ctx context.Context, name string, spec Spec) (Info, err
 			m.log.Info("volume kept from before", "container", name, "volume", v)
 		}
 	}
+	sp.done("dirs")
 	if err := m.define(rec, t); err != nil {
 		undo()
 		return Info{}, err
@@ -344,6 +347,7 @@ func (m *Manager) Create(ctx context.Context, name string, spec Spec) (Info, err
 		undo()
 		return Info{}, err
 	}
+	sp.done("define")
 	if hasKept {
 		if err := m.opts.Records.DeleteKept(name); err != nil {
 			m.log.Error("forget kept volumes", "container", name, "error", err)
@@ -353,7 +357,8 @@ func (m *Manager) Create(ctx context.Context, name string, spec Spec) (Info, err
 	if err := m.opts.Disks.Close(name); err != nil {
 		m.log.Warn("unmount the disk of a new container", "container", name, "error", err)
 	}
-	m.log.Info("container created", "container", name, "ids", mp.String(), "disk", rec.Limits.DiskBytes)
+	sp.done("close")
+	m.log.Info("container created", append([]any{"container", name, "ids", mp.String(), "disk", rec.Limits.DiskBytes}, sp.log()...)...)
 	return m.info(rec)
 }
 
@@ -418,12 +423,14 @@ func (m *Manager) Start(ctx context.Context, name string) (Info, error) {
 	if st != lxcrt.Stopped {
 		return Info{}, fmt.Errorf("container %q is %s: wait for it to settle, then retry: %w", name, st, errdefs.ErrFailedPrecondition)
 	}
+	sp := newSteps()
 	if err := m.checkReserve(name); err != nil {
 		return Info{}, err
 	}
 	if _, err := m.opts.Disks.Open(name, rec.Limits.DiskBytes, ids(rec)); err != nil {
 		return Info{}, fmt.Errorf("container %q: disk: %w", name, err)
 	}
+	sp.done("disk")
 	fail := func(err error) (Info, error) {
 		sctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 		defer cancel()
@@ -435,7 +442,7 @@ func (m *Manager) Start(ctx context.Context, name string) (Info, error) {
 	}
 	// The root and the images are mounted before init runs: guestd asks for overlays of
 	// the images at once.
-	if err := m.mountAll(rec, t); err != nil {
+	if err := m.mountAll(rec, t, sp); err != nil {
 		return fail(err)
 	}
 	if err := t.ClearSockets(); err != nil {
@@ -453,24 +460,28 @@ func (m *Manager) Start(ctx context.Context, name string) (Info, error) {
 	if err := m.opts.Hosts.Serve(name, t.HostSocket(), ids(rec).RootUID()); err != nil {
 		return fail(err)
 	}
+	sp.done("bundle_and_host_sock")
 	if err := m.opts.Runtime.Start(ctx, name, 10*time.Second); err != nil {
 		return fail(fmt.Errorf("%w%s", err, tail("lxc.log", t.LXCLog())))
 	}
+	sp.done("lxc_start")
 	addr, err := m.attach(ctx, name)
 	if err != nil {
 		return fail(err)
 	}
+	sp.done("network")
 	wctx, cancel := context.WithTimeout(ctx, m.opts.GuestTimeout)
 	defer cancel()
 	if _, err := guestclient.Wait(wctx, name, t.DialGuest); err != nil {
 		return fail(fmt.Errorf("container %q started but guestd did not answer: %w%s", name, err, tail("console", t.ConsoleLog())))
 	}
+	sp.done("guestd")
 	// guestd may have made overlays meanwhile: change only the start time and address.
 	rec, err = m.update(name, func(r *store.Container) { r.StartedAt, r.Address = time.Now().UTC(), addr })
 	if err != nil {
 		return Info{}, err
 	}
-	m.log.Info("container started", "container", name)
+	m.log.Info("container started", append([]any{"container", name}, sp.log()...)...)
 	return m.info(rec)
 }
 
@@ -501,7 +512,7 @@ func freeSpace(dir string) (int64, error) {
 
 // mountAll mounts the root and the images of a container (those already mounted stay),
 // through a user namespace with the container's mapping.
-func (m *Manager) mountAll(rec store.Container, t Tree) error {
+func (m *Manager) mountAll(rec store.Container, t Tree, sp *steps) error {
 	userns, err := m.opts.Userns(ids(rec))
 	if err != nil {
 		return fmt.Errorf("container %q: %w", rec.Name, err)
@@ -509,14 +520,17 @@ func (m *Manager) mountAll(rec store.Container, t Tree) error {
 	if userns >= 0 {
 		defer unix.Close(userns)
 	}
+	sp.done("userns")
 	if err := t.MountRoot(m.opts.BaseRootfs, userns); err != nil {
 		return err
 	}
+	sp.done("mount_root")
 	for _, img := range sortedKeys(rec.Images) {
 		if err := t.MountImage(img, m.opts.Images.Rootfs(rec.Images[img]), userns); err != nil {
 			return fmt.Errorf("container %q: %w", rec.Name, err)
 		}
 	}
+	sp.done("mount_images")
 	return nil
 }
 

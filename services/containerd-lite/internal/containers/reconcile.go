@@ -128,7 +128,7 @@ func (m *Manager) reconcileOne(ctx context.Context, rec store.Container) error {
 // removes overlay mounts no record knows; mounts already there are left as they are.
 func (m *Manager) remount(rec store.Container, t Tree) error {
 	defer m.slock(rec.Name)()
-	if err := m.mountAll(rec, t); err != nil {
+	if err := m.mountAll(rec, t, newSteps()); err != nil {
 		return err
 	}
 	repaired := 0

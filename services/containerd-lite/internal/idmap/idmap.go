@@ -52,10 +52,14 @@ const HoldArg = "userns-hold"
 
 // OpenUserns returns a descriptor of a new user namespace with this mapping. Idmapped
 // mounts made through it are what they would be through the container's own namespace
-// (the mapping is the same), so images can be mounted before the container starts. self
-// is the daemon's executable, run with HoldArg.
+// (the mapping is the same), so images can be mounted before the container starts. The
+// namespace needs a process in it until its descriptor is open: the system's cat, which
+// starts in about a millisecond, or else self (the daemon's executable, run with HoldArg).
 func (m Mapping) OpenUserns(self string) (int, error) {
 	cmd := exec.Command(self, HoldArg)
+	if cat, err := exec.LookPath("cat"); err == nil {
+		cmd = exec.Command(cat)
+	}
 	cmd.SysProcAttr = &syscall.SysProcAttr{
 		Cloneflags:  syscall.CLONE_NEWUSER,
 		UidMappings: []syscall.SysProcIDMap{{ContainerID: 0, HostID: int(m.HostBase), Size: int(m.Size)}},

@@ -76,3 +76,38 @@ func TestOverlaps(t *testing.T) {
 		}
 	}
 }
+
+// FuzzParseRanges: any file gives ranges that lie within 32-bit ids and slots that fit
+// their ranges.
+func FuzzParseRanges(f *testing.F) {
+	f.Add("root:100000:65536\n")
+	f.Add("root:4294901760:65536\nroot:0:1\n# x\nroot::\n")
+	f.Add("0:196608:67108864\nalice:1:2:3\n")
+	f.Fuzz(func(t *testing.T, in string) {
+		rs, err := parseRanges(strings.NewReader(in), "root")
+		if err != nil {
+			return
+		}
+		for _, r := range rs {
+			if r[1] == 0 || r[0] > 1<<32-1 || r[1] > 1<<32-1 {
+				t.Fatalf("range %v out of bounds", r)
+			}
+		}
+		p := PoolOf(rs)
+		for _, s := range p.slots {
+			m := At(s)
+			if uint64(m.HostBase)+uint64(m.Size) > 1<<32 {
+				t.Fatalf("slot %v past the id space", m)
+			}
+			inside := false
+			for _, r := range rs {
+				if uint64(s) >= r[0] && uint64(s)+Size <= r[0]+r[1] {
+					inside = true
+				}
+			}
+			if !inside {
+				t.Fatalf("slot %v in no range of %v", m, rs)
+			}
+		}
+	})
+}
