@@ -23,8 +23,10 @@ func (m *Manager) Reconcile(ctx context.Context) error {
 	known := map[string]bool{}
 	for _, rec := range recs {
 		known[rec.Name] = true
+		// One container's trouble (anything its root planted) must not keep
+		// containerd-lite from serving the others.
 		if err := m.reconcileOne(ctx, rec); err != nil {
-			return err
+			m.log.Error("reconcile: container left as it is", "container", rec.Name, "error", err)
 		}
 	}
 	kept, err := m.opts.Records.ListKept()
