@@ -64,8 +64,8 @@ type attackLab struct {
 	victim                  string
 	victimVolume, victimRPC string
 	// victimHost is the victim's host-only directory (host.sock, package.json).
-	victimHost string
-	victimFiles             []canaryFile
+	victimHost  string
+	victimFiles []canaryFile
 }
 
 // newAttackLab starts a lab, builds the attacker into an image, and starts a victim
