@@ -230,3 +230,64 @@ func procUID(t *testing.T, pid int) uint32 {
 	}
 	return fi.Sys().(*syscall.Stat_t).Uid
 }
+
+// TestContainerLimitsChange: limits changed on a running container reach its cgroup at
+// once; a larger disk is grown online where the kernel allows containerd-lite to resize a
+// mounted ext4, otherwise at the next start, and its file system then has the new size.
+func TestContainerLimitsChange(t *testing.T) {
+	requireRoot(t)
+	l := newLab(t)
+	const name = "resize"
+	if _, err := hearthctl(t, l.runDir, "container", "create", name, "--pids", "64", "--disk", "64Mi"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := hearthctl(t, l.runDir, "container", "start", name); err != nil {
+		t.Fatal(err)
+	}
+	diskSize := func() int64 {
+		d := l.status(t, name).GetDetails().GetDisk()
+		if d.GetError() != "" {
+			t.Fatalf("disk usage: %s", d.GetError())
+		}
+		return d.GetSizeBytes()
+	}
+	size0 := diskSize()
+	resp := &containerv1.SetContainerLimitsResponse{}
+	hearthctlJSON(t, l.runDir, resp, "container", "limits", name, "--pids", "96", "--memory", "200Mi", "--disk", "128Mi")
+	if lim := resp.GetLimits(); lim.GetPids() != 96 || lim.GetMemoryBytes() != 200<<20 || lim.GetDiskBytes() != 128<<20 {
+		t.Fatalf("limits after the change: %v", lim)
+	}
+	cg := l.status(t, name).GetDetails().GetCgroupLimits()
+	if cg.GetPids() != 96 || cg.GetMemoryBytes() != 200<<20 {
+		t.Errorf("the running container's cgroup holds %v, want pids 96 and memory 200Mi", cg)
+	}
+	grown := false
+	for _, n := range resp.GetNotes() {
+		t.Logf("note: %s", n)
+		if strings.Contains(n, "next start") {
+			grown = true
+		}
+	}
+	if !grown {
+		// Grown online.
+		if s := diskSize(); s <= size0 {
+			t.Errorf("disk %d bytes after an online growth, %d before", s, size0)
+		}
+	} else {
+		if _, err := hearthctl(t, l.runDir, "container", "stop", name); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := hearthctl(t, l.runDir, "container", "start", name); err != nil {
+			t.Fatal(err)
+		}
+		if s := diskSize(); s < 2*size0-8<<20 {
+			t.Errorf("disk %d bytes after a start that should have grown it from %d to about twice", s, size0)
+		}
+	}
+	if cg := l.status(t, name).GetDetails().GetCgroupLimits(); cg.GetPids() != 96 {
+		t.Errorf("after a restart the cgroup holds %v: the change did not reach the container's configuration", cg)
+	}
+	if _, err := hearthctl(t, l.runDir, "container", "limits", name, "--disk", "64Mi"); err == nil || !strings.Contains(err.Error(), "do not shrink") {
+		t.Errorf("shrinking the disk: %v", err)
+	}
+}

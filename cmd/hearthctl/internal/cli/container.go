@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/spf13/cobra"
+	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/durationpb"
 
 	"hearth.dev/internal/bytesize"
@@ -48,27 +49,17 @@ holds its writable layers, volumes and logs: writes past its size fail with "no 
   hearthctl container start web`,
 		Args: cobra.ExactArgs(1),
 		RunE: call(g, "containerd-lite", containerv1.NewContainerServiceClient, func(ctx context.Context, cl containerv1.ContainerServiceClient, args []string) error {
-			spec := &containerv1.ContainerSpec{Images: map[string]string{}, Volumes: volumeFlags, Limits: &containerv1.Limits{Cpus: cpus, Pids: pids}}
+			lim, err := limitFlags(memory, disk, cpus, pids)
+			if err != nil {
+				return err
+			}
+			spec := &containerv1.ContainerSpec{Images: map[string]string{}, Volumes: volumeFlags, Limits: lim}
 			for _, f := range imageFlags {
 				k, ref, ok := strings.Cut(f, "=")
 				if !ok || k == "" || ref == "" {
 					return fmt.Errorf("--image %q: write NAME=IMAGE, such as db=postgres:15", f)
 				}
 				spec.Images[k] = ref
-			}
-			if memory != "" {
-				n, err := bytesize.Parse(memory)
-				if err != nil {
-					return fmt.Errorf("--memory: %w", err)
-				}
-				spec.Limits.MemoryBytes = n
-			}
-			if disk != "" {
-				n, err := bytesize.Parse(disk)
-				if err != nil {
-					return fmt.Errorf("--disk: %w", err)
-				}
-				spec.Limits.DiskBytes = n
 			}
 			if manifestFile != "" {
 				data, err := os.ReadFile(manifestFile)
@@ -94,6 +85,46 @@ holds its writable layers, volumes and logs: writes past its size fail with "no 
 	create.Flags().Float64Var(&cpus, "cpus", 0, "CPU limit in CPUs, such as 1.5 (default: the host's cap)")
 	create.Flags().Int64Var(&pids, "pids", 0, "process limit (default: the host's cap)")
 	create.Flags().StringVar(&disk, "disk", "", "disk size: writable layers, volumes and logs, such as 4Gi (default: the host's default)")
+	var lMemory, lDisk string
+	var lCPUs float64
+	var lPids int64
+	limitsCmd := &cobra.Command{
+		Use:   "limits NAME",
+		Short: "Change a container's memory, CPU, process and disk limits",
+		Long: `Change a container's limits; those not given stay. The host's policy caps them. A running
+container's cgroup takes them at once. A larger disk grows while the container runs where
+the kernel lets containerd-lite resize a mounted file system, and otherwise at its next
+start (the output says so). Disks do not shrink.`,
+		Example: `  hearthctl container limits web --memory 1Gi --pids 1024
+  hearthctl container limits web --disk 20Gi`,
+		Args: cobra.ExactArgs(1),
+		RunE: call(g, "containerd-lite", containerv1.NewContainerServiceClient, func(ctx context.Context, cl containerv1.ContainerServiceClient, args []string) error {
+			lim, err := limitFlags(lMemory, lDisk, lCPUs, lPids)
+			if err != nil {
+				return err
+			}
+			if proto.Equal(lim, &containerv1.Limits{}) {
+				return fmt.Errorf("give at least one of --memory, --cpus, --pids and --disk")
+			}
+			resp, err := cl.SetContainerLimits(ctx, &containerv1.SetContainerLimitsRequest{Name: args[0], Limits: lim})
+			if err != nil {
+				return err
+			}
+			if g.output == "json" {
+				return g.printJSON(resp)
+			}
+			l := resp.GetLimits()
+			fmt.Fprintf(g.stdout, "%s: memory %s, cpus %g, pids %d, disk %s\n", args[0], bytesize.Format(l.GetMemoryBytes()), l.GetCpus(), l.GetPids(), bytesize.Format(l.GetDiskBytes()))
+			for _, n := range resp.GetNotes() {
+				fmt.Fprintf(g.stdout, "note: %s\n", n)
+			}
+			return nil
+		}),
+	}
+	limitsCmd.Flags().StringVar(&lMemory, "memory", "", "memory limit, such as 1Gi")
+	limitsCmd.Flags().Float64Var(&lCPUs, "cpus", 0, "CPU limit in CPUs, such as 1.5")
+	limitsCmd.Flags().Int64Var(&lPids, "pids", 0, "process limit")
+	limitsCmd.Flags().StringVar(&lDisk, "disk", "", "disk size, such as 20Gi (only larger)")
 	start := &cobra.Command{
 		Use:   "start NAME",
 		Short: "Start a container; returns once guestd answers inside it",
@@ -242,7 +273,7 @@ holds its writable layers, volumes and logs: writes past its size fail with "no 
 			return g.showDetails(resp)
 		}),
 	}
-	cmd.AddCommand(create, start, stop, rm, ls, statusCmd, inspect)
+	cmd.AddCommand(create, start, stop, rm, ls, statusCmd, inspect, limitsCmd)
 	return cmd
 }
 
@@ -304,4 +335,23 @@ func (g *globals) showDetails(resp *containerv1.GetContainerResponse) error {
 	}
 	fmt.Fprintln(g.stdout)
 	return g.table([]string{"KIND", "NAME", "WHAT", "PATH", ""}, rows)
+}
+
+// limitFlags turns limit flags into Limits; empty and zero flags stay zero.
+func limitFlags(memory, disk string, cpus float64, pids int64) (*containerv1.Limits, error) {
+	l := &containerv1.Limits{Cpus: cpus, Pids: pids}
+	for _, f := range []struct {
+		flag, value string
+		to          *int64
+	}{{"--memory", memory, &l.MemoryBytes}, {"--disk", disk, &l.DiskBytes}} {
+		if f.value == "" {
+			continue
+		}
+		n, err := bytesize.Parse(f.value)
+		if err != nil {
+			return nil, fmt.Errorf("%s: %w", f.flag, err)
+		}
+		*f.to = n
+	}
+	return l, nil
 }

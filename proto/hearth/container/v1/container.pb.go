@@ -1203,6 +1203,121 @@ func (x *GetContainerRequest) GetName() string {
 	return ""
 }
 
+type SetContainerLimitsRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Name  string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	// The limits to change; a zero field keeps the current one.
+	Limits        *Limits `protobuf:"bytes,2,opt,name=limits,proto3" json:"limits,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *SetContainerLimitsRequest) Reset() {
+	*x = SetContainerLimitsRequest{}
+	mi := &file_hearth_container_v1_container_proto_msgTypes[19]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *SetContainerLimitsRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*SetContainerLimitsRequest) ProtoMessage() {}
+
+func (x *SetContainerLimitsRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_hearth_container_v1_container_proto_msgTypes[19]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use SetContainerLimitsRequest.ProtoReflect.Descriptor instead.
+func (*SetContainerLimitsRequest) Descriptor() ([]byte, []int) {
+	return file_hearth_container_v1_container_proto_rawDescGZIP(), []int{19}
+}
+
+func (x *SetContainerLimitsRequest) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *SetContainerLimitsRequest) GetLimits() *Limits {
+	if x != nil {
+		return x.Limits
+	}
+	return nil
+}
+
+type SetContainerLimitsResponse struct {
+	state     protoimpl.MessageState `protogen:"open.v1"`
+	Container *Container             `protobuf:"bytes,1,opt,name=container,proto3" json:"container,omitempty"`
+	// The limits now, after the host's policy.
+	Limits *Limits `protobuf:"bytes,2,opt,name=limits,proto3" json:"limits,omitempty"`
+	// What the host changed or postponed (a cap applied, a disk grown at the next start).
+	Notes         []string `protobuf:"bytes,3,rep,name=notes,proto3" json:"notes,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *SetContainerLimitsResponse) Reset() {
+	*x = SetContainerLimitsResponse{}
+	mi := &file_hearth_container_v1_container_proto_msgTypes[20]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *SetContainerLimitsResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*SetContainerLimitsResponse) ProtoMessage() {}
+
+func (x *SetContainerLimitsResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_hearth_container_v1_container_proto_msgTypes[20]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use SetContainerLimitsResponse.ProtoReflect.Descriptor instead.
+func (*SetContainerLimitsResponse) Descriptor() ([]byte, []int) {
+	return file_hearth_container_v1_container_proto_rawDescGZIP(), []int{20}
+}
+
+func (x *SetContainerLimitsResponse) GetContainer() *Container {
+	if x != nil {
+		return x.Container
+	}
+	return nil
+}
+
+func (x *SetContainerLimitsResponse) GetLimits() *Limits {
+	if x != nil {
+		return x.Limits
+	}
+	return nil
+}
+
+func (x *SetContainerLimitsResponse) GetNotes() []string {
+	if x != nil {
+		return x.Notes
+	}
+	return nil
+}
+
 type GetContainerResponse struct {
 	state     protoimpl.MessageState `protogen:"open.v1"`
 	Container *Container             `protobuf:"bytes,1,opt,name=container,proto3" json:"container,omitempty"`
@@ -1217,7 +1332,7 @@ type GetContainerResponse struct {
 
 func (x *GetContainerResponse) Reset() {
 	*x = GetContainerResponse{}
-	mi := &file_hearth_container_v1_container_proto_msgTypes[19]
+	mi := &file_hearth_container_v1_container_proto_msgTypes[21]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1229,7 +1344,7 @@ func (x *GetContainerResponse) String() string {
 func (*GetContainerResponse) ProtoMessage() {}
 
 func (x *GetContainerResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_hearth_container_v1_container_proto_msgTypes[19]
+	mi := &file_hearth_container_v1_container_proto_msgTypes[21]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1242,7 +1357,7 @@ func (x *GetContainerResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetContainerResponse.ProtoReflect.Descriptor instead.
 func (*GetContainerResponse) Descriptor() ([]byte, []int) {
-	return file_hearth_container_v1_container_proto_rawDescGZIP(), []int{19}
+	return file_hearth_container_v1_container_proto_rawDescGZIP(), []int{21}
 }
 
 func (x *GetContainerResponse) GetContainer() *Container {
@@ -1358,7 +1473,14 @@ const file_hearth_container_v1_container_proto_rawDesc = "" +
 	"containers\x18\x01 \x03(\v2\x1e.hearth.container.v1.ContainerR\n" +
 	"containers\")\n" +
 	"\x13GetContainerRequest\x12\x12\n" +
-	"\x04name\x18\x01 \x01(\tR\x04name\"\xe8\x01\n" +
+	"\x04name\x18\x01 \x01(\tR\x04name\"d\n" +
+	"\x19SetContainerLimitsRequest\x12\x12\n" +
+	"\x04name\x18\x01 \x01(\tR\x04name\x123\n" +
+	"\x06limits\x18\x02 \x01(\v2\x1b.hearth.container.v1.LimitsR\x06limits\"\xa5\x01\n" +
+	"\x1aSetContainerLimitsResponse\x12<\n" +
+	"\tcontainer\x18\x01 \x01(\v2\x1e.hearth.container.v1.ContainerR\tcontainer\x123\n" +
+	"\x06limits\x18\x02 \x01(\v2\x1b.hearth.container.v1.LimitsR\x06limits\x12\x14\n" +
+	"\x05notes\x18\x03 \x03(\tR\x05notes\"\xe8\x01\n" +
 	"\x14GetContainerResponse\x12<\n" +
 	"\tcontainer\x18\x01 \x01(\v2\x1e.hearth.container.v1.ContainerR\tcontainer\x120\n" +
 	"\x05guest\x18\x02 \x01(\v2\x1a.hearth.guest.v1.GuestInfoR\x05guest\x12\x1f\n" +
@@ -1371,14 +1493,15 @@ const file_hearth_container_v1_container_proto_rawDesc = "" +
 	"\x18CONTAINER_STATE_STARTING\x10\x02\x12\x1b\n" +
 	"\x17CONTAINER_STATE_RUNNING\x10\x03\x12\x1c\n" +
 	"\x18CONTAINER_STATE_STOPPING\x10\x04\x12\x1a\n" +
-	"\x16CONTAINER_STATE_FROZEN\x10\x052\x91\x05\n" +
+	"\x16CONTAINER_STATE_FROZEN\x10\x052\x88\x06\n" +
 	"\x10ContainerService\x12l\n" +
 	"\x0fCreateContainer\x12+.hearth.container.v1.CreateContainerRequest\x1a,.hearth.container.v1.CreateContainerResponse\x12i\n" +
 	"\x0eStartContainer\x12*.hearth.container.v1.StartContainerRequest\x1a+.hearth.container.v1.StartContainerResponse\x12f\n" +
 	"\rStopContainer\x12).hearth.container.v1.StopContainerRequest\x1a*.hearth.container.v1.StopContainerResponse\x12l\n" +
 	"\x0fDeleteContainer\x12+.hearth.container.v1.DeleteContainerRequest\x1a,.hearth.container.v1.DeleteContainerResponse\x12i\n" +
 	"\x0eListContainers\x12*.hearth.container.v1.ListContainersRequest\x1a+.hearth.container.v1.ListContainersResponse\x12c\n" +
-	"\fGetContainer\x12(.hearth.container.v1.GetContainerRequest\x1a).hearth.container.v1.GetContainerResponseB2Z0hearth.dev/proto/hearth/container/v1;containerv1b\x06proto3"
+	"\fGetContainer\x12(.hearth.container.v1.GetContainerRequest\x1a).hearth.container.v1.GetContainerResponse\x12u\n" +
+	"\x12SetContainerLimits\x12..hearth.container.v1.SetContainerLimitsRequest\x1a/.hearth.container.v1.SetContainerLimitsResponseB2Z0hearth.dev/proto/hearth/container/v1;containerv1b\x06proto3"
 
 var (
 	file_hearth_container_v1_container_proto_rawDescOnce sync.Once
@@ -1393,74 +1516,81 @@ func file_hearth_container_v1_container_proto_rawDescGZIP() []byte {
 }
 
 var file_hearth_container_v1_container_proto_enumTypes = make([]protoimpl.EnumInfo, 1)
-var file_hearth_container_v1_container_proto_msgTypes = make([]protoimpl.MessageInfo, 21)
+var file_hearth_container_v1_container_proto_msgTypes = make([]protoimpl.MessageInfo, 23)
 var file_hearth_container_v1_container_proto_goTypes = []any{
-	(ContainerState)(0),             // 0: hearth.container.v1.ContainerState
-	(*Container)(nil),               // 1: hearth.container.v1.Container
-	(*CreateContainerRequest)(nil),  // 2: hearth.container.v1.CreateContainerRequest
-	(*ContainerSpec)(nil),           // 3: hearth.container.v1.ContainerSpec
-	(*Limits)(nil),                  // 4: hearth.container.v1.Limits
-	(*Usage)(nil),                   // 5: hearth.container.v1.Usage
-	(*ContainerDetails)(nil),        // 6: hearth.container.v1.ContainerDetails
-	(*DiskUsage)(nil),               // 7: hearth.container.v1.DiskUsage
-	(*MountedImage)(nil),            // 8: hearth.container.v1.MountedImage
-	(*Volume)(nil),                  // 9: hearth.container.v1.Volume
-	(*CreateContainerResponse)(nil), // 10: hearth.container.v1.CreateContainerResponse
-	(*StartContainerRequest)(nil),   // 11: hearth.container.v1.StartContainerRequest
-	(*StartContainerResponse)(nil),  // 12: hearth.container.v1.StartContainerResponse
-	(*StopContainerRequest)(nil),    // 13: hearth.container.v1.StopContainerRequest
-	(*StopContainerResponse)(nil),   // 14: hearth.container.v1.StopContainerResponse
-	(*DeleteContainerRequest)(nil),  // 15: hearth.container.v1.DeleteContainerRequest
-	(*DeleteContainerResponse)(nil), // 16: hearth.container.v1.DeleteContainerResponse
-	(*ListContainersRequest)(nil),   // 17: hearth.container.v1.ListContainersRequest
-	(*ListContainersResponse)(nil),  // 18: hearth.container.v1.ListContainersResponse
-	(*GetContainerRequest)(nil),     // 19: hearth.container.v1.GetContainerRequest
-	(*GetContainerResponse)(nil),    // 20: hearth.container.v1.GetContainerResponse
-	nil,                             // 21: hearth.container.v1.ContainerSpec.ImagesEntry
-	(*timestamppb.Timestamp)(nil),   // 22: google.protobuf.Timestamp
-	(*v1.Overlay)(nil),              // 23: hearth.host.v1.Overlay
-	(*durationpb.Duration)(nil),     // 24: google.protobuf.Duration
-	(*v11.GuestInfo)(nil),           // 25: hearth.guest.v1.GuestInfo
+	(ContainerState)(0),                // 0: hearth.container.v1.ContainerState
+	(*Container)(nil),                  // 1: hearth.container.v1.Container
+	(*CreateContainerRequest)(nil),     // 2: hearth.container.v1.CreateContainerRequest
+	(*ContainerSpec)(nil),              // 3: hearth.container.v1.ContainerSpec
+	(*Limits)(nil),                     // 4: hearth.container.v1.Limits
+	(*Usage)(nil),                      // 5: hearth.container.v1.Usage
+	(*ContainerDetails)(nil),           // 6: hearth.container.v1.ContainerDetails
+	(*DiskUsage)(nil),                  // 7: hearth.container.v1.DiskUsage
+	(*MountedImage)(nil),               // 8: hearth.container.v1.MountedImage
+	(*Volume)(nil),                     // 9: hearth.container.v1.Volume
+	(*CreateContainerResponse)(nil),    // 10: hearth.container.v1.CreateContainerResponse
+	(*StartContainerRequest)(nil),      // 11: hearth.container.v1.StartContainerRequest
+	(*StartContainerResponse)(nil),     // 12: hearth.container.v1.StartContainerResponse
+	(*StopContainerRequest)(nil),       // 13: hearth.container.v1.StopContainerRequest
+	(*StopContainerResponse)(nil),      // 14: hearth.container.v1.StopContainerResponse
+	(*DeleteContainerRequest)(nil),     // 15: hearth.container.v1.DeleteContainerRequest
+	(*DeleteContainerResponse)(nil),    // 16: hearth.container.v1.DeleteContainerResponse
+	(*ListContainersRequest)(nil),      // 17: hearth.container.v1.ListContainersRequest
+	(*ListContainersResponse)(nil),     // 18: hearth.container.v1.ListContainersResponse
+	(*GetContainerRequest)(nil),        // 19: hearth.container.v1.GetContainerRequest
+	(*SetContainerLimitsRequest)(nil),  // 20: hearth.container.v1.SetContainerLimitsRequest
+	(*SetContainerLimitsResponse)(nil), // 21: hearth.container.v1.SetContainerLimitsResponse
+	(*GetContainerResponse)(nil),       // 22: hearth.container.v1.GetContainerResponse
+	nil,                                // 23: hearth.container.v1.ContainerSpec.ImagesEntry
+	(*timestamppb.Timestamp)(nil),      // 24: google.protobuf.Timestamp
+	(*v1.Overlay)(nil),                 // 25: hearth.host.v1.Overlay
+	(*durationpb.Duration)(nil),        // 26: google.protobuf.Duration
+	(*v11.GuestInfo)(nil),              // 27: hearth.guest.v1.GuestInfo
 }
 var file_hearth_container_v1_container_proto_depIdxs = []int32{
 	0,  // 0: hearth.container.v1.Container.state:type_name -> hearth.container.v1.ContainerState
-	22, // 1: hearth.container.v1.Container.created_at:type_name -> google.protobuf.Timestamp
-	22, // 2: hearth.container.v1.Container.started_at:type_name -> google.protobuf.Timestamp
+	24, // 1: hearth.container.v1.Container.created_at:type_name -> google.protobuf.Timestamp
+	24, // 2: hearth.container.v1.Container.started_at:type_name -> google.protobuf.Timestamp
 	3,  // 3: hearth.container.v1.CreateContainerRequest.spec:type_name -> hearth.container.v1.ContainerSpec
-	21, // 4: hearth.container.v1.ContainerSpec.images:type_name -> hearth.container.v1.ContainerSpec.ImagesEntry
+	23, // 4: hearth.container.v1.ContainerSpec.images:type_name -> hearth.container.v1.ContainerSpec.ImagesEntry
 	4,  // 5: hearth.container.v1.ContainerSpec.limits:type_name -> hearth.container.v1.Limits
 	8,  // 6: hearth.container.v1.ContainerDetails.images:type_name -> hearth.container.v1.MountedImage
 	9,  // 7: hearth.container.v1.ContainerDetails.volumes:type_name -> hearth.container.v1.Volume
-	23, // 8: hearth.container.v1.ContainerDetails.overlays:type_name -> hearth.host.v1.Overlay
+	25, // 8: hearth.container.v1.ContainerDetails.overlays:type_name -> hearth.host.v1.Overlay
 	4,  // 9: hearth.container.v1.ContainerDetails.limits:type_name -> hearth.container.v1.Limits
 	4,  // 10: hearth.container.v1.ContainerDetails.cgroup_limits:type_name -> hearth.container.v1.Limits
 	5,  // 11: hearth.container.v1.ContainerDetails.usage:type_name -> hearth.container.v1.Usage
 	7,  // 12: hearth.container.v1.ContainerDetails.disk:type_name -> hearth.container.v1.DiskUsage
 	1,  // 13: hearth.container.v1.CreateContainerResponse.container:type_name -> hearth.container.v1.Container
 	1,  // 14: hearth.container.v1.StartContainerResponse.container:type_name -> hearth.container.v1.Container
-	24, // 15: hearth.container.v1.StopContainerRequest.timeout:type_name -> google.protobuf.Duration
+	26, // 15: hearth.container.v1.StopContainerRequest.timeout:type_name -> google.protobuf.Duration
 	1,  // 16: hearth.container.v1.StopContainerResponse.container:type_name -> hearth.container.v1.Container
 	1,  // 17: hearth.container.v1.ListContainersResponse.containers:type_name -> hearth.container.v1.Container
-	1,  // 18: hearth.container.v1.GetContainerResponse.container:type_name -> hearth.container.v1.Container
-	25, // 19: hearth.container.v1.GetContainerResponse.guest:type_name -> hearth.guest.v1.GuestInfo
-	6,  // 20: hearth.container.v1.GetContainerResponse.details:type_name -> hearth.container.v1.ContainerDetails
-	2,  // 21: hearth.container.v1.ContainerService.CreateContainer:input_type -> hearth.container.v1.CreateContainerRequest
-	11, // 22: hearth.container.v1.ContainerService.StartContainer:input_type -> hearth.container.v1.StartContainerRequest
-	13, // 23: hearth.container.v1.ContainerService.StopContainer:input_type -> hearth.container.v1.StopContainerRequest
-	15, // 24: hearth.container.v1.ContainerService.DeleteContainer:input_type -> hearth.container.v1.DeleteContainerRequest
-	17, // 25: hearth.container.v1.ContainerService.ListContainers:input_type -> hearth.container.v1.ListContainersRequest
-	19, // 26: hearth.container.v1.ContainerService.GetContainer:input_type -> hearth.container.v1.GetContainerRequest
-	10, // 27: hearth.container.v1.ContainerService.CreateContainer:output_type -> hearth.container.v1.CreateContainerResponse
-	12, // 28: hearth.container.v1.ContainerService.StartContainer:output_type -> hearth.container.v1.StartContainerResponse
-	14, // 29: hearth.container.v1.ContainerService.StopContainer:output_type -> hearth.container.v1.StopContainerResponse
-	16, // 30: hearth.container.v1.ContainerService.DeleteContainer:output_type -> hearth.container.v1.DeleteContainerResponse
-	18, // 31: hearth.container.v1.ContainerService.ListContainers:output_type -> hearth.container.v1.ListContainersResponse
-	20, // 32: hearth.container.v1.ContainerService.GetContainer:output_type -> hearth.container.v1.GetContainerResponse
-	27, // [27:33] is the sub-list for method output_type
-	21, // [21:27] is the sub-list for method input_type
-	21, // [21:21] is the sub-list for extension type_name
-	21, // [21:21] is the sub-list for extension extendee
-	0,  // [0:21] is the sub-list for field type_name
+	4,  // 18: hearth.container.v1.SetContainerLimitsRequest.limits:type_name -> hearth.container.v1.Limits
+	1,  // 19: hearth.container.v1.SetContainerLimitsResponse.container:type_name -> hearth.container.v1.Container
+	4,  // 20: hearth.container.v1.SetContainerLimitsResponse.limits:type_name -> hearth.container.v1.Limits
+	1,  // 21: hearth.container.v1.GetContainerResponse.container:type_name -> hearth.container.v1.Container
+	27, // 22: hearth.container.v1.GetContainerResponse.guest:type_name -> hearth.guest.v1.GuestInfo
+	6,  // 23: hearth.container.v1.GetContainerResponse.details:type_name -> hearth.container.v1.ContainerDetails
+	2,  // 24: hearth.container.v1.ContainerService.CreateContainer:input_type -> hearth.container.v1.CreateContainerRequest
+	11, // 25: hearth.container.v1.ContainerService.StartContainer:input_type -> hearth.container.v1.StartContainerRequest
+	13, // 26: hearth.container.v1.ContainerService.StopContainer:input_type -> hearth.container.v1.StopContainerRequest
+	15, // 27: hearth.container.v1.ContainerService.DeleteContainer:input_type -> hearth.container.v1.DeleteContainerRequest
+	17, // 28: hearth.container.v1.ContainerService.ListContainers:input_type -> hearth.container.v1.ListContainersRequest
+	19, // 29: hearth.container.v1.ContainerService.GetContainer:input_type -> hearth.container.v1.GetContainerRequest
+	20, // 30: hearth.container.v1.ContainerService.SetContainerLimits:input_type -> hearth.container.v1.SetContainerLimitsRequest
+	10, // 31: hearth.container.v1.ContainerService.CreateContainer:output_type -> hearth.container.v1.CreateContainerResponse
+	12, // 32: hearth.container.v1.ContainerService.StartContainer:output_type -> hearth.container.v1.StartContainerResponse
+	14, // 33: hearth.container.v1.ContainerService.StopContainer:output_type -> hearth.container.v1.StopContainerResponse
+	16, // 34: hearth.container.v1.ContainerService.DeleteContainer:output_type -> hearth.container.v1.DeleteContainerResponse
+	18, // 35: hearth.container.v1.ContainerService.ListContainers:output_type -> hearth.container.v1.ListContainersResponse
+	22, // 36: hearth.container.v1.ContainerService.GetContainer:output_type -> hearth.container.v1.GetContainerResponse
+	21, // 37: hearth.container.v1.ContainerService.SetContainerLimits:output_type -> hearth.container.v1.SetContainerLimitsResponse
+	31, // [31:38] is the sub-list for method output_type
+	24, // [24:31] is the sub-list for method input_type
+	24, // [24:24] is the sub-list for extension type_name
+	24, // [24:24] is the sub-list for extension extendee
+	0,  // [0:24] is the sub-list for field type_name
 }
 
 func init() { file_hearth_container_v1_container_proto_init() }
@@ -1474,7 +1604,7 @@ func file_hearth_container_v1_container_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_hearth_container_v1_container_proto_rawDesc), len(file_hearth_container_v1_container_proto_rawDesc)),
 			NumEnums:      1,
-			NumMessages:   21,
+			NumMessages:   23,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

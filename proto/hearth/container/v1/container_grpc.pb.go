@@ -21,12 +21,13 @@ import (
 const _ = grpc.SupportPackageIsVersion9
 
 const (
-	ContainerService_CreateContainer_FullMethodName = "/hearth.container.v1.ContainerService/CreateContainer"
-	ContainerService_StartContainer_FullMethodName  = "/hearth.container.v1.ContainerService/StartContainer"
-	ContainerService_StopContainer_FullMethodName   = "/hearth.container.v1.ContainerService/StopContainer"
-	ContainerService_DeleteContainer_FullMethodName = "/hearth.container.v1.ContainerService/DeleteContainer"
-	ContainerService_ListContainers_FullMethodName  = "/hearth.container.v1.ContainerService/ListContainers"
-	ContainerService_GetContainer_FullMethodName    = "/hearth.container.v1.ContainerService/GetContainer"
+	ContainerService_CreateContainer_FullMethodName    = "/hearth.container.v1.ContainerService/CreateContainer"
+	ContainerService_StartContainer_FullMethodName     = "/hearth.container.v1.ContainerService/StartContainer"
+	ContainerService_StopContainer_FullMethodName      = "/hearth.container.v1.ContainerService/StopContainer"
+	ContainerService_DeleteContainer_FullMethodName    = "/hearth.container.v1.ContainerService/DeleteContainer"
+	ContainerService_ListContainers_FullMethodName     = "/hearth.container.v1.ContainerService/ListContainers"
+	ContainerService_GetContainer_FullMethodName       = "/hearth.container.v1.ContainerService/GetContainer"
+	ContainerService_SetContainerLimits_FullMethodName = "/hearth.container.v1.ContainerService/SetContainerLimits"
 )
 
 // ContainerServiceClient is the client API for ContainerService service.
@@ -47,6 +48,11 @@ type ContainerServiceClient interface {
 	ListContainers(ctx context.Context, in *ListContainersRequest, opts ...grpc.CallOption) (*ListContainersResponse, error)
 	// GetContainer reports one container and, when it runs, guestd's own answer.
 	GetContainer(ctx context.Context, in *GetContainerRequest, opts ...grpc.CallOption) (*GetContainerResponse, error)
+	// SetContainerLimits changes a container's limits, through the host's policy: at once
+	// in a running container's cgroup, and its disk grows (online where the kernel lets
+	// containerd-lite resize a mounted file system, else at the next start). Disks do not
+	// shrink.
+	SetContainerLimits(ctx context.Context, in *SetContainerLimitsRequest, opts ...grpc.CallOption) (*SetContainerLimitsResponse, error)
 }
 
 type containerServiceClient struct {
@@ -117,6 +123,16 @@ func (c *containerServiceClient) GetContainer(ctx context.Context, in *GetContai
 	return out, nil
 }
 
+func (c *containerServiceClient) SetContainerLimits(ctx context.Context, in *SetContainerLimitsRequest, opts ...grpc.CallOption) (*SetContainerLimitsResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(SetContainerLimitsResponse)
+	err := c.cc.Invoke(ctx, ContainerService_SetContainerLimits_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // ContainerServiceServer is the server API for ContainerService service.
 // All implementations must embed UnimplementedContainerServiceServer
 // for forward compatibility.
@@ -135,6 +151,11 @@ type ContainerServiceServer interface {
 	ListContainers(context.Context, *ListContainersRequest) (*ListContainersResponse, error)
 	// GetContainer reports one container and, when it runs, guestd's own answer.
 	GetContainer(context.Context, *GetContainerRequest) (*GetContainerResponse, error)
+	// SetContainerLimits changes a container's limits, through the host's policy: at once
+	// in a running container's cgroup, and its disk grows (online where the kernel lets
+	// containerd-lite resize a mounted file system, else at the next start). Disks do not
+	// shrink.
+	SetContainerLimits(context.Context, *SetContainerLimitsRequest) (*SetContainerLimitsResponse, error)
 	mustEmbedUnimplementedContainerServiceServer()
 }
 
@@ -162,6 +183,9 @@ func (UnimplementedContainerServiceServer) ListContainers(context.Context, *List
 }
 func (UnimplementedContainerServiceServer) GetContainer(context.Context, *GetContainerRequest) (*GetContainerResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method GetContainer not implemented")
+}
+func (UnimplementedContainerServiceServer) SetContainerLimits(context.Context, *SetContainerLimitsRequest) (*SetContainerLimitsResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method SetContainerLimits not implemented")
 }
 func (UnimplementedContainerServiceServer) mustEmbedUnimplementedContainerServiceServer() {}
 func (UnimplementedContainerServiceServer) testEmbeddedByValue()                          {}
@@ -292,6 +316,24 @@ func _ContainerService_GetContainer_Handler(srv interface{}, ctx context.Context
 	return interceptor(ctx, in, info, handler)
 }
 
+func _ContainerService_SetContainerLimits_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(SetContainerLimitsRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(ContainerServiceServer).SetContainerLimits(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: ContainerService_SetContainerLimits_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(ContainerServiceServer).SetContainerLimits(ctx, req.(*SetContainerLimitsRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 // ContainerService_ServiceDesc is the grpc.ServiceDesc for ContainerService service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -322,6 +364,10 @@ var ContainerService_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "GetContainer",
 			Handler:    _ContainerService_GetContainer_Handler,
+		},
+		{
+			MethodName: "SetContainerLimits",
+			Handler:    _ContainerService_SetContainerLimits_Handler,
 		},
 	},
 	Streams:  []grpc.StreamDesc{},

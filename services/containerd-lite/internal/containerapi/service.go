@@ -28,15 +28,25 @@ func New(m *containers.Manager) *Service { return &Service{m: m} }
 
 // CreateContainer implements ContainerService.
 func (s *Service) CreateContainer(ctx context.Context, req *containerv1.CreateContainerRequest) (*containerv1.CreateContainerResponse, error) {
-	spec := containers.Spec{Images: req.GetSpec().GetImages(), Volumes: req.GetSpec().GetVolumes(), Manifest: req.GetSpec().GetManifest()}
-	if l := req.GetSpec().GetLimits(); l != nil {
-		spec.Limits = store.Limits{MemoryBytes: l.GetMemoryBytes(), CPUs: l.GetCpus(), Pids: l.GetPids(), DiskBytes: l.GetDiskBytes()}
-	}
+	spec := containers.Spec{Images: req.GetSpec().GetImages(), Volumes: req.GetSpec().GetVolumes(), Manifest: req.GetSpec().GetManifest(), Limits: limitsFrom(req.GetSpec().GetLimits())}
 	i, err := s.m.Create(ctx, req.GetName(), spec)
 	if err != nil {
 		return nil, err
 	}
 	return &containerv1.CreateContainerResponse{Container: toProto(i)}, nil
+}
+
+// SetContainerLimits implements ContainerService.
+func (s *Service) SetContainerLimits(ctx context.Context, req *containerv1.SetContainerLimitsRequest) (*containerv1.SetContainerLimitsResponse, error) {
+	i, l, notes, err := s.m.SetLimits(ctx, req.GetName(), limitsFrom(req.GetLimits()))
+	if err != nil {
+		return nil, err
+	}
+	return &containerv1.SetContainerLimitsResponse{Container: toProto(i), Limits: limitsProto(l), Notes: notes}, nil
+}
+
+func limitsFrom(l *containerv1.Limits) store.Limits {
+	return store.Limits{MemoryBytes: l.GetMemoryBytes(), CPUs: l.GetCpus(), Pids: l.GetPids(), DiskBytes: l.GetDiskBytes()}
 }
 
 // StartContainer implements ContainerService.

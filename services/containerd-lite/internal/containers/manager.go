@@ -56,6 +56,7 @@ type Runtime interface {
 	Stop(ctx context.Context, name string, timeout time.Duration) error
 	Defined() []string
 	CgroupItem(name, key string) (string, error)
+	SetCgroupItem(name, key, value string) error
 }
 
 // Records keeps the containers' records (store.Store).
@@ -102,14 +103,15 @@ type Tree interface {
 // Disks give each package its own disk, which holds its layers, volumes and logs and
 // bounds them: the kernel refuses writes past its size.
 type Disks interface {
-	// Open makes the package's disk if it has none (its root owned by ids' root),
+	// Open makes the package's disk if it has none, grows it to size if it is smaller,
 	// mounts it, and returns the directory it is mounted at.
 	Open(name string, size int64, ids idmap.Mapping) (string, error)
 	// Exists reports whether the package has a disk.
 	Exists(name string) bool
 	// Usage reports the bytes used and the size.
 	Usage(name string) (used, size int64, err error)
-	// Grow makes the disk size bytes, online.
+	// Grow makes a mounted disk size bytes, online; errdefs.ErrPermissionDenied where
+	// the kernel refuses (Open grows it offline then).
 	Grow(name string, size int64) error
 	// Close unmounts the disk; Purge unmounts and deletes it.
 	Close(name string) error
@@ -302,12 +304,6 @@ func (m *Manager) Create(ctx context.Context, name string, spec Spec) (Info, err
 		return Info{}, fmt.Errorf("container %q: disk: %w", name, err)
 	}
 	sp.done("disk")
-	if hasKept && kept.DiskBytes < rec.Limits.DiskBytes {
-		if err := m.opts.Disks.Grow(name, rec.Limits.DiskBytes); err != nil {
-			_ = m.opts.Disks.Close(name)
-			return Info{}, fmt.Errorf("container %q: grow the kept disk: %w", name, err)
-		}
-	}
 	t := m.tree(name, mp, data)
 	undo := func() {
 		_ = m.opts.Runtime.Undefine(name)

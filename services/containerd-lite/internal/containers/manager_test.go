@@ -116,6 +116,10 @@ func (r *fakeRuntime) Defined() []string {
 	return out
 }
 func (r *fakeRuntime) CgroupItem(name, key string) (string, error) { return "", errors.New("none") }
+func (r *fakeRuntime) SetCgroupItem(name, key, value string) error {
+	r.c.add("cgroup %s %s=%s", name, key, value)
+	return nil
+}
 
 type fakeRecords struct {
 	mu   sync.Mutex
@@ -243,17 +247,21 @@ func (t fakeTree) ConsoleLog() string         { return filepath.Join(t.dir, "con
 func (t fakeTree) VolumePath(v string) string { return filepath.Join(t.dir, "volumes", v) }
 
 type fakeDisks struct {
-	c     *calls
-	mu    sync.Mutex
-	disks map[string]int64
-	dir   string
+	c          *calls
+	denyOnline bool
+	mu         sync.Mutex
+	disks      map[string]int64
+	dir        string
 }
 
 func (d *fakeDisks) Open(name string, size int64, _ idmap.Mapping) (string, error) {
 	d.mu.Lock()
 	defer d.mu.Unlock()
-	if _, ok := d.disks[name]; !ok {
+	if have, ok := d.disks[name]; !ok {
 		d.c.add("disk create %s %d", name, size)
+		d.disks[name] = size
+	} else if size > have {
+		d.c.add("disk grow %s %d", name, size)
 		d.disks[name] = size
 	}
 	d.c.add("disk open %s", name)
@@ -267,6 +275,9 @@ func (d *fakeDisks) Exists(name string) bool {
 }
 func (d *fakeDisks) Usage(name string) (int64, int64, error) { return 0, d.disks[name], nil }
 func (d *fakeDisks) Grow(name string, size int64) error {
+	if d.denyOnline {
+		return fmt.Errorf("no CAP_SYS_RESOURCE: %w", errdefs.ErrPermissionDenied)
+	}
 	d.c.add("disk grow %s %d", name, size)
 	d.disks[name] = size
 	return nil
@@ -607,5 +618,73 @@ func TestLifecycleWaitsGiveUpWithContext(t *testing.T) {
 	_, err = e.m.Start(ctx, "web")
 	if !errors.Is(err, context.DeadlineExceeded) || !strings.Contains(err.Error(), "busy") {
 		t.Fatalf("Start while another operation holds the container: %v", err)
+	}
+}
+
+func TestSetLimits(t *testing.T) {
+	e := newEnv(t, 2)
+	ctx := context.Background()
+	if _, err := e.m.Create(ctx, "web", Spec{Limits: store.Limits{Pids: 50}}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := e.m.Start(ctx, "web"); err != nil {
+		t.Fatal(err)
+	}
+	e.c.take()
+	// Running: the cgroup takes the new limits at once; the disk grows online.
+	_, got, notes, err := e.m.SetLimits(ctx, "web", store.Limits{Pids: 80, DiskBytes: 128 << 20})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got.Pids != 80 || got.DiskBytes != 128<<20 || got.MemoryBytes != 1<<30 || len(notes) != 0 {
+		t.Fatalf("limits %+v, notes %v", got, notes)
+	}
+	calls := e.c.take()
+	for _, want := range []string{"cgroup web pids.max=80", "disk grow web 134217728"} {
+		if !slices.Contains(calls, want) {
+			t.Errorf("SetLimits did not %q: %v", want, calls)
+		}
+	}
+	if r, _ := e.recs.GetContainer("web"); r.Limits != got {
+		t.Errorf("record %+v, want %+v", r.Limits, got)
+	}
+	// Where the kernel refuses an online growth, the disk grows at the next start.
+	e.disks.denyOnline = true
+	_, got, notes, err = e.m.SetLimits(ctx, "web", store.Limits{DiskBytes: 256 << 20})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(notes) != 1 || !strings.Contains(notes[0], "at the next start") {
+		t.Fatalf("notes %v, want one saying the disk grows at the next start", notes)
+	}
+	if _, err := e.m.Stop(ctx, "web", time.Second); err != nil {
+		t.Fatal(err)
+	}
+	e.c.take()
+	if _, err := e.m.Start(ctx, "web"); err != nil {
+		t.Fatal(err)
+	}
+	if calls := e.c.take(); !slices.Contains(calls, "disk grow web 268435456") {
+		t.Errorf("the start did not grow the disk: %v", calls)
+	}
+	// Disks do not shrink; the policy caps; bad values are refused with nothing changed.
+	for _, tc := range []struct {
+		l    store.Limits
+		want string
+	}{
+		{store.Limits{DiskBytes: 64 << 20}, "do not shrink"},
+		{store.Limits{Pids: 2}, "too few"},
+		{store.Limits{MemoryBytes: -1}, "must be positive"},
+	} {
+		if _, _, _, err := e.m.SetLimits(ctx, "web", tc.l); !errors.Is(err, errdefs.ErrInvalidArgument) || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("SetLimits(%+v) = %v, want InvalidArgument naming %q", tc.l, err, tc.want)
+		}
+	}
+	if r, _ := e.recs.GetContainer("web"); r.Limits.DiskBytes != 256<<20 || r.Limits.Pids != 80 {
+		t.Errorf("a refused change changed the record: %+v", r.Limits)
+	}
+	_, got, notes, err = e.m.SetLimits(ctx, "web", store.Limits{Pids: 1000})
+	if err != nil || got.Pids != 100 || len(notes) != 1 {
+		t.Errorf("over the cap: %+v %v %v, want pids 100 and a note", got, notes, err)
 	}
 }

@@ -43,9 +43,10 @@ func (d *Disks) Exists(name string) bool {
 }
 
 // Open makes the package's disk of size bytes if it has none, grows it to size when it is
-// smaller (offline when the kernel refuses to grow it mounted: the package must then be
-// stopped), mounts it, and returns where. The disk's root belongs to the host; the
-// container's root owns what is made in it for it.
+// smaller, mounts it, and returns where. Growth is online when the disk is mounted and the
+// kernel lets containerd-lite resize a mounted ext4 (CAP_SYS_RESOURCE); otherwise the disk
+// is unmounted and grown offline, which needs its container stopped. The disk's root
+// belongs to the host; the container's root owns what is made in it for it.
 func (d *Disks) Open(name string, size int64, _ idmap.Mapping) (string, error) {
 	img, mnt := d.image(name), d.Dir(name)
 	if !d.Exists(name) {
@@ -56,8 +57,15 @@ func (d *Disks) Open(name string, size int64, _ idmap.Mapping) (string, error) {
 	if err := os.Mkdir(mnt, 0o700); err != nil && !errors.Is(err, os.ErrExist) {
 		return "", err
 	}
-	if fi, err := os.Stat(img); err == nil && size > fi.Size()+diskimg.BlockSize-1 {
-		if err := d.grow(name, size); err != nil {
+	if d.smaller(name, size) {
+		err := d.Grow(name, size)
+		if errors.Is(err, errdefs.ErrPermissionDenied) || errors.Is(err, errdefs.ErrFailedPrecondition) {
+			if err := diskimg.Unmount(mnt); err != nil {
+				return "", fmt.Errorf("grow the disk of %s offline: %w", name, err)
+			}
+			err = diskimg.GrowOffline(img, size)
+		}
+		if err != nil {
 			return "", err
 		}
 	}
@@ -67,32 +75,24 @@ func (d *Disks) Open(name string, size int64, _ idmap.Mapping) (string, error) {
 	return mnt, nil
 }
 
-// Grow makes the disk size bytes: online while mounted, or, on a host whose kernel
-// refuses that to containerd-lite (no CAP_SYS_RESOURCE), offline, which needs the disk
-// unmounted (so its container stopped).
-func (d *Disks) Grow(name string, size int64) error { return d.grow(name, size) }
+// smaller reports whether the disk's image is smaller than size.
+func (d *Disks) smaller(name string, size int64) bool {
+	fi, err := os.Stat(d.image(name))
+	return err == nil && size-size%diskimg.BlockSize > fi.Size()
+}
 
-func (d *Disks) grow(name string, size int64) error {
+// Grow makes a mounted disk size bytes, online. It fails with errdefs.ErrPermissionDenied
+// where the kernel refuses that to containerd-lite (no CAP_SYS_RESOURCE), and with
+// ErrFailedPrecondition when the disk is not mounted: Open grows it then.
+func (d *Disks) Grow(name string, size int64) error {
 	img, mnt := d.image(name), d.Dir(name)
-	if _, _, err := diskimg.LoopDevice(mnt); err == nil {
-		err := diskimg.Grow(img, mnt, size)
-		if err == nil || !errors.Is(err, errdefs.ErrPermissionDenied) {
-			return err
-		}
-		// Offline then: unmount, grow, and mount again below (Open) or here.
-		if err := diskimg.Unmount(mnt); err != nil {
-			return fmt.Errorf("grow the disk of %s: %w", name, err)
-		}
-		if err := diskimg.GrowOffline(img, size); err != nil {
-			if _, merr := diskimg.Mount(img, mnt); merr != nil {
-				return errors.Join(err, merr)
-			}
-			return fmt.Errorf("grow the disk of %s (stop it first if it runs): %w", name, err)
-		}
-		_, err = diskimg.Mount(img, mnt)
-		return err
+	if !d.smaller(name, size) {
+		return nil
 	}
-	return diskimg.GrowOffline(img, size)
+	if _, _, err := diskimg.LoopDevice(mnt); err != nil {
+		return fmt.Errorf("the disk of %s is not mounted; it grows when it is next opened: %w", name, errdefs.ErrFailedPrecondition)
+	}
+	return diskimg.Grow(img, mnt, size)
 }
 
 // Usage reports the bytes used and the size of a mounted disk.

@@ -220,3 +220,16 @@ func (r *Runtime) CgroupItem(name, key string) (string, error) {
 	}
 	return strings.Join(v, "\n"), nil
 }
+
+// SetCgroupItem writes one file of a running container's cgroup, such as "pids.max".
+func (r *Runtime) SetCgroupItem(name, key, value string) error {
+	c, err := r.open(name)
+	if err != nil {
+		return err
+	}
+	defer lxc.Release(c)
+	if err := c.SetCgroupItem(key, value); err != nil {
+		return fmt.Errorf("container %s: set cgroup %s to %s: %w", name, key, value, err)
+	}
+	return nil
+}
