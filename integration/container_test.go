@@ -211,6 +211,10 @@ func TestContainerBadInput(t *testing.T) {
 		{[]string{"container", "status", "missing"}, "NotFound"},
 		{[]string{"container", "create"}, "accepts 1 arg"},
 		{[]string{"--output", "yaml", "container", "ls"}, "use text or json"},
+		{[]string{"container", "create", "tiny", "--disk", "1Mi"}, "below 32Mi"},
+		{[]string{"container", "create", "nodisk", "--disk", "lots"}, "--disk"},
+		{[]string{"container", "limits", "missing", "--pids", "10"}, "NotFound"},
+		{[]string{"container", "limits", "missing"}, "give at least one"},
 	} {
 		_, err := hearthctl(t, l.runDir, tc.args...)
 		if err == nil || !strings.Contains(err.Error(), tc.want) {
@@ -219,6 +223,31 @@ func TestContainerBadInput(t *testing.T) {
 	}
 	if ents, _ := os.ReadDir(filepath.Join(l.stateDir, "containers")); len(ents) != 0 {
 		t.Errorf("bad input left containers: %v", ents)
+	}
+	if ents, _ := os.ReadDir(filepath.Join(l.stateDir, "disks")); len(ents) != 0 {
+		t.Errorf("bad input left disks: %v", ents)
+	}
+}
+
+// TestContainerRefusedBelowDiskReserve: with less free space on the state file system than
+// --disk-reserve, a container does not start, the error says why, and nothing stays mounted.
+func TestContainerRefusedBelowDiskReserve(t *testing.T) {
+	requireRoot(t)
+	dir := tempDir(t)
+	runDir, stateDir := filepath.Join(dir, "run"), filepath.Join(dir, "state")
+	d := startDaemon(t, "containerd-lite", filepath.Join(runDir, "containerd-lite.sock"),
+		"--run-dir", runDir, "--state-dir", stateDir, "--base-rootfs", baseRootfs, "--disk-reserve", "1000Ti")
+	defer d.stop(syscall.SIGTERM)
+	if _, err := hearthctl(t, runDir, "container", "create", "big"); err != nil {
+		t.Fatal(err)
+	}
+	defer hearthctl(t, runDir, "container", "rm", "--force", "--purge-volumes", "big")
+	_, err := hearthctl(t, runDir, "container", "start", "big")
+	if err == nil || !strings.Contains(err.Error(), "below the reserve") || !strings.Contains(err.Error(), "ResourceExhausted") {
+		t.Fatalf("start below the reserve: %v", err)
+	}
+	if m := mountsUnder(t, stateDir); len(m) > 0 {
+		t.Errorf("a refused start left mounts: %v", m)
 	}
 }
 

@@ -288,7 +288,11 @@ func (g *globals) showDetails(resp *containerv1.GetContainerResponse) error {
 		if l == nil {
 			return "-"
 		}
-		return fmt.Sprintf("memory %s, cpus %g, pids %d, disk %s", bytesize.Format(l.GetMemoryBytes()), l.GetCpus(), l.GetPids(), bytesize.Format(l.GetDiskBytes()))
+		s := fmt.Sprintf("memory %s, cpus %g, pids %d", bytesize.Format(l.GetMemoryBytes()), l.GetCpus(), l.GetPids())
+		if l.GetDiskBytes() > 0 { // the cgroup holds no disk limit
+			s += ", disk " + bytesize.Format(l.GetDiskBytes())
+		}
+		return s
 	}
 	kv := []string{"limits", limits(d.GetLimits())}
 	if n := d.GetHostIdCount(); n > 0 {
