@@ -37,6 +37,8 @@ type Config struct {
 	Cgroup [][2]string
 	// ShmBytes and RunBytes size the tmpfs at /dev/shm and /run (defaults when zero).
 	ShmBytes, RunBytes int64
+	// Seccomp is the seccomp profile (SeccompProfile when empty); it must exist.
+	Seccomp string
 }
 
 // Default sizes of the container's memory-backed directories.
@@ -65,11 +67,15 @@ func (c Config) Render() (string, error) {
 	var b strings.Builder
 	line := func(k, v string, a ...any) { fmt.Fprintf(&b, "%s = %s\n", k, fmt.Sprintf(v, a...)) }
 	b.WriteString("# Written by containerd-lite; changes are overwritten.\n")
-	if _, err := os.Stat(SeccompProfile); err != nil {
-		return "", fmt.Errorf("LXC's seccomp profile %s: %w; containers do not start without it (install the lxc package)", SeccompProfile, err)
+	seccomp := c.Seccomp
+	if seccomp == "" {
+		seccomp = SeccompProfile
+	}
+	if _, err := os.Stat(seccomp); err != nil {
+		return "", fmt.Errorf("seccomp profile %s: %w; containers do not start without a system call filter (install the lxc package)", seccomp, err)
 	}
 	line("lxc.cap.drop", "mac_admin mac_override sys_time sys_module sys_rawio")
-	line("lxc.seccomp.profile", "%s", SeccompProfile)
+	line("lxc.seccomp.profile", "%s", seccomp)
 	line("lxc.pty.max", "1024")
 	line("lxc.uts.name", "%s", c.Name)
 	line("lxc.rootfs.path", "dir:%s", c.Rootfs)

@@ -45,6 +45,7 @@ func TestRenderRefuses(t *testing.T) {
 		{"space in path", Config{Name: "a", Rootfs: "/my state/rootfs", Init: []string{"x"}}, "white space"},
 		{"newline in path", Config{Name: "a", RPCDir: "/x\nlxc.idmap = u 0 0 1", Init: []string{"x"}}, "white space"},
 		{"no init", Config{Name: "a"}, "no init"},
+		{"no seccomp profile", Config{Name: "a", Init: []string{"x"}, Seccomp: "/nonexistent/profile"}, "containers do not start without a system call filter"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			if _, err := tc.c.Render(); err == nil || !strings.Contains(err.Error(), tc.want) {
