@@ -900,7 +900,7 @@ func TestAttackIDRanges(t *testing.T) {
 	}
 	pids := map[string]int{}
 	for _, n := range names {
-		pids[n] = int(l.status(t, n).GetContainer().GetInitPid())
+		pids[n] = int(l.inspect(t, n).GetContainer().GetInitPid())
 	}
 	for _, file := range []string{"uid_map", "gid_map"} {
 		a, b := idMaps(t, pids["one"], file), idMaps(t, pids["two"], file)

@@ -55,13 +55,6 @@ func (l *lab) start(t testing.TB) {
 
 func (l *lab) lxcPath() string { return filepath.Join(l.stateDir, "lxc") }
 
-func (l *lab) status(t *testing.T, name string) *containerv1.GetContainerResponse {
-	t.Helper()
-	resp := &containerv1.GetContainerResponse{}
-	hearthctlJSON(t, l.runDir, resp, "container", "inspect", name)
-	return resp
-}
-
 // mountsUnder lists the mount points at or below dir.
 func mountsUnder(t *testing.T, dir string) []string {
 	t.Helper()
@@ -108,7 +101,7 @@ func TestContainerSkeleton(t *testing.T) {
 	}
 	t.Cleanup(func() { hearthctl(t, l.runDir, "container", "rm", "--force", name) })
 
-	first := l.status(t, name)
+	first := l.inspect(t, name)
 	c, g := first.GetContainer(), first.GetGuest()
 	if c.GetState() != containerv1.ContainerState_CONTAINER_STATE_RUNNING || c.GetInitPid() <= 0 {
 		t.Fatalf("after start: %v", first)
@@ -135,7 +128,7 @@ func TestContainerSkeleton(t *testing.T) {
 			t.Fatalf("container init gone after containerd-lite got %v: %v", sig, err)
 		}
 		l.start(t)
-		again := l.status(t, name)
+		again := l.inspect(t, name)
 		ga := again.GetGuest()
 		if ga == nil {
 			t.Fatalf("after containerd-lite restart (%v): guestd no answer: %s", sig, again.GetGuestError())
@@ -160,7 +153,7 @@ func TestContainerSkeleton(t *testing.T) {
 	if _, err := hearthctl(t, l.runDir, "container", "stop", name); err != nil {
 		t.Fatal(err)
 	}
-	if st := l.status(t, name).GetContainer().GetState(); st != containerv1.ContainerState_CONTAINER_STATE_STOPPED {
+	if st := l.inspect(t, name).GetContainer().GetState(); st != containerv1.ContainerState_CONTAINER_STATE_STOPPED {
 		t.Fatalf("after stop: state %v", st)
 	}
 	if err := syscall.Kill(int(c.GetInitPid()), 0); err == nil {
@@ -274,7 +267,7 @@ func TestContainerLimitsChange(t *testing.T) {
 		t.Fatal(err)
 	}
 	diskSize := func() int64 {
-		d := l.status(t, name).GetDetails().GetDisk()
+		d := l.inspect(t, name).GetDetails().GetDisk()
 		if d.GetError() != "" {
 			t.Fatalf("disk usage: %s", d.GetError())
 		}
@@ -286,7 +279,7 @@ func TestContainerLimitsChange(t *testing.T) {
 	if lim := resp.GetLimits(); lim.GetPids() != 96 || lim.GetMemoryBytes() != 200<<20 || lim.GetDiskBytes() != 128<<20 {
 		t.Fatalf("limits after the change: %v", lim)
 	}
-	cg := l.status(t, name).GetDetails().GetCgroupLimits()
+	cg := l.inspect(t, name).GetDetails().GetCgroupLimits()
 	if cg.GetPids() != 96 || cg.GetMemoryBytes() != 200<<20 {
 		t.Errorf("the running container's cgroup holds %v, want pids 96 and memory 200Mi", cg)
 	}
@@ -313,7 +306,7 @@ func TestContainerLimitsChange(t *testing.T) {
 			t.Errorf("disk %d bytes after a start that should have grown it from %d to about twice", s, size0)
 		}
 	}
-	if cg := l.status(t, name).GetDetails().GetCgroupLimits(); cg.GetPids() != 96 {
+	if cg := l.inspect(t, name).GetDetails().GetCgroupLimits(); cg.GetPids() != 96 {
 		t.Errorf("after a restart the cgroup holds %v: the change did not reach the container's configuration", cg)
 	}
 	if _, err := hearthctl(t, l.runDir, "container", "limits", name, "--disk", "64Mi"); err == nil || !strings.Contains(err.Error(), "do not shrink") {

@@ -43,6 +43,21 @@ daemons:
     stop: {timeout: 1s}
 `
 
+// startManifest creates a container from a manifest's text and starts it; it is removed
+// when the test ends.
+func (l *lab) startManifest(t *testing.T, name, text string) {
+	t.Helper()
+	manifest := filepath.Join(l.dir, name+".yaml")
+	must(t, os.WriteFile(manifest, []byte(text), 0o644))
+	if _, err := hearthctl(t, l.runDir, "container", "create", name, "--manifest", manifest); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { hearthctl(t, l.runDir, "container", "rm", "--force", name) })
+	if _, err := hearthctl(t, l.runDir, "container", "start", name); err != nil {
+		t.Fatal(err)
+	}
+}
+
 func state(ds map[string]*guestv1.Daemon, n string) guestv1.DaemonState { return ds[n].GetState() }
 
 // TestDaemonFailures: a killed daemon comes back after its backoff and is counted; a
@@ -53,16 +68,8 @@ func TestDaemonFailures(t *testing.T) {
 	requireRoot(t)
 	l := newLab(t)
 	importTestImages(t, l)
-	manifest := filepath.Join(l.dir, "failures.yaml")
-	must(t, os.WriteFile(manifest, []byte(failuresManifest), 0o644))
 	const name = "failures"
-	if _, err := hearthctl(t, l.runDir, "container", "create", name, "--manifest", manifest); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { hearthctl(t, l.runDir, "container", "rm", "--force", name) })
-	if _, err := hearthctl(t, l.runDir, "container", "start", name); err != nil {
-		t.Fatal(err)
-	}
+	l.startManifest(t, name, failuresManifest)
 	ds := l.waitDaemons(t, name, "up, with never failing", 30*time.Second, func(ds map[string]*guestv1.Daemon) bool {
 		return allReady("web", "app", "stubborn")(ds) && state(ds, "never") == guestv1.DaemonState_DAEMON_STATE_FAILING
 	})
@@ -128,14 +135,14 @@ func TestDaemonFailures(t *testing.T) {
 	})
 
 	t.Run("guestd killed", func(t *testing.T) {
-		st := l.status(t, name)
+		st := l.inspect(t, name)
 		old := l.daemons(t, name)
 		serve := st.GetGuest().GetPid()
 		must(t, syscall.Kill(atoi(hostPID(t, l, name, serve)), syscall.SIGKILL))
 		deadline := time.Now().Add(30 * time.Second)
 		var info *guestv1.GuestInfo
 		for time.Now().Before(deadline) {
-			if g := l.status(t, name).GetGuest(); g != nil && g.GetPid() != serve {
+			if g := l.inspect(t, name).GetGuest(); g != nil && g.GetPid() != serve {
 				info = g
 				break
 			}

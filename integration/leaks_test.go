@@ -5,7 +5,6 @@ import (
 	"errors"
 	"io"
 	"os"
-	"path/filepath"
 	"testing"
 	"time"
 
@@ -41,15 +40,8 @@ func TestGuestdNoLeaks(t *testing.T) {
 	requireRoot(t)
 	l := newLab(t)
 	importTestImages(t, l)
-	manifest := filepath.Join(l.dir, "leaks.yaml")
-	must(t, os.WriteFile(manifest, []byte(leaksManifest), 0o644))
 	const name = "leaks"
-	if _, err := hearthctl(t, l.runDir, "container", "create", name, "--manifest", manifest); err != nil {
-		t.Fatal(err)
-	}
-	if _, err := hearthctl(t, l.runDir, "container", "start", name); err != nil {
-		t.Fatal(err)
-	}
+	l.startManifest(t, name, leaksManifest)
 	l.waitDaemons(t, name, "up", 30*time.Second, allReady("web", "talk"))
 	conn, err := dial.Unix(l.cld.socket)
 	if err != nil {

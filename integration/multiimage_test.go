@@ -235,7 +235,7 @@ func TestMultiImageContainer(t *testing.T) {
 	t.Run("kill -9 of containerd-lite", func(t *testing.T) {
 		pids := map[string]int32{}
 		for _, n := range []string{"alpha", "beta"} {
-			pids[n] = l.status(t, n).GetContainer().GetInitPid()
+			pids[n] = l.inspect(t, n).GetContainer().GetInitPid()
 		}
 		before := hostMounts(t, l.stateDir)
 		l.cld.stop(syscall.SIGKILL)

@@ -49,8 +49,8 @@ func TestContainerNetworking(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	c1 := l.status(t, "net1").GetContainer()
-	c2 := l.status(t, "net2").GetContainer()
+	c1 := l.inspect(t, "net1").GetContainer()
+	c2 := l.inspect(t, "net2").GetContainer()
 	if c1.GetAddress() != subnet+"2" || c2.GetAddress() != subnet+"3" {
 		t.Fatalf("addresses %q and %q, want %s2 and %s3", c1.GetAddress(), c2.GetAddress(), subnet, subnet)
 	}
@@ -80,7 +80,7 @@ func TestContainerNetworking(t *testing.T) {
 	l.start(t)
 	l.netd.stop(syscall.SIGTERM)
 	l.startNetd(t, br)
-	if got := l.status(t, "net1").GetContainer().GetAddress(); got != c1.GetAddress() {
+	if got := l.inspect(t, "net1").GetContainer().GetAddress(); got != c1.GetAddress() {
 		t.Errorf("net1's address after restarts: %q, was %q", got, c1.GetAddress())
 	}
 	if _, err := l.inside(t, "net1", nil, "ping", "-c", "1", "-W", "2", gateway); err != nil {
@@ -93,14 +93,14 @@ func TestContainerNetworking(t *testing.T) {
 	if v := veth(""); strings.Count(v, "hv") != 1 {
 		t.Errorf("veths after net1 stopped: %s", v)
 	}
-	if got := l.status(t, "net1").GetContainer(); got.GetAddress() != "" || got.GetState() != containerv1.ContainerState_CONTAINER_STATE_STOPPED {
+	if got := l.inspect(t, "net1").GetContainer(); got.GetAddress() != "" || got.GetState() != containerv1.ContainerState_CONTAINER_STATE_STOPPED {
 		t.Errorf("net1 after stop: %v", got)
 	}
 	// Started again, it gets the lowest free address back.
 	if _, err := hearthctl(t, l.runDir, "container", "start", "net1"); err != nil {
 		t.Fatal(err)
 	}
-	if got := l.status(t, "net1").GetContainer().GetAddress(); got != subnet+"2" {
+	if got := l.inspect(t, "net1").GetContainer().GetAddress(); got != subnet+"2" {
 		t.Errorf("net1's address after restart: %q", got)
 	}
 }

@@ -16,26 +16,25 @@ func Goroutines() int { return runtime.NumGoroutine() }
 // OpenFDs is the number of descriptors the process has open (not counting the one this
 // call opens to list them).
 func OpenFDs() (int, error) {
-	d, err := os.Open("/proc/self/fd")
-	if err != nil {
-		return 0, err
-	}
-	defer d.Close()
-	names, err := d.Readdirnames(-1)
+	names, err := list("/proc/self/fd")
 	if err != nil {
 		return 0, err
 	}
 	return len(names) - 1, nil
 }
 
-// Children is the number of the process's child processes, zombies included.
-func Children() (int, error) {
-	d, err := os.Open("/proc")
+func list(dir string) ([]string, error) {
+	d, err := os.Open(dir)
 	if err != nil {
-		return 0, err
+		return nil, err
 	}
 	defer d.Close()
-	names, err := d.Readdirnames(-1)
+	return d.Readdirnames(-1)
+}
+
+// Children is the number of the process's child processes, zombies included.
+func Children() (int, error) {
+	names, err := list("/proc")
 	if err != nil {
 		return 0, err
 	}
