@@ -224,7 +224,7 @@ type Info struct {
 	RPCDir string
 }
 
-// IDs is the container's id mapping.
+// ids is the container's id mapping.
 func ids(rec store.Container) idmap.Mapping { return idmap.At(rec.IDBase) }
 
 // tree returns the container's trees; its data is on its disk.

@@ -31,7 +31,6 @@ type Servers struct {
 type server struct {
 	cancel context.CancelFunc
 	done   chan struct{}
-	budget *budget.Budget
 }
 
 // New returns the servers. service makes one container's HostService; limits bound each
@@ -59,7 +58,7 @@ func (s *Servers) Serve(container, path string, rootUID int) error {
 	hostv1.RegisterHostServiceServer(srv, s.service(container))
 	srv.SetServing()
 	ctx, cancel := context.WithCancel(context.Background())
-	hs := &server{cancel: cancel, done: make(chan struct{}), budget: b}
+	hs := &server{cancel: cancel, done: make(chan struct{})}
 	go func() {
 		defer close(hs.done)
 		if err := srv.Serve(ctx, b.Listener(l)); err != nil {
@@ -93,16 +92,4 @@ func (s *Servers) Close() {
 	for _, n := range names {
 		s.Stop(n)
 	}
-}
-
-// Stats reports what a container's budget admitted and refused; ok is false when the
-// container is not served.
-func (s *Servers) Stats(container string) (budget.Stats, bool) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	hs, ok := s.running[container]
-	if !ok {
-		return budget.Stats{}, false
-	}
-	return hs.budget.Stats(), true
 }
