@@ -120,6 +120,16 @@ func TestContainerSkeleton(t *testing.T) {
 	if err != nil || strings.TrimSpace(out) != name {
 		t.Errorf("guestd whoami inside the container: %q %v", out, err)
 	}
+	// Memory-backed directories are bounded tmpfs; the root writes to the package's disk.
+	mountsInside, err := run(t, "lxc-attach", "-P", l.lxcPath(), "-n", name, "--", "cat", "/proc/mounts")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, want := range []string{"tmpfs /dev/shm tmpfs rw,nosuid,nodev,noexec,relatime,size=65536k", "tmpfs /run tmpfs rw,nosuid,nodev,relatime,size=16384k"} {
+		if !strings.Contains(mountsInside, want) {
+			t.Errorf("inside, no %q in:\n%s", want, mountsInside)
+		}
+	}
 
 	// Stop containerd-lite gracefully, then kill it: the container keeps running both times.
 	for _, sig := range []syscall.Signal{syscall.SIGTERM, syscall.SIGKILL} {
