@@ -28,7 +28,9 @@ type Manifest struct {
 	Oneshots   map[string]*Daemon   `yaml:"oneshots,omitempty" json:"oneshots,omitempty"`
 	Interfaces map[string]Interface `yaml:"interfaces,omitempty" json:"interfaces,omitempty"`
 	Actions    map[string]Action    `yaml:"actions,omitempty" json:"actions,omitempty"`
-	Hooks      map[string]yaml.Node `yaml:"hooks,omitempty" json:"-"`
+	Hooks      Hooks                `yaml:"hooks,omitempty" json:"hooks"`
+	// AllowDowngrade lets an older version of the package replace this one.
+	AllowDowngrade bool `yaml:"allow_downgrade,omitempty" json:"allow_downgrade,omitempty"`
 }
 
 // Image says where one of the package's images comes from.

@@ -94,6 +94,12 @@ func TestParseRefuses(t *testing.T) {
 		{"disk unit", "id: p\nversion: 1\nimages: {a: {ref: x}}\nlimits: {disk: plenty}\ndaemons: {d: {image: a}}", "limits.disk"},
 		{"disk too small", "id: p\nversion: 1\nimages: {a: {ref: x}}\nlimits: {disk: 1Mi}\ndaemons: {d: {image: a}}", "limits.disk: 1Mi is below 32Mi"},
 		{"not yaml", "{{{", "manifest:"},
+		{"version not semantic", "id: p\nversion: 1.0\nimages: {a: {ref: x}}\ndaemons: {d: {image: a}}", "version: version \"1.0\": write MAJOR.MINOR.PATCH"},
+		{"hook image", base("  d: {image: a}\nhooks: {migrate: {image: zz, command: [x]}}"), "hooks.migrate.image: unknown image \"zz\""},
+		{"hook command", base("  d: {image: a}\nhooks: {install: {image: a}}"), "hooks.install.command: missing"},
+		{"hook volume", base("  d: {image: a}\nhooks: {backup: {image: a, command: [x], mounts: [{volume: nope, path: /b}]}}"), "hooks.backup.mounts[0]"},
+		{"hook unknown", base("  d: {image: a}\nhooks: {upgrade: {image: a, command: [x]}}"), "upgrade"},
+		{"hook job name", base("  d: {image: a}\noneshots:\n  hook-x: {image: a}"), "the hooks' own"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			_, err := Parse([]byte(tc.yaml))
@@ -101,6 +107,30 @@ func TestParseRefuses(t *testing.T) {
 				t.Fatalf("Parse: %v\nwant an error containing %q", err, tc.want)
 			}
 		})
+	}
+}
+
+func TestParseHooks(t *testing.T) {
+	m, err := Parse([]byte(`id: p
+version: 2.0.0-rc.1
+allow_downgrade: true
+images: {a: {ref: x}}
+volumes: [data]
+daemons: {d: {image: a}}
+hooks:
+  install: {image: a, command: [/setup]}
+  migrate: {image: a, command: [/migrate], env: {X: "1"}, mounts: [{volume: data, path: /data}], timeout: 1m}
+  backup: {image: a, command: [/bin/sh, -c, dump]}
+`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !m.AllowDowngrade || m.Hooks.Named(HookMigrate).Timeout.D(0) != time.Minute || m.Hooks.Named("nope") != nil {
+		t.Fatalf("hooks: %+v", m.Hooks)
+	}
+	j := m.Hooks.Migrate.Job()
+	if j.Image != "a" || j.Restart.Policy != "never" || len(j.Mounts) != 1 || j.Env["X"] != "1" {
+		t.Fatalf("migrate as a job: %+v", j)
 	}
 }
 

@@ -3,6 +3,7 @@ package manifest
 import (
 	"errors"
 	"fmt"
+	"hearth.dev/internal/semver"
 	"maps"
 	"path"
 	"regexp"
@@ -48,6 +49,8 @@ func (m *Manifest) Validate() error {
 	}
 	if m.Version == "" {
 		c.add("version", "missing: give the package's version, such as 1.0.0")
+	} else if _, err := semver.Parse(m.Version); err != nil {
+		c.add("version", "%v (a semantic version: versions are ordered by it)", err)
 	}
 	if len(m.Images) == 0 {
 		c.add("images", "none: a package needs at least one image")
@@ -124,6 +127,7 @@ func (m *Manifest) Validate() error {
 			c.job(m, group.kind+"."+n, group.jobs[n], group.oneshot, all)
 		}
 	}
+	c.hooks(m, all)
 	c.ports(m)
 	for _, n := range slices.Sorted(maps.Keys(m.Interfaces)) {
 		it := m.Interfaces[n]

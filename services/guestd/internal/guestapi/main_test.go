@@ -156,7 +156,7 @@ func serve(t *testing.T, s *Server) guestv1.GuestServiceClient {
 	return guestv1.NewGuestServiceClient(conn)
 }
 
-const header = "id: p\nversion: 1\nimages: {i: {ref: x}}\n"
+const header = "id: p\nversion: 1.0.0\nimages: {i: {ref: x}}\n"
 
 // waitFor polls cond for up to 15 s.
 func waitFor(t *testing.T, what string, cond func() bool) {

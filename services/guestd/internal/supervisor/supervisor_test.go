@@ -108,7 +108,7 @@ func (f *fixture) waitFor(t *testing.T, name string, what string, cond func(Stat
 
 func state(s State) func(Status) bool { return func(st Status) bool { return st.State == s } }
 
-const header = "id: p\nversion: 1\nimages: {i: {ref: x}}\n"
+const header = "id: p\nversion: 1.0.0\nimages: {i: {ref: x}}\n"
 
 func TestOrderOneshotsAndReadiness(t *testing.T) {
 	f := newFixture(t, header+`
