@@ -3,6 +3,7 @@ package manifest
 import (
 	"encoding/json"
 	"fmt"
+	"slices"
 )
 
 // BundleFile is where the host puts the bundle for guestd, inside the container.
@@ -13,6 +14,48 @@ const BundleFile = "/media/hearth/host/package.json"
 type Bundle struct {
 	Manifest *Manifest                `json:"manifest"`
 	Images   map[string]ImageDefaults `json:"images"`
+	// Run are hooks to run at this start (install, or migrate after an update), each as
+	// a oneshot job named HookJobPrefix+name, with extra environment.
+	Run []HookRun `json:"run,omitempty"`
+}
+
+// HookRun is a hook to run at a start.
+type HookRun struct {
+	Name string            `json:"name"`
+	Env  map[string]string `json:"env,omitempty"`
+}
+
+// WithHooks returns the manifest with the hooks to run added as oneshot jobs: each waits
+// for what it requires, and the daemons it is before (all of them when it names neither)
+// wait for its success.
+func (b *Bundle) WithHooks() (*Manifest, error) {
+	m := *b.Manifest
+	m.Oneshots = map[string]*Daemon{}
+	for n, j := range b.Manifest.Oneshots {
+		m.Oneshots[n] = j
+	}
+	for _, r := range b.Run {
+		h := m.Hooks.Named(r.Name)
+		if h == nil || r.Name == HookBackup {
+			return nil, fmt.Errorf("package bundle: no %q hook to run at a start", r.Name)
+		}
+		j := h.Job()
+		j.Env = map[string]string{}
+		for k, v := range h.Env {
+			j.Env[k] = v
+		}
+		for k, v := range r.Env {
+			j.Env[k] = v
+		}
+		if len(j.Requires) == 0 && len(j.Before) == 0 {
+			for d := range m.Daemons {
+				j.Before = append(j.Before, d)
+			}
+			slices.Sort(j.Before)
+		}
+		m.Oneshots[HookJobPrefix+r.Name] = j
+	}
+	return &m, nil
 }
 
 // ImageDefaults are an image config's defaults for a process.

@@ -27,6 +27,10 @@ type Hook struct {
 	Workdir string            `yaml:"workdir,omitempty" json:"workdir,omitempty"`
 	User    string            `yaml:"user,omitempty" json:"user,omitempty"`
 	Mounts  []Mount           `yaml:"mounts,omitempty" json:"mounts,omitempty"`
+	// Requires lists daemons and oneshots the hook waits for (a database it migrates);
+	// Before lists the daemons that wait for it: all of them when neither is given.
+	Requires []string `yaml:"requires,omitempty" json:"requires,omitempty"`
+	Before   []string `yaml:"before,omitempty" json:"before,omitempty"`
 	// Timeout bounds the hook (default 10m).
 	Timeout Duration `yaml:"timeout,omitempty" json:"timeout,omitempty"`
 }
@@ -61,7 +65,7 @@ func (h Hooks) Named(name string) *Hook {
 // Job is the hook as a oneshot job.
 func (h *Hook) Job() *Daemon {
 	return &Daemon{Image: h.Image, Command: h.Command, Args: h.Args, Env: h.Env, Workdir: h.Workdir, User: h.User, Mounts: h.Mounts,
-		Restart: Restart{Policy: "never"}}
+		Requires: h.Requires, Before: h.Before, Restart: Restart{Policy: "never"}}
 }
 
 func (c *checker) hooks(m *Manifest, all map[string]string) {

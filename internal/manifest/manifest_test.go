@@ -166,3 +166,41 @@ func FuzzParse(f *testing.F) {
 		}
 	})
 }
+
+func TestBundleWithHooks(t *testing.T) {
+	m, err := Parse([]byte(`id: p
+version: 1.0.0
+images: {a: {ref: x}}
+daemons: {db: {image: a}, app: {image: a, requires: [db]}}
+oneshots: {init: {image: a, before: [db]}}
+hooks:
+  install: {image: a, command: [/setup]}
+  migrate: {image: a, command: [/migrate], env: {X: "1"}, requires: [db], before: [app]}
+`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	b := &Bundle{Manifest: m, Run: []HookRun{{Name: HookInstall}, {Name: HookMigrate, Env: map[string]string{"HEARTH_TO_VERSION": "1.0.0"}}}}
+	got, err := b.WithHooks()
+	if err != nil {
+		t.Fatal(err)
+	}
+	in, mg := got.Oneshots["hook-install"], got.Oneshots["hook-migrate"]
+	if in == nil || mg == nil || got.Oneshots["init"] == nil || len(m.Oneshots) != 1 {
+		t.Fatalf("oneshots %v (the manifest's own: %v)", got.Oneshots, m.Oneshots)
+	}
+	if strings.Join(in.Before, ",") != "app,db" {
+		t.Errorf("install hook before %v, want every daemon", in.Before)
+	}
+	if strings.Join(mg.Requires, ",") != "db" || strings.Join(mg.Before, ",") != "app" || mg.Env["X"] != "1" || mg.Env["HEARTH_TO_VERSION"] != "1.0.0" {
+		t.Errorf("migrate hook: %+v", mg)
+	}
+	// The order puts each hook where it belongs.
+	order := strings.Join(got.Order(), ",")
+	if strings.Index(order, "hook-install") > strings.Index(order, "db") || strings.Index(order, "hook-migrate") < strings.Index(order, "db") || strings.Index(order, "hook-migrate") > strings.Index(order, "app") {
+		t.Errorf("order %s", order)
+	}
+	if _, err := (&Bundle{Manifest: m, Run: []HookRun{{Name: HookBackup}}}).WithHooks(); err == nil {
+		t.Error("the backup hook was accepted to run at a start")
+	}
+}

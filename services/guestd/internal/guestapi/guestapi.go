@@ -109,6 +109,10 @@ func newServer(env *daemon.Env, bundlePath string) (*Server, error) {
 	if s.bundle, err = manifest.ReadBundle(data); err != nil {
 		return nil, fmt.Errorf("%s: %w", bundlePath, err)
 	}
+	// The hooks the host asks for at this start run as the first jobs.
+	if s.bundle.Manifest, err = s.bundle.WithHooks(); err != nil {
+		return nil, fmt.Errorf("%s: %w", bundlePath, err)
+	}
 	m := s.bundle.Manifest
 	s.info.Package = m.ID + " " + m.Version
 	return s, nil
