@@ -396,6 +396,12 @@ func (m *Manager) allocateIDs(name string, kept store.Kept, hasKept bool) (idmap
 // Start starts a container and returns once guestd answers inside it. Starting a running
 // container changes nothing.
 func (m *Manager) Start(ctx context.Context, name string) (Info, error) {
+	return m.StartWith(ctx, name, nil)
+}
+
+// StartWith is Start for a package whose hooks (install, migrate) run at this start, as
+// its first jobs. A running container is refused: its hooks could not run.
+func (m *Manager) StartWith(ctx context.Context, name string, run []manifest.HookRun) (Info, error) {
 	unlock, err := m.lock(ctx, name)
 	if err != nil {
 		return Info{}, err
@@ -410,6 +416,9 @@ func (m *Manager) Start(ctx context.Context, name string) (Info, error) {
 		return Info{}, err
 	}
 	t := m.treeOf(rec)
+	if st == lxcrt.Running && len(run) > 0 {
+		return Info{}, fmt.Errorf("container %q is running: stop it for its hooks to run at a start: %w", name, errdefs.ErrFailedPrecondition)
+	}
 	if st == lxcrt.Running {
 		if err := m.opts.Hosts.Serve(name, t.HostSocket(), ids(rec).RootUID()); err != nil {
 			return Info{}, err
@@ -444,7 +453,7 @@ func (m *Manager) Start(ctx context.Context, name string) (Info, error) {
 	if err := t.ClearSockets(); err != nil {
 		return fail(err)
 	}
-	bundle, err := m.bundle(rec)
+	bundle, err := m.bundle(rec, run)
 	if err != nil {
 		return fail(err)
 	}

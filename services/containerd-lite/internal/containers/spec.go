@@ -22,8 +22,9 @@ type Spec struct {
 	Volumes []string
 	// Limits asked for; the host policy fills and caps them.
 	Limits store.Limits
-	// Manifest, when set, is a package manifest: it gives the images (by ref), volumes
-	// and limits, and guestd runs its daemons.
+	// Manifest, when set, is a package manifest: it gives the volumes and limits, and the
+	// images by ref unless Images gives each of them (a package's images, imported from
+	// its file, by digest); guestd runs its daemons.
 	Manifest []byte
 }
 
@@ -32,19 +33,29 @@ func fromManifest(spec Spec) (Spec, error) {
 	if len(spec.Manifest) == 0 {
 		return spec, nil
 	}
-	if len(spec.Images) > 0 || len(spec.Volumes) > 0 || spec.Limits != (store.Limits{}) {
-		return spec, fmt.Errorf("give either a manifest or images, volumes and limits, not both: %w", errdefs.ErrInvalidArgument)
+	if len(spec.Volumes) > 0 || spec.Limits != (store.Limits{}) {
+		return spec, fmt.Errorf("give either a manifest or volumes and limits, not both: %w", errdefs.ErrInvalidArgument)
 	}
 	m, err := manifest.Parse(spec.Manifest)
 	if err != nil {
 		return spec, fmt.Errorf("%w: %w", err, errdefs.ErrInvalidArgument)
 	}
+	given := spec.Images
 	spec.Images = map[string]string{}
 	for n, img := range m.Images {
-		if img.Ref == "" {
-			return spec, fmt.Errorf("manifest images.%s: only ref images can be used here (oci images come inside a package): %w", n, errdefs.ErrInvalidArgument)
+		switch ref, ok := given[n]; {
+		case ok:
+			spec.Images[n] = ref
+		case img.Ref != "":
+			spec.Images[n] = img.Ref
+		default:
+			return spec, fmt.Errorf("manifest images.%s: only ref images can be used here (oci images come inside a package: install it): %w", n, errdefs.ErrInvalidArgument)
 		}
-		spec.Images[n] = img.Ref
+	}
+	for n := range given {
+		if _, ok := m.Images[n]; !ok {
+			return spec, fmt.Errorf("image %q is not in the manifest: %w", n, errdefs.ErrInvalidArgument)
+		}
 	}
 	spec.Volumes = m.Volumes
 	spec.Limits = store.Limits{CPUs: m.Limits.CPUs, Pids: m.Limits.Pids}
@@ -114,15 +125,21 @@ func (m *Manager) resolveSpec(name string, spec Spec) (store.Container, error) {
 
 // bundle is the package for guestd: the manifest and each image's defaults; nil for a
 // container without a package.
-func (m *Manager) bundle(rec store.Container) ([]byte, error) {
+func (m *Manager) bundle(rec store.Container, run []manifest.HookRun) ([]byte, error) {
 	if len(rec.Manifest) == 0 {
+		if len(run) > 0 {
+			return nil, fmt.Errorf("container %q runs no package: it has no hooks to run: %w", rec.Name, errdefs.ErrFailedPrecondition)
+		}
 		return nil, nil
 	}
 	mf, err := manifest.Parse(rec.Manifest)
 	if err != nil {
 		return nil, err
 	}
-	b := manifest.Bundle{Manifest: mf, Images: map[string]manifest.ImageDefaults{}}
+	b := manifest.Bundle{Manifest: mf, Images: map[string]manifest.ImageDefaults{}, Run: run}
+	if _, err := b.WithHooks(); err != nil {
+		return nil, fmt.Errorf("%w: %w", err, errdefs.ErrInvalidArgument)
+	}
 	for n, d := range rec.Images {
 		if b.Images[n], err = m.opts.Images.Defaults(d); err != nil {
 			return nil, fmt.Errorf("image %s: %w", n, err)

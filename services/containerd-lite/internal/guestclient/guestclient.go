@@ -5,14 +5,19 @@ package guestclient
 
 import (
 	"context"
+	"errors"
 	"fmt"
+	"maps"
 	"net"
+	"slices"
+	"strings"
 	"time"
 
 	"google.golang.org/grpc"
 
 	"hearth.dev/internal/dial"
 	"hearth.dev/internal/errdefs"
+	"hearth.dev/internal/manifest"
 	guestv1 "hearth.dev/proto/hearth/guest/v1"
 )
 
@@ -53,4 +58,125 @@ func Wait(ctx context.Context, container string, d Dialer) (*guestv1.GuestInfo, 
 		case <-time.After(delay):
 		}
 	}
+}
+
+// WaitReady watches guestd until every daemon is ready and every oneshot (the hooks run
+// at this start among them) is done. A oneshot that fails ends the wait at once with its
+// exit and the last lines of its output; when ctx ends first, the error names each job
+// not there yet, its state and its last health result.
+func WaitReady(ctx context.Context, container string, d Dialer) error {
+	conn, err := Conn(container, d)
+	if err != nil {
+		return err
+	}
+	defer conn.Close()
+	cl := guestv1.NewGuestServiceClient(conn)
+	wctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	stream, err := cl.WatchStatus(wctx, &guestv1.WatchStatusRequest{})
+	if err != nil {
+		return fmt.Errorf("watch the daemons of %q: %w", container, errdefs.FromGRPC(err))
+	}
+	jobs := map[string]*guestv1.Daemon{}
+	// The first messages are every job's state now; a status poll tells how many.
+	st, err := cl.GetStatus(ctx, &guestv1.GetStatusRequest{})
+	if err != nil {
+		return fmt.Errorf("status of %q: %w", container, errdefs.FromGRPC(err))
+	}
+	for _, j := range st.GetDaemons() {
+		jobs[j.GetName()] = j
+	}
+	for {
+		if err := settled(ctx, cl, container, jobs); err != errNotYet {
+			return err
+		}
+		m, err := stream.Recv()
+		if err != nil {
+			if ctx.Err() != nil {
+				return notReady(container, jobs, ctx.Err())
+			}
+			return fmt.Errorf("watch the daemons of %q: %w", container, errdefs.FromGRPC(err))
+		}
+		jobs[m.GetDaemon().GetName()] = m.GetDaemon()
+	}
+}
+
+var errNotYet = errors.New("not yet")
+
+// settled says whether the jobs are all there (nil), one failed (its error), or not yet.
+func settled(ctx context.Context, cl guestv1.GuestServiceClient, container string, jobs map[string]*guestv1.Daemon) error {
+	all := true
+	for _, n := range slices.Sorted(maps.Keys(jobs)) {
+		j := jobs[n]
+		switch {
+		case j.GetOneshot() && j.GetState() == guestv1.DaemonState_DAEMON_STATE_FAILED:
+			return fmt.Errorf("%s %s failed (%s)%s: %w", kind(n), strings.TrimPrefix(n, manifest.HookJobPrefix), exitText(j.GetLastExit()), output(ctx, cl, n), errdefs.ErrFailedPrecondition)
+		case j.GetOneshot() && j.GetState() != guestv1.DaemonState_DAEMON_STATE_DONE:
+			all = false
+		case !j.GetOneshot() && j.GetState() != guestv1.DaemonState_DAEMON_STATE_READY:
+			all = false
+		}
+	}
+	if all {
+		return nil
+	}
+	return errNotYet
+}
+
+func kind(job string) string {
+	if strings.HasPrefix(job, manifest.HookJobPrefix) {
+		return "hook"
+	}
+	return "oneshot"
+}
+
+func exitText(e *guestv1.Exit) string {
+	switch {
+	case e == nil:
+		return "no exit status"
+	case e.GetSignal() != "":
+		return "killed by " + e.GetSignal()
+	}
+	return fmt.Sprintf("exit status %d", e.GetCode())
+}
+
+// output quotes the last lines a job wrote.
+func output(ctx context.Context, cl guestv1.GuestServiceClient, job string) string {
+	lctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+	defer cancel()
+	s, err := cl.Logs(lctx, &guestv1.LogsRequest{Daemon: job, Tail: 20})
+	if err != nil {
+		return ""
+	}
+	var lines []string
+	for {
+		m, err := s.Recv()
+		if err != nil {
+			break
+		}
+		lines = append(lines, "  | "+m.GetText())
+	}
+	if len(lines) == 0 {
+		return ", with no output"
+	}
+	return ", its output ending:\n" + strings.Join(lines, "\n") + "\n"
+}
+
+func notReady(container string, jobs map[string]*guestv1.Daemon, cause error) error {
+	var waiting []string
+	for _, n := range slices.Sorted(maps.Keys(jobs)) {
+		j := jobs[n]
+		if (j.GetOneshot() && j.GetState() == guestv1.DaemonState_DAEMON_STATE_DONE) || (!j.GetOneshot() && j.GetState() == guestv1.DaemonState_DAEMON_STATE_READY) {
+			continue
+		}
+		w := fmt.Sprintf("%s is %s", n, strings.ToLower(strings.TrimPrefix(j.GetState().String(), "DAEMON_STATE_")))
+		if j.GetHealth() != "" {
+			w += " (" + j.GetHealth() + ")"
+		}
+		if j.GetRestarts() > 0 {
+			w += fmt.Sprintf(", restarted %d times, last %s", j.GetRestarts(), exitText(j.GetLastExit()))
+		}
+		waiting = append(waiting, w)
+	}
+	return fmt.Errorf("%q not ready in time: %s: %w", container, strings.Join(waiting, "; "), errors.Join(cause, errdefs.ErrUnavailable))
 }
