@@ -26,7 +26,32 @@ func (m *Map) Lock(key string) func() {
 
 // LockContext locks key, or gives up when ctx ends first and returns ctx's error.
 func (m *Map) LockContext(ctx context.Context, key string) (func(), error) {
+	e := m.entry(key)
+	select {
+	case e.ch <- struct{}{}:
+		return m.unlocker(key, e), nil
+	case <-ctx.Done():
+		m.release(key, e)
+		return func() {}, ctx.Err()
+	}
+}
+
+// TryLock locks key if nobody holds it, and reports whether it did.
+func (m *Map) TryLock(key string) (func(), bool) {
+	e := m.entry(key)
+	select {
+	case e.ch <- struct{}{}:
+		return m.unlocker(key, e), true
+	default:
+		m.release(key, e)
+		return func() {}, false
+	}
+}
+
+// entry returns key's lock, counting the caller among its holders and waiters.
+func (m *Map) entry(key string) *entry {
 	m.mu.Lock()
+	defer m.mu.Unlock()
 	if m.locks == nil {
 		m.locks = map[string]*entry{}
 	}
@@ -36,15 +61,12 @@ func (m *Map) LockContext(ctx context.Context, key string) (func(), error) {
 		m.locks[key] = e
 	}
 	e.refs++
-	m.mu.Unlock()
-	select {
-	case e.ch <- struct{}{}:
-		var once sync.Once
-		return func() { once.Do(func() { <-e.ch; m.release(key, e) }) }, nil
-	case <-ctx.Done():
-		m.release(key, e)
-		return func() {}, ctx.Err()
-	}
+	return e
+}
+
+func (m *Map) unlocker(key string, e *entry) func() {
+	var once sync.Once
+	return func() { once.Do(func() { <-e.ch; m.release(key, e) }) }
 }
 
 func (m *Map) release(key string, e *entry) {

@@ -72,3 +72,28 @@ func TestKeysAreDroppedWhenFree(t *testing.T) {
 		t.Fatalf("%d keys kept", n)
 	}
 }
+
+func TestTryLock(t *testing.T) {
+	var m Map
+	u, ok := m.TryLock("a")
+	if !ok {
+		t.Fatal("TryLock of a free key failed")
+	}
+	if _, ok := m.TryLock("a"); ok {
+		t.Fatal("TryLock of a held key succeeded")
+	}
+	if u2, ok := m.TryLock("b"); !ok {
+		t.Fatal("another key was held")
+	} else {
+		u2()
+	}
+	u()
+	if u3, ok := m.TryLock("a"); !ok {
+		t.Fatal("TryLock after unlock failed")
+	} else {
+		u3()
+	}
+	if n := m.Len(); n != 0 {
+		t.Fatalf("%d keys kept", n)
+	}
+}
