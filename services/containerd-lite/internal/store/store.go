@@ -4,7 +4,6 @@ package store
 
 import (
 	"encoding/binary"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"time"
@@ -15,7 +14,7 @@ import (
 )
 
 // SchemaVersion is the version this code writes.
-const SchemaVersion = 3
+const SchemaVersion = 4
 
 var (
 	metaBucket       = []byte("meta")
@@ -24,6 +23,8 @@ var (
 	imagesBucket     = []byte("images")
 	namesBucket      = []byte("image-names")
 	keptBucket       = []byte("kept")
+	packagesBucket   = []byte("packages")
+	journalBucket    = []byte("journal")
 )
 
 // migrations[i] moves a database from version i to i+1.
@@ -52,6 +53,14 @@ var migrations = []func(tx *bolt.Tx) error{
 				"or start with an empty --state-dir: %w", n, errdefs.ErrFailedPrecondition)
 		}
 		_, err := tx.CreateBucketIfNotExists(keptBucket)
+		return err
+	},
+	// 3 → 4: installed packages, and the journal of package operations under way.
+	func(tx *bolt.Tx) error {
+		if _, err := tx.CreateBucketIfNotExists(packagesBucket); err != nil {
+			return err
+		}
+		_, err := tx.CreateBucketIfNotExists(journalBucket)
 		return err
 	},
 }
@@ -176,27 +185,11 @@ func (s *Store) SchemaVersion() (v uint64, err error) {
 }
 
 // PutContainer stores c, replacing a record of the same name.
-func (s *Store) PutContainer(c Container) error {
-	data, err := json.Marshal(c)
-	if err != nil {
-		return err
-	}
-	return s.db.Update(func(tx *bolt.Tx) error {
-		return tx.Bucket(containersBucket).Put([]byte(c.Name), data)
-	})
-}
+func (s *Store) PutContainer(c Container) error { return s.db.Update(put(containersBucket, c.Name, c)) }
 
 // GetContainer returns the record of name, or an error wrapping errdefs.ErrNotFound.
 func (s *Store) GetContainer(name string) (Container, error) {
-	var c Container
-	err := s.db.View(func(tx *bolt.Tx) error {
-		v := tx.Bucket(containersBucket).Get([]byte(name))
-		if v == nil {
-			return fmt.Errorf("container %q: %w", name, errdefs.ErrNotFound)
-		}
-		return json.Unmarshal(v, &c)
-	})
-	return c, err
+	return get[Container](s, containersBucket, name, "container")
 }
 
 // DeleteContainer removes the record of name; removing a missing record is not an error.
@@ -208,40 +201,15 @@ func (s *Store) DeleteContainer(name string) error {
 
 // ListContainers returns every record, ordered by name.
 func (s *Store) ListContainers() ([]Container, error) {
-	var out []Container
-	err := s.db.View(func(tx *bolt.Tx) error {
-		return tx.Bucket(containersBucket).ForEach(func(k, v []byte) error {
-			var c Container
-			if err := json.Unmarshal(v, &c); err != nil {
-				return fmt.Errorf("record %q: %w", k, err)
-			}
-			out = append(out, c)
-			return nil
-		})
-	})
-	return out, err
+	return list[Container](s, containersBucket, "record")
 }
 
 // PutKept records kept volumes.
-func (s *Store) PutKept(k Kept) error {
-	data, err := json.Marshal(k)
-	if err != nil {
-		return err
-	}
-	return s.db.Update(func(tx *bolt.Tx) error { return tx.Bucket(keptBucket).Put([]byte(k.Name), data) })
-}
+func (s *Store) PutKept(k Kept) error { return s.db.Update(put(keptBucket, k.Name, k)) }
 
 // GetKept returns the kept volumes of name, or an error wrapping errdefs.ErrNotFound.
 func (s *Store) GetKept(name string) (Kept, error) {
-	var k Kept
-	err := s.db.View(func(tx *bolt.Tx) error {
-		v := tx.Bucket(keptBucket).Get([]byte(name))
-		if v == nil {
-			return fmt.Errorf("no kept volumes of %q: %w", name, errdefs.ErrNotFound)
-		}
-		return json.Unmarshal(v, &k)
-	})
-	return k, err
+	return get[Kept](s, keptBucket, name, "kept volumes of")
 }
 
 // DeleteKept forgets kept volumes; a missing record is not an error.
@@ -250,17 +218,4 @@ func (s *Store) DeleteKept(name string) error {
 }
 
 // ListKept returns every kept record, ordered by name.
-func (s *Store) ListKept() ([]Kept, error) {
-	var out []Kept
-	err := s.db.View(func(tx *bolt.Tx) error {
-		return tx.Bucket(keptBucket).ForEach(func(k, v []byte) error {
-			var r Kept
-			if err := json.Unmarshal(v, &r); err != nil {
-				return fmt.Errorf("kept record %q: %w", k, err)
-			}
-			out = append(out, r)
-			return nil
-		})
-	})
-	return out, err
-}
+func (s *Store) ListKept() ([]Kept, error) { return list[Kept](s, keptBucket, "kept record") }

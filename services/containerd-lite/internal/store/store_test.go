@@ -212,3 +212,48 @@ func TestMigrationV2RefusesSharedRangeContainers(t *testing.T) {
 		return nil
 	})
 }
+
+func TestPackagesAndJournal(t *testing.T) {
+	s, err := Open(filepath.Join(t.TempDir(), "meta.db"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	p := Package{ID: "pg", Version: "1.0.0", Container: "pg", Images: map[string]string{"db": "sha256:aa"}, InstalledAt: time.Now().UTC()}
+	j := Journal{Op: "install", ID: "pg", Step: "images", To: &p, NewImages: []string{"sha256:aa"}}
+	if err := s.PutJournal(j); err != nil {
+		t.Fatal(err)
+	}
+	if got, err := s.GetJournal("pg"); err != nil || got.Step != "images" || got.To.Images["db"] != "sha256:aa" {
+		t.Fatalf("GetJournal = %+v, %v", got, err)
+	}
+	if _, err := s.GetPackage("pg"); !errors.Is(err, errdefs.ErrNotFound) {
+		t.Fatalf("package before commit: %v", err)
+	}
+	// Commit stores the package and ends the journal at once.
+	if err := s.CommitPackage(p); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.GetJournal("pg"); !errors.Is(err, errdefs.ErrNotFound) {
+		t.Fatalf("journal after commit: %v", err)
+	}
+	if got, err := s.GetPackage("pg"); err != nil || got.Version != "1.0.0" {
+		t.Fatalf("GetPackage = %+v, %v", got, err)
+	}
+	if users, _ := s.PackagesUsing("sha256:aa"); len(users) != 1 || users[0] != "pg" {
+		t.Fatalf("PackagesUsing = %v", users)
+	}
+	if l, _ := s.ListPackages(); len(l) != 1 {
+		t.Fatalf("ListPackages = %v", l)
+	}
+	s.PutJournal(Journal{Op: "uninstall", ID: "pg", Step: "deleted"})
+	if err := s.RemovePackage("pg"); err != nil {
+		t.Fatal(err)
+	}
+	if l, _ := s.ListJournal(); len(l) != 0 {
+		t.Fatalf("journal after remove: %v", l)
+	}
+	if l, _ := s.ListPackages(); len(l) != 0 {
+		t.Fatalf("packages after remove: %v", l)
+	}
+}
