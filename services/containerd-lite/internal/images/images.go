@@ -26,6 +26,7 @@ import (
 	"github.com/google/go-containerregistry/pkg/authn"
 	"github.com/google/go-containerregistry/pkg/name"
 	v1 "github.com/google/go-containerregistry/pkg/v1"
+	"github.com/google/go-containerregistry/pkg/v1/layout"
 	"github.com/google/go-containerregistry/pkg/v1/remote"
 
 	"hearth.dev/internal/errdefs"
@@ -599,4 +600,90 @@ func (s *Service) Defaults(digest string) (manifest.ImageDefaults, error) {
 	}
 	c := rec.Config
 	return manifest.ImageDefaults{Entrypoint: c.Entrypoint, Cmd: c.Cmd, Env: c.Env, User: c.User, WorkingDir: c.WorkingDir}, nil
+}
+
+// ImportPackaged imports the image whose index entry in the OCI layout at dir is
+// annotated with name (org.opencontainers.image.ref.name: a package's images/), names it
+// storeName, and reports its digest and whether the store lacked it.
+func (s *Service) ImportPackaged(ctx context.Context, dir, name, storeName string, progress func(done, total int64)) (string, bool, error) {
+	if storeName != "" {
+		var err error
+		if storeName, err = NormalizeName(storeName); err != nil {
+			return "", false, err
+		}
+	}
+	p, err := layout.FromPath(dir)
+	if err != nil {
+		return "", false, fmt.Errorf("image layout %s: %w: %w", dir, err, errdefs.ErrInvalidArgument)
+	}
+	idx, err := p.ImageIndex()
+	if err != nil {
+		return "", false, fmt.Errorf("image layout %s: %w: %w", dir, err, errdefs.ErrInvalidArgument)
+	}
+	im, err := idx.IndexManifest()
+	if err != nil {
+		return "", false, fmt.Errorf("image layout %s: %w: %w", dir, err, errdefs.ErrInvalidArgument)
+	}
+	var found []v1.Descriptor
+	for _, d := range im.Manifests {
+		if d.Annotations[PackagedNameAnnotation] == name {
+			found = append(found, d)
+		}
+	}
+	if len(found) != 1 {
+		return "", false, fmt.Errorf("image layout %s has %d images named %q (annotation %s), want one: %w", dir, len(found), name, PackagedNameAnnotation, errdefs.ErrInvalidArgument)
+	}
+	img, err := idx.Image(found[0].Digest)
+	if err != nil {
+		return "", false, fmt.Errorf("image %q in %s: %w: %w", name, dir, err, errdefs.ErrInvalidArgument)
+	}
+	cfg, err := img.ConfigName()
+	if err != nil {
+		return "", false, fmt.Errorf("image %q in %s: %w: %w", name, dir, err, errdefs.ErrInvalidArgument)
+	}
+	_, had := s.opts.Store.GetImage(cfg.String())
+	got, err := s.add(ctx, img, storeName, 0, func(p Progress) {
+		if progress != nil {
+			progress(p.BytesDone, p.BytesTotal)
+		}
+	})
+	if err != nil {
+		return "", false, err
+	}
+	return got.Digest, had != nil, nil
+}
+
+// PackagedNameAnnotation names an image in a package's OCI layout.
+const PackagedNameAnnotation = "org.opencontainers.image.ref.name"
+
+// Release drops the names of an image that start with prefix (a package's own), and the
+// image with them when no other name is left and no container uses it.
+func (s *Service) Release(ctx context.Context, digest, prefix string) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	names, err := s.opts.Store.NamesOf(digest)
+	if err != nil {
+		return err
+	}
+	left := 0
+	for _, n := range names {
+		if strings.HasPrefix(n, prefix) {
+			if err := s.opts.Store.DeleteName(n); err != nil {
+				return err
+			}
+			continue
+		}
+		left++
+	}
+	if left > 0 {
+		return nil
+	}
+	users, err := s.opts.UsedBy(digest)
+	if err != nil || len(users) > 0 {
+		return err
+	}
+	if _, err := s.opts.Store.GetImage(digest); err != nil {
+		return err
+	}
+	return s.removeLocked(digest, false)
 }

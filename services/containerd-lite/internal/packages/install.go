@@ -121,7 +121,7 @@ func (m *Manager) rollbackInstall(ctx context.Context, j *store.Journal) error {
 	} else if !errors.Is(err, errdefs.ErrNotFound) {
 		return err
 	}
-	m.removeImages(ctx, j.NewImages)
+	m.removeImages(ctx, j.ID, j.NewImages)
 	if j.Staging != "" {
 		os.RemoveAll(j.Staging)
 	}

@@ -53,8 +53,9 @@ type Images interface {
 	// ImportPackaged imports the image called name in the OCI layout at dir (a package's
 	// images/), and reports its digest and whether the store lacked it.
 	ImportPackaged(ctx context.Context, dir, name, storeName string, progress func(done, total int64)) (digest string, added bool, err error)
-	// Remove deletes an image that no container and no other name uses; one in use stays.
-	Remove(ctx context.Context, digest string) error
+	// Release drops the image's names that start with prefix (the package's own, "id/"),
+	// and the image when no other name is left and no container uses it.
+	Release(ctx context.Context, digest, prefix string) error
 }
 
 // Records are the store's packages and journal.
@@ -294,10 +295,10 @@ func (m *Manager) Get(id string) (store.Package, error) { return m.opts.Records.
 // List reports the installed packages.
 func (m *Manager) List() ([]store.Package, error) { return m.opts.Records.ListPackages() }
 
-// removeImages removes images an operation added that nothing uses now.
-func (m *Manager) removeImages(ctx context.Context, digests []string) {
+// removeImages lets go of images a package brought: they go when nothing else uses them.
+func (m *Manager) removeImages(ctx context.Context, id string, digests []string) {
 	for _, d := range digests {
-		if err := m.opts.Images.Remove(ctx, d); err != nil && !errors.Is(err, errdefs.ErrNotFound) {
+		if err := m.opts.Images.Release(ctx, d, id+"/"); err != nil && !errors.Is(err, errdefs.ErrNotFound) {
 			m.log.Warn("remove an image the package no longer uses", "digest", d, "error", err)
 		}
 	}

@@ -47,7 +47,7 @@ func (m *Manager) finishUninstall(ctx context.Context, j *store.Journal) error {
 	if err := m.opts.Records.RemovePackage(j.ID); err != nil {
 		return err
 	}
-	m.removeImages(ctx, j.From.OwnImages)
+	m.removeImages(ctx, j.ID, j.From.OwnImages)
 	m.log.Info("package uninstalled", "package", j.ID, "version", j.From.Version, "data_kept", !purge)
 	return nil
 }

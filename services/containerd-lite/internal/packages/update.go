@@ -202,7 +202,7 @@ func (m *Manager) commitUpdate(ctx context.Context, j *store.Journal) error {
 	if err := m.opts.Records.CommitPackage(to); err != nil {
 		return err
 	}
-	m.removeImages(ctx, old)
+	m.removeImages(ctx, j.ID, old)
 	if j.Snapshot != "" {
 		os.RemoveAll(j.Snapshot)
 	}
@@ -265,7 +265,7 @@ func (m *Manager) rollbackUpdate(ctx context.Context, j *store.Journal, op Op) e
 			added = append(added, d)
 		}
 	}
-	m.removeImages(ctx, added)
+	m.removeImages(ctx, j.ID, added)
 	if j.Snapshot != "" {
 		os.RemoveAll(j.Snapshot)
 	}
