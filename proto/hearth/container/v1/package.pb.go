@@ -9,6 +9,7 @@ package containerv1
 import (
 	protoreflect "google.golang.org/protobuf/reflect/protoreflect"
 	protoimpl "google.golang.org/protobuf/runtime/protoimpl"
+	timestamppb "google.golang.org/protobuf/types/known/timestamppb"
 	reflect "reflect"
 	sync "sync"
 	unsafe "unsafe"
@@ -27,7 +28,16 @@ type Package struct {
 	Id      string                 `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
 	Version string                 `protobuf:"bytes,2,opt,name=version,proto3" json:"version,omitempty"`
 	// The container it runs in.
-	Container     string `protobuf:"bytes,3,opt,name=container,proto3" json:"container,omitempty"`
+	Container string `protobuf:"bytes,3,opt,name=container,proto3" json:"container,omitempty"`
+	// The key that signed its file; trusted says whether the host trusted it.
+	Signer      string                 `protobuf:"bytes,4,opt,name=signer,proto3" json:"signer,omitempty"`
+	Trusted     bool                   `protobuf:"varint,5,opt,name=trusted,proto3" json:"trusted,omitempty"`
+	InstalledAt *timestamppb.Timestamp `protobuf:"bytes,6,opt,name=installed_at,json=installedAt,proto3" json:"installed_at,omitempty"`
+	UpdatedAt   *timestamppb.Timestamp `protobuf:"bytes,7,opt,name=updated_at,json=updatedAt,proto3" json:"updated_at,omitempty"`
+	// Images by the manifest's names, as digests.
+	Images map[string]string `protobuf:"bytes,8,rep,name=images,proto3" json:"images,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
+	// The container's state ("running", "stopped", ...).
+	State         string `protobuf:"bytes,9,opt,name=state,proto3" json:"state,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -79,6 +89,48 @@ func (x *Package) GetVersion() string {
 func (x *Package) GetContainer() string {
 	if x != nil {
 		return x.Container
+	}
+	return ""
+}
+
+func (x *Package) GetSigner() string {
+	if x != nil {
+		return x.Signer
+	}
+	return ""
+}
+
+func (x *Package) GetTrusted() bool {
+	if x != nil {
+		return x.Trusted
+	}
+	return false
+}
+
+func (x *Package) GetInstalledAt() *timestamppb.Timestamp {
+	if x != nil {
+		return x.InstalledAt
+	}
+	return nil
+}
+
+func (x *Package) GetUpdatedAt() *timestamppb.Timestamp {
+	if x != nil {
+		return x.UpdatedAt
+	}
+	return nil
+}
+
+func (x *Package) GetImages() map[string]string {
+	if x != nil {
+		return x.Images
+	}
+	return nil
+}
+
+func (x *Package) GetState() string {
+	if x != nil {
+		return x.State
 	}
 	return ""
 }
@@ -143,17 +195,129 @@ func (x *PackageProgress) GetTotal() int64 {
 	return 0
 }
 
+// PackageOptions come first on an install or update stream.
+type PackageOptions struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Install a package that is unsigned, or signed by a key the host does not trust.
+	AllowUntrusted bool `protobuf:"varint,1,opt,name=allow_untrusted,json=allowUntrusted,proto3" json:"allow_untrusted,omitempty"`
+	// The file's size, for progress (0 when unknown).
+	Size          int64 `protobuf:"varint,2,opt,name=size,proto3" json:"size,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *PackageOptions) Reset() {
+	*x = PackageOptions{}
+	mi := &file_hearth_container_v1_package_proto_msgTypes[2]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *PackageOptions) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*PackageOptions) ProtoMessage() {}
+
+func (x *PackageOptions) ProtoReflect() protoreflect.Message {
+	mi := &file_hearth_container_v1_package_proto_msgTypes[2]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use PackageOptions.ProtoReflect.Descriptor instead.
+func (*PackageOptions) Descriptor() ([]byte, []int) {
+	return file_hearth_container_v1_package_proto_rawDescGZIP(), []int{2}
+}
+
+func (x *PackageOptions) GetAllowUntrusted() bool {
+	if x != nil {
+		return x.AllowUntrusted
+	}
+	return false
+}
+
+func (x *PackageOptions) GetSize() int64 {
+	if x != nil {
+		return x.Size
+	}
+	return 0
+}
+
+// PackageResult ends an install or update stream.
+type PackageResult struct {
+	state   protoimpl.MessageState `protogen:"open.v1"`
+	Package *Package               `protobuf:"bytes,1,opt,name=package,proto3" json:"package,omitempty"`
+	// Things the user must know: an untrusted or unsigned package installed on request.
+	Warnings      []string `protobuf:"bytes,2,rep,name=warnings,proto3" json:"warnings,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *PackageResult) Reset() {
+	*x = PackageResult{}
+	mi := &file_hearth_container_v1_package_proto_msgTypes[3]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *PackageResult) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*PackageResult) ProtoMessage() {}
+
+func (x *PackageResult) ProtoReflect() protoreflect.Message {
+	mi := &file_hearth_container_v1_package_proto_msgTypes[3]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use PackageResult.ProtoReflect.Descriptor instead.
+func (*PackageResult) Descriptor() ([]byte, []int) {
+	return file_hearth_container_v1_package_proto_rawDescGZIP(), []int{3}
+}
+
+func (x *PackageResult) GetPackage() *Package {
+	if x != nil {
+		return x.Package
+	}
+	return nil
+}
+
+func (x *PackageResult) GetWarnings() []string {
+	if x != nil {
+		return x.Warnings
+	}
+	return nil
+}
+
 type InstallPackageRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
-	// Path on the daemon's host of the .hpkg file.
-	Path          string `protobuf:"bytes,1,opt,name=path,proto3" json:"path,omitempty"`
+	// Types that are valid to be assigned to Msg:
+	//
+	//	*InstallPackageRequest_Options
+	//	*InstallPackageRequest_Chunk
+	Msg           isInstallPackageRequest_Msg `protobuf_oneof:"msg"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *InstallPackageRequest) Reset() {
 	*x = InstallPackageRequest{}
-	mi := &file_hearth_container_v1_package_proto_msgTypes[2]
+	mi := &file_hearth_container_v1_package_proto_msgTypes[4]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -165,7 +329,7 @@ func (x *InstallPackageRequest) String() string {
 func (*InstallPackageRequest) ProtoMessage() {}
 
 func (x *InstallPackageRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_hearth_container_v1_package_proto_msgTypes[2]
+	mi := &file_hearth_container_v1_package_proto_msgTypes[4]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -178,22 +342,56 @@ func (x *InstallPackageRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use InstallPackageRequest.ProtoReflect.Descriptor instead.
 func (*InstallPackageRequest) Descriptor() ([]byte, []int) {
-	return file_hearth_container_v1_package_proto_rawDescGZIP(), []int{2}
+	return file_hearth_container_v1_package_proto_rawDescGZIP(), []int{4}
 }
 
-func (x *InstallPackageRequest) GetPath() string {
+func (x *InstallPackageRequest) GetMsg() isInstallPackageRequest_Msg {
 	if x != nil {
-		return x.Path
+		return x.Msg
 	}
-	return ""
+	return nil
 }
+
+func (x *InstallPackageRequest) GetOptions() *PackageOptions {
+	if x != nil {
+		if x, ok := x.Msg.(*InstallPackageRequest_Options); ok {
+			return x.Options
+		}
+	}
+	return nil
+}
+
+func (x *InstallPackageRequest) GetChunk() []byte {
+	if x != nil {
+		if x, ok := x.Msg.(*InstallPackageRequest_Chunk); ok {
+			return x.Chunk
+		}
+	}
+	return nil
+}
+
+type isInstallPackageRequest_Msg interface {
+	isInstallPackageRequest_Msg()
+}
+
+type InstallPackageRequest_Options struct {
+	Options *PackageOptions `protobuf:"bytes,1,opt,name=options,proto3,oneof"`
+}
+
+type InstallPackageRequest_Chunk struct {
+	Chunk []byte `protobuf:"bytes,2,opt,name=chunk,proto3,oneof"`
+}
+
+func (*InstallPackageRequest_Options) isInstallPackageRequest_Msg() {}
+
+func (*InstallPackageRequest_Chunk) isInstallPackageRequest_Msg() {}
 
 type InstallPackageResponse struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// Types that are valid to be assigned to Event:
 	//
 	//	*InstallPackageResponse_Progress
-	//	*InstallPackageResponse_Package
+	//	*InstallPackageResponse_Result
 	Event         isInstallPackageResponse_Event `protobuf_oneof:"event"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -201,7 +399,7 @@ type InstallPackageResponse struct {
 
 func (x *InstallPackageResponse) Reset() {
 	*x = InstallPackageResponse{}
-	mi := &file_hearth_container_v1_package_proto_msgTypes[3]
+	mi := &file_hearth_container_v1_package_proto_msgTypes[5]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -213,7 +411,7 @@ func (x *InstallPackageResponse) String() string {
 func (*InstallPackageResponse) ProtoMessage() {}
 
 func (x *InstallPackageResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_hearth_container_v1_package_proto_msgTypes[3]
+	mi := &file_hearth_container_v1_package_proto_msgTypes[5]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -226,7 +424,7 @@ func (x *InstallPackageResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use InstallPackageResponse.ProtoReflect.Descriptor instead.
 func (*InstallPackageResponse) Descriptor() ([]byte, []int) {
-	return file_hearth_container_v1_package_proto_rawDescGZIP(), []int{3}
+	return file_hearth_container_v1_package_proto_rawDescGZIP(), []int{5}
 }
 
 func (x *InstallPackageResponse) GetEvent() isInstallPackageResponse_Event {
@@ -245,10 +443,10 @@ func (x *InstallPackageResponse) GetProgress() *PackageProgress {
 	return nil
 }
 
-func (x *InstallPackageResponse) GetPackage() *Package {
+func (x *InstallPackageResponse) GetResult() *PackageResult {
 	if x != nil {
-		if x, ok := x.Event.(*InstallPackageResponse_Package); ok {
-			return x.Package
+		if x, ok := x.Event.(*InstallPackageResponse_Result); ok {
+			return x.Result
 		}
 	}
 	return nil
@@ -262,13 +460,177 @@ type InstallPackageResponse_Progress struct {
 	Progress *PackageProgress `protobuf:"bytes,1,opt,name=progress,proto3,oneof"`
 }
 
-type InstallPackageResponse_Package struct {
-	Package *Package `protobuf:"bytes,2,opt,name=package,proto3,oneof"`
+type InstallPackageResponse_Result struct {
+	Result *PackageResult `protobuf:"bytes,2,opt,name=result,proto3,oneof"`
 }
 
 func (*InstallPackageResponse_Progress) isInstallPackageResponse_Event() {}
 
-func (*InstallPackageResponse_Package) isInstallPackageResponse_Event() {}
+func (*InstallPackageResponse_Result) isInstallPackageResponse_Event() {}
+
+type UpdatePackageRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Types that are valid to be assigned to Msg:
+	//
+	//	*UpdatePackageRequest_Options
+	//	*UpdatePackageRequest_Chunk
+	Msg           isUpdatePackageRequest_Msg `protobuf_oneof:"msg"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *UpdatePackageRequest) Reset() {
+	*x = UpdatePackageRequest{}
+	mi := &file_hearth_container_v1_package_proto_msgTypes[6]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *UpdatePackageRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*UpdatePackageRequest) ProtoMessage() {}
+
+func (x *UpdatePackageRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_hearth_container_v1_package_proto_msgTypes[6]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use UpdatePackageRequest.ProtoReflect.Descriptor instead.
+func (*UpdatePackageRequest) Descriptor() ([]byte, []int) {
+	return file_hearth_container_v1_package_proto_rawDescGZIP(), []int{6}
+}
+
+func (x *UpdatePackageRequest) GetMsg() isUpdatePackageRequest_Msg {
+	if x != nil {
+		return x.Msg
+	}
+	return nil
+}
+
+func (x *UpdatePackageRequest) GetOptions() *PackageOptions {
+	if x != nil {
+		if x, ok := x.Msg.(*UpdatePackageRequest_Options); ok {
+			return x.Options
+		}
+	}
+	return nil
+}
+
+func (x *UpdatePackageRequest) GetChunk() []byte {
+	if x != nil {
+		if x, ok := x.Msg.(*UpdatePackageRequest_Chunk); ok {
+			return x.Chunk
+		}
+	}
+	return nil
+}
+
+type isUpdatePackageRequest_Msg interface {
+	isUpdatePackageRequest_Msg()
+}
+
+type UpdatePackageRequest_Options struct {
+	Options *PackageOptions `protobuf:"bytes,1,opt,name=options,proto3,oneof"`
+}
+
+type UpdatePackageRequest_Chunk struct {
+	Chunk []byte `protobuf:"bytes,2,opt,name=chunk,proto3,oneof"`
+}
+
+func (*UpdatePackageRequest_Options) isUpdatePackageRequest_Msg() {}
+
+func (*UpdatePackageRequest_Chunk) isUpdatePackageRequest_Msg() {}
+
+type UpdatePackageResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Types that are valid to be assigned to Event:
+	//
+	//	*UpdatePackageResponse_Progress
+	//	*UpdatePackageResponse_Result
+	Event         isUpdatePackageResponse_Event `protobuf_oneof:"event"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *UpdatePackageResponse) Reset() {
+	*x = UpdatePackageResponse{}
+	mi := &file_hearth_container_v1_package_proto_msgTypes[7]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *UpdatePackageResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*UpdatePackageResponse) ProtoMessage() {}
+
+func (x *UpdatePackageResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_hearth_container_v1_package_proto_msgTypes[7]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use UpdatePackageResponse.ProtoReflect.Descriptor instead.
+func (*UpdatePackageResponse) Descriptor() ([]byte, []int) {
+	return file_hearth_container_v1_package_proto_rawDescGZIP(), []int{7}
+}
+
+func (x *UpdatePackageResponse) GetEvent() isUpdatePackageResponse_Event {
+	if x != nil {
+		return x.Event
+	}
+	return nil
+}
+
+func (x *UpdatePackageResponse) GetProgress() *PackageProgress {
+	if x != nil {
+		if x, ok := x.Event.(*UpdatePackageResponse_Progress); ok {
+			return x.Progress
+		}
+	}
+	return nil
+}
+
+func (x *UpdatePackageResponse) GetResult() *PackageResult {
+	if x != nil {
+		if x, ok := x.Event.(*UpdatePackageResponse_Result); ok {
+			return x.Result
+		}
+	}
+	return nil
+}
+
+type isUpdatePackageResponse_Event interface {
+	isUpdatePackageResponse_Event()
+}
+
+type UpdatePackageResponse_Progress struct {
+	Progress *PackageProgress `protobuf:"bytes,1,opt,name=progress,proto3,oneof"`
+}
+
+type UpdatePackageResponse_Result struct {
+	Result *PackageResult `protobuf:"bytes,2,opt,name=result,proto3,oneof"`
+}
+
+func (*UpdatePackageResponse_Progress) isUpdatePackageResponse_Event() {}
+
+func (*UpdatePackageResponse_Result) isUpdatePackageResponse_Event() {}
 
 type ListPackagesRequest struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
@@ -278,7 +640,7 @@ type ListPackagesRequest struct {
 
 func (x *ListPackagesRequest) Reset() {
 	*x = ListPackagesRequest{}
-	mi := &file_hearth_container_v1_package_proto_msgTypes[4]
+	mi := &file_hearth_container_v1_package_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -290,7 +652,7 @@ func (x *ListPackagesRequest) String() string {
 func (*ListPackagesRequest) ProtoMessage() {}
 
 func (x *ListPackagesRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_hearth_container_v1_package_proto_msgTypes[4]
+	mi := &file_hearth_container_v1_package_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -303,7 +665,7 @@ func (x *ListPackagesRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListPackagesRequest.ProtoReflect.Descriptor instead.
 func (*ListPackagesRequest) Descriptor() ([]byte, []int) {
-	return file_hearth_container_v1_package_proto_rawDescGZIP(), []int{4}
+	return file_hearth_container_v1_package_proto_rawDescGZIP(), []int{8}
 }
 
 type ListPackagesResponse struct {
@@ -315,7 +677,7 @@ type ListPackagesResponse struct {
 
 func (x *ListPackagesResponse) Reset() {
 	*x = ListPackagesResponse{}
-	mi := &file_hearth_container_v1_package_proto_msgTypes[5]
+	mi := &file_hearth_container_v1_package_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -327,7 +689,7 @@ func (x *ListPackagesResponse) String() string {
 func (*ListPackagesResponse) ProtoMessage() {}
 
 func (x *ListPackagesResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_hearth_container_v1_package_proto_msgTypes[5]
+	mi := &file_hearth_container_v1_package_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -340,7 +702,7 @@ func (x *ListPackagesResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListPackagesResponse.ProtoReflect.Descriptor instead.
 func (*ListPackagesResponse) Descriptor() ([]byte, []int) {
-	return file_hearth_container_v1_package_proto_rawDescGZIP(), []int{5}
+	return file_hearth_container_v1_package_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *ListPackagesResponse) GetPackages() []*Package {
@@ -350,10 +712,107 @@ func (x *ListPackagesResponse) GetPackages() []*Package {
 	return nil
 }
 
+type GetPackageRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Id            string                 `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *GetPackageRequest) Reset() {
+	*x = GetPackageRequest{}
+	mi := &file_hearth_container_v1_package_proto_msgTypes[10]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *GetPackageRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*GetPackageRequest) ProtoMessage() {}
+
+func (x *GetPackageRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_hearth_container_v1_package_proto_msgTypes[10]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use GetPackageRequest.ProtoReflect.Descriptor instead.
+func (*GetPackageRequest) Descriptor() ([]byte, []int) {
+	return file_hearth_container_v1_package_proto_rawDescGZIP(), []int{10}
+}
+
+func (x *GetPackageRequest) GetId() string {
+	if x != nil {
+		return x.Id
+	}
+	return ""
+}
+
+type GetPackageResponse struct {
+	state   protoimpl.MessageState `protogen:"open.v1"`
+	Package *Package               `protobuf:"bytes,1,opt,name=package,proto3" json:"package,omitempty"`
+	// The manifest (YAML) as installed.
+	Manifest      []byte `protobuf:"bytes,2,opt,name=manifest,proto3" json:"manifest,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *GetPackageResponse) Reset() {
+	*x = GetPackageResponse{}
+	mi := &file_hearth_container_v1_package_proto_msgTypes[11]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *GetPackageResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*GetPackageResponse) ProtoMessage() {}
+
+func (x *GetPackageResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_hearth_container_v1_package_proto_msgTypes[11]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use GetPackageResponse.ProtoReflect.Descriptor instead.
+func (*GetPackageResponse) Descriptor() ([]byte, []int) {
+	return file_hearth_container_v1_package_proto_rawDescGZIP(), []int{11}
+}
+
+func (x *GetPackageResponse) GetPackage() *Package {
+	if x != nil {
+		return x.Package
+	}
+	return nil
+}
+
+func (x *GetPackageResponse) GetManifest() []byte {
+	if x != nil {
+		return x.Manifest
+	}
+	return nil
+}
+
 type UninstallPackageRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	Id    string                 `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
-	// Also remove the package's volumes.
+	// Also delete the package's data (its volumes); otherwise a reinstall finds it.
 	Purge         bool `protobuf:"varint,2,opt,name=purge,proto3" json:"purge,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -361,7 +820,7 @@ type UninstallPackageRequest struct {
 
 func (x *UninstallPackageRequest) Reset() {
 	*x = UninstallPackageRequest{}
-	mi := &file_hearth_container_v1_package_proto_msgTypes[6]
+	mi := &file_hearth_container_v1_package_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -373,7 +832,7 @@ func (x *UninstallPackageRequest) String() string {
 func (*UninstallPackageRequest) ProtoMessage() {}
 
 func (x *UninstallPackageRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_hearth_container_v1_package_proto_msgTypes[6]
+	mi := &file_hearth_container_v1_package_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -386,7 +845,7 @@ func (x *UninstallPackageRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UninstallPackageRequest.ProtoReflect.Descriptor instead.
 func (*UninstallPackageRequest) Descriptor() ([]byte, []int) {
-	return file_hearth_container_v1_package_proto_rawDescGZIP(), []int{6}
+	return file_hearth_container_v1_package_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *UninstallPackageRequest) GetId() string {
@@ -411,7 +870,7 @@ type UninstallPackageResponse struct {
 
 func (x *UninstallPackageResponse) Reset() {
 	*x = UninstallPackageResponse{}
-	mi := &file_hearth_container_v1_package_proto_msgTypes[7]
+	mi := &file_hearth_container_v1_package_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -423,7 +882,7 @@ func (x *UninstallPackageResponse) String() string {
 func (*UninstallPackageResponse) ProtoMessage() {}
 
 func (x *UninstallPackageResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_hearth_container_v1_package_proto_msgTypes[7]
+	mi := &file_hearth_container_v1_package_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -436,39 +895,405 @@ func (x *UninstallPackageResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UninstallPackageResponse.ProtoReflect.Descriptor instead.
 func (*UninstallPackageResponse) Descriptor() ([]byte, []int) {
-	return file_hearth_container_v1_package_proto_rawDescGZIP(), []int{7}
+	return file_hearth_container_v1_package_proto_rawDescGZIP(), []int{13}
+}
+
+type TrustKeyRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The public key's text.
+	Key           string `protobuf:"bytes,1,opt,name=key,proto3" json:"key,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *TrustKeyRequest) Reset() {
+	*x = TrustKeyRequest{}
+	mi := &file_hearth_container_v1_package_proto_msgTypes[14]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *TrustKeyRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*TrustKeyRequest) ProtoMessage() {}
+
+func (x *TrustKeyRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_hearth_container_v1_package_proto_msgTypes[14]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use TrustKeyRequest.ProtoReflect.Descriptor instead.
+func (*TrustKeyRequest) Descriptor() ([]byte, []int) {
+	return file_hearth_container_v1_package_proto_rawDescGZIP(), []int{14}
+}
+
+func (x *TrustKeyRequest) GetKey() string {
+	if x != nil {
+		return x.Key
+	}
+	return ""
+}
+
+type TrustKeyResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Key           *TrustedKey            `protobuf:"bytes,1,opt,name=key,proto3" json:"key,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *TrustKeyResponse) Reset() {
+	*x = TrustKeyResponse{}
+	mi := &file_hearth_container_v1_package_proto_msgTypes[15]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *TrustKeyResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*TrustKeyResponse) ProtoMessage() {}
+
+func (x *TrustKeyResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_hearth_container_v1_package_proto_msgTypes[15]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use TrustKeyResponse.ProtoReflect.Descriptor instead.
+func (*TrustKeyResponse) Descriptor() ([]byte, []int) {
+	return file_hearth_container_v1_package_proto_rawDescGZIP(), []int{15}
+}
+
+func (x *TrustKeyResponse) GetKey() *TrustedKey {
+	if x != nil {
+		return x.Key
+	}
+	return nil
+}
+
+type UntrustKeyRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Id            string                 `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *UntrustKeyRequest) Reset() {
+	*x = UntrustKeyRequest{}
+	mi := &file_hearth_container_v1_package_proto_msgTypes[16]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *UntrustKeyRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*UntrustKeyRequest) ProtoMessage() {}
+
+func (x *UntrustKeyRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_hearth_container_v1_package_proto_msgTypes[16]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use UntrustKeyRequest.ProtoReflect.Descriptor instead.
+func (*UntrustKeyRequest) Descriptor() ([]byte, []int) {
+	return file_hearth_container_v1_package_proto_rawDescGZIP(), []int{16}
+}
+
+func (x *UntrustKeyRequest) GetId() string {
+	if x != nil {
+		return x.Id
+	}
+	return ""
+}
+
+type UntrustKeyResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *UntrustKeyResponse) Reset() {
+	*x = UntrustKeyResponse{}
+	mi := &file_hearth_container_v1_package_proto_msgTypes[17]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *UntrustKeyResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*UntrustKeyResponse) ProtoMessage() {}
+
+func (x *UntrustKeyResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_hearth_container_v1_package_proto_msgTypes[17]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use UntrustKeyResponse.ProtoReflect.Descriptor instead.
+func (*UntrustKeyResponse) Descriptor() ([]byte, []int) {
+	return file_hearth_container_v1_package_proto_rawDescGZIP(), []int{17}
+}
+
+type ListKeysRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListKeysRequest) Reset() {
+	*x = ListKeysRequest{}
+	mi := &file_hearth_container_v1_package_proto_msgTypes[18]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListKeysRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListKeysRequest) ProtoMessage() {}
+
+func (x *ListKeysRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_hearth_container_v1_package_proto_msgTypes[18]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListKeysRequest.ProtoReflect.Descriptor instead.
+func (*ListKeysRequest) Descriptor() ([]byte, []int) {
+	return file_hearth_container_v1_package_proto_rawDescGZIP(), []int{18}
+}
+
+type ListKeysResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Keys          []*TrustedKey          `protobuf:"bytes,1,rep,name=keys,proto3" json:"keys,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListKeysResponse) Reset() {
+	*x = ListKeysResponse{}
+	mi := &file_hearth_container_v1_package_proto_msgTypes[19]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListKeysResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListKeysResponse) ProtoMessage() {}
+
+func (x *ListKeysResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_hearth_container_v1_package_proto_msgTypes[19]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListKeysResponse.ProtoReflect.Descriptor instead.
+func (*ListKeysResponse) Descriptor() ([]byte, []int) {
+	return file_hearth_container_v1_package_proto_rawDescGZIP(), []int{19}
+}
+
+func (x *ListKeysResponse) GetKeys() []*TrustedKey {
+	if x != nil {
+		return x.Keys
+	}
+	return nil
+}
+
+// TrustedKey is a key the host trusts.
+type TrustedKey struct {
+	state   protoimpl.MessageState `protogen:"open.v1"`
+	Id      string                 `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
+	Comment string                 `protobuf:"bytes,2,opt,name=comment,proto3" json:"comment,omitempty"`
+	// The key's text, as given to TrustKey.
+	Key           string `protobuf:"bytes,3,opt,name=key,proto3" json:"key,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *TrustedKey) Reset() {
+	*x = TrustedKey{}
+	mi := &file_hearth_container_v1_package_proto_msgTypes[20]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *TrustedKey) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*TrustedKey) ProtoMessage() {}
+
+func (x *TrustedKey) ProtoReflect() protoreflect.Message {
+	mi := &file_hearth_container_v1_package_proto_msgTypes[20]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use TrustedKey.ProtoReflect.Descriptor instead.
+func (*TrustedKey) Descriptor() ([]byte, []int) {
+	return file_hearth_container_v1_package_proto_rawDescGZIP(), []int{20}
+}
+
+func (x *TrustedKey) GetId() string {
+	if x != nil {
+		return x.Id
+	}
+	return ""
+}
+
+func (x *TrustedKey) GetComment() string {
+	if x != nil {
+		return x.Comment
+	}
+	return ""
+}
+
+func (x *TrustedKey) GetKey() string {
+	if x != nil {
+		return x.Key
+	}
+	return ""
 }
 
 var File_hearth_container_v1_package_proto protoreflect.FileDescriptor
 
 const file_hearth_container_v1_package_proto_rawDesc = "" +
 	"\n" +
-	"!hearth/container/v1/package.proto\x12\x13hearth.container.v1\"Q\n" +
+	"!hearth/container/v1/package.proto\x12\x13hearth.container.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"\x90\x03\n" +
 	"\aPackage\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x18\n" +
 	"\aversion\x18\x02 \x01(\tR\aversion\x12\x1c\n" +
-	"\tcontainer\x18\x03 \x01(\tR\tcontainer\"Q\n" +
+	"\tcontainer\x18\x03 \x01(\tR\tcontainer\x12\x16\n" +
+	"\x06signer\x18\x04 \x01(\tR\x06signer\x12\x18\n" +
+	"\atrusted\x18\x05 \x01(\bR\atrusted\x12=\n" +
+	"\finstalled_at\x18\x06 \x01(\v2\x1a.google.protobuf.TimestampR\vinstalledAt\x129\n" +
+	"\n" +
+	"updated_at\x18\a \x01(\v2\x1a.google.protobuf.TimestampR\tupdatedAt\x12@\n" +
+	"\x06images\x18\b \x03(\v2(.hearth.container.v1.Package.ImagesEntryR\x06images\x12\x14\n" +
+	"\x05state\x18\t \x01(\tR\x05state\x1a9\n" +
+	"\vImagesEntry\x12\x10\n" +
+	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"Q\n" +
 	"\x0fPackageProgress\x12\x14\n" +
 	"\x05phase\x18\x01 \x01(\tR\x05phase\x12\x12\n" +
 	"\x04done\x18\x02 \x01(\x03R\x04done\x12\x14\n" +
-	"\x05total\x18\x03 \x01(\x03R\x05total\"+\n" +
-	"\x15InstallPackageRequest\x12\x12\n" +
-	"\x04path\x18\x01 \x01(\tR\x04path\"\x9f\x01\n" +
+	"\x05total\x18\x03 \x01(\x03R\x05total\"M\n" +
+	"\x0ePackageOptions\x12'\n" +
+	"\x0fallow_untrusted\x18\x01 \x01(\bR\x0eallowUntrusted\x12\x12\n" +
+	"\x04size\x18\x02 \x01(\x03R\x04size\"c\n" +
+	"\rPackageResult\x126\n" +
+	"\apackage\x18\x01 \x01(\v2\x1c.hearth.container.v1.PackageR\apackage\x12\x1a\n" +
+	"\bwarnings\x18\x02 \x03(\tR\bwarnings\"w\n" +
+	"\x15InstallPackageRequest\x12?\n" +
+	"\aoptions\x18\x01 \x01(\v2#.hearth.container.v1.PackageOptionsH\x00R\aoptions\x12\x16\n" +
+	"\x05chunk\x18\x02 \x01(\fH\x00R\x05chunkB\x05\n" +
+	"\x03msg\"\xa3\x01\n" +
 	"\x16InstallPackageResponse\x12B\n" +
-	"\bprogress\x18\x01 \x01(\v2$.hearth.container.v1.PackageProgressH\x00R\bprogress\x128\n" +
-	"\apackage\x18\x02 \x01(\v2\x1c.hearth.container.v1.PackageH\x00R\apackageB\a\n" +
+	"\bprogress\x18\x01 \x01(\v2$.hearth.container.v1.PackageProgressH\x00R\bprogress\x12<\n" +
+	"\x06result\x18\x02 \x01(\v2\".hearth.container.v1.PackageResultH\x00R\x06resultB\a\n" +
+	"\x05event\"v\n" +
+	"\x14UpdatePackageRequest\x12?\n" +
+	"\aoptions\x18\x01 \x01(\v2#.hearth.container.v1.PackageOptionsH\x00R\aoptions\x12\x16\n" +
+	"\x05chunk\x18\x02 \x01(\fH\x00R\x05chunkB\x05\n" +
+	"\x03msg\"\xa2\x01\n" +
+	"\x15UpdatePackageResponse\x12B\n" +
+	"\bprogress\x18\x01 \x01(\v2$.hearth.container.v1.PackageProgressH\x00R\bprogress\x12<\n" +
+	"\x06result\x18\x02 \x01(\v2\".hearth.container.v1.PackageResultH\x00R\x06resultB\a\n" +
 	"\x05event\"\x15\n" +
 	"\x13ListPackagesRequest\"P\n" +
 	"\x14ListPackagesResponse\x128\n" +
-	"\bpackages\x18\x01 \x03(\v2\x1c.hearth.container.v1.PackageR\bpackages\"?\n" +
+	"\bpackages\x18\x01 \x03(\v2\x1c.hearth.container.v1.PackageR\bpackages\"#\n" +
+	"\x11GetPackageRequest\x12\x0e\n" +
+	"\x02id\x18\x01 \x01(\tR\x02id\"h\n" +
+	"\x12GetPackageResponse\x126\n" +
+	"\apackage\x18\x01 \x01(\v2\x1c.hearth.container.v1.PackageR\apackage\x12\x1a\n" +
+	"\bmanifest\x18\x02 \x01(\fR\bmanifest\"?\n" +
 	"\x17UninstallPackageRequest\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x14\n" +
 	"\x05purge\x18\x02 \x01(\bR\x05purge\"\x1a\n" +
-	"\x18UninstallPackageResponse2\xd3\x02\n" +
-	"\x0ePackageService\x12k\n" +
-	"\x0eInstallPackage\x12*.hearth.container.v1.InstallPackageRequest\x1a+.hearth.container.v1.InstallPackageResponse0\x01\x12c\n" +
-	"\fListPackages\x12(.hearth.container.v1.ListPackagesRequest\x1a).hearth.container.v1.ListPackagesResponse\x12o\n" +
-	"\x10UninstallPackage\x12,.hearth.container.v1.UninstallPackageRequest\x1a-.hearth.container.v1.UninstallPackageResponseB2Z0hearth.dev/proto/hearth/container/v1;containerv1b\x06proto3"
+	"\x18UninstallPackageResponse\"#\n" +
+	"\x0fTrustKeyRequest\x12\x10\n" +
+	"\x03key\x18\x01 \x01(\tR\x03key\"E\n" +
+	"\x10TrustKeyResponse\x121\n" +
+	"\x03key\x18\x01 \x01(\v2\x1f.hearth.container.v1.TrustedKeyR\x03key\"#\n" +
+	"\x11UntrustKeyRequest\x12\x0e\n" +
+	"\x02id\x18\x01 \x01(\tR\x02id\"\x14\n" +
+	"\x12UntrustKeyResponse\"\x11\n" +
+	"\x0fListKeysRequest\"G\n" +
+	"\x10ListKeysResponse\x123\n" +
+	"\x04keys\x18\x01 \x03(\v2\x1f.hearth.container.v1.TrustedKeyR\x04keys\"H\n" +
+	"\n" +
+	"TrustedKey\x12\x0e\n" +
+	"\x02id\x18\x01 \x01(\tR\x02id\x12\x18\n" +
+	"\acomment\x18\x02 \x01(\tR\acomment\x12\x10\n" +
+	"\x03key\x18\x03 \x01(\tR\x03key2\xa0\x04\n" +
+	"\x0ePackageService\x12m\n" +
+	"\x0eInstallPackage\x12*.hearth.container.v1.InstallPackageRequest\x1a+.hearth.container.v1.InstallPackageResponse(\x010\x01\x12j\n" +
+	"\rUpdatePackage\x12).hearth.container.v1.UpdatePackageRequest\x1a*.hearth.container.v1.UpdatePackageResponse(\x010\x01\x12o\n" +
+	"\x10UninstallPackage\x12,.hearth.container.v1.UninstallPackageRequest\x1a-.hearth.container.v1.UninstallPackageResponse\x12c\n" +
+	"\fListPackages\x12(.hearth.container.v1.ListPackagesRequest\x1a).hearth.container.v1.ListPackagesResponse\x12]\n" +
+	"\n" +
+	"GetPackage\x12&.hearth.container.v1.GetPackageRequest\x1a'.hearth.container.v1.GetPackageResponse2\x9d\x02\n" +
+	"\n" +
+	"KeyService\x12W\n" +
+	"\bTrustKey\x12$.hearth.container.v1.TrustKeyRequest\x1a%.hearth.container.v1.TrustKeyResponse\x12]\n" +
+	"\n" +
+	"UntrustKey\x12&.hearth.container.v1.UntrustKeyRequest\x1a'.hearth.container.v1.UntrustKeyResponse\x12W\n" +
+	"\bListKeys\x12$.hearth.container.v1.ListKeysRequest\x1a%.hearth.container.v1.ListKeysResponseB2Z0hearth.dev/proto/hearth/container/v1;containerv1b\x06proto3"
 
 var (
 	file_hearth_container_v1_package_proto_rawDescOnce sync.Once
@@ -482,32 +1307,68 @@ func file_hearth_container_v1_package_proto_rawDescGZIP() []byte {
 	return file_hearth_container_v1_package_proto_rawDescData
 }
 
-var file_hearth_container_v1_package_proto_msgTypes = make([]protoimpl.MessageInfo, 8)
+var file_hearth_container_v1_package_proto_msgTypes = make([]protoimpl.MessageInfo, 22)
 var file_hearth_container_v1_package_proto_goTypes = []any{
 	(*Package)(nil),                  // 0: hearth.container.v1.Package
 	(*PackageProgress)(nil),          // 1: hearth.container.v1.PackageProgress
-	(*InstallPackageRequest)(nil),    // 2: hearth.container.v1.InstallPackageRequest
-	(*InstallPackageResponse)(nil),   // 3: hearth.container.v1.InstallPackageResponse
-	(*ListPackagesRequest)(nil),      // 4: hearth.container.v1.ListPackagesRequest
-	(*ListPackagesResponse)(nil),     // 5: hearth.container.v1.ListPackagesResponse
-	(*UninstallPackageRequest)(nil),  // 6: hearth.container.v1.UninstallPackageRequest
-	(*UninstallPackageResponse)(nil), // 7: hearth.container.v1.UninstallPackageResponse
+	(*PackageOptions)(nil),           // 2: hearth.container.v1.PackageOptions
+	(*PackageResult)(nil),            // 3: hearth.container.v1.PackageResult
+	(*InstallPackageRequest)(nil),    // 4: hearth.container.v1.InstallPackageRequest
+	(*InstallPackageResponse)(nil),   // 5: hearth.container.v1.InstallPackageResponse
+	(*UpdatePackageRequest)(nil),     // 6: hearth.container.v1.UpdatePackageRequest
+	(*UpdatePackageResponse)(nil),    // 7: hearth.container.v1.UpdatePackageResponse
+	(*ListPackagesRequest)(nil),      // 8: hearth.container.v1.ListPackagesRequest
+	(*ListPackagesResponse)(nil),     // 9: hearth.container.v1.ListPackagesResponse
+	(*GetPackageRequest)(nil),        // 10: hearth.container.v1.GetPackageRequest
+	(*GetPackageResponse)(nil),       // 11: hearth.container.v1.GetPackageResponse
+	(*UninstallPackageRequest)(nil),  // 12: hearth.container.v1.UninstallPackageRequest
+	(*UninstallPackageResponse)(nil), // 13: hearth.container.v1.UninstallPackageResponse
+	(*TrustKeyRequest)(nil),          // 14: hearth.container.v1.TrustKeyRequest
+	(*TrustKeyResponse)(nil),         // 15: hearth.container.v1.TrustKeyResponse
+	(*UntrustKeyRequest)(nil),        // 16: hearth.container.v1.UntrustKeyRequest
+	(*UntrustKeyResponse)(nil),       // 17: hearth.container.v1.UntrustKeyResponse
+	(*ListKeysRequest)(nil),          // 18: hearth.container.v1.ListKeysRequest
+	(*ListKeysResponse)(nil),         // 19: hearth.container.v1.ListKeysResponse
+	(*TrustedKey)(nil),               // 20: hearth.container.v1.TrustedKey
+	nil,                              // 21: hearth.container.v1.Package.ImagesEntry
+	(*timestamppb.Timestamp)(nil),    // 22: google.protobuf.Timestamp
 }
 var file_hearth_container_v1_package_proto_depIdxs = []int32{
-	1, // 0: hearth.container.v1.InstallPackageResponse.progress:type_name -> hearth.container.v1.PackageProgress
-	0, // 1: hearth.container.v1.InstallPackageResponse.package:type_name -> hearth.container.v1.Package
-	0, // 2: hearth.container.v1.ListPackagesResponse.packages:type_name -> hearth.container.v1.Package
-	2, // 3: hearth.container.v1.PackageService.InstallPackage:input_type -> hearth.container.v1.InstallPackageRequest
-	4, // 4: hearth.container.v1.PackageService.ListPackages:input_type -> hearth.container.v1.ListPackagesRequest
-	6, // 5: hearth.container.v1.PackageService.UninstallPackage:input_type -> hearth.container.v1.UninstallPackageRequest
-	3, // 6: hearth.container.v1.PackageService.InstallPackage:output_type -> hearth.container.v1.InstallPackageResponse
-	5, // 7: hearth.container.v1.PackageService.ListPackages:output_type -> hearth.container.v1.ListPackagesResponse
-	7, // 8: hearth.container.v1.PackageService.UninstallPackage:output_type -> hearth.container.v1.UninstallPackageResponse
-	6, // [6:9] is the sub-list for method output_type
-	3, // [3:6] is the sub-list for method input_type
-	3, // [3:3] is the sub-list for extension type_name
-	3, // [3:3] is the sub-list for extension extendee
-	0, // [0:3] is the sub-list for field type_name
+	22, // 0: hearth.container.v1.Package.installed_at:type_name -> google.protobuf.Timestamp
+	22, // 1: hearth.container.v1.Package.updated_at:type_name -> google.protobuf.Timestamp
+	21, // 2: hearth.container.v1.Package.images:type_name -> hearth.container.v1.Package.ImagesEntry
+	0,  // 3: hearth.container.v1.PackageResult.package:type_name -> hearth.container.v1.Package
+	2,  // 4: hearth.container.v1.InstallPackageRequest.options:type_name -> hearth.container.v1.PackageOptions
+	1,  // 5: hearth.container.v1.InstallPackageResponse.progress:type_name -> hearth.container.v1.PackageProgress
+	3,  // 6: hearth.container.v1.InstallPackageResponse.result:type_name -> hearth.container.v1.PackageResult
+	2,  // 7: hearth.container.v1.UpdatePackageRequest.options:type_name -> hearth.container.v1.PackageOptions
+	1,  // 8: hearth.container.v1.UpdatePackageResponse.progress:type_name -> hearth.container.v1.PackageProgress
+	3,  // 9: hearth.container.v1.UpdatePackageResponse.result:type_name -> hearth.container.v1.PackageResult
+	0,  // 10: hearth.container.v1.ListPackagesResponse.packages:type_name -> hearth.container.v1.Package
+	0,  // 11: hearth.container.v1.GetPackageResponse.package:type_name -> hearth.container.v1.Package
+	20, // 12: hearth.container.v1.TrustKeyResponse.key:type_name -> hearth.container.v1.TrustedKey
+	20, // 13: hearth.container.v1.ListKeysResponse.keys:type_name -> hearth.container.v1.TrustedKey
+	4,  // 14: hearth.container.v1.PackageService.InstallPackage:input_type -> hearth.container.v1.InstallPackageRequest
+	6,  // 15: hearth.container.v1.PackageService.UpdatePackage:input_type -> hearth.container.v1.UpdatePackageRequest
+	12, // 16: hearth.container.v1.PackageService.UninstallPackage:input_type -> hearth.container.v1.UninstallPackageRequest
+	8,  // 17: hearth.container.v1.PackageService.ListPackages:input_type -> hearth.container.v1.ListPackagesRequest
+	10, // 18: hearth.container.v1.PackageService.GetPackage:input_type -> hearth.container.v1.GetPackageRequest
+	14, // 19: hearth.container.v1.KeyService.TrustKey:input_type -> hearth.container.v1.TrustKeyRequest
+	16, // 20: hearth.container.v1.KeyService.UntrustKey:input_type -> hearth.container.v1.UntrustKeyRequest
+	18, // 21: hearth.container.v1.KeyService.ListKeys:input_type -> hearth.container.v1.ListKeysRequest
+	5,  // 22: hearth.container.v1.PackageService.InstallPackage:output_type -> hearth.container.v1.InstallPackageResponse
+	7,  // 23: hearth.container.v1.PackageService.UpdatePackage:output_type -> hearth.container.v1.UpdatePackageResponse
+	13, // 24: hearth.container.v1.PackageService.UninstallPackage:output_type -> hearth.container.v1.UninstallPackageResponse
+	9,  // 25: hearth.container.v1.PackageService.ListPackages:output_type -> hearth.container.v1.ListPackagesResponse
+	11, // 26: hearth.container.v1.PackageService.GetPackage:output_type -> hearth.container.v1.GetPackageResponse
+	15, // 27: hearth.container.v1.KeyService.TrustKey:output_type -> hearth.container.v1.TrustKeyResponse
+	17, // 28: hearth.container.v1.KeyService.UntrustKey:output_type -> hearth.container.v1.UntrustKeyResponse
+	19, // 29: hearth.container.v1.KeyService.ListKeys:output_type -> hearth.container.v1.ListKeysResponse
+	22, // [22:30] is the sub-list for method output_type
+	14, // [14:22] is the sub-list for method input_type
+	14, // [14:14] is the sub-list for extension type_name
+	14, // [14:14] is the sub-list for extension extendee
+	0,  // [0:14] is the sub-list for field type_name
 }
 
 func init() { file_hearth_container_v1_package_proto_init() }
@@ -515,9 +1376,21 @@ func file_hearth_container_v1_package_proto_init() {
 	if File_hearth_container_v1_package_proto != nil {
 		return
 	}
-	file_hearth_container_v1_package_proto_msgTypes[3].OneofWrappers = []any{
+	file_hearth_container_v1_package_proto_msgTypes[4].OneofWrappers = []any{
+		(*InstallPackageRequest_Options)(nil),
+		(*InstallPackageRequest_Chunk)(nil),
+	}
+	file_hearth_container_v1_package_proto_msgTypes[5].OneofWrappers = []any{
 		(*InstallPackageResponse_Progress)(nil),
-		(*InstallPackageResponse_Package)(nil),
+		(*InstallPackageResponse_Result)(nil),
+	}
+	file_hearth_container_v1_package_proto_msgTypes[6].OneofWrappers = []any{
+		(*UpdatePackageRequest_Options)(nil),
+		(*UpdatePackageRequest_Chunk)(nil),
+	}
+	file_hearth_container_v1_package_proto_msgTypes[7].OneofWrappers = []any{
+		(*UpdatePackageResponse_Progress)(nil),
+		(*UpdatePackageResponse_Result)(nil),
 	}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
@@ -525,9 +1398,9 @@ func file_hearth_container_v1_package_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_hearth_container_v1_package_proto_rawDesc), len(file_hearth_container_v1_package_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   8,
+			NumMessages:   22,
 			NumExtensions: 0,
-			NumServices:   1,
+			NumServices:   2,
 		},
 		GoTypes:           file_hearth_container_v1_package_proto_goTypes,
 		DependencyIndexes: file_hearth_container_v1_package_proto_depIdxs,

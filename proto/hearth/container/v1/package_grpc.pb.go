@@ -20,22 +20,33 @@ const _ = grpc.SupportPackageIsVersion9
 
 const (
 	PackageService_InstallPackage_FullMethodName   = "/hearth.container.v1.PackageService/InstallPackage"
-	PackageService_ListPackages_FullMethodName     = "/hearth.container.v1.PackageService/ListPackages"
+	PackageService_UpdatePackage_FullMethodName    = "/hearth.container.v1.PackageService/UpdatePackage"
 	PackageService_UninstallPackage_FullMethodName = "/hearth.container.v1.PackageService/UninstallPackage"
+	PackageService_ListPackages_FullMethodName     = "/hearth.container.v1.PackageService/ListPackages"
+	PackageService_GetPackage_FullMethodName       = "/hearth.container.v1.PackageService/GetPackage"
 )
 
 // PackageServiceClient is the client API for PackageService service.
 //
 // For semantics around ctx use and closing/ending streaming RPCs, please refer to https://pkg.go.dev/google.golang.org/grpc/?tab=doc#ClientConn.NewStream.
 //
-// PackageService installs, updates and removes packages: one container each.
+// PackageService installs, updates and uninstalls packages (signed .hpkg files), one
+// container each. Every operation is journaled: after a crash, the next start-up finishes
+// what had committed and undoes the rest.
 type PackageServiceClient interface {
-	// InstallPackage installs a signed package file, streaming progress.
-	InstallPackage(ctx context.Context, in *InstallPackageRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[InstallPackageResponse], error)
+	// InstallPackage: the client sends options first, then the file in chunks, then closes
+	// its side; the server streams progress, then the result. The file is verified as it
+	// streams, before anything on the host changes; a failed install removes what it made.
+	InstallPackage(ctx context.Context, opts ...grpc.CallOption) (grpc.BidiStreamingClient[InstallPackageRequest, InstallPackageResponse], error)
+	// UpdatePackage replaces an installed package by another version of it, the same way;
+	// a failure rolls back to the old version and its data.
+	UpdatePackage(ctx context.Context, opts ...grpc.CallOption) (grpc.BidiStreamingClient[UpdatePackageRequest, UpdatePackageResponse], error)
+	// UninstallPackage removes a package; its data is kept unless purged.
+	UninstallPackage(ctx context.Context, in *UninstallPackageRequest, opts ...grpc.CallOption) (*UninstallPackageResponse, error)
 	// ListPackages lists installed packages.
 	ListPackages(ctx context.Context, in *ListPackagesRequest, opts ...grpc.CallOption) (*ListPackagesResponse, error)
-	// UninstallPackage removes a package; its volumes are kept unless purged.
-	UninstallPackage(ctx context.Context, in *UninstallPackageRequest, opts ...grpc.CallOption) (*UninstallPackageResponse, error)
+	// GetPackage reports one package, with its manifest.
+	GetPackage(ctx context.Context, in *GetPackageRequest, opts ...grpc.CallOption) (*GetPackageResponse, error)
 }
 
 type packageServiceClient struct {
@@ -46,34 +57,31 @@ func NewPackageServiceClient(cc grpc.ClientConnInterface) PackageServiceClient {
 	return &packageServiceClient{cc}
 }
 
-func (c *packageServiceClient) InstallPackage(ctx context.Context, in *InstallPackageRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[InstallPackageResponse], error) {
+func (c *packageServiceClient) InstallPackage(ctx context.Context, opts ...grpc.CallOption) (grpc.BidiStreamingClient[InstallPackageRequest, InstallPackageResponse], error) {
 	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
 	stream, err := c.cc.NewStream(ctx, &PackageService_ServiceDesc.Streams[0], PackageService_InstallPackage_FullMethodName, cOpts...)
 	if err != nil {
 		return nil, err
 	}
 	x := &grpc.GenericClientStream[InstallPackageRequest, InstallPackageResponse]{ClientStream: stream}
-	if err := x.ClientStream.SendMsg(in); err != nil {
-		return nil, err
-	}
-	if err := x.ClientStream.CloseSend(); err != nil {
-		return nil, err
-	}
 	return x, nil
 }
 
 // This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
-type PackageService_InstallPackageClient = grpc.ServerStreamingClient[InstallPackageResponse]
+type PackageService_InstallPackageClient = grpc.BidiStreamingClient[InstallPackageRequest, InstallPackageResponse]
 
-func (c *packageServiceClient) ListPackages(ctx context.Context, in *ListPackagesRequest, opts ...grpc.CallOption) (*ListPackagesResponse, error) {
+func (c *packageServiceClient) UpdatePackage(ctx context.Context, opts ...grpc.CallOption) (grpc.BidiStreamingClient[UpdatePackageRequest, UpdatePackageResponse], error) {
 	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
-	out := new(ListPackagesResponse)
-	err := c.cc.Invoke(ctx, PackageService_ListPackages_FullMethodName, in, out, cOpts...)
+	stream, err := c.cc.NewStream(ctx, &PackageService_ServiceDesc.Streams[1], PackageService_UpdatePackage_FullMethodName, cOpts...)
 	if err != nil {
 		return nil, err
 	}
-	return out, nil
+	x := &grpc.GenericClientStream[UpdatePackageRequest, UpdatePackageResponse]{ClientStream: stream}
+	return x, nil
 }
+
+// This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
+type PackageService_UpdatePackageClient = grpc.BidiStreamingClient[UpdatePackageRequest, UpdatePackageResponse]
 
 func (c *packageServiceClient) UninstallPackage(ctx context.Context, in *UninstallPackageRequest, opts ...grpc.CallOption) (*UninstallPackageResponse, error) {
 	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
@@ -85,18 +93,47 @@ func (c *packageServiceClient) UninstallPackage(ctx context.Context, in *Uninsta
 	return out, nil
 }
 
+func (c *packageServiceClient) ListPackages(ctx context.Context, in *ListPackagesRequest, opts ...grpc.CallOption) (*ListPackagesResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(ListPackagesResponse)
+	err := c.cc.Invoke(ctx, PackageService_ListPackages_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *packageServiceClient) GetPackage(ctx context.Context, in *GetPackageRequest, opts ...grpc.CallOption) (*GetPackageResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(GetPackageResponse)
+	err := c.cc.Invoke(ctx, PackageService_GetPackage_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // PackageServiceServer is the server API for PackageService service.
 // All implementations must embed UnimplementedPackageServiceServer
 // for forward compatibility.
 //
-// PackageService installs, updates and removes packages: one container each.
+// PackageService installs, updates and uninstalls packages (signed .hpkg files), one
+// container each. Every operation is journaled: after a crash, the next start-up finishes
+// what had committed and undoes the rest.
 type PackageServiceServer interface {
-	// InstallPackage installs a signed package file, streaming progress.
-	InstallPackage(*InstallPackageRequest, grpc.ServerStreamingServer[InstallPackageResponse]) error
+	// InstallPackage: the client sends options first, then the file in chunks, then closes
+	// its side; the server streams progress, then the result. The file is verified as it
+	// streams, before anything on the host changes; a failed install removes what it made.
+	InstallPackage(grpc.BidiStreamingServer[InstallPackageRequest, InstallPackageResponse]) error
+	// UpdatePackage replaces an installed package by another version of it, the same way;
+	// a failure rolls back to the old version and its data.
+	UpdatePackage(grpc.BidiStreamingServer[UpdatePackageRequest, UpdatePackageResponse]) error
+	// UninstallPackage removes a package; its data is kept unless purged.
+	UninstallPackage(context.Context, *UninstallPackageRequest) (*UninstallPackageResponse, error)
 	// ListPackages lists installed packages.
 	ListPackages(context.Context, *ListPackagesRequest) (*ListPackagesResponse, error)
-	// UninstallPackage removes a package; its volumes are kept unless purged.
-	UninstallPackage(context.Context, *UninstallPackageRequest) (*UninstallPackageResponse, error)
+	// GetPackage reports one package, with its manifest.
+	GetPackage(context.Context, *GetPackageRequest) (*GetPackageResponse, error)
 	mustEmbedUnimplementedPackageServiceServer()
 }
 
@@ -107,14 +144,20 @@ type PackageServiceServer interface {
 // pointer dereference when methods are called.
 type UnimplementedPackageServiceServer struct{}
 
-func (UnimplementedPackageServiceServer) InstallPackage(*InstallPackageRequest, grpc.ServerStreamingServer[InstallPackageResponse]) error {
+func (UnimplementedPackageServiceServer) InstallPackage(grpc.BidiStreamingServer[InstallPackageRequest, InstallPackageResponse]) error {
 	return status.Error(codes.Unimplemented, "method InstallPackage not implemented")
+}
+func (UnimplementedPackageServiceServer) UpdatePackage(grpc.BidiStreamingServer[UpdatePackageRequest, UpdatePackageResponse]) error {
+	return status.Error(codes.Unimplemented, "method UpdatePackage not implemented")
+}
+func (UnimplementedPackageServiceServer) UninstallPackage(context.Context, *UninstallPackageRequest) (*UninstallPackageResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method UninstallPackage not implemented")
 }
 func (UnimplementedPackageServiceServer) ListPackages(context.Context, *ListPackagesRequest) (*ListPackagesResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method ListPackages not implemented")
 }
-func (UnimplementedPackageServiceServer) UninstallPackage(context.Context, *UninstallPackageRequest) (*UninstallPackageResponse, error) {
-	return nil, status.Error(codes.Unimplemented, "method UninstallPackage not implemented")
+func (UnimplementedPackageServiceServer) GetPackage(context.Context, *GetPackageRequest) (*GetPackageResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method GetPackage not implemented")
 }
 func (UnimplementedPackageServiceServer) mustEmbedUnimplementedPackageServiceServer() {}
 func (UnimplementedPackageServiceServer) testEmbeddedByValue()                        {}
@@ -138,33 +181,18 @@ func RegisterPackageServiceServer(s grpc.ServiceRegistrar, srv PackageServiceSer
 }
 
 func _PackageService_InstallPackage_Handler(srv interface{}, stream grpc.ServerStream) error {
-	m := new(InstallPackageRequest)
-	if err := stream.RecvMsg(m); err != nil {
-		return err
-	}
-	return srv.(PackageServiceServer).InstallPackage(m, &grpc.GenericServerStream[InstallPackageRequest, InstallPackageResponse]{ServerStream: stream})
+	return srv.(PackageServiceServer).InstallPackage(&grpc.GenericServerStream[InstallPackageRequest, InstallPackageResponse]{ServerStream: stream})
 }
 
 // This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
-type PackageService_InstallPackageServer = grpc.ServerStreamingServer[InstallPackageResponse]
+type PackageService_InstallPackageServer = grpc.BidiStreamingServer[InstallPackageRequest, InstallPackageResponse]
 
-func _PackageService_ListPackages_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
-	in := new(ListPackagesRequest)
-	if err := dec(in); err != nil {
-		return nil, err
-	}
-	if interceptor == nil {
-		return srv.(PackageServiceServer).ListPackages(ctx, in)
-	}
-	info := &grpc.UnaryServerInfo{
-		Server:     srv,
-		FullMethod: PackageService_ListPackages_FullMethodName,
-	}
-	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
-		return srv.(PackageServiceServer).ListPackages(ctx, req.(*ListPackagesRequest))
-	}
-	return interceptor(ctx, in, info, handler)
+func _PackageService_UpdatePackage_Handler(srv interface{}, stream grpc.ServerStream) error {
+	return srv.(PackageServiceServer).UpdatePackage(&grpc.GenericServerStream[UpdatePackageRequest, UpdatePackageResponse]{ServerStream: stream})
 }
+
+// This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
+type PackageService_UpdatePackageServer = grpc.BidiStreamingServer[UpdatePackageRequest, UpdatePackageResponse]
 
 func _PackageService_UninstallPackage_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
 	in := new(UninstallPackageRequest)
@@ -184,6 +212,42 @@ func _PackageService_UninstallPackage_Handler(srv interface{}, ctx context.Conte
 	return interceptor(ctx, in, info, handler)
 }
 
+func _PackageService_ListPackages_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(ListPackagesRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(PackageServiceServer).ListPackages(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: PackageService_ListPackages_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(PackageServiceServer).ListPackages(ctx, req.(*ListPackagesRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _PackageService_GetPackage_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(GetPackageRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(PackageServiceServer).GetPackage(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: PackageService_GetPackage_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(PackageServiceServer).GetPackage(ctx, req.(*GetPackageRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 // PackageService_ServiceDesc is the grpc.ServiceDesc for PackageService service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -192,12 +256,16 @@ var PackageService_ServiceDesc = grpc.ServiceDesc{
 	HandlerType: (*PackageServiceServer)(nil),
 	Methods: []grpc.MethodDesc{
 		{
+			MethodName: "UninstallPackage",
+			Handler:    _PackageService_UninstallPackage_Handler,
+		},
+		{
 			MethodName: "ListPackages",
 			Handler:    _PackageService_ListPackages_Handler,
 		},
 		{
-			MethodName: "UninstallPackage",
-			Handler:    _PackageService_UninstallPackage_Handler,
+			MethodName: "GetPackage",
+			Handler:    _PackageService_GetPackage_Handler,
 		},
 	},
 	Streams: []grpc.StreamDesc{
@@ -205,7 +273,202 @@ var PackageService_ServiceDesc = grpc.ServiceDesc{
 			StreamName:    "InstallPackage",
 			Handler:       _PackageService_InstallPackage_Handler,
 			ServerStreams: true,
+			ClientStreams: true,
+		},
+		{
+			StreamName:    "UpdatePackage",
+			Handler:       _PackageService_UpdatePackage_Handler,
+			ServerStreams: true,
+			ClientStreams: true,
 		},
 	},
+	Metadata: "hearth/container/v1/package.proto",
+}
+
+const (
+	KeyService_TrustKey_FullMethodName   = "/hearth.container.v1.KeyService/TrustKey"
+	KeyService_UntrustKey_FullMethodName = "/hearth.container.v1.KeyService/UntrustKey"
+	KeyService_ListKeys_FullMethodName   = "/hearth.container.v1.KeyService/ListKeys"
+)
+
+// KeyServiceClient is the client API for KeyService service.
+//
+// For semantics around ctx use and closing/ending streaming RPCs, please refer to https://pkg.go.dev/google.golang.org/grpc/?tab=doc#ClientConn.NewStream.
+//
+// KeyService keeps the keys whose signed packages the host installs.
+type KeyServiceClient interface {
+	// TrustKey adds a public key ("hearth-ed25519 <base64> <comment>").
+	TrustKey(ctx context.Context, in *TrustKeyRequest, opts ...grpc.CallOption) (*TrustKeyResponse, error)
+	// UntrustKey removes a key by its id.
+	UntrustKey(ctx context.Context, in *UntrustKeyRequest, opts ...grpc.CallOption) (*UntrustKeyResponse, error)
+	// ListKeys lists the trusted keys.
+	ListKeys(ctx context.Context, in *ListKeysRequest, opts ...grpc.CallOption) (*ListKeysResponse, error)
+}
+
+type keyServiceClient struct {
+	cc grpc.ClientConnInterface
+}
+
+func NewKeyServiceClient(cc grpc.ClientConnInterface) KeyServiceClient {
+	return &keyServiceClient{cc}
+}
+
+func (c *keyServiceClient) TrustKey(ctx context.Context, in *TrustKeyRequest, opts ...grpc.CallOption) (*TrustKeyResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(TrustKeyResponse)
+	err := c.cc.Invoke(ctx, KeyService_TrustKey_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *keyServiceClient) UntrustKey(ctx context.Context, in *UntrustKeyRequest, opts ...grpc.CallOption) (*UntrustKeyResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(UntrustKeyResponse)
+	err := c.cc.Invoke(ctx, KeyService_UntrustKey_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *keyServiceClient) ListKeys(ctx context.Context, in *ListKeysRequest, opts ...grpc.CallOption) (*ListKeysResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(ListKeysResponse)
+	err := c.cc.Invoke(ctx, KeyService_ListKeys_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+// KeyServiceServer is the server API for KeyService service.
+// All implementations must embed UnimplementedKeyServiceServer
+// for forward compatibility.
+//
+// KeyService keeps the keys whose signed packages the host installs.
+type KeyServiceServer interface {
+	// TrustKey adds a public key ("hearth-ed25519 <base64> <comment>").
+	TrustKey(context.Context, *TrustKeyRequest) (*TrustKeyResponse, error)
+	// UntrustKey removes a key by its id.
+	UntrustKey(context.Context, *UntrustKeyRequest) (*UntrustKeyResponse, error)
+	// ListKeys lists the trusted keys.
+	ListKeys(context.Context, *ListKeysRequest) (*ListKeysResponse, error)
+	mustEmbedUnimplementedKeyServiceServer()
+}
+
+// UnimplementedKeyServiceServer must be embedded to have
+// forward compatible implementations.
+//
+// NOTE: this should be embedded by value instead of pointer to avoid a nil
+// pointer dereference when methods are called.
+type UnimplementedKeyServiceServer struct{}
+
+func (UnimplementedKeyServiceServer) TrustKey(context.Context, *TrustKeyRequest) (*TrustKeyResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method TrustKey not implemented")
+}
+func (UnimplementedKeyServiceServer) UntrustKey(context.Context, *UntrustKeyRequest) (*UntrustKeyResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method UntrustKey not implemented")
+}
+func (UnimplementedKeyServiceServer) ListKeys(context.Context, *ListKeysRequest) (*ListKeysResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method ListKeys not implemented")
+}
+func (UnimplementedKeyServiceServer) mustEmbedUnimplementedKeyServiceServer() {}
+func (UnimplementedKeyServiceServer) testEmbeddedByValue()                    {}
+
+// UnsafeKeyServiceServer may be embedded to opt out of forward compatibility for this service.
+// Use of this interface is not recommended, as added methods to KeyServiceServer will
+// result in compilation errors.
+type UnsafeKeyServiceServer interface {
+	mustEmbedUnimplementedKeyServiceServer()
+}
+
+func RegisterKeyServiceServer(s grpc.ServiceRegistrar, srv KeyServiceServer) {
+	// If the following call panics, it indicates UnimplementedKeyServiceServer was
+	// embedded by pointer and is nil.  This will cause panics if an
+	// unimplemented method is ever invoked, so we test this at initialization
+	// time to prevent it from happening at runtime later due to I/O.
+	if t, ok := srv.(interface{ testEmbeddedByValue() }); ok {
+		t.testEmbeddedByValue()
+	}
+	s.RegisterService(&KeyService_ServiceDesc, srv)
+}
+
+func _KeyService_TrustKey_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(TrustKeyRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(KeyServiceServer).TrustKey(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: KeyService_TrustKey_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(KeyServiceServer).TrustKey(ctx, req.(*TrustKeyRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _KeyService_UntrustKey_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(UntrustKeyRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(KeyServiceServer).UntrustKey(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: KeyService_UntrustKey_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(KeyServiceServer).UntrustKey(ctx, req.(*UntrustKeyRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _KeyService_ListKeys_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(ListKeysRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(KeyServiceServer).ListKeys(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: KeyService_ListKeys_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(KeyServiceServer).ListKeys(ctx, req.(*ListKeysRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+// KeyService_ServiceDesc is the grpc.ServiceDesc for KeyService service.
+// It's only intended for direct use with grpc.RegisterService,
+// and not to be introspected or modified (even as a copy)
+var KeyService_ServiceDesc = grpc.ServiceDesc{
+	ServiceName: "hearth.container.v1.KeyService",
+	HandlerType: (*KeyServiceServer)(nil),
+	Methods: []grpc.MethodDesc{
+		{
+			MethodName: "TrustKey",
+			Handler:    _KeyService_TrustKey_Handler,
+		},
+		{
+			MethodName: "UntrustKey",
+			Handler:    _KeyService_UntrustKey_Handler,
+		},
+		{
+			MethodName: "ListKeys",
+			Handler:    _KeyService_ListKeys_Handler,
+		},
+	},
+	Streams:  []grpc.StreamDesc{},
 	Metadata: "hearth/container/v1/package.proto",
 }

@@ -31,7 +31,22 @@ const (
 // starts it and waits until every daemon is ready. On failure everything it made is
 // removed (kept data stays kept), and the error names the step and the cause.
 func (m *Manager) Install(ctx context.Context, r io.Reader, op Op) (Result, error) {
-	v, warn, err := m.stage(r, op)
+	lk := m.locker(func(id, version string) error {
+		if p, err := m.opts.Records.GetPackage(id); err == nil {
+			return fmt.Errorf("%s %s is installed: update it (hearthctl update FILE), or uninstall it first: %w", p.ID, p.Version, errdefs.ErrAlreadyExists)
+		} else if !errors.Is(err, errdefs.ErrNotFound) {
+			return err
+		}
+		if _, err := m.opts.Records.GetJournal(id); err == nil {
+			return fmt.Errorf("an operation on %s did not finish; restart containerd-lite to finish or undo it: %w", id, errdefs.ErrFailedPrecondition)
+		}
+		if _, err := m.opts.Containers.Get(ctx, id); err == nil {
+			return fmt.Errorf("a container called %q exists that is not a package: remove it (hearthctl container rm %s) to install %s: %w", id, id, id, errdefs.ErrAlreadyExists)
+		}
+		return nil
+	})
+	defer lk.release()
+	v, warn, err := m.stage(ctx, r, op, lk.accept)
 	if err != nil {
 		return Result{}, err
 	}
@@ -39,22 +54,6 @@ func (m *Manager) Install(ctx context.Context, r io.Reader, op Op) (Result, erro
 	data, mf, err := manifestOf(v)
 	if err != nil {
 		return Result{}, err
-	}
-	unlock, err := m.lockPackage(v.ID)
-	if err != nil {
-		return Result{}, err
-	}
-	defer unlock()
-	if p, err := m.opts.Records.GetPackage(v.ID); err == nil {
-		return Result{}, fmt.Errorf("%s %s is installed: update it (hearthctl update FILE), or uninstall it first: %w", p.ID, p.Version, errdefs.ErrAlreadyExists)
-	} else if !errors.Is(err, errdefs.ErrNotFound) {
-		return Result{}, err
-	}
-	if _, err := m.opts.Records.GetJournal(v.ID); err == nil {
-		return Result{}, fmt.Errorf("an operation on %s did not finish; restart containerd-lite to finish or undo it: %w", v.ID, errdefs.ErrFailedPrecondition)
-	}
-	if _, err := m.opts.Containers.Get(ctx, v.ID); err == nil {
-		return Result{}, fmt.Errorf("a container called %q exists that is not a package: remove it (hearthctl container rm %s) to install %s: %w", v.ID, v.ID, v.ID, errdefs.ErrAlreadyExists)
 	}
 	_, keptErr := m.opts.Records.GetKept(v.ID)
 	now := time.Now().UTC()

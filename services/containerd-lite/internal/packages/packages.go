@@ -81,8 +81,10 @@ type Verified struct {
 }
 
 // Verifier checks a package file as it streams into dir (which it creates), trusting the
-// host's keys; an unsigned or untrusted package is refused unless allowUntrusted.
-type Verifier func(r io.Reader, dir string, allowUntrusted bool) (Verified, error)
+// host's keys; an unsigned or untrusted package is refused unless allowUntrusted. accept
+// is called with the package's id and version once they are known to be signed as
+// claimed, before the images stream; its error stops the verification.
+type Verifier func(ctx context.Context, r io.Reader, dir string, allowUntrusted bool, accept func(id, version string) error, progress func(done, total int64)) (Verified, error)
 
 // Options configure a Manager.
 type Options struct {
@@ -146,14 +148,15 @@ type Result struct {
 	Warnings []string
 }
 
-// stage verifies a package file into a fresh staging directory.
-func (m *Manager) stage(r io.Reader, op Op) (Verified, []string, error) {
+// stage verifies a package file into a fresh staging directory; accept runs as soon as
+// the package's id and version are known.
+func (m *Manager) stage(ctx context.Context, r io.Reader, op Op, accept func(id, version string) error) (Verified, []string, error) {
 	m.mu.Lock()
 	m.seq++
 	dir := filepath.Join(m.opts.StateDir, "staging", fmt.Sprintf("%d-%d", time.Now().UnixNano(), m.seq))
 	m.mu.Unlock()
-	op.progress("verifying", 0, 0)
-	v, err := m.opts.Verify(r, dir, op.AllowUntrusted)
+	op.progress("receiving and verifying", 0, 0)
+	v, err := m.opts.Verify(ctx, r, dir, op.AllowUntrusted, accept, func(done, total int64) { op.progress("receiving and verifying", done, total) })
 	if err != nil {
 		os.RemoveAll(dir)
 		return v, nil, err
@@ -166,6 +169,34 @@ func (m *Manager) stage(r io.Reader, op Op) (Verified, []string, error) {
 		warn = append(warn, fmt.Sprintf("%s %s is signed by key %s, which this host does not trust: installed because --allow-untrusted was given", v.ID, v.Version, v.Signer))
 	}
 	return v, warn, nil
+}
+
+// locker takes a package's lock when the verifier says which package it is, and checks
+// what the operation needs; release lets go of the lock, if taken.
+type locker struct {
+	m       *Manager
+	unlock  func()
+	check   func(id, version string) error
+	release func()
+}
+
+func (m *Manager) locker(check func(id, version string) error) *locker {
+	l := &locker{m: m, check: check}
+	l.release = func() {
+		if l.unlock != nil {
+			l.unlock()
+		}
+	}
+	return l
+}
+
+func (l *locker) accept(id, version string) error {
+	u, err := l.m.lockPackage(id)
+	if err != nil {
+		return err
+	}
+	l.unlock = u
+	return l.check(id, version)
 }
 
 // lockPackage takes the package's lock, or says another operation has it.

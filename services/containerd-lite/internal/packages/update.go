@@ -24,27 +24,28 @@ import (
 // HEARTH_TO_VERSION), starts it and waits until every daemon is ready. Any failure rolls
 // back to the old images, manifest and data, starts the old version again, and says why.
 func (m *Manager) Update(ctx context.Context, r io.Reader, op Op) (Result, error) {
-	v, warn, err := m.stage(r, op)
+	var from store.Package
+	lk := m.locker(func(id, version string) error {
+		var err error
+		from, err = m.opts.Records.GetPackage(id)
+		if errors.Is(err, errdefs.ErrNotFound) {
+			return fmt.Errorf("%s is not installed: install it (hearthctl install FILE): %w", id, errdefs.ErrNotFound)
+		} else if err != nil {
+			return err
+		}
+		if _, err := m.opts.Records.GetJournal(id); err == nil {
+			return fmt.Errorf("an operation on %s did not finish; restart containerd-lite to finish or undo it: %w", id, errdefs.ErrFailedPrecondition)
+		}
+		return checkVersions(from, version)
+	})
+	defer lk.release()
+	v, warn, err := m.stage(ctx, r, op, lk.accept)
 	if err != nil {
 		return Result{}, err
 	}
 	defer os.RemoveAll(v.Dir)
 	data, mf, err := manifestOf(v)
 	if err != nil {
-		return Result{}, err
-	}
-	unlock, err := m.lockPackage(v.ID)
-	if err != nil {
-		return Result{}, err
-	}
-	defer unlock()
-	from, err := m.opts.Records.GetPackage(v.ID)
-	if errors.Is(err, errdefs.ErrNotFound) {
-		return Result{}, fmt.Errorf("%s is not installed: install it (hearthctl install FILE): %w", v.ID, errdefs.ErrNotFound)
-	} else if err != nil {
-		return Result{}, err
-	}
-	if err := checkVersions(from, v.Version); err != nil {
 		return Result{}, err
 	}
 	now := time.Now().UTC()

@@ -1,0 +1,175 @@
+// Package packageapi serves PackageService and KeyService over the package manager and
+// the host's trust store.
+package packageapi
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"strings"
+	"sync"
+	"time"
+
+	"google.golang.org/grpc"
+	"google.golang.org/protobuf/types/known/timestamppb"
+
+	"hearth.dev/internal/errdefs"
+	containerv1 "hearth.dev/proto/hearth/container/v1"
+	"hearth.dev/services/containerd-lite/internal/packages"
+	"hearth.dev/services/containerd-lite/internal/store"
+)
+
+// Packages is the package manager, as the service needs it.
+type Packages interface {
+	Install(ctx context.Context, r io.Reader, op packages.Op) (packages.Result, error)
+	Update(ctx context.Context, r io.Reader, op packages.Op) (packages.Result, error)
+	Uninstall(ctx context.Context, id string, purge bool) error
+	Get(id string) (store.Package, error)
+	List() ([]store.Package, error)
+}
+
+// State reports a package container's state.
+type State func(ctx context.Context, container string) string
+
+// Service implements PackageService.
+type Service struct {
+	containerv1.UnimplementedPackageServiceServer
+	p     Packages
+	state State
+}
+
+var _ containerv1.PackageServiceServer = (*Service)(nil)
+
+// New returns the service.
+func New(p Packages, state State) *Service { return &Service{p: p, state: state} }
+
+// request is what InstallPackageRequest and UpdatePackageRequest both are.
+type request interface {
+	GetOptions() *containerv1.PackageOptions
+	GetChunk() []byte
+}
+
+// receive reads the options, then feeds the chunks into a pipe the operation reads.
+func receive[R request](ctx context.Context, recv func() (R, error)) (*containerv1.PackageOptions, io.Reader, error) {
+	first, err := recv()
+	if err != nil {
+		return nil, nil, err
+	}
+	opts := first.GetOptions()
+	if opts == nil {
+		return nil, nil, fmt.Errorf("the first message gives the options, then the file follows in chunks: %w", errdefs.ErrInvalidArgument)
+	}
+	pr, pw := io.Pipe()
+	go func() {
+		for {
+			m, err := recv()
+			if errors.Is(err, io.EOF) {
+				pw.Close()
+				return
+			}
+			if err != nil {
+				pw.CloseWithError(fmt.Errorf("receive the package: %w", err))
+				return
+			}
+			if m.GetOptions() != nil {
+				pw.CloseWithError(fmt.Errorf("options given twice: %w", errdefs.ErrInvalidArgument))
+				return
+			}
+			if _, err := pw.Write(m.GetChunk()); err != nil {
+				return // the operation stopped reading
+			}
+		}
+	}()
+	context.AfterFunc(ctx, func() { pw.CloseWithError(ctx.Err()) })
+	return opts, pr, nil
+}
+
+// progress sends progress no more than ten times a second, but every new phase.
+func progress(send func(*containerv1.PackageProgress) error) func(packages.Progress) {
+	var mu sync.Mutex
+	var last time.Time
+	var phase string
+	return func(p packages.Progress) {
+		mu.Lock()
+		defer mu.Unlock()
+		if p.Phase == phase && time.Since(last) < 100*time.Millisecond {
+			return
+		}
+		last, phase = time.Now(), p.Phase
+		_ = send(&containerv1.PackageProgress{Phase: p.Phase, Done: p.Done, Total: p.Total})
+	}
+}
+
+// InstallPackage implements PackageService.
+func (s *Service) InstallPackage(stream grpc.BidiStreamingServer[containerv1.InstallPackageRequest, containerv1.InstallPackageResponse]) error {
+	opts, r, err := receive(stream.Context(), stream.Recv)
+	if err != nil {
+		return err
+	}
+	res, err := s.p.Install(stream.Context(), r, packages.Op{AllowUntrusted: opts.GetAllowUntrusted(), Progress: progress(func(p *containerv1.PackageProgress) error {
+		return stream.Send(&containerv1.InstallPackageResponse{Event: &containerv1.InstallPackageResponse_Progress{Progress: p}})
+	})})
+	if err != nil {
+		return err
+	}
+	return stream.Send(&containerv1.InstallPackageResponse{Event: &containerv1.InstallPackageResponse_Result{Result: s.result(stream.Context(), res)}})
+}
+
+// UpdatePackage implements PackageService.
+func (s *Service) UpdatePackage(stream grpc.BidiStreamingServer[containerv1.UpdatePackageRequest, containerv1.UpdatePackageResponse]) error {
+	opts, r, err := receive(stream.Context(), stream.Recv)
+	if err != nil {
+		return err
+	}
+	res, err := s.p.Update(stream.Context(), r, packages.Op{AllowUntrusted: opts.GetAllowUntrusted(), Progress: progress(func(p *containerv1.PackageProgress) error {
+		return stream.Send(&containerv1.UpdatePackageResponse{Event: &containerv1.UpdatePackageResponse_Progress{Progress: p}})
+	})})
+	if err != nil {
+		return err
+	}
+	return stream.Send(&containerv1.UpdatePackageResponse{Event: &containerv1.UpdatePackageResponse_Result{Result: s.result(stream.Context(), res)}})
+}
+
+func (s *Service) result(ctx context.Context, r packages.Result) *containerv1.PackageResult {
+	return &containerv1.PackageResult{Package: s.proto(ctx, r.Package), Warnings: r.Warnings}
+}
+
+func (s *Service) proto(ctx context.Context, p store.Package) *containerv1.Package {
+	out := &containerv1.Package{Id: p.ID, Version: p.Version, Container: p.Container, Signer: p.Signer, Trusted: p.Trusted,
+		InstalledAt: timestamppb.New(p.InstalledAt), Images: p.Images}
+	if !p.UpdatedAt.IsZero() {
+		out.UpdatedAt = timestamppb.New(p.UpdatedAt)
+	}
+	if s.state != nil {
+		out.State = s.state(ctx, p.Container)
+	}
+	return out
+}
+
+// UninstallPackage implements PackageService.
+func (s *Service) UninstallPackage(ctx context.Context, req *containerv1.UninstallPackageRequest) (*containerv1.UninstallPackageResponse, error) {
+	return &containerv1.UninstallPackageResponse{}, s.p.Uninstall(ctx, req.GetId(), req.GetPurge())
+}
+
+// ListPackages implements PackageService.
+func (s *Service) ListPackages(ctx context.Context, _ *containerv1.ListPackagesRequest) (*containerv1.ListPackagesResponse, error) {
+	ps, err := s.p.List()
+	if err != nil {
+		return nil, err
+	}
+	resp := &containerv1.ListPackagesResponse{}
+	for _, p := range ps {
+		resp.Packages = append(resp.Packages, s.proto(ctx, p))
+	}
+	return resp, nil
+}
+
+// GetPackage implements PackageService.
+func (s *Service) GetPackage(ctx context.Context, req *containerv1.GetPackageRequest) (*containerv1.GetPackageResponse, error) {
+	p, err := s.p.Get(strings.TrimSpace(req.GetId()))
+	if err != nil {
+		return nil, err
+	}
+	return &containerv1.GetPackageResponse{Package: s.proto(ctx, p), Manifest: p.Manifest}, nil
+}
