@@ -207,55 +207,7 @@ start (the output says so). Disks do not shrink.`,
 		Short: "Show a container, guestd's own answer from inside it, and its daemons",
 		Args:  cobra.ExactArgs(1),
 		RunE: call(g, "containerd-lite", newClients, func(ctx context.Context, cl clients, args []string) error {
-			resp, err := cl.containers.GetContainer(ctx, &containerv1.GetContainerRequest{Name: args[0]})
-			if err != nil {
-				return err
-			}
-			var daemons *guestv1.GetStatusResponse
-			if gi := resp.GetGuest(); gi != nil && gi.GetPackage() != "" {
-				if daemons, err = cl.guest.GetStatus(forContainer(ctx, args[0]), &guestv1.GetStatusRequest{}); err != nil {
-					return err
-				}
-			}
-			if g.output == "json" {
-				// One document: the container, and its package's daemons under "status"
-				// (null when it runs no package).
-				return g.printJSONWith(resp, "status", daemons)
-			}
-			c := resp.GetContainer()
-			kv := []string{
-				"name", c.GetName(),
-				"state", stateName(c.GetState()),
-				"init pid", strconv.Itoa(int(c.GetInitPid())),
-				"created", ago(c.GetCreatedAt()),
-				"started", ago(c.GetStartedAt()),
-				"rpc dir", c.GetRpcDir(),
-			}
-			if c.GetAddress() != "" {
-				kv = append(kv, "address", c.GetAddress())
-			} else if c.GetState() == containerv1.ContainerState_CONTAINER_STATE_RUNNING {
-				kv = append(kv, "address", "none (loopback only: netd is not running)")
-			}
-			if gi := resp.GetGuest(); gi != nil && gi.GetPackage() != "" {
-				kv = append(kv, "package", gi.GetPackage())
-			}
-			if gi := resp.GetGuest(); gi != nil {
-				kv = append(kv,
-					"guestd", fmt.Sprintf("%s, pid %d, up %s, restarted %d times", gi.GetVersion(), gi.GetPid(), since(gi.GetStartedAt()), gi.GetRestarts()),
-					"guestd started", ago(gi.GetStartedAt()),
-					"booted", ago(gi.GetBootTime()),
-				)
-			} else if resp.GetGuestError() != "" {
-				kv = append(kv, "guestd", "no answer: "+resp.GetGuestError())
-			}
-			if err := g.fields(kv...); err != nil {
-				return err
-			}
-			if daemons == nil {
-				return nil
-			}
-			fmt.Fprintln(g.stdout)
-			return g.showDaemons(daemons.GetDaemons())
+			return g.containerStatus(ctx, cl, args[0])
 		}),
 	}
 	inspect := &cobra.Command{
@@ -358,4 +310,57 @@ func limitFlags(memory, disk string, cpus float64, pids int64) (*containerv1.Lim
 		*f.to = n
 	}
 	return l, nil
+}
+
+// containerStatus shows a container, guestd's own answer and its package's daemons.
+func (g *globals) containerStatus(ctx context.Context, cl clients, name string) error {
+	resp, err := cl.containers.GetContainer(ctx, &containerv1.GetContainerRequest{Name: name})
+	if err != nil {
+		return err
+	}
+	var daemons *guestv1.GetStatusResponse
+	if gi := resp.GetGuest(); gi != nil && gi.GetPackage() != "" {
+		if daemons, err = cl.guest.GetStatus(forContainer(ctx, name), &guestv1.GetStatusRequest{}); err != nil {
+			return err
+		}
+	}
+	if g.output == "json" {
+		// One document: the container, and its package's daemons under "status"
+		// (null when it runs no package).
+		return g.printJSONWith(resp, "status", daemons)
+	}
+	c := resp.GetContainer()
+	kv := []string{
+		"name", c.GetName(),
+		"state", stateName(c.GetState()),
+		"init pid", strconv.Itoa(int(c.GetInitPid())),
+		"created", ago(c.GetCreatedAt()),
+		"started", ago(c.GetStartedAt()),
+		"rpc dir", c.GetRpcDir(),
+	}
+	if c.GetAddress() != "" {
+		kv = append(kv, "address", c.GetAddress())
+	} else if c.GetState() == containerv1.ContainerState_CONTAINER_STATE_RUNNING {
+		kv = append(kv, "address", "none (loopback only: netd is not running)")
+	}
+	if gi := resp.GetGuest(); gi != nil && gi.GetPackage() != "" {
+		kv = append(kv, "package", gi.GetPackage())
+	}
+	if gi := resp.GetGuest(); gi != nil {
+		kv = append(kv,
+			"guestd", fmt.Sprintf("%s, pid %d, up %s, restarted %d times", gi.GetVersion(), gi.GetPid(), since(gi.GetStartedAt()), gi.GetRestarts()),
+			"guestd started", ago(gi.GetStartedAt()),
+			"booted", ago(gi.GetBootTime()),
+		)
+	} else if resp.GetGuestError() != "" {
+		kv = append(kv, "guestd", "no answer: "+resp.GetGuestError())
+	}
+	if err := g.fields(kv...); err != nil {
+		return err
+	}
+	if daemons == nil {
+		return nil
+	}
+	fmt.Fprintln(g.stdout)
+	return g.showDaemons(daemons.GetDaemons())
 }
