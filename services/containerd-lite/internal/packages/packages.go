@@ -249,7 +249,7 @@ func (m *Manager) importImages(ctx context.Context, v Verified, mf *manifest.Man
 	names := slices.Sorted(mapsKeys(mf.Images))
 	for i, n := range names {
 		op.progress(fmt.Sprintf("importing image %s (%d of %d)", n, i+1, len(names)), 0, 0)
-		d, added, err := m.opts.Images.ImportPackaged(ctx, filepath.Join(v.Dir, filepath.FromSlash(mf.Images[n].OCI)), n,
+		d, added, err := m.opts.Images.ImportPackaged(ctx, filepath.Join(v.Dir, "images"), n,
 			fmt.Sprintf("%s/%s:%s", mf.ID, n, mf.Version), func(done, total int64) {
 				op.progress(fmt.Sprintf("importing image %s (%d of %d)", n, i+1, len(names)), done, total)
 			})
