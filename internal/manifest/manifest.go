@@ -35,7 +35,10 @@ type Manifest struct {
 
 // Image says where one of the package's images comes from.
 type Image struct {
-	// OCI is a path inside the package file (an OCI archive).
+	// OCI is where a package's image comes from. In the directory given to hearthctl
+	// pack, it is the path (relative to that directory) of an OCI layout, an OCI
+	// archive, a docker save archive or a root file system tarball; in a .hpkg, the
+	// image is the entry of images/index.json annotated with its name (see docs/hpkg.md).
 	OCI string `yaml:"oci,omitempty" json:"oci,omitempty"`
 	// Ref names an image already stored on the host.
 	Ref string `yaml:"ref,omitempty" json:"ref,omitempty"`
