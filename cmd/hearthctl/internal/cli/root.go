@@ -59,6 +59,7 @@ Every command takes --output json for scripts; text is meant for people.`,
 	root.AddCommand(imageCmd(g))
 	root.AddCommand(daemonCmd(g), logsCmd(g), execCmd(g))
 	root.AddCommand(certCmd(g))
+	root.AddCommand(keysCmd(g), packCmd(g))
 	if err := root.Execute(); err != nil {
 		var ee exitError
 		if errors.As(err, &ee) {
