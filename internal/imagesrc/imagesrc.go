@@ -22,6 +22,7 @@ import (
 	"github.com/google/go-containerregistry/pkg/v1/layout"
 	"github.com/google/go-containerregistry/pkg/v1/mutate"
 	"github.com/google/go-containerregistry/pkg/v1/tarball"
+	"github.com/google/go-containerregistry/pkg/v1/types"
 	"github.com/klauspost/compress/zstd"
 
 	"hearth.dev/internal/errdefs"
@@ -108,11 +109,12 @@ func Open(path, scratch string) (*Source, error) {
 		}
 		return &Source{Image: img, Format: FormatDocker, RawSize: fi.Size()}, nil
 	default:
-		layer, err := tarball.LayerFromFile(path)
+		layer, err := tarball.LayerFromFile(path, tarball.WithMediaType(types.OCILayer))
 		if err != nil {
 			return nil, fmt.Errorf("image %s as a root file system tarball: %w: %w", path, err, errdefs.ErrInvalidArgument)
 		}
-		img, err := mutate.AppendLayers(empty.Image, layer)
+		base := mutate.ConfigMediaType(mutate.MediaType(empty.Image, types.OCIManifestSchema1), types.OCIConfigJSON)
+		img, err := mutate.AppendLayers(base, layer)
 		if err != nil {
 			return nil, err
 		}

@@ -16,6 +16,7 @@ import (
 	"github.com/google/go-containerregistry/pkg/v1/layout"
 	"github.com/google/go-containerregistry/pkg/v1/mutate"
 	"github.com/google/go-containerregistry/pkg/v1/tarball"
+	"github.com/google/go-containerregistry/pkg/v1/types"
 
 	"hearth.dev/internal/errdefs"
 )
@@ -126,6 +127,11 @@ func TestOpenFormats(t *testing.T) {
 				cf, _ := src.Image.ConfigFile()
 				if cf.OS != "linux" || len(cf.Config.Env) != 1 || len(cf.RootFS.DiffIDs) != 1 {
 					t.Fatalf("rootfs image config %+v", cf)
+				}
+				// An image made here is an OCI image through and through.
+				m, _ := src.Image.Manifest()
+				if m.MediaType != types.OCIManifestSchema1 || m.Config.MediaType != types.OCIConfigJSON || m.Layers[0].MediaType != types.OCILayer {
+					t.Fatalf("media types %s, %s, %s", m.MediaType, m.Config.MediaType, m.Layers[0].MediaType)
 				}
 			}
 		})
