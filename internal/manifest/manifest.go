@@ -8,6 +8,8 @@ import (
 	"bytes"
 	"errors"
 	"fmt"
+	"regexp"
+	"strconv"
 	"strings"
 	"time"
 
@@ -35,7 +37,10 @@ type Manifest struct {
 
 // Image says where one of the package's images comes from.
 type Image struct {
-	// OCI is a path inside the package file (an OCI archive).
+	// OCI is where a package's image comes from. In the directory given to hearthctl
+	// pack, it is the path (relative to that directory) of an OCI layout, an OCI
+	// archive, a docker save archive or a root file system tarball; in a .hpkg, the
+	// image is the entry of images/index.json annotated with its name (see docs/hpkg.md).
 	OCI string `yaml:"oci,omitempty" json:"oci,omitempty"`
 	// Ref names an image already stored on the host.
 	Ref string `yaml:"ref,omitempty" json:"ref,omitempty"`
@@ -134,11 +139,11 @@ type Duration time.Duration
 // UnmarshalYAML reads "1s" or a number of seconds.
 func (d *Duration) UnmarshalYAML(n *yaml.Node) error {
 	if n.Kind != yaml.ScalarNode {
-		return errors.New("write a duration such as 1s or 500ms")
+		return &yaml.TypeError{Errors: []string{fmt.Sprintf("line %d:%d: write a duration such as 1s or 500ms", n.Line, n.Column)}}
 	}
 	v, err := time.ParseDuration(n.Value)
 	if err != nil {
-		return fmt.Errorf("duration %q: write it such as 1s or 500ms", n.Value)
+		return &yaml.TypeError{Errors: []string{fmt.Sprintf("line %d:%d: duration %q: write it such as 1s or 500ms", n.Line, n.Column, n.Value)}}
 	}
 	*d = Duration(v)
 	return nil
@@ -155,27 +160,148 @@ func (d Duration) D(def time.Duration) time.Duration {
 	return time.Duration(d)
 }
 
-// Parse reads a manifest and validates it.
-func Parse(data []byte) (*Manifest, error) {
+// Parse reads a manifest.yaml and validates it. Its errors say where: a problem of a
+// field that the file has gives the file, line and column ("manifest.yaml:12:5:
+// daemons.app.image: unknown image ..."), a YAML error its line.
+func Parse(data []byte) (*Manifest, error) { return ParseFile("manifest.yaml", data) }
+
+// ParseFile is Parse for a manifest read from name (the name its errors give).
+func ParseFile(name string, data []byte) (*Manifest, error) {
 	if len(data) > MaxSize {
-		return nil, fmt.Errorf("manifest is %d bytes; at most %d", len(data), MaxSize)
+		return nil, fmt.Errorf("%s: manifest is %d bytes; at most %d", name, len(data), MaxSize)
 	}
 	var m Manifest
 	dec := yaml.NewDecoder(bytes.NewReader(data))
 	dec.KnownFields(true)
 	if err := dec.Decode(&m); err != nil {
-		return nil, fmt.Errorf("manifest: %s", cleanYAMLError(err))
+		return nil, yamlProblems(name, err)
 	}
 	if err := m.Validate(); err != nil {
-		return nil, err
+		var ps Problems
+		if !errors.As(err, &ps) {
+			return nil, err
+		}
+		var doc yaml.Node
+		if yaml.Unmarshal(data, &doc) != nil {
+			return nil, err
+		}
+		out := make(Problems, len(ps))
+		for i, p := range ps {
+			field, _, _ := strings.Cut(p, ": ")
+			if line, col := locate(&doc, field); line > 0 {
+				p = fmt.Sprintf("%s:%d:%d: %s", name, line, col, p)
+			}
+			out[i] = p
+		}
+		return nil, out
 	}
 	return &m, nil
 }
 
-func cleanYAMLError(err error) string {
-	s := err.Error()
-	s = strings.TrimPrefix(s, "yaml: unmarshal errors:\n")
-	s = strings.ReplaceAll(s, "\n  ", "; ")
-	s = strings.TrimSpace(strings.ReplaceAll(s, " in type manifest.", " in "))
-	return s
+// Position returns the line and column of a field ("daemons.app.image",
+// "images.db.oci", "daemons.a.mounts[0].path") in a manifest's text, or of the nearest
+// enclosing field it has; 0, 0 when the text has none of it.
+func Position(data []byte, field string) (line, col int) {
+	var doc yaml.Node
+	if yaml.Unmarshal(data, &doc) != nil {
+		return 0, 0
+	}
+	return locate(&doc, field)
+}
+
+// locate walks a field path down the document: map keys (the longest key that
+// matches, since names may hold '.') and [i] indexes. A scalar value is placed where
+// the value is, anything else where its key is.
+func locate(doc *yaml.Node, field string) (line, col int) {
+	n := doc
+	if n.Kind == yaml.DocumentNode {
+		if len(n.Content) == 0 {
+			return 0, 0
+		}
+		n = n.Content[0]
+	}
+	rest := field
+	var at *yaml.Node
+	for rest != "" && n != nil {
+		if n.Kind == yaml.AliasNode {
+			n = n.Alias
+			continue
+		}
+		switch n.Kind {
+		case yaml.MappingNode:
+			var key, val *yaml.Node
+			for i := 0; i+1 < len(n.Content); i += 2 {
+				k := n.Content[i].Value
+				if (rest == k || strings.HasPrefix(rest, k+".") || strings.HasPrefix(rest, k+"[")) && (key == nil || len(k) > len(key.Value)) {
+					key, val = n.Content[i], n.Content[i+1]
+				}
+			}
+			if key == nil {
+				return pos(at)
+			}
+			rest = strings.TrimPrefix(rest[len(key.Value):], ".")
+			at, n = key, val
+			if val.Kind == yaml.ScalarNode {
+				at = val
+			}
+		case yaml.SequenceNode:
+			i, tail, ok := cutIndex(rest)
+			if !ok || i >= len(n.Content) {
+				return pos(at)
+			}
+			rest, n = tail, n.Content[i]
+			at = n
+		default:
+			return pos(at)
+		}
+	}
+	return pos(at)
+}
+
+func pos(n *yaml.Node) (int, int) {
+	if n == nil {
+		return 0, 0
+	}
+	return n.Line, n.Column
+}
+
+// cutIndex reads "[i]" at the start of s and returns i and what follows (without a '.').
+func cutIndex(s string) (int, string, bool) {
+	if !strings.HasPrefix(s, "[") {
+		return 0, "", false
+	}
+	j := strings.IndexByte(s, ']')
+	if j < 0 {
+		return 0, "", false
+	}
+	i, err := strconv.Atoi(s[1:j])
+	if err != nil || i < 0 {
+		return 0, "", false
+	}
+	return i, strings.TrimPrefix(s[j+1:], "."), true
+}
+
+var yamlLineRE = regexp.MustCompile(`^line (\d+)(:\d+)?: (.*)$`)
+
+// yamlProblems turns a YAML error into Problems placed at their lines.
+func yamlProblems(name string, err error) error {
+	s := strings.TrimPrefix(err.Error(), "yaml: ")
+	s = strings.TrimPrefix(s, "unmarshal errors:\n")
+	var out Problems
+	for _, l := range strings.Split(s, "\n") {
+		l = strings.TrimSpace(strings.ReplaceAll(l, " in type manifest.", " in "))
+		if l == "" {
+			continue
+		}
+		if m := yamlLineRE.FindStringSubmatch(l); m != nil {
+			l = name + ":" + m[1] + m[2] + ": " + m[3]
+		} else {
+			l = name + ": " + l
+		}
+		out = append(out, l)
+	}
+	if len(out) == 0 {
+		return fmt.Errorf("%s: %w", name, err)
+	}
+	return out
 }

@@ -93,7 +93,7 @@ func TestParseRefuses(t *testing.T) {
 		{"memory", "id: p\nversion: 1\nimages: {a: {ref: x}}\nlimits: {memory: lots}\ndaemons: {d: {image: a}}", "limits.memory"},
 		{"disk unit", "id: p\nversion: 1\nimages: {a: {ref: x}}\nlimits: {disk: plenty}\ndaemons: {d: {image: a}}", "limits.disk"},
 		{"disk too small", "id: p\nversion: 1\nimages: {a: {ref: x}}\nlimits: {disk: 1Mi}\ndaemons: {d: {image: a}}", "limits.disk: 1Mi is below 32Mi"},
-		{"not yaml", "{{{", "manifest:"},
+		{"not yaml", "{{{", "manifest.yaml:1: did not find expected node content"},
 		{"version not semantic", "id: p\nversion: 1.0\nimages: {a: {ref: x}}\ndaemons: {d: {image: a}}", "version: version \"1.0\": write MAJOR.MINOR.PATCH"},
 		{"hook image", base("  d: {image: a}\nhooks: {migrate: {image: zz, command: [x]}}"), "hooks.migrate.image: unknown image \"zz\""},
 		{"hook command", base("  d: {image: a}\nhooks: {install: {image: a}}"), "hooks.install.command: missing"},
@@ -134,6 +134,61 @@ hooks:
 	}
 }
 
+func TestParsePlacesProblems(t *testing.T) {
+	const text = `id: p
+version: 1.0.0
+images:
+  a: {ref: x}
+  my.img: {oci: images/a.tar, ref: y}
+volumes: [v]
+daemons:
+  app:
+    image: nope
+    mounts:
+      - {volume: v, path: /ok}
+      - {volume: w, path: relative}
+    stop: {timeout: soon}
+`
+	for _, tc := range []struct {
+		name, text string
+		want       []string
+	}{
+		{"fields", strings.Replace(text, "    stop: {timeout: soon}\n", "", 1), []string{
+			"m.yaml:5:3: images.my.img: give oci or ref, not both",
+			"m.yaml:9:12: daemons.app.image: unknown image \"nope\"",
+			"m.yaml:12:18: daemons.app.mounts[1].volume: unknown volume \"w\"",
+			"m.yaml:12:27: daemons.app.mounts[1].path: \"relative\"",
+		}},
+		{"unknown field", text + "    comand: [x]\n", []string{"m.yaml:14: field comand not found in Daemon"}},
+		{"duration", text, []string{"m.yaml:13:21: duration \"soon\""}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			_, err := ParseFile("m.yaml", []byte(tc.text))
+			if err == nil {
+				t.Fatal("Parse accepted it")
+			}
+			for _, w := range tc.want {
+				if !strings.Contains(err.Error(), w) {
+					t.Errorf("error:\n%v\nwant it to contain %q", err, w)
+				}
+			}
+		})
+	}
+	// One problem reads as one line, with its place first.
+	_, err := Parse([]byte("id: p\nversion: 1.0.0\nimages: {a: {ref: x}}\ndaemons:\n  d: {image: b}\n"))
+	if err == nil || err.Error() != `manifest.yaml:5:14: daemons.d.image: unknown image "b" (declare it under images)` {
+		t.Errorf("one problem: %v", err)
+	}
+	// A problem of a field the file does not have keeps its field name alone.
+	_, err = Parse([]byte("id: p\nversion: 1.0.0\nimages: {a: {ref: x}}\n"))
+	if err == nil || err.Error() != "manifest: daemons: none: a package runs at least one daemon" {
+		t.Errorf("missing field: %v", err)
+	}
+	if l, c := Position([]byte(text), "daemons.app.mounts[0].path"); l != 11 || c != 27 {
+		t.Errorf("Position = %d:%d, want 11:27", l, c)
+	}
+}
+
 func TestParseSignalAndBackoff(t *testing.T) {
 	if s, err := ParseSignal("term"); err != nil || s.String() != "terminated" {
 		t.Errorf("ParseSignal(term) = %v %v", s, err)
@@ -145,7 +200,7 @@ func TestParseSignalAndBackoff(t *testing.T) {
 
 func FuzzParse(f *testing.F) {
 	f.Add([]byte(helloPG))
-	f.Add([]byte("id: p\nversion: 1\nimages: {a: {ref: x}}\ndaemons: {d: {image: a, requires: [d]}}"))
+	f.Add([]byte("id: p\nversion: 1.0.0\nimages: {a: {ref: x}}\ndaemons: {d: {image: a, requires: [d]}}"))
 	f.Fuzz(func(t *testing.T, data []byte) {
 		m, err := Parse(data)
 		if err != nil {

@@ -22,11 +22,17 @@ var (
 	envRE  = regexp.MustCompile(`^[A-Za-z_][A-Za-z0-9_]*$`)
 )
 
+// placedRE matches a problem that starts with its file (and line and column).
+var placedRE = regexp.MustCompile(`^\S+:\d+(:\d+)?: `)
+
 // Problems is every problem Validate found, each naming its field.
 type Problems []string
 
 func (p Problems) Error() string {
 	if len(p) == 1 {
+		if placedRE.MatchString(p[0]) {
+			return p[0]
+		}
 		return "manifest: " + p[0]
 	}
 	return "manifest has " + fmt.Sprint(len(p)) + " problems:\n  " + strings.Join(p, "\n  ")

@@ -5,6 +5,7 @@ import (
 	"io"
 	"os"
 	"strings"
+	"time"
 
 	"golang.org/x/term"
 
@@ -20,6 +21,7 @@ type progressView struct {
 	last   string
 	drawn  bool
 	layers int32
+	at     time.Time // of the last throttled update
 }
 
 func newProgressView(g *globals) *progressView {
@@ -61,6 +63,14 @@ func (v *progressView) update(p *containerv1.ImageProgress) {
 	}
 	fmt.Fprintf(v.w, "\r\033[K%-10s [%s] %3.0f%%  layer %d/%d  %s", p.GetPhase(), bar, frac*100, p.GetLayersDone(), p.GetLayersTotal(), size(p.GetBytesDone(), p.GetBytesTotal()))
 	v.drawn = true
+}
+
+// throttled is update at most ten times a second (for counts that change on every read).
+func (v *progressView) throttled(p *containerv1.ImageProgress) {
+	if now := time.Now(); now.Sub(v.at) >= 100*time.Millisecond || p.GetBytesDone() == p.GetBytesTotal() {
+		v.at = now
+		v.update(p)
+	}
 }
 
 // done ends the bar's line.

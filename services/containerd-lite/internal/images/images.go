@@ -30,6 +30,7 @@ import (
 	"github.com/google/go-containerregistry/pkg/v1/remote"
 
 	"hearth.dev/internal/errdefs"
+	"hearth.dev/internal/imagesrc"
 	"hearth.dev/internal/manifest"
 	"hearth.dev/services/containerd-lite/internal/store"
 	"hearth.dev/services/containerd-lite/internal/unpack"
@@ -154,7 +155,7 @@ func (s *Service) sweepLocked(known map[string]bool) (int, error) {
 	return n, nil
 }
 
-// Import imports the image at path (see openLocal for the formats) and names it.
+// Import imports the image at path (see imagesrc.Open for the formats) and names it.
 func (s *Service) Import(ctx context.Context, path, imgName string, progress func(Progress)) (Image, error) {
 	if imgName != "" {
 		var err error
@@ -164,13 +165,13 @@ func (s *Service) Import(ctx context.Context, path, imgName string, progress fun
 	}
 	progress = orNop(progress)
 	progress(Progress{Phase: "reading"})
-	src, err := openLocal(path, filepath.Join(s.opts.Dir, "tmp"))
+	src, err := imagesrc.Open(path, filepath.Join(s.opts.Dir, "tmp"))
 	if err != nil {
-		return Image{}, err
+		return Image{}, fmt.Errorf("import: %w", err)
 	}
-	defer src.cleanup()
-	s.log.Info("importing image", "path", path, "format", src.format)
-	return s.add(ctx, src.img, imgName, src.rawTotal, progress)
+	defer src.Close()
+	s.log.Info("importing image", "path", path, "format", src.Format)
+	return s.add(ctx, src.Image, imgName, src.RawSize, progress)
 }
 
 // Pull pulls ref from its registry, resolving a multi-platform index to this host, with
@@ -192,7 +193,7 @@ func (s *Service) Pull(ctx context.Context, refStr, imgName string, insecure boo
 	}
 	progress = orNop(progress)
 	progress(Progress{Phase: "resolving"})
-	img, err := remote.Image(ref, remote.WithContext(ctx), remote.WithPlatform(HostPlatform),
+	img, err := remote.Image(ref, remote.WithContext(ctx), remote.WithPlatform(imagesrc.HostPlatform),
 		remote.WithAuthFromKeychain(authn.DefaultKeychain))
 	if err != nil {
 		return Image{}, fmt.Errorf("pull %s: %w: %w", refStr, err, errdefs.ErrUnavailable)
@@ -352,7 +353,7 @@ func applyLayer(u *unpack.Unpacker, l v1.Layer, diffID v1.Hash, raw bool, report
 	cr := &countingReader{r: rc, report: report}
 	tarStream := io.Reader(cr)
 	if !raw {
-		dr, err := decompress(cr)
+		dr, err := imagesrc.Decompress(cr)
 		if err != nil {
 			return 0, err
 		}
