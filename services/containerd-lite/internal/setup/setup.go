@@ -9,11 +9,13 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"strings"
 
 	"hearth.dev/internal/budget"
 	"hearth.dev/internal/bytesize"
 	"hearth.dev/internal/daemon"
 	"hearth.dev/internal/errdefs"
+	"hearth.dev/internal/hpkg"
 	containerv1 "hearth.dev/proto/hearth/container/v1"
 	hostv1 "hearth.dev/proto/hearth/host/v1"
 	"hearth.dev/services/containerd-lite/internal/baserootfs"
@@ -30,8 +32,14 @@ import (
 	"hearth.dev/services/containerd-lite/internal/limits"
 	"hearth.dev/services/containerd-lite/internal/lxcrt"
 	"hearth.dev/services/containerd-lite/internal/netdclient"
+	"hearth.dev/services/containerd-lite/internal/packageapi"
+	"hearth.dev/services/containerd-lite/internal/packages"
 	"hearth.dev/services/containerd-lite/internal/store"
 )
+
+// CrashAtEnv names a journaled package step ("install:images") at which containerd-lite
+// kills itself: for crash tests only.
+const CrashAtEnv = "HEARTH_TEST_CRASH_AT"
 
 // DefaultBaseRootfs is where an installed Hearth keeps the base root file system.
 const DefaultBaseRootfs = "/usr/lib/hearth/base-rootfs"
@@ -169,11 +177,39 @@ func initDaemon(env *daemon.Env, baseSrc string, policy limits.Policy, reserve i
 		CgroupV2:    limits.CgroupV2(),
 		DiskReserve: reserve,
 	})
+	trust, err := hpkg.OpenTrustStore(filepath.Join(env.StateDir, "trust"))
+	if err != nil {
+		st.Close()
+		return nil, daemon.Hooks{}, err
+	}
+	pkgs, err := packages.New(packages.Options{
+		Containers: m, Images: imgs, Records: st, Verify: packages.HpkgVerifier(trust),
+		StateDir: filepath.Join(env.StateDir, "packages"), Logger: env.Logger,
+		// For the crash tests only: die at a journaled step.
+		CrashAt: os.Getenv(CrashAtEnv),
+	})
+	if err != nil {
+		st.Close()
+		return nil, daemon.Hooks{}, err
+	}
 	containerv1.RegisterContainerServiceServer(env.Server, containerapi.New(m))
 	containerv1.RegisterImageServiceServer(env.Server, imageapi.New(imgs))
+	containerv1.RegisterPackageServiceServer(env.Server, packageapi.New(pkgs, func(ctx context.Context, c string) string {
+		i, err := m.Get(ctx, c)
+		if err != nil {
+			return "missing"
+		}
+		return strings.ToLower(string(i.State))
+	}))
+	containerv1.RegisterKeyServiceServer(env.Server, &packageapi.Keys{Store: trust})
 	return m, daemon.Hooks{
 		Reconcile: func(ctx context.Context) error {
-			return errors.Join(imgs.Reconcile(ctx), m.Reconcile(ctx))
+			// Containers first (adopted, mounts restored), then the package operations a
+			// crash cut short are finished or undone.
+			if err := errors.Join(imgs.Reconcile(ctx), m.Reconcile(ctx)); err != nil {
+				return err
+			}
+			return pkgs.Reconcile(ctx)
 		},
 		Close: func() error {
 			return errors.Join(m.Close(), st.Close())
