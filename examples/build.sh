@@ -54,24 +54,8 @@ for w in "${which[@]}"; do
 			mkdir -p "$d/images"
 			ln -s "$pg" "$d/images/postgres.tar"
 			ln -s "$work/app-layout" "$d/images/app"
-			case $v in
-			1.0.0) hooks="" ;;
-			2.0.0) hooks='hooks:
-  migrate:
-    image: db
-    user: postgres
-    requires: [db]
-    before: [app]
-    command: [/bin/sh, -c, "psql -h 127.0.0.1 -U postgres -v ON_ERROR_STOP=1 -c \"ALTER TABLE boots ADD COLUMN IF NOT EXISTS note text\" -c \"UPDATE boots SET note = '"'"'migrated from $HEARTH_FROM_VERSION'"'"' WHERE note IS NULL\""]' ;;
-			3.0.0) hooks='hooks:
-  migrate:
-    image: db
-    user: postgres
-    requires: [db]
-    before: [app]
-    command: [/bin/sh, -c, "echo \"migrate $HEARTH_FROM_VERSION to $HEARTH_TO_VERSION: table boots cannot be converted: its column note holds text, 3.0.0 wants jsonb\"; exit 3"]' ;;
-			esac
-			awk -v ver="$v" -v hooks="$hooks" '{ gsub(/@VERSION@/, ver); if ($0 == "@HOOKS@") print hooks; else print }' \
+			awk -v ver="$v" -v hooks="$top/examples/hello-pg/package/hooks-$v.yaml" \
+				'{ gsub(/@VERSION@/, ver); if ($0 == "@HOOKS@") { while ((getline l < hooks) > 0) print l } else print }' \
 				"$top/examples/hello-pg/package/manifest.yaml.in" >"$d/manifest.yaml"
 			sed -i 's#db: {oci: images}#db: {oci: images/postgres.tar}#; s#app: {oci: images}#app: {oci: images/app}#' "$d/manifest.yaml"
 			"$bin/hearthctl" pack "$d" --key "$out/dev.key" --out "$out/hello-pg-$v.hpkg" >/dev/null

@@ -474,35 +474,8 @@ func replaceFile(files []File, path string, data []byte) []File {
 // manifest and images (as a hostile packer would).
 func packUnchecked(t testing.TB, files []File, key ed25519.PrivateKey) []byte {
 	t.Helper()
-	byPath := map[string]File{}
-	var paths []string
-	for _, f := range files {
-		byPath[f.Path] = f
-		for p := f.Path; strings.Contains(p, "/"); {
-			p = p[:strings.LastIndexByte(p, '/')]
-			byPath[p] = File{Path: p, Dir: true}
-		}
-	}
-	for p := range byPath {
-		if p != ManifestName {
-			paths = append(paths, p)
-		}
-	}
-	slices.Sort(paths)
-	toc := &TOC{Format: FormatVersion, Package: Package{"demo", "1.2.0"}}
-	for _, p := range append([]string{ManifestName}, paths...) {
-		if byPath[p].Dir {
-			toc.Entries = append(toc.Entries, Entry{Path: p, Type: TypeDir})
-			continue
-		}
-		size, sum, err := hashFile(byPath[p], nil)
-		if err != nil {
-			t.Fatal(err)
-		}
-		toc.Entries = append(toc.Entries, Entry{Path: p, Type: TypeFile, Size: size, SHA256: sum})
-	}
 	var buf bytes.Buffer
-	if err := emit(&buf, toc, byPath, key); err != nil {
+	if err := WriteUnchecked(&buf, files, "demo", "1.2.0", key); err != nil {
 		t.Fatal(err)
 	}
 	return buf.Bytes()
@@ -608,3 +581,20 @@ func TestLongPathsSplit(t *testing.T) {
 func b64(b []byte) string { return base64.StdEncoding.EncodeToString(b) }
 
 func with(files []File, more ...File) []File { return slices.Concat(files, more) }
+
+// WriteUnchecked makes what Write refuses; Verify refuses it too.
+func TestWriteUncheckedBadManifest(t *testing.T) {
+	pub, key, _ := ed25519.GenerateKey(nil)
+	var buf bytes.Buffer
+	if err := WriteUnchecked(&buf, []File{Bytes(ManifestName, []byte("id: demo\nversion: 1.2.0\n"))}, "demo", "1.2.0", key); err != nil {
+		t.Fatal(err)
+	}
+	root, err := os.OpenRoot(t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer root.Close()
+	if _, err := Verify(context.Background(), &buf, TrustKeys{pub}, root, VerifyOptions{}); !errors.Is(err, errdefs.ErrInvalidArgument) || !strings.Contains(err.Error(), "manifest") {
+		t.Fatalf("Verify = %v, want the manifest refused", err)
+	}
+}

@@ -78,65 +78,9 @@ func Tree(dir, prefix string) ([]File, error) {
 // (AnnotationImageName). Missing parent directories are added. The output depends only
 // on the paths and contents (and key): the same input gives the same bytes.
 func Write(w io.Writer, files []File, key ed25519.PrivateKey) error {
-	if key != nil && len(key) != ed25519.PrivateKeySize {
-		return fmt.Errorf("write package: the signing key is not an ed25519 private key: %w", errdefs.ErrInvalidArgument)
-	}
-	byPath := map[string]File{}
-	for _, f := range files {
-		if err := checkPath(f.Path); err != nil {
-			return fmt.Errorf("write package: %w: %w", err, errdefs.ErrInvalidArgument)
-		}
-		if _, dup := byPath[f.Path]; dup {
-			return fmt.Errorf("write package: %s is given twice: %w", f.Path, errdefs.ErrInvalidArgument)
-		}
-		if f.Dir != (f.Open == nil) {
-			return fmt.Errorf("write package: %s: a directory has no Open, a file needs one: %w", f.Path, errdefs.ErrInvalidArgument)
-		}
-		byPath[f.Path] = f
-	}
-	for _, f := range files {
-		for p := f.Path; strings.Contains(p, "/"); {
-			p = p[:strings.LastIndexByte(p, '/')]
-			if d, ok := byPath[p]; ok && !d.Dir {
-				return fmt.Errorf("write package: %s is a file but holds %s: %w", p, f.Path, errdefs.ErrInvalidArgument)
-			}
-			byPath[p] = File{Path: p, Dir: true}
-		}
-	}
-	mf, ok := byPath[ManifestName]
-	if !ok || mf.Dir {
-		return fmt.Errorf("write package: no %s: %w", ManifestName, errdefs.ErrInvalidArgument)
-	}
-	paths := make([]string, 0, len(byPath))
-	for p := range byPath {
-		if p != ManifestName {
-			paths = append(paths, p)
-		}
-	}
-	slices.Sort(paths)
-	paths = append([]string{ManifestName}, paths...)
-
-	// Pass 1: hash every file.
-	toc := &TOC{Format: FormatVersion}
-	var mdata []byte
-	for _, p := range paths {
-		f := byPath[p]
-		if f.Dir {
-			toc.Entries = append(toc.Entries, Entry{Path: p, Type: TypeDir})
-			continue
-		}
-		var keep *bytes.Buffer
-		if p == ManifestName {
-			keep = &bytes.Buffer{}
-		}
-		size, sum, err := hashFile(f, keep)
-		if err != nil {
-			return err
-		}
-		if keep != nil {
-			mdata = keep.Bytes()
-		}
-		toc.Entries = append(toc.Entries, Entry{Path: p, Type: TypeFile, Size: size, SHA256: sum})
+	toc, byPath, mdata, err := collect(files, key)
+	if err != nil {
+		return err
 	}
 	if len(mdata) > manifest.MaxSize {
 		return fmt.Errorf("write package: %s is %d bytes; at most %d: %w", ManifestName, len(mdata), manifest.MaxSize, errdefs.ErrInvalidArgument)
@@ -161,6 +105,84 @@ func Write(w io.Writer, files []File, key ed25519.PrivateKey) error {
 		return fmt.Errorf("write %w", err)
 	}
 	return emit(w, toc, byPath, key)
+}
+
+// WriteUnchecked is Write without its checks of the manifest and the image layout, for
+// tests of installers: it makes a package that is well formed and signed but holds what an
+// installer must refuse (a manifest that does not validate). Never publish with it.
+func WriteUnchecked(w io.Writer, files []File, id, version string, key ed25519.PrivateKey) error {
+	toc, byPath, _, err := collect(files, key)
+	if err != nil {
+		return err
+	}
+	toc.Package = Package{ID: id, Version: version}
+	return emit(w, toc, byPath, key)
+}
+
+// collect checks the files' paths, adds their parent directories, and hashes every file
+// into a table (without its package); it returns the manifest's bytes too.
+func collect(files []File, key ed25519.PrivateKey) (*TOC, map[string]File, []byte, error) {
+	if key != nil && len(key) != ed25519.PrivateKeySize {
+		return nil, nil, nil, fmt.Errorf("write package: the signing key is not an ed25519 private key: %w", errdefs.ErrInvalidArgument)
+	}
+	byPath := map[string]File{}
+	for _, f := range files {
+		if err := checkPath(f.Path); err != nil {
+			return nil, nil, nil, fmt.Errorf("write package: %w: %w", err, errdefs.ErrInvalidArgument)
+		}
+		if _, dup := byPath[f.Path]; dup {
+			return nil, nil, nil, fmt.Errorf("write package: %s is given twice: %w", f.Path, errdefs.ErrInvalidArgument)
+		}
+		if f.Dir != (f.Open == nil) {
+			return nil, nil, nil, fmt.Errorf("write package: %s: a directory has no Open, a file needs one: %w", f.Path, errdefs.ErrInvalidArgument)
+		}
+		byPath[f.Path] = f
+	}
+	for _, f := range files {
+		for p := f.Path; strings.Contains(p, "/"); {
+			p = p[:strings.LastIndexByte(p, '/')]
+			if d, ok := byPath[p]; ok && !d.Dir {
+				return nil, nil, nil, fmt.Errorf("write package: %s is a file but holds %s: %w", p, f.Path, errdefs.ErrInvalidArgument)
+			}
+			byPath[p] = File{Path: p, Dir: true}
+		}
+	}
+	mf, ok := byPath[ManifestName]
+	if !ok || mf.Dir {
+		return nil, nil, nil, fmt.Errorf("write package: no %s: %w", ManifestName, errdefs.ErrInvalidArgument)
+	}
+	paths := make([]string, 0, len(byPath))
+	for p := range byPath {
+		if p != ManifestName {
+			paths = append(paths, p)
+		}
+	}
+	slices.Sort(paths)
+	paths = append([]string{ManifestName}, paths...)
+
+	// Hash every file.
+	toc := &TOC{Format: FormatVersion}
+	var mdata []byte
+	for _, p := range paths {
+		f := byPath[p]
+		if f.Dir {
+			toc.Entries = append(toc.Entries, Entry{Path: p, Type: TypeDir})
+			continue
+		}
+		var keep *bytes.Buffer
+		if p == ManifestName {
+			keep = &bytes.Buffer{}
+		}
+		size, sum, err := hashFile(f, keep)
+		if err != nil {
+			return nil, nil, nil, err
+		}
+		if keep != nil {
+			mdata = keep.Bytes()
+		}
+		toc.Entries = append(toc.Entries, Entry{Path: p, Type: TypeFile, Size: size, SHA256: sum})
+	}
+	return toc, byPath, mdata, nil
 }
 
 // emit writes the package: the table, the signature, the entries in the table's order
