@@ -16,6 +16,8 @@ type lab struct {
 	dir, runDir, stateDir string
 	cld, netd             *daemonProc
 	owner                 testing.TB // the test the lab lives as long as
+	// env is extra environment for containerd-lite's next start.
+	env []string
 }
 
 // newLab starts containerd-lite on a private run and state directory. When the test
@@ -49,7 +51,7 @@ func newLab(t testing.TB) *lab {
 // start starts containerd-lite; the lab stops it.
 func (l *lab) start(t testing.TB) {
 	t.Helper()
-	l.cld = startDaemonOwned(t, nil, "containerd-lite", filepath.Join(l.runDir, "containerd-lite.sock"),
+	l.cld = startDaemonEnv(t, nil, l.env, "containerd-lite", filepath.Join(l.runDir, "containerd-lite.sock"),
 		"--run-dir", l.runDir, "--state-dir", l.stateDir, "--base-rootfs", baseRootfs)
 }
 

@@ -169,8 +169,15 @@ func startDaemon(t testing.TB, name, socket string, args ...string) *daemonProc 
 // owner is nil, the caller does.
 func startDaemonOwned(t, owner testing.TB, name, socket string, args ...string) *daemonProc {
 	t.Helper()
+	return startDaemonEnv(t, owner, nil, name, socket, args...)
+}
+
+// startDaemonEnv is startDaemonOwned with extra environment for the daemon.
+func startDaemonEnv(t, owner testing.TB, env []string, name, socket string, args ...string) *daemonProc {
+	t.Helper()
 	d := &daemonProc{name: name, socket: socket, log: &syncBuffer{}, done: make(chan struct{})}
 	d.cmd = exec.Command(filepath.Join(binDir, name), append([]string{"--socket", socket, "--log-level", "debug"}, args...)...)
+	d.cmd.Env = append(os.Environ(), env...)
 	d.cmd.Stdout = d.log
 	d.cmd.Stderr = d.log
 	if err := d.cmd.Start(); err != nil {
