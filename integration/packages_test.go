@@ -414,3 +414,113 @@ func settledJobs(ds map[string]*guestv1.Daemon) bool {
 	}
 	return len(ds) > 0
 }
+
+// busyboxNext packs busybox 1.1.0 from the 1.0.0 package: its migrate hook marks the
+// page with the versions, so a test can tell which ran.
+func busyboxNext(t *testing.T, l *lab, ex string) string {
+	t.Helper()
+	src := tempDir(t)
+	must(t, exec.Command("tar", "-xf", filepath.Join(ex, "busybox-1.0.0.hpkg"), "-C", src).Run())
+	os.Remove(filepath.Join(src, hpkg.TOCName))
+	os.Remove(filepath.Join(src, hpkg.SigName))
+	mf, err := os.ReadFile(filepath.Join(src, "manifest.yaml"))
+	must(t, err)
+	mf = bytes.Replace(mf, []byte("version: 1.0.0"), []byte("version: 1.1.0"), 1)
+	mf = bytes.Replace(mf, []byte("images/busybox.tar"), []byte("images"), 1)
+	mf = bytes.Replace(mf, []byte("hooks:\n"), []byte(`hooks:
+  migrate:
+    image: bb
+    command: [/bin/sh, -c, "echo migrated $HEARTH_FROM_VERSION to $HEARTH_TO_VERSION >> /www/index.html"]
+    mounts: [{volume: www, path: /www}]
+`), 1)
+	must(t, os.WriteFile(filepath.Join(src, "manifest.yaml"), mf, 0o644))
+	out := filepath.Join(tempDir(t), "busybox-1.1.0.hpkg")
+	if _, err := hearthctl(t, l.runDir, "pack", src, "--key", filepath.Join(ex, "dev.key"), "--out", out); err != nil {
+		t.Fatal(err)
+	}
+	return out
+}
+
+// page reads files of busybox's volume (the page by default).
+func (l *lab) page(t *testing.T, files ...string) string {
+	t.Helper()
+	if len(files) == 0 {
+		files = []string{"/www/index.html"}
+	}
+	out, err := hearthctl(t, l.runDir, append([]string{"exec", "busybox", "web", "--", "cat"}, files...)...)
+	if err != nil {
+		t.Fatalf("read the page: %v", err)
+	}
+	return out
+}
+
+// TestPackageCrashes: containerd-lite is killed (kill -9) at each journaled step of an
+// install and of an update, alone or with every process of the package and its LXC
+// monitor (a power cut), then started again. The package is then wholly on the old
+// version or wholly on the new one, running, with its data intact.
+func TestPackageCrashes(t *testing.T) {
+	l, ex := installLab(t, "busybox")
+	v1 := filepath.Join(ex, "busybox-1.0.0.hpkg")
+	v2 := busyboxNext(t, l, ex)
+	for _, cut := range []bool{false, true} {
+		how := "kill -9"
+		if cut {
+			how = "power cut"
+		}
+		for _, step := range []string{"verified", "images", "created", "started", "committed"} {
+			t.Run(how+"/install:"+step, func(t *testing.T) {
+				before := l.hostState(t)
+				l.crashAt(t, "install:"+step, cut, "install", v1)
+				if step == "committed" {
+					defer hearthctl(t, l.runDir, "uninstall", "--purge", "busybox")
+					l.packageIs(t, "busybox", "1.0.0")
+					if p := l.page(t); !strings.Contains(p, "hello from busybox 1.0.0") {
+						t.Fatalf("page after an install finished at start-up: %q", p)
+					}
+					if _, err := hearthctl(t, l.runDir, "uninstall", "--purge", "busybox"); err != nil {
+						t.Fatal(err)
+					}
+				} else {
+					l.packageIs(t, "busybox", "")
+				}
+				if d := before.diff(l.hostState(t)); d != "" {
+					t.Fatalf("the host is not as before the install:\n%s", d)
+				}
+			})
+		}
+		for _, step := range []string{"verified", "images", "stopped", "snapshot", "replaced", "started", "committed"} {
+			t.Run(how+"/update:"+step, func(t *testing.T) {
+				if _, err := hearthctl(t, l.runDir, "install", v1); err != nil {
+					t.Fatal(err)
+				}
+				defer hearthctl(t, l.runDir, "uninstall", "--purge", "busybox")
+				mark := "data of " + how + " " + step
+				if _, err := hearthctl(t, l.runDir, "exec", "busybox", "web", "--", "sh", "-c", "echo '"+mark+"' > /www/mine"); err != nil {
+					t.Fatal(err)
+				}
+				l.crashAt(t, "update:"+step, cut, "update", v2)
+				page := l.page(t, "/www/index.html", "/www/mine")
+				if step == "committed" {
+					l.packageIs(t, "busybox", "1.1.0")
+					if !strings.Contains(page, "migrated 1.0.0 to 1.1.0") {
+						t.Errorf("1.1.0 runs but its migration is not in the data: %q", page)
+					}
+				} else {
+					l.packageIs(t, "busybox", "1.0.0")
+					if strings.Contains(page, "migrated") {
+						t.Errorf("rolled back to 1.0.0, but the data holds 1.1.0's migration: %q", page)
+					}
+				}
+				if !strings.Contains(page, mark) || !strings.Contains(page, "hello from busybox 1.0.0") {
+					t.Errorf("the data is not intact: %q", page)
+				}
+				if out, _ := hearthctl(t, l.runDir, "image", "ls"); strings.Count(out, "busybox/") != 1 {
+					t.Errorf("images after the update settled: want one of the package's:\n%s", out)
+				}
+				if ents, _ := os.ReadDir(filepath.Join(l.stateDir, "packages", "snapshots")); len(ents) != 0 {
+					t.Errorf("snapshots left: %v", ents)
+				}
+			})
+		}
+	}
+}

@@ -657,33 +657,31 @@ func (s *Service) ImportPackaged(ctx context.Context, dir, name, storeName strin
 // PackagedNameAnnotation names an image in a package's OCI layout.
 const PackagedNameAnnotation = "org.opencontainers.image.ref.name"
 
-// Release drops the names of an image that start with prefix (a package's own), and the
-// image with them when no other name is left and no container uses it.
-func (s *Service) Release(ctx context.Context, digest, prefix string) error {
+// Unname drops a name, and the image it named when no other name is left and no
+// container uses it.
+func (s *Service) Unname(ctx context.Context, imgName string) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	names, err := s.opts.Store.NamesOf(digest)
+	n, err := NormalizeName(imgName)
 	if err != nil {
 		return err
 	}
-	left := 0
-	for _, n := range names {
-		if strings.HasPrefix(n, prefix) {
-			if err := s.opts.Store.DeleteName(n); err != nil {
-				return err
-			}
-			continue
-		}
-		left++
+	names, err := s.opts.Store.Names()
+	if err != nil {
+		return err
 	}
-	if left > 0 {
-		return nil
+	digest, ok := names[n]
+	if !ok {
+		return fmt.Errorf("image %s: %w", n, errdefs.ErrNotFound)
+	}
+	if err := s.opts.Store.DeleteName(n); err != nil {
+		return err
+	}
+	if left, err := s.opts.Store.NamesOf(digest); err != nil || len(left) > 0 {
+		return err
 	}
 	users, err := s.opts.UsedBy(digest)
 	if err != nil || len(users) > 0 {
-		return err
-	}
-	if _, err := s.opts.Store.GetImage(digest); err != nil {
 		return err
 	}
 	return s.removeLocked(digest, false)

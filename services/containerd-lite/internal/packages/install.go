@@ -70,11 +70,11 @@ func (m *Manager) Install(ctx context.Context, r io.Reader, op Op) (Result, erro
 		}
 		return Result{}, failed("install", v.ID, step, cause)
 	}
-	images, err := m.importImages(ctx, v, mf, j, op)
+	images, err := m.importImages(ctx, v, mf, op)
 	if err != nil {
 		return undo(stepImages, err)
 	}
-	to.Images, to.OwnImages = images, j.NewImages
+	to.Images = images
 	if err := m.journal(j, stepImages); err != nil {
 		return undo(stepImages, err)
 	}
@@ -120,7 +120,14 @@ func (m *Manager) rollbackInstall(ctx context.Context, j *store.Journal) error {
 	} else if !errors.Is(err, errdefs.ErrNotFound) {
 		return err
 	}
-	m.removeImages(ctx, j.ID, j.NewImages)
+	// Every image the install may have named (those it did not get to have no name).
+	if mf, err := manifest.Parse(j.To.Manifest); err == nil {
+		all := map[string]string{}
+		for n := range mf.Images {
+			all[n] = ""
+		}
+		m.dropNames(ctx, j.ID, j.To.Version, all)
+	}
 	if j.Staging != "" {
 		os.RemoveAll(j.Staging)
 	}

@@ -23,6 +23,7 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
+	"strings"
 	"sync"
 	"syscall"
 	"time"
@@ -51,11 +52,11 @@ type Containers interface {
 // Images is what packages need of the image store.
 type Images interface {
 	// ImportPackaged imports the image called name in the OCI layout at dir (a package's
-	// images/), and reports its digest and whether the store lacked it.
+	// images/) and names it storeName; it reports its digest.
 	ImportPackaged(ctx context.Context, dir, name, storeName string, progress func(done, total int64)) (digest string, added bool, err error)
-	// Release drops the image's names that start with prefix (the package's own, "id/"),
-	// and the image when no other name is left and no container uses it.
-	Release(ctx context.Context, digest, prefix string) error
+	// Unname drops a name, and the image with it when no other name is left and no
+	// container uses it.
+	Unname(ctx context.Context, name string) error
 }
 
 // Records are the store's packages and journal.
@@ -243,29 +244,38 @@ func manifestOf(v Verified) ([]byte, *manifest.Manifest, error) {
 	return data, mf, nil
 }
 
-// importImages imports the manifest's images from the staging directory.
-func (m *Manager) importImages(ctx context.Context, v Verified, mf *manifest.Manifest, j *store.Journal, op Op) (map[string]string, error) {
+// importImages imports the manifest's images from the staging directory, each named
+// imageName(id, name, version).
+func (m *Manager) importImages(ctx context.Context, v Verified, mf *manifest.Manifest, op Op) (map[string]string, error) {
 	out := map[string]string{}
 	names := slices.Sorted(mapsKeys(mf.Images))
 	for i, n := range names {
-		op.progress(fmt.Sprintf("importing image %s (%d of %d)", n, i+1, len(names)), 0, 0)
-		d, added, err := m.opts.Images.ImportPackaged(ctx, filepath.Join(v.Dir, "images"), n,
-			fmt.Sprintf("%s/%s:%s", mf.ID, n, mf.Version), func(done, total int64) {
-				op.progress(fmt.Sprintf("importing image %s (%d of %d)", n, i+1, len(names)), done, total)
-			})
+		phase := fmt.Sprintf("importing image %s (%d of %d)", n, i+1, len(names))
+		op.progress(phase, 0, 0)
+		d, _, err := m.opts.Images.ImportPackaged(ctx, filepath.Join(v.Dir, "images"), n, imageName(mf.ID, n, mf.Version),
+			func(done, total int64) { op.progress(phase, done, total) })
 		if err != nil {
 			return nil, fmt.Errorf("image %s: %w", n, err)
 		}
 		out[n] = d
-		if added && !slices.Contains(j.NewImages, d) {
-			j.NewImages = append(j.NewImages, d)
-			// Noted before the next image: a crash leaves no image nobody knows of.
-			if err := m.opts.Records.PutJournal(*j); err != nil {
-				return nil, err
-			}
-		}
 	}
 	return out, nil
+}
+
+// imageName is the store's name of a package's image: id/image:version ('+' of build
+// metadata, which image tags cannot hold, as '_').
+func imageName(id, image, version string) string {
+	return fmt.Sprintf("%s/%s:%s", id, image, strings.ReplaceAll(version, "+", "_"))
+}
+
+// dropNames drops the store's names of a version's images: an image goes with its last
+// name when no container uses it.
+func (m *Manager) dropNames(ctx context.Context, id, version string, images map[string]string) {
+	for n := range images {
+		if err := m.opts.Images.Unname(ctx, imageName(id, n, version)); err != nil && !errors.Is(err, errdefs.ErrNotFound) {
+			m.log.Warn("remove an image name the package no longer uses", "name", imageName(id, n, version), "error", err)
+		}
+	}
 }
 
 func mapsKeys[V any](m map[string]V) func(func(string) bool) {
@@ -325,12 +335,3 @@ func (m *Manager) Get(id string) (store.Package, error) { return m.opts.Records.
 
 // List reports the installed packages.
 func (m *Manager) List() ([]store.Package, error) { return m.opts.Records.ListPackages() }
-
-// removeImages lets go of images a package brought: they go when nothing else uses them.
-func (m *Manager) removeImages(ctx context.Context, id string, digests []string) {
-	for _, d := range digests {
-		if err := m.opts.Images.Release(ctx, d, id+"/"); err != nil && !errors.Is(err, errdefs.ErrNotFound) {
-			m.log.Warn("remove an image the package no longer uses", "digest", d, "error", err)
-		}
-	}
-}

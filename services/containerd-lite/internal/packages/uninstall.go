@@ -4,9 +4,13 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"os"
+	"path/filepath"
 	"time"
 
 	"hearth.dev/internal/errdefs"
+	"hearth.dev/internal/manifest"
+	"hearth.dev/services/containerd-lite/internal/lxcrt"
 	"hearth.dev/services/containerd-lite/internal/store"
 )
 
@@ -47,7 +51,7 @@ func (m *Manager) finishUninstall(ctx context.Context, j *store.Journal) error {
 	if err := m.opts.Records.RemovePackage(j.ID); err != nil {
 		return err
 	}
-	m.removeImages(ctx, j.ID, j.From.OwnImages)
+	m.dropNames(ctx, j.ID, j.From.Version, j.From.Images)
 	m.log.Info("package uninstalled", "package", j.ID, "version", j.From.Version, "data_kept", !purge)
 	return nil
 }
@@ -66,11 +70,15 @@ func (m *Manager) Reconcile(ctx context.Context) error {
 		var err error
 		switch {
 		case j.Op == "install" && j.Step == stepCommitted:
-			err = m.opts.Records.CommitPackage(*j.To)
+			if err = m.opts.Records.CommitPackage(*j.To); err == nil {
+				err = m.ensureRunning(ctx, *j.To)
+			}
 		case j.Op == "install":
 			err = m.rollbackInstall(ctx, j)
 		case j.Op == "update" && j.Step == stepCommitted:
-			err = m.commitUpdate(ctx, j)
+			if err = m.commitUpdate(ctx, j); err == nil {
+				err = m.ensureRunning(ctx, *j.To)
+			}
 		case j.Op == "update":
 			err = m.rollbackUpdate(ctx, j, Op{})
 		case j.Op == "uninstall":
@@ -82,5 +90,45 @@ func (m *Manager) Reconcile(ctx context.Context) error {
 			errs = append(errs, fmt.Errorf("%s of %s (at %s): %w", j.Op, j.ID, j.Step, err))
 		}
 	}
+	// Staging and snapshot directories no unfinished operation refers to: a crash while a
+	// file was still being verified, or after an operation ended.
+	left, err := m.opts.Records.ListJournal()
+	if err != nil {
+		return errors.Join(append(errs, err)...)
+	}
+	used := map[string]bool{}
+	for _, j := range left {
+		used[j.Staging], used[j.Snapshot] = true, true
+	}
+	for _, sub := range []string{"staging", "snapshots"} {
+		dir := filepath.Join(m.opts.StateDir, sub)
+		ents, _ := os.ReadDir(dir)
+		for _, e := range ents {
+			if p := filepath.Join(dir, e.Name()); !used[p] {
+				if err := os.RemoveAll(p); err != nil {
+					errs = append(errs, err)
+				} else {
+					m.log.Warn("reconcile: removed what an unfinished operation left", "path", p)
+				}
+			}
+		}
+	}
 	return errors.Join(errs...)
+}
+
+// ensureRunning starts a package that was running when its operation committed (a power
+// cut may have stopped it since).
+func (m *Manager) ensureRunning(ctx context.Context, p store.Package) error {
+	i, err := m.opts.Containers.Get(ctx, p.Container)
+	if err != nil {
+		return err
+	}
+	if i.State == lxcrt.Running {
+		return nil
+	}
+	mf, err := manifest.Parse(p.Manifest)
+	if err != nil {
+		return err
+	}
+	return m.startReady(ctx, p.ID, mf, nil, Op{})
 }

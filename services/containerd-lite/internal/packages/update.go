@@ -63,17 +63,19 @@ func (m *Manager) Update(ctx context.Context, r io.Reader, op Op) (Result, error
 		}
 		return Result{}, fmt.Errorf("%w; rolled back: %s %s runs again with its data as it was", failed("update", v.ID, step, cause), from.ID, from.Version)
 	}
-	images, err := m.importImages(ctx, v, mf, j, op)
+	// Their names are in the journal before them: a rollback drops what was made.
+	to.Images = map[string]string{}
+	for n := range mf.Images {
+		to.Images[n] = ""
+	}
+	if err := m.journal(j, stepImages); err != nil {
+		return undo(stepImages, err)
+	}
+	images, err := m.importImages(ctx, v, mf, op)
 	if err != nil {
 		return undo(stepImages, err)
 	}
 	to.Images = images
-	to.OwnImages = slices.Clone(from.OwnImages)
-	for _, d := range j.NewImages {
-		if !slices.Contains(to.OwnImages, d) {
-			to.OwnImages = append(to.OwnImages, d)
-		}
-	}
 	if err := m.journal(j, stepImages); err != nil {
 		return undo(stepImages, err)
 	}
@@ -192,18 +194,10 @@ func (m *Manager) restoreSnapshot(ctx context.Context, id, dir string) error {
 // commitUpdate makes the new version the package: its record, and the old images and the
 // snapshot go.
 func (m *Manager) commitUpdate(ctx context.Context, j *store.Journal) error {
-	to := *j.To
-	var old []string
-	for _, d := range j.From.Images {
-		if !slices.Contains(mapsValues(to.Images), d) {
-			old = append(old, d)
-		}
-	}
-	to.OwnImages = slices.DeleteFunc(to.OwnImages, func(d string) bool { return slices.Contains(old, d) })
-	if err := m.opts.Records.CommitPackage(to); err != nil {
+	if err := m.opts.Records.CommitPackage(*j.To); err != nil {
 		return err
 	}
-	m.removeImages(ctx, j.ID, old)
+	m.dropNames(ctx, j.ID, j.From.Version, j.From.Images)
 	if j.Snapshot != "" {
 		os.RemoveAll(j.Snapshot)
 	}
@@ -211,14 +205,6 @@ func (m *Manager) commitUpdate(ctx context.Context, j *store.Journal) error {
 		os.RemoveAll(j.Staging)
 	}
 	return nil
-}
-
-func mapsValues(m map[string]string) []string {
-	out := make([]string, 0, len(m))
-	for _, v := range m {
-		out = append(out, v)
-	}
-	return out
 }
 
 // rollbackUpdate brings back the version before the update: the container's old record,
@@ -259,14 +245,13 @@ func (m *Manager) rollbackUpdate(ctx context.Context, j *store.Journal, op Op) e
 		if err := m.startReady(ctx, j.ID, mf, nil, op); err != nil {
 			return fmt.Errorf("start %s again: %w", j.From.Version, err)
 		}
+	} else if err := m.ensureRunning(ctx, *j.From); err != nil {
+		// Not stopped by the update; a power cut may have stopped it.
+		return fmt.Errorf("start %s again: %w", j.From.Version, err)
 	}
-	var added []string
-	for _, d := range j.NewImages {
-		if !slices.Contains(mapsValues(j.From.Images), d) {
-			added = append(added, d)
-		}
+	if j.To.Version != j.From.Version {
+		m.dropNames(ctx, j.ID, j.To.Version, j.To.Images)
 	}
-	m.removeImages(ctx, j.ID, added)
 	if j.Snapshot != "" {
 		os.RemoveAll(j.Snapshot)
 	}

@@ -17,11 +17,9 @@ type Package struct {
 	// Container runs it (named as the package).
 	Container string `json:"container"`
 	Manifest  []byte `json:"manifest"`
-	// Images maps the manifest's image names to the digests the package brought.
+	// Images maps the manifest's image names to the digests the package brought; each is
+	// stored under the name <id>/<image>:<version>, and goes with that name.
 	Images map[string]string `json:"images"`
-	// OwnImages are the digests this package's installs and updates added to the store
-	// (the store had them under no other name): they go with the package.
-	OwnImages []string `json:"own_images,omitempty"`
 	// Signer is the key id that signed the file; Trusted whether the host trusted it.
 	Signer      string    `json:"signer,omitempty"`
 	Trusted     bool      `json:"trusted"`
@@ -44,8 +42,6 @@ type Journal struct {
 	To   *Package `json:"to,omitempty"`
 	// Previous is the container's record before an update replaced it.
 	Previous *Container `json:"previous,omitempty"`
-	// NewImages are digests this operation added to the store.
-	NewImages []string `json:"new_images,omitempty"`
 	// KeptVolumes says the container took volumes a former install left.
 	KeptVolumes bool `json:"kept_volumes,omitempty"`
 	// Snapshot is where an update copied the volumes.

@@ -220,7 +220,7 @@ func TestPackagesAndJournal(t *testing.T) {
 	}
 	defer s.Close()
 	p := Package{ID: "pg", Version: "1.0.0", Container: "pg", Images: map[string]string{"db": "sha256:aa"}, InstalledAt: time.Now().UTC()}
-	j := Journal{Op: "install", ID: "pg", Step: "images", To: &p, NewImages: []string{"sha256:aa"}}
+	j := Journal{Op: "install", ID: "pg", Step: "images", To: &p}
 	if err := s.PutJournal(j); err != nil {
 		t.Fatal(err)
 	}
