@@ -39,7 +39,7 @@ for w in "${which[@]}"; do
 	busybox)
 		d=$work/busybox
 		mkdir -p "$d/images"
-		cp "$top/examples/busybox/manifest.yaml" "$d/"
+		cp -r "$top/examples/busybox/manifest.yaml" "$top/examples/busybox/README.md" "$top/examples/busybox/LICENSE" "$top/examples/busybox/assets" "$d/"
 		sed -i 's#bb: {oci: images}#bb: {oci: images/busybox.tar}#' "$d/manifest.yaml"
 		busybox_tar "$d/images/busybox.tar"
 		"$bin/hearthctl" pack "$d" --key "$out/dev.key" --out "$out/busybox-1.0.0.hpkg" >/dev/null

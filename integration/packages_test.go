@@ -230,8 +230,16 @@ func TestPackageLifecycle(t *testing.T) {
 	}
 	info := &containerv1.GetPackageResponse{}
 	hearthctlJSON(t, l.runDir, info, "info", "busybox")
-	if !strings.Contains(string(info.GetManifest()), "id: busybox") || info.GetPackage().GetImages()["bb"] == "" {
+	if !strings.Contains(string(info.GetManifest()), "id: busybox") || info.GetPackage().GetImages()["bb"] == "" ||
+		!strings.Contains(info.GetReadme(), "smallest Hearth package") || info.GetLicense() == "" {
 		t.Fatalf("info: %v", info)
+	}
+	// Its assets, read-only in the daemon's subcontainer.
+	if out, err := hearthctl(t, l.runDir, "exec", "busybox", "web", "--", "cat", "/media/hearth/assets/motd.txt"); err != nil || !strings.Contains(out, "read-only in every daemon") {
+		t.Fatalf("assets: %q %v", out, err)
+	}
+	if _, err := hearthctl(t, l.runDir, "exec", "busybox", "web", "--", "sh", "-c", "echo x > /media/hearth/assets/motd.txt"); err == nil {
+		t.Fatal("the assets are writable")
 	}
 	for _, verb := range []string{"stop", "start", "restart"} {
 		if _, err := hearthctl(t, l.runDir, verb, "busybox"); err != nil {

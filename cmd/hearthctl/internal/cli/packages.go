@@ -330,7 +330,16 @@ func (g *globals) showPackage(resp *containerv1.GetPackageResponse) error {
 		rows = append(rows, []string{n, short(p.GetImages()[n])})
 	}
 	fmt.Fprintln(g.stdout)
-	return g.table([]string{"IMAGE", "DIGEST"}, rows)
+	if err := g.table([]string{"IMAGE", "DIGEST"}, rows); err != nil {
+		return err
+	}
+	if l := strings.TrimSpace(resp.GetLicense()); l != "" {
+		fmt.Fprintf(g.stdout, "\nLICENSE: %s\n", strings.SplitN(l, "\n", 2)[0])
+	}
+	if r := strings.TrimSpace(resp.GetReadme()); r != "" {
+		fmt.Fprintf(g.stdout, "\n%s\n", r)
+	}
+	return nil
 }
 
 func sortedNames[V any](m map[string]V) []string {

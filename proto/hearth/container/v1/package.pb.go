@@ -760,7 +760,10 @@ type GetPackageResponse struct {
 	state   protoimpl.MessageState `protogen:"open.v1"`
 	Package *Package               `protobuf:"bytes,1,opt,name=package,proto3" json:"package,omitempty"`
 	// The manifest (YAML) as installed.
-	Manifest      []byte `protobuf:"bytes,2,opt,name=manifest,proto3" json:"manifest,omitempty"`
+	Manifest []byte `protobuf:"bytes,2,opt,name=manifest,proto3" json:"manifest,omitempty"`
+	// The package's README.md and LICENSE, when it carries them.
+	Readme        string `protobuf:"bytes,3,opt,name=readme,proto3" json:"readme,omitempty"`
+	License       string `protobuf:"bytes,4,opt,name=license,proto3" json:"license,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -807,6 +810,20 @@ func (x *GetPackageResponse) GetManifest() []byte {
 		return x.Manifest
 	}
 	return nil
+}
+
+func (x *GetPackageResponse) GetReadme() string {
+	if x != nil {
+		return x.Readme
+	}
+	return ""
+}
+
+func (x *GetPackageResponse) GetLicense() string {
+	if x != nil {
+		return x.License
+	}
+	return ""
 }
 
 type UninstallPackageRequest struct {
@@ -1258,10 +1275,12 @@ const file_hearth_container_v1_package_proto_rawDesc = "" +
 	"\x14ListPackagesResponse\x128\n" +
 	"\bpackages\x18\x01 \x03(\v2\x1c.hearth.container.v1.PackageR\bpackages\"#\n" +
 	"\x11GetPackageRequest\x12\x0e\n" +
-	"\x02id\x18\x01 \x01(\tR\x02id\"h\n" +
+	"\x02id\x18\x01 \x01(\tR\x02id\"\x9a\x01\n" +
 	"\x12GetPackageResponse\x126\n" +
 	"\apackage\x18\x01 \x01(\v2\x1c.hearth.container.v1.PackageR\apackage\x12\x1a\n" +
-	"\bmanifest\x18\x02 \x01(\fR\bmanifest\"?\n" +
+	"\bmanifest\x18\x02 \x01(\fR\bmanifest\x12\x16\n" +
+	"\x06readme\x18\x03 \x01(\tR\x06readme\x12\x18\n" +
+	"\alicense\x18\x04 \x01(\tR\alicense\"?\n" +
 	"\x17UninstallPackageRequest\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x14\n" +
 	"\x05purge\x18\x02 \x01(\bR\x05purge\"\x1a\n" +

@@ -77,6 +77,7 @@ type Tree interface {
 	Create() error
 	MountRoot(baseRootfs string, userns int) error
 	MountImage(name, src string, userns int) error
+	MountAssets(src string) error
 	ImageMounted(name string) bool
 	MountOverlay(name, image string) error
 	OverlayMounted(name string) (bool, error)
@@ -533,6 +534,11 @@ func (m *Manager) mountAll(rec store.Container, t Tree, sp *steps) error {
 	for _, img := range sortedKeys(rec.Images) {
 		if err := t.MountImage(img, m.opts.Images.Rootfs(rec.Images[img]), userns); err != nil {
 			return fmt.Errorf("container %q: %w", rec.Name, err)
+		}
+	}
+	if rec.Assets != "" {
+		if err := t.MountAssets(rec.Assets); err != nil {
+			return fmt.Errorf("container %q: assets: %w", rec.Name, err)
 		}
 	}
 	sp.done("mount_images")

@@ -208,6 +208,7 @@ func (t fakeTree) MountImage(name, src string, userns int) error {
 	return nil
 }
 func (t fakeTree) ImageMounted(name string) bool { return false }
+func (t fakeTree) MountAssets(src string) error  { t.c.add("mount assets %s", t.name); return nil }
 func (t fakeTree) MountOverlay(name, image string) error {
 	t.c.add("mount overlay %s/%s", t.name, name)
 	return nil

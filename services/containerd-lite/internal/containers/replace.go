@@ -33,7 +33,7 @@ func (m *Manager) Replace(ctx context.Context, name string, spec Spec) (prev sto
 		next.Limits.DiskBytes = prev.Limits.DiskBytes
 	}
 	rec := prev
-	rec.Images, rec.Manifest, rec.Limits = next.Images, next.Manifest, next.Limits
+	rec.Images, rec.Manifest, rec.Limits, rec.Assets = next.Images, next.Manifest, next.Limits, next.Assets
 	for _, v := range next.Volumes {
 		if !slices.Contains(rec.Volumes, v) {
 			rec.Volumes = append(rec.Volumes, v)
@@ -71,7 +71,7 @@ func (m *Manager) Revert(ctx context.Context, prev store.Container) error {
 		return err
 	}
 	rec := cur
-	rec.Images, rec.Manifest, rec.Limits = prev.Images, prev.Manifest, prev.Limits
+	rec.Images, rec.Manifest, rec.Limits, rec.Assets = prev.Images, prev.Manifest, prev.Limits, prev.Assets
 	rec.Limits.DiskBytes = max(prev.Limits.DiskBytes, cur.Limits.DiskBytes)
 	if err := m.define(rec, m.treeOf(rec)); err != nil {
 		return err

@@ -22,6 +22,9 @@ type Spec struct {
 	Volumes []string
 	// Limits asked for; the host policy fills and caps them.
 	Limits store.Limits
+	// Assets is a host directory of the package's files, bound read-only at
+	// /media/hearth/assets.
+	Assets string
 	// Manifest, when set, is a package manifest: it gives the volumes and limits, and the
 	// images by ref unless Images gives each of them (a package's images, imported from
 	// its file, by digest); guestd runs its daemons.
@@ -82,7 +85,7 @@ func validItem(kind, name string) error {
 // resolveSpec checks a spec and turns it into a record: image references become digests,
 // limits go through the host policy.
 func (m *Manager) resolveSpec(name string, spec Spec) (store.Container, error) {
-	rec := store.Container{Name: name, CreatedAt: time.Now().UTC(), BaseRootfs: m.opts.BaseRootfs, Manifest: spec.Manifest}
+	rec := store.Container{Name: name, CreatedAt: time.Now().UTC(), BaseRootfs: m.opts.BaseRootfs, Manifest: spec.Manifest, Assets: spec.Assets}
 	spec, err := fromManifest(spec)
 	if err != nil {
 		return rec, fmt.Errorf("container %q: %w", name, err)

@@ -69,6 +69,8 @@ const (
 	Bundle     = Media + "/host/package.json"
 	// GuestSocket is guestd's, in the container's rpc directory.
 	GuestSocket = Media + "/rpc/guestd.sock"
+	// Assets are the package's assets, read-only.
+	Assets = Media + "/assets"
 )
 
 // Tree is one container's trees on the host.
@@ -130,6 +132,7 @@ func (t Tree) Create() error {
 		// The container's root reaches host.sock through its group.
 		{t.HostDir(), 0o750, 0, root, false},
 		{filepath.Join(t.MediaDir(), "rpc"), 0o755, 0, 0, false},
+		{filepath.Join(t.MediaDir(), "assets"), 0o755, 0, 0, false},
 		{filepath.Join(t.MediaDir(), "images"), 0o755, 0, 0, false},
 		{filepath.Join(t.MediaDir(), "subcontainers"), 0o755, 0, 0, false},
 		{t.RPCDir(), 0o750, root, root, false},
@@ -200,6 +203,23 @@ func (t Tree) MountImage(name, src string, userns int) error {
 		}
 		defer unix.Close(fd)
 		return mounts.BindAt(hostT, fd, true)
+	})
+}
+
+// MountAssets binds the package's assets (a host directory) read-only at
+// /media/hearth/assets; assets already mounted stay.
+func (t Tree) MountAssets(src string) error {
+	target := filepath.Join(t.MediaDir(), "assets")
+	if err := os.Mkdir(target, 0o755); err != nil && !errors.Is(err, os.ErrExist) {
+		return err
+	}
+	return mountOnce(target, func() error {
+		fd, err := openHostOnly(target)
+		if err != nil {
+			return err
+		}
+		defer unix.Close(fd)
+		return mounts.BindAt(src, fd, true)
 	})
 }
 
@@ -337,7 +357,7 @@ func (t Tree) Unmount() error {
 			}
 		}
 	}
-	targets = append(targets, t.MediaDir())
+	targets = append(targets, filepath.Join(t.MediaDir(), "assets"), t.MediaDir())
 	if ents, err := os.ReadDir(filepath.Join(t.Dir, "images")); err == nil {
 		for _, e := range ents {
 			targets = append(targets, t.image(e.Name()))

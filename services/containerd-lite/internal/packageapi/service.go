@@ -27,6 +27,7 @@ type Packages interface {
 	Uninstall(ctx context.Context, id string, purge bool) error
 	Get(id string) (store.Package, error)
 	List() ([]store.Package, error)
+	Files(id, version string) (readme, license string)
 }
 
 // State reports a package container's state.
@@ -171,5 +172,6 @@ func (s *Service) GetPackage(ctx context.Context, req *containerv1.GetPackageReq
 	if err != nil {
 		return nil, err
 	}
-	return &containerv1.GetPackageResponse{Package: s.proto(ctx, p), Manifest: p.Manifest}, nil
+	readme, license := s.p.Files(p.ID, p.Version)
+	return &containerv1.GetPackageResponse{Package: s.proto(ctx, p), Manifest: p.Manifest, Readme: readme, License: license}, nil
 }

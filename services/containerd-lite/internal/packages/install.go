@@ -78,8 +78,12 @@ func (m *Manager) Install(ctx context.Context, r io.Reader, op Op) (Result, erro
 	if err := m.journal(j, stepImages); err != nil {
 		return undo(stepImages, err)
 	}
+	assets, err := m.keepFiles(v)
+	if err != nil {
+		return undo(stepImages, err)
+	}
 	op.progress("creating the container", 0, 0)
-	if _, err := m.opts.Containers.Create(ctx, v.ID, containers.Spec{Manifest: data, Images: images}); err != nil {
+	if _, err := m.opts.Containers.Create(ctx, v.ID, containers.Spec{Manifest: data, Images: images, Assets: assets}); err != nil {
 		return undo(stepCreated, err)
 	}
 	if err := m.journal(j, stepCreated); err != nil {
@@ -128,6 +132,7 @@ func (m *Manager) rollbackInstall(ctx context.Context, j *store.Journal) error {
 		}
 		m.dropNames(ctx, j.ID, j.To.Version, all)
 	}
+	m.dropFiles(j.ID, "")
 	if j.Staging != "" {
 		os.RemoveAll(j.Staging)
 	}

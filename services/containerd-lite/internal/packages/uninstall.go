@@ -52,6 +52,7 @@ func (m *Manager) finishUninstall(ctx context.Context, j *store.Journal) error {
 		return err
 	}
 	m.dropNames(ctx, j.ID, j.From.Version, j.From.Images)
+	m.dropFiles(j.ID, "")
 	m.log.Info("package uninstalled", "package", j.ID, "version", j.From.Version, "data_kept", !purge)
 	return nil
 }

@@ -94,7 +94,11 @@ func (m *Manager) Update(ctx context.Context, r io.Reader, op Op) (Result, error
 	if err := m.snapshot(ctx, v.ID, j.Snapshot); err != nil {
 		return undo(stepSnapshot, err)
 	}
-	prev, err := m.opts.Containers.Replace(ctx, v.ID, containers.Spec{Manifest: data, Images: images})
+	assets, err := m.keepFiles(v)
+	if err != nil {
+		return undo(stepReplaced, err)
+	}
+	prev, err := m.opts.Containers.Replace(ctx, v.ID, containers.Spec{Manifest: data, Images: images, Assets: assets})
 	if err != nil {
 		return undo(stepReplaced, err)
 	}
@@ -198,6 +202,7 @@ func (m *Manager) commitUpdate(ctx context.Context, j *store.Journal) error {
 		return err
 	}
 	m.dropNames(ctx, j.ID, j.From.Version, j.From.Images)
+	m.dropFiles(j.ID, j.From.Version)
 	if j.Snapshot != "" {
 		os.RemoveAll(j.Snapshot)
 	}
@@ -228,7 +233,11 @@ func (m *Manager) rollbackUpdate(ctx context.Context, j *store.Journal, op Op) e
 		} else if reached(stepSnapshot) {
 			// Replace may have happened before its journal line: putting back the old
 			// spec is harmless when it did not.
-			if _, err := m.opts.Containers.Replace(ctx, j.ID, containers.Spec{Manifest: j.From.Manifest, Images: j.From.Images}); err != nil {
+			var assets string
+			if _, err := os.Stat(filepath.Join(m.filesDir(j.ID, j.From.Version), "assets")); err == nil {
+				assets = filepath.Join(m.filesDir(j.ID, j.From.Version), "assets")
+			}
+			if _, err := m.opts.Containers.Replace(ctx, j.ID, containers.Spec{Manifest: j.From.Manifest, Images: j.From.Images, Assets: assets}); err != nil {
 				return fmt.Errorf("put back the container's record: %w", err)
 			}
 		}
@@ -251,6 +260,7 @@ func (m *Manager) rollbackUpdate(ctx context.Context, j *store.Journal, op Op) e
 	}
 	if j.To.Version != j.From.Version {
 		m.dropNames(ctx, j.ID, j.To.Version, j.To.Images)
+		m.dropFiles(j.ID, j.To.Version)
 	}
 	if j.Snapshot != "" {
 		os.RemoveAll(j.Snapshot)

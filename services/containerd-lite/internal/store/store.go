@@ -84,6 +84,8 @@ type Container struct {
 	Manifest []byte `json:"manifest,omitempty"`
 	// Address is the container's address on netd's bridge while it runs.
 	Address string `json:"address,omitempty"`
+	// Assets is a host directory bound read-only at /media/hearth/assets, if any.
+	Assets string `json:"assets,omitempty"`
 	// IDBase is the host id of the container's root: its ids are IDBase..IDBase+65535,
 	// shared with no other container.
 	IDBase uint32 `json:"id_base"`

@@ -39,6 +39,18 @@ type Host interface {
 // Shared are the container's directories every subcontainer shares.
 var Shared = []string{"/proc", "/sys", "/dev", "/run"}
 
+// Assets are the package's assets, bound into every subcontainer when the host mounted them.
+const Assets = "/media/hearth/assets"
+
+// isMountPoint reports whether path is the root of a mount.
+func isMountPoint(path string) bool {
+	var st unix.Statx_t
+	if err := unix.Statx(unix.AT_FDCWD, path, unix.AT_SYMLINK_NOFOLLOW, 0, &st); err != nil {
+		return false
+	}
+	return st.Attributes_mask&unix.STATX_ATTR_MOUNT_ROOT != 0 && st.Attributes&unix.STATX_ATTR_MOUNT_ROOT != 0
+}
+
 // Launcher implements supervisor.Launcher for real.
 type Launcher struct {
 	host   Host
@@ -90,7 +102,12 @@ func (l *Launcher) Prepare(ctx context.Context, name string, spec *manifest.Daem
 		return fail(err)
 	}
 	defer unix.Close(rootFD)
-	for _, dir := range Shared {
+	shared := Shared
+	// The package's assets, when the host mounted them (read-only there, and so here).
+	if st, err := os.Stat(Assets); err == nil && st.IsDir() && isMountPoint(Assets) {
+		shared = append(slices.Clone(Shared), Assets)
+	}
+	for _, dir := range shared {
 		target, err := bindInto(rootFD, dir)
 		if err != nil {
 			return fail(fmt.Errorf("bind %s into %s: %w", dir, name, err))
