@@ -53,6 +53,8 @@ show BenchmarkOverlayCreateDestroy destroy-p50-ms "overlay destroy (p50)"
 show BenchmarkOverlayCreateDestroy destroy-p99-ms "overlay destroy (p99)"
 show BenchmarkPackageStartTwoBusybox start-to-ready-p50-ms "two busybox daemons, start to ready (p50)"
 show BenchmarkPackageStartTwoBusybox guestd-pss-KiB "guestd memory, init + serving (PSS)"
+show BenchmarkPackageInstallBusybox install-p50-ms "install of the busybox package (p50; goal <= 1000)"
+show BenchmarkPackageUpdateBusybox update-p50-ms "update of the busybox package (p50)"
 echo
 ratio BenchmarkImageImportRootfsTar BenchmarkTarExtractSameLayer
 show BenchmarkImageImportRootfsTar MB/s "image import throughput"

@@ -368,3 +368,59 @@ func importBusybox(b *testing.B, l *lab, imgs containerv1.ImageServiceClient) {
 		}
 	}
 }
+
+// benchPackageLab is a lab trusting the examples' key, with busybox 1.0.0 and 1.1.0.
+func benchPackageLab(b *testing.B) (*lab, string, string) {
+	requireRoot(b)
+	ex := examplePackages(b, "busybox")
+	l := newLab(b)
+	if _, err := hearthctl(b, l.runDir, "keys", "trust", filepath.Join(ex, "dev.pub")); err != nil {
+		b.Fatal(err)
+	}
+	return l, filepath.Join(ex, "busybox-1.0.0.hpkg"), busyboxNext(b, l, ex)
+}
+
+// BenchmarkPackageInstallBusybox measures hearthctl install of the busybox package, from
+// the file to every daemon ready (its install hook run); each is uninstalled, untimed.
+func BenchmarkPackageInstallBusybox(b *testing.B) {
+	l, v1, _ := benchPackageLab(b)
+	var ds []time.Duration
+	for i := 0; i < b.N; i++ {
+		start := time.Now()
+		if _, err := hearthctl(b, l.runDir, "install", v1); err != nil {
+			b.Fatal(err)
+		}
+		ds = append(ds, time.Since(start))
+		b.StopTimer()
+		if _, err := hearthctl(b, l.runDir, "uninstall", "--purge", "busybox"); err != nil {
+			b.Fatal(err)
+		}
+		b.StartTimer()
+	}
+	percentiles(b, "install", ds)
+}
+
+// BenchmarkPackageUpdateBusybox measures hearthctl update of busybox 1.0.0 to 1.1.0
+// (stop, copy the data aside, swap, migrate hook, start, ready).
+func BenchmarkPackageUpdateBusybox(b *testing.B) {
+	l, v1, v2 := benchPackageLab(b)
+	var ds []time.Duration
+	for i := 0; i < b.N; i++ {
+		b.StopTimer()
+		if _, err := hearthctl(b, l.runDir, "install", v1); err != nil {
+			b.Fatal(err)
+		}
+		b.StartTimer()
+		start := time.Now()
+		if _, err := hearthctl(b, l.runDir, "update", v2); err != nil {
+			b.Fatal(err)
+		}
+		ds = append(ds, time.Since(start))
+		b.StopTimer()
+		if _, err := hearthctl(b, l.runDir, "uninstall", "--purge", "busybox"); err != nil {
+			b.Fatal(err)
+		}
+		b.StartTimer()
+	}
+	percentiles(b, "update", ds)
+}

@@ -425,7 +425,7 @@ func settledJobs(ds map[string]*guestv1.Daemon) bool {
 
 // busyboxNext packs busybox 1.1.0 from the 1.0.0 package: its migrate hook marks the
 // page with the versions, so a test can tell which ran.
-func busyboxNext(t *testing.T, l *lab, ex string) string {
+func busyboxNext(t testing.TB, l *lab, ex string) string {
 	t.Helper()
 	src := tempDir(t)
 	must(t, exec.Command("tar", "-xf", filepath.Join(ex, "busybox-1.0.0.hpkg"), "-C", src).Run())
