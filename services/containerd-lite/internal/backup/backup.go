@@ -38,9 +38,13 @@
 //     made again by whoever binds them; no device node is ever created);
 //   - a directory on another file system (a mount point) is recorded and not entered.
 //
-// An entry that changes kind or inode between its listing and its reading fails the
-// backup (ErrAborted: freeze the package, or retry); an entry removed meanwhile is left
-// out. Restore writes only below a target directory the caller made and left empty,
+// An entry that changes kind or inode, or goes, between its listing and its reading
+// fails the backup (ErrAborted: freeze the package, or retry); an entry gone before it
+// is looked at is left out. The volumes' own directories are opened by the paths the
+// caller gives (the last component must not be a symlink): the directories above them
+// must be the host's, out of the package's reach; so must a restore's targets.
+//
+// Restore writes only below a target directory the caller made and left empty,
 // through descriptors: every parent is opened with openat2 (RESOLVE_BENEATH |
 // RESOLVE_NO_SYMLINKS) from the target, entries are made with mkdirat, openat
 // (O_CREAT|O_EXCL|O_NOFOLLOW), symlinkat, mknodat (FIFOs), linkat (without following),

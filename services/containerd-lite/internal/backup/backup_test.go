@@ -207,6 +207,10 @@ func TestRestoreRefusesPlantedTarget(t *testing.T) {
 	vol := filepath.Join(base, "vol")
 	writeFile(t, filepath.Join(vol, "data/inner/file"), 100, 1, 0o644, 100000, 100000)
 	writeFile(t, filepath.Join(vol, "data/top"), 100, 2, 0o644, 100000, 100000)
+	// Links and a FIFO too, made after the tree by the restore.
+	must(t, os.Link(filepath.Join(vol, "data/top"), filepath.Join(vol, "data/inner/hard")))
+	must(t, os.Symlink("../../outside", filepath.Join(vol, "data/inner/sym")))
+	must(t, unix.Mkfifo(filepath.Join(vol, "data/inner/fifo"), 0o600))
 	snap, err := r.Backup(ctx, "p", Meta{}, map[string]string{"v": vol}, nil)
 	if err != nil {
 		t.Fatalf("Backup: %v", err)
@@ -222,7 +226,9 @@ func TestRestoreRefusesPlantedTarget(t *testing.T) {
 			must(t, os.Symlink(outside, filepath.Join(target, "data")))
 		}},
 		{"relative symlink where a dir is", func(target string) {
-			must(t, os.Symlink("../outside", filepath.Join(target, "data")))
+			rel, err := filepath.Rel(target, outside)
+			must(t, err)
+			must(t, os.Symlink(rel, filepath.Join(target, "data")))
 		}},
 		{"dir with a symlink where a nested dir is", func(target string) {
 			must(t, os.Mkdir(filepath.Join(target, "data"), 0o700))
