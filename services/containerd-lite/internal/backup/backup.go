@@ -58,6 +58,18 @@
 // (never from a cache), so that damage or a wrong password shows before a restore
 // changes anything.
 //
+// # The repository directory
+//
+// Besides kopia's blobs (the files ending in ".f") it holds hearth-backup.lock (below),
+// hearth-backup.json (the checksum of kopia.repository as last opened: a format file
+// that no longer decrypts and differs from it is damage, not a wrong password) and
+// hearth-snapshots/ID (an empty file per snapshot made and not pruned: such a snapshot
+// that the repository no longer finds was lost to damage). The blobs that make others
+// visible (indexes, the format) are written after a syncfs of the repository's file
+// system and synced after them, so that a power cut loses at most the backup in
+// progress. Kopia's caches are off (every read comes from the repository); its client
+// configuration lives in a private temporary directory while a Repo is open.
+//
 // # Concurrency
 //
 // A Repo may be used by several goroutines. Operations on one repository directory

@@ -204,9 +204,9 @@ func (r *Repo) connect(ctx context.Context) (repo.DirectRepository, error) {
 	})
 	if errors.Is(err, repo.ErrInvalidPassword) {
 		if r.sidecarMismatch(ctx) {
-			return nil, damaged("open backup repository %s: its format file %s changed since it was last opened "+
-				"and no longer decrypts: it is damaged (or was replaced); restore it from a copy of the repository",
-				r.dir, format.KopiaRepositoryBlobID+".f")
+			return nil, damaged("open backup repository %s: its format file %s changed since Hearth last opened it "+
+				"and does not decrypt with this password: it is damaged (restore it from a copy of the repository), "+
+				"unless its password was changed with another tool", r.dir, format.KopiaRepositoryBlobID+".f")
 		}
 		return nil, fmt.Errorf("open backup repository %s: wrong password: %w", r.dir, errdefs.ErrPermissionDenied)
 	}

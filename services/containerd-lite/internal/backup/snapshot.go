@@ -87,6 +87,10 @@ func (r *Repo) Backup(ctx context.Context, pkg string, meta Meta, volumes map[st
 	if err := checkName("package", pkg); err != nil {
 		return Snapshot{}, fmt.Errorf("backup: %w: %w", err, errdefs.ErrInvalidArgument)
 	}
+	if b, _ := json.Marshal(meta); len(b) > maxMeta/2 {
+		return Snapshot{}, fmt.Errorf("backup %s: meta takes %d bytes, more than %d: %w",
+			pkg, len(b), maxMeta/2, errdefs.ErrInvalidArgument)
+	}
 	names := make([]string, 0, len(volumes))
 	for name := range volumes {
 		if err := checkName("volume", name); err != nil {
@@ -121,19 +125,24 @@ func (r *Repo) Backup(ctx context.Context, pkg string, meta Meta, volumes map[st
 
 	start := time.Now()
 	prog := newUploadProgress(progress)
-	var snap Snapshot
+	var (
+		snap  Snapshot
+		cbErr error
+	)
 	err = repo.WriteSession(ctx, r.rep, repo.WriteSessionOptions{
 		Purpose:  "hearth: backup " + pkg,
 		OnUpload: func(n int64) { prog.stored.Add(n) },
 	},
 		func(ctx context.Context, w repo.RepositoryWriter) error {
-			var err error
-			snap, err = r.backup(ctx, w, pkg, meta, roots, prog, start)
-			return err
+			snap, cbErr = r.backup(ctx, w, pkg, meta, roots, prog, start)
+			return cbErr
 		})
 	prog.report(true)
-	if err != nil {
-		return Snapshot{}, err
+	if cbErr != nil {
+		return Snapshot{}, cbErr
+	}
+	if err != nil { // writing the session's index
+		return Snapshot{}, classify(err, r.dir, "backup "+pkg)
 	}
 	r.mark(snap.ID)
 	return snap, nil
@@ -400,27 +409,44 @@ func (r *Repo) Prune(ctx context.Context, pkg string, keep int) (int, error) {
 	}
 	err = repo.DirectWriteSession(ctx, r.rep, repo.WriteSessionOptions{Purpose: "hearth: prune " + pkg},
 		func(ctx context.Context, w repo.DirectRepositoryWriter) error {
-			for _, m := range mans[:del] {
-				if err := w.DeleteManifest(ctx, m.ID); err != nil {
-					return classify(err, r.dir, "prune "+pkg)
-				}
+			if err := r.prune(ctx, w, pkg, mans[:del]); err != nil {
+				return &kindedError{err}
 			}
-			// Checkpoints of backups that did not finish (none runs now: we hold the lock).
-			if err := r.deleteCheckpoints(ctx, w); err != nil {
-				return err
-			}
-			if err := w.Flush(ctx); err != nil {
-				return classify(err, r.dir, "prune "+pkg)
-			}
-			return r.maintain(ctx, w)
+			return nil
 		})
+	var ke *kindedError
+	if errors.As(err, &ke) {
+		return 0, ke.err
+	}
 	if err != nil {
-		return 0, err
+		return 0, classify(err, r.dir, "prune "+pkg)
 	}
 	for _, m := range mans[:del] {
 		r.unmark(string(m.ID))
 	}
 	return del, nil
+}
+
+// kindedError carries an error that already has its kind through kopia's wrapping.
+type kindedError struct{ err error }
+
+func (e *kindedError) Error() string { return e.err.Error() }
+
+// prune deletes the manifests mans and every checkpoint, then frees what they held.
+func (r *Repo) prune(ctx context.Context, w repo.DirectRepositoryWriter, pkg string, mans []*snapshot.Manifest) error {
+	for _, m := range mans {
+		if err := w.DeleteManifest(ctx, m.ID); err != nil {
+			return classify(err, r.dir, "prune "+pkg)
+		}
+	}
+	// Checkpoints of backups that did not finish (none runs now: we hold the lock).
+	if err := r.deleteCheckpoints(ctx, w); err != nil {
+		return err
+	}
+	if err := w.Flush(ctx); err != nil {
+		return classify(err, r.dir, "prune "+pkg)
+	}
+	return r.maintain(ctx, w)
 }
 
 func (r *Repo) deleteCheckpoints(ctx context.Context, w repo.RepositoryWriter) error {
