@@ -57,6 +57,8 @@ type Runtime interface {
 	Defined() []string
 	CgroupItem(name, key string) (string, error)
 	SetCgroupItem(name, key, value string) error
+	Freeze(name string) error
+	Unfreeze(name string) error
 }
 
 // Records keeps the containers' records (store.Store).

@@ -116,6 +116,8 @@ func (r *fakeRuntime) Defined() []string {
 	return out
 }
 func (r *fakeRuntime) CgroupItem(name, key string) (string, error) { return "", errors.New("none") }
+func (r *fakeRuntime) Freeze(name string) error                    { r.c.add("freeze %s", name); return nil }
+func (r *fakeRuntime) Unfreeze(name string) error                  { r.c.add("thaw %s", name); return nil }
 func (r *fakeRuntime) SetCgroupItem(name, key, value string) error {
 	r.c.add("cgroup %s %s=%s", name, key, value)
 	return nil

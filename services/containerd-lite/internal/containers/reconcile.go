@@ -93,6 +93,14 @@ func (m *Manager) reconcileOne(ctx context.Context, rec store.Container) error {
 		return err
 	}
 	t := m.treeOf(rec)
+	if st == lxcrt.Frozen {
+		// Frozen by a backup that did not finish (containerd-lite died reading it).
+		if err := m.opts.Runtime.Unfreeze(rec.Name); err != nil {
+			return err
+		}
+		m.log.Warn("reconcile: thawed a container a backup had frozen", "container", rec.Name)
+		st = lxcrt.Running
+	}
 	switch st {
 	case lxcrt.Running:
 		if _, err := m.opts.Disks.Open(rec.Name, rec.Limits.DiskBytes, ids(rec)); err != nil {

@@ -129,3 +129,45 @@ func (m *Manager) WithVolumes(ctx context.Context, name string, fn func(volumes 
 		return fn(dirs)
 	})
 }
+
+// WithVolumesQuiet runs fn with the host directories of a container's volumes while
+// nothing in the container writes to them: a running container is frozen (its processes
+// stopped where they are, by the cgroup freezer) for as long as fn runs; a stopped one has
+// its disk mounted meanwhile. No start or stop happens meanwhile.
+func (m *Manager) WithVolumesQuiet(ctx context.Context, name string, fn func(volumes map[string]string) error) error {
+	unlock, err := m.lock(ctx, name)
+	if err != nil {
+		return err
+	}
+	defer unlock()
+	rec, err := m.opts.Records.GetContainer(name)
+	if err != nil {
+		return err
+	}
+	st, _, err := m.opts.Runtime.State(name)
+	if err != nil {
+		return err
+	}
+	dirs := func(t Tree) map[string]string {
+		out := map[string]string{}
+		for _, v := range rec.Volumes {
+			out[v] = t.VolumePath(v)
+		}
+		return out
+	}
+	switch st {
+	case lxcrt.Stopped:
+		return m.withDisk(rec, func(t Tree) error { return fn(dirs(t)) })
+	case lxcrt.Running:
+		if err := m.opts.Runtime.Freeze(name); err != nil {
+			return err
+		}
+		defer func() {
+			if err := m.opts.Runtime.Unfreeze(name); err != nil {
+				m.log.Error("thaw after reading volumes", "container", name, "error", err)
+			}
+		}()
+		return fn(dirs(m.treeOf(rec)))
+	}
+	return fmt.Errorf("container %q is %s: wait for it to settle, then retry: %w", name, st, errdefs.ErrFailedPrecondition)
+}

@@ -180,3 +180,51 @@ func notReady(container string, jobs map[string]*guestv1.Daemon, cause error) er
 	}
 	return fmt.Errorf("%q not ready in time: %s: %w", container, strings.Join(waiting, "; "), errors.Join(cause, errdefs.ErrUnavailable))
 }
+
+// Exec runs argv in the subcontainer of the container's daemon (as its user, with env
+// added to its environment) and returns its exit code and its output (stdout then
+// stderr, each cut to its last 64 KiB).
+func Exec(ctx context.Context, container string, d Dialer, daemon string, argv []string, env map[string]string) (int, string, error) {
+	conn, err := Conn(container, d)
+	if err != nil {
+		return 0, "", err
+	}
+	defer conn.Close()
+	s, err := guestv1.NewGuestServiceClient(conn).Exec(ctx)
+	if err != nil {
+		return 0, "", errdefs.FromGRPC(err)
+	}
+	if err := s.Send(&guestv1.ExecRequest{Msg: &guestv1.ExecRequest_Start{Start: &guestv1.ExecStart{Daemon: daemon, Argv: argv, Env: env}}}); err != nil {
+		return 0, "", errdefs.FromGRPC(err)
+	}
+	if err := s.CloseSend(); err != nil {
+		return 0, "", errdefs.FromGRPC(err)
+	}
+	var out, errOut []byte
+	keep := func(b, add []byte) []byte {
+		b = append(b, add...)
+		if len(b) > 64<<10 {
+			b = b[len(b)-64<<10:]
+		}
+		return b
+	}
+	for {
+		m, err := s.Recv()
+		if err != nil {
+			return 0, string(out) + string(errOut), fmt.Errorf("exec in %s/%s: %w", container, daemon, errdefs.FromGRPC(err))
+		}
+		switch {
+		case m.GetStdout() != nil:
+			out = keep(out, m.GetStdout())
+		case m.GetStderr() != nil:
+			errOut = keep(errOut, m.GetStderr())
+		case m.GetExit() != nil:
+			e := m.GetExit()
+			code := int(e.GetCode())
+			if e.GetSignal() != "" && code == 0 {
+				code = -1
+			}
+			return code, string(out) + string(errOut), nil
+		}
+	}
+}

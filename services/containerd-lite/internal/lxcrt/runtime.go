@@ -233,3 +233,33 @@ func (r *Runtime) SetCgroupItem(name, key, value string) error {
 	}
 	return nil
 }
+
+// Freeze stops every process of a running container where it is (the cgroup freezer);
+// Unfreeze lets them go on.
+func (r *Runtime) Freeze(name string) error {
+	c, err := r.open(name)
+	if err != nil {
+		return err
+	}
+	defer lxc.Release(c)
+	if err := c.Freeze(); err != nil {
+		return fmt.Errorf("freeze container %s: %w", name, err)
+	}
+	return nil
+}
+
+// Unfreeze thaws a frozen container.
+func (r *Runtime) Unfreeze(name string) error {
+	c, err := r.open(name)
+	if err != nil {
+		return err
+	}
+	defer lxc.Release(c)
+	if c.State() != lxc.FROZEN {
+		return nil
+	}
+	if err := c.Unfreeze(); err != nil {
+		return fmt.Errorf("thaw container %s: %w", name, err)
+	}
+	return nil
+}

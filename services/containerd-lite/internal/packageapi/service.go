@@ -45,22 +45,9 @@ var _ containerv1.PackageServiceServer = (*Service)(nil)
 // New returns the service.
 func New(p Packages, state State) *Service { return &Service{p: p, state: state} }
 
-// request is what InstallPackageRequest and UpdatePackageRequest both are.
-type request interface {
-	GetOptions() *containerv1.PackageOptions
-	GetChunk() []byte
-}
-
-// receive reads the options, then feeds the chunks into a pipe the operation reads.
-func receive[R request](ctx context.Context, recv func() (R, error)) (*containerv1.PackageOptions, io.Reader, error) {
-	first, err := recv()
-	if err != nil {
-		return nil, nil, err
-	}
-	opts := first.GetOptions()
-	if opts == nil {
-		return nil, nil, fmt.Errorf("the first message gives the options, then the file follows in chunks: %w", errdefs.ErrInvalidArgument)
-	}
+// chunks feeds the file that follows the options, chunk by chunk, into a pipe the
+// operation reads; a message that is not a chunk (options again) fails it.
+func chunks[R any](ctx context.Context, recv func() (R, error), chunk func(R) ([]byte, bool)) io.Reader {
 	pr, pw := io.Pipe()
 	go func() {
 		for {
@@ -73,17 +60,31 @@ func receive[R request](ctx context.Context, recv func() (R, error)) (*container
 				pw.CloseWithError(fmt.Errorf("receive the package: %w", err))
 				return
 			}
-			if m.GetOptions() != nil {
+			b, ok := chunk(m)
+			if !ok {
 				pw.CloseWithError(fmt.Errorf("options given twice: %w", errdefs.ErrInvalidArgument))
 				return
 			}
-			if _, err := pw.Write(m.GetChunk()); err != nil {
+			if _, err := pw.Write(b); err != nil {
 				return // the operation stopped reading
 			}
 		}
 	}()
 	context.AfterFunc(ctx, func() { pw.CloseWithError(ctx.Err()) })
-	return opts, pr, nil
+	return pr
+}
+
+// firstOptions reads the options that start a stream.
+func firstOptions[R any, O any](recv func() (R, error), get func(R) *O) (*O, error) {
+	first, err := recv()
+	if err != nil {
+		return nil, err
+	}
+	o := get(first)
+	if o == nil {
+		return nil, fmt.Errorf("the first message gives the options, then the file follows in chunks: %w", errdefs.ErrInvalidArgument)
+	}
+	return o, nil
 }
 
 // progress sends progress no more than ten times a second, but every new phase.
@@ -104,10 +105,11 @@ func progress(send func(*containerv1.PackageProgress) error) func(packages.Progr
 
 // InstallPackage implements PackageService.
 func (s *Service) InstallPackage(stream grpc.BidiStreamingServer[containerv1.InstallPackageRequest, containerv1.InstallPackageResponse]) error {
-	opts, r, err := receive(stream.Context(), stream.Recv)
+	opts, err := firstOptions(stream.Recv, (*containerv1.InstallPackageRequest).GetOptions)
 	if err != nil {
 		return err
 	}
+	r := chunks(stream.Context(), stream.Recv, func(m *containerv1.InstallPackageRequest) ([]byte, bool) { return m.GetChunk(), m.GetOptions() == nil })
 	res, err := s.p.Install(stream.Context(), r, packages.Op{AllowUntrusted: opts.GetAllowUntrusted(), Progress: progress(func(p *containerv1.PackageProgress) error {
 		return stream.Send(&containerv1.InstallPackageResponse{Event: &containerv1.InstallPackageResponse_Progress{Progress: p}})
 	})})
@@ -119,10 +121,11 @@ func (s *Service) InstallPackage(stream grpc.BidiStreamingServer[containerv1.Ins
 
 // UpdatePackage implements PackageService.
 func (s *Service) UpdatePackage(stream grpc.BidiStreamingServer[containerv1.UpdatePackageRequest, containerv1.UpdatePackageResponse]) error {
-	opts, r, err := receive(stream.Context(), stream.Recv)
+	opts, err := firstOptions(stream.Recv, (*containerv1.UpdatePackageRequest).GetOptions)
 	if err != nil {
 		return err
 	}
+	r := chunks(stream.Context(), stream.Recv, func(m *containerv1.UpdatePackageRequest) ([]byte, bool) { return m.GetChunk(), m.GetOptions() == nil })
 	res, err := s.p.Update(stream.Context(), r, packages.Op{AllowUntrusted: opts.GetAllowUntrusted(), Progress: progress(func(p *containerv1.PackageProgress) error {
 		return stream.Send(&containerv1.UpdatePackageResponse{Event: &containerv1.UpdatePackageResponse_Progress{Progress: p}})
 	})})

@@ -10,6 +10,7 @@ import (
 
 	"hearth.dev/internal/errdefs"
 	"hearth.dev/internal/manifest"
+	"hearth.dev/services/containerd-lite/internal/backup"
 	"hearth.dev/services/containerd-lite/internal/containers"
 	"hearth.dev/services/containerd-lite/internal/store"
 )
@@ -31,7 +32,17 @@ const (
 // starts it and waits until every daemon is ready. On failure everything it made is
 // removed (kept data stays kept), and the error names the step and the cause.
 func (m *Manager) Install(ctx context.Context, r io.Reader, op Op) (Result, error) {
+	return m.install(ctx, r, op, nil)
+}
+
+// install installs; with rf, the package's data comes from a snapshot (restored before
+// the first start, instead of the install hook; the migrate hook runs when the snapshot is
+// of an older version).
+func (m *Manager) install(ctx context.Context, r io.Reader, op Op, rf *restoreFrom) (Result, error) {
 	lk := m.locker(func(id, version string) error {
+		if rf != nil && id != rf.snap.Package {
+			return fmt.Errorf("the package file is %s, the snapshot is of %s: %w", id, rf.snap.Package, errdefs.ErrInvalidArgument)
+		}
 		if p, err := m.opts.Records.GetPackage(id); err == nil {
 			return fmt.Errorf("%s %s is installed: update it (hearthctl update FILE), or uninstall it first: %w", p.ID, p.Version, errdefs.ErrAlreadyExists)
 		} else if !errors.Is(err, errdefs.ErrNotFound) {
@@ -90,7 +101,31 @@ func (m *Manager) Install(ctx context.Context, r io.Reader, op Op) (Result, erro
 		return undo(stepCreated, err)
 	}
 	var run []manifest.HookRun
-	if mf.Hooks.Install != nil {
+	switch {
+	case rf != nil:
+		if j.KeptVolumes {
+			return undo(stepCreated, fmt.Errorf("data of %s kept from a former install is there: purge it first (hearthctl container rm --purge-volumes %s), or install and then restore in place: %w", v.ID, v.ID, errdefs.ErrFailedPrecondition))
+		}
+		if run, err = migrateRun(mf, rf.meta.Version, v.Version); err != nil {
+			return undo(stepCreated, err)
+		}
+		op.progress("restoring the volumes", 0, 0)
+		err = m.opts.Containers.WithVolumes(ctx, v.ID, func(vols map[string]string) error {
+			into := map[string]string{}
+			for _, name := range rf.snap.Volumes {
+				p, ok := vols[name]
+				if !ok {
+					return fmt.Errorf("the snapshot holds volume %s, which %s %s does not have: %w", name, v.ID, v.Version, errdefs.ErrFailedPrecondition)
+				}
+				into[name] = p
+			}
+			_, err := rf.repo.Restore(ctx, rf.snap.ID, into, func(bp backup.Progress) { op.progress("restoring the volumes", bp.Bytes, rf.snap.Bytes) })
+			return err
+		})
+		if err != nil {
+			return undo(stepCreated, err)
+		}
+	case mf.Hooks.Install != nil:
 		run = append(run, manifest.HookRun{Name: manifest.HookInstall, Env: map[string]string{"HEARTH_TO_VERSION": v.Version}})
 	}
 	if err := m.journal(j, stepStarted); err != nil {

@@ -46,6 +46,7 @@ type Containers interface {
 	Replace(ctx context.Context, name string, spec containers.Spec) (store.Container, error)
 	Revert(ctx context.Context, prev store.Container) error
 	WithVolumes(ctx context.Context, name string, fn func(volumes map[string]string) error) error
+	WithVolumesQuiet(ctx context.Context, name string, fn func(volumes map[string]string) error) error
 	GuestDialer(name string) (guestclient.Dialer, error)
 }
 

@@ -84,6 +84,10 @@ func (m *Manager) Reconcile(ctx context.Context) error {
 			err = m.rollbackUpdate(ctx, j, Op{})
 		case j.Op == "uninstall":
 			err = m.finishUninstall(ctx, j)
+		case j.Op == "restore" && j.Step == stepCommitted:
+			err = m.finishRestore(ctx, j)
+		case j.Op == "restore":
+			err = m.rollbackRestore(ctx, j)
 		default:
 			err = fmt.Errorf("unknown operation %q", j.Op)
 		}

@@ -194,13 +194,15 @@ func initDaemon(env *daemon.Env, baseSrc string, policy limits.Policy, reserve i
 	}
 	containerv1.RegisterContainerServiceServer(env.Server, containerapi.New(m))
 	containerv1.RegisterImageServiceServer(env.Server, imageapi.New(imgs))
-	containerv1.RegisterPackageServiceServer(env.Server, packageapi.New(pkgs, func(ctx context.Context, c string) string {
+	psvc := packageapi.New(pkgs, func(ctx context.Context, c string) string {
 		i, err := m.Get(ctx, c)
 		if err != nil {
 			return "missing"
 		}
 		return strings.ToLower(string(i.State))
-	}))
+	})
+	containerv1.RegisterPackageServiceServer(env.Server, psvc)
+	containerv1.RegisterBackupServiceServer(env.Server, packageapi.NewBackups(pkgs, psvc))
 	containerv1.RegisterKeyServiceServer(env.Server, &packageapi.Keys{Store: trust})
 	return m, daemon.Hooks{
 		Reconcile: func(ctx context.Context) error {
