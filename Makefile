@@ -13,7 +13,7 @@ export GOFLAGS ?= -buildvcs=false
 
 DAEMONS := containerd-lite netd certd
 
-.PHONY: build deps tools proto lint test test-unit bench demo base-rootfs clean
+.PHONY: build deps tools proto lint test test-unit bench demo base-rootfs examples clean
 
 # Debian packages and the containers' id range; installs what is missing when run as root.
 deps:
@@ -35,6 +35,11 @@ base-rootfs: $(BIN)/guestd
 	deploy/base-rootfs/build.sh $(BASE) $(BIN)/guestd
 
 FORCE:
+
+# The example packages, signed with build/examples/dev.key: busybox, and hello-pg 1.0.0,
+# 2.0.0 and 3.0.0 (its Postgres image is debootstrapped once, as root, and cached).
+examples: $(BIN)/hearthctl
+	examples/build.sh $(CURDIR)/build/examples
 
 # Pinned code generators and tools, built from tools/go.mod (outside the workspace).
 tools:

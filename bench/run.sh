@@ -86,3 +86,10 @@ if [ -n "$ours" ] && [ -n "${peers:-}" ]; then
 		m = 0
 	}'
 fi
+
+# Backups: Hearth's engine against restic on the same ~1 GiB tree (BENCH_BACKUP=0 skips).
+if [ "${BENCH_BACKUP:-1}" != 0 ]; then
+	echo
+	echo "== backup and restore of ~1 GiB of mixed files: hearth / restic =="
+	bench/backup.sh 2>/dev/null | grep -v '^BACKUP ' || echo "bench/backup.sh failed" >&2
+fi
