@@ -463,7 +463,7 @@ func (l *lab) page(t *testing.T, files ...string) string {
 }
 
 // TestPackageCrashes: containerd-lite is killed (kill -9) at each journaled step of an
-// install and of an update, alone or with every process of the package and its LXC
+// install, an update and a restore in place, alone or with every process of the package and its LXC
 // monitor (a power cut), then started again. The package is then wholly on the old
 // version or wholly on the new one, running, with its data intact.
 func TestPackageCrashes(t *testing.T) {
@@ -527,6 +527,38 @@ func TestPackageCrashes(t *testing.T) {
 				}
 				if ents, _ := os.ReadDir(filepath.Join(l.stateDir, "packages", "snapshots")); len(ents) != 0 {
 					t.Errorf("snapshots left: %v", ents)
+				}
+			})
+		}
+		for _, step := range []string{"verified", "stopped", "restored", "swapping", "started", "committed"} {
+			t.Run(how+"/restore:"+step, func(t *testing.T) {
+				if _, err := hearthctl(t, l.runDir, "install", v1); err != nil {
+					t.Fatal(err)
+				}
+				defer hearthctl(t, l.runDir, "uninstall", "--purge", "busybox")
+				repo, pass := filepath.Join(tempDir(t), "backups"), filepath.Join(l.dir, "pass")
+				must(t, os.WriteFile(pass, []byte("pw"), 0o600))
+				write := func(what string) {
+					if _, err := hearthctl(t, l.runDir, "exec", "busybox", "web", "--", "sh", "-c", "echo '"+what+"' > /www/mine"); err != nil {
+						t.Fatal(err)
+					}
+				}
+				write("as backed up")
+				if _, err := hearthctl(t, l.runDir, "backup", "busybox", "--to", repo, "--passphrase-file", pass); err != nil {
+					t.Fatal(err)
+				}
+				write("live, after the backup")
+				l.crashAt(t, "restore:"+step, cut, "restore", "busybox", "--from", repo, "--passphrase-file", pass)
+				l.packageIs(t, "busybox", "1.0.0")
+				want := "live, after the backup"
+				if step == "committed" {
+					want = "as backed up"
+				}
+				if got := strings.TrimSpace(l.page(t, "/www/mine")); got != want {
+					t.Errorf("the data after a crash at restore:%s is %q, want %q", step, got, want)
+				}
+				if ents, _ := os.ReadDir(filepath.Join(l.stateDir, "disks", "busybox", "volumes")); len(ents) != 1 {
+					t.Errorf("volumes on the disk after the crash: %v, want only www", ents)
 				}
 			})
 		}

@@ -85,7 +85,9 @@ func (m *Manager) Reconcile(ctx context.Context) error {
 		case j.Op == "uninstall":
 			err = m.finishUninstall(ctx, j)
 		case j.Op == "restore" && j.Step == stepCommitted:
-			err = m.finishRestore(ctx, j)
+			if err = m.finishRestore(ctx, j); err == nil {
+				err = m.ensureRunning(ctx, *j.From)
+			}
 		case j.Op == "restore":
 			err = m.rollbackRestore(ctx, j)
 		default:

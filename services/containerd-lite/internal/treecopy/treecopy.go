@@ -2,7 +2,8 @@
 // package's volume): every entry is reached through a descriptor of its parent, opened
 // with openat2(RESOLVE_BENEATH|RESOLVE_NO_SYMLINKS) and O_NOFOLLOW, and copied as what it
 // is: a symlink as a symlink (its text, never followed), a regular file by its content
-// read from the descriptor that was checked to be a regular file, a directory by
+// read from the descriptor that was checked to be a regular file (a reflink where the file
+// system can share blocks, a copy otherwise), a directory by
 // recursion. FIFOs and sockets are made again empty; device nodes are skipped (a package
 // cannot make them, and none is made for it). Hard links within the tree stay hard links.
 // Owners, modes and modification times are kept. The destination is written the same
@@ -209,8 +210,12 @@ func (c *copier) file(s, d int, n, p string, st *unix.Stat_t) error {
 	if _, err := unix.FcntlInt(uintptr(in), unix.F_SETFL, 0); err != nil {
 		return err
 	}
-	n64, err := io.Copy(dst, src)
-	if err != nil {
+	// A reflink where the file system shares blocks between files (btrfs, xfs); a copy
+	// where it does not, or across file systems.
+	var n64 int64
+	if err := unix.IoctlFileClone(out, in); err == nil {
+		n64 = got.Size
+	} else if n64, err = io.Copy(dst, src); err != nil {
 		return fmt.Errorf("copy %s: %w", p, err)
 	}
 	c.stats.Files++
