@@ -30,8 +30,7 @@ func newPackageClients(cc grpc.ClientConnInterface) packageClients {
 
 // packageCmds are the top-level verbs on packages.
 func packageCmds(g *globals) []*cobra.Command {
-	var allowUntrusted bool
-	install := &cobra.Command{
+	install := fileCmd(g, &cobra.Command{
 		Use:   "install FILE.hpkg",
 		Short: "Install a signed package: verify it, import its images, create and start it",
 		Long: `Install a package file. It is verified as it streams to containerd-lite (its table of
@@ -45,34 +44,26 @@ A package that is unsigned, or signed by a key not trusted here (see 'hearthctl 
 installs only with --allow-untrusted, and the output says so.`,
 		Example: `  hearthctl install hello-pg-1.0.0.hpkg
   hearthctl install ./my-app.hpkg --allow-untrusted`,
-		Args: cobra.ExactArgs(1),
-		RunE: call(g, "containerd-lite", newPackageClients, func(ctx context.Context, cl packageClients, args []string) error {
-			stream, err := cl.packages.InstallPackage(ctx)
-			if err != nil {
-				return err
-			}
-			res, err := sendPackage(g, args[0], allowUntrusted,
-				func(o *containerv1.PackageOptions) error {
-					return stream.Send(&containerv1.InstallPackageRequest{Msg: &containerv1.InstallPackageRequest_Options{Options: o}})
-				},
-				func(b []byte) error {
-					return stream.Send(&containerv1.InstallPackageRequest{Msg: &containerv1.InstallPackageRequest_Chunk{Chunk: b}})
-				},
-				stream.CloseSend,
-				func() (*containerv1.PackageProgress, *containerv1.PackageResult, error) {
-					m, err := stream.Recv()
-					return m.GetProgress(), m.GetResult(), err
-				})
-			if err != nil {
-				return err
-			}
-			return g.showResult("installed", res)
-		}),
-	}
-	install.Flags().BoolVar(&allowUntrusted, "allow-untrusted", false, "install a package that is unsigned or signed by a key this host does not trust")
-
-	var updateUntrusted bool
-	update := &cobra.Command{
+	}, "installed", func(ctx context.Context, cl packageClients) (fileStream, error) {
+		s, err := cl.packages.InstallPackage(ctx)
+		if err != nil {
+			return fileStream{}, err
+		}
+		return fileStream{
+			options: func(o *containerv1.PackageOptions) error {
+				return s.Send(&containerv1.InstallPackageRequest{Msg: &containerv1.InstallPackageRequest_Options{Options: o}})
+			},
+			chunk: func(b []byte) error {
+				return s.Send(&containerv1.InstallPackageRequest{Msg: &containerv1.InstallPackageRequest_Chunk{Chunk: b}})
+			},
+			closeSend: s.CloseSend,
+			recv: func() (*containerv1.PackageProgress, *containerv1.PackageResult, error) {
+				m, err := s.Recv()
+				return m.GetProgress(), m.GetResult(), err
+			},
+		}, nil
+	})
+	update := fileCmd(g, &cobra.Command{
 		Use:   "update FILE.hpkg",
 		Short: "Update an installed package to the version in FILE; a failure rolls back",
 		Long: `Update a package to another version of it (a lower one only when the installed
@@ -82,31 +73,25 @@ it is started; update returns once every daemon is ready. Any failure (the hook 
 non-zero, a daemon is not ready in time) rolls back by itself: the old images, manifest and
 data, the old version running again; the error says why.`,
 		Example: `  hearthctl update hello-pg-2.0.0.hpkg`,
-		Args:    cobra.ExactArgs(1),
-		RunE: call(g, "containerd-lite", newPackageClients, func(ctx context.Context, cl packageClients, args []string) error {
-			stream, err := cl.packages.UpdatePackage(ctx)
-			if err != nil {
-				return err
-			}
-			res, err := sendPackage(g, args[0], updateUntrusted,
-				func(o *containerv1.PackageOptions) error {
-					return stream.Send(&containerv1.UpdatePackageRequest{Msg: &containerv1.UpdatePackageRequest_Options{Options: o}})
-				},
-				func(b []byte) error {
-					return stream.Send(&containerv1.UpdatePackageRequest{Msg: &containerv1.UpdatePackageRequest_Chunk{Chunk: b}})
-				},
-				stream.CloseSend,
-				func() (*containerv1.PackageProgress, *containerv1.PackageResult, error) {
-					m, err := stream.Recv()
-					return m.GetProgress(), m.GetResult(), err
-				})
-			if err != nil {
-				return err
-			}
-			return g.showResult("updated", res)
-		}),
-	}
-	update.Flags().BoolVar(&updateUntrusted, "allow-untrusted", false, "accept a package that is unsigned or signed by a key this host does not trust")
+	}, "updated", func(ctx context.Context, cl packageClients) (fileStream, error) {
+		s, err := cl.packages.UpdatePackage(ctx)
+		if err != nil {
+			return fileStream{}, err
+		}
+		return fileStream{
+			options: func(o *containerv1.PackageOptions) error {
+				return s.Send(&containerv1.UpdatePackageRequest{Msg: &containerv1.UpdatePackageRequest_Options{Options: o}})
+			},
+			chunk: func(b []byte) error {
+				return s.Send(&containerv1.UpdatePackageRequest{Msg: &containerv1.UpdatePackageRequest_Chunk{Chunk: b}})
+			},
+			closeSend: s.CloseSend,
+			recv: func() (*containerv1.PackageProgress, *containerv1.PackageResult, error) {
+				m, err := s.Recv()
+				return m.GetProgress(), m.GetResult(), err
+			},
+		}, nil
+	})
 
 	var purge bool
 	uninstall := &cobra.Command{
@@ -223,6 +208,34 @@ data, the old version running again; the error says why.`,
 		c.Flags().DurationVar(&grace, "grace", 0, "how long the daemons have to stop cleanly (default: what the manifest gives them)")
 	}
 	return []*cobra.Command{install, update, uninstall, ls, info, status, startCmd, stopCmd, restartCmd}
+}
+
+// fileStream is one call that takes a package file: install, update, restore.
+type fileStream struct {
+	options   func(*containerv1.PackageOptions) error
+	chunk     func([]byte) error
+	closeSend func() error
+	recv      func() (*containerv1.PackageProgress, *containerv1.PackageResult, error)
+}
+
+// fileCmd makes a command that sends FILE on the stream open makes, shows progress, and
+// prints the result.
+func fileCmd(g *globals, cmd *cobra.Command, verb string, open func(context.Context, packageClients) (fileStream, error)) *cobra.Command {
+	var allowUntrusted bool
+	cmd.Args = cobra.ExactArgs(1)
+	cmd.RunE = call(g, "containerd-lite", newPackageClients, func(ctx context.Context, cl packageClients, args []string) error {
+		fs, err := open(ctx, cl)
+		if err != nil {
+			return err
+		}
+		res, err := sendPackage(g, args[0], allowUntrusted, fs.options, fs.chunk, fs.closeSend, fs.recv)
+		if err != nil {
+			return err
+		}
+		return g.showResult(verb, res)
+	})
+	cmd.Flags().BoolVar(&allowUntrusted, "allow-untrusted", false, "accept a package that is unsigned or signed by a key this host does not trust")
+	return cmd
 }
 
 // sendPackage streams a package file and shows progress; it returns the result.

@@ -34,6 +34,11 @@ func overlayInfo(name string, o store.Overlay) OverlayInfo {
 
 // runningRecord reads a running container's record (callers changing it hold its state lock).
 func (m *Manager) runningRecord(name string) (store.Container, error) {
+	return m.recordIn(name, lxcrt.Running, "start it first")
+}
+
+// recordIn reads the record of a container that is in state want, or says what to do.
+func (m *Manager) recordIn(name string, want lxcrt.State, fix string) (store.Container, error) {
 	rec, err := m.opts.Records.GetContainer(name)
 	if err != nil {
 		return rec, err
@@ -42,8 +47,8 @@ func (m *Manager) runningRecord(name string) (store.Container, error) {
 	if err != nil {
 		return rec, err
 	}
-	if st != lxcrt.Running {
-		return rec, fmt.Errorf("container %q is %s: start it first: %w", name, st, errdefs.ErrFailedPrecondition)
+	if st != want {
+		return rec, fmt.Errorf("container %q is %s: %s: %w", name, st, fix, errdefs.ErrFailedPrecondition)
 	}
 	return rec, nil
 }

@@ -81,18 +81,7 @@ func (m *Manager) Revert(ctx context.Context, prev store.Container) error {
 
 // stopped returns the record of a container that is stopped.
 func (m *Manager) stopped(name string) (store.Container, error) {
-	rec, err := m.opts.Records.GetContainer(name)
-	if err != nil {
-		return rec, err
-	}
-	st, _, err := m.opts.Runtime.State(name)
-	if err != nil {
-		return rec, err
-	}
-	if st != lxcrt.Stopped {
-		return rec, fmt.Errorf("container %q is %s: stop it first: %w", name, st, errdefs.ErrFailedPrecondition)
-	}
-	return rec, nil
+	return m.recordIn(name, lxcrt.Stopped, "stop it first")
 }
 
 // withDisk runs fn with the stopped container's disk mounted, and unmounts it after.

@@ -39,7 +39,7 @@ func (m *Manager) Install(ctx context.Context, r io.Reader, op Op) (Result, erro
 // the first start, instead of the install hook; the migrate hook runs when the snapshot is
 // of an older version).
 func (m *Manager) install(ctx context.Context, r io.Reader, op Op, rf *restoreFrom) (Result, error) {
-	lk := m.locker(func(id, version string) error {
+	rc, err := m.receive(ctx, r, op, func(id, version string) error {
 		if rf != nil && id != rf.snap.Package {
 			return fmt.Errorf("the package file is %s, the snapshot is of %s: %w", id, rf.snap.Package, errdefs.ErrInvalidArgument)
 		}
@@ -48,24 +48,16 @@ func (m *Manager) install(ctx context.Context, r io.Reader, op Op, rf *restoreFr
 		} else if !errors.Is(err, errdefs.ErrNotFound) {
 			return err
 		}
-		if _, err := m.opts.Records.GetJournal(id); err == nil {
-			return fmt.Errorf("an operation on %s did not finish; restart containerd-lite to finish or undo it: %w", id, errdefs.ErrFailedPrecondition)
-		}
 		if _, err := m.opts.Containers.Get(ctx, id); err == nil {
 			return fmt.Errorf("a container called %q exists that is not a package: remove it (hearthctl container rm %s) to install %s: %w", id, id, id, errdefs.ErrAlreadyExists)
 		}
 		return nil
 	})
-	defer lk.release()
-	v, warn, err := m.stage(ctx, r, op, lk.accept)
 	if err != nil {
 		return Result{}, err
 	}
-	defer os.RemoveAll(v.Dir)
-	data, mf, err := manifestOf(v)
-	if err != nil {
-		return Result{}, err
-	}
+	defer rc.done()
+	v, warn, data, mf := rc.v, rc.warn, rc.data, rc.mf
 	_, keptErr := m.opts.Records.GetKept(v.ID)
 	now := time.Now().UTC()
 	to := &store.Package{ID: v.ID, Version: v.Version, Container: v.ID, Manifest: data, Signer: v.Signer, Trusted: v.Trusted, InstalledAt: now}

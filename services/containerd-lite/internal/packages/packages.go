@@ -198,7 +198,37 @@ func (l *locker) accept(id, version string) error {
 		return err
 	}
 	l.unlock = u
+	if _, err := l.m.opts.Records.GetJournal(id); err == nil {
+		return fmt.Errorf("an operation on %s did not finish; restart containerd-lite to finish or undo it: %w", id, errdefs.ErrFailedPrecondition)
+	}
 	return l.check(id, version)
+}
+
+// received is a package file verified into staging, its package locked.
+type received struct {
+	v    Verified
+	warn []string
+	data []byte
+	mf   *manifest.Manifest
+	// done lets go of the lock and the staging directory.
+	done func()
+}
+
+// receive verifies a package file into staging; check runs, under the package's lock, as
+// soon as its id and version are known.
+func (m *Manager) receive(ctx context.Context, r io.Reader, op Op, check func(id, version string) error) (*received, error) {
+	lk := m.locker(check)
+	v, warn, err := m.stage(ctx, r, op, lk.accept)
+	if err != nil {
+		lk.release()
+		return nil, err
+	}
+	rc := &received{v: v, warn: warn, done: func() { os.RemoveAll(v.Dir); lk.release() }}
+	if rc.data, rc.mf, err = manifestOf(v); err != nil {
+		rc.done()
+		return nil, err
+	}
+	return rc, nil
 }
 
 // lockPackage takes the package's lock, or says another operation has it.

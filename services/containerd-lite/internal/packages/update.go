@@ -25,7 +25,7 @@ import (
 // back to the old images, manifest and data, starts the old version again, and says why.
 func (m *Manager) Update(ctx context.Context, r io.Reader, op Op) (Result, error) {
 	var from store.Package
-	lk := m.locker(func(id, version string) error {
+	rc, err := m.receive(ctx, r, op, func(id, version string) error {
 		var err error
 		from, err = m.opts.Records.GetPackage(id)
 		if errors.Is(err, errdefs.ErrNotFound) {
@@ -33,21 +33,13 @@ func (m *Manager) Update(ctx context.Context, r io.Reader, op Op) (Result, error
 		} else if err != nil {
 			return err
 		}
-		if _, err := m.opts.Records.GetJournal(id); err == nil {
-			return fmt.Errorf("an operation on %s did not finish; restart containerd-lite to finish or undo it: %w", id, errdefs.ErrFailedPrecondition)
-		}
 		return checkVersions(from, version)
 	})
-	defer lk.release()
-	v, warn, err := m.stage(ctx, r, op, lk.accept)
 	if err != nil {
 		return Result{}, err
 	}
-	defer os.RemoveAll(v.Dir)
-	data, mf, err := manifestOf(v)
-	if err != nil {
-		return Result{}, err
-	}
+	defer rc.done()
+	v, warn, data, mf := rc.v, rc.warn, rc.data, rc.mf
 	now := time.Now().UTC()
 	to := from
 	to.Version, to.Manifest, to.Signer, to.Trusted, to.UpdatedAt = v.Version, data, v.Signer, v.Trusted, now
