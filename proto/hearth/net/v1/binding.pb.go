@@ -127,18 +127,31 @@ func (Protocol) EnumDescriptor() ([]byte, []int) {
 	return file_hearth_net_v1_binding_proto_rawDescGZIP(), []int{1}
 }
 
-// Binding is one exposed port.
+// Binding is one exposed interface.
 type Binding struct {
-	state     protoimpl.MessageState `protogen:"open.v1"`
-	Id        string                 `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
-	Container string                 `protobuf:"bytes,2,opt,name=container,proto3" json:"container,omitempty"`
-	// The interface name from the package manifest.
-	Interface string   `protobuf:"bytes,3,opt,name=interface,proto3" json:"interface,omitempty"`
-	Port      uint32   `protobuf:"varint,4,opt,name=port,proto3" json:"port,omitempty"`
-	Protocol  Protocol `protobuf:"varint,5,opt,name=protocol,proto3,enum=hearth.net.v1.Protocol" json:"protocol,omitempty"`
-	Exposure  Exposure `protobuf:"varint,6,opt,name=exposure,proto3,enum=hearth.net.v1.Exposure" json:"exposure,omitempty"`
-	// Where it answers: "https://name.local", "https://example.org", "http://xyz.onion".
-	Address       string `protobuf:"bytes,7,opt,name=address,proto3" json:"address,omitempty"`
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// "<container>/<interface>/<exposure>" ("hello-pg/web/lan").
+	Id        string `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
+	Container string `protobuf:"bytes,2,opt,name=container,proto3" json:"container,omitempty"`
+	Interface string `protobuf:"bytes,3,opt,name=interface,proto3" json:"interface,omitempty"`
+	// The container's port.
+	Port     uint32   `protobuf:"varint,4,opt,name=port,proto3" json:"port,omitempty"`
+	Protocol Protocol `protobuf:"varint,5,opt,name=protocol,proto3,enum=hearth.net.v1.Protocol" json:"protocol,omitempty"`
+	Exposure Exposure `protobuf:"varint,6,opt,name=exposure,proto3,enum=hearth.net.v1.Exposure" json:"exposure,omitempty"`
+	// Where it answers: "https://hello-pg.local", "192.168.1.20:30001",
+	// "https://example.org", "abc...xyz.onion:80".
+	Address string `protobuf:"bytes,7,opt,name=address,proto3" json:"address,omitempty"`
+	// For a domain binding: the domain.
+	Domain string `protobuf:"bytes,8,opt,name=domain,proto3" json:"domain,omitempty"`
+	// For a LAN binding: the name announced, which a conflict on the LAN may have changed
+	// ("hello-pg-2.local").
+	Name string `protobuf:"bytes,9,opt,name=name,proto3" json:"name,omitempty"`
+	// For a non-HTTP LAN binding: the host's port.
+	HostPort uint32 `protobuf:"varint,10,opt,name=host_port,json=hostPort,proto3" json:"host_port,omitempty"`
+	// TLS passes through to the container, which terminates it.
+	Passthrough bool `protobuf:"varint,11,opt,name=passthrough,proto3" json:"passthrough,omitempty"`
+	// What is in the way, if anything ("waiting for its certificate: ...").
+	Status        string `protobuf:"bytes,12,opt,name=status,proto3" json:"status,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -222,6 +235,41 @@ func (x *Binding) GetAddress() string {
 	return ""
 }
 
+func (x *Binding) GetDomain() string {
+	if x != nil {
+		return x.Domain
+	}
+	return ""
+}
+
+func (x *Binding) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *Binding) GetHostPort() uint32 {
+	if x != nil {
+		return x.HostPort
+	}
+	return 0
+}
+
+func (x *Binding) GetPassthrough() bool {
+	if x != nil {
+		return x.Passthrough
+	}
+	return false
+}
+
+func (x *Binding) GetStatus() string {
+	if x != nil {
+		return x.Status
+	}
+	return ""
+}
+
 type CreateBindingRequest struct {
 	state     protoimpl.MessageState `protogen:"open.v1"`
 	Container string                 `protobuf:"bytes,1,opt,name=container,proto3" json:"container,omitempty"`
@@ -229,8 +277,10 @@ type CreateBindingRequest struct {
 	Port      uint32                 `protobuf:"varint,3,opt,name=port,proto3" json:"port,omitempty"`
 	Protocol  Protocol               `protobuf:"varint,4,opt,name=protocol,proto3,enum=hearth.net.v1.Protocol" json:"protocol,omitempty"`
 	Exposure  Exposure               `protobuf:"varint,5,opt,name=exposure,proto3,enum=hearth.net.v1.Exposure" json:"exposure,omitempty"`
-	// The domain, for EXPOSURE_DOMAIN.
-	Domain        string `protobuf:"bytes,6,opt,name=domain,proto3" json:"domain,omitempty"`
+	// For EXPOSURE_DOMAIN: the public domain (example.org).
+	Domain string `protobuf:"bytes,6,opt,name=domain,proto3" json:"domain,omitempty"`
+	// TLS passes through to the container (HTTP interfaces that terminate TLS themselves).
+	Passthrough   bool `protobuf:"varint,7,opt,name=passthrough,proto3" json:"passthrough,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -307,6 +357,13 @@ func (x *CreateBindingRequest) GetDomain() string {
 	return ""
 }
 
+func (x *CreateBindingRequest) GetPassthrough() bool {
+	if x != nil {
+		return x.Passthrough
+	}
+	return false
+}
+
 type CreateBindingResponse struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	Binding       *Binding               `protobuf:"bytes,1,opt,name=binding,proto3" json:"binding,omitempty"`
@@ -352,8 +409,10 @@ func (x *CreateBindingResponse) GetBinding() *Binding {
 }
 
 type DeleteBindingRequest struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Id            string                 `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// One binding; or, with container set instead, all of that container's.
+	Id            string `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
+	Container     string `protobuf:"bytes,2,opt,name=container,proto3" json:"container,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -395,8 +454,16 @@ func (x *DeleteBindingRequest) GetId() string {
 	return ""
 }
 
+func (x *DeleteBindingRequest) GetContainer() string {
+	if x != nil {
+		return x.Container
+	}
+	return ""
+}
+
 type DeleteBindingResponse struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
+	Deleted       []string               `protobuf:"bytes,1,rep,name=deleted,proto3" json:"deleted,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -431,10 +498,16 @@ func (*DeleteBindingResponse) Descriptor() ([]byte, []int) {
 	return file_hearth_net_v1_binding_proto_rawDescGZIP(), []int{4}
 }
 
+func (x *DeleteBindingResponse) GetDeleted() []string {
+	if x != nil {
+		return x.Deleted
+	}
+	return nil
+}
+
 type ListBindingsRequest struct {
-	state protoimpl.MessageState `protogen:"open.v1"`
-	// Only this container's bindings, when set.
-	Container     string `protobuf:"bytes,1,opt,name=container,proto3" json:"container,omitempty"`
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Container     string                 `protobuf:"bytes,1,opt,name=container,proto3" json:"container,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -524,7 +597,7 @@ var File_hearth_net_v1_binding_proto protoreflect.FileDescriptor
 
 const file_hearth_net_v1_binding_proto_rawDesc = "" +
 	"\n" +
-	"\x1bhearth/net/v1/binding.proto\x12\rhearth.net.v1\"\xed\x01\n" +
+	"\x1bhearth/net/v1/binding.proto\x12\rhearth.net.v1\"\xf0\x02\n" +
 	"\aBinding\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x1c\n" +
 	"\tcontainer\x18\x02 \x01(\tR\tcontainer\x12\x1c\n" +
@@ -532,19 +605,28 @@ const file_hearth_net_v1_binding_proto_rawDesc = "" +
 	"\x04port\x18\x04 \x01(\rR\x04port\x123\n" +
 	"\bprotocol\x18\x05 \x01(\x0e2\x17.hearth.net.v1.ProtocolR\bprotocol\x123\n" +
 	"\bexposure\x18\x06 \x01(\x0e2\x17.hearth.net.v1.ExposureR\bexposure\x12\x18\n" +
-	"\aaddress\x18\a \x01(\tR\aaddress\"\xe8\x01\n" +
+	"\aaddress\x18\a \x01(\tR\aaddress\x12\x16\n" +
+	"\x06domain\x18\b \x01(\tR\x06domain\x12\x12\n" +
+	"\x04name\x18\t \x01(\tR\x04name\x12\x1b\n" +
+	"\thost_port\x18\n" +
+	" \x01(\rR\bhostPort\x12 \n" +
+	"\vpassthrough\x18\v \x01(\bR\vpassthrough\x12\x16\n" +
+	"\x06status\x18\f \x01(\tR\x06status\"\x8a\x02\n" +
 	"\x14CreateBindingRequest\x12\x1c\n" +
 	"\tcontainer\x18\x01 \x01(\tR\tcontainer\x12\x1c\n" +
 	"\tinterface\x18\x02 \x01(\tR\tinterface\x12\x12\n" +
 	"\x04port\x18\x03 \x01(\rR\x04port\x123\n" +
 	"\bprotocol\x18\x04 \x01(\x0e2\x17.hearth.net.v1.ProtocolR\bprotocol\x123\n" +
 	"\bexposure\x18\x05 \x01(\x0e2\x17.hearth.net.v1.ExposureR\bexposure\x12\x16\n" +
-	"\x06domain\x18\x06 \x01(\tR\x06domain\"I\n" +
+	"\x06domain\x18\x06 \x01(\tR\x06domain\x12 \n" +
+	"\vpassthrough\x18\a \x01(\bR\vpassthrough\"I\n" +
 	"\x15CreateBindingResponse\x120\n" +
-	"\abinding\x18\x01 \x01(\v2\x16.hearth.net.v1.BindingR\abinding\"&\n" +
+	"\abinding\x18\x01 \x01(\v2\x16.hearth.net.v1.BindingR\abinding\"D\n" +
 	"\x14DeleteBindingRequest\x12\x0e\n" +
-	"\x02id\x18\x01 \x01(\tR\x02id\"\x17\n" +
-	"\x15DeleteBindingResponse\"3\n" +
+	"\x02id\x18\x01 \x01(\tR\x02id\x12\x1c\n" +
+	"\tcontainer\x18\x02 \x01(\tR\tcontainer\"1\n" +
+	"\x15DeleteBindingResponse\x12\x18\n" +
+	"\adeleted\x18\x01 \x03(\tR\adeleted\"3\n" +
 	"\x13ListBindingsRequest\x12\x1c\n" +
 	"\tcontainer\x18\x01 \x01(\tR\tcontainer\"J\n" +
 	"\x14ListBindingsResponse\x122\n" +

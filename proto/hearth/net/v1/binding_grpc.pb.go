@@ -28,11 +28,15 @@ const (
 //
 // For semantics around ctx use and closing/ending streaming RPCs, please refer to https://pkg.go.dev/google.golang.org/grpc/?tab=doc#ClientConn.NewStream.
 //
-// BindingService exposes a container's port: on the LAN, on a domain, or as an onion service.
+// BindingService exposes a container's port: on the LAN (a name.local over mDNS, HTTPS
+// with the host's local CA; a host port for a non-HTTP interface), on a public domain
+// (HTTPS with an ACME certificate), or as a Tor onion service. Bindings are kept across
+// restarts of netd and of their containers.
 type BindingServiceClient interface {
-	// CreateBinding exposes one interface of a container.
+	// CreateBinding exposes one interface of a container; creating a binding that exists
+	// with the same settings returns it.
 	CreateBinding(ctx context.Context, in *CreateBindingRequest, opts ...grpc.CallOption) (*CreateBindingResponse, error)
-	// DeleteBinding removes a binding.
+	// DeleteBinding removes a binding, or every binding of a container.
 	DeleteBinding(ctx context.Context, in *DeleteBindingRequest, opts ...grpc.CallOption) (*DeleteBindingResponse, error)
 	// ListBindings lists the bindings, optionally of one container.
 	ListBindings(ctx context.Context, in *ListBindingsRequest, opts ...grpc.CallOption) (*ListBindingsResponse, error)
@@ -80,11 +84,15 @@ func (c *bindingServiceClient) ListBindings(ctx context.Context, in *ListBinding
 // All implementations must embed UnimplementedBindingServiceServer
 // for forward compatibility.
 //
-// BindingService exposes a container's port: on the LAN, on a domain, or as an onion service.
+// BindingService exposes a container's port: on the LAN (a name.local over mDNS, HTTPS
+// with the host's local CA; a host port for a non-HTTP interface), on a public domain
+// (HTTPS with an ACME certificate), or as a Tor onion service. Bindings are kept across
+// restarts of netd and of their containers.
 type BindingServiceServer interface {
-	// CreateBinding exposes one interface of a container.
+	// CreateBinding exposes one interface of a container; creating a binding that exists
+	// with the same settings returns it.
 	CreateBinding(context.Context, *CreateBindingRequest) (*CreateBindingResponse, error)
-	// DeleteBinding removes a binding.
+	// DeleteBinding removes a binding, or every binding of a container.
 	DeleteBinding(context.Context, *DeleteBindingRequest) (*DeleteBindingResponse, error)
 	// ListBindings lists the bindings, optionally of one container.
 	ListBindings(context.Context, *ListBindingsRequest) (*ListBindingsResponse, error)

@@ -7,6 +7,7 @@ import (
 	"errors"
 	"flag"
 	"fmt"
+	netv1 "hearth.dev/proto/hearth/net/v1"
 	"log/slog"
 	"net"
 	"strings"
@@ -39,6 +40,7 @@ type Config struct {
 	ACMECARoots   string
 	HTTP01Addr    string
 	TLSALPN01Addr string
+	NetdSocket    string
 	DNS01Provider string
 	DNS01Resolver string
 	DNS01Check    string
@@ -57,6 +59,7 @@ func (c *Config) Flags(fs *flag.FlagSet) {
 	fs.StringVar(&c.ACMECARoots, "acme-ca-roots", "", "PEM `file` of extra roots to trust for the ACME directory's HTTPS (a test CA such as Pebble)")
 	fs.StringVar(&c.HTTP01Addr, "http01-addr", "", "`address` on which certd answers HTTP-01 challenges itself (the CA connects to port 80), until netd does")
 	fs.StringVar(&c.TLSALPN01Addr, "tlsalpn01-addr", "", "`address` on which certd answers TLS-ALPN-01 challenges itself (the CA connects to port 443), until netd does")
+	fs.StringVar(&c.NetdSocket, "netd-challenges", "", "netd's `socket`: answer HTTP-01 and TLS-ALPN-01 through netd's listeners on ports 80 and 443 (instead of --http01-addr and --tlsalpn01-addr)")
 	fs.StringVar(&c.DNS01Provider, "dns01-provider", "", "lego DNS provider `name` for DNS-01 challenges, configured by its environment variables (see lego's documentation)")
 	fs.StringVar(&c.DNS01Resolver, "dns01-resolvers", "", "comma-separated `host:port` nameservers on which DNS-01 checks propagation; empty: the system's")
 	fs.StringVar(&c.DNS01Check, "dns01-propagation", "authoritative", "where DNS-01 waits for the TXT record: authoritative (the zone's nameservers) or recursive (only --dns01-resolvers)")
@@ -113,8 +116,8 @@ func (c *Config) init(env *daemon.Env) (_ daemon.Hooks, err error) {
 		}
 		issuers[leaf.ACME] = iss
 		log.Info("ACME issuer", "directory", c.ACMEDirectory, "challenges", iss.Challenges())
-	case c.HTTP01Addr != "" || c.TLSALPN01Addr != "" || c.DNS01Provider != "":
-		return daemon.Hooks{}, errors.New("--http01-addr, --tlsalpn01-addr and --dns01-provider answer ACME challenges: give --acme-directory too")
+	case c.HTTP01Addr != "" || c.TLSALPN01Addr != "" || c.DNS01Provider != "" || c.NetdSocket != "":
+		return daemon.Hooks{}, errors.New("--http01-addr, --tlsalpn01-addr, --netd-challenges and --dns01-provider answer ACME challenges: give --acme-directory too")
 	}
 	m, err := leaf.New(leaf.Options{
 		Storage: st, Issuers: issuers, Policy: c.Policy, CA: localCA, Logger: log.With("component", "leaf"),
@@ -180,6 +183,13 @@ func (c *Config) acmeIssuer(st store.Storage, cons names.Constraints, log *slog.
 		p.listeners = append(p.listeners, l)
 		p.serve = append(p.serve, func(ctx context.Context) error { return s.serve(ctx, l) })
 		solvers[s.typ] = s.solver
+	}
+	if c.NetdSocket != "" {
+		if c.HTTP01Addr != "" || c.TLSALPN01Addr != "" {
+			return nil, errors.New("--netd-challenges answers HTTP-01 and TLS-ALPN-01 through netd: drop --http01-addr and --tlsalpn01-addr")
+		}
+		solvers[acme.HTTP01] = solver.Remote{Socket: c.NetdSocket, Type: netv1.ChallengeType_CHALLENGE_TYPE_HTTP_01}
+		solvers[acme.TLSALPN01] = solver.Remote{Socket: c.NetdSocket, Type: netv1.ChallengeType_CHALLENGE_TYPE_TLS_ALPN_01}
 	}
 	if c.DNS01Provider != "" {
 		dp, err := dnsprovider.New(c.DNS01Provider)
