@@ -139,6 +139,55 @@ type Network interface {
 	Attach(ctx context.Context, container string, pid int) (address string, ok bool, err error)
 	// Detach removes the container's veth; a no-op when netd is not running.
 	Detach(ctx context.Context, container string) error
+	// Expose makes sure the container's interfaces are bound where its manifest exposes
+	// them (lan, tor); a binding there already stays.
+	Expose(ctx context.Context, container string, bindings []Exposure) error
+	// Unexpose removes every binding of the container.
+	Unexpose(ctx context.Context, container string) error
+}
+
+// Exposure is one interface of a package exposed on the LAN or over Tor.
+type Exposure struct {
+	Interface string
+	Port      int
+	HTTP      bool
+	Where     string // "lan" or "tor"
+}
+
+// exposures are what a manifest's interfaces ask to be exposed automatically (a domain
+// needs its name from the user: hearthctl bind).
+func exposures(rec store.Container) []Exposure {
+	mf, err := manifest.Parse(rec.Manifest)
+	if len(rec.Manifest) == 0 || err != nil {
+		return nil
+	}
+	var out []Exposure
+	for _, n := range sortedKeys(mf.Interfaces) {
+		it := mf.Interfaces[n]
+		for _, e := range it.Expose {
+			if e == "lan" || e == "tor" {
+				out = append(out, Exposure{Interface: n, Port: it.Port, HTTP: it.Protocol != "tcp", Where: e})
+			}
+		}
+	}
+	return out
+}
+
+// expose asks netd for the container's bindings; netd being absent, or a part of it not
+// configured (Tor), is logged, not fatal: the package runs without that address.
+func (m *Manager) expose(ctx context.Context, rec store.Container) {
+	if m.opts.Network == nil {
+		return
+	}
+	ex := exposures(rec)
+	if len(ex) == 0 {
+		return
+	}
+	bctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	defer cancel()
+	if err := m.opts.Network.Expose(bctx, rec.Name, ex); err != nil {
+		m.log.Warn("expose the package's interfaces", "container", rec.Name, "error", err)
+	}
 }
 
 // Images is what containers need of the image store.
@@ -477,6 +526,7 @@ func (m *Manager) StartWith(ctx context.Context, name string, run []manifest.Hoo
 	if err != nil {
 		return fail(err)
 	}
+	m.expose(ctx, rec)
 	sp.done("network")
 	wctx, cancel := context.WithTimeout(ctx, m.opts.GuestTimeout)
 	defer cancel()
@@ -638,6 +688,11 @@ func (m *Manager) Delete(ctx context.Context, name string, force, purgeVolumes b
 	}
 	if err := m.remove(rec); err != nil {
 		return err
+	}
+	if m.opts.Network != nil {
+		if err := m.opts.Network.Unexpose(ctx, name); err != nil {
+			m.log.Warn("remove the container's bindings", "container", name, "error", err)
+		}
 	}
 	keep := !purgeVolumes && len(rec.Volumes) > 0
 	if keep {

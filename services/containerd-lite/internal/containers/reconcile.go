@@ -112,11 +112,15 @@ func (m *Manager) reconcileOne(ctx context.Context, rec store.Container) error {
 		if err := m.remount(rec, t); err != nil {
 			m.log.Error("reconcile: restore mounts", "container", rec.Name, "error", err)
 		}
-		if addr, err := m.attach(ctx, rec.Name); err != nil {
+		addr, err := m.attach(ctx, rec.Name)
+		if err != nil {
 			m.log.Error("reconcile: attach to netd", "container", rec.Name, "error", err)
-		} else if addr != rec.Address {
-			if _, err := m.update(rec.Name, func(r *store.Container) { r.Address = addr }); err != nil {
-				return err
+		} else {
+			m.expose(ctx, rec)
+			if addr != rec.Address {
+				if _, err := m.update(rec.Name, func(r *store.Container) { r.Address = addr }); err != nil {
+					return err
+				}
 			}
 		}
 		m.log.Info("reconcile: adopted running container", "container", rec.Name, "init_pid", pid, "overlays", len(rec.Overlays))
