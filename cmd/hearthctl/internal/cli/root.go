@@ -61,6 +61,7 @@ Every command takes --output json for scripts; text is meant for people.`,
 	root.AddCommand(certCmd(g))
 	root.AddCommand(packageCmds(g)...)
 	root.AddCommand(backupCmds(g)...)
+	root.AddCommand(bindingCmds(g)...)
 	root.AddCommand(keysCmd(g), packCmd(g))
 	if err := root.Execute(); err != nil {
 		var ee exitError

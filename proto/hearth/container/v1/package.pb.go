@@ -10,6 +10,7 @@ import (
 	protoreflect "google.golang.org/protobuf/reflect/protoreflect"
 	protoimpl "google.golang.org/protobuf/runtime/protoimpl"
 	timestamppb "google.golang.org/protobuf/types/known/timestamppb"
+	v1 "hearth.dev/proto/hearth/net/v1"
 	reflect "reflect"
 	sync "sync"
 	unsafe "unsafe"
@@ -1226,11 +1227,318 @@ func (x *TrustedKey) GetKey() string {
 	return ""
 }
 
+type BindPackageRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Id    string                 `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
+	// The manifest's interface name.
+	Interface string      `protobuf:"bytes,2,opt,name=interface,proto3" json:"interface,omitempty"`
+	Exposure  v1.Exposure `protobuf:"varint,3,opt,name=exposure,proto3,enum=hearth.net.v1.Exposure" json:"exposure,omitempty"`
+	// For EXPOSURE_DOMAIN: the public domain.
+	Domain string `protobuf:"bytes,4,opt,name=domain,proto3" json:"domain,omitempty"`
+	// TLS passes through to the package, which terminates it.
+	Passthrough   bool `protobuf:"varint,5,opt,name=passthrough,proto3" json:"passthrough,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *BindPackageRequest) Reset() {
+	*x = BindPackageRequest{}
+	mi := &file_hearth_container_v1_package_proto_msgTypes[21]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *BindPackageRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*BindPackageRequest) ProtoMessage() {}
+
+func (x *BindPackageRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_hearth_container_v1_package_proto_msgTypes[21]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use BindPackageRequest.ProtoReflect.Descriptor instead.
+func (*BindPackageRequest) Descriptor() ([]byte, []int) {
+	return file_hearth_container_v1_package_proto_rawDescGZIP(), []int{21}
+}
+
+func (x *BindPackageRequest) GetId() string {
+	if x != nil {
+		return x.Id
+	}
+	return ""
+}
+
+func (x *BindPackageRequest) GetInterface() string {
+	if x != nil {
+		return x.Interface
+	}
+	return ""
+}
+
+func (x *BindPackageRequest) GetExposure() v1.Exposure {
+	if x != nil {
+		return x.Exposure
+	}
+	return v1.Exposure(0)
+}
+
+func (x *BindPackageRequest) GetDomain() string {
+	if x != nil {
+		return x.Domain
+	}
+	return ""
+}
+
+func (x *BindPackageRequest) GetPassthrough() bool {
+	if x != nil {
+		return x.Passthrough
+	}
+	return false
+}
+
+type BindPackageResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Binding       *v1.Binding            `protobuf:"bytes,1,opt,name=binding,proto3" json:"binding,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *BindPackageResponse) Reset() {
+	*x = BindPackageResponse{}
+	mi := &file_hearth_container_v1_package_proto_msgTypes[22]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *BindPackageResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*BindPackageResponse) ProtoMessage() {}
+
+func (x *BindPackageResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_hearth_container_v1_package_proto_msgTypes[22]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use BindPackageResponse.ProtoReflect.Descriptor instead.
+func (*BindPackageResponse) Descriptor() ([]byte, []int) {
+	return file_hearth_container_v1_package_proto_rawDescGZIP(), []int{22}
+}
+
+func (x *BindPackageResponse) GetBinding() *v1.Binding {
+	if x != nil {
+		return x.Binding
+	}
+	return nil
+}
+
+type UnbindPackageRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Id            string                 `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
+	Interface     string                 `protobuf:"bytes,2,opt,name=interface,proto3" json:"interface,omitempty"`
+	Exposure      v1.Exposure            `protobuf:"varint,3,opt,name=exposure,proto3,enum=hearth.net.v1.Exposure" json:"exposure,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *UnbindPackageRequest) Reset() {
+	*x = UnbindPackageRequest{}
+	mi := &file_hearth_container_v1_package_proto_msgTypes[23]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *UnbindPackageRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*UnbindPackageRequest) ProtoMessage() {}
+
+func (x *UnbindPackageRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_hearth_container_v1_package_proto_msgTypes[23]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use UnbindPackageRequest.ProtoReflect.Descriptor instead.
+func (*UnbindPackageRequest) Descriptor() ([]byte, []int) {
+	return file_hearth_container_v1_package_proto_rawDescGZIP(), []int{23}
+}
+
+func (x *UnbindPackageRequest) GetId() string {
+	if x != nil {
+		return x.Id
+	}
+	return ""
+}
+
+func (x *UnbindPackageRequest) GetInterface() string {
+	if x != nil {
+		return x.Interface
+	}
+	return ""
+}
+
+func (x *UnbindPackageRequest) GetExposure() v1.Exposure {
+	if x != nil {
+		return x.Exposure
+	}
+	return v1.Exposure(0)
+}
+
+type UnbindPackageResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *UnbindPackageResponse) Reset() {
+	*x = UnbindPackageResponse{}
+	mi := &file_hearth_container_v1_package_proto_msgTypes[24]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *UnbindPackageResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*UnbindPackageResponse) ProtoMessage() {}
+
+func (x *UnbindPackageResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_hearth_container_v1_package_proto_msgTypes[24]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use UnbindPackageResponse.ProtoReflect.Descriptor instead.
+func (*UnbindPackageResponse) Descriptor() ([]byte, []int) {
+	return file_hearth_container_v1_package_proto_rawDescGZIP(), []int{24}
+}
+
+type ListAddressesRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Id            string                 `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListAddressesRequest) Reset() {
+	*x = ListAddressesRequest{}
+	mi := &file_hearth_container_v1_package_proto_msgTypes[25]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListAddressesRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListAddressesRequest) ProtoMessage() {}
+
+func (x *ListAddressesRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_hearth_container_v1_package_proto_msgTypes[25]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListAddressesRequest.ProtoReflect.Descriptor instead.
+func (*ListAddressesRequest) Descriptor() ([]byte, []int) {
+	return file_hearth_container_v1_package_proto_rawDescGZIP(), []int{25}
+}
+
+func (x *ListAddressesRequest) GetId() string {
+	if x != nil {
+		return x.Id
+	}
+	return ""
+}
+
+type ListAddressesResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Bindings      []*v1.Binding          `protobuf:"bytes,1,rep,name=bindings,proto3" json:"bindings,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListAddressesResponse) Reset() {
+	*x = ListAddressesResponse{}
+	mi := &file_hearth_container_v1_package_proto_msgTypes[26]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListAddressesResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListAddressesResponse) ProtoMessage() {}
+
+func (x *ListAddressesResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_hearth_container_v1_package_proto_msgTypes[26]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListAddressesResponse.ProtoReflect.Descriptor instead.
+func (*ListAddressesResponse) Descriptor() ([]byte, []int) {
+	return file_hearth_container_v1_package_proto_rawDescGZIP(), []int{26}
+}
+
+func (x *ListAddressesResponse) GetBindings() []*v1.Binding {
+	if x != nil {
+		return x.Bindings
+	}
+	return nil
+}
+
 var File_hearth_container_v1_package_proto protoreflect.FileDescriptor
 
 const file_hearth_container_v1_package_proto_rawDesc = "" +
 	"\n" +
-	"!hearth/container/v1/package.proto\x12\x13hearth.container.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"\x90\x03\n" +
+	"!hearth/container/v1/package.proto\x12\x13hearth.container.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x1bhearth/net/v1/binding.proto\"\x90\x03\n" +
 	"\aPackage\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x18\n" +
 	"\aversion\x18\x02 \x01(\tR\aversion\x12\x1c\n" +
@@ -1299,14 +1607,34 @@ const file_hearth_container_v1_package_proto_rawDesc = "" +
 	"TrustedKey\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x18\n" +
 	"\acomment\x18\x02 \x01(\tR\acomment\x12\x10\n" +
-	"\x03key\x18\x03 \x01(\tR\x03key2\xa0\x04\n" +
+	"\x03key\x18\x03 \x01(\tR\x03key\"\xb1\x01\n" +
+	"\x12BindPackageRequest\x12\x0e\n" +
+	"\x02id\x18\x01 \x01(\tR\x02id\x12\x1c\n" +
+	"\tinterface\x18\x02 \x01(\tR\tinterface\x123\n" +
+	"\bexposure\x18\x03 \x01(\x0e2\x17.hearth.net.v1.ExposureR\bexposure\x12\x16\n" +
+	"\x06domain\x18\x04 \x01(\tR\x06domain\x12 \n" +
+	"\vpassthrough\x18\x05 \x01(\bR\vpassthrough\"G\n" +
+	"\x13BindPackageResponse\x120\n" +
+	"\abinding\x18\x01 \x01(\v2\x16.hearth.net.v1.BindingR\abinding\"y\n" +
+	"\x14UnbindPackageRequest\x12\x0e\n" +
+	"\x02id\x18\x01 \x01(\tR\x02id\x12\x1c\n" +
+	"\tinterface\x18\x02 \x01(\tR\tinterface\x123\n" +
+	"\bexposure\x18\x03 \x01(\x0e2\x17.hearth.net.v1.ExposureR\bexposure\"\x17\n" +
+	"\x15UnbindPackageResponse\"&\n" +
+	"\x14ListAddressesRequest\x12\x0e\n" +
+	"\x02id\x18\x01 \x01(\tR\x02id\"K\n" +
+	"\x15ListAddressesResponse\x122\n" +
+	"\bbindings\x18\x01 \x03(\v2\x16.hearth.net.v1.BindingR\bbindings2\xd2\x06\n" +
 	"\x0ePackageService\x12m\n" +
 	"\x0eInstallPackage\x12*.hearth.container.v1.InstallPackageRequest\x1a+.hearth.container.v1.InstallPackageResponse(\x010\x01\x12j\n" +
 	"\rUpdatePackage\x12).hearth.container.v1.UpdatePackageRequest\x1a*.hearth.container.v1.UpdatePackageResponse(\x010\x01\x12o\n" +
 	"\x10UninstallPackage\x12,.hearth.container.v1.UninstallPackageRequest\x1a-.hearth.container.v1.UninstallPackageResponse\x12c\n" +
 	"\fListPackages\x12(.hearth.container.v1.ListPackagesRequest\x1a).hearth.container.v1.ListPackagesResponse\x12]\n" +
 	"\n" +
-	"GetPackage\x12&.hearth.container.v1.GetPackageRequest\x1a'.hearth.container.v1.GetPackageResponse2\x9d\x02\n" +
+	"GetPackage\x12&.hearth.container.v1.GetPackageRequest\x1a'.hearth.container.v1.GetPackageResponse\x12`\n" +
+	"\vBindPackage\x12'.hearth.container.v1.BindPackageRequest\x1a(.hearth.container.v1.BindPackageResponse\x12f\n" +
+	"\rUnbindPackage\x12).hearth.container.v1.UnbindPackageRequest\x1a*.hearth.container.v1.UnbindPackageResponse\x12f\n" +
+	"\rListAddresses\x12).hearth.container.v1.ListAddressesRequest\x1a*.hearth.container.v1.ListAddressesResponse2\x9d\x02\n" +
 	"\n" +
 	"KeyService\x12W\n" +
 	"\bTrustKey\x12$.hearth.container.v1.TrustKeyRequest\x1a%.hearth.container.v1.TrustKeyResponse\x12]\n" +
@@ -1326,7 +1654,7 @@ func file_hearth_container_v1_package_proto_rawDescGZIP() []byte {
 	return file_hearth_container_v1_package_proto_rawDescData
 }
 
-var file_hearth_container_v1_package_proto_msgTypes = make([]protoimpl.MessageInfo, 22)
+var file_hearth_container_v1_package_proto_msgTypes = make([]protoimpl.MessageInfo, 28)
 var file_hearth_container_v1_package_proto_goTypes = []any{
 	(*Package)(nil),                  // 0: hearth.container.v1.Package
 	(*PackageProgress)(nil),          // 1: hearth.container.v1.PackageProgress
@@ -1349,13 +1677,21 @@ var file_hearth_container_v1_package_proto_goTypes = []any{
 	(*ListKeysRequest)(nil),          // 18: hearth.container.v1.ListKeysRequest
 	(*ListKeysResponse)(nil),         // 19: hearth.container.v1.ListKeysResponse
 	(*TrustedKey)(nil),               // 20: hearth.container.v1.TrustedKey
-	nil,                              // 21: hearth.container.v1.Package.ImagesEntry
-	(*timestamppb.Timestamp)(nil),    // 22: google.protobuf.Timestamp
+	(*BindPackageRequest)(nil),       // 21: hearth.container.v1.BindPackageRequest
+	(*BindPackageResponse)(nil),      // 22: hearth.container.v1.BindPackageResponse
+	(*UnbindPackageRequest)(nil),     // 23: hearth.container.v1.UnbindPackageRequest
+	(*UnbindPackageResponse)(nil),    // 24: hearth.container.v1.UnbindPackageResponse
+	(*ListAddressesRequest)(nil),     // 25: hearth.container.v1.ListAddressesRequest
+	(*ListAddressesResponse)(nil),    // 26: hearth.container.v1.ListAddressesResponse
+	nil,                              // 27: hearth.container.v1.Package.ImagesEntry
+	(*timestamppb.Timestamp)(nil),    // 28: google.protobuf.Timestamp
+	(v1.Exposure)(0),                 // 29: hearth.net.v1.Exposure
+	(*v1.Binding)(nil),               // 30: hearth.net.v1.Binding
 }
 var file_hearth_container_v1_package_proto_depIdxs = []int32{
-	22, // 0: hearth.container.v1.Package.installed_at:type_name -> google.protobuf.Timestamp
-	22, // 1: hearth.container.v1.Package.updated_at:type_name -> google.protobuf.Timestamp
-	21, // 2: hearth.container.v1.Package.images:type_name -> hearth.container.v1.Package.ImagesEntry
+	28, // 0: hearth.container.v1.Package.installed_at:type_name -> google.protobuf.Timestamp
+	28, // 1: hearth.container.v1.Package.updated_at:type_name -> google.protobuf.Timestamp
+	27, // 2: hearth.container.v1.Package.images:type_name -> hearth.container.v1.Package.ImagesEntry
 	0,  // 3: hearth.container.v1.PackageResult.package:type_name -> hearth.container.v1.Package
 	2,  // 4: hearth.container.v1.InstallPackageRequest.options:type_name -> hearth.container.v1.PackageOptions
 	1,  // 5: hearth.container.v1.InstallPackageResponse.progress:type_name -> hearth.container.v1.PackageProgress
@@ -1367,27 +1703,37 @@ var file_hearth_container_v1_package_proto_depIdxs = []int32{
 	0,  // 11: hearth.container.v1.GetPackageResponse.package:type_name -> hearth.container.v1.Package
 	20, // 12: hearth.container.v1.TrustKeyResponse.key:type_name -> hearth.container.v1.TrustedKey
 	20, // 13: hearth.container.v1.ListKeysResponse.keys:type_name -> hearth.container.v1.TrustedKey
-	4,  // 14: hearth.container.v1.PackageService.InstallPackage:input_type -> hearth.container.v1.InstallPackageRequest
-	6,  // 15: hearth.container.v1.PackageService.UpdatePackage:input_type -> hearth.container.v1.UpdatePackageRequest
-	12, // 16: hearth.container.v1.PackageService.UninstallPackage:input_type -> hearth.container.v1.UninstallPackageRequest
-	8,  // 17: hearth.container.v1.PackageService.ListPackages:input_type -> hearth.container.v1.ListPackagesRequest
-	10, // 18: hearth.container.v1.PackageService.GetPackage:input_type -> hearth.container.v1.GetPackageRequest
-	14, // 19: hearth.container.v1.KeyService.TrustKey:input_type -> hearth.container.v1.TrustKeyRequest
-	16, // 20: hearth.container.v1.KeyService.UntrustKey:input_type -> hearth.container.v1.UntrustKeyRequest
-	18, // 21: hearth.container.v1.KeyService.ListKeys:input_type -> hearth.container.v1.ListKeysRequest
-	5,  // 22: hearth.container.v1.PackageService.InstallPackage:output_type -> hearth.container.v1.InstallPackageResponse
-	7,  // 23: hearth.container.v1.PackageService.UpdatePackage:output_type -> hearth.container.v1.UpdatePackageResponse
-	13, // 24: hearth.container.v1.PackageService.UninstallPackage:output_type -> hearth.container.v1.UninstallPackageResponse
-	9,  // 25: hearth.container.v1.PackageService.ListPackages:output_type -> hearth.container.v1.ListPackagesResponse
-	11, // 26: hearth.container.v1.PackageService.GetPackage:output_type -> hearth.container.v1.GetPackageResponse
-	15, // 27: hearth.container.v1.KeyService.TrustKey:output_type -> hearth.container.v1.TrustKeyResponse
-	17, // 28: hearth.container.v1.KeyService.UntrustKey:output_type -> hearth.container.v1.UntrustKeyResponse
-	19, // 29: hearth.container.v1.KeyService.ListKeys:output_type -> hearth.container.v1.ListKeysResponse
-	22, // [22:30] is the sub-list for method output_type
-	14, // [14:22] is the sub-list for method input_type
-	14, // [14:14] is the sub-list for extension type_name
-	14, // [14:14] is the sub-list for extension extendee
-	0,  // [0:14] is the sub-list for field type_name
+	29, // 14: hearth.container.v1.BindPackageRequest.exposure:type_name -> hearth.net.v1.Exposure
+	30, // 15: hearth.container.v1.BindPackageResponse.binding:type_name -> hearth.net.v1.Binding
+	29, // 16: hearth.container.v1.UnbindPackageRequest.exposure:type_name -> hearth.net.v1.Exposure
+	30, // 17: hearth.container.v1.ListAddressesResponse.bindings:type_name -> hearth.net.v1.Binding
+	4,  // 18: hearth.container.v1.PackageService.InstallPackage:input_type -> hearth.container.v1.InstallPackageRequest
+	6,  // 19: hearth.container.v1.PackageService.UpdatePackage:input_type -> hearth.container.v1.UpdatePackageRequest
+	12, // 20: hearth.container.v1.PackageService.UninstallPackage:input_type -> hearth.container.v1.UninstallPackageRequest
+	8,  // 21: hearth.container.v1.PackageService.ListPackages:input_type -> hearth.container.v1.ListPackagesRequest
+	10, // 22: hearth.container.v1.PackageService.GetPackage:input_type -> hearth.container.v1.GetPackageRequest
+	21, // 23: hearth.container.v1.PackageService.BindPackage:input_type -> hearth.container.v1.BindPackageRequest
+	23, // 24: hearth.container.v1.PackageService.UnbindPackage:input_type -> hearth.container.v1.UnbindPackageRequest
+	25, // 25: hearth.container.v1.PackageService.ListAddresses:input_type -> hearth.container.v1.ListAddressesRequest
+	14, // 26: hearth.container.v1.KeyService.TrustKey:input_type -> hearth.container.v1.TrustKeyRequest
+	16, // 27: hearth.container.v1.KeyService.UntrustKey:input_type -> hearth.container.v1.UntrustKeyRequest
+	18, // 28: hearth.container.v1.KeyService.ListKeys:input_type -> hearth.container.v1.ListKeysRequest
+	5,  // 29: hearth.container.v1.PackageService.InstallPackage:output_type -> hearth.container.v1.InstallPackageResponse
+	7,  // 30: hearth.container.v1.PackageService.UpdatePackage:output_type -> hearth.container.v1.UpdatePackageResponse
+	13, // 31: hearth.container.v1.PackageService.UninstallPackage:output_type -> hearth.container.v1.UninstallPackageResponse
+	9,  // 32: hearth.container.v1.PackageService.ListPackages:output_type -> hearth.container.v1.ListPackagesResponse
+	11, // 33: hearth.container.v1.PackageService.GetPackage:output_type -> hearth.container.v1.GetPackageResponse
+	22, // 34: hearth.container.v1.PackageService.BindPackage:output_type -> hearth.container.v1.BindPackageResponse
+	24, // 35: hearth.container.v1.PackageService.UnbindPackage:output_type -> hearth.container.v1.UnbindPackageResponse
+	26, // 36: hearth.container.v1.PackageService.ListAddresses:output_type -> hearth.container.v1.ListAddressesResponse
+	15, // 37: hearth.container.v1.KeyService.TrustKey:output_type -> hearth.container.v1.TrustKeyResponse
+	17, // 38: hearth.container.v1.KeyService.UntrustKey:output_type -> hearth.container.v1.UntrustKeyResponse
+	19, // 39: hearth.container.v1.KeyService.ListKeys:output_type -> hearth.container.v1.ListKeysResponse
+	29, // [29:40] is the sub-list for method output_type
+	18, // [18:29] is the sub-list for method input_type
+	18, // [18:18] is the sub-list for extension type_name
+	18, // [18:18] is the sub-list for extension extendee
+	0,  // [0:18] is the sub-list for field type_name
 }
 
 func init() { file_hearth_container_v1_package_proto_init() }
@@ -1417,7 +1763,7 @@ func file_hearth_container_v1_package_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_hearth_container_v1_package_proto_rawDesc), len(file_hearth_container_v1_package_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   22,
+			NumMessages:   28,
 			NumExtensions: 0,
 			NumServices:   2,
 		},

@@ -24,6 +24,9 @@ const (
 	PackageService_UninstallPackage_FullMethodName = "/hearth.container.v1.PackageService/UninstallPackage"
 	PackageService_ListPackages_FullMethodName     = "/hearth.container.v1.PackageService/ListPackages"
 	PackageService_GetPackage_FullMethodName       = "/hearth.container.v1.PackageService/GetPackage"
+	PackageService_BindPackage_FullMethodName      = "/hearth.container.v1.PackageService/BindPackage"
+	PackageService_UnbindPackage_FullMethodName    = "/hearth.container.v1.PackageService/UnbindPackage"
+	PackageService_ListAddresses_FullMethodName    = "/hearth.container.v1.PackageService/ListAddresses"
 )
 
 // PackageServiceClient is the client API for PackageService service.
@@ -47,6 +50,13 @@ type PackageServiceClient interface {
 	ListPackages(ctx context.Context, in *ListPackagesRequest, opts ...grpc.CallOption) (*ListPackagesResponse, error)
 	// GetPackage reports one package, with its manifest.
 	GetPackage(ctx context.Context, in *GetPackageRequest, opts ...grpc.CallOption) (*GetPackageResponse, error)
+	// BindPackage exposes one of a package's interfaces where its manifest allows: on the
+	// LAN, on a public domain, or over Tor (through netd).
+	BindPackage(ctx context.Context, in *BindPackageRequest, opts ...grpc.CallOption) (*BindPackageResponse, error)
+	// UnbindPackage removes one of a package's bindings.
+	UnbindPackage(ctx context.Context, in *UnbindPackageRequest, opts ...grpc.CallOption) (*UnbindPackageResponse, error)
+	// ListAddresses lists where a package answers.
+	ListAddresses(ctx context.Context, in *ListAddressesRequest, opts ...grpc.CallOption) (*ListAddressesResponse, error)
 }
 
 type packageServiceClient struct {
@@ -113,6 +123,36 @@ func (c *packageServiceClient) GetPackage(ctx context.Context, in *GetPackageReq
 	return out, nil
 }
 
+func (c *packageServiceClient) BindPackage(ctx context.Context, in *BindPackageRequest, opts ...grpc.CallOption) (*BindPackageResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(BindPackageResponse)
+	err := c.cc.Invoke(ctx, PackageService_BindPackage_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *packageServiceClient) UnbindPackage(ctx context.Context, in *UnbindPackageRequest, opts ...grpc.CallOption) (*UnbindPackageResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(UnbindPackageResponse)
+	err := c.cc.Invoke(ctx, PackageService_UnbindPackage_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *packageServiceClient) ListAddresses(ctx context.Context, in *ListAddressesRequest, opts ...grpc.CallOption) (*ListAddressesResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(ListAddressesResponse)
+	err := c.cc.Invoke(ctx, PackageService_ListAddresses_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // PackageServiceServer is the server API for PackageService service.
 // All implementations must embed UnimplementedPackageServiceServer
 // for forward compatibility.
@@ -134,6 +174,13 @@ type PackageServiceServer interface {
 	ListPackages(context.Context, *ListPackagesRequest) (*ListPackagesResponse, error)
 	// GetPackage reports one package, with its manifest.
 	GetPackage(context.Context, *GetPackageRequest) (*GetPackageResponse, error)
+	// BindPackage exposes one of a package's interfaces where its manifest allows: on the
+	// LAN, on a public domain, or over Tor (through netd).
+	BindPackage(context.Context, *BindPackageRequest) (*BindPackageResponse, error)
+	// UnbindPackage removes one of a package's bindings.
+	UnbindPackage(context.Context, *UnbindPackageRequest) (*UnbindPackageResponse, error)
+	// ListAddresses lists where a package answers.
+	ListAddresses(context.Context, *ListAddressesRequest) (*ListAddressesResponse, error)
 	mustEmbedUnimplementedPackageServiceServer()
 }
 
@@ -158,6 +205,15 @@ func (UnimplementedPackageServiceServer) ListPackages(context.Context, *ListPack
 }
 func (UnimplementedPackageServiceServer) GetPackage(context.Context, *GetPackageRequest) (*GetPackageResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method GetPackage not implemented")
+}
+func (UnimplementedPackageServiceServer) BindPackage(context.Context, *BindPackageRequest) (*BindPackageResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method BindPackage not implemented")
+}
+func (UnimplementedPackageServiceServer) UnbindPackage(context.Context, *UnbindPackageRequest) (*UnbindPackageResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method UnbindPackage not implemented")
+}
+func (UnimplementedPackageServiceServer) ListAddresses(context.Context, *ListAddressesRequest) (*ListAddressesResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method ListAddresses not implemented")
 }
 func (UnimplementedPackageServiceServer) mustEmbedUnimplementedPackageServiceServer() {}
 func (UnimplementedPackageServiceServer) testEmbeddedByValue()                        {}
@@ -248,6 +304,60 @@ func _PackageService_GetPackage_Handler(srv interface{}, ctx context.Context, de
 	return interceptor(ctx, in, info, handler)
 }
 
+func _PackageService_BindPackage_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(BindPackageRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(PackageServiceServer).BindPackage(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: PackageService_BindPackage_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(PackageServiceServer).BindPackage(ctx, req.(*BindPackageRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _PackageService_UnbindPackage_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(UnbindPackageRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(PackageServiceServer).UnbindPackage(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: PackageService_UnbindPackage_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(PackageServiceServer).UnbindPackage(ctx, req.(*UnbindPackageRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _PackageService_ListAddresses_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(ListAddressesRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(PackageServiceServer).ListAddresses(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: PackageService_ListAddresses_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(PackageServiceServer).ListAddresses(ctx, req.(*ListAddressesRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 // PackageService_ServiceDesc is the grpc.ServiceDesc for PackageService service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -266,6 +376,18 @@ var PackageService_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "GetPackage",
 			Handler:    _PackageService_GetPackage_Handler,
+		},
+		{
+			MethodName: "BindPackage",
+			Handler:    _PackageService_BindPackage_Handler,
+		},
+		{
+			MethodName: "UnbindPackage",
+			Handler:    _PackageService_UnbindPackage_Handler,
+		},
+		{
+			MethodName: "ListAddresses",
+			Handler:    _PackageService_ListAddresses_Handler,
 		},
 	},
 	Streams: []grpc.StreamDesc{

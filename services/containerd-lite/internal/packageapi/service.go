@@ -16,6 +16,7 @@ import (
 
 	"hearth.dev/internal/errdefs"
 	containerv1 "hearth.dev/proto/hearth/container/v1"
+	netv1 "hearth.dev/proto/hearth/net/v1"
 	"hearth.dev/services/containerd-lite/internal/packages"
 	"hearth.dev/services/containerd-lite/internal/store"
 )
@@ -28,6 +29,9 @@ type Packages interface {
 	Get(id string) (store.Package, error)
 	List() ([]store.Package, error)
 	Files(id, version string) (readme, license string)
+	Bind(ctx context.Context, id, iface string, ex netv1.Exposure, domain string, passthrough bool) (*netv1.Binding, error)
+	Unbind(ctx context.Context, id, iface string, ex netv1.Exposure) error
+	Addresses(ctx context.Context, id string) ([]*netv1.Binding, error)
 }
 
 // State reports a package container's state.
@@ -177,4 +181,27 @@ func (s *Service) GetPackage(ctx context.Context, req *containerv1.GetPackageReq
 	}
 	readme, license := s.p.Files(p.ID, p.Version)
 	return &containerv1.GetPackageResponse{Package: s.proto(ctx, p), Manifest: p.Manifest, Readme: readme, License: license}, nil
+}
+
+// BindPackage implements PackageService.
+func (s *Service) BindPackage(ctx context.Context, req *containerv1.BindPackageRequest) (*containerv1.BindPackageResponse, error) {
+	b, err := s.p.Bind(ctx, req.GetId(), req.GetInterface(), req.GetExposure(), req.GetDomain(), req.GetPassthrough())
+	if err != nil {
+		return nil, err
+	}
+	return &containerv1.BindPackageResponse{Binding: b}, nil
+}
+
+// UnbindPackage implements PackageService.
+func (s *Service) UnbindPackage(ctx context.Context, req *containerv1.UnbindPackageRequest) (*containerv1.UnbindPackageResponse, error) {
+	return &containerv1.UnbindPackageResponse{}, s.p.Unbind(ctx, req.GetId(), req.GetInterface(), req.GetExposure())
+}
+
+// ListAddresses implements PackageService.
+func (s *Service) ListAddresses(ctx context.Context, req *containerv1.ListAddressesRequest) (*containerv1.ListAddressesResponse, error) {
+	bs, err := s.p.Addresses(ctx, req.GetId())
+	if err != nil {
+		return nil, err
+	}
+	return &containerv1.ListAddressesResponse{Bindings: bs}, nil
 }

@@ -97,6 +97,8 @@ type Options struct {
 	// StateDir holds staging/ (verified files) and snapshots/ (volumes kept during updates).
 	StateDir string
 	Logger   *slog.Logger
+	// Net is netd's bindings (nil without netd).
+	Net Net
 	// CrashAt, for tests only, kills the daemon (SIGKILL) right after the journal records
 	// the named step ("install:images", "update:replaced", ...).
 	CrashAt string

@@ -99,7 +99,8 @@ func Spec() daemon.Spec {
 	}
 }
 
-func initDaemon(env *daemon.Env, baseSrc string, policy limits.Policy, reserve int64, network containers.Network) (*containers.Manager, daemon.Hooks, error) {
+func initDaemon(env *daemon.Env, baseSrc string, policy limits.Policy, reserve int64, netd netdclient.Client) (*containers.Manager, daemon.Hooks, error) {
+	network := containers.Network(netd)
 	if os.Geteuid() != 0 {
 		return nil, daemon.Hooks{}, errors.New("containerd-lite must run as root: it mounts file systems and starts LXC containers")
 	}
@@ -184,7 +185,7 @@ func initDaemon(env *daemon.Env, baseSrc string, policy limits.Policy, reserve i
 	}
 	pkgs, err := packages.New(packages.Options{
 		Containers: m, Images: imgs, Records: st, Verify: packages.HpkgVerifier(trust),
-		StateDir: filepath.Join(env.StateDir, "packages"), Logger: env.Logger,
+		StateDir: filepath.Join(env.StateDir, "packages"), Logger: env.Logger, Net: netd,
 		// For the crash tests only: die at a journaled step.
 		CrashAt: os.Getenv(CrashAtEnv),
 	})

@@ -1,0 +1,92 @@
+package packages
+
+import (
+	"context"
+	"fmt"
+	"maps"
+	"slices"
+	"strings"
+
+	"hearth.dev/internal/errdefs"
+	"hearth.dev/internal/manifest"
+	netv1 "hearth.dev/proto/hearth/net/v1"
+)
+
+// Net is netd's bindings, as packages use them (netdclient.Client).
+type Net interface {
+	Bind(ctx context.Context, req *netv1.CreateBindingRequest) (*netv1.Binding, error)
+	Unbind(ctx context.Context, id, container string) ([]string, error)
+	Bindings(ctx context.Context, container string) ([]*netv1.Binding, error)
+}
+
+var exposureWords = map[netv1.Exposure]string{netv1.Exposure_EXPOSURE_LAN: "lan", netv1.Exposure_EXPOSURE_DOMAIN: "domain", netv1.Exposure_EXPOSURE_TOR: "tor"}
+
+// interfaceOf finds an installed package's interface and checks it may be exposed where asked.
+func (m *Manager) interfaceOf(id, iface string, ex netv1.Exposure) (manifest.Interface, error) {
+	p, err := m.opts.Records.GetPackage(id)
+	if err != nil {
+		return manifest.Interface{}, err
+	}
+	mf, err := manifest.Parse(p.Manifest)
+	if err != nil {
+		return manifest.Interface{}, err
+	}
+	it, ok := mf.Interfaces[iface]
+	if !ok {
+		names := slices.Sorted(maps.Keys(mf.Interfaces))
+		return it, fmt.Errorf("%s has no interface %q (it has: %s): %w", id, iface, strings.Join(names, ", "), errdefs.ErrInvalidArgument)
+	}
+	word, ok := exposureWords[ex]
+	if !ok {
+		return it, fmt.Errorf("say where to expose %s/%s: lan, domain or tor: %w", id, iface, errdefs.ErrInvalidArgument)
+	}
+	if !slices.Contains(it.Expose, word) {
+		return it, fmt.Errorf("%s's interface %s may be exposed on %s only (its manifest's expose), not on %s: %w", id, iface, strings.Join(it.Expose, ", "), word, errdefs.ErrFailedPrecondition)
+	}
+	return it, nil
+}
+
+// Bind exposes an installed package's interface where its manifest allows.
+func (m *Manager) Bind(ctx context.Context, id, iface string, ex netv1.Exposure, domain string, passthrough bool) (*netv1.Binding, error) {
+	if m.opts.Net == nil {
+		return nil, fmt.Errorf("this containerd-lite has no netd: %w", errdefs.ErrUnavailable)
+	}
+	it, err := m.interfaceOf(id, iface, ex)
+	if err != nil {
+		return nil, err
+	}
+	if ex == netv1.Exposure_EXPOSURE_DOMAIN && domain == "" {
+		return nil, fmt.Errorf("give the domain to bind %s/%s to (--domain example.org): %w", id, iface, errdefs.ErrInvalidArgument)
+	}
+	if ex != netv1.Exposure_EXPOSURE_DOMAIN && domain != "" {
+		return nil, fmt.Errorf("a domain goes with a domain binding only: %w", errdefs.ErrInvalidArgument)
+	}
+	proto := netv1.Protocol_PROTOCOL_HTTP
+	if it.Protocol == "tcp" {
+		proto = netv1.Protocol_PROTOCOL_TCP
+	}
+	return m.opts.Net.Bind(ctx, &netv1.CreateBindingRequest{Container: id, Interface: iface, Port: uint32(it.Port), Protocol: proto, Exposure: ex, Domain: domain, Passthrough: passthrough})
+}
+
+// Unbind removes one of a package's bindings.
+func (m *Manager) Unbind(ctx context.Context, id, iface string, ex netv1.Exposure) error {
+	if m.opts.Net == nil {
+		return fmt.Errorf("this containerd-lite has no netd: %w", errdefs.ErrUnavailable)
+	}
+	if _, err := m.interfaceOf(id, iface, ex); err != nil {
+		return err
+	}
+	_, err := m.opts.Net.Unbind(ctx, fmt.Sprintf("%s/%s/%s", id, iface, exposureWords[ex]), "")
+	return err
+}
+
+// Addresses lists where an installed package answers.
+func (m *Manager) Addresses(ctx context.Context, id string) ([]*netv1.Binding, error) {
+	if _, err := m.opts.Records.GetPackage(id); err != nil {
+		return nil, err
+	}
+	if m.opts.Net == nil {
+		return nil, fmt.Errorf("this containerd-lite has no netd: %w", errdefs.ErrUnavailable)
+	}
+	return m.opts.Net.Bindings(ctx, id)
+}
