@@ -74,7 +74,10 @@ func (c Config) Render() (string, error) {
 	if _, err := os.Stat(seccomp); err != nil {
 		return "", fmt.Errorf("seccomp profile %s: %w; containers do not start without a system call filter (install the lxc package)", seccomp, err)
 	}
-	line("lxc.cap.drop", "mac_admin mac_override sys_time sys_module sys_rawio")
+	// net_admin and net_raw too: a container's root could otherwise take another
+	// container's address (change its own, or forge ARP) and intercept its traffic; netd
+	// configures eth0 from outside.
+	line("lxc.cap.drop", "mac_admin mac_override sys_time sys_module sys_rawio net_admin net_raw")
 	line("lxc.seccomp.profile", "%s", seccomp)
 	line("lxc.pty.max", "1024")
 	line("lxc.uts.name", "%s", c.Name)
