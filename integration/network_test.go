@@ -3,6 +3,8 @@ package integration
 import (
 	"fmt"
 	"math/rand"
+	"net"
+	"net/http"
 	"os/exec"
 	"path/filepath"
 	"strings"
@@ -61,8 +63,10 @@ func TestContainerNetworking(t *testing.T) {
 	if out, err := l.inside(t, "net1", nil, "ip", "route"); err != nil || !strings.Contains(out, "default via "+gateway) {
 		t.Errorf("routes inside: %v\n%s", err, out)
 	}
-	if _, err := l.inside(t, "net1", nil, "ping", "-c", "1", "-W", "2", gateway); err != nil {
-		t.Errorf("ping the gateway from inside: %v", err)
+	// Containers have no raw sockets (no ping): reach a TCP server on the gateway.
+	srv := listenHTTP(t, gateway+":0")
+	if out, err := l.inside(t, "net1", nil, "sh", "-c", "printf 'GET / HTTP/1.0\\r\\n\\r\\n' | nc -w 2 "+strings.Replace(srv, ":", " ", 1)); err != nil || !strings.Contains(out, "ok") {
+		t.Errorf("reach the gateway from inside: %q %v", out, err)
 	}
 	if out, err := run(t, "busybox", "ping", "-c", "1", "-W", "2", c2.GetAddress()); err != nil {
 		t.Errorf("ping net2 from the host: %v\n%s", err, out)
@@ -83,8 +87,8 @@ func TestContainerNetworking(t *testing.T) {
 	if got := l.inspect(t, "net1").GetContainer().GetAddress(); got != c1.GetAddress() {
 		t.Errorf("net1's address after restarts: %q, was %q", got, c1.GetAddress())
 	}
-	if _, err := l.inside(t, "net1", nil, "ping", "-c", "1", "-W", "2", gateway); err != nil {
-		t.Errorf("ping after restarts: %v", err)
+	if out, err := l.inside(t, "net1", nil, "sh", "-c", "printf 'GET / HTTP/1.0\\r\\n\\r\\n' | nc -w 2 "+strings.Replace(srv, ":", " ", 1)); err != nil || !strings.Contains(out, "ok") {
+		t.Errorf("reach the gateway after restarts: %q %v", out, err)
 	}
 
 	if _, err := hearthctl(t, l.runDir, "container", "stop", "net1"); err != nil {
@@ -103,4 +107,17 @@ func TestContainerNetworking(t *testing.T) {
 	if got := l.inspect(t, "net1").GetContainer().GetAddress(); got != subnet+"2" {
 		t.Errorf("net1's address after restart: %q", got)
 	}
+}
+
+// listenHTTP serves a tiny page on addr until the test ends and returns its address.
+func listenHTTP(t *testing.T, addr string) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) { w.Write([]byte("ok")) })}
+	go srv.Serve(ln)
+	t.Cleanup(func() { srv.Close() })
+	return ln.Addr().String()
 }
