@@ -500,3 +500,119 @@ func isDone(m *Managed) bool {
 		return false
 	}
 }
+
+// TestManyServices adds services concurrently, reports how long ADD_ONION takes, and
+// how long a restarted tor takes to have them all again.
+func TestManyServices(t *testing.T) {
+	needTor(t)
+	const n = 50
+	ctx, cancel := context.WithTimeout(t.Context(), time.Minute)
+	defer cancel()
+	cfg := ManagedConfig{Dir: filepath.Join(shortDir(t), "tor"), Log: slog.New(slog.DiscardHandler)}
+	m := startTor(t, cfg)
+	c := newController(t, Config{Address: m.ControlAddress(), Log: slog.New(slog.DiscardHandler)})
+	if err := c.Ready(ctx); err != nil {
+		t.Fatal(err)
+	}
+	svcs := make([]Service, n)
+	want := make([]string, n)
+	for i := range svcs {
+		k, err := GenerateKey()
+		if err != nil {
+			t.Fatal(err)
+		}
+		svcs[i] = Service{Key: k, Ports: []Port{{80, fmt.Sprintf("10.88.0.%d:8080", i+2)}}}
+		want[i] = k.ServiceID()
+	}
+	slices.Sort(want)
+	// One at a time, for the latency of one ADD_ONION.
+	var took []time.Duration
+	for _, s := range svcs[:n/2] {
+		start := time.Now()
+		if _, err := c.Add(ctx, s); err != nil {
+			t.Fatal(err)
+		}
+		took = append(took, time.Since(start))
+	}
+	slices.Sort(took)
+	t.Logf("Add, one at a time: p50 %s, max %s", took[len(took)/2], took[len(took)-1])
+	// The rest at once.
+	errs := make(chan error, n)
+	start := time.Now()
+	for _, s := range svcs[n/2:] {
+		go func() {
+			_, err := c.Add(ctx, s)
+			errs <- err
+		}()
+	}
+	for range n - n/2 {
+		if err := <-errs; err != nil {
+			t.Fatal(err)
+		}
+	}
+	t.Logf("Add, %d at once: %s", n-n/2, time.Since(start).Round(time.Microsecond))
+	if ids := current(t, c); !slices.Equal(ids, want) {
+		t.Fatalf("onions/current holds %d services, want %d", len(ids), n)
+	}
+
+	m.Kill()
+	restart := time.Now()
+	m = startTor(t, cfg)
+	started := time.Since(restart)
+	for {
+		added := 0
+		for _, st := range c.Services() {
+			if st.Added {
+				added++
+			}
+		}
+		if added == n {
+			break
+		}
+		if time.Since(restart) > 30*time.Second {
+			t.Fatalf("%d of %d services added again", added, n)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	t.Logf("tor restarted in %s; all %d services added again %s after the restart began", started.Round(time.Millisecond), n, time.Since(restart).Round(time.Millisecond))
+	if ids := current(t, c); !slices.Equal(ids, want) {
+		t.Fatalf("onions/current after restart holds %d services, want %d", len(ids), n)
+	}
+}
+
+// TestKeyHeldElsewhere: a key whose service another control connection holds is refused
+// with AlreadyExists, and is not kept wanted.
+func TestKeyHeldElsewhere(t *testing.T) {
+	needTor(t)
+	ctx, cancel := context.WithTimeout(t.Context(), 30*time.Second)
+	defer cancel()
+	m := startTor(t, ManagedConfig{Dir: filepath.Join(shortDir(t), "tor")})
+	k, err := GenerateKey()
+	if err != nil {
+		t.Fatal(err)
+	}
+	svc := Service{Key: k, Ports: []Port{{80, "127.0.0.1:8080"}}}
+	a := newController(t, Config{Address: m.ControlAddress()})
+	b := newController(t, Config{Address: m.ControlAddress()})
+	if _, err := a.Add(ctx, svc); err != nil {
+		t.Fatal(err)
+	}
+	_, err = b.Add(ctx, svc)
+	if !errors.Is(err, errdefs.ErrAlreadyExists) || !strings.Contains(err.Error(), k.Address()) {
+		t.Fatalf("second holder: %v", err)
+	}
+	t.Logf("error: %v", err)
+	if st := b.Services(); len(st) != 0 {
+		t.Fatalf("a refused service is still wanted: %+v", st)
+	}
+	// Once the first holder lets it go, the second gets it.
+	if err := a.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := b.Add(ctx, svc); err != nil {
+		t.Fatalf("after the first holder closed: %v", err)
+	}
+	if ids := current(t, b); !slices.Equal(ids, []string{k.ServiceID()}) {
+		t.Fatalf("onions/current %q", ids)
+	}
+}
