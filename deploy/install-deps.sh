@@ -8,7 +8,7 @@
 set -euo pipefail
 
 # e2fsprogs: mkfs.ext4 for the packages' disks. podman, runc (its runtime there) and catatonit (its pods' pause process): bench/peers.sh.
-packages=(lxc lxc-dev busybox-static debootstrap uidmap e2fsprogs pkg-config gcc make git iproute2 util-linux ca-certificates openssl curl podman runc catatonit restic)
+packages=(lxc lxc-dev busybox-static debootstrap uidmap e2fsprogs pkg-config gcc make git iproute2 util-linux ca-certificates openssl curl podman runc catatonit restic tor)
 
 missing=()
 for p in "${packages[@]}"; do
