@@ -42,6 +42,16 @@ if [ ${#missing[@]} -gt 0 ]; then
 	export DEBIAN_FRONTEND=noninteractive
 	apt-get update -qq
 	apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+	# Debian's tor package starts a system tor that joins the Tor network; netd runs a
+	# private one of its own. Stop and disable the system one we just installed.
+	if printf '%s\n' "${missing[@]}" | grep -qx tor; then
+		if command -v systemctl >/dev/null && [ -d /run/systemd/system ]; then
+			systemctl disable --now tor.service tor@default.service >/dev/null 2>&1 || true
+		elif [ -x /etc/init.d/tor ]; then
+			/etc/init.d/tor stop >/dev/null 2>&1 || true
+			update-rc.d tor disable >/dev/null 2>&1 || true
+		fi
+	fi
 fi
 if ! $subid_ok; then
 	# After every range given so far (to anyone), aligned to 65536, at least 100000.
