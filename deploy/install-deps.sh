@@ -8,7 +8,9 @@
 set -euo pipefail
 
 # e2fsprogs: mkfs.ext4 for the packages' disks. podman, runc (its runtime there) and catatonit (its pods' pause process): bench/peers.sh.
-packages=(lxc lxc-dev busybox-static debootstrap uidmap e2fsprogs pkg-config gcc make git iproute2 util-linux ca-certificates openssl curl podman runc catatonit restic)
+# avahi-daemon, avahi-utils, dbus-daemon: the mDNS tests run avahi as a LAN client and rival in namespaces of their own
+# (netd's own responder needs none of them; on a host whose init starts services, the package starts avahi-daemon).
+packages=(lxc lxc-dev busybox-static debootstrap uidmap e2fsprogs pkg-config gcc make git iproute2 util-linux ca-certificates openssl curl podman runc catatonit restic avahi-daemon avahi-utils dbus-daemon)
 
 missing=()
 for p in "${packages[@]}"; do
