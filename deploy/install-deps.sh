@@ -8,7 +8,10 @@
 set -euo pipefail
 
 # e2fsprogs: mkfs.ext4 for the packages' disks. podman, runc (its runtime there) and catatonit (its pods' pause process): bench/peers.sh.
-packages=(lxc lxc-dev busybox-static debootstrap uidmap e2fsprogs pkg-config gcc make git iproute2 util-linux ca-certificates openssl curl podman runc catatonit restic tor)
+# restic: the backup benchmark's peer. tor: netd's onion services (netd runs a private tor).
+# avahi-daemon, avahi-utils, dbus-daemon: the mDNS tests run avahi as a LAN client and rival in
+# namespaces of their own (netd's own responder needs none of them).
+packages=(lxc lxc-dev busybox-static debootstrap uidmap e2fsprogs pkg-config gcc make git iproute2 util-linux ca-certificates openssl curl podman runc catatonit restic tor avahi-daemon avahi-utils dbus-daemon)
 
 missing=()
 for p in "${packages[@]}"; do
@@ -42,16 +45,19 @@ if [ ${#missing[@]} -gt 0 ]; then
 	export DEBIAN_FRONTEND=noninteractive
 	apt-get update -qq
 	apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
-	# Debian's tor package starts a system tor that joins the Tor network; netd runs a
-	# private one of its own. Stop and disable the system one we just installed.
-	if printf '%s\n' "${missing[@]}" | grep -qx tor; then
+	# Debian's tor and avahi-daemon packages start system services that talk to the
+	# network (the Tor network; mDNS announcing this machine); netd runs its own tor and
+	# mDNS responder, the tests their own avahi. Stop and disable the ones just installed.
+	for svc in tor avahi-daemon; do
+		printf '%s\n' "${missing[@]}" | grep -qx "$svc" || continue
 		if command -v systemctl >/dev/null && [ -d /run/systemd/system ]; then
-			systemctl disable --now tor.service tor@default.service >/dev/null 2>&1 || true
-		elif [ -x /etc/init.d/tor ]; then
-			/etc/init.d/tor stop >/dev/null 2>&1 || true
-			update-rc.d tor disable >/dev/null 2>&1 || true
+			systemctl disable --now "$svc.service" "$svc.socket" >/dev/null 2>&1 || true
+			[ "$svc" = tor ] && systemctl disable --now tor@default.service >/dev/null 2>&1 || true
+		elif [ -x "/etc/init.d/$svc" ]; then
+			"/etc/init.d/$svc" stop >/dev/null 2>&1 || true
+			update-rc.d "$svc" disable >/dev/null 2>&1 || true
 		fi
-	fi
+	done
 fi
 if ! $subid_ok; then
 	# After every range given so far (to anyone), aligned to 65536, at least 100000.
