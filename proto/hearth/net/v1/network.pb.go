@@ -28,9 +28,13 @@ type Network struct {
 	state  protoimpl.MessageState `protogen:"open.v1"`
 	Bridge string                 `protobuf:"bytes,1,opt,name=bridge,proto3" json:"bridge,omitempty"`
 	// The bridge's subnet in CIDR form, such as "10.88.0.0/16".
-	Subnet        string        `protobuf:"bytes,2,opt,name=subnet,proto3" json:"subnet,omitempty"`
-	Gateway       string        `protobuf:"bytes,3,opt,name=gateway,proto3" json:"gateway,omitempty"`
-	Attachments   []*Attachment `protobuf:"bytes,4,rep,name=attachments,proto3" json:"attachments,omitempty"`
+	Subnet      string        `protobuf:"bytes,2,opt,name=subnet,proto3" json:"subnet,omitempty"`
+	Gateway     string        `protobuf:"bytes,3,opt,name=gateway,proto3" json:"gateway,omitempty"`
+	Attachments []*Attachment `protobuf:"bytes,4,rep,name=attachments,proto3" json:"attachments,omitempty"`
+	// The resolver containers use: netd's DNS on the gateway ("10.88.0.1"), which answers
+	// <id>.<internal domain> and forwards other names to the host's resolvers. Empty when
+	// netd serves no DNS.
+	Dns           string `protobuf:"bytes,5,opt,name=dns,proto3" json:"dns,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -93,12 +97,21 @@ func (x *Network) GetAttachments() []*Attachment {
 	return nil
 }
 
+func (x *Network) GetDns() string {
+	if x != nil {
+		return x.Dns
+	}
+	return ""
+}
+
 // Attachment is one container's place on the bridge.
 type Attachment struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Container     string                 `protobuf:"bytes,1,opt,name=container,proto3" json:"container,omitempty"`
-	Address       string                 `protobuf:"bytes,2,opt,name=address,proto3" json:"address,omitempty"`
-	HostVeth      string                 `protobuf:"bytes,3,opt,name=host_veth,json=hostVeth,proto3" json:"host_veth,omitempty"`
+	state     protoimpl.MessageState `protogen:"open.v1"`
+	Container string                 `protobuf:"bytes,1,opt,name=container,proto3" json:"container,omitempty"`
+	Address   string                 `protobuf:"bytes,2,opt,name=address,proto3" json:"address,omitempty"`
+	HostVeth  string                 `protobuf:"bytes,3,opt,name=host_veth,json=hostVeth,proto3" json:"host_veth,omitempty"`
+	// The ports other containers may reach: the package's declared interfaces.
+	Interfaces    []*InterfacePort `protobuf:"bytes,4,rep,name=interfaces,proto3" json:"interfaces,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -154,6 +167,74 @@ func (x *Attachment) GetHostVeth() string {
 	return ""
 }
 
+func (x *Attachment) GetInterfaces() []*InterfacePort {
+	if x != nil {
+		return x.Interfaces
+	}
+	return nil
+}
+
+// InterfacePort is one declared interface of a package.
+type InterfacePort struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Name          string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	Port          uint32                 `protobuf:"varint,2,opt,name=port,proto3" json:"port,omitempty"`
+	Protocol      Protocol               `protobuf:"varint,3,opt,name=protocol,proto3,enum=hearth.net.v1.Protocol" json:"protocol,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *InterfacePort) Reset() {
+	*x = InterfacePort{}
+	mi := &file_hearth_net_v1_network_proto_msgTypes[2]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *InterfacePort) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*InterfacePort) ProtoMessage() {}
+
+func (x *InterfacePort) ProtoReflect() protoreflect.Message {
+	mi := &file_hearth_net_v1_network_proto_msgTypes[2]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use InterfacePort.ProtoReflect.Descriptor instead.
+func (*InterfacePort) Descriptor() ([]byte, []int) {
+	return file_hearth_net_v1_network_proto_rawDescGZIP(), []int{2}
+}
+
+func (x *InterfacePort) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *InterfacePort) GetPort() uint32 {
+	if x != nil {
+		return x.Port
+	}
+	return 0
+}
+
+func (x *InterfacePort) GetProtocol() Protocol {
+	if x != nil {
+		return x.Protocol
+	}
+	return Protocol_PROTOCOL_UNSPECIFIED
+}
+
 type GetNetworkRequest struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	unknownFields protoimpl.UnknownFields
@@ -162,7 +243,7 @@ type GetNetworkRequest struct {
 
 func (x *GetNetworkRequest) Reset() {
 	*x = GetNetworkRequest{}
-	mi := &file_hearth_net_v1_network_proto_msgTypes[2]
+	mi := &file_hearth_net_v1_network_proto_msgTypes[3]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -174,7 +255,7 @@ func (x *GetNetworkRequest) String() string {
 func (*GetNetworkRequest) ProtoMessage() {}
 
 func (x *GetNetworkRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_hearth_net_v1_network_proto_msgTypes[2]
+	mi := &file_hearth_net_v1_network_proto_msgTypes[3]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -187,7 +268,7 @@ func (x *GetNetworkRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetNetworkRequest.ProtoReflect.Descriptor instead.
 func (*GetNetworkRequest) Descriptor() ([]byte, []int) {
-	return file_hearth_net_v1_network_proto_rawDescGZIP(), []int{2}
+	return file_hearth_net_v1_network_proto_rawDescGZIP(), []int{3}
 }
 
 type GetNetworkResponse struct {
@@ -199,7 +280,7 @@ type GetNetworkResponse struct {
 
 func (x *GetNetworkResponse) Reset() {
 	*x = GetNetworkResponse{}
-	mi := &file_hearth_net_v1_network_proto_msgTypes[3]
+	mi := &file_hearth_net_v1_network_proto_msgTypes[4]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -211,7 +292,7 @@ func (x *GetNetworkResponse) String() string {
 func (*GetNetworkResponse) ProtoMessage() {}
 
 func (x *GetNetworkResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_hearth_net_v1_network_proto_msgTypes[3]
+	mi := &file_hearth_net_v1_network_proto_msgTypes[4]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -224,7 +305,7 @@ func (x *GetNetworkResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetNetworkResponse.ProtoReflect.Descriptor instead.
 func (*GetNetworkResponse) Descriptor() ([]byte, []int) {
-	return file_hearth_net_v1_network_proto_rawDescGZIP(), []int{3}
+	return file_hearth_net_v1_network_proto_rawDescGZIP(), []int{4}
 }
 
 func (x *GetNetworkResponse) GetNetwork() *Network {
@@ -238,14 +319,17 @@ type AttachContainerRequest struct {
 	state     protoimpl.MessageState `protogen:"open.v1"`
 	Container string                 `protobuf:"bytes,1,opt,name=container,proto3" json:"container,omitempty"`
 	// PID of the container's init, whose network namespace receives the veth.
-	InitPid       int32 `protobuf:"varint,2,opt,name=init_pid,json=initPid,proto3" json:"init_pid,omitempty"`
+	InitPid int32 `protobuf:"varint,2,opt,name=init_pid,json=initPid,proto3" json:"init_pid,omitempty"`
+	// The package's declared interfaces: the only ports of this container that other
+	// containers may reach. None: the container is reachable on no port.
+	Interfaces    []*InterfacePort `protobuf:"bytes,3,rep,name=interfaces,proto3" json:"interfaces,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *AttachContainerRequest) Reset() {
 	*x = AttachContainerRequest{}
-	mi := &file_hearth_net_v1_network_proto_msgTypes[4]
+	mi := &file_hearth_net_v1_network_proto_msgTypes[5]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -257,7 +341,7 @@ func (x *AttachContainerRequest) String() string {
 func (*AttachContainerRequest) ProtoMessage() {}
 
 func (x *AttachContainerRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_hearth_net_v1_network_proto_msgTypes[4]
+	mi := &file_hearth_net_v1_network_proto_msgTypes[5]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -270,7 +354,7 @@ func (x *AttachContainerRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AttachContainerRequest.ProtoReflect.Descriptor instead.
 func (*AttachContainerRequest) Descriptor() ([]byte, []int) {
-	return file_hearth_net_v1_network_proto_rawDescGZIP(), []int{4}
+	return file_hearth_net_v1_network_proto_rawDescGZIP(), []int{5}
 }
 
 func (x *AttachContainerRequest) GetContainer() string {
@@ -287,6 +371,13 @@ func (x *AttachContainerRequest) GetInitPid() int32 {
 	return 0
 }
 
+func (x *AttachContainerRequest) GetInterfaces() []*InterfacePort {
+	if x != nil {
+		return x.Interfaces
+	}
+	return nil
+}
+
 type AttachContainerResponse struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	Attachment    *Attachment            `protobuf:"bytes,1,opt,name=attachment,proto3" json:"attachment,omitempty"`
@@ -296,7 +387,7 @@ type AttachContainerResponse struct {
 
 func (x *AttachContainerResponse) Reset() {
 	*x = AttachContainerResponse{}
-	mi := &file_hearth_net_v1_network_proto_msgTypes[5]
+	mi := &file_hearth_net_v1_network_proto_msgTypes[6]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -308,7 +399,7 @@ func (x *AttachContainerResponse) String() string {
 func (*AttachContainerResponse) ProtoMessage() {}
 
 func (x *AttachContainerResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_hearth_net_v1_network_proto_msgTypes[5]
+	mi := &file_hearth_net_v1_network_proto_msgTypes[6]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -321,7 +412,7 @@ func (x *AttachContainerResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AttachContainerResponse.ProtoReflect.Descriptor instead.
 func (*AttachContainerResponse) Descriptor() ([]byte, []int) {
-	return file_hearth_net_v1_network_proto_rawDescGZIP(), []int{5}
+	return file_hearth_net_v1_network_proto_rawDescGZIP(), []int{6}
 }
 
 func (x *AttachContainerResponse) GetAttachment() *Attachment {
@@ -340,7 +431,7 @@ type DetachContainerRequest struct {
 
 func (x *DetachContainerRequest) Reset() {
 	*x = DetachContainerRequest{}
-	mi := &file_hearth_net_v1_network_proto_msgTypes[6]
+	mi := &file_hearth_net_v1_network_proto_msgTypes[7]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -352,7 +443,7 @@ func (x *DetachContainerRequest) String() string {
 func (*DetachContainerRequest) ProtoMessage() {}
 
 func (x *DetachContainerRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_hearth_net_v1_network_proto_msgTypes[6]
+	mi := &file_hearth_net_v1_network_proto_msgTypes[7]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -365,7 +456,7 @@ func (x *DetachContainerRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DetachContainerRequest.ProtoReflect.Descriptor instead.
 func (*DetachContainerRequest) Descriptor() ([]byte, []int) {
-	return file_hearth_net_v1_network_proto_rawDescGZIP(), []int{6}
+	return file_hearth_net_v1_network_proto_rawDescGZIP(), []int{7}
 }
 
 func (x *DetachContainerRequest) GetContainer() string {
@@ -383,7 +474,7 @@ type DetachContainerResponse struct {
 
 func (x *DetachContainerResponse) Reset() {
 	*x = DetachContainerResponse{}
-	mi := &file_hearth_net_v1_network_proto_msgTypes[7]
+	mi := &file_hearth_net_v1_network_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -395,7 +486,7 @@ func (x *DetachContainerResponse) String() string {
 func (*DetachContainerResponse) ProtoMessage() {}
 
 func (x *DetachContainerResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_hearth_net_v1_network_proto_msgTypes[7]
+	mi := &file_hearth_net_v1_network_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -408,30 +499,41 @@ func (x *DetachContainerResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DetachContainerResponse.ProtoReflect.Descriptor instead.
 func (*DetachContainerResponse) Descriptor() ([]byte, []int) {
-	return file_hearth_net_v1_network_proto_rawDescGZIP(), []int{7}
+	return file_hearth_net_v1_network_proto_rawDescGZIP(), []int{8}
 }
 
 var File_hearth_net_v1_network_proto protoreflect.FileDescriptor
 
 const file_hearth_net_v1_network_proto_rawDesc = "" +
 	"\n" +
-	"\x1bhearth/net/v1/network.proto\x12\rhearth.net.v1\"\x90\x01\n" +
+	"\x1bhearth/net/v1/network.proto\x12\rhearth.net.v1\x1a\x1bhearth/net/v1/binding.proto\"\xa2\x01\n" +
 	"\aNetwork\x12\x16\n" +
 	"\x06bridge\x18\x01 \x01(\tR\x06bridge\x12\x16\n" +
 	"\x06subnet\x18\x02 \x01(\tR\x06subnet\x12\x18\n" +
 	"\agateway\x18\x03 \x01(\tR\agateway\x12;\n" +
-	"\vattachments\x18\x04 \x03(\v2\x19.hearth.net.v1.AttachmentR\vattachments\"a\n" +
+	"\vattachments\x18\x04 \x03(\v2\x19.hearth.net.v1.AttachmentR\vattachments\x12\x10\n" +
+	"\x03dns\x18\x05 \x01(\tR\x03dns\"\x9f\x01\n" +
 	"\n" +
 	"Attachment\x12\x1c\n" +
 	"\tcontainer\x18\x01 \x01(\tR\tcontainer\x12\x18\n" +
 	"\aaddress\x18\x02 \x01(\tR\aaddress\x12\x1b\n" +
-	"\thost_veth\x18\x03 \x01(\tR\bhostVeth\"\x13\n" +
+	"\thost_veth\x18\x03 \x01(\tR\bhostVeth\x12<\n" +
+	"\n" +
+	"interfaces\x18\x04 \x03(\v2\x1c.hearth.net.v1.InterfacePortR\n" +
+	"interfaces\"l\n" +
+	"\rInterfacePort\x12\x12\n" +
+	"\x04name\x18\x01 \x01(\tR\x04name\x12\x12\n" +
+	"\x04port\x18\x02 \x01(\rR\x04port\x123\n" +
+	"\bprotocol\x18\x03 \x01(\x0e2\x17.hearth.net.v1.ProtocolR\bprotocol\"\x13\n" +
 	"\x11GetNetworkRequest\"F\n" +
 	"\x12GetNetworkResponse\x120\n" +
-	"\anetwork\x18\x01 \x01(\v2\x16.hearth.net.v1.NetworkR\anetwork\"Q\n" +
+	"\anetwork\x18\x01 \x01(\v2\x16.hearth.net.v1.NetworkR\anetwork\"\x8f\x01\n" +
 	"\x16AttachContainerRequest\x12\x1c\n" +
 	"\tcontainer\x18\x01 \x01(\tR\tcontainer\x12\x19\n" +
-	"\binit_pid\x18\x02 \x01(\x05R\ainitPid\"T\n" +
+	"\binit_pid\x18\x02 \x01(\x05R\ainitPid\x12<\n" +
+	"\n" +
+	"interfaces\x18\x03 \x03(\v2\x1c.hearth.net.v1.InterfacePortR\n" +
+	"interfaces\"T\n" +
 	"\x17AttachContainerResponse\x129\n" +
 	"\n" +
 	"attachment\x18\x01 \x01(\v2\x19.hearth.net.v1.AttachmentR\n" +
@@ -457,32 +559,37 @@ func file_hearth_net_v1_network_proto_rawDescGZIP() []byte {
 	return file_hearth_net_v1_network_proto_rawDescData
 }
 
-var file_hearth_net_v1_network_proto_msgTypes = make([]protoimpl.MessageInfo, 8)
+var file_hearth_net_v1_network_proto_msgTypes = make([]protoimpl.MessageInfo, 9)
 var file_hearth_net_v1_network_proto_goTypes = []any{
 	(*Network)(nil),                 // 0: hearth.net.v1.Network
 	(*Attachment)(nil),              // 1: hearth.net.v1.Attachment
-	(*GetNetworkRequest)(nil),       // 2: hearth.net.v1.GetNetworkRequest
-	(*GetNetworkResponse)(nil),      // 3: hearth.net.v1.GetNetworkResponse
-	(*AttachContainerRequest)(nil),  // 4: hearth.net.v1.AttachContainerRequest
-	(*AttachContainerResponse)(nil), // 5: hearth.net.v1.AttachContainerResponse
-	(*DetachContainerRequest)(nil),  // 6: hearth.net.v1.DetachContainerRequest
-	(*DetachContainerResponse)(nil), // 7: hearth.net.v1.DetachContainerResponse
+	(*InterfacePort)(nil),           // 2: hearth.net.v1.InterfacePort
+	(*GetNetworkRequest)(nil),       // 3: hearth.net.v1.GetNetworkRequest
+	(*GetNetworkResponse)(nil),      // 4: hearth.net.v1.GetNetworkResponse
+	(*AttachContainerRequest)(nil),  // 5: hearth.net.v1.AttachContainerRequest
+	(*AttachContainerResponse)(nil), // 6: hearth.net.v1.AttachContainerResponse
+	(*DetachContainerRequest)(nil),  // 7: hearth.net.v1.DetachContainerRequest
+	(*DetachContainerResponse)(nil), // 8: hearth.net.v1.DetachContainerResponse
+	(Protocol)(0),                   // 9: hearth.net.v1.Protocol
 }
 var file_hearth_net_v1_network_proto_depIdxs = []int32{
 	1, // 0: hearth.net.v1.Network.attachments:type_name -> hearth.net.v1.Attachment
-	0, // 1: hearth.net.v1.GetNetworkResponse.network:type_name -> hearth.net.v1.Network
-	1, // 2: hearth.net.v1.AttachContainerResponse.attachment:type_name -> hearth.net.v1.Attachment
-	2, // 3: hearth.net.v1.NetworkService.GetNetwork:input_type -> hearth.net.v1.GetNetworkRequest
-	4, // 4: hearth.net.v1.NetworkService.AttachContainer:input_type -> hearth.net.v1.AttachContainerRequest
-	6, // 5: hearth.net.v1.NetworkService.DetachContainer:input_type -> hearth.net.v1.DetachContainerRequest
-	3, // 6: hearth.net.v1.NetworkService.GetNetwork:output_type -> hearth.net.v1.GetNetworkResponse
-	5, // 7: hearth.net.v1.NetworkService.AttachContainer:output_type -> hearth.net.v1.AttachContainerResponse
-	7, // 8: hearth.net.v1.NetworkService.DetachContainer:output_type -> hearth.net.v1.DetachContainerResponse
-	6, // [6:9] is the sub-list for method output_type
-	3, // [3:6] is the sub-list for method input_type
-	3, // [3:3] is the sub-list for extension type_name
-	3, // [3:3] is the sub-list for extension extendee
-	0, // [0:3] is the sub-list for field type_name
+	2, // 1: hearth.net.v1.Attachment.interfaces:type_name -> hearth.net.v1.InterfacePort
+	9, // 2: hearth.net.v1.InterfacePort.protocol:type_name -> hearth.net.v1.Protocol
+	0, // 3: hearth.net.v1.GetNetworkResponse.network:type_name -> hearth.net.v1.Network
+	2, // 4: hearth.net.v1.AttachContainerRequest.interfaces:type_name -> hearth.net.v1.InterfacePort
+	1, // 5: hearth.net.v1.AttachContainerResponse.attachment:type_name -> hearth.net.v1.Attachment
+	3, // 6: hearth.net.v1.NetworkService.GetNetwork:input_type -> hearth.net.v1.GetNetworkRequest
+	5, // 7: hearth.net.v1.NetworkService.AttachContainer:input_type -> hearth.net.v1.AttachContainerRequest
+	7, // 8: hearth.net.v1.NetworkService.DetachContainer:input_type -> hearth.net.v1.DetachContainerRequest
+	4, // 9: hearth.net.v1.NetworkService.GetNetwork:output_type -> hearth.net.v1.GetNetworkResponse
+	6, // 10: hearth.net.v1.NetworkService.AttachContainer:output_type -> hearth.net.v1.AttachContainerResponse
+	8, // 11: hearth.net.v1.NetworkService.DetachContainer:output_type -> hearth.net.v1.DetachContainerResponse
+	9, // [9:12] is the sub-list for method output_type
+	6, // [6:9] is the sub-list for method input_type
+	6, // [6:6] is the sub-list for extension type_name
+	6, // [6:6] is the sub-list for extension extendee
+	0, // [0:6] is the sub-list for field type_name
 }
 
 func init() { file_hearth_net_v1_network_proto_init() }
@@ -490,13 +597,14 @@ func file_hearth_net_v1_network_proto_init() {
 	if File_hearth_net_v1_network_proto != nil {
 		return
 	}
+	file_hearth_net_v1_binding_proto_init()
 	type x struct{}
 	out := protoimpl.TypeBuilder{
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_hearth_net_v1_network_proto_rawDesc), len(file_hearth_net_v1_network_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   8,
+			NumMessages:   9,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

@@ -17,6 +17,7 @@ import (
 	"os"
 	"path/filepath"
 	"runtime"
+	"slices"
 	"sort"
 	"strings"
 	"sync"
@@ -33,6 +34,16 @@ type Attachment struct {
 	Container string `json:"container"`
 	Address   string `json:"address"` // without prefix length
 	HostVeth  string `json:"host_veth"`
+	// Interfaces are the container's declared ports: the only ones other containers
+	// may reach.
+	Interfaces []Interface `json:"interfaces,omitempty"`
+}
+
+// Interface is one declared port of a container.
+type Interface struct {
+	Name string `json:"name"`
+	Port int    `json:"port"`
+	HTTP bool   `json:"http,omitempty"` // HTTP; otherwise plain TCP
 }
 
 // Network is the bridge and its attachments.
@@ -172,8 +183,9 @@ func VethName(container string) string {
 }
 
 // Attach gives a container eth0 on the bridge, inside the network namespace of pid.
-// Attaching an attached container returns its attachment.
-func (n *Network) Attach(container string, pid int) (Attachment, error) {
+// Attaching an attached container returns its attachment, with its interfaces replaced
+// by ifaces.
+func (n *Network) Attach(container string, pid int, ifaces []Interface) (Attachment, error) {
 	if pid <= 0 {
 		return Attachment{}, fmt.Errorf("container %q: init pid %d: %w", container, pid, errdefs.ErrInvalidArgument)
 	}
@@ -181,6 +193,13 @@ func (n *Network) Attach(container string, pid int) (Attachment, error) {
 	defer n.mu.Unlock()
 	if a, ok := n.attachments[container]; ok {
 		if _, err := netlink.LinkByName(a.HostVeth); err == nil {
+			if !slices.Equal(a.Interfaces, ifaces) {
+				a.Interfaces = slices.Clone(ifaces)
+				n.attachments[container] = a
+				if err := n.saveLocked(); err != nil {
+					return Attachment{}, err
+				}
+			}
 			return a, nil
 		}
 		delete(n.attachments, container)
@@ -233,7 +252,7 @@ func (n *Network) Attach(container string, pid int) (Attachment, error) {
 	if err := netlink.LinkSetUp(hostLink); err != nil {
 		return fail(err)
 	}
-	a := Attachment{Container: container, Address: addr.String(), HostVeth: host}
+	a := Attachment{Container: container, Address: addr.String(), HostVeth: host, Interfaces: slices.Clone(ifaces)}
 	n.attachments[container] = a
 	if err := n.saveLocked(); err != nil {
 		return fail(err)
