@@ -27,7 +27,6 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
-	"net/http/httputil"
 	"strconv"
 	"sync"
 	"sync/atomic"
@@ -97,8 +96,7 @@ type Proxy struct {
 	challenges Challenges
 
 	tlsConfig *tls.Config
-	transport *http.Transport
-	forwarder *httputil.ReverseProxy
+	backends  *backends
 
 	// The HTTP servers: tlsSrv serves the connections this package terminated (handed
 	// over through queue), plainSrv the HTTP address.
@@ -137,8 +135,7 @@ func New(cfg Config) *Proxy {
 		NextProtos:     []string{"h2", "http/1.1"},
 		GetCertificate: getCert,
 	}
-	p.transport = newTransport(&p.cfg)
-	p.forwarder = p.newForwarder()
+	p.backends = newBackends(cfg.DialTimeout, cfg.MaxIdleBackendConns, 90*time.Second)
 
 	errLog := log.New(&slogWriter{p.log}, "", 0)
 	var protos http.Protocols
@@ -360,7 +357,7 @@ func (p *Proxy) Close() error {
 	for _, c := range cs {
 		c.Close()
 	}
-	p.transport.CloseIdleConnections()
+	p.backends.closeIdle(true)
 	return nil
 }
 
