@@ -8,7 +8,8 @@
 set -euo pipefail
 
 # e2fsprogs: mkfs.ext4 for the packages' disks. podman, runc (its runtime there) and catatonit (its pods' pause process): bench/peers.sh.
-packages=(lxc lxc-dev busybox-static debootstrap uidmap e2fsprogs pkg-config gcc make git iproute2 util-linux ca-certificates openssl curl podman runc catatonit restic)
+# nginx, wrk and nghttp2-client (h2load): bench/proxy.sh, which runs nginx as its own process (Debian's own nginx service, where it starts, holds port 80: stop it before netd takes that port).
+packages=(lxc lxc-dev busybox-static debootstrap uidmap e2fsprogs pkg-config gcc make git iproute2 util-linux ca-certificates openssl curl podman runc catatonit restic nginx wrk nghttp2-client)
 
 missing=()
 for p in "${packages[@]}"; do

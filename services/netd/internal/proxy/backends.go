@@ -7,6 +7,7 @@ import (
 	"io"
 	"net"
 	"sync"
+	"syscall"
 	"time"
 )
 
@@ -18,6 +19,10 @@ type backends struct {
 	dialer      net.Dialer
 	maxIdle     int
 	idleTimeout time.Duration
+	// probeAfter: a connection idle this long is checked before it is reused (many
+	// servers close idle connections after a few seconds; a request with a body sent
+	// on one could not be sent again).
+	probeAfter time.Duration
 
 	mu     sync.Mutex
 	idle   map[string][]*backendConn
@@ -43,6 +48,7 @@ func newBackends(dialTimeout time.Duration, maxIdle int, idleTimeout time.Durati
 		dialer:      net.Dialer{Timeout: dialTimeout, KeepAlive: 30 * time.Second},
 		maxIdle:     maxIdle,
 		idleTimeout: idleTimeout,
+		probeAfter:  time.Second,
 		idle:        map[string][]*backendConn{},
 	}
 }
@@ -55,11 +61,17 @@ func (b *backends) get(ctx context.Context, addr string) (bc *backendConn, reuse
 		bc = stack[len(stack)-1]
 		stack[len(stack)-1] = nil
 		b.idle[addr] = stack[:len(stack)-1]
-		if now.Sub(bc.idleAt) < b.idleTimeout {
-			b.mu.Unlock()
+		idle := now.Sub(bc.idleAt)
+		if idle >= b.idleTimeout {
+			bc.close()
+			continue
+		}
+		b.mu.Unlock()
+		if idle < b.probeAfter || bc.alive() {
 			return bc, true, nil
 		}
 		bc.close()
+		b.mu.Lock()
 	}
 	b.mu.Unlock()
 	c, err := b.dialer.DialContext(ctx, "tcp", addr)
@@ -115,6 +127,30 @@ func (b *backends) closeIdle(stop bool) {
 	if stop {
 		b.closed = true
 	}
+}
+
+// alive reports whether an idle connection is still open: the backend has neither
+// closed it nor sent anything unasked (a peek that does not wait).
+func (bc *backendConn) alive() bool {
+	if bc.br.Buffered() > 0 {
+		return false
+	}
+	sc, ok := bc.Conn.(syscall.Conn)
+	if !ok {
+		return true
+	}
+	rc, err := sc.SyscallConn()
+	if err != nil {
+		return false
+	}
+	alive := false
+	var b [1]byte
+	err = rc.Read(func(fd uintptr) bool {
+		_, _, rerr := syscall.Recvfrom(int(fd), b[:], syscall.MSG_PEEK|syscall.MSG_DONTWAIT)
+		alive = rerr == syscall.EAGAIN
+		return true // an answer either way: do not wait for the descriptor
+	})
+	return err == nil && alive
 }
 
 // abandon closes the connection and leaves its buffers to the garbage collector: a

@@ -35,18 +35,27 @@ func TestStaleBackendConnection(t *testing.T) {
 				if err != nil {
 					return
 				}
+				_, _ = io.Copy(io.Discard, req.Body)
 				body := "served " + req.URL.Path
 				_, _ = io.WriteString(c, "HTTP/1.1 200 OK\r\nContent-Length: "+itoa(len(body))+"\r\n\r\n"+body)
 				time.Sleep(20 * time.Millisecond) // the proxy pools the connection first
 			}()
 		}
 	}()
+	// GETs are sent again after the failure; POSTs cannot be: the dead connection
+	// must be found before (here, after 10 ms idle; 1 s by default). Set before the
+	// route, whose store the requests' handlers read after.
+	p.backends.probeAfter = 10 * time.Millisecond
 	_ = p.SetRoute("a.test", Route{Backend: l.Addr().String(), Kind: KindHTTP})
 	_ = p.Certs().Set("a.test", ca.leaf(t, "a.test"))
 	c := client(ca, p.httpsAddr, false)
-	for i := range 5 {
+	for i := range 6 {
 		time.Sleep(50 * time.Millisecond)
-		resp, err := c.Get("https://a.test/n" + itoa(i))
+		req := mustRequest(t, "GET", "https://a.test/n"+itoa(i))
+		if i%2 == 1 {
+			req, _ = http.NewRequest("POST", "https://a.test/n"+itoa(i), strings.NewReader("body"))
+		}
+		resp, err := c.Do(req)
 		if err != nil {
 			t.Fatal(err)
 		}
