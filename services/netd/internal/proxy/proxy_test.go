@@ -1,6 +1,7 @@
 package proxy
 
 import (
+	"bufio"
 	"bytes"
 	"crypto/sha256"
 	"crypto/tls"
@@ -631,4 +632,46 @@ func (w *patternChecker) Write(b []byte) (int, error) {
 	}
 	w.off += int64(len(b))
 	return len(b), nil
+}
+
+// Close ends what the HTTP servers do not track: a passthrough stream and an upgraded
+// connection, both idle.
+func TestCloseEndsLongConnections(t *testing.T) {
+	ca := newTestCA(t)
+	p := startProxy(t, Config{})
+	backend := httptest.NewUnstartedServer(echoHandler("PT"))
+	backend.TLS = &tls.Config{Certificates: []tls.Certificate{*ca.leaf(t, "pt.test")}}
+	backend.StartTLS()
+	defer backend.Close()
+	_ = p.SetRoutes(map[string]Route{
+		"pt.test": {Backend: backend.Listener.Addr().String(), Kind: KindPassthrough},
+		"ws.test": {Backend: wsEchoBackend(t), Kind: KindHTTP},
+	})
+	_ = p.Certs().Set("ws.test", ca.leaf(t, "ws.test"))
+	pt, err := tls.Dial("tcp", p.httpsAddr, &tls.Config{ServerName: "pt.test", RootCAs: ca.pool})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer pt.Close()
+	ws, err := tls.Dial("tcp", p.httpsAddr, &tls.Config{ServerName: "ws.test", RootCAs: ca.pool, NextProtos: []string{"http/1.1"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ws.Close()
+	fmt.Fprintf(ws, "GET / HTTP/1.1\r\nHost: ws.test\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n")
+	br := bufio.NewReader(ws)
+	resp, err := http.ReadResponse(br, nil)
+	if err != nil || resp.StatusCode != http.StatusSwitchingProtocols {
+		t.Fatalf("upgrade: %v %v", resp, err)
+	}
+	p.Close()
+	for name, r := range map[string]io.Reader{"passthrough": pt, "websocket": br} {
+		done := make(chan error, 1)
+		go func() { _, err := io.Copy(io.Discard, r); done <- err }()
+		select {
+		case <-done:
+		case <-time.After(5 * time.Second):
+			t.Errorf("%s: still open 5 s after Close", name)
+		}
+	}
 }
