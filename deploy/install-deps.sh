@@ -11,7 +11,9 @@ set -euo pipefail
 # restic: the backup benchmark's peer. tor: netd's onion services (netd runs a private tor).
 # avahi-daemon, avahi-utils, dbus-daemon: the mDNS tests run avahi as a LAN client and rival in
 # namespaces of their own (netd's own responder needs none of them).
-packages=(lxc lxc-dev busybox-static debootstrap uidmap e2fsprogs pkg-config gcc make git iproute2 util-linux ca-certificates openssl curl podman runc catatonit restic tor avahi-daemon avahi-utils dbus-daemon)
+# nginx, wrk and nghttp2-client (h2load): bench/proxy.sh, which runs nginx as its own process
+# (Debian's own nginx service, where it starts, holds port 80: it is stopped below).
+packages=(lxc lxc-dev busybox-static debootstrap uidmap e2fsprogs pkg-config gcc make git iproute2 util-linux ca-certificates openssl curl podman runc catatonit restic tor avahi-daemon avahi-utils dbus-daemon nginx wrk nghttp2-client)
 
 missing=()
 for p in "${packages[@]}"; do
@@ -45,10 +47,11 @@ if [ ${#missing[@]} -gt 0 ]; then
 	export DEBIAN_FRONTEND=noninteractive
 	apt-get update -qq
 	apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
-	# Debian's tor and avahi-daemon packages start system services that talk to the
-	# network (the Tor network; mDNS announcing this machine); netd runs its own tor and
-	# mDNS responder, the tests their own avahi. Stop and disable the ones just installed.
-	for svc in tor avahi-daemon; do
+	# Debian's tor, avahi-daemon and nginx packages start system services that talk to
+	# the network (the Tor network; mDNS announcing this machine) or hold port 80; netd
+	# runs its own tor, mDNS responder and proxy, the tests their own avahi and the
+	# benchmark its own nginx. Stop and disable the ones just installed.
+	for svc in tor avahi-daemon nginx; do
 		printf '%s\n' "${missing[@]}" | grep -qx "$svc" || continue
 		if command -v systemctl >/dev/null && [ -d /run/systemd/system ]; then
 			systemctl disable --now "$svc.service" "$svc.socket" >/dev/null 2>&1 || true
