@@ -78,14 +78,6 @@ func (f *Flags) start(ctx context.Context, env *daemon.Env) (_ *edge, err error)
 	if f.HTTPSAddr != "" {
 		e.proxy = proxy.New(proxy.Config{Logger: env.Logger})
 		e.cfg.Proxy = e.proxy
-		if e.tlsL, err = net.Listen("tcp", f.HTTPSAddr); err != nil {
-			return nil, fmt.Errorf("--https-addr: %w", err)
-		}
-		if f.HTTPAddr != "" {
-			if e.httpL, err = net.Listen("tcp", f.HTTPAddr); err != nil {
-				return nil, fmt.Errorf("--http-addr: %w", err)
-			}
-		}
 	}
 	if err := e.startTor(ctx, env); err != nil {
 		return nil, err
@@ -135,6 +127,19 @@ func (e *edge) startTor(ctx context.Context, env *daemon.Env) error {
 func (e *edge) reconcile(ctx context.Context) error {
 	if err := e.net.Reconcile(); err != nil {
 		return err
+	}
+	// The listeners open once the bridge is up: an address may be its gateway's.
+	if e.proxy != nil && e.tlsL == nil {
+		l, err := net.Listen("tcp", e.f.HTTPSAddr)
+		if err != nil {
+			return fmt.Errorf("--https-addr: %w", err)
+		}
+		e.tlsL = l
+		if e.f.HTTPAddr != "" {
+			if e.httpL, err = net.Listen("tcp", e.f.HTTPAddr); err != nil {
+				return fmt.Errorf("--http-addr: %w", err)
+			}
+		}
 	}
 	if e.f.DNS && e.dns == nil {
 		s, err := dns.Listen(dns.Config{Addr: gatewayPort(e.net), Domain: e.f.InternalDomain, Clients: []netip.Prefix{e.net.Subnet}, Log: e.log})
