@@ -21,7 +21,10 @@ func testBridge(t *testing.T) []string {
 	t.Helper()
 	n := rand.Intn(200) + 20
 	name := fmt.Sprintf("hbt%d", n)
-	t.Cleanup(func() { exec.Command("ip", "link", "del", name).Run() })
+	t.Cleanup(func() {
+		exec.Command("ip", "link", "del", name).Run()
+		exec.Command("nft", "delete", "table", "inet", name).Run() // netd's table, kept across its restarts
+	})
 	gw := fmt.Sprintf("10.231.%d.1", n)
 	return []string{"--bridge", name, "--subnet", fmt.Sprintf("10.231.%d.0/24", n),
 		"--lan-interfaces", "none", "--https-addr", gw + ":443", "--http-addr", gw + ":80"}

@@ -69,8 +69,8 @@ type Exposer struct {
 }
 
 type served struct {
-	id   string
-	acme bool
+	id, serial string
+	acme       bool
 }
 
 // New returns an Exposer of cfg; Sync brings the host in line, Run keeps it there.
@@ -229,11 +229,13 @@ func (e *Exposer) renewed(c certsource.Cert) {
 	e.certMu.Lock()
 	defer e.certMu.Unlock()
 	for name, s := range e.served {
-		if s.id == c.ID && e.cfg.Proxy != nil {
+		if s.id == c.ID && s.serial != c.Serial && e.cfg.Proxy != nil {
 			if err := e.cfg.Proxy.Certs().Set(name, c.TLS); err != nil {
 				e.log.Warn("serve a renewed certificate", "name", name, "error", err)
 				continue
 			}
+			s.serial = c.Serial
+			e.served[name] = s
 			e.log.Info("serving a renewed certificate", "name", name, "id", c.ID, "serial", c.Serial)
 		}
 	}
@@ -488,7 +490,7 @@ func (e *Exposer) ensureCert(ctx context.Context, name string, acme bool) error 
 	if old, ok := e.served[name]; !ok || old.id != c.ID {
 		e.log.Info("serving a certificate", "name", name, "id", c.ID, "serial", c.Serial, "acme", acme)
 	}
-	e.served[name] = served{id: c.ID, acme: acme}
+	e.served[name] = served{id: c.ID, serial: c.Serial, acme: acme}
 	return nil
 }
 

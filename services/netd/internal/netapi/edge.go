@@ -59,7 +59,8 @@ func (f *Flags) start(ctx context.Context, env *daemon.Env) (_ *edge, err error)
 	if err != nil {
 		return nil, err
 	}
-	fw, err := firewall.New(firewall.Config{Log: env.Logger})
+	// One table per bridge, named after it: netds of two bridges leave each other alone.
+	fw, err := firewall.New(firewall.Config{Table: f.Bridge, Log: env.Logger})
 	if err != nil {
 		return nil, err
 	}
