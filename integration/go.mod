@@ -11,7 +11,8 @@ replace (
 
 require (
 	github.com/google/go-containerregistry v0.20.6
-	golang.org/x/sys v0.38.0
+	github.com/miekg/dns v1.1.73
+	golang.org/x/sys v0.47.0
 	google.golang.org/grpc v1.77.0
 	google.golang.org/protobuf v1.36.12
 	hearth.dev/examples v0.0.0
@@ -33,8 +34,8 @@ require (
 	github.com/sirupsen/logrus v1.9.3 // indirect
 	github.com/vbatts/tar-split v0.12.1 // indirect
 	go.yaml.in/yaml/v3 v3.0.4 // indirect
-	golang.org/x/net v0.47.0 // indirect
-	golang.org/x/sync v0.18.0 // indirect
-	golang.org/x/text v0.31.0 // indirect
+	golang.org/x/net v0.57.0 // indirect
+	golang.org/x/sync v0.22.0 // indirect
+	golang.org/x/text v0.40.0 // indirect
 	google.golang.org/genproto/googleapis/rpc v0.0.0-20251103181224-f26f9409b101 // indirect
 )

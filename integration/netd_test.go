@@ -134,6 +134,9 @@ func wanNS(t *testing.T) string {
 	t.Helper()
 	n := rand.Intn(1000)
 	ns, veth := fmt.Sprintf("hwan%d", n), fmt.Sprintf("hwan%d", n)
+	if out, _ := run(t, "ip", "-o", "addr"); strings.Contains(out, " 203.0.113.") {
+		t.Fatalf("203.0.113.0/24 is in use on this machine: the test WAN needs it\n%s", out)
+	}
 	t.Cleanup(func() {
 		exec.Command("ip", "link", "del", veth).Run()
 		exec.Command("ip", "netns", "del", ns).Run()
