@@ -265,7 +265,7 @@ func TestNetdIsolationNATAndDNS(t *testing.T) {
 		}
 		out, _ := e.inside(t, "beta", nil, "nslookup", "alpha.hearth.internal")
 		if !strings.Contains(out, "NXDOMAIN") {
-			t.Errorf("alpha stopped, its name still resolves: %s", out)
+			t.Errorf("alpha stopped, its name still resolves: %s\n%s", out, e.ruleset(t))
 		}
 	})
 }

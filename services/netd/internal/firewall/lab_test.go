@@ -171,6 +171,9 @@ func newLab(t testing.TB) *lab {
 	up(t, h, l.bridge, "10.77.0.1/24")
 	sysctl(t, l.host, "net.bridge.bridge-nf-call-iptables", "0")
 	sysctl(t, l.host, "net.bridge.bridge-nf-call-ip6tables", "0")
+	// A new namespace may inherit the machine's forwarding (devconf_inherit_init_net):
+	// the lab starts with none, so that what forwards is the firewall's doing.
+	sysctl(t, l.host, "net.ipv4.ip_forward", "0")
 
 	attrs = netlink.NewLinkAttrs()
 	attrs.Name = "wan0"
