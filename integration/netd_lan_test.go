@@ -159,7 +159,9 @@ func (lan *testLAN) rival(t *testing.T, name, addr string) {
 		mreq := &unix.IPMreqn{Multiaddr: [4]byte{224, 0, 0, 251}, Ifindex: int32(ifi.Index)}
 		rc, _ := conn.SyscallConn()
 		var jerr error
-		rc.Control(func(fd uintptr) { jerr = unix.SetsockoptIPMreqn(int(fd), unix.IPPROTO_IP, unix.IP_ADD_MEMBERSHIP, mreq) })
+		rc.Control(func(fd uintptr) {
+			jerr = unix.SetsockoptIPMreqn(int(fd), unix.IPPROTO_IP, unix.IP_ADD_MEMBERSHIP, mreq)
+		})
 		return jerr
 	})
 	if err != nil {

@@ -335,4 +335,3 @@ func TestNetdBadInput(t *testing.T) {
 		t.Errorf("refused requests changed the bindings:\nbefore:\n%s\nafter:\n%s", beforeList, afterList)
 	}
 }
-

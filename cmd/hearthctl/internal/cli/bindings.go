@@ -77,7 +77,7 @@ address's key is kept: binding the interface over Tor again brings back the same
 (an uninstall forgets it).`,
 		Example: `  hearthctl unbind hello-pg web --domain notes.example.org
   hearthctl unbind hello-pg web --tor`,
-		Args:  cobra.ExactArgs(2),
+		Args: cobra.ExactArgs(2),
 		RunE: call(g, "containerd-lite", containerv1.NewPackageServiceClient, func(ctx context.Context, cl containerv1.PackageServiceClient, args []string) error {
 			ex, err := where(ulan, utor, udomain)
 			if err != nil {
