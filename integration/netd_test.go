@@ -16,7 +16,6 @@ import (
 
 	"golang.org/x/sys/unix"
 
-	"hearth.dev/examples/hello-pg/appimage"
 	"hearth.dev/internal/dial"
 	netv1 "hearth.dev/proto/hearth/net/v1"
 )
@@ -73,20 +72,7 @@ func (e *edgeLab) ruleset(t *testing.T) string {
 }
 
 // importEcho imports the echo app (integration/echoapp) as the image echo:1.
-func importEcho(t *testing.T, l *lab) {
-	t.Helper()
-	dir := tempDir(t)
-	bin := filepath.Join(dir, "server")
-	build := exec.Command("go", "build", "-o", bin, "./echoapp")
-	build.Env = append(os.Environ(), "CGO_ENABLED=0")
-	if out, err := build.CombinedOutput(); err != nil {
-		t.Fatalf("build the echo app: %v\n%s", err, out)
-	}
-	must(t, appimage.Write(bin, filepath.Join(dir, "echo"), "/bin/busybox"))
-	if _, err := hearthctl(t, l.runDir, "image", "import", filepath.Join(dir, "echo"), "--name", "echo:1"); err != nil {
-		t.Fatal(err)
-	}
-}
+func importEcho(t *testing.T, l *lab) { importAppImage(t, l, "./echoapp", "echo:1") }
 
 // echoManifest runs the echo app: HTTP on 8080 and line echo on 7000 (both interfaces),
 // and a second HTTP server on 9090 that is no interface.
