@@ -420,4 +420,17 @@ func TestNetdLAN(t *testing.T) {
 			return err == nil && strings.Contains(out, `"rows":[`)
 		})
 	})
+
+	t.Run("uninstall removes the bindings", func(t *testing.T) {
+		if _, err := hearthctl(t, l.runDir, "uninstall", "hello-pg"); err != nil {
+			t.Fatal(err)
+		}
+		resp, err := e.netdClient(t).ListBindings(testCtx(t, 10*time.Second), &netv1.ListBindingsRequest{Container: "hello-pg"})
+		if err != nil || len(resp.GetBindings()) != 0 {
+			t.Errorf("hello-pg's bindings after its uninstall: %v %v", resp.GetBindings(), err)
+		}
+		if _, err := lan.resolveMDNS("hello-pg-2.local", 2*time.Second); err == nil {
+			t.Error("hello-pg-2.local still answers on the LAN after the uninstall")
+		}
+	})
 }
