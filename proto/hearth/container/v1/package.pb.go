@@ -9,7 +9,9 @@ package containerv1
 import (
 	protoreflect "google.golang.org/protobuf/reflect/protoreflect"
 	protoimpl "google.golang.org/protobuf/runtime/protoimpl"
+	durationpb "google.golang.org/protobuf/types/known/durationpb"
 	timestamppb "google.golang.org/protobuf/types/known/timestamppb"
+	v11 "hearth.dev/proto/hearth/host/v1"
 	v1 "hearth.dev/proto/hearth/net/v1"
 	reflect "reflect"
 	sync "sync"
@@ -1543,11 +1545,796 @@ func (x *ListAddressesResponse) GetBindings() []*v1.Binding {
 	return nil
 }
 
+type StartPackageRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Id            string                 `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *StartPackageRequest) Reset() {
+	*x = StartPackageRequest{}
+	mi := &file_hearth_container_v1_package_proto_msgTypes[27]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *StartPackageRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*StartPackageRequest) ProtoMessage() {}
+
+func (x *StartPackageRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_hearth_container_v1_package_proto_msgTypes[27]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use StartPackageRequest.ProtoReflect.Descriptor instead.
+func (*StartPackageRequest) Descriptor() ([]byte, []int) {
+	return file_hearth_container_v1_package_proto_rawDescGZIP(), []int{27}
+}
+
+func (x *StartPackageRequest) GetId() string {
+	if x != nil {
+		return x.Id
+	}
+	return ""
+}
+
+type StartPackageResponse struct {
+	state   protoimpl.MessageState `protogen:"open.v1"`
+	Package *Package               `protobuf:"bytes,1,opt,name=package,proto3" json:"package,omitempty"`
+	// The dependencies it waits for before its container starts; empty when it started.
+	WaitingFor    []*v11.Wait `protobuf:"bytes,2,rep,name=waiting_for,json=waitingFor,proto3" json:"waiting_for,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *StartPackageResponse) Reset() {
+	*x = StartPackageResponse{}
+	mi := &file_hearth_container_v1_package_proto_msgTypes[28]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *StartPackageResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*StartPackageResponse) ProtoMessage() {}
+
+func (x *StartPackageResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_hearth_container_v1_package_proto_msgTypes[28]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use StartPackageResponse.ProtoReflect.Descriptor instead.
+func (*StartPackageResponse) Descriptor() ([]byte, []int) {
+	return file_hearth_container_v1_package_proto_rawDescGZIP(), []int{28}
+}
+
+func (x *StartPackageResponse) GetPackage() *Package {
+	if x != nil {
+		return x.Package
+	}
+	return nil
+}
+
+func (x *StartPackageResponse) GetWaitingFor() []*v11.Wait {
+	if x != nil {
+		return x.WaitingFor
+	}
+	return nil
+}
+
+type StopPackageRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Id    string                 `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
+	// Stop the running packages that depend on it first (dependents before dependencies).
+	Cascade bool `protobuf:"varint,2,opt,name=cascade,proto3" json:"cascade,omitempty"`
+	// How long its daemons have to stop cleanly; the manifest's when unset.
+	Grace         *durationpb.Duration `protobuf:"bytes,3,opt,name=grace,proto3" json:"grace,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *StopPackageRequest) Reset() {
+	*x = StopPackageRequest{}
+	mi := &file_hearth_container_v1_package_proto_msgTypes[29]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *StopPackageRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*StopPackageRequest) ProtoMessage() {}
+
+func (x *StopPackageRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_hearth_container_v1_package_proto_msgTypes[29]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use StopPackageRequest.ProtoReflect.Descriptor instead.
+func (*StopPackageRequest) Descriptor() ([]byte, []int) {
+	return file_hearth_container_v1_package_proto_rawDescGZIP(), []int{29}
+}
+
+func (x *StopPackageRequest) GetId() string {
+	if x != nil {
+		return x.Id
+	}
+	return ""
+}
+
+func (x *StopPackageRequest) GetCascade() bool {
+	if x != nil {
+		return x.Cascade
+	}
+	return false
+}
+
+func (x *StopPackageRequest) GetGrace() *durationpb.Duration {
+	if x != nil {
+		return x.Grace
+	}
+	return nil
+}
+
+type StopPackageResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The packages stopped, in order, ending with this one.
+	Stopped       []string `protobuf:"bytes,1,rep,name=stopped,proto3" json:"stopped,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *StopPackageResponse) Reset() {
+	*x = StopPackageResponse{}
+	mi := &file_hearth_container_v1_package_proto_msgTypes[30]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *StopPackageResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*StopPackageResponse) ProtoMessage() {}
+
+func (x *StopPackageResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_hearth_container_v1_package_proto_msgTypes[30]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use StopPackageResponse.ProtoReflect.Descriptor instead.
+func (*StopPackageResponse) Descriptor() ([]byte, []int) {
+	return file_hearth_container_v1_package_proto_rawDescGZIP(), []int{30}
+}
+
+func (x *StopPackageResponse) GetStopped() []string {
+	if x != nil {
+		return x.Stopped
+	}
+	return nil
+}
+
+type GetPackageStatusRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Id            string                 `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *GetPackageStatusRequest) Reset() {
+	*x = GetPackageStatusRequest{}
+	mi := &file_hearth_container_v1_package_proto_msgTypes[31]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *GetPackageStatusRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*GetPackageStatusRequest) ProtoMessage() {}
+
+func (x *GetPackageStatusRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_hearth_container_v1_package_proto_msgTypes[31]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use GetPackageStatusRequest.ProtoReflect.Descriptor instead.
+func (*GetPackageStatusRequest) Descriptor() ([]byte, []int) {
+	return file_hearth_container_v1_package_proto_rawDescGZIP(), []int{31}
+}
+
+func (x *GetPackageStatusRequest) GetId() string {
+	if x != nil {
+		return x.Id
+	}
+	return ""
+}
+
+type GetPackageStatusResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Status        *v11.GetStatusResponse `protobuf:"bytes,1,opt,name=status,proto3" json:"status,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *GetPackageStatusResponse) Reset() {
+	*x = GetPackageStatusResponse{}
+	mi := &file_hearth_container_v1_package_proto_msgTypes[32]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *GetPackageStatusResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*GetPackageStatusResponse) ProtoMessage() {}
+
+func (x *GetPackageStatusResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_hearth_container_v1_package_proto_msgTypes[32]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use GetPackageStatusResponse.ProtoReflect.Descriptor instead.
+func (*GetPackageStatusResponse) Descriptor() ([]byte, []int) {
+	return file_hearth_container_v1_package_proto_rawDescGZIP(), []int{32}
+}
+
+func (x *GetPackageStatusResponse) GetStatus() *v11.GetStatusResponse {
+	if x != nil {
+		return x.Status
+	}
+	return nil
+}
+
+type ListActionsRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The package.
+	Id            string `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListActionsRequest) Reset() {
+	*x = ListActionsRequest{}
+	mi := &file_hearth_container_v1_package_proto_msgTypes[33]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListActionsRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListActionsRequest) ProtoMessage() {}
+
+func (x *ListActionsRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_hearth_container_v1_package_proto_msgTypes[33]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListActionsRequest.ProtoReflect.Descriptor instead.
+func (*ListActionsRequest) Descriptor() ([]byte, []int) {
+	return file_hearth_container_v1_package_proto_rawDescGZIP(), []int{33}
+}
+
+func (x *ListActionsRequest) GetId() string {
+	if x != nil {
+		return x.Id
+	}
+	return ""
+}
+
+type ListActionsResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Actions       []*v11.ActionInfo      `protobuf:"bytes,1,rep,name=actions,proto3" json:"actions,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListActionsResponse) Reset() {
+	*x = ListActionsResponse{}
+	mi := &file_hearth_container_v1_package_proto_msgTypes[34]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListActionsResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListActionsResponse) ProtoMessage() {}
+
+func (x *ListActionsResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_hearth_container_v1_package_proto_msgTypes[34]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListActionsResponse.ProtoReflect.Descriptor instead.
+func (*ListActionsResponse) Descriptor() ([]byte, []int) {
+	return file_hearth_container_v1_package_proto_rawDescGZIP(), []int{34}
+}
+
+func (x *ListActionsResponse) GetActions() []*v11.ActionInfo {
+	if x != nil {
+		return x.Actions
+	}
+	return nil
+}
+
+type RunActionRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The package.
+	Id string `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
+	// The action.
+	Action string `protobuf:"bytes,2,opt,name=action,proto3" json:"action,omitempty"`
+	// The input: a JSON object of the action's fields (as text).
+	InputJson     string `protobuf:"bytes,3,opt,name=input_json,json=inputJson,proto3" json:"input_json,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RunActionRequest) Reset() {
+	*x = RunActionRequest{}
+	mi := &file_hearth_container_v1_package_proto_msgTypes[35]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RunActionRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RunActionRequest) ProtoMessage() {}
+
+func (x *RunActionRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_hearth_container_v1_package_proto_msgTypes[35]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RunActionRequest.ProtoReflect.Descriptor instead.
+func (*RunActionRequest) Descriptor() ([]byte, []int) {
+	return file_hearth_container_v1_package_proto_rawDescGZIP(), []int{35}
+}
+
+func (x *RunActionRequest) GetId() string {
+	if x != nil {
+		return x.Id
+	}
+	return ""
+}
+
+func (x *RunActionRequest) GetAction() string {
+	if x != nil {
+		return x.Action
+	}
+	return ""
+}
+
+func (x *RunActionRequest) GetInputJson() string {
+	if x != nil {
+		return x.InputJson
+	}
+	return ""
+}
+
+type RunActionResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Message       string                 `protobuf:"bytes,1,opt,name=message,proto3" json:"message,omitempty"`
+	Values        []*v11.ActionValue     `protobuf:"bytes,2,rep,name=values,proto3" json:"values,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RunActionResponse) Reset() {
+	*x = RunActionResponse{}
+	mi := &file_hearth_container_v1_package_proto_msgTypes[36]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RunActionResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RunActionResponse) ProtoMessage() {}
+
+func (x *RunActionResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_hearth_container_v1_package_proto_msgTypes[36]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RunActionResponse.ProtoReflect.Descriptor instead.
+func (*RunActionResponse) Descriptor() ([]byte, []int) {
+	return file_hearth_container_v1_package_proto_rawDescGZIP(), []int{36}
+}
+
+func (x *RunActionResponse) GetMessage() string {
+	if x != nil {
+		return x.Message
+	}
+	return ""
+}
+
+func (x *RunActionResponse) GetValues() []*v11.ActionValue {
+	if x != nil {
+		return x.Values
+	}
+	return nil
+}
+
+// Notification is one message a package left for the user.
+type Notification struct {
+	state   protoimpl.MessageState `protogen:"open.v1"`
+	Id      string                 `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
+	Package string                 `protobuf:"bytes,2,opt,name=package,proto3" json:"package,omitempty"`
+	// info, success, warning or error.
+	Level         string                 `protobuf:"bytes,3,opt,name=level,proto3" json:"level,omitempty"`
+	Title         string                 `protobuf:"bytes,4,opt,name=title,proto3" json:"title,omitempty"`
+	Message       string                 `protobuf:"bytes,5,opt,name=message,proto3" json:"message,omitempty"`
+	CreatedAt     *timestamppb.Timestamp `protobuf:"bytes,6,opt,name=created_at,json=createdAt,proto3" json:"created_at,omitempty"`
+	Dismissed     bool                   `protobuf:"varint,7,opt,name=dismissed,proto3" json:"dismissed,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *Notification) Reset() {
+	*x = Notification{}
+	mi := &file_hearth_container_v1_package_proto_msgTypes[37]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Notification) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Notification) ProtoMessage() {}
+
+func (x *Notification) ProtoReflect() protoreflect.Message {
+	mi := &file_hearth_container_v1_package_proto_msgTypes[37]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Notification.ProtoReflect.Descriptor instead.
+func (*Notification) Descriptor() ([]byte, []int) {
+	return file_hearth_container_v1_package_proto_rawDescGZIP(), []int{37}
+}
+
+func (x *Notification) GetId() string {
+	if x != nil {
+		return x.Id
+	}
+	return ""
+}
+
+func (x *Notification) GetPackage() string {
+	if x != nil {
+		return x.Package
+	}
+	return ""
+}
+
+func (x *Notification) GetLevel() string {
+	if x != nil {
+		return x.Level
+	}
+	return ""
+}
+
+func (x *Notification) GetTitle() string {
+	if x != nil {
+		return x.Title
+	}
+	return ""
+}
+
+func (x *Notification) GetMessage() string {
+	if x != nil {
+		return x.Message
+	}
+	return ""
+}
+
+func (x *Notification) GetCreatedAt() *timestamppb.Timestamp {
+	if x != nil {
+		return x.CreatedAt
+	}
+	return nil
+}
+
+func (x *Notification) GetDismissed() bool {
+	if x != nil {
+		return x.Dismissed
+	}
+	return false
+}
+
+type ListNotificationsRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// One package's; all when empty.
+	Package string `protobuf:"bytes,1,opt,name=package,proto3" json:"package,omitempty"`
+	// Include the dismissed ones.
+	All           bool `protobuf:"varint,2,opt,name=all,proto3" json:"all,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListNotificationsRequest) Reset() {
+	*x = ListNotificationsRequest{}
+	mi := &file_hearth_container_v1_package_proto_msgTypes[38]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListNotificationsRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListNotificationsRequest) ProtoMessage() {}
+
+func (x *ListNotificationsRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_hearth_container_v1_package_proto_msgTypes[38]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListNotificationsRequest.ProtoReflect.Descriptor instead.
+func (*ListNotificationsRequest) Descriptor() ([]byte, []int) {
+	return file_hearth_container_v1_package_proto_rawDescGZIP(), []int{38}
+}
+
+func (x *ListNotificationsRequest) GetPackage() string {
+	if x != nil {
+		return x.Package
+	}
+	return ""
+}
+
+func (x *ListNotificationsRequest) GetAll() bool {
+	if x != nil {
+		return x.All
+	}
+	return false
+}
+
+type ListNotificationsResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Notifications []*Notification        `protobuf:"bytes,1,rep,name=notifications,proto3" json:"notifications,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListNotificationsResponse) Reset() {
+	*x = ListNotificationsResponse{}
+	mi := &file_hearth_container_v1_package_proto_msgTypes[39]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListNotificationsResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListNotificationsResponse) ProtoMessage() {}
+
+func (x *ListNotificationsResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_hearth_container_v1_package_proto_msgTypes[39]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListNotificationsResponse.ProtoReflect.Descriptor instead.
+func (*ListNotificationsResponse) Descriptor() ([]byte, []int) {
+	return file_hearth_container_v1_package_proto_rawDescGZIP(), []int{39}
+}
+
+func (x *ListNotificationsResponse) GetNotifications() []*Notification {
+	if x != nil {
+		return x.Notifications
+	}
+	return nil
+}
+
+type DismissNotificationRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Ids   []string               `protobuf:"bytes,1,rep,name=ids,proto3" json:"ids,omitempty"`
+	// Every notification of this package.
+	Package       string `protobuf:"bytes,2,opt,name=package,proto3" json:"package,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *DismissNotificationRequest) Reset() {
+	*x = DismissNotificationRequest{}
+	mi := &file_hearth_container_v1_package_proto_msgTypes[40]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *DismissNotificationRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*DismissNotificationRequest) ProtoMessage() {}
+
+func (x *DismissNotificationRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_hearth_container_v1_package_proto_msgTypes[40]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use DismissNotificationRequest.ProtoReflect.Descriptor instead.
+func (*DismissNotificationRequest) Descriptor() ([]byte, []int) {
+	return file_hearth_container_v1_package_proto_rawDescGZIP(), []int{40}
+}
+
+func (x *DismissNotificationRequest) GetIds() []string {
+	if x != nil {
+		return x.Ids
+	}
+	return nil
+}
+
+func (x *DismissNotificationRequest) GetPackage() string {
+	if x != nil {
+		return x.Package
+	}
+	return ""
+}
+
+type DismissNotificationResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Dismissed     uint32                 `protobuf:"varint,1,opt,name=dismissed,proto3" json:"dismissed,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *DismissNotificationResponse) Reset() {
+	*x = DismissNotificationResponse{}
+	mi := &file_hearth_container_v1_package_proto_msgTypes[41]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *DismissNotificationResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*DismissNotificationResponse) ProtoMessage() {}
+
+func (x *DismissNotificationResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_hearth_container_v1_package_proto_msgTypes[41]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use DismissNotificationResponse.ProtoReflect.Descriptor instead.
+func (*DismissNotificationResponse) Descriptor() ([]byte, []int) {
+	return file_hearth_container_v1_package_proto_rawDescGZIP(), []int{41}
+}
+
+func (x *DismissNotificationResponse) GetDismissed() uint32 {
+	if x != nil {
+		return x.Dismissed
+	}
+	return 0
+}
+
 var File_hearth_container_v1_package_proto protoreflect.FileDescriptor
 
 const file_hearth_container_v1_package_proto_rawDesc = "" +
 	"\n" +
-	"!hearth/container/v1/package.proto\x12\x13hearth.container.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x1bhearth/net/v1/binding.proto\"\x90\x03\n" +
+	"!hearth/container/v1/package.proto\x12\x13hearth.container.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x19hearth/host/v1/host.proto\x1a\x1bhearth/net/v1/binding.proto\"\x90\x03\n" +
 	"\aPackage\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x18\n" +
 	"\aversion\x18\x02 \x01(\tR\aversion\x12\x1c\n" +
@@ -1634,7 +2421,55 @@ const file_hearth_container_v1_package_proto_rawDesc = "" +
 	"\x14ListAddressesRequest\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\"K\n" +
 	"\x15ListAddressesResponse\x122\n" +
-	"\bbindings\x18\x01 \x03(\v2\x16.hearth.net.v1.BindingR\bbindings2\xd2\x06\n" +
+	"\bbindings\x18\x01 \x03(\v2\x16.hearth.net.v1.BindingR\bbindings\"%\n" +
+	"\x13StartPackageRequest\x12\x0e\n" +
+	"\x02id\x18\x01 \x01(\tR\x02id\"\x85\x01\n" +
+	"\x14StartPackageResponse\x126\n" +
+	"\apackage\x18\x01 \x01(\v2\x1c.hearth.container.v1.PackageR\apackage\x125\n" +
+	"\vwaiting_for\x18\x02 \x03(\v2\x14.hearth.host.v1.WaitR\n" +
+	"waitingFor\"o\n" +
+	"\x12StopPackageRequest\x12\x0e\n" +
+	"\x02id\x18\x01 \x01(\tR\x02id\x12\x18\n" +
+	"\acascade\x18\x02 \x01(\bR\acascade\x12/\n" +
+	"\x05grace\x18\x03 \x01(\v2\x19.google.protobuf.DurationR\x05grace\"/\n" +
+	"\x13StopPackageResponse\x12\x18\n" +
+	"\astopped\x18\x01 \x03(\tR\astopped\")\n" +
+	"\x17GetPackageStatusRequest\x12\x0e\n" +
+	"\x02id\x18\x01 \x01(\tR\x02id\"U\n" +
+	"\x18GetPackageStatusResponse\x129\n" +
+	"\x06status\x18\x01 \x01(\v2!.hearth.host.v1.GetStatusResponseR\x06status\"$\n" +
+	"\x12ListActionsRequest\x12\x0e\n" +
+	"\x02id\x18\x01 \x01(\tR\x02id\"K\n" +
+	"\x13ListActionsResponse\x124\n" +
+	"\aactions\x18\x01 \x03(\v2\x1a.hearth.host.v1.ActionInfoR\aactions\"Y\n" +
+	"\x10RunActionRequest\x12\x0e\n" +
+	"\x02id\x18\x01 \x01(\tR\x02id\x12\x16\n" +
+	"\x06action\x18\x02 \x01(\tR\x06action\x12\x1d\n" +
+	"\n" +
+	"input_json\x18\x03 \x01(\tR\tinputJson\"b\n" +
+	"\x11RunActionResponse\x12\x18\n" +
+	"\amessage\x18\x01 \x01(\tR\amessage\x123\n" +
+	"\x06values\x18\x02 \x03(\v2\x1b.hearth.host.v1.ActionValueR\x06values\"\xd7\x01\n" +
+	"\fNotification\x12\x0e\n" +
+	"\x02id\x18\x01 \x01(\tR\x02id\x12\x18\n" +
+	"\apackage\x18\x02 \x01(\tR\apackage\x12\x14\n" +
+	"\x05level\x18\x03 \x01(\tR\x05level\x12\x14\n" +
+	"\x05title\x18\x04 \x01(\tR\x05title\x12\x18\n" +
+	"\amessage\x18\x05 \x01(\tR\amessage\x129\n" +
+	"\n" +
+	"created_at\x18\x06 \x01(\v2\x1a.google.protobuf.TimestampR\tcreatedAt\x12\x1c\n" +
+	"\tdismissed\x18\a \x01(\bR\tdismissed\"F\n" +
+	"\x18ListNotificationsRequest\x12\x18\n" +
+	"\apackage\x18\x01 \x01(\tR\apackage\x12\x10\n" +
+	"\x03all\x18\x02 \x01(\bR\x03all\"d\n" +
+	"\x19ListNotificationsResponse\x12G\n" +
+	"\rnotifications\x18\x01 \x03(\v2!.hearth.container.v1.NotificationR\rnotifications\"H\n" +
+	"\x1aDismissNotificationRequest\x12\x10\n" +
+	"\x03ids\x18\x01 \x03(\tR\x03ids\x12\x18\n" +
+	"\apackage\x18\x02 \x01(\tR\apackage\";\n" +
+	"\x1bDismissNotificationResponse\x12\x1c\n" +
+	"\tdismissed\x18\x01 \x01(\rR\tdismissed2\xc8\n" +
+	"\n" +
 	"\x0ePackageService\x12m\n" +
 	"\x0eInstallPackage\x12*.hearth.container.v1.InstallPackageRequest\x1a+.hearth.container.v1.InstallPackageResponse(\x010\x01\x12j\n" +
 	"\rUpdatePackage\x12).hearth.container.v1.UpdatePackageRequest\x1a*.hearth.container.v1.UpdatePackageResponse(\x010\x01\x12o\n" +
@@ -1644,7 +2479,15 @@ const file_hearth_container_v1_package_proto_rawDesc = "" +
 	"GetPackage\x12&.hearth.container.v1.GetPackageRequest\x1a'.hearth.container.v1.GetPackageResponse\x12`\n" +
 	"\vBindPackage\x12'.hearth.container.v1.BindPackageRequest\x1a(.hearth.container.v1.BindPackageResponse\x12f\n" +
 	"\rUnbindPackage\x12).hearth.container.v1.UnbindPackageRequest\x1a*.hearth.container.v1.UnbindPackageResponse\x12f\n" +
-	"\rListAddresses\x12).hearth.container.v1.ListAddressesRequest\x1a*.hearth.container.v1.ListAddressesResponse2\x9d\x02\n" +
+	"\rListAddresses\x12).hearth.container.v1.ListAddressesRequest\x1a*.hearth.container.v1.ListAddressesResponse\x12c\n" +
+	"\fStartPackage\x12(.hearth.container.v1.StartPackageRequest\x1a).hearth.container.v1.StartPackageResponse\x12`\n" +
+	"\vStopPackage\x12'.hearth.container.v1.StopPackageRequest\x1a(.hearth.container.v1.StopPackageResponse\x12o\n" +
+	"\x10GetPackageStatus\x12,.hearth.container.v1.GetPackageStatusRequest\x1a-.hearth.container.v1.GetPackageStatusResponse\x12`\n" +
+	"\vListActions\x12'.hearth.container.v1.ListActionsRequest\x1a(.hearth.container.v1.ListActionsResponse\x12Z\n" +
+	"\tRunAction\x12%.hearth.container.v1.RunActionRequest\x1a&.hearth.container.v1.RunActionResponse2\x83\x02\n" +
+	"\x13NotificationService\x12r\n" +
+	"\x11ListNotifications\x12-.hearth.container.v1.ListNotificationsRequest\x1a..hearth.container.v1.ListNotificationsResponse\x12x\n" +
+	"\x13DismissNotification\x12/.hearth.container.v1.DismissNotificationRequest\x1a0.hearth.container.v1.DismissNotificationResponse2\x9d\x02\n" +
 	"\n" +
 	"KeyService\x12W\n" +
 	"\bTrustKey\x12$.hearth.container.v1.TrustKeyRequest\x1a%.hearth.container.v1.TrustKeyResponse\x12]\n" +
@@ -1664,44 +2507,64 @@ func file_hearth_container_v1_package_proto_rawDescGZIP() []byte {
 	return file_hearth_container_v1_package_proto_rawDescData
 }
 
-var file_hearth_container_v1_package_proto_msgTypes = make([]protoimpl.MessageInfo, 28)
+var file_hearth_container_v1_package_proto_msgTypes = make([]protoimpl.MessageInfo, 43)
 var file_hearth_container_v1_package_proto_goTypes = []any{
-	(*Package)(nil),                  // 0: hearth.container.v1.Package
-	(*PackageProgress)(nil),          // 1: hearth.container.v1.PackageProgress
-	(*PackageOptions)(nil),           // 2: hearth.container.v1.PackageOptions
-	(*PackageResult)(nil),            // 3: hearth.container.v1.PackageResult
-	(*InstallPackageRequest)(nil),    // 4: hearth.container.v1.InstallPackageRequest
-	(*InstallPackageResponse)(nil),   // 5: hearth.container.v1.InstallPackageResponse
-	(*UpdatePackageRequest)(nil),     // 6: hearth.container.v1.UpdatePackageRequest
-	(*UpdatePackageResponse)(nil),    // 7: hearth.container.v1.UpdatePackageResponse
-	(*ListPackagesRequest)(nil),      // 8: hearth.container.v1.ListPackagesRequest
-	(*ListPackagesResponse)(nil),     // 9: hearth.container.v1.ListPackagesResponse
-	(*GetPackageRequest)(nil),        // 10: hearth.container.v1.GetPackageRequest
-	(*GetPackageResponse)(nil),       // 11: hearth.container.v1.GetPackageResponse
-	(*UninstallPackageRequest)(nil),  // 12: hearth.container.v1.UninstallPackageRequest
-	(*UninstallPackageResponse)(nil), // 13: hearth.container.v1.UninstallPackageResponse
-	(*TrustKeyRequest)(nil),          // 14: hearth.container.v1.TrustKeyRequest
-	(*TrustKeyResponse)(nil),         // 15: hearth.container.v1.TrustKeyResponse
-	(*UntrustKeyRequest)(nil),        // 16: hearth.container.v1.UntrustKeyRequest
-	(*UntrustKeyResponse)(nil),       // 17: hearth.container.v1.UntrustKeyResponse
-	(*ListKeysRequest)(nil),          // 18: hearth.container.v1.ListKeysRequest
-	(*ListKeysResponse)(nil),         // 19: hearth.container.v1.ListKeysResponse
-	(*TrustedKey)(nil),               // 20: hearth.container.v1.TrustedKey
-	(*BindPackageRequest)(nil),       // 21: hearth.container.v1.BindPackageRequest
-	(*BindPackageResponse)(nil),      // 22: hearth.container.v1.BindPackageResponse
-	(*UnbindPackageRequest)(nil),     // 23: hearth.container.v1.UnbindPackageRequest
-	(*UnbindPackageResponse)(nil),    // 24: hearth.container.v1.UnbindPackageResponse
-	(*ListAddressesRequest)(nil),     // 25: hearth.container.v1.ListAddressesRequest
-	(*ListAddressesResponse)(nil),    // 26: hearth.container.v1.ListAddressesResponse
-	nil,                              // 27: hearth.container.v1.Package.ImagesEntry
-	(*timestamppb.Timestamp)(nil),    // 28: google.protobuf.Timestamp
-	(v1.Exposure)(0),                 // 29: hearth.net.v1.Exposure
-	(*v1.Binding)(nil),               // 30: hearth.net.v1.Binding
+	(*Package)(nil),                     // 0: hearth.container.v1.Package
+	(*PackageProgress)(nil),             // 1: hearth.container.v1.PackageProgress
+	(*PackageOptions)(nil),              // 2: hearth.container.v1.PackageOptions
+	(*PackageResult)(nil),               // 3: hearth.container.v1.PackageResult
+	(*InstallPackageRequest)(nil),       // 4: hearth.container.v1.InstallPackageRequest
+	(*InstallPackageResponse)(nil),      // 5: hearth.container.v1.InstallPackageResponse
+	(*UpdatePackageRequest)(nil),        // 6: hearth.container.v1.UpdatePackageRequest
+	(*UpdatePackageResponse)(nil),       // 7: hearth.container.v1.UpdatePackageResponse
+	(*ListPackagesRequest)(nil),         // 8: hearth.container.v1.ListPackagesRequest
+	(*ListPackagesResponse)(nil),        // 9: hearth.container.v1.ListPackagesResponse
+	(*GetPackageRequest)(nil),           // 10: hearth.container.v1.GetPackageRequest
+	(*GetPackageResponse)(nil),          // 11: hearth.container.v1.GetPackageResponse
+	(*UninstallPackageRequest)(nil),     // 12: hearth.container.v1.UninstallPackageRequest
+	(*UninstallPackageResponse)(nil),    // 13: hearth.container.v1.UninstallPackageResponse
+	(*TrustKeyRequest)(nil),             // 14: hearth.container.v1.TrustKeyRequest
+	(*TrustKeyResponse)(nil),            // 15: hearth.container.v1.TrustKeyResponse
+	(*UntrustKeyRequest)(nil),           // 16: hearth.container.v1.UntrustKeyRequest
+	(*UntrustKeyResponse)(nil),          // 17: hearth.container.v1.UntrustKeyResponse
+	(*ListKeysRequest)(nil),             // 18: hearth.container.v1.ListKeysRequest
+	(*ListKeysResponse)(nil),            // 19: hearth.container.v1.ListKeysResponse
+	(*TrustedKey)(nil),                  // 20: hearth.container.v1.TrustedKey
+	(*BindPackageRequest)(nil),          // 21: hearth.container.v1.BindPackageRequest
+	(*BindPackageResponse)(nil),         // 22: hearth.container.v1.BindPackageResponse
+	(*UnbindPackageRequest)(nil),        // 23: hearth.container.v1.UnbindPackageRequest
+	(*UnbindPackageResponse)(nil),       // 24: hearth.container.v1.UnbindPackageResponse
+	(*ListAddressesRequest)(nil),        // 25: hearth.container.v1.ListAddressesRequest
+	(*ListAddressesResponse)(nil),       // 26: hearth.container.v1.ListAddressesResponse
+	(*StartPackageRequest)(nil),         // 27: hearth.container.v1.StartPackageRequest
+	(*StartPackageResponse)(nil),        // 28: hearth.container.v1.StartPackageResponse
+	(*StopPackageRequest)(nil),          // 29: hearth.container.v1.StopPackageRequest
+	(*StopPackageResponse)(nil),         // 30: hearth.container.v1.StopPackageResponse
+	(*GetPackageStatusRequest)(nil),     // 31: hearth.container.v1.GetPackageStatusRequest
+	(*GetPackageStatusResponse)(nil),    // 32: hearth.container.v1.GetPackageStatusResponse
+	(*ListActionsRequest)(nil),          // 33: hearth.container.v1.ListActionsRequest
+	(*ListActionsResponse)(nil),         // 34: hearth.container.v1.ListActionsResponse
+	(*RunActionRequest)(nil),            // 35: hearth.container.v1.RunActionRequest
+	(*RunActionResponse)(nil),           // 36: hearth.container.v1.RunActionResponse
+	(*Notification)(nil),                // 37: hearth.container.v1.Notification
+	(*ListNotificationsRequest)(nil),    // 38: hearth.container.v1.ListNotificationsRequest
+	(*ListNotificationsResponse)(nil),   // 39: hearth.container.v1.ListNotificationsResponse
+	(*DismissNotificationRequest)(nil),  // 40: hearth.container.v1.DismissNotificationRequest
+	(*DismissNotificationResponse)(nil), // 41: hearth.container.v1.DismissNotificationResponse
+	nil,                                 // 42: hearth.container.v1.Package.ImagesEntry
+	(*timestamppb.Timestamp)(nil),       // 43: google.protobuf.Timestamp
+	(v1.Exposure)(0),                    // 44: hearth.net.v1.Exposure
+	(*v1.Binding)(nil),                  // 45: hearth.net.v1.Binding
+	(*v11.Wait)(nil),                    // 46: hearth.host.v1.Wait
+	(*durationpb.Duration)(nil),         // 47: google.protobuf.Duration
+	(*v11.GetStatusResponse)(nil),       // 48: hearth.host.v1.GetStatusResponse
+	(*v11.ActionInfo)(nil),              // 49: hearth.host.v1.ActionInfo
+	(*v11.ActionValue)(nil),             // 50: hearth.host.v1.ActionValue
 }
 var file_hearth_container_v1_package_proto_depIdxs = []int32{
-	28, // 0: hearth.container.v1.Package.installed_at:type_name -> google.protobuf.Timestamp
-	28, // 1: hearth.container.v1.Package.updated_at:type_name -> google.protobuf.Timestamp
-	27, // 2: hearth.container.v1.Package.images:type_name -> hearth.container.v1.Package.ImagesEntry
+	43, // 0: hearth.container.v1.Package.installed_at:type_name -> google.protobuf.Timestamp
+	43, // 1: hearth.container.v1.Package.updated_at:type_name -> google.protobuf.Timestamp
+	42, // 2: hearth.container.v1.Package.images:type_name -> hearth.container.v1.Package.ImagesEntry
 	0,  // 3: hearth.container.v1.PackageResult.package:type_name -> hearth.container.v1.Package
 	2,  // 4: hearth.container.v1.InstallPackageRequest.options:type_name -> hearth.container.v1.PackageOptions
 	1,  // 5: hearth.container.v1.InstallPackageResponse.progress:type_name -> hearth.container.v1.PackageProgress
@@ -1713,37 +2576,59 @@ var file_hearth_container_v1_package_proto_depIdxs = []int32{
 	0,  // 11: hearth.container.v1.GetPackageResponse.package:type_name -> hearth.container.v1.Package
 	20, // 12: hearth.container.v1.TrustKeyResponse.key:type_name -> hearth.container.v1.TrustedKey
 	20, // 13: hearth.container.v1.ListKeysResponse.keys:type_name -> hearth.container.v1.TrustedKey
-	29, // 14: hearth.container.v1.BindPackageRequest.exposure:type_name -> hearth.net.v1.Exposure
-	30, // 15: hearth.container.v1.BindPackageResponse.binding:type_name -> hearth.net.v1.Binding
-	29, // 16: hearth.container.v1.UnbindPackageRequest.exposure:type_name -> hearth.net.v1.Exposure
-	30, // 17: hearth.container.v1.ListAddressesResponse.bindings:type_name -> hearth.net.v1.Binding
-	4,  // 18: hearth.container.v1.PackageService.InstallPackage:input_type -> hearth.container.v1.InstallPackageRequest
-	6,  // 19: hearth.container.v1.PackageService.UpdatePackage:input_type -> hearth.container.v1.UpdatePackageRequest
-	12, // 20: hearth.container.v1.PackageService.UninstallPackage:input_type -> hearth.container.v1.UninstallPackageRequest
-	8,  // 21: hearth.container.v1.PackageService.ListPackages:input_type -> hearth.container.v1.ListPackagesRequest
-	10, // 22: hearth.container.v1.PackageService.GetPackage:input_type -> hearth.container.v1.GetPackageRequest
-	21, // 23: hearth.container.v1.PackageService.BindPackage:input_type -> hearth.container.v1.BindPackageRequest
-	23, // 24: hearth.container.v1.PackageService.UnbindPackage:input_type -> hearth.container.v1.UnbindPackageRequest
-	25, // 25: hearth.container.v1.PackageService.ListAddresses:input_type -> hearth.container.v1.ListAddressesRequest
-	14, // 26: hearth.container.v1.KeyService.TrustKey:input_type -> hearth.container.v1.TrustKeyRequest
-	16, // 27: hearth.container.v1.KeyService.UntrustKey:input_type -> hearth.container.v1.UntrustKeyRequest
-	18, // 28: hearth.container.v1.KeyService.ListKeys:input_type -> hearth.container.v1.ListKeysRequest
-	5,  // 29: hearth.container.v1.PackageService.InstallPackage:output_type -> hearth.container.v1.InstallPackageResponse
-	7,  // 30: hearth.container.v1.PackageService.UpdatePackage:output_type -> hearth.container.v1.UpdatePackageResponse
-	13, // 31: hearth.container.v1.PackageService.UninstallPackage:output_type -> hearth.container.v1.UninstallPackageResponse
-	9,  // 32: hearth.container.v1.PackageService.ListPackages:output_type -> hearth.container.v1.ListPackagesResponse
-	11, // 33: hearth.container.v1.PackageService.GetPackage:output_type -> hearth.container.v1.GetPackageResponse
-	22, // 34: hearth.container.v1.PackageService.BindPackage:output_type -> hearth.container.v1.BindPackageResponse
-	24, // 35: hearth.container.v1.PackageService.UnbindPackage:output_type -> hearth.container.v1.UnbindPackageResponse
-	26, // 36: hearth.container.v1.PackageService.ListAddresses:output_type -> hearth.container.v1.ListAddressesResponse
-	15, // 37: hearth.container.v1.KeyService.TrustKey:output_type -> hearth.container.v1.TrustKeyResponse
-	17, // 38: hearth.container.v1.KeyService.UntrustKey:output_type -> hearth.container.v1.UntrustKeyResponse
-	19, // 39: hearth.container.v1.KeyService.ListKeys:output_type -> hearth.container.v1.ListKeysResponse
-	29, // [29:40] is the sub-list for method output_type
-	18, // [18:29] is the sub-list for method input_type
-	18, // [18:18] is the sub-list for extension type_name
-	18, // [18:18] is the sub-list for extension extendee
-	0,  // [0:18] is the sub-list for field type_name
+	44, // 14: hearth.container.v1.BindPackageRequest.exposure:type_name -> hearth.net.v1.Exposure
+	45, // 15: hearth.container.v1.BindPackageResponse.binding:type_name -> hearth.net.v1.Binding
+	44, // 16: hearth.container.v1.UnbindPackageRequest.exposure:type_name -> hearth.net.v1.Exposure
+	45, // 17: hearth.container.v1.ListAddressesResponse.bindings:type_name -> hearth.net.v1.Binding
+	0,  // 18: hearth.container.v1.StartPackageResponse.package:type_name -> hearth.container.v1.Package
+	46, // 19: hearth.container.v1.StartPackageResponse.waiting_for:type_name -> hearth.host.v1.Wait
+	47, // 20: hearth.container.v1.StopPackageRequest.grace:type_name -> google.protobuf.Duration
+	48, // 21: hearth.container.v1.GetPackageStatusResponse.status:type_name -> hearth.host.v1.GetStatusResponse
+	49, // 22: hearth.container.v1.ListActionsResponse.actions:type_name -> hearth.host.v1.ActionInfo
+	50, // 23: hearth.container.v1.RunActionResponse.values:type_name -> hearth.host.v1.ActionValue
+	43, // 24: hearth.container.v1.Notification.created_at:type_name -> google.protobuf.Timestamp
+	37, // 25: hearth.container.v1.ListNotificationsResponse.notifications:type_name -> hearth.container.v1.Notification
+	4,  // 26: hearth.container.v1.PackageService.InstallPackage:input_type -> hearth.container.v1.InstallPackageRequest
+	6,  // 27: hearth.container.v1.PackageService.UpdatePackage:input_type -> hearth.container.v1.UpdatePackageRequest
+	12, // 28: hearth.container.v1.PackageService.UninstallPackage:input_type -> hearth.container.v1.UninstallPackageRequest
+	8,  // 29: hearth.container.v1.PackageService.ListPackages:input_type -> hearth.container.v1.ListPackagesRequest
+	10, // 30: hearth.container.v1.PackageService.GetPackage:input_type -> hearth.container.v1.GetPackageRequest
+	21, // 31: hearth.container.v1.PackageService.BindPackage:input_type -> hearth.container.v1.BindPackageRequest
+	23, // 32: hearth.container.v1.PackageService.UnbindPackage:input_type -> hearth.container.v1.UnbindPackageRequest
+	25, // 33: hearth.container.v1.PackageService.ListAddresses:input_type -> hearth.container.v1.ListAddressesRequest
+	27, // 34: hearth.container.v1.PackageService.StartPackage:input_type -> hearth.container.v1.StartPackageRequest
+	29, // 35: hearth.container.v1.PackageService.StopPackage:input_type -> hearth.container.v1.StopPackageRequest
+	31, // 36: hearth.container.v1.PackageService.GetPackageStatus:input_type -> hearth.container.v1.GetPackageStatusRequest
+	33, // 37: hearth.container.v1.PackageService.ListActions:input_type -> hearth.container.v1.ListActionsRequest
+	35, // 38: hearth.container.v1.PackageService.RunAction:input_type -> hearth.container.v1.RunActionRequest
+	38, // 39: hearth.container.v1.NotificationService.ListNotifications:input_type -> hearth.container.v1.ListNotificationsRequest
+	40, // 40: hearth.container.v1.NotificationService.DismissNotification:input_type -> hearth.container.v1.DismissNotificationRequest
+	14, // 41: hearth.container.v1.KeyService.TrustKey:input_type -> hearth.container.v1.TrustKeyRequest
+	16, // 42: hearth.container.v1.KeyService.UntrustKey:input_type -> hearth.container.v1.UntrustKeyRequest
+	18, // 43: hearth.container.v1.KeyService.ListKeys:input_type -> hearth.container.v1.ListKeysRequest
+	5,  // 44: hearth.container.v1.PackageService.InstallPackage:output_type -> hearth.container.v1.InstallPackageResponse
+	7,  // 45: hearth.container.v1.PackageService.UpdatePackage:output_type -> hearth.container.v1.UpdatePackageResponse
+	13, // 46: hearth.container.v1.PackageService.UninstallPackage:output_type -> hearth.container.v1.UninstallPackageResponse
+	9,  // 47: hearth.container.v1.PackageService.ListPackages:output_type -> hearth.container.v1.ListPackagesResponse
+	11, // 48: hearth.container.v1.PackageService.GetPackage:output_type -> hearth.container.v1.GetPackageResponse
+	22, // 49: hearth.container.v1.PackageService.BindPackage:output_type -> hearth.container.v1.BindPackageResponse
+	24, // 50: hearth.container.v1.PackageService.UnbindPackage:output_type -> hearth.container.v1.UnbindPackageResponse
+	26, // 51: hearth.container.v1.PackageService.ListAddresses:output_type -> hearth.container.v1.ListAddressesResponse
+	28, // 52: hearth.container.v1.PackageService.StartPackage:output_type -> hearth.container.v1.StartPackageResponse
+	30, // 53: hearth.container.v1.PackageService.StopPackage:output_type -> hearth.container.v1.StopPackageResponse
+	32, // 54: hearth.container.v1.PackageService.GetPackageStatus:output_type -> hearth.container.v1.GetPackageStatusResponse
+	34, // 55: hearth.container.v1.PackageService.ListActions:output_type -> hearth.container.v1.ListActionsResponse
+	36, // 56: hearth.container.v1.PackageService.RunAction:output_type -> hearth.container.v1.RunActionResponse
+	39, // 57: hearth.container.v1.NotificationService.ListNotifications:output_type -> hearth.container.v1.ListNotificationsResponse
+	41, // 58: hearth.container.v1.NotificationService.DismissNotification:output_type -> hearth.container.v1.DismissNotificationResponse
+	15, // 59: hearth.container.v1.KeyService.TrustKey:output_type -> hearth.container.v1.TrustKeyResponse
+	17, // 60: hearth.container.v1.KeyService.UntrustKey:output_type -> hearth.container.v1.UntrustKeyResponse
+	19, // 61: hearth.container.v1.KeyService.ListKeys:output_type -> hearth.container.v1.ListKeysResponse
+	44, // [44:62] is the sub-list for method output_type
+	26, // [26:44] is the sub-list for method input_type
+	26, // [26:26] is the sub-list for extension type_name
+	26, // [26:26] is the sub-list for extension extendee
+	0,  // [0:26] is the sub-list for field type_name
 }
 
 func init() { file_hearth_container_v1_package_proto_init() }
@@ -1773,9 +2658,9 @@ func file_hearth_container_v1_package_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_hearth_container_v1_package_proto_rawDesc), len(file_hearth_container_v1_package_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   28,
+			NumMessages:   43,
 			NumExtensions: 0,
-			NumServices:   2,
+			NumServices:   3,
 		},
 		GoTypes:           file_hearth_container_v1_package_proto_goTypes,
 		DependencyIndexes: file_hearth_container_v1_package_proto_depIdxs,

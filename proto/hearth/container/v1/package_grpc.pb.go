@@ -27,6 +27,11 @@ const (
 	PackageService_BindPackage_FullMethodName      = "/hearth.container.v1.PackageService/BindPackage"
 	PackageService_UnbindPackage_FullMethodName    = "/hearth.container.v1.PackageService/UnbindPackage"
 	PackageService_ListAddresses_FullMethodName    = "/hearth.container.v1.PackageService/ListAddresses"
+	PackageService_StartPackage_FullMethodName     = "/hearth.container.v1.PackageService/StartPackage"
+	PackageService_StopPackage_FullMethodName      = "/hearth.container.v1.PackageService/StopPackage"
+	PackageService_GetPackageStatus_FullMethodName = "/hearth.container.v1.PackageService/GetPackageStatus"
+	PackageService_ListActions_FullMethodName      = "/hearth.container.v1.PackageService/ListActions"
+	PackageService_RunAction_FullMethodName        = "/hearth.container.v1.PackageService/RunAction"
 )
 
 // PackageServiceClient is the client API for PackageService service.
@@ -57,6 +62,20 @@ type PackageServiceClient interface {
 	UnbindPackage(ctx context.Context, in *UnbindPackageRequest, opts ...grpc.CallOption) (*UnbindPackageResponse, error)
 	// ListAddresses lists where a package answers.
 	ListAddresses(ctx context.Context, in *ListAddressesRequest, opts ...grpc.CallOption) (*ListAddressesResponse, error)
+	// StartPackage starts a package once its dependencies run and the interfaces it
+	// requires of them are healthy: until then it waits (GetPackageStatus says for what).
+	StartPackage(ctx context.Context, in *StartPackageRequest, opts ...grpc.CallOption) (*StartPackageResponse, error)
+	// StopPackage stops a package. While packages that depend on it run, it is refused
+	// with FailedPrecondition naming them, unless cascade stops them first.
+	StopPackage(ctx context.Context, in *StopPackageRequest, opts ...grpc.CallOption) (*StopPackageResponse, error)
+	// GetPackageStatus reports a package's daemons, the health results and progress its
+	// scripts set, and the dependencies it waits for.
+	GetPackageStatus(ctx context.Context, in *GetPackageStatusRequest, opts ...grpc.CallOption) (*GetPackageStatusResponse, error)
+	// ListActions lists a package's actions and whether each is offered now.
+	ListActions(ctx context.Context, in *ListActionsRequest, opts ...grpc.CallOption) (*ListActionsResponse, error)
+	// RunAction checks the input against the action's fields, then runs the action as a
+	// job in one of the package's images with the input as JSON on its standard input.
+	RunAction(ctx context.Context, in *RunActionRequest, opts ...grpc.CallOption) (*RunActionResponse, error)
 }
 
 type packageServiceClient struct {
@@ -153,6 +172,56 @@ func (c *packageServiceClient) ListAddresses(ctx context.Context, in *ListAddres
 	return out, nil
 }
 
+func (c *packageServiceClient) StartPackage(ctx context.Context, in *StartPackageRequest, opts ...grpc.CallOption) (*StartPackageResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(StartPackageResponse)
+	err := c.cc.Invoke(ctx, PackageService_StartPackage_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *packageServiceClient) StopPackage(ctx context.Context, in *StopPackageRequest, opts ...grpc.CallOption) (*StopPackageResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(StopPackageResponse)
+	err := c.cc.Invoke(ctx, PackageService_StopPackage_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *packageServiceClient) GetPackageStatus(ctx context.Context, in *GetPackageStatusRequest, opts ...grpc.CallOption) (*GetPackageStatusResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(GetPackageStatusResponse)
+	err := c.cc.Invoke(ctx, PackageService_GetPackageStatus_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *packageServiceClient) ListActions(ctx context.Context, in *ListActionsRequest, opts ...grpc.CallOption) (*ListActionsResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(ListActionsResponse)
+	err := c.cc.Invoke(ctx, PackageService_ListActions_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *packageServiceClient) RunAction(ctx context.Context, in *RunActionRequest, opts ...grpc.CallOption) (*RunActionResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(RunActionResponse)
+	err := c.cc.Invoke(ctx, PackageService_RunAction_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // PackageServiceServer is the server API for PackageService service.
 // All implementations must embed UnimplementedPackageServiceServer
 // for forward compatibility.
@@ -181,6 +250,20 @@ type PackageServiceServer interface {
 	UnbindPackage(context.Context, *UnbindPackageRequest) (*UnbindPackageResponse, error)
 	// ListAddresses lists where a package answers.
 	ListAddresses(context.Context, *ListAddressesRequest) (*ListAddressesResponse, error)
+	// StartPackage starts a package once its dependencies run and the interfaces it
+	// requires of them are healthy: until then it waits (GetPackageStatus says for what).
+	StartPackage(context.Context, *StartPackageRequest) (*StartPackageResponse, error)
+	// StopPackage stops a package. While packages that depend on it run, it is refused
+	// with FailedPrecondition naming them, unless cascade stops them first.
+	StopPackage(context.Context, *StopPackageRequest) (*StopPackageResponse, error)
+	// GetPackageStatus reports a package's daemons, the health results and progress its
+	// scripts set, and the dependencies it waits for.
+	GetPackageStatus(context.Context, *GetPackageStatusRequest) (*GetPackageStatusResponse, error)
+	// ListActions lists a package's actions and whether each is offered now.
+	ListActions(context.Context, *ListActionsRequest) (*ListActionsResponse, error)
+	// RunAction checks the input against the action's fields, then runs the action as a
+	// job in one of the package's images with the input as JSON on its standard input.
+	RunAction(context.Context, *RunActionRequest) (*RunActionResponse, error)
 	mustEmbedUnimplementedPackageServiceServer()
 }
 
@@ -214,6 +297,21 @@ func (UnimplementedPackageServiceServer) UnbindPackage(context.Context, *UnbindP
 }
 func (UnimplementedPackageServiceServer) ListAddresses(context.Context, *ListAddressesRequest) (*ListAddressesResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method ListAddresses not implemented")
+}
+func (UnimplementedPackageServiceServer) StartPackage(context.Context, *StartPackageRequest) (*StartPackageResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method StartPackage not implemented")
+}
+func (UnimplementedPackageServiceServer) StopPackage(context.Context, *StopPackageRequest) (*StopPackageResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method StopPackage not implemented")
+}
+func (UnimplementedPackageServiceServer) GetPackageStatus(context.Context, *GetPackageStatusRequest) (*GetPackageStatusResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method GetPackageStatus not implemented")
+}
+func (UnimplementedPackageServiceServer) ListActions(context.Context, *ListActionsRequest) (*ListActionsResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method ListActions not implemented")
+}
+func (UnimplementedPackageServiceServer) RunAction(context.Context, *RunActionRequest) (*RunActionResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method RunAction not implemented")
 }
 func (UnimplementedPackageServiceServer) mustEmbedUnimplementedPackageServiceServer() {}
 func (UnimplementedPackageServiceServer) testEmbeddedByValue()                        {}
@@ -358,6 +456,96 @@ func _PackageService_ListAddresses_Handler(srv interface{}, ctx context.Context,
 	return interceptor(ctx, in, info, handler)
 }
 
+func _PackageService_StartPackage_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(StartPackageRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(PackageServiceServer).StartPackage(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: PackageService_StartPackage_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(PackageServiceServer).StartPackage(ctx, req.(*StartPackageRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _PackageService_StopPackage_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(StopPackageRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(PackageServiceServer).StopPackage(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: PackageService_StopPackage_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(PackageServiceServer).StopPackage(ctx, req.(*StopPackageRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _PackageService_GetPackageStatus_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(GetPackageStatusRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(PackageServiceServer).GetPackageStatus(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: PackageService_GetPackageStatus_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(PackageServiceServer).GetPackageStatus(ctx, req.(*GetPackageStatusRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _PackageService_ListActions_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(ListActionsRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(PackageServiceServer).ListActions(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: PackageService_ListActions_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(PackageServiceServer).ListActions(ctx, req.(*ListActionsRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _PackageService_RunAction_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(RunActionRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(PackageServiceServer).RunAction(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: PackageService_RunAction_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(PackageServiceServer).RunAction(ctx, req.(*RunActionRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 // PackageService_ServiceDesc is the grpc.ServiceDesc for PackageService service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -389,6 +577,26 @@ var PackageService_ServiceDesc = grpc.ServiceDesc{
 			MethodName: "ListAddresses",
 			Handler:    _PackageService_ListAddresses_Handler,
 		},
+		{
+			MethodName: "StartPackage",
+			Handler:    _PackageService_StartPackage_Handler,
+		},
+		{
+			MethodName: "StopPackage",
+			Handler:    _PackageService_StopPackage_Handler,
+		},
+		{
+			MethodName: "GetPackageStatus",
+			Handler:    _PackageService_GetPackageStatus_Handler,
+		},
+		{
+			MethodName: "ListActions",
+			Handler:    _PackageService_ListActions_Handler,
+		},
+		{
+			MethodName: "RunAction",
+			Handler:    _PackageService_RunAction_Handler,
+		},
 	},
 	Streams: []grpc.StreamDesc{
 		{
@@ -404,6 +612,154 @@ var PackageService_ServiceDesc = grpc.ServiceDesc{
 			ClientStreams: true,
 		},
 	},
+	Metadata: "hearth/container/v1/package.proto",
+}
+
+const (
+	NotificationService_ListNotifications_FullMethodName   = "/hearth.container.v1.NotificationService/ListNotifications"
+	NotificationService_DismissNotification_FullMethodName = "/hearth.container.v1.NotificationService/DismissNotification"
+)
+
+// NotificationServiceClient is the client API for NotificationService service.
+//
+// For semantics around ctx use and closing/ending streaming RPCs, please refer to https://pkg.go.dev/google.golang.org/grpc/?tab=doc#ClientConn.NewStream.
+//
+// NotificationService keeps the notifications packages leave for the user.
+type NotificationServiceClient interface {
+	// ListNotifications lists notifications, newest first.
+	ListNotifications(ctx context.Context, in *ListNotificationsRequest, opts ...grpc.CallOption) (*ListNotificationsResponse, error)
+	// DismissNotification dismisses notifications by id, or all of one package's.
+	DismissNotification(ctx context.Context, in *DismissNotificationRequest, opts ...grpc.CallOption) (*DismissNotificationResponse, error)
+}
+
+type notificationServiceClient struct {
+	cc grpc.ClientConnInterface
+}
+
+func NewNotificationServiceClient(cc grpc.ClientConnInterface) NotificationServiceClient {
+	return &notificationServiceClient{cc}
+}
+
+func (c *notificationServiceClient) ListNotifications(ctx context.Context, in *ListNotificationsRequest, opts ...grpc.CallOption) (*ListNotificationsResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(ListNotificationsResponse)
+	err := c.cc.Invoke(ctx, NotificationService_ListNotifications_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *notificationServiceClient) DismissNotification(ctx context.Context, in *DismissNotificationRequest, opts ...grpc.CallOption) (*DismissNotificationResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(DismissNotificationResponse)
+	err := c.cc.Invoke(ctx, NotificationService_DismissNotification_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+// NotificationServiceServer is the server API for NotificationService service.
+// All implementations must embed UnimplementedNotificationServiceServer
+// for forward compatibility.
+//
+// NotificationService keeps the notifications packages leave for the user.
+type NotificationServiceServer interface {
+	// ListNotifications lists notifications, newest first.
+	ListNotifications(context.Context, *ListNotificationsRequest) (*ListNotificationsResponse, error)
+	// DismissNotification dismisses notifications by id, or all of one package's.
+	DismissNotification(context.Context, *DismissNotificationRequest) (*DismissNotificationResponse, error)
+	mustEmbedUnimplementedNotificationServiceServer()
+}
+
+// UnimplementedNotificationServiceServer must be embedded to have
+// forward compatible implementations.
+//
+// NOTE: this should be embedded by value instead of pointer to avoid a nil
+// pointer dereference when methods are called.
+type UnimplementedNotificationServiceServer struct{}
+
+func (UnimplementedNotificationServiceServer) ListNotifications(context.Context, *ListNotificationsRequest) (*ListNotificationsResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method ListNotifications not implemented")
+}
+func (UnimplementedNotificationServiceServer) DismissNotification(context.Context, *DismissNotificationRequest) (*DismissNotificationResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method DismissNotification not implemented")
+}
+func (UnimplementedNotificationServiceServer) mustEmbedUnimplementedNotificationServiceServer() {}
+func (UnimplementedNotificationServiceServer) testEmbeddedByValue()                             {}
+
+// UnsafeNotificationServiceServer may be embedded to opt out of forward compatibility for this service.
+// Use of this interface is not recommended, as added methods to NotificationServiceServer will
+// result in compilation errors.
+type UnsafeNotificationServiceServer interface {
+	mustEmbedUnimplementedNotificationServiceServer()
+}
+
+func RegisterNotificationServiceServer(s grpc.ServiceRegistrar, srv NotificationServiceServer) {
+	// If the following call panics, it indicates UnimplementedNotificationServiceServer was
+	// embedded by pointer and is nil.  This will cause panics if an
+	// unimplemented method is ever invoked, so we test this at initialization
+	// time to prevent it from happening at runtime later due to I/O.
+	if t, ok := srv.(interface{ testEmbeddedByValue() }); ok {
+		t.testEmbeddedByValue()
+	}
+	s.RegisterService(&NotificationService_ServiceDesc, srv)
+}
+
+func _NotificationService_ListNotifications_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(ListNotificationsRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(NotificationServiceServer).ListNotifications(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: NotificationService_ListNotifications_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(NotificationServiceServer).ListNotifications(ctx, req.(*ListNotificationsRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _NotificationService_DismissNotification_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(DismissNotificationRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(NotificationServiceServer).DismissNotification(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: NotificationService_DismissNotification_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(NotificationServiceServer).DismissNotification(ctx, req.(*DismissNotificationRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+// NotificationService_ServiceDesc is the grpc.ServiceDesc for NotificationService service.
+// It's only intended for direct use with grpc.RegisterService,
+// and not to be introspected or modified (even as a copy)
+var NotificationService_ServiceDesc = grpc.ServiceDesc{
+	ServiceName: "hearth.container.v1.NotificationService",
+	HandlerType: (*NotificationServiceServer)(nil),
+	Methods: []grpc.MethodDesc{
+		{
+			MethodName: "ListNotifications",
+			Handler:    _NotificationService_ListNotifications_Handler,
+		},
+		{
+			MethodName: "DismissNotification",
+			Handler:    _NotificationService_DismissNotification_Handler,
+		},
+	},
+	Streams:  []grpc.StreamDesc{},
 	Metadata: "hearth/container/v1/package.proto",
 }
 

@@ -13,6 +13,8 @@ package hostv1
 import (
 	protoreflect "google.golang.org/protobuf/reflect/protoreflect"
 	protoimpl "google.golang.org/protobuf/runtime/protoimpl"
+	descriptorpb "google.golang.org/protobuf/types/descriptorpb"
+	timestamppb "google.golang.org/protobuf/types/known/timestamppb"
 	reflect "reflect"
 	sync "sync"
 	unsafe "unsafe"
@@ -24,6 +26,56 @@ const (
 	// Verify that runtime/protoimpl is sufficiently up-to-date.
 	_ = protoimpl.EnforceVersion(protoimpl.MaxVersion - 20)
 )
+
+// Effect marks an RPC that package scripts call through guestd's JSON-RPC shim
+// (/media/hearth/rpc/effects.sock): the shim serves every marked method under its
+// name, with the request message as params and the response message as result, both
+// in protobuf's JSON form (field names as written here). docs/effects.md is generated
+// from these marks and the comments beside them.
+type Effect struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The JSON-RPC method name, such as "subcontainer.create".
+	Name          string `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *Effect) Reset() {
+	*x = Effect{}
+	mi := &file_hearth_host_v1_host_proto_msgTypes[0]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Effect) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Effect) ProtoMessage() {}
+
+func (x *Effect) ProtoReflect() protoreflect.Message {
+	mi := &file_hearth_host_v1_host_proto_msgTypes[0]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Effect.ProtoReflect.Descriptor instead.
+func (*Effect) Descriptor() ([]byte, []int) {
+	return file_hearth_host_v1_host_proto_rawDescGZIP(), []int{0}
+}
+
+func (x *Effect) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
 
 // Overlay is one subcontainer root.
 type Overlay struct {
@@ -40,7 +92,7 @@ type Overlay struct {
 
 func (x *Overlay) Reset() {
 	*x = Overlay{}
-	mi := &file_hearth_host_v1_host_proto_msgTypes[0]
+	mi := &file_hearth_host_v1_host_proto_msgTypes[1]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -52,7 +104,7 @@ func (x *Overlay) String() string {
 func (*Overlay) ProtoMessage() {}
 
 func (x *Overlay) ProtoReflect() protoreflect.Message {
-	mi := &file_hearth_host_v1_host_proto_msgTypes[0]
+	mi := &file_hearth_host_v1_host_proto_msgTypes[1]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -65,7 +117,7 @@ func (x *Overlay) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Overlay.ProtoReflect.Descriptor instead.
 func (*Overlay) Descriptor() ([]byte, []int) {
-	return file_hearth_host_v1_host_proto_rawDescGZIP(), []int{0}
+	return file_hearth_host_v1_host_proto_rawDescGZIP(), []int{1}
 }
 
 func (x *Overlay) GetName() string {
@@ -109,7 +161,7 @@ type VolumeBind struct {
 
 func (x *VolumeBind) Reset() {
 	*x = VolumeBind{}
-	mi := &file_hearth_host_v1_host_proto_msgTypes[1]
+	mi := &file_hearth_host_v1_host_proto_msgTypes[2]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -121,7 +173,7 @@ func (x *VolumeBind) String() string {
 func (*VolumeBind) ProtoMessage() {}
 
 func (x *VolumeBind) ProtoReflect() protoreflect.Message {
-	mi := &file_hearth_host_v1_host_proto_msgTypes[1]
+	mi := &file_hearth_host_v1_host_proto_msgTypes[2]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -134,7 +186,7 @@ func (x *VolumeBind) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use VolumeBind.ProtoReflect.Descriptor instead.
 func (*VolumeBind) Descriptor() ([]byte, []int) {
-	return file_hearth_host_v1_host_proto_rawDescGZIP(), []int{1}
+	return file_hearth_host_v1_host_proto_rawDescGZIP(), []int{2}
 }
 
 func (x *VolumeBind) GetVolume() string {
@@ -170,7 +222,7 @@ type CreateOverlayRequest struct {
 
 func (x *CreateOverlayRequest) Reset() {
 	*x = CreateOverlayRequest{}
-	mi := &file_hearth_host_v1_host_proto_msgTypes[2]
+	mi := &file_hearth_host_v1_host_proto_msgTypes[3]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -182,7 +234,7 @@ func (x *CreateOverlayRequest) String() string {
 func (*CreateOverlayRequest) ProtoMessage() {}
 
 func (x *CreateOverlayRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_hearth_host_v1_host_proto_msgTypes[2]
+	mi := &file_hearth_host_v1_host_proto_msgTypes[3]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -195,7 +247,7 @@ func (x *CreateOverlayRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CreateOverlayRequest.ProtoReflect.Descriptor instead.
 func (*CreateOverlayRequest) Descriptor() ([]byte, []int) {
-	return file_hearth_host_v1_host_proto_rawDescGZIP(), []int{2}
+	return file_hearth_host_v1_host_proto_rawDescGZIP(), []int{3}
 }
 
 func (x *CreateOverlayRequest) GetImage() string {
@@ -221,7 +273,7 @@ type CreateOverlayResponse struct {
 
 func (x *CreateOverlayResponse) Reset() {
 	*x = CreateOverlayResponse{}
-	mi := &file_hearth_host_v1_host_proto_msgTypes[3]
+	mi := &file_hearth_host_v1_host_proto_msgTypes[4]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -233,7 +285,7 @@ func (x *CreateOverlayResponse) String() string {
 func (*CreateOverlayResponse) ProtoMessage() {}
 
 func (x *CreateOverlayResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_hearth_host_v1_host_proto_msgTypes[3]
+	mi := &file_hearth_host_v1_host_proto_msgTypes[4]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -246,7 +298,7 @@ func (x *CreateOverlayResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CreateOverlayResponse.ProtoReflect.Descriptor instead.
 func (*CreateOverlayResponse) Descriptor() ([]byte, []int) {
-	return file_hearth_host_v1_host_proto_rawDescGZIP(), []int{3}
+	return file_hearth_host_v1_host_proto_rawDescGZIP(), []int{4}
 }
 
 func (x *CreateOverlayResponse) GetOverlay() *Overlay {
@@ -265,7 +317,7 @@ type DestroyOverlayRequest struct {
 
 func (x *DestroyOverlayRequest) Reset() {
 	*x = DestroyOverlayRequest{}
-	mi := &file_hearth_host_v1_host_proto_msgTypes[4]
+	mi := &file_hearth_host_v1_host_proto_msgTypes[5]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -277,7 +329,7 @@ func (x *DestroyOverlayRequest) String() string {
 func (*DestroyOverlayRequest) ProtoMessage() {}
 
 func (x *DestroyOverlayRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_hearth_host_v1_host_proto_msgTypes[4]
+	mi := &file_hearth_host_v1_host_proto_msgTypes[5]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -290,7 +342,7 @@ func (x *DestroyOverlayRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DestroyOverlayRequest.ProtoReflect.Descriptor instead.
 func (*DestroyOverlayRequest) Descriptor() ([]byte, []int) {
-	return file_hearth_host_v1_host_proto_rawDescGZIP(), []int{4}
+	return file_hearth_host_v1_host_proto_rawDescGZIP(), []int{5}
 }
 
 func (x *DestroyOverlayRequest) GetName() string {
@@ -308,7 +360,7 @@ type DestroyOverlayResponse struct {
 
 func (x *DestroyOverlayResponse) Reset() {
 	*x = DestroyOverlayResponse{}
-	mi := &file_hearth_host_v1_host_proto_msgTypes[5]
+	mi := &file_hearth_host_v1_host_proto_msgTypes[6]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -320,7 +372,7 @@ func (x *DestroyOverlayResponse) String() string {
 func (*DestroyOverlayResponse) ProtoMessage() {}
 
 func (x *DestroyOverlayResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_hearth_host_v1_host_proto_msgTypes[5]
+	mi := &file_hearth_host_v1_host_proto_msgTypes[6]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -333,7 +385,7 @@ func (x *DestroyOverlayResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DestroyOverlayResponse.ProtoReflect.Descriptor instead.
 func (*DestroyOverlayResponse) Descriptor() ([]byte, []int) {
-	return file_hearth_host_v1_host_proto_rawDescGZIP(), []int{5}
+	return file_hearth_host_v1_host_proto_rawDescGZIP(), []int{6}
 }
 
 type BindVolumeRequest struct {
@@ -351,7 +403,7 @@ type BindVolumeRequest struct {
 
 func (x *BindVolumeRequest) Reset() {
 	*x = BindVolumeRequest{}
-	mi := &file_hearth_host_v1_host_proto_msgTypes[6]
+	mi := &file_hearth_host_v1_host_proto_msgTypes[7]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -363,7 +415,7 @@ func (x *BindVolumeRequest) String() string {
 func (*BindVolumeRequest) ProtoMessage() {}
 
 func (x *BindVolumeRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_hearth_host_v1_host_proto_msgTypes[6]
+	mi := &file_hearth_host_v1_host_proto_msgTypes[7]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -376,7 +428,7 @@ func (x *BindVolumeRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use BindVolumeRequest.ProtoReflect.Descriptor instead.
 func (*BindVolumeRequest) Descriptor() ([]byte, []int) {
-	return file_hearth_host_v1_host_proto_rawDescGZIP(), []int{6}
+	return file_hearth_host_v1_host_proto_rawDescGZIP(), []int{7}
 }
 
 func (x *BindVolumeRequest) GetVolume() string {
@@ -416,7 +468,7 @@ type BindVolumeResponse struct {
 
 func (x *BindVolumeResponse) Reset() {
 	*x = BindVolumeResponse{}
-	mi := &file_hearth_host_v1_host_proto_msgTypes[7]
+	mi := &file_hearth_host_v1_host_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -428,7 +480,7 @@ func (x *BindVolumeResponse) String() string {
 func (*BindVolumeResponse) ProtoMessage() {}
 
 func (x *BindVolumeResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_hearth_host_v1_host_proto_msgTypes[7]
+	mi := &file_hearth_host_v1_host_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -441,7 +493,7 @@ func (x *BindVolumeResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use BindVolumeResponse.ProtoReflect.Descriptor instead.
 func (*BindVolumeResponse) Descriptor() ([]byte, []int) {
-	return file_hearth_host_v1_host_proto_rawDescGZIP(), []int{7}
+	return file_hearth_host_v1_host_proto_rawDescGZIP(), []int{8}
 }
 
 func (x *BindVolumeResponse) GetOverlay() *Overlay {
@@ -459,7 +511,7 @@ type ListOverlaysRequest struct {
 
 func (x *ListOverlaysRequest) Reset() {
 	*x = ListOverlaysRequest{}
-	mi := &file_hearth_host_v1_host_proto_msgTypes[8]
+	mi := &file_hearth_host_v1_host_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -471,7 +523,7 @@ func (x *ListOverlaysRequest) String() string {
 func (*ListOverlaysRequest) ProtoMessage() {}
 
 func (x *ListOverlaysRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_hearth_host_v1_host_proto_msgTypes[8]
+	mi := &file_hearth_host_v1_host_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -484,7 +536,7 @@ func (x *ListOverlaysRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListOverlaysRequest.ProtoReflect.Descriptor instead.
 func (*ListOverlaysRequest) Descriptor() ([]byte, []int) {
-	return file_hearth_host_v1_host_proto_rawDescGZIP(), []int{8}
+	return file_hearth_host_v1_host_proto_rawDescGZIP(), []int{9}
 }
 
 type ListOverlaysResponse struct {
@@ -496,7 +548,7 @@ type ListOverlaysResponse struct {
 
 func (x *ListOverlaysResponse) Reset() {
 	*x = ListOverlaysResponse{}
-	mi := &file_hearth_host_v1_host_proto_msgTypes[9]
+	mi := &file_hearth_host_v1_host_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -508,7 +560,7 @@ func (x *ListOverlaysResponse) String() string {
 func (*ListOverlaysResponse) ProtoMessage() {}
 
 func (x *ListOverlaysResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_hearth_host_v1_host_proto_msgTypes[9]
+	mi := &file_hearth_host_v1_host_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -521,7 +573,7 @@ func (x *ListOverlaysResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListOverlaysResponse.ProtoReflect.Descriptor instead.
 func (*ListOverlaysResponse) Descriptor() ([]byte, []int) {
-	return file_hearth_host_v1_host_proto_rawDescGZIP(), []int{9}
+	return file_hearth_host_v1_host_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *ListOverlaysResponse) GetOverlays() []*Overlay {
@@ -539,7 +591,7 @@ type GetIdentityRequest struct {
 
 func (x *GetIdentityRequest) Reset() {
 	*x = GetIdentityRequest{}
-	mi := &file_hearth_host_v1_host_proto_msgTypes[10]
+	mi := &file_hearth_host_v1_host_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -551,7 +603,7 @@ func (x *GetIdentityRequest) String() string {
 func (*GetIdentityRequest) ProtoMessage() {}
 
 func (x *GetIdentityRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_hearth_host_v1_host_proto_msgTypes[10]
+	mi := &file_hearth_host_v1_host_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -564,7 +616,7 @@ func (x *GetIdentityRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetIdentityRequest.ProtoReflect.Descriptor instead.
 func (*GetIdentityRequest) Descriptor() ([]byte, []int) {
-	return file_hearth_host_v1_host_proto_rawDescGZIP(), []int{10}
+	return file_hearth_host_v1_host_proto_rawDescGZIP(), []int{11}
 }
 
 type GetIdentityResponse struct {
@@ -579,7 +631,7 @@ type GetIdentityResponse struct {
 
 func (x *GetIdentityResponse) Reset() {
 	*x = GetIdentityResponse{}
-	mi := &file_hearth_host_v1_host_proto_msgTypes[11]
+	mi := &file_hearth_host_v1_host_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -591,7 +643,7 @@ func (x *GetIdentityResponse) String() string {
 func (*GetIdentityResponse) ProtoMessage() {}
 
 func (x *GetIdentityResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_hearth_host_v1_host_proto_msgTypes[11]
+	mi := &file_hearth_host_v1_host_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -604,7 +656,7 @@ func (x *GetIdentityResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetIdentityResponse.ProtoReflect.Descriptor instead.
 func (*GetIdentityResponse) Descriptor() ([]byte, []int) {
-	return file_hearth_host_v1_host_proto_rawDescGZIP(), []int{11}
+	return file_hearth_host_v1_host_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *GetIdentityResponse) GetContainer() string {
@@ -621,11 +673,2354 @@ func (x *GetIdentityResponse) GetPackage() string {
 	return ""
 }
 
+type GetStatusRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *GetStatusRequest) Reset() {
+	*x = GetStatusRequest{}
+	mi := &file_hearth_host_v1_host_proto_msgTypes[13]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *GetStatusRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*GetStatusRequest) ProtoMessage() {}
+
+func (x *GetStatusRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_hearth_host_v1_host_proto_msgTypes[13]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use GetStatusRequest.ProtoReflect.Descriptor instead.
+func (*GetStatusRequest) Descriptor() ([]byte, []int) {
+	return file_hearth_host_v1_host_proto_rawDescGZIP(), []int{13}
+}
+
+// DaemonStatus is one daemon or oneshot, as guestd reports it.
+type DaemonStatus struct {
+	state   protoimpl.MessageState `protogen:"open.v1"`
+	Name    string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	Oneshot bool                   `protobuf:"varint,2,opt,name=oneshot,proto3" json:"oneshot,omitempty"`
+	// starting, running, ready, failing, backoff, stopping, stopped, done or failed.
+	State    string `protobuf:"bytes,3,opt,name=state,proto3" json:"state,omitempty"`
+	Restarts uint32 `protobuf:"varint,4,opt,name=restarts,proto3" json:"restarts,omitempty"`
+	// The last check's result, or why it is where it is.
+	Health        string `protobuf:"bytes,5,opt,name=health,proto3" json:"health,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *DaemonStatus) Reset() {
+	*x = DaemonStatus{}
+	mi := &file_hearth_host_v1_host_proto_msgTypes[14]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *DaemonStatus) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*DaemonStatus) ProtoMessage() {}
+
+func (x *DaemonStatus) ProtoReflect() protoreflect.Message {
+	mi := &file_hearth_host_v1_host_proto_msgTypes[14]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use DaemonStatus.ProtoReflect.Descriptor instead.
+func (*DaemonStatus) Descriptor() ([]byte, []int) {
+	return file_hearth_host_v1_host_proto_rawDescGZIP(), []int{14}
+}
+
+func (x *DaemonStatus) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *DaemonStatus) GetOneshot() bool {
+	if x != nil {
+		return x.Oneshot
+	}
+	return false
+}
+
+func (x *DaemonStatus) GetState() string {
+	if x != nil {
+		return x.State
+	}
+	return ""
+}
+
+func (x *DaemonStatus) GetRestarts() uint32 {
+	if x != nil {
+		return x.Restarts
+	}
+	return 0
+}
+
+func (x *DaemonStatus) GetHealth() string {
+	if x != nil {
+		return x.Health
+	}
+	return ""
+}
+
+// HealthResult is a named health result a package's script set.
+type HealthResult struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Lower-case letters, digits, '.', '_' and '-', at most 64 characters.
+	Name string `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	// passing, failing, starting or disabled.
+	Result string `protobuf:"bytes,2,opt,name=result,proto3" json:"result,omitempty"`
+	// Shown to the user; at most 1,024 bytes.
+	Message       string                 `protobuf:"bytes,3,opt,name=message,proto3" json:"message,omitempty"`
+	UpdatedAt     *timestamppb.Timestamp `protobuf:"bytes,4,opt,name=updated_at,json=updatedAt,proto3" json:"updated_at,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *HealthResult) Reset() {
+	*x = HealthResult{}
+	mi := &file_hearth_host_v1_host_proto_msgTypes[15]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *HealthResult) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*HealthResult) ProtoMessage() {}
+
+func (x *HealthResult) ProtoReflect() protoreflect.Message {
+	mi := &file_hearth_host_v1_host_proto_msgTypes[15]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use HealthResult.ProtoReflect.Descriptor instead.
+func (*HealthResult) Descriptor() ([]byte, []int) {
+	return file_hearth_host_v1_host_proto_rawDescGZIP(), []int{15}
+}
+
+func (x *HealthResult) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *HealthResult) GetResult() string {
+	if x != nil {
+		return x.Result
+	}
+	return ""
+}
+
+func (x *HealthResult) GetMessage() string {
+	if x != nil {
+		return x.Message
+	}
+	return ""
+}
+
+func (x *HealthResult) GetUpdatedAt() *timestamppb.Timestamp {
+	if x != nil {
+		return x.UpdatedAt
+	}
+	return nil
+}
+
+// Progress is how far one long task has come.
+type Progress struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// install, update, backup, restore, migration, or a name of the package's own
+	// (lower-case letters, digits, '.', '_' and '-', at most 64 characters).
+	Phase string `protobuf:"bytes,1,opt,name=phase,proto3" json:"phase,omitempty"`
+	// How much is done, of total (0 total: not known).
+	Done  uint64 `protobuf:"varint,2,opt,name=done,proto3" json:"done,omitempty"`
+	Total uint64 `protobuf:"varint,3,opt,name=total,proto3" json:"total,omitempty"`
+	// Shown to the user; at most 1,024 bytes.
+	Message       string                 `protobuf:"bytes,4,opt,name=message,proto3" json:"message,omitempty"`
+	UpdatedAt     *timestamppb.Timestamp `protobuf:"bytes,5,opt,name=updated_at,json=updatedAt,proto3" json:"updated_at,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *Progress) Reset() {
+	*x = Progress{}
+	mi := &file_hearth_host_v1_host_proto_msgTypes[16]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Progress) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Progress) ProtoMessage() {}
+
+func (x *Progress) ProtoReflect() protoreflect.Message {
+	mi := &file_hearth_host_v1_host_proto_msgTypes[16]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Progress.ProtoReflect.Descriptor instead.
+func (*Progress) Descriptor() ([]byte, []int) {
+	return file_hearth_host_v1_host_proto_rawDescGZIP(), []int{16}
+}
+
+func (x *Progress) GetPhase() string {
+	if x != nil {
+		return x.Phase
+	}
+	return ""
+}
+
+func (x *Progress) GetDone() uint64 {
+	if x != nil {
+		return x.Done
+	}
+	return 0
+}
+
+func (x *Progress) GetTotal() uint64 {
+	if x != nil {
+		return x.Total
+	}
+	return 0
+}
+
+func (x *Progress) GetMessage() string {
+	if x != nil {
+		return x.Message
+	}
+	return ""
+}
+
+func (x *Progress) GetUpdatedAt() *timestamppb.Timestamp {
+	if x != nil {
+		return x.UpdatedAt
+	}
+	return nil
+}
+
+// Wait is a dependency a package waits for before it starts.
+type Wait struct {
+	state   protoimpl.MessageState `protogen:"open.v1"`
+	Package string                 `protobuf:"bytes,1,opt,name=package,proto3" json:"package,omitempty"`
+	// Why: "not installed", "stopped", "interface rpc not healthy", ...
+	Reason        string `protobuf:"bytes,2,opt,name=reason,proto3" json:"reason,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *Wait) Reset() {
+	*x = Wait{}
+	mi := &file_hearth_host_v1_host_proto_msgTypes[17]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Wait) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Wait) ProtoMessage() {}
+
+func (x *Wait) ProtoReflect() protoreflect.Message {
+	mi := &file_hearth_host_v1_host_proto_msgTypes[17]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Wait.ProtoReflect.Descriptor instead.
+func (*Wait) Descriptor() ([]byte, []int) {
+	return file_hearth_host_v1_host_proto_rawDescGZIP(), []int{17}
+}
+
+func (x *Wait) GetPackage() string {
+	if x != nil {
+		return x.Package
+	}
+	return ""
+}
+
+func (x *Wait) GetReason() string {
+	if x != nil {
+		return x.Reason
+	}
+	return ""
+}
+
+type GetStatusResponse struct {
+	state   protoimpl.MessageState `protogen:"open.v1"`
+	Package string                 `protobuf:"bytes,1,opt,name=package,proto3" json:"package,omitempty"`
+	Version string                 `protobuf:"bytes,2,opt,name=version,proto3" json:"version,omitempty"`
+	// created, running or stopped.
+	State         string          `protobuf:"bytes,3,opt,name=state,proto3" json:"state,omitempty"`
+	Daemons       []*DaemonStatus `protobuf:"bytes,4,rep,name=daemons,proto3" json:"daemons,omitempty"`
+	Health        []*HealthResult `protobuf:"bytes,5,rep,name=health,proto3" json:"health,omitempty"`
+	Progress      []*Progress     `protobuf:"bytes,6,rep,name=progress,proto3" json:"progress,omitempty"`
+	WaitingFor    []*Wait         `protobuf:"bytes,7,rep,name=waiting_for,json=waitingFor,proto3" json:"waiting_for,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *GetStatusResponse) Reset() {
+	*x = GetStatusResponse{}
+	mi := &file_hearth_host_v1_host_proto_msgTypes[18]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *GetStatusResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*GetStatusResponse) ProtoMessage() {}
+
+func (x *GetStatusResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_hearth_host_v1_host_proto_msgTypes[18]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use GetStatusResponse.ProtoReflect.Descriptor instead.
+func (*GetStatusResponse) Descriptor() ([]byte, []int) {
+	return file_hearth_host_v1_host_proto_rawDescGZIP(), []int{18}
+}
+
+func (x *GetStatusResponse) GetPackage() string {
+	if x != nil {
+		return x.Package
+	}
+	return ""
+}
+
+func (x *GetStatusResponse) GetVersion() string {
+	if x != nil {
+		return x.Version
+	}
+	return ""
+}
+
+func (x *GetStatusResponse) GetState() string {
+	if x != nil {
+		return x.State
+	}
+	return ""
+}
+
+func (x *GetStatusResponse) GetDaemons() []*DaemonStatus {
+	if x != nil {
+		return x.Daemons
+	}
+	return nil
+}
+
+func (x *GetStatusResponse) GetHealth() []*HealthResult {
+	if x != nil {
+		return x.Health
+	}
+	return nil
+}
+
+func (x *GetStatusResponse) GetProgress() []*Progress {
+	if x != nil {
+		return x.Progress
+	}
+	return nil
+}
+
+func (x *GetStatusResponse) GetWaitingFor() []*Wait {
+	if x != nil {
+		return x.WaitingFor
+	}
+	return nil
+}
+
+type SetHealthRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Name  string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	// passing, failing, starting or disabled.
+	Result        string `protobuf:"bytes,2,opt,name=result,proto3" json:"result,omitempty"`
+	Message       string `protobuf:"bytes,3,opt,name=message,proto3" json:"message,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *SetHealthRequest) Reset() {
+	*x = SetHealthRequest{}
+	mi := &file_hearth_host_v1_host_proto_msgTypes[19]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *SetHealthRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*SetHealthRequest) ProtoMessage() {}
+
+func (x *SetHealthRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_hearth_host_v1_host_proto_msgTypes[19]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use SetHealthRequest.ProtoReflect.Descriptor instead.
+func (*SetHealthRequest) Descriptor() ([]byte, []int) {
+	return file_hearth_host_v1_host_proto_rawDescGZIP(), []int{19}
+}
+
+func (x *SetHealthRequest) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *SetHealthRequest) GetResult() string {
+	if x != nil {
+		return x.Result
+	}
+	return ""
+}
+
+func (x *SetHealthRequest) GetMessage() string {
+	if x != nil {
+		return x.Message
+	}
+	return ""
+}
+
+type SetHealthResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *SetHealthResponse) Reset() {
+	*x = SetHealthResponse{}
+	mi := &file_hearth_host_v1_host_proto_msgTypes[20]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *SetHealthResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*SetHealthResponse) ProtoMessage() {}
+
+func (x *SetHealthResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_hearth_host_v1_host_proto_msgTypes[20]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use SetHealthResponse.ProtoReflect.Descriptor instead.
+func (*SetHealthResponse) Descriptor() ([]byte, []int) {
+	return file_hearth_host_v1_host_proto_rawDescGZIP(), []int{20}
+}
+
+type SetProgressRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Phase         string                 `protobuf:"bytes,1,opt,name=phase,proto3" json:"phase,omitempty"`
+	Done          uint64                 `protobuf:"varint,2,opt,name=done,proto3" json:"done,omitempty"`
+	Total         uint64                 `protobuf:"varint,3,opt,name=total,proto3" json:"total,omitempty"`
+	Message       string                 `protobuf:"bytes,4,opt,name=message,proto3" json:"message,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *SetProgressRequest) Reset() {
+	*x = SetProgressRequest{}
+	mi := &file_hearth_host_v1_host_proto_msgTypes[21]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *SetProgressRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*SetProgressRequest) ProtoMessage() {}
+
+func (x *SetProgressRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_hearth_host_v1_host_proto_msgTypes[21]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use SetProgressRequest.ProtoReflect.Descriptor instead.
+func (*SetProgressRequest) Descriptor() ([]byte, []int) {
+	return file_hearth_host_v1_host_proto_rawDescGZIP(), []int{21}
+}
+
+func (x *SetProgressRequest) GetPhase() string {
+	if x != nil {
+		return x.Phase
+	}
+	return ""
+}
+
+func (x *SetProgressRequest) GetDone() uint64 {
+	if x != nil {
+		return x.Done
+	}
+	return 0
+}
+
+func (x *SetProgressRequest) GetTotal() uint64 {
+	if x != nil {
+		return x.Total
+	}
+	return 0
+}
+
+func (x *SetProgressRequest) GetMessage() string {
+	if x != nil {
+		return x.Message
+	}
+	return ""
+}
+
+type SetProgressResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *SetProgressResponse) Reset() {
+	*x = SetProgressResponse{}
+	mi := &file_hearth_host_v1_host_proto_msgTypes[22]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *SetProgressResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*SetProgressResponse) ProtoMessage() {}
+
+func (x *SetProgressResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_hearth_host_v1_host_proto_msgTypes[22]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use SetProgressResponse.ProtoReflect.Descriptor instead.
+func (*SetProgressResponse) Descriptor() ([]byte, []int) {
+	return file_hearth_host_v1_host_proto_rawDescGZIP(), []int{22}
+}
+
+// Address is one place an interface answers.
+type Address struct {
+	state     protoimpl.MessageState `protogen:"open.v1"`
+	Interface string                 `protobuf:"bytes,1,opt,name=interface,proto3" json:"interface,omitempty"`
+	// lan, tor or domain.
+	Kind string `protobuf:"bytes,2,opt,name=kind,proto3" json:"kind,omitempty"`
+	// A URL for HTTP interfaces ("https://hello.local"), host:port otherwise.
+	Address string `protobuf:"bytes,3,opt,name=address,proto3" json:"address,omitempty"`
+	// The host name: <id>.local, an onion address, or the domain.
+	Name string `protobuf:"bytes,4,opt,name=name,proto3" json:"name,omitempty"`
+	// A non-HTTP interface's port on the host, 0 otherwise.
+	HostPort uint32 `protobuf:"varint,5,opt,name=host_port,json=hostPort,proto3" json:"host_port,omitempty"`
+	// active, or why not ("renamed: hello.local is taken", "waiting for a certificate").
+	Status        string `protobuf:"bytes,6,opt,name=status,proto3" json:"status,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *Address) Reset() {
+	*x = Address{}
+	mi := &file_hearth_host_v1_host_proto_msgTypes[23]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Address) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Address) ProtoMessage() {}
+
+func (x *Address) ProtoReflect() protoreflect.Message {
+	mi := &file_hearth_host_v1_host_proto_msgTypes[23]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Address.ProtoReflect.Descriptor instead.
+func (*Address) Descriptor() ([]byte, []int) {
+	return file_hearth_host_v1_host_proto_rawDescGZIP(), []int{23}
+}
+
+func (x *Address) GetInterface() string {
+	if x != nil {
+		return x.Interface
+	}
+	return ""
+}
+
+func (x *Address) GetKind() string {
+	if x != nil {
+		return x.Kind
+	}
+	return ""
+}
+
+func (x *Address) GetAddress() string {
+	if x != nil {
+		return x.Address
+	}
+	return ""
+}
+
+func (x *Address) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *Address) GetHostPort() uint32 {
+	if x != nil {
+		return x.HostPort
+	}
+	return 0
+}
+
+func (x *Address) GetStatus() string {
+	if x != nil {
+		return x.Status
+	}
+	return ""
+}
+
+type BindInterfaceRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The interface's name in the manifest.
+	Interface string `protobuf:"bytes,1,opt,name=interface,proto3" json:"interface,omitempty"`
+	// lan, tor or domain.
+	Kind string `protobuf:"bytes,2,opt,name=kind,proto3" json:"kind,omitempty"`
+	// The public name, for kind domain.
+	Domain        string `protobuf:"bytes,3,opt,name=domain,proto3" json:"domain,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *BindInterfaceRequest) Reset() {
+	*x = BindInterfaceRequest{}
+	mi := &file_hearth_host_v1_host_proto_msgTypes[24]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *BindInterfaceRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*BindInterfaceRequest) ProtoMessage() {}
+
+func (x *BindInterfaceRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_hearth_host_v1_host_proto_msgTypes[24]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use BindInterfaceRequest.ProtoReflect.Descriptor instead.
+func (*BindInterfaceRequest) Descriptor() ([]byte, []int) {
+	return file_hearth_host_v1_host_proto_rawDescGZIP(), []int{24}
+}
+
+func (x *BindInterfaceRequest) GetInterface() string {
+	if x != nil {
+		return x.Interface
+	}
+	return ""
+}
+
+func (x *BindInterfaceRequest) GetKind() string {
+	if x != nil {
+		return x.Kind
+	}
+	return ""
+}
+
+func (x *BindInterfaceRequest) GetDomain() string {
+	if x != nil {
+		return x.Domain
+	}
+	return ""
+}
+
+type BindInterfaceResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Addresses     []*Address             `protobuf:"bytes,1,rep,name=addresses,proto3" json:"addresses,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *BindInterfaceResponse) Reset() {
+	*x = BindInterfaceResponse{}
+	mi := &file_hearth_host_v1_host_proto_msgTypes[25]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *BindInterfaceResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*BindInterfaceResponse) ProtoMessage() {}
+
+func (x *BindInterfaceResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_hearth_host_v1_host_proto_msgTypes[25]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use BindInterfaceResponse.ProtoReflect.Descriptor instead.
+func (*BindInterfaceResponse) Descriptor() ([]byte, []int) {
+	return file_hearth_host_v1_host_proto_rawDescGZIP(), []int{25}
+}
+
+func (x *BindInterfaceResponse) GetAddresses() []*Address {
+	if x != nil {
+		return x.Addresses
+	}
+	return nil
+}
+
+type UnbindInterfaceRequest struct {
+	state     protoimpl.MessageState `protogen:"open.v1"`
+	Interface string                 `protobuf:"bytes,1,opt,name=interface,proto3" json:"interface,omitempty"`
+	// lan, tor or domain; every kind when empty.
+	Kind string `protobuf:"bytes,2,opt,name=kind,proto3" json:"kind,omitempty"`
+	// Only this domain's binding.
+	Domain        string `protobuf:"bytes,3,opt,name=domain,proto3" json:"domain,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *UnbindInterfaceRequest) Reset() {
+	*x = UnbindInterfaceRequest{}
+	mi := &file_hearth_host_v1_host_proto_msgTypes[26]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *UnbindInterfaceRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*UnbindInterfaceRequest) ProtoMessage() {}
+
+func (x *UnbindInterfaceRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_hearth_host_v1_host_proto_msgTypes[26]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use UnbindInterfaceRequest.ProtoReflect.Descriptor instead.
+func (*UnbindInterfaceRequest) Descriptor() ([]byte, []int) {
+	return file_hearth_host_v1_host_proto_rawDescGZIP(), []int{26}
+}
+
+func (x *UnbindInterfaceRequest) GetInterface() string {
+	if x != nil {
+		return x.Interface
+	}
+	return ""
+}
+
+func (x *UnbindInterfaceRequest) GetKind() string {
+	if x != nil {
+		return x.Kind
+	}
+	return ""
+}
+
+func (x *UnbindInterfaceRequest) GetDomain() string {
+	if x != nil {
+		return x.Domain
+	}
+	return ""
+}
+
+type UnbindInterfaceResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// How many bindings were removed.
+	Removed       uint32 `protobuf:"varint,1,opt,name=removed,proto3" json:"removed,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *UnbindInterfaceResponse) Reset() {
+	*x = UnbindInterfaceResponse{}
+	mi := &file_hearth_host_v1_host_proto_msgTypes[27]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *UnbindInterfaceResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*UnbindInterfaceResponse) ProtoMessage() {}
+
+func (x *UnbindInterfaceResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_hearth_host_v1_host_proto_msgTypes[27]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use UnbindInterfaceResponse.ProtoReflect.Descriptor instead.
+func (*UnbindInterfaceResponse) Descriptor() ([]byte, []int) {
+	return file_hearth_host_v1_host_proto_rawDescGZIP(), []int{27}
+}
+
+func (x *UnbindInterfaceResponse) GetRemoved() uint32 {
+	if x != nil {
+		return x.Removed
+	}
+	return 0
+}
+
+type GetAddressesRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// One interface; all when empty.
+	Interface     string `protobuf:"bytes,1,opt,name=interface,proto3" json:"interface,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *GetAddressesRequest) Reset() {
+	*x = GetAddressesRequest{}
+	mi := &file_hearth_host_v1_host_proto_msgTypes[28]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *GetAddressesRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*GetAddressesRequest) ProtoMessage() {}
+
+func (x *GetAddressesRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_hearth_host_v1_host_proto_msgTypes[28]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use GetAddressesRequest.ProtoReflect.Descriptor instead.
+func (*GetAddressesRequest) Descriptor() ([]byte, []int) {
+	return file_hearth_host_v1_host_proto_rawDescGZIP(), []int{28}
+}
+
+func (x *GetAddressesRequest) GetInterface() string {
+	if x != nil {
+		return x.Interface
+	}
+	return ""
+}
+
+type GetAddressesResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Addresses     []*Address             `protobuf:"bytes,1,rep,name=addresses,proto3" json:"addresses,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *GetAddressesResponse) Reset() {
+	*x = GetAddressesResponse{}
+	mi := &file_hearth_host_v1_host_proto_msgTypes[29]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *GetAddressesResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*GetAddressesResponse) ProtoMessage() {}
+
+func (x *GetAddressesResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_hearth_host_v1_host_proto_msgTypes[29]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use GetAddressesResponse.ProtoReflect.Descriptor instead.
+func (*GetAddressesResponse) Descriptor() ([]byte, []int) {
+	return file_hearth_host_v1_host_proto_rawDescGZIP(), []int{29}
+}
+
+func (x *GetAddressesResponse) GetAddresses() []*Address {
+	if x != nil {
+		return x.Addresses
+	}
+	return nil
+}
+
+type GetCertificateRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The names the certificate is for: each the package's own.
+	Names         []string `protobuf:"bytes,1,rep,name=names,proto3" json:"names,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *GetCertificateRequest) Reset() {
+	*x = GetCertificateRequest{}
+	mi := &file_hearth_host_v1_host_proto_msgTypes[30]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *GetCertificateRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*GetCertificateRequest) ProtoMessage() {}
+
+func (x *GetCertificateRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_hearth_host_v1_host_proto_msgTypes[30]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use GetCertificateRequest.ProtoReflect.Descriptor instead.
+func (*GetCertificateRequest) Descriptor() ([]byte, []int) {
+	return file_hearth_host_v1_host_proto_rawDescGZIP(), []int{30}
+}
+
+func (x *GetCertificateRequest) GetNames() []string {
+	if x != nil {
+		return x.Names
+	}
+	return nil
+}
+
+type GetCertificateResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The leaf then its chain, PEM.
+	CertificatePem string `protobuf:"bytes,1,opt,name=certificate_pem,json=certificatePem,proto3" json:"certificate_pem,omitempty"`
+	// The leaf's private key, PEM (PKCS #8).
+	PrivateKeyPem string `protobuf:"bytes,2,opt,name=private_key_pem,json=privateKeyPem,proto3" json:"private_key_pem,omitempty"`
+	// The roots it chains to, PEM.
+	RootsPem      string                 `protobuf:"bytes,3,opt,name=roots_pem,json=rootsPem,proto3" json:"roots_pem,omitempty"`
+	NotAfter      *timestamppb.Timestamp `protobuf:"bytes,4,opt,name=not_after,json=notAfter,proto3" json:"not_after,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *GetCertificateResponse) Reset() {
+	*x = GetCertificateResponse{}
+	mi := &file_hearth_host_v1_host_proto_msgTypes[31]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *GetCertificateResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*GetCertificateResponse) ProtoMessage() {}
+
+func (x *GetCertificateResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_hearth_host_v1_host_proto_msgTypes[31]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use GetCertificateResponse.ProtoReflect.Descriptor instead.
+func (*GetCertificateResponse) Descriptor() ([]byte, []int) {
+	return file_hearth_host_v1_host_proto_rawDescGZIP(), []int{31}
+}
+
+func (x *GetCertificateResponse) GetCertificatePem() string {
+	if x != nil {
+		return x.CertificatePem
+	}
+	return ""
+}
+
+func (x *GetCertificateResponse) GetPrivateKeyPem() string {
+	if x != nil {
+		return x.PrivateKeyPem
+	}
+	return ""
+}
+
+func (x *GetCertificateResponse) GetRootsPem() string {
+	if x != nil {
+		return x.RootsPem
+	}
+	return ""
+}
+
+func (x *GetCertificateResponse) GetNotAfter() *timestamppb.Timestamp {
+	if x != nil {
+		return x.NotAfter
+	}
+	return nil
+}
+
+type GetContainerAddressRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *GetContainerAddressRequest) Reset() {
+	*x = GetContainerAddressRequest{}
+	mi := &file_hearth_host_v1_host_proto_msgTypes[32]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *GetContainerAddressRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*GetContainerAddressRequest) ProtoMessage() {}
+
+func (x *GetContainerAddressRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_hearth_host_v1_host_proto_msgTypes[32]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use GetContainerAddressRequest.ProtoReflect.Descriptor instead.
+func (*GetContainerAddressRequest) Descriptor() ([]byte, []int) {
+	return file_hearth_host_v1_host_proto_rawDescGZIP(), []int{32}
+}
+
+type GetContainerAddressResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// IPv4 address on the host's bridge; empty while the container is not attached.
+	Ipv4 string `protobuf:"bytes,1,opt,name=ipv4,proto3" json:"ipv4,omitempty"`
+	// The name other packages that depend on this one reach it by: <id>.hearth.internal.
+	Name          string `protobuf:"bytes,2,opt,name=name,proto3" json:"name,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *GetContainerAddressResponse) Reset() {
+	*x = GetContainerAddressResponse{}
+	mi := &file_hearth_host_v1_host_proto_msgTypes[33]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *GetContainerAddressResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*GetContainerAddressResponse) ProtoMessage() {}
+
+func (x *GetContainerAddressResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_hearth_host_v1_host_proto_msgTypes[33]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use GetContainerAddressResponse.ProtoReflect.Descriptor instead.
+func (*GetContainerAddressResponse) Descriptor() ([]byte, []int) {
+	return file_hearth_host_v1_host_proto_rawDescGZIP(), []int{33}
+}
+
+func (x *GetContainerAddressResponse) GetIpv4() string {
+	if x != nil {
+		return x.Ipv4
+	}
+	return ""
+}
+
+func (x *GetContainerAddressResponse) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+type NotifyRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// info, success, warning or error.
+	Level string `protobuf:"bytes,1,opt,name=level,proto3" json:"level,omitempty"`
+	// At most 200 bytes.
+	Title string `protobuf:"bytes,2,opt,name=title,proto3" json:"title,omitempty"`
+	// At most 4,096 bytes.
+	Message       string `protobuf:"bytes,3,opt,name=message,proto3" json:"message,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *NotifyRequest) Reset() {
+	*x = NotifyRequest{}
+	mi := &file_hearth_host_v1_host_proto_msgTypes[34]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *NotifyRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*NotifyRequest) ProtoMessage() {}
+
+func (x *NotifyRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_hearth_host_v1_host_proto_msgTypes[34]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use NotifyRequest.ProtoReflect.Descriptor instead.
+func (*NotifyRequest) Descriptor() ([]byte, []int) {
+	return file_hearth_host_v1_host_proto_rawDescGZIP(), []int{34}
+}
+
+func (x *NotifyRequest) GetLevel() string {
+	if x != nil {
+		return x.Level
+	}
+	return ""
+}
+
+func (x *NotifyRequest) GetTitle() string {
+	if x != nil {
+		return x.Title
+	}
+	return ""
+}
+
+func (x *NotifyRequest) GetMessage() string {
+	if x != nil {
+		return x.Message
+	}
+	return ""
+}
+
+type NotifyResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The notification's id, for the user to dismiss it.
+	Id            string `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *NotifyResponse) Reset() {
+	*x = NotifyResponse{}
+	mi := &file_hearth_host_v1_host_proto_msgTypes[35]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *NotifyResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*NotifyResponse) ProtoMessage() {}
+
+func (x *NotifyResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_hearth_host_v1_host_proto_msgTypes[35]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use NotifyResponse.ProtoReflect.Descriptor instead.
+func (*NotifyResponse) Descriptor() ([]byte, []int) {
+	return file_hearth_host_v1_host_proto_rawDescGZIP(), []int{35}
+}
+
+func (x *NotifyResponse) GetId() string {
+	if x != nil {
+		return x.Id
+	}
+	return ""
+}
+
+// ActionField is one input field of an action.
+type ActionField struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Name  string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	// string, integer, boolean, enum or secret.
+	Type        string `protobuf:"bytes,2,opt,name=type,proto3" json:"type,omitempty"`
+	Description string `protobuf:"bytes,3,opt,name=description,proto3" json:"description,omitempty"`
+	Required    bool   `protobuf:"varint,4,opt,name=required,proto3" json:"required,omitempty"`
+	// The default, as JSON text; empty for none.
+	DefaultJson string `protobuf:"bytes,5,opt,name=default_json,json=defaultJson,proto3" json:"default_json,omitempty"`
+	// integer bounds, string and secret lengths.
+	Min *int64 `protobuf:"varint,6,opt,name=min,proto3,oneof" json:"min,omitempty"`
+	Max *int64 `protobuf:"varint,7,opt,name=max,proto3,oneof" json:"max,omitempty"`
+	// string and secret: a regular expression the whole value must match.
+	Pattern string `protobuf:"bytes,8,opt,name=pattern,proto3" json:"pattern,omitempty"`
+	// enum: the allowed values.
+	Values        []string `protobuf:"bytes,9,rep,name=values,proto3" json:"values,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ActionField) Reset() {
+	*x = ActionField{}
+	mi := &file_hearth_host_v1_host_proto_msgTypes[36]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ActionField) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ActionField) ProtoMessage() {}
+
+func (x *ActionField) ProtoReflect() protoreflect.Message {
+	mi := &file_hearth_host_v1_host_proto_msgTypes[36]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ActionField.ProtoReflect.Descriptor instead.
+func (*ActionField) Descriptor() ([]byte, []int) {
+	return file_hearth_host_v1_host_proto_rawDescGZIP(), []int{36}
+}
+
+func (x *ActionField) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *ActionField) GetType() string {
+	if x != nil {
+		return x.Type
+	}
+	return ""
+}
+
+func (x *ActionField) GetDescription() string {
+	if x != nil {
+		return x.Description
+	}
+	return ""
+}
+
+func (x *ActionField) GetRequired() bool {
+	if x != nil {
+		return x.Required
+	}
+	return false
+}
+
+func (x *ActionField) GetDefaultJson() string {
+	if x != nil {
+		return x.DefaultJson
+	}
+	return ""
+}
+
+func (x *ActionField) GetMin() int64 {
+	if x != nil && x.Min != nil {
+		return *x.Min
+	}
+	return 0
+}
+
+func (x *ActionField) GetMax() int64 {
+	if x != nil && x.Max != nil {
+		return *x.Max
+	}
+	return 0
+}
+
+func (x *ActionField) GetPattern() string {
+	if x != nil {
+		return x.Pattern
+	}
+	return ""
+}
+
+func (x *ActionField) GetValues() []string {
+	if x != nil {
+		return x.Values
+	}
+	return nil
+}
+
+// ActionInfo describes one action.
+type ActionInfo struct {
+	state       protoimpl.MessageState `protogen:"open.v1"`
+	Id          string                 `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
+	Name        string                 `protobuf:"bytes,2,opt,name=name,proto3" json:"name,omitempty"`
+	Description string                 `protobuf:"bytes,3,opt,name=description,proto3" json:"description,omitempty"`
+	// running, stopped or any: when the action is offered.
+	When string `protobuf:"bytes,4,opt,name=when,proto3" json:"when,omitempty"`
+	// Whether it can run now.
+	Available bool `protobuf:"varint,5,opt,name=available,proto3" json:"available,omitempty"`
+	// Why not, when it cannot.
+	Reason        string         `protobuf:"bytes,6,opt,name=reason,proto3" json:"reason,omitempty"`
+	Input         []*ActionField `protobuf:"bytes,7,rep,name=input,proto3" json:"input,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ActionInfo) Reset() {
+	*x = ActionInfo{}
+	mi := &file_hearth_host_v1_host_proto_msgTypes[37]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ActionInfo) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ActionInfo) ProtoMessage() {}
+
+func (x *ActionInfo) ProtoReflect() protoreflect.Message {
+	mi := &file_hearth_host_v1_host_proto_msgTypes[37]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ActionInfo.ProtoReflect.Descriptor instead.
+func (*ActionInfo) Descriptor() ([]byte, []int) {
+	return file_hearth_host_v1_host_proto_rawDescGZIP(), []int{37}
+}
+
+func (x *ActionInfo) GetId() string {
+	if x != nil {
+		return x.Id
+	}
+	return ""
+}
+
+func (x *ActionInfo) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *ActionInfo) GetDescription() string {
+	if x != nil {
+		return x.Description
+	}
+	return ""
+}
+
+func (x *ActionInfo) GetWhen() string {
+	if x != nil {
+		return x.When
+	}
+	return ""
+}
+
+func (x *ActionInfo) GetAvailable() bool {
+	if x != nil {
+		return x.Available
+	}
+	return false
+}
+
+func (x *ActionInfo) GetReason() string {
+	if x != nil {
+		return x.Reason
+	}
+	return ""
+}
+
+func (x *ActionInfo) GetInput() []*ActionField {
+	if x != nil {
+		return x.Input
+	}
+	return nil
+}
+
+type ListActionsRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListActionsRequest) Reset() {
+	*x = ListActionsRequest{}
+	mi := &file_hearth_host_v1_host_proto_msgTypes[38]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListActionsRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListActionsRequest) ProtoMessage() {}
+
+func (x *ListActionsRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_hearth_host_v1_host_proto_msgTypes[38]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListActionsRequest.ProtoReflect.Descriptor instead.
+func (*ListActionsRequest) Descriptor() ([]byte, []int) {
+	return file_hearth_host_v1_host_proto_rawDescGZIP(), []int{38}
+}
+
+type ListActionsResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Actions       []*ActionInfo          `protobuf:"bytes,1,rep,name=actions,proto3" json:"actions,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListActionsResponse) Reset() {
+	*x = ListActionsResponse{}
+	mi := &file_hearth_host_v1_host_proto_msgTypes[39]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListActionsResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListActionsResponse) ProtoMessage() {}
+
+func (x *ListActionsResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_hearth_host_v1_host_proto_msgTypes[39]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListActionsResponse.ProtoReflect.Descriptor instead.
+func (*ListActionsResponse) Descriptor() ([]byte, []int) {
+	return file_hearth_host_v1_host_proto_rawDescGZIP(), []int{39}
+}
+
+func (x *ListActionsResponse) GetActions() []*ActionInfo {
+	if x != nil {
+		return x.Actions
+	}
+	return nil
+}
+
+type RunActionRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Id    string                 `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
+	// The input, a JSON object (as text) of the action's input fields.
+	InputJson     string `protobuf:"bytes,2,opt,name=input_json,json=inputJson,proto3" json:"input_json,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RunActionRequest) Reset() {
+	*x = RunActionRequest{}
+	mi := &file_hearth_host_v1_host_proto_msgTypes[40]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RunActionRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RunActionRequest) ProtoMessage() {}
+
+func (x *RunActionRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_hearth_host_v1_host_proto_msgTypes[40]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RunActionRequest.ProtoReflect.Descriptor instead.
+func (*RunActionRequest) Descriptor() ([]byte, []int) {
+	return file_hearth_host_v1_host_proto_rawDescGZIP(), []int{40}
+}
+
+func (x *RunActionRequest) GetId() string {
+	if x != nil {
+		return x.Id
+	}
+	return ""
+}
+
+func (x *RunActionRequest) GetInputJson() string {
+	if x != nil {
+		return x.InputJson
+	}
+	return ""
+}
+
+// ActionValue is one value an action returns.
+type ActionValue struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Name  string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	Value string                 `protobuf:"bytes,2,opt,name=value,proto3" json:"value,omitempty"`
+	// Whether to show it masked and only once (a generated password).
+	Secret bool `protobuf:"varint,3,opt,name=secret,proto3" json:"secret,omitempty"`
+	// Whether the user may copy it.
+	Copyable      bool `protobuf:"varint,4,opt,name=copyable,proto3" json:"copyable,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ActionValue) Reset() {
+	*x = ActionValue{}
+	mi := &file_hearth_host_v1_host_proto_msgTypes[41]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ActionValue) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ActionValue) ProtoMessage() {}
+
+func (x *ActionValue) ProtoReflect() protoreflect.Message {
+	mi := &file_hearth_host_v1_host_proto_msgTypes[41]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ActionValue.ProtoReflect.Descriptor instead.
+func (*ActionValue) Descriptor() ([]byte, []int) {
+	return file_hearth_host_v1_host_proto_rawDescGZIP(), []int{41}
+}
+
+func (x *ActionValue) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *ActionValue) GetValue() string {
+	if x != nil {
+		return x.Value
+	}
+	return ""
+}
+
+func (x *ActionValue) GetSecret() bool {
+	if x != nil {
+		return x.Secret
+	}
+	return false
+}
+
+func (x *ActionValue) GetCopyable() bool {
+	if x != nil {
+		return x.Copyable
+	}
+	return false
+}
+
+type RunActionResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Message       string                 `protobuf:"bytes,1,opt,name=message,proto3" json:"message,omitempty"`
+	Values        []*ActionValue         `protobuf:"bytes,2,rep,name=values,proto3" json:"values,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RunActionResponse) Reset() {
+	*x = RunActionResponse{}
+	mi := &file_hearth_host_v1_host_proto_msgTypes[42]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RunActionResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RunActionResponse) ProtoMessage() {}
+
+func (x *RunActionResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_hearth_host_v1_host_proto_msgTypes[42]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RunActionResponse.ProtoReflect.Descriptor instead.
+func (*RunActionResponse) Descriptor() ([]byte, []int) {
+	return file_hearth_host_v1_host_proto_rawDescGZIP(), []int{42}
+}
+
+func (x *RunActionResponse) GetMessage() string {
+	if x != nil {
+		return x.Message
+	}
+	return ""
+}
+
+func (x *RunActionResponse) GetValues() []*ActionValue {
+	if x != nil {
+		return x.Values
+	}
+	return nil
+}
+
+type GetDataVersionRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *GetDataVersionRequest) Reset() {
+	*x = GetDataVersionRequest{}
+	mi := &file_hearth_host_v1_host_proto_msgTypes[43]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *GetDataVersionRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*GetDataVersionRequest) ProtoMessage() {}
+
+func (x *GetDataVersionRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_hearth_host_v1_host_proto_msgTypes[43]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use GetDataVersionRequest.ProtoReflect.Descriptor instead.
+func (*GetDataVersionRequest) Descriptor() ([]byte, []int) {
+	return file_hearth_host_v1_host_proto_rawDescGZIP(), []int{43}
+}
+
+type GetDataVersionResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Version       string                 `protobuf:"bytes,1,opt,name=version,proto3" json:"version,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *GetDataVersionResponse) Reset() {
+	*x = GetDataVersionResponse{}
+	mi := &file_hearth_host_v1_host_proto_msgTypes[44]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *GetDataVersionResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*GetDataVersionResponse) ProtoMessage() {}
+
+func (x *GetDataVersionResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_hearth_host_v1_host_proto_msgTypes[44]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use GetDataVersionResponse.ProtoReflect.Descriptor instead.
+func (*GetDataVersionResponse) Descriptor() ([]byte, []int) {
+	return file_hearth_host_v1_host_proto_rawDescGZIP(), []int{44}
+}
+
+func (x *GetDataVersionResponse) GetVersion() string {
+	if x != nil {
+		return x.Version
+	}
+	return ""
+}
+
+type SetDataVersionRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// At most 64 bytes of printable ASCII.
+	Version       string `protobuf:"bytes,1,opt,name=version,proto3" json:"version,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *SetDataVersionRequest) Reset() {
+	*x = SetDataVersionRequest{}
+	mi := &file_hearth_host_v1_host_proto_msgTypes[45]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *SetDataVersionRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*SetDataVersionRequest) ProtoMessage() {}
+
+func (x *SetDataVersionRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_hearth_host_v1_host_proto_msgTypes[45]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use SetDataVersionRequest.ProtoReflect.Descriptor instead.
+func (*SetDataVersionRequest) Descriptor() ([]byte, []int) {
+	return file_hearth_host_v1_host_proto_rawDescGZIP(), []int{45}
+}
+
+func (x *SetDataVersionRequest) GetVersion() string {
+	if x != nil {
+		return x.Version
+	}
+	return ""
+}
+
+type SetDataVersionResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *SetDataVersionResponse) Reset() {
+	*x = SetDataVersionResponse{}
+	mi := &file_hearth_host_v1_host_proto_msgTypes[46]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *SetDataVersionResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*SetDataVersionResponse) ProtoMessage() {}
+
+func (x *SetDataVersionResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_hearth_host_v1_host_proto_msgTypes[46]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use SetDataVersionResponse.ProtoReflect.Descriptor instead.
+func (*SetDataVersionResponse) Descriptor() ([]byte, []int) {
+	return file_hearth_host_v1_host_proto_rawDescGZIP(), []int{46}
+}
+
+type GetDependencyRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The dependency's package id, as the manifest's dependencies name it.
+	Id            string `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *GetDependencyRequest) Reset() {
+	*x = GetDependencyRequest{}
+	mi := &file_hearth_host_v1_host_proto_msgTypes[47]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *GetDependencyRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*GetDependencyRequest) ProtoMessage() {}
+
+func (x *GetDependencyRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_hearth_host_v1_host_proto_msgTypes[47]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use GetDependencyRequest.ProtoReflect.Descriptor instead.
+func (*GetDependencyRequest) Descriptor() ([]byte, []int) {
+	return file_hearth_host_v1_host_proto_rawDescGZIP(), []int{47}
+}
+
+func (x *GetDependencyRequest) GetId() string {
+	if x != nil {
+		return x.Id
+	}
+	return ""
+}
+
+// InterfaceHealth is one interface the manifest requires of a dependency.
+type InterfaceHealth struct {
+	state     protoimpl.MessageState `protogen:"open.v1"`
+	Interface string                 `protobuf:"bytes,1,opt,name=interface,proto3" json:"interface,omitempty"`
+	Port      uint32                 `protobuf:"varint,2,opt,name=port,proto3" json:"port,omitempty"`
+	// Whether the daemon behind it is ready.
+	Healthy       bool   `protobuf:"varint,3,opt,name=healthy,proto3" json:"healthy,omitempty"`
+	Reason        string `protobuf:"bytes,4,opt,name=reason,proto3" json:"reason,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *InterfaceHealth) Reset() {
+	*x = InterfaceHealth{}
+	mi := &file_hearth_host_v1_host_proto_msgTypes[48]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *InterfaceHealth) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*InterfaceHealth) ProtoMessage() {}
+
+func (x *InterfaceHealth) ProtoReflect() protoreflect.Message {
+	mi := &file_hearth_host_v1_host_proto_msgTypes[48]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use InterfaceHealth.ProtoReflect.Descriptor instead.
+func (*InterfaceHealth) Descriptor() ([]byte, []int) {
+	return file_hearth_host_v1_host_proto_rawDescGZIP(), []int{48}
+}
+
+func (x *InterfaceHealth) GetInterface() string {
+	if x != nil {
+		return x.Interface
+	}
+	return ""
+}
+
+func (x *InterfaceHealth) GetPort() uint32 {
+	if x != nil {
+		return x.Port
+	}
+	return 0
+}
+
+func (x *InterfaceHealth) GetHealthy() bool {
+	if x != nil {
+		return x.Healthy
+	}
+	return false
+}
+
+func (x *InterfaceHealth) GetReason() string {
+	if x != nil {
+		return x.Reason
+	}
+	return ""
+}
+
+type GetDependencyResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Id    string                 `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
+	// Its installed version; empty when it is not installed.
+	Version   string `protobuf:"bytes,2,opt,name=version,proto3" json:"version,omitempty"`
+	Installed bool   `protobuf:"varint,3,opt,name=installed,proto3" json:"installed,omitempty"`
+	Running   bool   `protobuf:"varint,4,opt,name=running,proto3" json:"running,omitempty"`
+	// Its address on the bridge and its name there (<id>.hearth.internal).
+	Ipv4          string             `protobuf:"bytes,5,opt,name=ipv4,proto3" json:"ipv4,omitempty"`
+	Name          string             `protobuf:"bytes,6,opt,name=name,proto3" json:"name,omitempty"`
+	Interfaces    []*InterfaceHealth `protobuf:"bytes,7,rep,name=interfaces,proto3" json:"interfaces,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *GetDependencyResponse) Reset() {
+	*x = GetDependencyResponse{}
+	mi := &file_hearth_host_v1_host_proto_msgTypes[49]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *GetDependencyResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*GetDependencyResponse) ProtoMessage() {}
+
+func (x *GetDependencyResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_hearth_host_v1_host_proto_msgTypes[49]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use GetDependencyResponse.ProtoReflect.Descriptor instead.
+func (*GetDependencyResponse) Descriptor() ([]byte, []int) {
+	return file_hearth_host_v1_host_proto_rawDescGZIP(), []int{49}
+}
+
+func (x *GetDependencyResponse) GetId() string {
+	if x != nil {
+		return x.Id
+	}
+	return ""
+}
+
+func (x *GetDependencyResponse) GetVersion() string {
+	if x != nil {
+		return x.Version
+	}
+	return ""
+}
+
+func (x *GetDependencyResponse) GetInstalled() bool {
+	if x != nil {
+		return x.Installed
+	}
+	return false
+}
+
+func (x *GetDependencyResponse) GetRunning() bool {
+	if x != nil {
+		return x.Running
+	}
+	return false
+}
+
+func (x *GetDependencyResponse) GetIpv4() string {
+	if x != nil {
+		return x.Ipv4
+	}
+	return ""
+}
+
+func (x *GetDependencyResponse) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *GetDependencyResponse) GetInterfaces() []*InterfaceHealth {
+	if x != nil {
+		return x.Interfaces
+	}
+	return nil
+}
+
+type ExecRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The subcontainer (overlay) to run in.
+	Subcontainer string            `protobuf:"bytes,1,opt,name=subcontainer,proto3" json:"subcontainer,omitempty"`
+	Argv         []string          `protobuf:"bytes,2,rep,name=argv,proto3" json:"argv,omitempty"`
+	Env          map[string]string `protobuf:"bytes,3,rep,name=env,proto3" json:"env,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
+	// Working directory inside the subcontainer; / when empty.
+	Workdir string `protobuf:"bytes,4,opt,name=workdir,proto3" json:"workdir,omitempty"`
+	// Given to the command on its standard input.
+	Stdin string `protobuf:"bytes,5,opt,name=stdin,proto3" json:"stdin,omitempty"`
+	// Seconds before it is killed; 60 when 0, at most 3600.
+	TimeoutSeconds uint32 `protobuf:"varint,6,opt,name=timeout_seconds,json=timeoutSeconds,proto3" json:"timeout_seconds,omitempty"`
+	unknownFields  protoimpl.UnknownFields
+	sizeCache      protoimpl.SizeCache
+}
+
+func (x *ExecRequest) Reset() {
+	*x = ExecRequest{}
+	mi := &file_hearth_host_v1_host_proto_msgTypes[50]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ExecRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ExecRequest) ProtoMessage() {}
+
+func (x *ExecRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_hearth_host_v1_host_proto_msgTypes[50]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ExecRequest.ProtoReflect.Descriptor instead.
+func (*ExecRequest) Descriptor() ([]byte, []int) {
+	return file_hearth_host_v1_host_proto_rawDescGZIP(), []int{50}
+}
+
+func (x *ExecRequest) GetSubcontainer() string {
+	if x != nil {
+		return x.Subcontainer
+	}
+	return ""
+}
+
+func (x *ExecRequest) GetArgv() []string {
+	if x != nil {
+		return x.Argv
+	}
+	return nil
+}
+
+func (x *ExecRequest) GetEnv() map[string]string {
+	if x != nil {
+		return x.Env
+	}
+	return nil
+}
+
+func (x *ExecRequest) GetWorkdir() string {
+	if x != nil {
+		return x.Workdir
+	}
+	return ""
+}
+
+func (x *ExecRequest) GetStdin() string {
+	if x != nil {
+		return x.Stdin
+	}
+	return ""
+}
+
+func (x *ExecRequest) GetTimeoutSeconds() uint32 {
+	if x != nil {
+		return x.TimeoutSeconds
+	}
+	return 0
+}
+
+type ExecResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Exit status; -1 when killed by a signal.
+	ExitCode      int32  `protobuf:"varint,1,opt,name=exit_code,json=exitCode,proto3" json:"exit_code,omitempty"`
+	Signal        string `protobuf:"bytes,2,opt,name=signal,proto3" json:"signal,omitempty"`
+	Stdout        string `protobuf:"bytes,3,opt,name=stdout,proto3" json:"stdout,omitempty"`
+	Stderr        string `protobuf:"bytes,4,opt,name=stderr,proto3" json:"stderr,omitempty"`
+	Truncated     bool   `protobuf:"varint,5,opt,name=truncated,proto3" json:"truncated,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ExecResponse) Reset() {
+	*x = ExecResponse{}
+	mi := &file_hearth_host_v1_host_proto_msgTypes[51]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ExecResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ExecResponse) ProtoMessage() {}
+
+func (x *ExecResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_hearth_host_v1_host_proto_msgTypes[51]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ExecResponse.ProtoReflect.Descriptor instead.
+func (*ExecResponse) Descriptor() ([]byte, []int) {
+	return file_hearth_host_v1_host_proto_rawDescGZIP(), []int{51}
+}
+
+func (x *ExecResponse) GetExitCode() int32 {
+	if x != nil {
+		return x.ExitCode
+	}
+	return 0
+}
+
+func (x *ExecResponse) GetSignal() string {
+	if x != nil {
+		return x.Signal
+	}
+	return ""
+}
+
+func (x *ExecResponse) GetStdout() string {
+	if x != nil {
+		return x.Stdout
+	}
+	return ""
+}
+
+func (x *ExecResponse) GetStderr() string {
+	if x != nil {
+		return x.Stderr
+	}
+	return ""
+}
+
+func (x *ExecResponse) GetTruncated() bool {
+	if x != nil {
+		return x.Truncated
+	}
+	return false
+}
+
+var file_hearth_host_v1_host_proto_extTypes = []protoimpl.ExtensionInfo{
+	{
+		ExtendedType:  (*descriptorpb.MethodOptions)(nil),
+		ExtensionType: (*Effect)(nil),
+		Field:         50001,
+		Name:          "hearth.host.v1.effect",
+		Tag:           "bytes,50001,opt,name=effect",
+		Filename:      "hearth/host/v1/host.proto",
+	},
+}
+
+// Extension fields to descriptorpb.MethodOptions.
+var (
+	// optional hearth.host.v1.Effect effect = 50001;
+	E_Effect = &file_hearth_host_v1_host_proto_extTypes[0]
+)
+
 var File_hearth_host_v1_host_proto protoreflect.FileDescriptor
 
 const file_hearth_host_v1_host_proto_rawDesc = "" +
 	"\n" +
-	"\x19hearth/host/v1/host.proto\x12\x0ehearth.host.v1\"y\n" +
+	"\x19hearth/host/v1/host.proto\x12\x0ehearth.host.v1\x1a google/protobuf/descriptor.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\x1c\n" +
+	"\x06Effect\x12\x12\n" +
+	"\x04name\x18\x01 \x01(\tR\x04name\"y\n" +
 	"\aOverlay\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x14\n" +
 	"\x05image\x18\x02 \x01(\tR\x05image\x12\x12\n" +
@@ -657,14 +3052,212 @@ const file_hearth_host_v1_host_proto_rawDesc = "" +
 	"\x12GetIdentityRequest\"M\n" +
 	"\x13GetIdentityResponse\x12\x1c\n" +
 	"\tcontainer\x18\x01 \x01(\tR\tcontainer\x12\x18\n" +
-	"\apackage\x18\x02 \x01(\tR\apackage2\xd4\x03\n" +
-	"\vHostService\x12V\n" +
-	"\vGetIdentity\x12\".hearth.host.v1.GetIdentityRequest\x1a#.hearth.host.v1.GetIdentityResponse\x12\\\n" +
-	"\rCreateOverlay\x12$.hearth.host.v1.CreateOverlayRequest\x1a%.hearth.host.v1.CreateOverlayResponse\x12_\n" +
-	"\x0eDestroyOverlay\x12%.hearth.host.v1.DestroyOverlayRequest\x1a&.hearth.host.v1.DestroyOverlayResponse\x12S\n" +
+	"\apackage\x18\x02 \x01(\tR\apackage\"\x12\n" +
+	"\x10GetStatusRequest\"\x86\x01\n" +
+	"\fDaemonStatus\x12\x12\n" +
+	"\x04name\x18\x01 \x01(\tR\x04name\x12\x18\n" +
+	"\aoneshot\x18\x02 \x01(\bR\aoneshot\x12\x14\n" +
+	"\x05state\x18\x03 \x01(\tR\x05state\x12\x1a\n" +
+	"\brestarts\x18\x04 \x01(\rR\brestarts\x12\x16\n" +
+	"\x06health\x18\x05 \x01(\tR\x06health\"\x8f\x01\n" +
+	"\fHealthResult\x12\x12\n" +
+	"\x04name\x18\x01 \x01(\tR\x04name\x12\x16\n" +
+	"\x06result\x18\x02 \x01(\tR\x06result\x12\x18\n" +
+	"\amessage\x18\x03 \x01(\tR\amessage\x129\n" +
 	"\n" +
-	"BindVolume\x12!.hearth.host.v1.BindVolumeRequest\x1a\".hearth.host.v1.BindVolumeResponse\x12Y\n" +
-	"\fListOverlays\x12#.hearth.host.v1.ListOverlaysRequest\x1a$.hearth.host.v1.ListOverlaysResponseB(Z&hearth.dev/proto/hearth/host/v1;hostv1b\x06proto3"
+	"updated_at\x18\x04 \x01(\v2\x1a.google.protobuf.TimestampR\tupdatedAt\"\x9f\x01\n" +
+	"\bProgress\x12\x14\n" +
+	"\x05phase\x18\x01 \x01(\tR\x05phase\x12\x12\n" +
+	"\x04done\x18\x02 \x01(\x04R\x04done\x12\x14\n" +
+	"\x05total\x18\x03 \x01(\x04R\x05total\x12\x18\n" +
+	"\amessage\x18\x04 \x01(\tR\amessage\x129\n" +
+	"\n" +
+	"updated_at\x18\x05 \x01(\v2\x1a.google.protobuf.TimestampR\tupdatedAt\"8\n" +
+	"\x04Wait\x12\x18\n" +
+	"\apackage\x18\x01 \x01(\tR\apackage\x12\x16\n" +
+	"\x06reason\x18\x02 \x01(\tR\x06reason\"\xb8\x02\n" +
+	"\x11GetStatusResponse\x12\x18\n" +
+	"\apackage\x18\x01 \x01(\tR\apackage\x12\x18\n" +
+	"\aversion\x18\x02 \x01(\tR\aversion\x12\x14\n" +
+	"\x05state\x18\x03 \x01(\tR\x05state\x126\n" +
+	"\adaemons\x18\x04 \x03(\v2\x1c.hearth.host.v1.DaemonStatusR\adaemons\x124\n" +
+	"\x06health\x18\x05 \x03(\v2\x1c.hearth.host.v1.HealthResultR\x06health\x124\n" +
+	"\bprogress\x18\x06 \x03(\v2\x18.hearth.host.v1.ProgressR\bprogress\x125\n" +
+	"\vwaiting_for\x18\a \x03(\v2\x14.hearth.host.v1.WaitR\n" +
+	"waitingFor\"X\n" +
+	"\x10SetHealthRequest\x12\x12\n" +
+	"\x04name\x18\x01 \x01(\tR\x04name\x12\x16\n" +
+	"\x06result\x18\x02 \x01(\tR\x06result\x12\x18\n" +
+	"\amessage\x18\x03 \x01(\tR\amessage\"\x13\n" +
+	"\x11SetHealthResponse\"n\n" +
+	"\x12SetProgressRequest\x12\x14\n" +
+	"\x05phase\x18\x01 \x01(\tR\x05phase\x12\x12\n" +
+	"\x04done\x18\x02 \x01(\x04R\x04done\x12\x14\n" +
+	"\x05total\x18\x03 \x01(\x04R\x05total\x12\x18\n" +
+	"\amessage\x18\x04 \x01(\tR\amessage\"\x15\n" +
+	"\x13SetProgressResponse\"\x9e\x01\n" +
+	"\aAddress\x12\x1c\n" +
+	"\tinterface\x18\x01 \x01(\tR\tinterface\x12\x12\n" +
+	"\x04kind\x18\x02 \x01(\tR\x04kind\x12\x18\n" +
+	"\aaddress\x18\x03 \x01(\tR\aaddress\x12\x12\n" +
+	"\x04name\x18\x04 \x01(\tR\x04name\x12\x1b\n" +
+	"\thost_port\x18\x05 \x01(\rR\bhostPort\x12\x16\n" +
+	"\x06status\x18\x06 \x01(\tR\x06status\"`\n" +
+	"\x14BindInterfaceRequest\x12\x1c\n" +
+	"\tinterface\x18\x01 \x01(\tR\tinterface\x12\x12\n" +
+	"\x04kind\x18\x02 \x01(\tR\x04kind\x12\x16\n" +
+	"\x06domain\x18\x03 \x01(\tR\x06domain\"N\n" +
+	"\x15BindInterfaceResponse\x125\n" +
+	"\taddresses\x18\x01 \x03(\v2\x17.hearth.host.v1.AddressR\taddresses\"b\n" +
+	"\x16UnbindInterfaceRequest\x12\x1c\n" +
+	"\tinterface\x18\x01 \x01(\tR\tinterface\x12\x12\n" +
+	"\x04kind\x18\x02 \x01(\tR\x04kind\x12\x16\n" +
+	"\x06domain\x18\x03 \x01(\tR\x06domain\"3\n" +
+	"\x17UnbindInterfaceResponse\x12\x18\n" +
+	"\aremoved\x18\x01 \x01(\rR\aremoved\"3\n" +
+	"\x13GetAddressesRequest\x12\x1c\n" +
+	"\tinterface\x18\x01 \x01(\tR\tinterface\"M\n" +
+	"\x14GetAddressesResponse\x125\n" +
+	"\taddresses\x18\x01 \x03(\v2\x17.hearth.host.v1.AddressR\taddresses\"-\n" +
+	"\x15GetCertificateRequest\x12\x14\n" +
+	"\x05names\x18\x01 \x03(\tR\x05names\"\xbf\x01\n" +
+	"\x16GetCertificateResponse\x12'\n" +
+	"\x0fcertificate_pem\x18\x01 \x01(\tR\x0ecertificatePem\x12&\n" +
+	"\x0fprivate_key_pem\x18\x02 \x01(\tR\rprivateKeyPem\x12\x1b\n" +
+	"\troots_pem\x18\x03 \x01(\tR\brootsPem\x127\n" +
+	"\tnot_after\x18\x04 \x01(\v2\x1a.google.protobuf.TimestampR\bnotAfter\"\x1c\n" +
+	"\x1aGetContainerAddressRequest\"E\n" +
+	"\x1bGetContainerAddressResponse\x12\x12\n" +
+	"\x04ipv4\x18\x01 \x01(\tR\x04ipv4\x12\x12\n" +
+	"\x04name\x18\x02 \x01(\tR\x04name\"U\n" +
+	"\rNotifyRequest\x12\x14\n" +
+	"\x05level\x18\x01 \x01(\tR\x05level\x12\x14\n" +
+	"\x05title\x18\x02 \x01(\tR\x05title\x12\x18\n" +
+	"\amessage\x18\x03 \x01(\tR\amessage\" \n" +
+	"\x0eNotifyResponse\x12\x0e\n" +
+	"\x02id\x18\x01 \x01(\tR\x02id\"\x86\x02\n" +
+	"\vActionField\x12\x12\n" +
+	"\x04name\x18\x01 \x01(\tR\x04name\x12\x12\n" +
+	"\x04type\x18\x02 \x01(\tR\x04type\x12 \n" +
+	"\vdescription\x18\x03 \x01(\tR\vdescription\x12\x1a\n" +
+	"\brequired\x18\x04 \x01(\bR\brequired\x12!\n" +
+	"\fdefault_json\x18\x05 \x01(\tR\vdefaultJson\x12\x15\n" +
+	"\x03min\x18\x06 \x01(\x03H\x00R\x03min\x88\x01\x01\x12\x15\n" +
+	"\x03max\x18\a \x01(\x03H\x01R\x03max\x88\x01\x01\x12\x18\n" +
+	"\apattern\x18\b \x01(\tR\apattern\x12\x16\n" +
+	"\x06values\x18\t \x03(\tR\x06valuesB\x06\n" +
+	"\x04_minB\x06\n" +
+	"\x04_max\"\xcf\x01\n" +
+	"\n" +
+	"ActionInfo\x12\x0e\n" +
+	"\x02id\x18\x01 \x01(\tR\x02id\x12\x12\n" +
+	"\x04name\x18\x02 \x01(\tR\x04name\x12 \n" +
+	"\vdescription\x18\x03 \x01(\tR\vdescription\x12\x12\n" +
+	"\x04when\x18\x04 \x01(\tR\x04when\x12\x1c\n" +
+	"\tavailable\x18\x05 \x01(\bR\tavailable\x12\x16\n" +
+	"\x06reason\x18\x06 \x01(\tR\x06reason\x121\n" +
+	"\x05input\x18\a \x03(\v2\x1b.hearth.host.v1.ActionFieldR\x05input\"\x14\n" +
+	"\x12ListActionsRequest\"K\n" +
+	"\x13ListActionsResponse\x124\n" +
+	"\aactions\x18\x01 \x03(\v2\x1a.hearth.host.v1.ActionInfoR\aactions\"A\n" +
+	"\x10RunActionRequest\x12\x0e\n" +
+	"\x02id\x18\x01 \x01(\tR\x02id\x12\x1d\n" +
+	"\n" +
+	"input_json\x18\x02 \x01(\tR\tinputJson\"k\n" +
+	"\vActionValue\x12\x12\n" +
+	"\x04name\x18\x01 \x01(\tR\x04name\x12\x14\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value\x12\x16\n" +
+	"\x06secret\x18\x03 \x01(\bR\x06secret\x12\x1a\n" +
+	"\bcopyable\x18\x04 \x01(\bR\bcopyable\"b\n" +
+	"\x11RunActionResponse\x12\x18\n" +
+	"\amessage\x18\x01 \x01(\tR\amessage\x123\n" +
+	"\x06values\x18\x02 \x03(\v2\x1b.hearth.host.v1.ActionValueR\x06values\"\x17\n" +
+	"\x15GetDataVersionRequest\"2\n" +
+	"\x16GetDataVersionResponse\x12\x18\n" +
+	"\aversion\x18\x01 \x01(\tR\aversion\"1\n" +
+	"\x15SetDataVersionRequest\x12\x18\n" +
+	"\aversion\x18\x01 \x01(\tR\aversion\"\x18\n" +
+	"\x16SetDataVersionResponse\"&\n" +
+	"\x14GetDependencyRequest\x12\x0e\n" +
+	"\x02id\x18\x01 \x01(\tR\x02id\"u\n" +
+	"\x0fInterfaceHealth\x12\x1c\n" +
+	"\tinterface\x18\x01 \x01(\tR\tinterface\x12\x12\n" +
+	"\x04port\x18\x02 \x01(\rR\x04port\x12\x18\n" +
+	"\ahealthy\x18\x03 \x01(\bR\ahealthy\x12\x16\n" +
+	"\x06reason\x18\x04 \x01(\tR\x06reason\"\xe2\x01\n" +
+	"\x15GetDependencyResponse\x12\x0e\n" +
+	"\x02id\x18\x01 \x01(\tR\x02id\x12\x18\n" +
+	"\aversion\x18\x02 \x01(\tR\aversion\x12\x1c\n" +
+	"\tinstalled\x18\x03 \x01(\bR\tinstalled\x12\x18\n" +
+	"\arunning\x18\x04 \x01(\bR\arunning\x12\x12\n" +
+	"\x04ipv4\x18\x05 \x01(\tR\x04ipv4\x12\x12\n" +
+	"\x04name\x18\x06 \x01(\tR\x04name\x12?\n" +
+	"\n" +
+	"interfaces\x18\a \x03(\v2\x1f.hearth.host.v1.InterfaceHealthR\n" +
+	"interfaces\"\x8e\x02\n" +
+	"\vExecRequest\x12\"\n" +
+	"\fsubcontainer\x18\x01 \x01(\tR\fsubcontainer\x12\x12\n" +
+	"\x04argv\x18\x02 \x03(\tR\x04argv\x126\n" +
+	"\x03env\x18\x03 \x03(\v2$.hearth.host.v1.ExecRequest.EnvEntryR\x03env\x12\x18\n" +
+	"\aworkdir\x18\x04 \x01(\tR\aworkdir\x12\x14\n" +
+	"\x05stdin\x18\x05 \x01(\tR\x05stdin\x12'\n" +
+	"\x0ftimeout_seconds\x18\x06 \x01(\rR\x0etimeoutSeconds\x1a6\n" +
+	"\bEnvEntry\x12\x10\n" +
+	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\x91\x01\n" +
+	"\fExecResponse\x12\x1b\n" +
+	"\texit_code\x18\x01 \x01(\x05R\bexitCode\x12\x16\n" +
+	"\x06signal\x18\x02 \x01(\tR\x06signal\x12\x16\n" +
+	"\x06stdout\x18\x03 \x01(\tR\x06stdout\x12\x16\n" +
+	"\x06stderr\x18\x04 \x01(\tR\x06stderr\x12\x1c\n" +
+	"\ttruncated\x18\x05 \x01(\bR\ttruncated2\x80\x11\n" +
+	"\vHostService\x12j\n" +
+	"\vGetIdentity\x12\".hearth.host.v1.GetIdentityRequest\x1a#.hearth.host.v1.GetIdentityResponse\"\x12\x8a\xb5\x18\x0e\n" +
+	"\fidentity.get\x12w\n" +
+	"\rCreateOverlay\x12$.hearth.host.v1.CreateOverlayRequest\x1a%.hearth.host.v1.CreateOverlayResponse\"\x19\x8a\xb5\x18\x15\n" +
+	"\x13subcontainer.create\x12{\n" +
+	"\x0eDestroyOverlay\x12%.hearth.host.v1.DestroyOverlayRequest\x1a&.hearth.host.v1.DestroyOverlayResponse\"\x1a\x8a\xb5\x18\x16\n" +
+	"\x14subcontainer.destroy\x12s\n" +
+	"\n" +
+	"BindVolume\x12!.hearth.host.v1.BindVolumeRequest\x1a\".hearth.host.v1.BindVolumeResponse\"\x1e\x8a\xb5\x18\x1a\n" +
+	"\x18subcontainer.bind_volume\x12r\n" +
+	"\fListOverlays\x12#.hearth.host.v1.ListOverlaysRequest\x1a$.hearth.host.v1.ListOverlaysResponse\"\x17\x8a\xb5\x18\x13\n" +
+	"\x11subcontainer.list\x12b\n" +
+	"\tGetStatus\x12 .hearth.host.v1.GetStatusRequest\x1a!.hearth.host.v1.GetStatusResponse\"\x10\x8a\xb5\x18\f\n" +
+	"\n" +
+	"status.get\x12b\n" +
+	"\tSetHealth\x12 .hearth.host.v1.SetHealthRequest\x1a!.hearth.host.v1.SetHealthResponse\"\x10\x8a\xb5\x18\f\n" +
+	"\n" +
+	"health.set\x12j\n" +
+	"\vSetProgress\x12\".hearth.host.v1.SetProgressRequest\x1a#.hearth.host.v1.SetProgressResponse\"\x12\x8a\xb5\x18\x0e\n" +
+	"\fprogress.set\x12r\n" +
+	"\rBindInterface\x12$.hearth.host.v1.BindInterfaceRequest\x1a%.hearth.host.v1.BindInterfaceResponse\"\x14\x8a\xb5\x18\x10\n" +
+	"\x0einterface.bind\x12z\n" +
+	"\x0fUnbindInterface\x12&.hearth.host.v1.UnbindInterfaceRequest\x1a'.hearth.host.v1.UnbindInterfaceResponse\"\x16\x8a\xb5\x18\x12\n" +
+	"\x10interface.unbind\x12t\n" +
+	"\fGetAddresses\x12#.hearth.host.v1.GetAddressesRequest\x1a$.hearth.host.v1.GetAddressesResponse\"\x19\x8a\xb5\x18\x15\n" +
+	"\x13interface.addresses\x12v\n" +
+	"\x0eGetCertificate\x12%.hearth.host.v1.GetCertificateRequest\x1a&.hearth.host.v1.GetCertificateResponse\"\x15\x8a\xb5\x18\x11\n" +
+	"\x0fcertificate.get\x12\x87\x01\n" +
+	"\x13GetContainerAddress\x12*.hearth.host.v1.GetContainerAddressRequest\x1a+.hearth.host.v1.GetContainerAddressResponse\"\x17\x8a\xb5\x18\x13\n" +
+	"\x11container.address\x12U\n" +
+	"\x06Notify\x12\x1d.hearth.host.v1.NotifyRequest\x1a\x1e.hearth.host.v1.NotifyResponse\"\f\x8a\xb5\x18\b\n" +
+	"\x06notify\x12i\n" +
+	"\vListActions\x12\".hearth.host.v1.ListActionsRequest\x1a#.hearth.host.v1.ListActionsResponse\"\x11\x8a\xb5\x18\r\n" +
+	"\vaction.list\x12b\n" +
+	"\tRunAction\x12 .hearth.host.v1.RunActionRequest\x1a!.hearth.host.v1.RunActionResponse\"\x10\x8a\xb5\x18\f\n" +
+	"\n" +
+	"action.run\x12w\n" +
+	"\x0eGetDataVersion\x12%.hearth.host.v1.GetDataVersionRequest\x1a&.hearth.host.v1.GetDataVersionResponse\"\x16\x8a\xb5\x18\x12\n" +
+	"\x10data_version.get\x12w\n" +
+	"\x0eSetDataVersion\x12%.hearth.host.v1.SetDataVersionRequest\x1a&.hearth.host.v1.SetDataVersionResponse\"\x16\x8a\xb5\x18\x12\n" +
+	"\x10data_version.set\x12r\n" +
+	"\rGetDependency\x12$.hearth.host.v1.GetDependencyRequest\x1a%.hearth.host.v1.GetDependencyResponse\"\x14\x8a\xb5\x18\x10\n" +
+	"\x0edependency.get2q\n" +
+	"\x13SubcontainerService\x12Z\n" +
+	"\x04Exec\x12\x1b.hearth.host.v1.ExecRequest\x1a\x1c.hearth.host.v1.ExecResponse\"\x17\x8a\xb5\x18\x13\n" +
+	"\x11subcontainer.exec:P\n" +
+	"\x06effect\x12\x1e.google.protobuf.MethodOptions\x18ц\x03 \x01(\v2\x16.hearth.host.v1.EffectR\x06effectB(Z&hearth.dev/proto/hearth/host/v1;hostv1b\x06proto3"
 
 var (
 	file_hearth_host_v1_host_proto_rawDescOnce sync.Once
@@ -678,41 +3271,130 @@ func file_hearth_host_v1_host_proto_rawDescGZIP() []byte {
 	return file_hearth_host_v1_host_proto_rawDescData
 }
 
-var file_hearth_host_v1_host_proto_msgTypes = make([]protoimpl.MessageInfo, 12)
+var file_hearth_host_v1_host_proto_msgTypes = make([]protoimpl.MessageInfo, 53)
 var file_hearth_host_v1_host_proto_goTypes = []any{
-	(*Overlay)(nil),                // 0: hearth.host.v1.Overlay
-	(*VolumeBind)(nil),             // 1: hearth.host.v1.VolumeBind
-	(*CreateOverlayRequest)(nil),   // 2: hearth.host.v1.CreateOverlayRequest
-	(*CreateOverlayResponse)(nil),  // 3: hearth.host.v1.CreateOverlayResponse
-	(*DestroyOverlayRequest)(nil),  // 4: hearth.host.v1.DestroyOverlayRequest
-	(*DestroyOverlayResponse)(nil), // 5: hearth.host.v1.DestroyOverlayResponse
-	(*BindVolumeRequest)(nil),      // 6: hearth.host.v1.BindVolumeRequest
-	(*BindVolumeResponse)(nil),     // 7: hearth.host.v1.BindVolumeResponse
-	(*ListOverlaysRequest)(nil),    // 8: hearth.host.v1.ListOverlaysRequest
-	(*ListOverlaysResponse)(nil),   // 9: hearth.host.v1.ListOverlaysResponse
-	(*GetIdentityRequest)(nil),     // 10: hearth.host.v1.GetIdentityRequest
-	(*GetIdentityResponse)(nil),    // 11: hearth.host.v1.GetIdentityResponse
+	(*Effect)(nil),                      // 0: hearth.host.v1.Effect
+	(*Overlay)(nil),                     // 1: hearth.host.v1.Overlay
+	(*VolumeBind)(nil),                  // 2: hearth.host.v1.VolumeBind
+	(*CreateOverlayRequest)(nil),        // 3: hearth.host.v1.CreateOverlayRequest
+	(*CreateOverlayResponse)(nil),       // 4: hearth.host.v1.CreateOverlayResponse
+	(*DestroyOverlayRequest)(nil),       // 5: hearth.host.v1.DestroyOverlayRequest
+	(*DestroyOverlayResponse)(nil),      // 6: hearth.host.v1.DestroyOverlayResponse
+	(*BindVolumeRequest)(nil),           // 7: hearth.host.v1.BindVolumeRequest
+	(*BindVolumeResponse)(nil),          // 8: hearth.host.v1.BindVolumeResponse
+	(*ListOverlaysRequest)(nil),         // 9: hearth.host.v1.ListOverlaysRequest
+	(*ListOverlaysResponse)(nil),        // 10: hearth.host.v1.ListOverlaysResponse
+	(*GetIdentityRequest)(nil),          // 11: hearth.host.v1.GetIdentityRequest
+	(*GetIdentityResponse)(nil),         // 12: hearth.host.v1.GetIdentityResponse
+	(*GetStatusRequest)(nil),            // 13: hearth.host.v1.GetStatusRequest
+	(*DaemonStatus)(nil),                // 14: hearth.host.v1.DaemonStatus
+	(*HealthResult)(nil),                // 15: hearth.host.v1.HealthResult
+	(*Progress)(nil),                    // 16: hearth.host.v1.Progress
+	(*Wait)(nil),                        // 17: hearth.host.v1.Wait
+	(*GetStatusResponse)(nil),           // 18: hearth.host.v1.GetStatusResponse
+	(*SetHealthRequest)(nil),            // 19: hearth.host.v1.SetHealthRequest
+	(*SetHealthResponse)(nil),           // 20: hearth.host.v1.SetHealthResponse
+	(*SetProgressRequest)(nil),          // 21: hearth.host.v1.SetProgressRequest
+	(*SetProgressResponse)(nil),         // 22: hearth.host.v1.SetProgressResponse
+	(*Address)(nil),                     // 23: hearth.host.v1.Address
+	(*BindInterfaceRequest)(nil),        // 24: hearth.host.v1.BindInterfaceRequest
+	(*BindInterfaceResponse)(nil),       // 25: hearth.host.v1.BindInterfaceResponse
+	(*UnbindInterfaceRequest)(nil),      // 26: hearth.host.v1.UnbindInterfaceRequest
+	(*UnbindInterfaceResponse)(nil),     // 27: hearth.host.v1.UnbindInterfaceResponse
+	(*GetAddressesRequest)(nil),         // 28: hearth.host.v1.GetAddressesRequest
+	(*GetAddressesResponse)(nil),        // 29: hearth.host.v1.GetAddressesResponse
+	(*GetCertificateRequest)(nil),       // 30: hearth.host.v1.GetCertificateRequest
+	(*GetCertificateResponse)(nil),      // 31: hearth.host.v1.GetCertificateResponse
+	(*GetContainerAddressRequest)(nil),  // 32: hearth.host.v1.GetContainerAddressRequest
+	(*GetContainerAddressResponse)(nil), // 33: hearth.host.v1.GetContainerAddressResponse
+	(*NotifyRequest)(nil),               // 34: hearth.host.v1.NotifyRequest
+	(*NotifyResponse)(nil),              // 35: hearth.host.v1.NotifyResponse
+	(*ActionField)(nil),                 // 36: hearth.host.v1.ActionField
+	(*ActionInfo)(nil),                  // 37: hearth.host.v1.ActionInfo
+	(*ListActionsRequest)(nil),          // 38: hearth.host.v1.ListActionsRequest
+	(*ListActionsResponse)(nil),         // 39: hearth.host.v1.ListActionsResponse
+	(*RunActionRequest)(nil),            // 40: hearth.host.v1.RunActionRequest
+	(*ActionValue)(nil),                 // 41: hearth.host.v1.ActionValue
+	(*RunActionResponse)(nil),           // 42: hearth.host.v1.RunActionResponse
+	(*GetDataVersionRequest)(nil),       // 43: hearth.host.v1.GetDataVersionRequest
+	(*GetDataVersionResponse)(nil),      // 44: hearth.host.v1.GetDataVersionResponse
+	(*SetDataVersionRequest)(nil),       // 45: hearth.host.v1.SetDataVersionRequest
+	(*SetDataVersionResponse)(nil),      // 46: hearth.host.v1.SetDataVersionResponse
+	(*GetDependencyRequest)(nil),        // 47: hearth.host.v1.GetDependencyRequest
+	(*InterfaceHealth)(nil),             // 48: hearth.host.v1.InterfaceHealth
+	(*GetDependencyResponse)(nil),       // 49: hearth.host.v1.GetDependencyResponse
+	(*ExecRequest)(nil),                 // 50: hearth.host.v1.ExecRequest
+	(*ExecResponse)(nil),                // 51: hearth.host.v1.ExecResponse
+	nil,                                 // 52: hearth.host.v1.ExecRequest.EnvEntry
+	(*timestamppb.Timestamp)(nil),       // 53: google.protobuf.Timestamp
+	(*descriptorpb.MethodOptions)(nil),  // 54: google.protobuf.MethodOptions
 }
 var file_hearth_host_v1_host_proto_depIdxs = []int32{
-	1,  // 0: hearth.host.v1.Overlay.binds:type_name -> hearth.host.v1.VolumeBind
-	0,  // 1: hearth.host.v1.CreateOverlayResponse.overlay:type_name -> hearth.host.v1.Overlay
-	0,  // 2: hearth.host.v1.BindVolumeResponse.overlay:type_name -> hearth.host.v1.Overlay
-	0,  // 3: hearth.host.v1.ListOverlaysResponse.overlays:type_name -> hearth.host.v1.Overlay
-	10, // 4: hearth.host.v1.HostService.GetIdentity:input_type -> hearth.host.v1.GetIdentityRequest
-	2,  // 5: hearth.host.v1.HostService.CreateOverlay:input_type -> hearth.host.v1.CreateOverlayRequest
-	4,  // 6: hearth.host.v1.HostService.DestroyOverlay:input_type -> hearth.host.v1.DestroyOverlayRequest
-	6,  // 7: hearth.host.v1.HostService.BindVolume:input_type -> hearth.host.v1.BindVolumeRequest
-	8,  // 8: hearth.host.v1.HostService.ListOverlays:input_type -> hearth.host.v1.ListOverlaysRequest
-	11, // 9: hearth.host.v1.HostService.GetIdentity:output_type -> hearth.host.v1.GetIdentityResponse
-	3,  // 10: hearth.host.v1.HostService.CreateOverlay:output_type -> hearth.host.v1.CreateOverlayResponse
-	5,  // 11: hearth.host.v1.HostService.DestroyOverlay:output_type -> hearth.host.v1.DestroyOverlayResponse
-	7,  // 12: hearth.host.v1.HostService.BindVolume:output_type -> hearth.host.v1.BindVolumeResponse
-	9,  // 13: hearth.host.v1.HostService.ListOverlays:output_type -> hearth.host.v1.ListOverlaysResponse
-	9,  // [9:14] is the sub-list for method output_type
-	4,  // [4:9] is the sub-list for method input_type
-	4,  // [4:4] is the sub-list for extension type_name
-	4,  // [4:4] is the sub-list for extension extendee
-	0,  // [0:4] is the sub-list for field type_name
+	2,  // 0: hearth.host.v1.Overlay.binds:type_name -> hearth.host.v1.VolumeBind
+	1,  // 1: hearth.host.v1.CreateOverlayResponse.overlay:type_name -> hearth.host.v1.Overlay
+	1,  // 2: hearth.host.v1.BindVolumeResponse.overlay:type_name -> hearth.host.v1.Overlay
+	1,  // 3: hearth.host.v1.ListOverlaysResponse.overlays:type_name -> hearth.host.v1.Overlay
+	53, // 4: hearth.host.v1.HealthResult.updated_at:type_name -> google.protobuf.Timestamp
+	53, // 5: hearth.host.v1.Progress.updated_at:type_name -> google.protobuf.Timestamp
+	14, // 6: hearth.host.v1.GetStatusResponse.daemons:type_name -> hearth.host.v1.DaemonStatus
+	15, // 7: hearth.host.v1.GetStatusResponse.health:type_name -> hearth.host.v1.HealthResult
+	16, // 8: hearth.host.v1.GetStatusResponse.progress:type_name -> hearth.host.v1.Progress
+	17, // 9: hearth.host.v1.GetStatusResponse.waiting_for:type_name -> hearth.host.v1.Wait
+	23, // 10: hearth.host.v1.BindInterfaceResponse.addresses:type_name -> hearth.host.v1.Address
+	23, // 11: hearth.host.v1.GetAddressesResponse.addresses:type_name -> hearth.host.v1.Address
+	53, // 12: hearth.host.v1.GetCertificateResponse.not_after:type_name -> google.protobuf.Timestamp
+	36, // 13: hearth.host.v1.ActionInfo.input:type_name -> hearth.host.v1.ActionField
+	37, // 14: hearth.host.v1.ListActionsResponse.actions:type_name -> hearth.host.v1.ActionInfo
+	41, // 15: hearth.host.v1.RunActionResponse.values:type_name -> hearth.host.v1.ActionValue
+	48, // 16: hearth.host.v1.GetDependencyResponse.interfaces:type_name -> hearth.host.v1.InterfaceHealth
+	52, // 17: hearth.host.v1.ExecRequest.env:type_name -> hearth.host.v1.ExecRequest.EnvEntry
+	54, // 18: hearth.host.v1.effect:extendee -> google.protobuf.MethodOptions
+	0,  // 19: hearth.host.v1.effect:type_name -> hearth.host.v1.Effect
+	11, // 20: hearth.host.v1.HostService.GetIdentity:input_type -> hearth.host.v1.GetIdentityRequest
+	3,  // 21: hearth.host.v1.HostService.CreateOverlay:input_type -> hearth.host.v1.CreateOverlayRequest
+	5,  // 22: hearth.host.v1.HostService.DestroyOverlay:input_type -> hearth.host.v1.DestroyOverlayRequest
+	7,  // 23: hearth.host.v1.HostService.BindVolume:input_type -> hearth.host.v1.BindVolumeRequest
+	9,  // 24: hearth.host.v1.HostService.ListOverlays:input_type -> hearth.host.v1.ListOverlaysRequest
+	13, // 25: hearth.host.v1.HostService.GetStatus:input_type -> hearth.host.v1.GetStatusRequest
+	19, // 26: hearth.host.v1.HostService.SetHealth:input_type -> hearth.host.v1.SetHealthRequest
+	21, // 27: hearth.host.v1.HostService.SetProgress:input_type -> hearth.host.v1.SetProgressRequest
+	24, // 28: hearth.host.v1.HostService.BindInterface:input_type -> hearth.host.v1.BindInterfaceRequest
+	26, // 29: hearth.host.v1.HostService.UnbindInterface:input_type -> hearth.host.v1.UnbindInterfaceRequest
+	28, // 30: hearth.host.v1.HostService.GetAddresses:input_type -> hearth.host.v1.GetAddressesRequest
+	30, // 31: hearth.host.v1.HostService.GetCertificate:input_type -> hearth.host.v1.GetCertificateRequest
+	32, // 32: hearth.host.v1.HostService.GetContainerAddress:input_type -> hearth.host.v1.GetContainerAddressRequest
+	34, // 33: hearth.host.v1.HostService.Notify:input_type -> hearth.host.v1.NotifyRequest
+	38, // 34: hearth.host.v1.HostService.ListActions:input_type -> hearth.host.v1.ListActionsRequest
+	40, // 35: hearth.host.v1.HostService.RunAction:input_type -> hearth.host.v1.RunActionRequest
+	43, // 36: hearth.host.v1.HostService.GetDataVersion:input_type -> hearth.host.v1.GetDataVersionRequest
+	45, // 37: hearth.host.v1.HostService.SetDataVersion:input_type -> hearth.host.v1.SetDataVersionRequest
+	47, // 38: hearth.host.v1.HostService.GetDependency:input_type -> hearth.host.v1.GetDependencyRequest
+	50, // 39: hearth.host.v1.SubcontainerService.Exec:input_type -> hearth.host.v1.ExecRequest
+	12, // 40: hearth.host.v1.HostService.GetIdentity:output_type -> hearth.host.v1.GetIdentityResponse
+	4,  // 41: hearth.host.v1.HostService.CreateOverlay:output_type -> hearth.host.v1.CreateOverlayResponse
+	6,  // 42: hearth.host.v1.HostService.DestroyOverlay:output_type -> hearth.host.v1.DestroyOverlayResponse
+	8,  // 43: hearth.host.v1.HostService.BindVolume:output_type -> hearth.host.v1.BindVolumeResponse
+	10, // 44: hearth.host.v1.HostService.ListOverlays:output_type -> hearth.host.v1.ListOverlaysResponse
+	18, // 45: hearth.host.v1.HostService.GetStatus:output_type -> hearth.host.v1.GetStatusResponse
+	20, // 46: hearth.host.v1.HostService.SetHealth:output_type -> hearth.host.v1.SetHealthResponse
+	22, // 47: hearth.host.v1.HostService.SetProgress:output_type -> hearth.host.v1.SetProgressResponse
+	25, // 48: hearth.host.v1.HostService.BindInterface:output_type -> hearth.host.v1.BindInterfaceResponse
+	27, // 49: hearth.host.v1.HostService.UnbindInterface:output_type -> hearth.host.v1.UnbindInterfaceResponse
+	29, // 50: hearth.host.v1.HostService.GetAddresses:output_type -> hearth.host.v1.GetAddressesResponse
+	31, // 51: hearth.host.v1.HostService.GetCertificate:output_type -> hearth.host.v1.GetCertificateResponse
+	33, // 52: hearth.host.v1.HostService.GetContainerAddress:output_type -> hearth.host.v1.GetContainerAddressResponse
+	35, // 53: hearth.host.v1.HostService.Notify:output_type -> hearth.host.v1.NotifyResponse
+	39, // 54: hearth.host.v1.HostService.ListActions:output_type -> hearth.host.v1.ListActionsResponse
+	42, // 55: hearth.host.v1.HostService.RunAction:output_type -> hearth.host.v1.RunActionResponse
+	44, // 56: hearth.host.v1.HostService.GetDataVersion:output_type -> hearth.host.v1.GetDataVersionResponse
+	46, // 57: hearth.host.v1.HostService.SetDataVersion:output_type -> hearth.host.v1.SetDataVersionResponse
+	49, // 58: hearth.host.v1.HostService.GetDependency:output_type -> hearth.host.v1.GetDependencyResponse
+	51, // 59: hearth.host.v1.SubcontainerService.Exec:output_type -> hearth.host.v1.ExecResponse
+	40, // [40:60] is the sub-list for method output_type
+	20, // [20:40] is the sub-list for method input_type
+	19, // [19:20] is the sub-list for extension type_name
+	18, // [18:19] is the sub-list for extension extendee
+	0,  // [0:18] is the sub-list for field type_name
 }
 
 func init() { file_hearth_host_v1_host_proto_init() }
@@ -720,19 +3402,21 @@ func file_hearth_host_v1_host_proto_init() {
 	if File_hearth_host_v1_host_proto != nil {
 		return
 	}
+	file_hearth_host_v1_host_proto_msgTypes[36].OneofWrappers = []any{}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_hearth_host_v1_host_proto_rawDesc), len(file_hearth_host_v1_host_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   12,
-			NumExtensions: 0,
-			NumServices:   1,
+			NumMessages:   53,
+			NumExtensions: 1,
+			NumServices:   2,
 		},
 		GoTypes:           file_hearth_host_v1_host_proto_goTypes,
 		DependencyIndexes: file_hearth_host_v1_host_proto_depIdxs,
 		MessageInfos:      file_hearth_host_v1_host_proto_msgTypes,
+		ExtensionInfos:    file_hearth_host_v1_host_proto_extTypes,
 	}.Build()
 	File_hearth_host_v1_host_proto = out.File
 	file_hearth_host_v1_host_proto_goTypes = nil

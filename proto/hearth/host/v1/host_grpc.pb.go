@@ -23,11 +23,25 @@ import (
 const _ = grpc.SupportPackageIsVersion9
 
 const (
-	HostService_GetIdentity_FullMethodName    = "/hearth.host.v1.HostService/GetIdentity"
-	HostService_CreateOverlay_FullMethodName  = "/hearth.host.v1.HostService/CreateOverlay"
-	HostService_DestroyOverlay_FullMethodName = "/hearth.host.v1.HostService/DestroyOverlay"
-	HostService_BindVolume_FullMethodName     = "/hearth.host.v1.HostService/BindVolume"
-	HostService_ListOverlays_FullMethodName   = "/hearth.host.v1.HostService/ListOverlays"
+	HostService_GetIdentity_FullMethodName         = "/hearth.host.v1.HostService/GetIdentity"
+	HostService_CreateOverlay_FullMethodName       = "/hearth.host.v1.HostService/CreateOverlay"
+	HostService_DestroyOverlay_FullMethodName      = "/hearth.host.v1.HostService/DestroyOverlay"
+	HostService_BindVolume_FullMethodName          = "/hearth.host.v1.HostService/BindVolume"
+	HostService_ListOverlays_FullMethodName        = "/hearth.host.v1.HostService/ListOverlays"
+	HostService_GetStatus_FullMethodName           = "/hearth.host.v1.HostService/GetStatus"
+	HostService_SetHealth_FullMethodName           = "/hearth.host.v1.HostService/SetHealth"
+	HostService_SetProgress_FullMethodName         = "/hearth.host.v1.HostService/SetProgress"
+	HostService_BindInterface_FullMethodName       = "/hearth.host.v1.HostService/BindInterface"
+	HostService_UnbindInterface_FullMethodName     = "/hearth.host.v1.HostService/UnbindInterface"
+	HostService_GetAddresses_FullMethodName        = "/hearth.host.v1.HostService/GetAddresses"
+	HostService_GetCertificate_FullMethodName      = "/hearth.host.v1.HostService/GetCertificate"
+	HostService_GetContainerAddress_FullMethodName = "/hearth.host.v1.HostService/GetContainerAddress"
+	HostService_Notify_FullMethodName              = "/hearth.host.v1.HostService/Notify"
+	HostService_ListActions_FullMethodName         = "/hearth.host.v1.HostService/ListActions"
+	HostService_RunAction_FullMethodName           = "/hearth.host.v1.HostService/RunAction"
+	HostService_GetDataVersion_FullMethodName      = "/hearth.host.v1.HostService/GetDataVersion"
+	HostService_SetDataVersion_FullMethodName      = "/hearth.host.v1.HostService/SetDataVersion"
+	HostService_GetDependency_FullMethodName       = "/hearth.host.v1.HostService/GetDependency"
 )
 
 // HostServiceClient is the client API for HostService service.
@@ -50,6 +64,49 @@ type HostServiceClient interface {
 	BindVolume(ctx context.Context, in *BindVolumeRequest, opts ...grpc.CallOption) (*BindVolumeResponse, error)
 	// ListOverlays lists the container's overlays.
 	ListOverlays(ctx context.Context, in *ListOverlaysRequest, opts ...grpc.CallOption) (*ListOverlaysResponse, error)
+	// GetStatus reports the package's own status: each daemon, the health results its
+	// scripts set, its progress, and the dependencies it waits for.
+	GetStatus(ctx context.Context, in *GetStatusRequest, opts ...grpc.CallOption) (*GetStatusResponse, error)
+	// SetHealth sets one named health result of the package's own (a script's check),
+	// shown by `hearthctl status`. Setting a name again replaces its result.
+	SetHealth(ctx context.Context, in *SetHealthRequest, opts ...grpc.CallOption) (*SetHealthResponse, error)
+	// SetProgress reports how far a long task (install, backup, migration or one of the
+	// package's own) has come, shown by hearthctl while it runs. done = total ends it.
+	SetProgress(ctx context.Context, in *SetProgressRequest, opts ...grpc.CallOption) (*SetProgressResponse, error)
+	// BindInterface binds one of the package's interfaces to the LAN (<id>.local), Tor,
+	// or a public domain, through netd, and returns its addresses. Binding what is
+	// already bound returns the binding as it is. Unavailable while netd is not running.
+	BindInterface(ctx context.Context, in *BindInterfaceRequest, opts ...grpc.CallOption) (*BindInterfaceResponse, error)
+	// UnbindInterface removes bindings of one of the package's interfaces: all of them,
+	// or those of one kind or one domain.
+	UnbindInterface(ctx context.Context, in *UnbindInterfaceRequest, opts ...grpc.CallOption) (*UnbindInterfaceResponse, error)
+	// GetAddresses lists where the package's interfaces answer (one interface or all).
+	GetAddresses(ctx context.Context, in *GetAddressesRequest, opts ...grpc.CallOption) (*GetAddressesResponse, error)
+	// GetCertificate returns a certificate and its private key for names the package
+	// holds: its <id>.local name, its <id>.hearth.internal name, and the domains its
+	// interfaces are bound to. Issued by certd, owned by the package.
+	GetCertificate(ctx context.Context, in *GetCertificateRequest, opts ...grpc.CallOption) (*GetCertificateResponse, error)
+	// GetContainerAddress returns the container's address on the host's bridge and the
+	// name other packages reach it by.
+	GetContainerAddress(ctx context.Context, in *GetContainerAddressRequest, opts ...grpc.CallOption) (*GetContainerAddressResponse, error)
+	// Notify leaves a notification for the user, listed by `hearthctl notifications`.
+	Notify(ctx context.Context, in *NotifyRequest, opts ...grpc.CallOption) (*NotifyResponse, error)
+	// ListActions lists the package's own actions, with their input fields and whether
+	// each is offered now.
+	ListActions(ctx context.Context, in *ListActionsRequest, opts ...grpc.CallOption) (*ListActionsResponse, error)
+	// RunAction runs one of the package's own actions with the given input, checked
+	// against the action's input fields first, and returns its result.
+	RunAction(ctx context.Context, in *RunActionRequest, opts ...grpc.CallOption) (*RunActionResponse, error)
+	// GetDataVersion returns the version of the data in the package's volumes, as the
+	// package last set it (empty before it ever has).
+	GetDataVersion(ctx context.Context, in *GetDataVersionRequest, opts ...grpc.CallOption) (*GetDataVersionResponse, error)
+	// SetDataVersion records the version of the data in the package's volumes, such as
+	// after a migration. It is kept with the package and backed up with it.
+	SetDataVersion(ctx context.Context, in *SetDataVersionRequest, opts ...grpc.CallOption) (*SetDataVersionResponse, error)
+	// GetDependency returns a dependency's address, its name on the bridge, whether it
+	// runs, and the health of the interfaces the manifest requires of it. Only packages
+	// named under the manifest's dependencies can be asked for.
+	GetDependency(ctx context.Context, in *GetDependencyRequest, opts ...grpc.CallOption) (*GetDependencyResponse, error)
 }
 
 type hostServiceClient struct {
@@ -110,6 +167,146 @@ func (c *hostServiceClient) ListOverlays(ctx context.Context, in *ListOverlaysRe
 	return out, nil
 }
 
+func (c *hostServiceClient) GetStatus(ctx context.Context, in *GetStatusRequest, opts ...grpc.CallOption) (*GetStatusResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(GetStatusResponse)
+	err := c.cc.Invoke(ctx, HostService_GetStatus_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *hostServiceClient) SetHealth(ctx context.Context, in *SetHealthRequest, opts ...grpc.CallOption) (*SetHealthResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(SetHealthResponse)
+	err := c.cc.Invoke(ctx, HostService_SetHealth_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *hostServiceClient) SetProgress(ctx context.Context, in *SetProgressRequest, opts ...grpc.CallOption) (*SetProgressResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(SetProgressResponse)
+	err := c.cc.Invoke(ctx, HostService_SetProgress_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *hostServiceClient) BindInterface(ctx context.Context, in *BindInterfaceRequest, opts ...grpc.CallOption) (*BindInterfaceResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(BindInterfaceResponse)
+	err := c.cc.Invoke(ctx, HostService_BindInterface_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *hostServiceClient) UnbindInterface(ctx context.Context, in *UnbindInterfaceRequest, opts ...grpc.CallOption) (*UnbindInterfaceResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(UnbindInterfaceResponse)
+	err := c.cc.Invoke(ctx, HostService_UnbindInterface_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *hostServiceClient) GetAddresses(ctx context.Context, in *GetAddressesRequest, opts ...grpc.CallOption) (*GetAddressesResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(GetAddressesResponse)
+	err := c.cc.Invoke(ctx, HostService_GetAddresses_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *hostServiceClient) GetCertificate(ctx context.Context, in *GetCertificateRequest, opts ...grpc.CallOption) (*GetCertificateResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(GetCertificateResponse)
+	err := c.cc.Invoke(ctx, HostService_GetCertificate_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *hostServiceClient) GetContainerAddress(ctx context.Context, in *GetContainerAddressRequest, opts ...grpc.CallOption) (*GetContainerAddressResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(GetContainerAddressResponse)
+	err := c.cc.Invoke(ctx, HostService_GetContainerAddress_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *hostServiceClient) Notify(ctx context.Context, in *NotifyRequest, opts ...grpc.CallOption) (*NotifyResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(NotifyResponse)
+	err := c.cc.Invoke(ctx, HostService_Notify_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *hostServiceClient) ListActions(ctx context.Context, in *ListActionsRequest, opts ...grpc.CallOption) (*ListActionsResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(ListActionsResponse)
+	err := c.cc.Invoke(ctx, HostService_ListActions_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *hostServiceClient) RunAction(ctx context.Context, in *RunActionRequest, opts ...grpc.CallOption) (*RunActionResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(RunActionResponse)
+	err := c.cc.Invoke(ctx, HostService_RunAction_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *hostServiceClient) GetDataVersion(ctx context.Context, in *GetDataVersionRequest, opts ...grpc.CallOption) (*GetDataVersionResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(GetDataVersionResponse)
+	err := c.cc.Invoke(ctx, HostService_GetDataVersion_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *hostServiceClient) SetDataVersion(ctx context.Context, in *SetDataVersionRequest, opts ...grpc.CallOption) (*SetDataVersionResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(SetDataVersionResponse)
+	err := c.cc.Invoke(ctx, HostService_SetDataVersion_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *hostServiceClient) GetDependency(ctx context.Context, in *GetDependencyRequest, opts ...grpc.CallOption) (*GetDependencyResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(GetDependencyResponse)
+	err := c.cc.Invoke(ctx, HostService_GetDependency_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // HostServiceServer is the server API for HostService service.
 // All implementations must embed UnimplementedHostServiceServer
 // for forward compatibility.
@@ -130,6 +327,49 @@ type HostServiceServer interface {
 	BindVolume(context.Context, *BindVolumeRequest) (*BindVolumeResponse, error)
 	// ListOverlays lists the container's overlays.
 	ListOverlays(context.Context, *ListOverlaysRequest) (*ListOverlaysResponse, error)
+	// GetStatus reports the package's own status: each daemon, the health results its
+	// scripts set, its progress, and the dependencies it waits for.
+	GetStatus(context.Context, *GetStatusRequest) (*GetStatusResponse, error)
+	// SetHealth sets one named health result of the package's own (a script's check),
+	// shown by `hearthctl status`. Setting a name again replaces its result.
+	SetHealth(context.Context, *SetHealthRequest) (*SetHealthResponse, error)
+	// SetProgress reports how far a long task (install, backup, migration or one of the
+	// package's own) has come, shown by hearthctl while it runs. done = total ends it.
+	SetProgress(context.Context, *SetProgressRequest) (*SetProgressResponse, error)
+	// BindInterface binds one of the package's interfaces to the LAN (<id>.local), Tor,
+	// or a public domain, through netd, and returns its addresses. Binding what is
+	// already bound returns the binding as it is. Unavailable while netd is not running.
+	BindInterface(context.Context, *BindInterfaceRequest) (*BindInterfaceResponse, error)
+	// UnbindInterface removes bindings of one of the package's interfaces: all of them,
+	// or those of one kind or one domain.
+	UnbindInterface(context.Context, *UnbindInterfaceRequest) (*UnbindInterfaceResponse, error)
+	// GetAddresses lists where the package's interfaces answer (one interface or all).
+	GetAddresses(context.Context, *GetAddressesRequest) (*GetAddressesResponse, error)
+	// GetCertificate returns a certificate and its private key for names the package
+	// holds: its <id>.local name, its <id>.hearth.internal name, and the domains its
+	// interfaces are bound to. Issued by certd, owned by the package.
+	GetCertificate(context.Context, *GetCertificateRequest) (*GetCertificateResponse, error)
+	// GetContainerAddress returns the container's address on the host's bridge and the
+	// name other packages reach it by.
+	GetContainerAddress(context.Context, *GetContainerAddressRequest) (*GetContainerAddressResponse, error)
+	// Notify leaves a notification for the user, listed by `hearthctl notifications`.
+	Notify(context.Context, *NotifyRequest) (*NotifyResponse, error)
+	// ListActions lists the package's own actions, with their input fields and whether
+	// each is offered now.
+	ListActions(context.Context, *ListActionsRequest) (*ListActionsResponse, error)
+	// RunAction runs one of the package's own actions with the given input, checked
+	// against the action's input fields first, and returns its result.
+	RunAction(context.Context, *RunActionRequest) (*RunActionResponse, error)
+	// GetDataVersion returns the version of the data in the package's volumes, as the
+	// package last set it (empty before it ever has).
+	GetDataVersion(context.Context, *GetDataVersionRequest) (*GetDataVersionResponse, error)
+	// SetDataVersion records the version of the data in the package's volumes, such as
+	// after a migration. It is kept with the package and backed up with it.
+	SetDataVersion(context.Context, *SetDataVersionRequest) (*SetDataVersionResponse, error)
+	// GetDependency returns a dependency's address, its name on the bridge, whether it
+	// runs, and the health of the interfaces the manifest requires of it. Only packages
+	// named under the manifest's dependencies can be asked for.
+	GetDependency(context.Context, *GetDependencyRequest) (*GetDependencyResponse, error)
 	mustEmbedUnimplementedHostServiceServer()
 }
 
@@ -154,6 +394,48 @@ func (UnimplementedHostServiceServer) BindVolume(context.Context, *BindVolumeReq
 }
 func (UnimplementedHostServiceServer) ListOverlays(context.Context, *ListOverlaysRequest) (*ListOverlaysResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method ListOverlays not implemented")
+}
+func (UnimplementedHostServiceServer) GetStatus(context.Context, *GetStatusRequest) (*GetStatusResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method GetStatus not implemented")
+}
+func (UnimplementedHostServiceServer) SetHealth(context.Context, *SetHealthRequest) (*SetHealthResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method SetHealth not implemented")
+}
+func (UnimplementedHostServiceServer) SetProgress(context.Context, *SetProgressRequest) (*SetProgressResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method SetProgress not implemented")
+}
+func (UnimplementedHostServiceServer) BindInterface(context.Context, *BindInterfaceRequest) (*BindInterfaceResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method BindInterface not implemented")
+}
+func (UnimplementedHostServiceServer) UnbindInterface(context.Context, *UnbindInterfaceRequest) (*UnbindInterfaceResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method UnbindInterface not implemented")
+}
+func (UnimplementedHostServiceServer) GetAddresses(context.Context, *GetAddressesRequest) (*GetAddressesResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method GetAddresses not implemented")
+}
+func (UnimplementedHostServiceServer) GetCertificate(context.Context, *GetCertificateRequest) (*GetCertificateResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method GetCertificate not implemented")
+}
+func (UnimplementedHostServiceServer) GetContainerAddress(context.Context, *GetContainerAddressRequest) (*GetContainerAddressResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method GetContainerAddress not implemented")
+}
+func (UnimplementedHostServiceServer) Notify(context.Context, *NotifyRequest) (*NotifyResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method Notify not implemented")
+}
+func (UnimplementedHostServiceServer) ListActions(context.Context, *ListActionsRequest) (*ListActionsResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method ListActions not implemented")
+}
+func (UnimplementedHostServiceServer) RunAction(context.Context, *RunActionRequest) (*RunActionResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method RunAction not implemented")
+}
+func (UnimplementedHostServiceServer) GetDataVersion(context.Context, *GetDataVersionRequest) (*GetDataVersionResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method GetDataVersion not implemented")
+}
+func (UnimplementedHostServiceServer) SetDataVersion(context.Context, *SetDataVersionRequest) (*SetDataVersionResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method SetDataVersion not implemented")
+}
+func (UnimplementedHostServiceServer) GetDependency(context.Context, *GetDependencyRequest) (*GetDependencyResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method GetDependency not implemented")
 }
 func (UnimplementedHostServiceServer) mustEmbedUnimplementedHostServiceServer() {}
 func (UnimplementedHostServiceServer) testEmbeddedByValue()                     {}
@@ -266,6 +548,258 @@ func _HostService_ListOverlays_Handler(srv interface{}, ctx context.Context, dec
 	return interceptor(ctx, in, info, handler)
 }
 
+func _HostService_GetStatus_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(GetStatusRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(HostServiceServer).GetStatus(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: HostService_GetStatus_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(HostServiceServer).GetStatus(ctx, req.(*GetStatusRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _HostService_SetHealth_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(SetHealthRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(HostServiceServer).SetHealth(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: HostService_SetHealth_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(HostServiceServer).SetHealth(ctx, req.(*SetHealthRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _HostService_SetProgress_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(SetProgressRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(HostServiceServer).SetProgress(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: HostService_SetProgress_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(HostServiceServer).SetProgress(ctx, req.(*SetProgressRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _HostService_BindInterface_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(BindInterfaceRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(HostServiceServer).BindInterface(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: HostService_BindInterface_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(HostServiceServer).BindInterface(ctx, req.(*BindInterfaceRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _HostService_UnbindInterface_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(UnbindInterfaceRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(HostServiceServer).UnbindInterface(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: HostService_UnbindInterface_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(HostServiceServer).UnbindInterface(ctx, req.(*UnbindInterfaceRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _HostService_GetAddresses_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(GetAddressesRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(HostServiceServer).GetAddresses(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: HostService_GetAddresses_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(HostServiceServer).GetAddresses(ctx, req.(*GetAddressesRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _HostService_GetCertificate_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(GetCertificateRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(HostServiceServer).GetCertificate(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: HostService_GetCertificate_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(HostServiceServer).GetCertificate(ctx, req.(*GetCertificateRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _HostService_GetContainerAddress_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(GetContainerAddressRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(HostServiceServer).GetContainerAddress(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: HostService_GetContainerAddress_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(HostServiceServer).GetContainerAddress(ctx, req.(*GetContainerAddressRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _HostService_Notify_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(NotifyRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(HostServiceServer).Notify(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: HostService_Notify_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(HostServiceServer).Notify(ctx, req.(*NotifyRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _HostService_ListActions_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(ListActionsRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(HostServiceServer).ListActions(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: HostService_ListActions_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(HostServiceServer).ListActions(ctx, req.(*ListActionsRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _HostService_RunAction_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(RunActionRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(HostServiceServer).RunAction(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: HostService_RunAction_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(HostServiceServer).RunAction(ctx, req.(*RunActionRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _HostService_GetDataVersion_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(GetDataVersionRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(HostServiceServer).GetDataVersion(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: HostService_GetDataVersion_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(HostServiceServer).GetDataVersion(ctx, req.(*GetDataVersionRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _HostService_SetDataVersion_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(SetDataVersionRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(HostServiceServer).SetDataVersion(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: HostService_SetDataVersion_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(HostServiceServer).SetDataVersion(ctx, req.(*SetDataVersionRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _HostService_GetDependency_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(GetDependencyRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(HostServiceServer).GetDependency(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: HostService_GetDependency_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(HostServiceServer).GetDependency(ctx, req.(*GetDependencyRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 // HostService_ServiceDesc is the grpc.ServiceDesc for HostService service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -292,6 +826,178 @@ var HostService_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "ListOverlays",
 			Handler:    _HostService_ListOverlays_Handler,
+		},
+		{
+			MethodName: "GetStatus",
+			Handler:    _HostService_GetStatus_Handler,
+		},
+		{
+			MethodName: "SetHealth",
+			Handler:    _HostService_SetHealth_Handler,
+		},
+		{
+			MethodName: "SetProgress",
+			Handler:    _HostService_SetProgress_Handler,
+		},
+		{
+			MethodName: "BindInterface",
+			Handler:    _HostService_BindInterface_Handler,
+		},
+		{
+			MethodName: "UnbindInterface",
+			Handler:    _HostService_UnbindInterface_Handler,
+		},
+		{
+			MethodName: "GetAddresses",
+			Handler:    _HostService_GetAddresses_Handler,
+		},
+		{
+			MethodName: "GetCertificate",
+			Handler:    _HostService_GetCertificate_Handler,
+		},
+		{
+			MethodName: "GetContainerAddress",
+			Handler:    _HostService_GetContainerAddress_Handler,
+		},
+		{
+			MethodName: "Notify",
+			Handler:    _HostService_Notify_Handler,
+		},
+		{
+			MethodName: "ListActions",
+			Handler:    _HostService_ListActions_Handler,
+		},
+		{
+			MethodName: "RunAction",
+			Handler:    _HostService_RunAction_Handler,
+		},
+		{
+			MethodName: "GetDataVersion",
+			Handler:    _HostService_GetDataVersion_Handler,
+		},
+		{
+			MethodName: "SetDataVersion",
+			Handler:    _HostService_SetDataVersion_Handler,
+		},
+		{
+			MethodName: "GetDependency",
+			Handler:    _HostService_GetDependency_Handler,
+		},
+	},
+	Streams:  []grpc.StreamDesc{},
+	Metadata: "hearth/host/v1/host.proto",
+}
+
+const (
+	SubcontainerService_Exec_FullMethodName = "/hearth.host.v1.SubcontainerService/Exec"
+)
+
+// SubcontainerServiceClient is the client API for SubcontainerService service.
+//
+// For semantics around ctx use and closing/ending streaming RPCs, please refer to https://pkg.go.dev/google.golang.org/grpc/?tab=doc#ClientConn.NewStream.
+//
+// SubcontainerService is served by guestd itself, on the JSON-RPC shim only: running a
+// command in a subcontainer is guestd's own work (it launches every process there), so
+// no call goes to the host.
+type SubcontainerServiceClient interface {
+	// Exec runs a command in one of the container's subcontainers (an overlay made with
+	// subcontainer.create) and waits for it. Its output is kept up to 1 MiB per stream;
+	// longer output is cut and marked truncated.
+	Exec(ctx context.Context, in *ExecRequest, opts ...grpc.CallOption) (*ExecResponse, error)
+}
+
+type subcontainerServiceClient struct {
+	cc grpc.ClientConnInterface
+}
+
+func NewSubcontainerServiceClient(cc grpc.ClientConnInterface) SubcontainerServiceClient {
+	return &subcontainerServiceClient{cc}
+}
+
+func (c *subcontainerServiceClient) Exec(ctx context.Context, in *ExecRequest, opts ...grpc.CallOption) (*ExecResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(ExecResponse)
+	err := c.cc.Invoke(ctx, SubcontainerService_Exec_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+// SubcontainerServiceServer is the server API for SubcontainerService service.
+// All implementations must embed UnimplementedSubcontainerServiceServer
+// for forward compatibility.
+//
+// SubcontainerService is served by guestd itself, on the JSON-RPC shim only: running a
+// command in a subcontainer is guestd's own work (it launches every process there), so
+// no call goes to the host.
+type SubcontainerServiceServer interface {
+	// Exec runs a command in one of the container's subcontainers (an overlay made with
+	// subcontainer.create) and waits for it. Its output is kept up to 1 MiB per stream;
+	// longer output is cut and marked truncated.
+	Exec(context.Context, *ExecRequest) (*ExecResponse, error)
+	mustEmbedUnimplementedSubcontainerServiceServer()
+}
+
+// UnimplementedSubcontainerServiceServer must be embedded to have
+// forward compatible implementations.
+//
+// NOTE: this should be embedded by value instead of pointer to avoid a nil
+// pointer dereference when methods are called.
+type UnimplementedSubcontainerServiceServer struct{}
+
+func (UnimplementedSubcontainerServiceServer) Exec(context.Context, *ExecRequest) (*ExecResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method Exec not implemented")
+}
+func (UnimplementedSubcontainerServiceServer) mustEmbedUnimplementedSubcontainerServiceServer() {}
+func (UnimplementedSubcontainerServiceServer) testEmbeddedByValue()                             {}
+
+// UnsafeSubcontainerServiceServer may be embedded to opt out of forward compatibility for this service.
+// Use of this interface is not recommended, as added methods to SubcontainerServiceServer will
+// result in compilation errors.
+type UnsafeSubcontainerServiceServer interface {
+	mustEmbedUnimplementedSubcontainerServiceServer()
+}
+
+func RegisterSubcontainerServiceServer(s grpc.ServiceRegistrar, srv SubcontainerServiceServer) {
+	// If the following call panics, it indicates UnimplementedSubcontainerServiceServer was
+	// embedded by pointer and is nil.  This will cause panics if an
+	// unimplemented method is ever invoked, so we test this at initialization
+	// time to prevent it from happening at runtime later due to I/O.
+	if t, ok := srv.(interface{ testEmbeddedByValue() }); ok {
+		t.testEmbeddedByValue()
+	}
+	s.RegisterService(&SubcontainerService_ServiceDesc, srv)
+}
+
+func _SubcontainerService_Exec_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(ExecRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(SubcontainerServiceServer).Exec(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: SubcontainerService_Exec_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(SubcontainerServiceServer).Exec(ctx, req.(*ExecRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+// SubcontainerService_ServiceDesc is the grpc.ServiceDesc for SubcontainerService service.
+// It's only intended for direct use with grpc.RegisterService,
+// and not to be introspected or modified (even as a copy)
+var SubcontainerService_ServiceDesc = grpc.ServiceDesc{
+	ServiceName: "hearth.host.v1.SubcontainerService",
+	HandlerType: (*SubcontainerServiceServer)(nil),
+	Methods: []grpc.MethodDesc{
+		{
+			MethodName: "Exec",
+			Handler:    _SubcontainerService_Exec_Handler,
 		},
 	},
 	Streams:  []grpc.StreamDesc{},
