@@ -8,27 +8,29 @@ package errdefs
 
 import (
 	"context"
-	"errors"
 
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
+
+	"hearth.dev/internal/errkind"
 )
 
-// The error kinds.
+// The error kinds. Each is the errkind value of the same name (errkind holds them
+// without gRPC, for programs that must stay small).
 var (
-	ErrInvalidArgument    = errors.New("invalid argument")
-	ErrNotFound           = errors.New("not found")
-	ErrAlreadyExists      = errors.New("already exists")
-	ErrFailedPrecondition = errors.New("failed precondition")
-	ErrPermissionDenied   = errors.New("permission denied")
-	ErrUnavailable        = errors.New("unavailable")
-	ErrResourceExhausted  = errors.New("resource exhausted")
-	ErrUnimplemented      = errors.New("not implemented")
+	ErrInvalidArgument    = errkind.InvalidArgument
+	ErrNotFound           = errkind.NotFound
+	ErrAlreadyExists      = errkind.AlreadyExists
+	ErrFailedPrecondition = errkind.FailedPrecondition
+	ErrPermissionDenied   = errkind.PermissionDenied
+	ErrUnavailable        = errkind.Unavailable
+	ErrResourceExhausted  = errkind.ResourceExhausted
+	ErrUnimplemented      = errkind.Unimplemented
 	// ErrAborted: the operation lost a race with another one (a conflicting change);
 	// retrying it may succeed.
-	ErrAborted = errors.New("aborted")
+	ErrAborted = errkind.Aborted
 	// ErrInternal: a broken invariant, a bug. The message says what broke.
-	ErrInternal = errors.New("internal error")
+	ErrInternal = errkind.Internal
 )
 
 // kinds pairs each kind with its code. The codes without a kind (Unknown, OutOfRange,

@@ -9,6 +9,8 @@ import (
 
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
+
+	"hearth.dev/internal/errkind"
 )
 
 func TestToGRPC(t *testing.T) {
@@ -138,5 +140,26 @@ func TestFromGRPCLeavesOthers(t *testing.T) {
 	// A status without a message still says something.
 	if got := FromGRPC(status.Error(codes.NotFound, "")).Error(); got == "" {
 		t.Error("empty message")
+	}
+}
+
+// TestKindsAreErrkind: errdefs and errkind name the same values, so a program that
+// knows only errkind (hearth-effect) tells apart the kinds the daemons return.
+func TestKindsAreErrkind(t *testing.T) {
+	for _, tc := range []struct{ errdefs, errkind error }{
+		{ErrInvalidArgument, errkind.InvalidArgument},
+		{ErrNotFound, errkind.NotFound},
+		{ErrAlreadyExists, errkind.AlreadyExists},
+		{ErrFailedPrecondition, errkind.FailedPrecondition},
+		{ErrPermissionDenied, errkind.PermissionDenied},
+		{ErrUnavailable, errkind.Unavailable},
+		{ErrResourceExhausted, errkind.ResourceExhausted},
+		{ErrUnimplemented, errkind.Unimplemented},
+		{ErrAborted, errkind.Aborted},
+		{ErrInternal, errkind.Internal},
+	} {
+		if !errors.Is(fmt.Errorf("x: %w", tc.errkind), tc.errdefs) || Code(tc.errkind) != Code(tc.errdefs) {
+			t.Errorf("errkind %v is not errdefs %v", tc.errkind, tc.errdefs)
+		}
 	}
 }

@@ -3,7 +3,7 @@
 // numerically; a pre-release is lower than its release (1.0.0-rc.1 < 1.0.0); pre-release
 // identifiers compare one by one, numeric ones numerically and below alphanumeric ones,
 // and a shorter list that is a prefix of a longer one is lower; build metadata is ignored.
-// A leading "v" is accepted.
+// A leading "v" is accepted. ParseRange reads ranges of versions (>=25.0, ^1.2, ~1.2.3).
 package semver
 
 import (
