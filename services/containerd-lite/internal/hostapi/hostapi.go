@@ -6,11 +6,14 @@ package hostapi
 import (
 	"context"
 
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+
 	hostv1 "hearth.dev/proto/hearth/host/v1"
 	"hearth.dev/services/containerd-lite/internal/containers"
 )
 
-// Effects are what the host does for a container.
+// Effects are what the host does for a container: its overlays (containers.Manager).
 type Effects interface {
 	CreateOverlay(ctx context.Context, container, image, overlay string) (containers.OverlayInfo, error)
 	DestroyOverlay(ctx context.Context, container, overlay string) error
@@ -18,17 +21,35 @@ type Effects interface {
 	ListOverlays(ctx context.Context, container string) ([]containers.OverlayInfo, error)
 }
 
+// Deps are the parts that carry out the effects. Each is called with the caller's
+// container (the socket's identity), never a name the caller gave; a nil part's effects
+// answer Unimplemented.
+type Deps struct {
+	Overlays Effects
+	Package  PackageEffects
+	Actions  ActionEffects
+	Depends  DependencyEffects
+}
+
 // Server is HostService for one container.
 type Server struct {
 	hostv1.UnimplementedHostServiceServer
 	container string
 	fx        Effects
+	d         Deps
 }
 
 var _ hostv1.HostServiceServer = (*Server)(nil)
 
 // New returns the service for the named container.
-func New(container string, fx Effects) *Server { return &Server{container: container, fx: fx} }
+func New(container string, d Deps) *Server {
+	return &Server{container: container, fx: d.Overlays, d: d}
+}
+
+// unavailable is the error of an effect whose part is not wired.
+func unavailable(what string) error {
+	return status.Errorf(codes.Unimplemented, "%s is not available on this host", what)
+}
 
 // GetIdentity implements HostService.
 func (s *Server) GetIdentity(context.Context, *hostv1.GetIdentityRequest) (*hostv1.GetIdentityResponse, error) {

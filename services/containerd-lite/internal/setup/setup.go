@@ -158,7 +158,7 @@ func initDaemon(env *daemon.Env, baseSrc string, policy limits.Policy, reserve i
 		return nil, daemon.Hooks{}, err
 	}
 	var m *containers.Manager
-	hosts := hostsock.New(env.Logger, func(c string) hostv1.HostServiceServer { return hostapi.New(c, m) }, budget.Limits{})
+	hosts := hostsock.New(env.Logger, func(c string) hostv1.HostServiceServer { return hostapi.New(c, hostapi.Deps{Overlays: m}) }, budget.Limits{})
 	m = containers.New(containers.Options{
 		Userns:     func(mp idmap.Mapping) (int, error) { return mp.OpenUserns(self) },
 		Network:    network,
