@@ -201,7 +201,7 @@ func killLeftovers() int {
 
 // run starts the package and, when guestd is told to stop, stops it in reverse order.
 func (s *Server) run(ctx context.Context) error {
-	if s.sup == nil {
+	if s.sup == nil || s.bundle.Idle {
 		<-ctx.Done()
 		return nil
 	}
