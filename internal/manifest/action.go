@@ -24,8 +24,8 @@ type Action struct {
 	Name        string `yaml:"name,omitempty" json:"name,omitempty"`
 	Description string `yaml:"description,omitempty" json:"description,omitempty"`
 	Image       string `yaml:"image" json:"image"`
-	// Command replaces the image's entrypoint; Args its cmd.
-	Command []string          `yaml:"command,omitempty" json:"command,omitempty"`
+	// Command is what runs, followed by Args.
+	Command []string          `yaml:"command" json:"command"`
 	Args    []string          `yaml:"args,omitempty" json:"args,omitempty"`
 	Env     map[string]string `yaml:"env,omitempty" json:"env,omitempty"`
 	Workdir string            `yaml:"workdir,omitempty" json:"workdir,omitempty"`
@@ -106,6 +106,9 @@ func (a *Action) Title(id string) string {
 	return id
 }
 
+// Argv is the action's command line: Command, then Args.
+func (a *Action) Argv() []string { return append(slices.Clone(a.Command), a.Args...) }
+
 // Job is the action as a job: its image, command and the volumes it mounts.
 func (a *Action) Job() *Daemon {
 	return &Daemon{Image: a.Image, Command: a.Command, Args: a.Args, Env: a.Env, Workdir: a.Workdir, User: a.User, Mounts: a.Mounts,
@@ -125,7 +128,7 @@ func (c *checker) actions(m *Manifest) {
 		if len(a.Name) > 100 || strings.ContainsAny(a.Name, "\n\r") {
 			c.add(f+".name", "keep the name to one line of at most 100 bytes")
 		}
-		if len(a.Command) == 0 && len(a.Args) == 0 {
+		if len(a.Command) == 0 {
 			c.add(f+".command", "missing: say what the action runs")
 		}
 		switch a.When {

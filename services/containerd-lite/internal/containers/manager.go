@@ -479,6 +479,17 @@ func (m *Manager) Start(ctx context.Context, name string) (Info, error) {
 // StartWith is Start for a package whose hooks (install, migrate) run at this start, as
 // its first jobs. A running container is refused: its hooks could not run.
 func (m *Manager) StartWith(ctx context.Context, name string, run []manifest.HookRun) (Info, error) {
+	return m.start(ctx, name, run, false)
+}
+
+// StartIdle starts a stopped container's guestd without the package's daemons (nor its
+// interfaces exposed), for jobs the host runs through guestd (an action offered while the
+// package is stopped); Stop stops it again. A running container is refused.
+func (m *Manager) StartIdle(ctx context.Context, name string) (Info, error) {
+	return m.start(ctx, name, nil, true)
+}
+
+func (m *Manager) start(ctx context.Context, name string, run []manifest.HookRun, idle bool) (Info, error) {
 	unlock, err := m.lock(ctx, name)
 	if err != nil {
 		return Info{}, err
@@ -495,6 +506,9 @@ func (m *Manager) StartWith(ctx context.Context, name string, run []manifest.Hoo
 	t := m.treeOf(rec)
 	if st == lxcrt.Running && len(run) > 0 {
 		return Info{}, fmt.Errorf("container %q is running: stop it for its hooks to run at a start: %w", name, errdefs.ErrFailedPrecondition)
+	}
+	if st == lxcrt.Running && idle {
+		return Info{}, fmt.Errorf("container %q is running, not stopped: %w", name, errdefs.ErrFailedPrecondition)
 	}
 	if st == lxcrt.Running {
 		if err := m.opts.Hosts.Serve(name, t.HostSocket(), ids(rec).RootUID()); err != nil {
@@ -530,7 +544,7 @@ func (m *Manager) StartWith(ctx context.Context, name string, run []manifest.Hoo
 	if err := t.ClearSockets(); err != nil {
 		return fail(err)
 	}
-	bundle, err := m.bundle(ctx, rec, run)
+	bundle, err := m.bundle(ctx, rec, run, idle)
 	if err != nil {
 		return fail(err)
 	}
@@ -551,7 +565,9 @@ func (m *Manager) StartWith(ctx context.Context, name string, run []manifest.Hoo
 	if err != nil {
 		return fail(err)
 	}
-	m.expose(ctx, rec)
+	if !idle {
+		m.expose(ctx, rec)
+	}
 	sp.done("network")
 	wctx, cancel := context.WithTimeout(ctx, m.opts.GuestTimeout)
 	defer cancel()
@@ -564,7 +580,7 @@ func (m *Manager) StartWith(ctx context.Context, name string, run []manifest.Hoo
 	if err != nil {
 		return Info{}, err
 	}
-	m.log.Info("container started", append([]any{"container", name}, sp.log()...)...)
+	m.log.Info("container started", append([]any{"container", name, "idle", idle}, sp.log()...)...)
 	return m.info(rec)
 }
 
