@@ -124,11 +124,12 @@ func (g *globals) runAction(ctx context.Context, cl containerv1.PackageServiceCl
 		}
 	}
 	if action == nil {
-		has := "none"
-		if len(ids) > 0 {
-			has = strings.Join(ids, ", ")
+		// The host says which actions there are (NotFound), before anything runs.
+		_, err := cl.RunAction(ctx, &containerv1.RunActionRequest{Id: pkg, Action: id, InputJson: "{}"})
+		if err == nil {
+			err = fmt.Errorf("%s has no action %q (its actions: %s), yet it ran", pkg, id, strings.Join(ids, ", "))
 		}
-		return fmt.Errorf("%s has no action %q (its actions: %s)", pkg, id, has)
+		return err
 	}
 	fields := map[string]manifest.Field{}
 	for _, f := range action.GetInput() {
