@@ -60,6 +60,15 @@ const busyboxActions = `actions:
 // busyboxWithActions packs the busybox example with busyboxActions.
 func busyboxWithActions(t *testing.T, l *lab, ex string) string {
 	t.Helper()
+	return repackBusybox(t, l, ex, "busybox-actions.hpkg", func(mf []byte) []byte {
+		return bytes.Replace(mf, []byte("interfaces:\n"), []byte(busyboxActions+"interfaces:\n"), 1)
+	})
+}
+
+// repackBusybox packs the busybox example 1.0.0 with its manifest changed by edit, as
+// name in a temporary directory.
+func repackBusybox(t testing.TB, l *lab, ex, name string, edit func(manifest []byte) []byte) string {
+	t.Helper()
 	src := tempDir(t)
 	must(t, exec.Command("tar", "-xf", filepath.Join(ex, "busybox-1.0.0.hpkg"), "-C", src).Run())
 	os.Remove(filepath.Join(src, hpkg.TOCName))
@@ -67,9 +76,8 @@ func busyboxWithActions(t *testing.T, l *lab, ex string) string {
 	mf, err := os.ReadFile(filepath.Join(src, "manifest.yaml"))
 	must(t, err)
 	mf = bytes.Replace(mf, []byte("images/busybox.tar"), []byte("images"), 1)
-	mf = bytes.Replace(mf, []byte("interfaces:\n"), []byte(busyboxActions+"interfaces:\n"), 1)
-	must(t, os.WriteFile(filepath.Join(src, "manifest.yaml"), mf, 0o644))
-	out := filepath.Join(tempDir(t), "busybox-actions.hpkg")
+	must(t, os.WriteFile(filepath.Join(src, "manifest.yaml"), edit(mf), 0o644))
+	out := filepath.Join(tempDir(t), name)
 	if _, err := hearthctl(t, l.runDir, "pack", src, "--key", filepath.Join(ex, "dev.key"), "--out", out); err != nil {
 		t.Fatal(err)
 	}

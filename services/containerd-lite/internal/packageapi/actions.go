@@ -20,21 +20,19 @@ type Actions interface {
 	RunAction(ctx context.Context, container, action string, input []byte) (*manifest.ActionResult, error)
 }
 
-func (s *Service) actions() (Actions, error) {
+// actionsOf returns the package manager's actions and the package's container.
+func (s *Service) actionsOf(id string) (Actions, string, error) {
 	a, ok := s.p.(Actions)
 	if !ok {
-		return nil, fmt.Errorf("actions are not available on this host: %w", errdefs.ErrUnimplemented)
+		return nil, "", fmt.Errorf("actions are not available on this host: %w", errdefs.ErrUnimplemented)
 	}
-	return a, nil
+	c, err := a.ContainerOf(id)
+	return a, c, err
 }
 
 // ListActions implements PackageService.
 func (s *Service) ListActions(ctx context.Context, req *containerv1.ListActionsRequest) (*containerv1.ListActionsResponse, error) {
-	a, err := s.actions()
-	if err != nil {
-		return nil, err
-	}
-	c, err := a.ContainerOf(req.GetId())
+	a, c, err := s.actionsOf(req.GetId())
 	if err != nil {
 		return nil, err
 	}
@@ -47,11 +45,7 @@ func (s *Service) ListActions(ctx context.Context, req *containerv1.ListActionsR
 
 // RunAction implements PackageService.
 func (s *Service) RunAction(ctx context.Context, req *containerv1.RunActionRequest) (*containerv1.RunActionResponse, error) {
-	a, err := s.actions()
-	if err != nil {
-		return nil, err
-	}
-	c, err := a.ContainerOf(req.GetId())
+	a, c, err := s.actionsOf(req.GetId())
 	if err != nil {
 		return nil, err
 	}
