@@ -2,6 +2,7 @@ package integration
 
 import (
 	"bytes"
+	"context"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -9,6 +10,10 @@ import (
 	"testing"
 	"time"
 
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+
+	"hearth.dev/internal/dial"
 	"hearth.dev/internal/hpkg"
 	containerv1 "hearth.dev/proto/hearth/container/v1"
 	hostv1 "hearth.dev/proto/hearth/host/v1"
@@ -212,6 +217,27 @@ func TestActions(t *testing.T) {
 		t.Errorf("values: %v", res)
 	}
 	t.Logf("an action on a running package took %v (hearthctl to result)", took.Round(time.Millisecond))
+
+	// The same through the package's own host.sock (the effects its scripts call): the
+	// socket is the identity, so the package names only its own actions.
+	conn, err := dial.Unix(filepath.Join(l.stateDir, "containers", "busybox", "media", "host", "host.sock"))
+	must(t, err)
+	defer conn.Close()
+	host := hostv1.NewHostServiceClient(conn)
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	hl, err := host.ListActions(ctx, &hostv1.ListActionsRequest{})
+	if err != nil || len(hl.GetActions()) != 5 || hl.GetActions()[3].GetId() != "mark" {
+		t.Fatalf("action.list on host.sock: %v %v", hl, err)
+	}
+	if _, err := host.RunAction(ctx, &hostv1.RunActionRequest{Id: "mark", InputJson: `{"colour": "red", "count": 0}`}); status.Code(err) != codes.InvalidArgument ||
+		!strings.Contains(err.Error(), "count: 0 is out of bounds") {
+		t.Errorf("action.run with bad input on host.sock: %v", err)
+	}
+	hr, err := host.RunAction(ctx, &hostv1.RunActionRequest{Id: "mark", InputJson: `{"colour": "red", "count": 4}`})
+	if err != nil || hr.GetMessage() != "marked" || hr.GetValues()[0].GetValue() != "4" {
+		t.Errorf("action.run on host.sock: %v %v", hr, err)
+	}
 
 	// Offered only while stopped: refused while the package runs, and it did not run.
 	l.refused(t, "FailedPrecondition", []string{"offered only while the package is stopped, and it is running: stop it first"}, "busybox", "offline")
