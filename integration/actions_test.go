@@ -126,8 +126,9 @@ func (l *lab) packageState(t *testing.T, id string) string {
 // is offered now; bad input is refused on the host and nothing runs (the action would
 // leave a mark); good input runs with the defaults filled in and returns values, a secret
 // one marked; an action offered only while stopped is refused while the package runs,
-// and runs while it is stopped with none of its daemons up, leaving it stopped; failing
-// actions report their exit and standard error.
+// and runs while it is stopped with none of its daemons up, leaving it stopped (also when
+// containerd-lite is killed during it); failing actions report their exit and standard
+// error.
 func TestActions(t *testing.T) {
 	l, ex := installLab(t, "busybox")
 	pkg := busyboxWithActions(t, l, ex)
@@ -271,6 +272,18 @@ func TestActions(t *testing.T) {
 	}
 	if st := l.packageState(t, "busybox"); st != "stopped" {
 		t.Fatalf("after the stopped-only action, the package is %s", st)
+	}
+	// containerd-lite killed while the package is up without its daemons for an action:
+	// its next start-up stops the package again.
+	l.crashAt(t, "action:idle", false, "action", "run", "busybox", "offline")
+	if !strings.Contains(l.cld.log.String(), `msg="reconcile: an operation did not finish" daemon=containerd-lite op=action package=busybox step=idle`) {
+		t.Error("containerd-lite's start-up did not find the action's journal")
+	}
+	if st := l.packageState(t, "busybox"); st != "stopped" {
+		t.Fatalf("after a crash during a stopped-only action and a restart, the package is %s", st)
+	}
+	if _, err := hearthctl(t, l.runDir, "action", "run", "busybox", "offline"); err != nil {
+		t.Fatalf("the action after the crash: %v", err)
 	}
 	if _, err := hearthctl(t, l.runDir, "start", "busybox"); err != nil {
 		t.Fatal(err)

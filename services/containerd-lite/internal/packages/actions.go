@@ -18,6 +18,7 @@ import (
 	"hearth.dev/services/containerd-lite/internal/containers"
 	"hearth.dev/services/containerd-lite/internal/guestclient"
 	"hearth.dev/services/containerd-lite/internal/lxcrt"
+	"hearth.dev/services/containerd-lite/internal/store"
 )
 
 // ActionStatus is one of a package's actions and whether it is offered now.
@@ -132,23 +133,57 @@ func (m *Manager) RunAction(ctx context.Context, container, id string, input []b
 	}
 	// Stopped: the container comes up without its daemons for the job, under the
 	// package's lock (no install, update, uninstall, backup or other such action
-	// meanwhile), and goes down again.
+	// meanwhile), and goes down again. The journal says so first: after a crash, the
+	// next start-up stops a container left up without its daemons (finishAction).
 	unlock, err := m.lockPackage(mf.ID)
 	if err != nil {
 		return nil, err
 	}
 	defer unlock()
+	if _, err := m.opts.Records.GetJournal(mf.ID); err == nil {
+		return nil, fmt.Errorf("an operation on %s did not finish; restart containerd-lite to finish or undo it: %w", mf.ID, errdefs.ErrFailedPrecondition)
+	}
+	j := store.Journal{Op: opAction, ID: mf.ID, Started: time.Now().UTC(), From: &store.Package{ID: mf.ID, Container: container}}
+	if err := m.journal(&j, stepStarting); err != nil {
+		return nil, err
+	}
 	if _, err := m.opts.Containers.StartIdle(ctx, container); err != nil {
-		return nil, fmt.Errorf("action %s of %s: start the package without its daemons: %w", id, mf.ID, err)
+		return nil, errors.Join(fmt.Errorf("action %s of %s: start the package without its daemons: %w", id, mf.ID, err), m.finishAction(ctx, &j))
 	}
 	m.log.Info("package started without its daemons for an action", "package", mf.ID, "action", id)
+	if err := m.journal(&j, stepIdle); err != nil {
+		return nil, errors.Join(err, m.finishAction(ctx, &j))
+	}
 	res, err := m.runJob(ctx, container, mf.ID, id, &a, stdin)
-	sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 2*time.Minute)
-	defer cancel()
-	if _, serr := m.opts.Containers.Stop(sctx, container, 0); serr != nil {
-		return nil, errors.Join(err, fmt.Errorf("action %s of %s: stop the package again: %w", id, mf.ID, serr))
+	if ferr := m.finishAction(ctx, &j); ferr != nil {
+		return nil, errors.Join(err, fmt.Errorf("action %s of %s: %w", id, mf.ID, ferr))
 	}
 	return res, err
+}
+
+// The journal of an action run while its package is stopped (op "action").
+const (
+	opAction     = "action"
+	stepStarting = "starting" // the container is being started without its daemons
+	stepIdle     = "idle"     // it runs without its daemons; the action runs
+)
+
+// finishAction stops a container started without its daemons for an action (when it
+// runs) and forgets the journal.
+func (m *Manager) finishAction(ctx context.Context, j *store.Journal) error {
+	sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 2*time.Minute)
+	defer cancel()
+	c := j.From.Container
+	i, err := m.opts.Containers.Get(sctx, c)
+	if err != nil && !errors.Is(err, errdefs.ErrNotFound) {
+		return err
+	}
+	if err == nil && i.State != lxcrt.Stopped {
+		if _, err := m.opts.Containers.Stop(sctx, c, 0); err != nil {
+			return fmt.Errorf("stop the package again: %w", err)
+		}
+	}
+	return m.opts.Records.DeleteJournal(j.ID)
 }
 
 // runJob runs the action through guestd and reads its result.
