@@ -50,6 +50,10 @@ const busyboxActions = `actions:
         n=$(cat /proc/[0-9]*/cmdline 2>/dev/null | tr '\0' ' ' | grep -o '[h]ttpd -f' | wc -l)
         date > /www/offline-ran
         printf '{"message": "done offline", "values": [{"name": "httpd", "value": "%s"}]}\n' "$n"
+  slow:
+    image: bb
+    when: stopped
+    command: [/bin/sh, -c, "sleep 3; echo '{\"message\": \"slept\"}'"]
   live:
     image: bb
     when: running
@@ -141,7 +145,7 @@ func TestActions(t *testing.T) {
 	}
 
 	as := l.actions(t, "busybox")
-	if len(as) != 5 {
+	if len(as) != 6 {
 		t.Fatalf("actions: %v", as)
 	}
 	m, off, live := as["mark"], as["offline"], as["live"]
@@ -228,7 +232,7 @@ func TestActions(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
 	hl, err := host.ListActions(ctx, &hostv1.ListActionsRequest{})
-	if err != nil || len(hl.GetActions()) != 5 || hl.GetActions()[3].GetId() != "mark" {
+	if err != nil || len(hl.GetActions()) != 6 || hl.GetActions()[3].GetId() != "mark" {
 		t.Fatalf("action.list on host.sock: %v %v", hl, err)
 	}
 	if _, err := host.RunAction(ctx, &hostv1.RunActionRequest{Id: "mark", InputJson: `{"colour": "red", "count": 0}`}); status.Code(err) != codes.InvalidArgument ||
@@ -248,7 +252,7 @@ func TestActions(t *testing.T) {
 	// Failing actions: their exit and standard error; output that is not a result.
 	l.refused(t, "Unknown", []string{"action broken of busybox failed: it exited 3", "it broke here"}, "busybox", "broken")
 	l.refused(t, "Unknown", []string{"action chatty of busybox exited 0, but the action's result is not as actions print it"}, "busybox", "chatty")
-	l.refused(t, "NotFound", []string{"busybox has no action \"nope\" (its actions: broken, chatty, live, mark, offline)"}, "busybox", "nope")
+	l.refused(t, "NotFound", []string{"busybox has no action \"nope\" (its actions: broken, chatty, live, mark, offline, slow)"}, "busybox", "nope")
 
 	// Stopped: the stopped-only action runs with no daemon up, and the package stays stopped.
 	if _, err := hearthctl(t, l.runDir, "stop", "busybox"); err != nil {
@@ -273,6 +277,29 @@ func TestActions(t *testing.T) {
 	if st := l.packageState(t, "busybox"); st != "stopped" {
 		t.Fatalf("after the stopped-only action, the package is %s", st)
 	}
+	// While a stopped-only action runs (the container up without its daemons), no other
+	// action runs, and the list says why.
+	slow := exec.Command(filepath.Join(binDir, "hearthctl"), "--run-dir", l.runDir, "action", "run", "busybox", "slow")
+	var slowOut bytes.Buffer
+	slow.Stdout, slow.Stderr = &slowOut, &slowOut
+	must(t, slow.Start())
+	busy := false
+	for deadline := time.Now().Add(20 * time.Second); !busy && time.Now().Before(deadline); time.Sleep(50 * time.Millisecond) {
+		a := l.actions(t, "busybox")["mark"]
+		busy = !a.GetAvailable() && strings.Contains(a.GetReason(), "an action runs on the package while it is stopped")
+	}
+	if !busy {
+		t.Error("action ls never said an action runs on the stopped package")
+	} else {
+		l.refused(t, "FailedPrecondition", []string{"an action runs on the package while it is stopped: retry when it is done"}, "busybox", "mark", "--input", "colour=red")
+	}
+	if err := slow.Wait(); err != nil || !strings.Contains(slowOut.String(), "slept") {
+		t.Fatalf("the slow action: %v\n%s", err, slowOut.String())
+	}
+	if st := l.packageState(t, "busybox"); st != "stopped" {
+		t.Fatalf("after the slow action, the package is %s", st)
+	}
+
 	// containerd-lite killed while the package is up without its daemons for an action:
 	// its next start-up stops the package again.
 	l.crashAt(t, "action:idle", false, "action", "run", "busybox", "offline")

@@ -56,6 +56,16 @@ func (m *Manager) actionsOf(ctx context.Context, container string) (containers.I
 	return i, mf, nil
 }
 
+// busy says why no action can run now: another action runs on the package while its
+// daemons are down (its container is up, but the package is not running); empty when
+// none does.
+func (m *Manager) busy(pkg string) string {
+	if j, err := m.opts.Records.GetJournal(pkg); err == nil && j.Op == opAction {
+		return "an action runs on the package while it is stopped: retry when it is done"
+	}
+	return ""
+}
+
 // offered says whether an action is offered while the container is in state st, and
 // why not.
 func offered(a *manifest.Action, st lxcrt.State) (bool, string) {
@@ -84,10 +94,14 @@ func (m *Manager) ListActions(ctx context.Context, container string) ([]ActionSt
 	if err != nil || mf == nil {
 		return nil, err
 	}
+	busy := m.busy(mf.ID)
 	var out []ActionStatus
 	for _, id := range slices.Sorted(maps.Keys(mf.Actions)) {
 		a := mf.Actions[id]
 		ok, why := offered(&a, i.State)
+		if busy != "" {
+			ok, why = false, busy
+		}
 		out = append(out, ActionStatus{ID: id, Action: a, Available: ok, Reason: why})
 	}
 	return out, nil
@@ -129,6 +143,9 @@ func (m *Manager) RunAction(ctx context.Context, container, id string, input []b
 		return nil, err
 	}
 	if i.State == lxcrt.Running {
+		if why := m.busy(mf.ID); why != "" {
+			return nil, fmt.Errorf("action %s of %s: %s: %w", id, mf.ID, why, errdefs.ErrFailedPrecondition)
+		}
 		return m.runJob(ctx, container, mf.ID, id, &a, stdin)
 	}
 	// Stopped: the container comes up without its daemons for the job, under the
