@@ -13,6 +13,7 @@ import (
 	"net"
 	"os"
 	"regexp"
+	"sync"
 	"time"
 
 	"golang.org/x/sys/unix"
@@ -269,6 +270,8 @@ type Manager struct {
 	opts  Options
 	log   *slog.Logger
 	locks keylock.Map
+	// idle holds the containers StartIdle started, until they stop.
+	idle sync.Map
 }
 
 // New returns a manager. Call Reconcile before serving requests.
@@ -510,6 +513,9 @@ func (m *Manager) start(ctx context.Context, name string, run []manifest.HookRun
 	if st == lxcrt.Running && idle {
 		return Info{}, fmt.Errorf("container %q is running, not stopped: %w", name, errdefs.ErrFailedPrecondition)
 	}
+	if _, busy := m.idle.Load(name); busy && st == lxcrt.Running {
+		return Info{}, fmt.Errorf("container %q runs without its daemons for an action of its package: retry when the action is done: %w", name, errdefs.ErrFailedPrecondition)
+	}
 	if st == lxcrt.Running {
 		if err := m.opts.Hosts.Serve(name, t.HostSocket(), ids(rec).RootUID()); err != nil {
 			return Info{}, err
@@ -580,6 +586,9 @@ func (m *Manager) start(ctx context.Context, name string, run []manifest.HookRun
 	if err != nil {
 		return Info{}, err
 	}
+	if idle {
+		m.idle.Store(name, true)
+	}
 	m.log.Info("container started", append([]any{"container", name, "idle", idle}, sp.log()...)...)
 	return m.info(rec)
 }
@@ -643,6 +652,7 @@ func (m *Manager) mountAll(rec store.Container, t Tree, sp *steps) error {
 func (m *Manager) teardown(rec store.Container) {
 	name := rec.Name
 	t := m.treeOf(rec)
+	m.idle.Delete(name)
 	m.opts.Hosts.Stop(name)
 	if err := t.Unmount(); err != nil {
 		m.log.Error("unmount", "container", name, "error", err)
