@@ -601,6 +601,29 @@ func waitsText(ws []*hostv1.Wait) string {
 // then they stop first, each before what it depends on. It returns the packages stopped,
 // in order, ending with id. grace is how long daemons have to stop (the manifest's when 0).
 func (m *Manager) StopPackage(ctx context.Context, id string, cascade bool, grace time.Duration) ([]string, error) {
+	order, err := m.StopPlan(ctx, id)
+	if err != nil {
+		return nil, err
+	}
+	if len(order) > 1 && !cascade {
+		others := order[:len(order)-1]
+		return nil, fmt.Errorf("%s %s on %s and %s: stop %s first, or stop with cascade (hearthctl stop --cascade %s) to stop %s too: %w",
+			strings.Join(others, ", "), plural(len(others), "depends", "depend"), id, plural(len(others), "runs", "run"),
+			plural(len(others), "it", "them"), id, plural(len(others), "it", "them"), errdefs.ErrFailedPrecondition)
+	}
+	var stopped []string
+	for _, n := range order {
+		if err := m.stopOne(ctx, n, grace); err != nil {
+			return stopped, fmt.Errorf("stop %s: %w (stopped before it: %s)", n, err, orText(strings.Join(stopped, ", "), "none"))
+		}
+		stopped = append(stopped, n)
+	}
+	return stopped, nil
+}
+
+// StopPlan says what stopping a package with cascade would stop, in order: the running
+// packages that depend on it, then it.
+func (m *Manager) StopPlan(ctx context.Context, id string) ([]string, error) {
 	if _, err := m.installed(id); err != nil {
 		return nil, err
 	}
@@ -616,21 +639,7 @@ func (m *Manager) StopPackage(ctx context.Context, id string, cascade bool, grac
 		i, err := m.opts.Containers.Get(ctx, p.Container)
 		return err == nil && i.State == lxcrt.Running
 	}
-	order := stopOrder(g, id, running)
-	if len(order) > 1 && !cascade {
-		others := order[:len(order)-1]
-		return nil, fmt.Errorf("%s %s on %s and %s: stop %s first, or stop with cascade (hearthctl stop --cascade %s) to stop %s too: %w",
-			strings.Join(others, ", "), plural(len(others), "depends", "depend"), id, plural(len(others), "runs", "run"),
-			plural(len(others), "it", "them"), id, plural(len(others), "it", "them"), errdefs.ErrFailedPrecondition)
-	}
-	var stopped []string
-	for _, n := range order {
-		if err := m.stopOne(ctx, n, grace); err != nil {
-			return stopped, fmt.Errorf("stop %s: %w (stopped before it: %s)", n, err, orText(strings.Join(stopped, ", "), "none"))
-		}
-		stopped = append(stopped, n)
-	}
-	return stopped, nil
+	return stopOrder(g, id, running), nil
 }
 
 func plural(n int, one, many string) string {

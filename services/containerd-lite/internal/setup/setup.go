@@ -158,7 +158,10 @@ func initDaemon(env *daemon.Env, baseSrc string, policy limits.Policy, reserve i
 		return nil, daemon.Hooks{}, err
 	}
 	var m *containers.Manager
-	hosts := hostsock.New(env.Logger, func(c string) hostv1.HostServiceServer { return hostapi.New(c, hostapi.Deps{Overlays: m}) }, budget.Limits{})
+	var pkgs *packages.Manager
+	hosts := hostsock.New(env.Logger, func(c string) hostv1.HostServiceServer {
+		return hostapi.New(c, hostapi.Deps{Overlays: m, Depends: pkgs})
+	}, budget.Limits{})
 	m = containers.New(containers.Options{
 		Userns:     func(mp idmap.Mapping) (int, error) { return mp.OpenUserns(self) },
 		Network:    network,
@@ -183,7 +186,7 @@ func initDaemon(env *daemon.Env, baseSrc string, policy limits.Policy, reserve i
 		st.Close()
 		return nil, daemon.Hooks{}, err
 	}
-	pkgs, err := packages.New(packages.Options{
+	pkgs, err = packages.New(packages.Options{
 		Containers: m, Images: imgs, Records: st, Verify: packages.HpkgVerifier(trust),
 		StateDir: filepath.Join(env.StateDir, "packages"), Logger: env.Logger, Net: netd,
 		// For the crash tests only: die at a journaled step.
@@ -214,6 +217,9 @@ func initDaemon(env *daemon.Env, baseSrc string, policy limits.Policy, reserve i
 			}
 			return pkgs.Reconcile(ctx)
 		},
+		// Starts the packages that wait for their dependencies (and, at start-up, those
+		// that should run and do not).
+		Run: pkgs.RunWaiter,
 		Close: func() error {
 			return errors.Join(m.Close(), st.Close())
 		},
