@@ -260,7 +260,9 @@ func waitReasons(mf *manifest.Manifest, view func(id string) depView, cycle func
 		if d.Optional {
 			continue
 		}
-		w := func(format string, a ...any) { out = append(out, &hostv1.Wait{Package: dep, Reason: fmt.Sprintf(format, a...)}) }
+		w := func(format string, a ...any) {
+			out = append(out, &hostv1.Wait{Package: dep, Reason: fmt.Sprintf(format, a...)})
+		}
 		if c := cycle(dep); c != nil {
 			w("dependency cycle: %s; no package of it can start", strings.Join(c, " → "))
 			continue
