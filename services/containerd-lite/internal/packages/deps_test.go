@@ -169,3 +169,43 @@ func TestDependencyWarnings(t *testing.T) {
 		t.Errorf("warnings:\n%s\nwant:\n%s", strings.Join(got, "\n"), strings.Join(want, "\n"))
 	}
 }
+
+// TestIntentsOutliveTheManager: what a manager records (a package waits, with the hooks
+// of its first start; another runs; a third forgotten) is what the next one reads.
+func TestIntentsOutliveTheManager(t *testing.T) {
+	dir := t.TempDir()
+	m1, err := New(Options{StateDir: dir})
+	if err != nil {
+		t.Fatal(err)
+	}
+	hooks := []manifest.HookRun{{Name: manifest.HookInstall, Env: map[string]string{"HEARTH_TO_VERSION": "1.0.0"}}}
+	for _, step := range []struct {
+		id string
+		in *intent
+	}{
+		{"b", &intent{State: intentWaiting, Hooks: hooks}},
+		{"a", &intent{State: intentRunning}},
+		{"c", &intent{State: intentRunning}},
+		{"c", nil},
+	} {
+		if err := m1.deps().set(step.id, step.in); err != nil {
+			t.Fatal(err)
+		}
+	}
+	m2, err := New(Options{StateDir: dir})
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := m2.deps().all()
+	if len(got) != 2 || got["a"].State != intentRunning || got["b"].State != intentWaiting ||
+		len(got["b"].Hooks) != 1 || got["b"].Hooks[0].Env["HEARTH_TO_VERSION"] != "1.0.0" || got["a"].Since.IsZero() {
+		t.Errorf("intents read back: %+v", got)
+	}
+	if !m2.isWaiting("b") || m2.isWaiting("a") || m2.isWaiting("c") {
+		t.Errorf("isWaiting: b %v, a %v, c %v", m2.isWaiting("b"), m2.isWaiting("a"), m2.isWaiting("c"))
+	}
+	var nilManager *Manager
+	if w := nilManager.WaitingFor(t.Context(), "b"); w != nil {
+		t.Errorf("a nil manager's WaitingFor: %v", w)
+	}
+}
