@@ -270,7 +270,12 @@ func (g *globals) showResult(verb string, res *containerv1.PackageResult) error 
 		return g.printJSON(res)
 	}
 	p := res.GetPackage()
-	_, err := fmt.Fprintf(g.stdout, "%s %s %s (%s); it runs in container %s\n", p.GetId(), p.GetVersion(), verb, signer(p), p.GetContainer())
+	where := "it runs in container " + p.GetContainer()
+	if st := p.GetState(); st != "" && st != "running" {
+		// An install whose dependencies are not there (the warnings say which).
+		where = fmt.Sprintf("container %s is %s: it starts once its dependencies run", p.GetContainer(), st)
+	}
+	_, err := fmt.Fprintf(g.stdout, "%s %s %s (%s); %s\n", p.GetId(), p.GetVersion(), verb, signer(p), where)
 	return err
 }
 
