@@ -243,6 +243,8 @@ func TestPackageDependencies(t *testing.T) {
 		t.Fatalf("start dep-a: %v\n%q", err, out)
 	}
 	reasons := map[string]bool{}
+	startedA := time.Now()
+	var readyA time.Time
 	deadline := time.Now().Add(60 * time.Second)
 	for {
 		if time.Now().After(deadline) {
@@ -250,10 +252,15 @@ func TestPackageDependencies(t *testing.T) {
 		}
 		b := l.pkgState(t, "dep-b")
 		aWeb := stateOf(l.daemons(t, "dep-a")["web"])
+		if aWeb == "ready" && readyA.IsZero() {
+			readyA = time.Now()
+		}
 		if b == "running" {
 			if aWeb != "ready" {
 				t.Fatalf("dep-b runs while dep-a's web daemon is %s", aWeb)
 			}
+			t.Logf("dep-a started; its web daemon seen ready after %v, dep-b seen running %v later",
+				readyA.Sub(startedA).Round(time.Millisecond), time.Since(readyA).Round(time.Millisecond))
 			break
 		}
 		r := &containerv1.StartPackageResponse{}
