@@ -105,6 +105,7 @@ type Proxy struct {
 	startTLS         sync.Once
 
 	slots     chan struct{} // one per open connection
+	draining  atomic.Bool   // Shutdown has begun
 	ctx       context.Context
 	cancel    context.CancelFunc
 	httpsPort atomic.Int32
@@ -365,22 +366,25 @@ func (p *Proxy) Close() error {
 // until none is left or ctx ends; then it closes what is left (passthrough streams,
 // WebSockets) and returns ctx's error if it ended first.
 func (p *Proxy) Shutdown(ctx context.Context) error {
+	p.draining.Store(true)
 	p.mu.Lock()
 	for l := range p.listeners {
 		l.Close()
 	}
 	p.mu.Unlock()
+	p.closeIdleH1()
 	var wg sync.WaitGroup
 	for _, s := range []*http.Server{p.tlsSrv, p.plainSrv} {
 		wg.Go(func() { _ = s.Shutdown(ctx) })
 	}
 	wg.Wait()
 	// What the servers do not track: connections in a handshake, passthrough
-	// streams, upgraded connections.
+	// streams, upgraded connections, and the HTTP/1.1 connections served here.
 	t := time.NewTicker(10 * time.Millisecond)
 	defer t.Stop()
 	var err error
 	for {
+		p.closeIdleH1()
 		p.mu.Lock()
 		n := len(p.conns)
 		p.mu.Unlock()
@@ -399,6 +403,22 @@ func (p *Proxy) Shutdown(ctx context.Context) error {
 	return err
 }
 
+// closeIdleH1 closes the HTTP/1.1 connections waiting for a request (those serving
+// one close after it, once draining is set).
+func (p *Proxy) closeIdleH1() {
+	var idle []*conn
+	p.mu.Lock()
+	for c := range p.conns {
+		if c.state.CompareAndSwap(stateIdle, stateClosing) {
+			idle = append(idle, c)
+		}
+	}
+	p.mu.Unlock()
+	for _, c := range idle {
+		c.Close()
+	}
+}
+
 // conn is an accepted connection: it gives back its slot once closed, and first
 // replays the bytes read from it while looking at its ClientHello.
 type conn struct {
@@ -406,6 +426,7 @@ type conn struct {
 	p      *Proxy
 	prefix []byte
 	once   sync.Once
+	state  atomic.Int32 // stateOther, or an HTTP/1.1 connection's (h1conn.go)
 }
 
 func (c *conn) Read(b []byte) (int, error) {
