@@ -58,7 +58,7 @@ type h1conn struct {
 	hijacked   bool // the connection switched protocols
 	linger     bool // close with lingerTime: the request body was not all read
 
-	cw   h1watch // for the client going away
+	cw h1watch // for the client going away
 }
 
 // h1reader is what the connection's bufio.Reader reads: before reading the

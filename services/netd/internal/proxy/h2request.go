@@ -233,7 +233,6 @@ func (p *Proxy) serveTLSRequest(w http.ResponseWriter, r *http.Request) {
 	}
 }
 
-
 // h2request is a request of net/http's server in a backend exchange (downstream).
 type h2request struct {
 	w       http.ResponseWriter
