@@ -3,6 +3,7 @@ package proxy
 import (
 	"bufio"
 	"context"
+	"io"
 	"net"
 	"sync"
 	"syscall"
@@ -46,12 +47,16 @@ type backendConn struct {
 // written to its client before each read (which may wait).
 type backendReader struct {
 	c      net.Conn
+	io     *sockIO // c's, nil if none
 	before downstream
 }
 
 func (r *backendReader) Read(b []byte) (int, error) {
 	if r.before != nil {
 		r.before.beforeBackendRead()
+	}
+	if r.io != nil {
+		return r.io.Read(b)
 	}
 	return r.c.Read(b)
 }
@@ -96,18 +101,23 @@ func (b *backends) get(ctx context.Context, addr string) (bc *backendConn, reuse
 	if err != nil {
 		return nil, false, err
 	}
-	bc = &backendConn{Conn: c, addr: addr, rd: backendReader{c: c}}
+	sio := newSockIO(c)
+	bc = &backendConn{Conn: c, addr: addr, rd: backendReader{c: c, io: sio}}
+	var w io.Writer = c
+	if sio != nil {
+		w = sio
+	}
 	if r, ok := readerPool.Get().(*bufio.Reader); ok {
 		r.Reset(&bc.rd)
 		bc.br = r
 	} else {
 		bc.br = bufio.NewReaderSize(&bc.rd, 32<<10)
 	}
-	if w, ok := writerPool.Get().(*bufio.Writer); ok {
-		w.Reset(c)
-		bc.bw = w
+	if pw, ok := writerPool.Get().(*bufio.Writer); ok {
+		pw.Reset(w)
+		bc.bw = pw
 	} else {
-		bc.bw = bufio.NewWriterSize(c, 8<<10)
+		bc.bw = bufio.NewWriterSize(w, 8<<10)
 	}
 	return bc, false, nil
 }

@@ -323,7 +323,7 @@ func (p *Proxy) acceptLoop(l net.Listener, what string, handle func(*conn)) erro
 
 // track registers an accepted connection; nil if the Proxy is closed.
 func (p *Proxy) track(nc net.Conn) *conn {
-	c := &conn{Conn: nc, p: p}
+	c := &conn{Conn: nc, p: p, io: newSockIO(nc)}
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	if p.closed {
@@ -427,6 +427,7 @@ type conn struct {
 	prefix []byte
 	once   sync.Once
 	state  atomic.Int32 // stateOther, or an HTTP/1.1 connection's (h1conn.go)
+	io     *sockIO      // Conn's (one reader and one writer at a time), nil if none
 }
 
 func (c *conn) Read(b []byte) (int, error) {
@@ -435,7 +436,17 @@ func (c *conn) Read(b []byte) (int, error) {
 		c.prefix = c.prefix[n:]
 		return n, nil
 	}
+	if c.io != nil {
+		return c.io.Read(b)
+	}
 	return c.Conn.Read(b)
+}
+
+func (c *conn) Write(b []byte) (int, error) {
+	if c.io != nil {
+		return c.io.Write(b)
+	}
+	return c.Conn.Write(b)
 }
 
 func (c *conn) Close() error {
