@@ -44,6 +44,9 @@ func (p *Proxy) handleTLSConn(c *conn) {
 	}
 	_ = c.SetDeadline(time.Time{})
 	if tc.ConnectionState().NegotiatedProtocol == "h2" {
+		if c.io != nil {
+			c.batch.Store(newBatchWriter(c.io))
+		}
 		p.queue.hand(tc)
 		return
 	}

@@ -428,6 +428,7 @@ type conn struct {
 	once   sync.Once
 	state  atomic.Int32 // stateOther, or an HTTP/1.1 connection's (h1conn.go)
 	io     *sockIO      // Conn's (one reader and one writer at a time), nil if none
+	batch  atomic.Pointer[batchWriter] // an HTTP/2 connection's writes, once set
 }
 
 func (c *conn) Read(b []byte) (int, error) {
@@ -443,6 +444,9 @@ func (c *conn) Read(b []byte) (int, error) {
 }
 
 func (c *conn) Write(b []byte) (int, error) {
+	if bw := c.batch.Load(); bw != nil {
+		return bw.Write(b)
+	}
 	if c.io != nil {
 		return c.io.Write(b)
 	}
@@ -450,6 +454,16 @@ func (c *conn) Write(b []byte) (int, error) {
 }
 
 func (c *conn) Close() error {
+	if bw := c.batch.Load(); bw != nil {
+		// The queued bytes go first (a GOAWAY, a close_notify), for a while; none
+		// when the whole Proxy closes.
+		deadline := time.Now().Add(closeFlushTime)
+		if c.p.ctx.Err() != nil {
+			deadline = time.Now()
+		}
+		_ = c.Conn.SetWriteDeadline(deadline)
+		bw.close(deadline)
+	}
 	err := c.Conn.Close()
 	c.once.Do(func() {
 		c.p.mu.Lock()
