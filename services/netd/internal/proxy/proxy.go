@@ -426,8 +426,8 @@ type conn struct {
 	p      *Proxy
 	prefix []byte
 	once   sync.Once
-	state  atomic.Int32 // stateOther, or an HTTP/1.1 connection's (h1conn.go)
-	io     *sockIO      // Conn's (one reader and one writer at a time), nil if none
+	state  atomic.Int32                // stateOther, or an HTTP/1.1 connection's (h1conn.go)
+	io     *sockIO                     // Conn's (one reader and one writer at a time), nil if none
 	batch  atomic.Pointer[batchWriter] // an HTTP/2 connection's writes, once set
 }
 
