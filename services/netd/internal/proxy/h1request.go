@@ -7,6 +7,7 @@ import (
 	"io"
 	"net/http"
 	"net/url"
+	"strconv"
 )
 
 // h1request is a request read off an HTTP/1.1 connection: its head parsed in place,
@@ -246,10 +247,7 @@ func (h *h1conn) writeRequestHead(bw *bufio.Writer, hasBody, chunked bool) {
 	case chunked:
 		bw.WriteString("Transfer-Encoding: chunked\r\n")
 	case hasBody:
-		var b [24]byte
-		bw.WriteString("Content-Length: ")
-		bw.Write(appendUint(b[:0], uint64(rq.length)))
-		bw.WriteString("\r\n")
+		writeLength(bw, rq.length)
 	case rq.method == "POST" || rq.method == "PUT" || rq.method == "PATCH":
 		bw.WriteString("Content-Length: 0\r\n")
 	}
@@ -326,17 +324,6 @@ func (h *h1conn) sendBody(bw *bufio.Writer, chunked bool) error {
 
 // writeChunkHead writes a chunk's size line.
 func writeChunkHead(bw *bufio.Writer, n int) {
-	const hex = "0123456789abcdef"
-	var b [18]byte
-	i := 16
-	for {
-		i--
-		b[i] = hex[n&0xf]
-		n >>= 4
-		if n == 0 {
-			break
-		}
-	}
-	b[16], b[17] = '\r', '\n'
-	bw.Write(b[i:])
+	b := strconv.AppendInt(bw.AvailableBuffer(), int64(n), 16)
+	bw.Write(append(b, '\r', '\n'))
 }

@@ -58,18 +58,13 @@ func (h *h1conn) responseHead(rh *respHead) error {
 	if !rh.hasDate {
 		writeDate(bw)
 	}
-	var b [24]byte
 	switch {
 	case rh.mode == bodyNone:
 		if rh.lengthField { // HEAD, 304: the length of what GET would get
-			bw.WriteString("Content-Length: ")
-			bw.Write(appendUint(b[:0], uint64(rh.length)))
-			bw.WriteString("\r\n")
+			writeLength(bw, rh.length)
 		}
 	case rh.mode == bodyLength:
-		bw.WriteString("Content-Length: ")
-		bw.Write(appendUint(b[:0], uint64(rh.length)))
-		bw.WriteString("\r\n")
+		writeLength(bw, rh.length)
 	case h.req.minor == 0:
 		h.closeAfter = true
 	default:
@@ -109,6 +104,8 @@ func (h *h1conn) writeBody(b []byte) error {
 	return err
 }
 
+// endBody ends the response, and pushes it out unless the next request is at hand
+// (and the body's goroutine is not reading it).
 func (h *h1conn) endBody(rh *respHead, trailers []field) error {
 	bw := h.bw
 	if h.chunked {
@@ -120,7 +117,7 @@ func (h *h1conn) endBody(rh *respHead, trailers []field) error {
 		}
 		bw.WriteString("\r\n")
 	}
-	if h.closeAfter {
+	if h.closeAfter || (!h.out.hasBody || h.out.inline) && h.br.Buffered() == 0 {
 		return bw.Flush()
 	}
 	return nil
@@ -189,10 +186,7 @@ func (h *h1conn) reply(code int, msg string, closing bool) {
 	bw.WriteString(http.StatusText(code))
 	bw.WriteString("\r\nContent-Type: text/plain; charset=utf-8\r\nX-Content-Type-Options: nosniff\r\n")
 	writeDate(bw)
-	var b [24]byte
-	bw.WriteString("Content-Length: ")
-	bw.Write(appendUint(b[:0], uint64(len(msg)+1)))
-	bw.WriteString("\r\n")
+	writeLength(bw, int64(len(msg)+1))
 	if closing {
 		bw.WriteString("Connection: close\r\n")
 	}
@@ -201,6 +195,13 @@ func (h *h1conn) reply(code int, msg string, closing bool) {
 		bw.WriteString(msg)
 		bw.WriteByte('\n')
 	}
+}
+
+// writeLength writes a Content-Length field.
+func writeLength(bw *bufio.Writer, n int64) {
+	bw.WriteString("Content-Length: ")
+	bw.Write(appendUint(bw.AvailableBuffer(), uint64(n)))
+	bw.WriteString("\r\n")
 }
 
 // dateLine caches the Date field of the current second.
