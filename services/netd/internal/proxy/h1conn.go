@@ -56,6 +56,7 @@ type h1conn struct {
 	closeAfter bool // the connection closes after it
 	wroteHead  bool // its head (not a 1xx) has been written
 	hijacked   bool // the connection switched protocols
+	flushAtEnd bool // push the response out as soon as it ends
 	linger     bool // close with lingerTime: the request body was not all read
 
 	cw h1watch // for the client going away
@@ -205,13 +206,18 @@ func (h *h1conn) serveRequest() bool {
 		if h.bw != nil && h.bw.Flush() != nil {
 			return false
 		}
-		h.rd.flush = false
 		_ = h.c.Conn.SetReadDeadline(time.Time{})
 	}
 	h.out = outRequest{method: rq.method, hasBody: hasBody, length: rq.length, inline: inline}
 	if rq.upgrade != nil {
 		h.out.upgrade = string(rq.upgrade)
 	}
+	// The response goes out as soon as it ends, unless the next request is here
+	// already (its response will go with it) or a goroutine reads the body.
+	h.flushAtEnd = !hasBody && h.br.Buffered() == 0 || inline && int64(h.br.Buffered()) == rq.length
+	// Reads of the connection while the request is forwarded (its body's, the
+	// watch's for the client going away) do not flush what is written meanwhile.
+	h.rd.flush = false
 	err = p.forward(p.ctx, h, &h.out, route.Backend)
 	h.rd.flush = true
 	if h.hijacked {

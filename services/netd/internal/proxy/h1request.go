@@ -315,7 +315,9 @@ func (h *h1conn) sendBody(bw *bufio.Writer, chunked bool) error {
 	if chunked {
 		bw.WriteString("0\r\n")
 		for _, f := range body.trailers {
-			writeField(bw, f.name, f.value)
+			if classify(f.name) == hOther {
+				writeField(bw, f.name, f.value)
+			}
 		}
 		bw.WriteString("\r\n")
 	}

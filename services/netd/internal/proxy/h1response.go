@@ -60,7 +60,7 @@ func (h *h1conn) responseHead(rh *respHead) error {
 	}
 	switch {
 	case rh.mode == bodyNone:
-		if rh.lengthField { // HEAD, 304: the length of what GET would get
+		if rh.lengthField && rh.code != 204 { // HEAD, 304: the length of what GET would get
 			writeLength(bw, rh.length)
 		}
 	case rh.mode == bodyLength:
@@ -105,19 +105,19 @@ func (h *h1conn) writeBody(b []byte) error {
 }
 
 // endBody ends the response, and pushes it out unless the next request is at hand
-// (and the body's goroutine is not reading it).
+// or the body's goroutine reads it.
 func (h *h1conn) endBody(rh *respHead, trailers []field) error {
 	bw := h.bw
 	if h.chunked {
 		bw.WriteString("0\r\n")
 		for _, f := range trailers {
-			if rh.declared(f.name) {
+			if rh.declared(f.name) && classify(f.name) == hOther {
 				writeField(bw, f.name, f.value)
 			}
 		}
 		bw.WriteString("\r\n")
 	}
-	if h.closeAfter || (!h.out.hasBody || h.out.inline) && h.br.Buffered() == 0 {
+	if h.closeAfter || h.flushAtEnd {
 		return bw.Flush()
 	}
 	return nil

@@ -90,7 +90,7 @@ func (w *h1watch) start() {
 	_ = h.c.Conn.SetReadDeadline(time.Time{})
 	w.mu.Unlock()
 
-	gone := clientGone(h.c)
+	gone := clientGone(h)
 
 	w.mu.Lock()
 	w.running = false
@@ -105,11 +105,14 @@ func (w *h1watch) start() {
 	w.mu.Unlock()
 }
 
-// clientGone waits until c is readable and reports whether the client closed or
-// reset it (or the proxy closed it); false: bytes came, or the wait was ended by a
-// read deadline.
-func clientGone(c *conn) bool {
-	sc, ok := c.Conn.(syscall.Conn)
+// clientGone waits until the connection is readable and reports whether the client
+// closed or reset it (or the proxy closed it); false: a request came (pipelined), or
+// the wait was ended by a read deadline. The wait is on the socket; only when bytes
+// come are they read, through TLS (a close_notify is an encrypted record too), into
+// the connection's reader, where the next request is read from. The connection's
+// goroutine neither reads it nor flushes its writer through it meanwhile.
+func clientGone(h *h1conn) bool {
+	sc, ok := h.c.Conn.(syscall.Conn)
 	if !ok {
 		return false
 	}
@@ -117,7 +120,7 @@ func clientGone(c *conn) bool {
 	if err != nil {
 		return false
 	}
-	gone := false
+	eof := false
 	var b [1]byte
 	err = rc.Read(func(fd uintptr) bool {
 		n, _, rerr := syscall.Recvfrom(int(fd), b[:], syscall.MSG_PEEK|syscall.MSG_DONTWAIT)
@@ -125,12 +128,16 @@ func clientGone(c *conn) bool {
 		case rerr == syscall.EAGAIN || rerr == syscall.EINTR:
 			return false // wait for the descriptor
 		case rerr != nil || n == 0:
-			gone = true
+			eof = true
 		}
 		return true
 	})
-	if err != nil {
+	switch {
+	case err != nil:
 		return !errors.Is(err, os.ErrDeadlineExceeded)
+	case eof:
+		return true
 	}
-	return gone
+	_, err = h.br.Peek(1)
+	return err != nil && !errors.Is(err, os.ErrDeadlineExceeded)
 }

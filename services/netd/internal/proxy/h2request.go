@@ -324,7 +324,7 @@ func (hr *h2request) endBody(rh *respHead, trailers []field) error {
 	}
 	h := hr.w.Header()
 	for _, f := range trailers {
-		if rh.declared(f.name) {
+		if rh.declared(f.name) && classify(f.name) == hOther {
 			k := canonicalKey(f.name)
 			h[k] = append(h[k], string(f.value))
 		}
