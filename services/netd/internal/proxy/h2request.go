@@ -6,7 +6,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"net"
 	"net/http"
 	"net/textproto"
 	"strconv"
@@ -62,7 +61,7 @@ func writeHead(bw *bufio.Writer, r *http.Request, upgrade string, hasBody, chunk
 	if hasToken(r.Header["Te"], "trailers") {
 		bw.WriteString("Te: trailers\r\n")
 	}
-	if ip, _, err := net.SplitHostPort(r.RemoteAddr); err == nil {
+	if ip, ok := addrIP(r.RemoteAddr); ok {
 		writeHeader(bw, "X-Forwarded-For", ip)
 	}
 	writeHeader(bw, "X-Forwarded-Host", r.Host)
@@ -233,6 +232,20 @@ func (p *Proxy) serveTLSRequest(w http.ResponseWriter, r *http.Request) {
 	}
 }
 
+// addrIP returns the IP of an "ip:port" or "[ip]:port" address (as SplitHostPort
+// does, without its allocation).
+func addrIP(addr string) (string, bool) {
+	i := strings.LastIndexByte(addr, ':')
+	if i < 0 {
+		return "", false
+	}
+	ip := addr[:i]
+	if strings.HasPrefix(ip, "[") && strings.HasSuffix(ip, "]") {
+		ip = ip[1 : len(ip)-1]
+	}
+	return ip, ip != ""
+}
+
 // h2request is a request of net/http's server in a backend exchange (downstream).
 type h2request struct {
 	w       http.ResponseWriter
@@ -289,14 +302,48 @@ func (hr *h2request) earlyHints(rh *respHead) error {
 
 func (hr *h2request) responseHead(rh *respHead) error {
 	h := hr.w.Header()
+	// The values, in one string, and their slices in one array.
+	n, size := 0, 0
+	for _, f := range rh.fields {
+		n++
+		size += len(f.value)
+	}
+	if rh.lengthField {
+		n++
+		size += 20
+	}
+	buf := make([]byte, 0, size)
+	ends := make([]int, 0, n)
 	for _, f := range rh.fields {
 		if rh.forwarded(f) {
-			k := canonicalKey(f.name)
-			h[k] = append(h[k], string(f.value))
+			buf = append(buf, f.value...)
+			ends = append(ends, len(buf))
 		}
 	}
 	if rh.lengthField && (rh.mode == bodyLength || rh.mode == bodyNone) {
-		h["Content-Length"] = []string{strconv.FormatInt(rh.length, 10)}
+		buf = strconv.AppendInt(buf, rh.length, 10)
+		ends = append(ends, len(buf))
+	}
+	all, vals := string(buf), make([]string, len(ends))
+	start := 0
+	for i, end := range ends {
+		vals[i] = all[start:end]
+		start = end
+	}
+	i := 0
+	for _, f := range rh.fields {
+		if rh.forwarded(f) {
+			k := canonicalKey(f.name)
+			if h[k] == nil {
+				h[k] = vals[i : i+1 : i+1]
+			} else {
+				h[k] = append(h[k], vals[i])
+			}
+			i++
+		}
+	}
+	if i < len(vals) {
+		h["Content-Length"] = vals[i : i+1 : i+1]
 	}
 	if !rh.hasType {
 		h["Content-Type"] = nil // no sniffing: the backend said none
