@@ -33,12 +33,11 @@ type bodyReader struct {
 	trailerBuf []byte
 	trailers   []field
 	err        error
-	read       int64 // bytes of body handed out
 }
 
 // reset starts a body of the given mode; length is the bodyLength's.
 func (b *bodyReader) reset(br *bufio.Reader, mode bodyMode, length int64, trailerMax int) {
-	b.br, b.mode, b.remain, b.crlf, b.err, b.read = br, mode, length, false, nil, 0
+	b.br, b.mode, b.remain, b.crlf, b.err = br, mode, length, false, nil
 	b.trailers = b.trailers[:0]
 	b.trailerMax = trailerMax
 	if mode == bodyChunked {
@@ -94,24 +93,12 @@ func (b *bodyReader) next() ([]byte, error) {
 // consume takes n bytes of what next returned.
 func (b *bodyReader) consume(n int) {
 	_, _ = b.br.Discard(n)
-	b.read += int64(n)
 	if b.mode != bodyClose {
 		b.remain -= int64(n)
 		if b.mode == bodyChunked && b.remain == 0 {
 			b.crlf = true
 		}
 	}
-}
-
-// Read is io.Reader's, for the bodies read by others than the proxy's own loops.
-func (b *bodyReader) Read(p []byte) (int, error) {
-	q, err := b.next()
-	if err != nil {
-		return 0, err
-	}
-	n := copy(p, q)
-	b.consume(n)
-	return n, nil
 }
 
 // nextChunk reads up to the next chunk's data: the previous chunk's CRLF and the size
@@ -177,30 +164,4 @@ func eofUnexpected(err error) error {
 		return io.ErrUnexpectedEOF
 	}
 	return err
-}
-
-// readerSource hands out what an io.Reader yields through a buffer, as bodyReader
-// does: the request bodies of HTTP/2 clients.
-type readerSource struct {
-	r    io.Reader
-	buf  []byte
-	n    int
-	err  error
-	read int64
-}
-
-func (s *readerSource) next() ([]byte, error) {
-	for s.n == 0 {
-		if s.err != nil {
-			return nil, s.err
-		}
-		s.n, s.err = s.r.Read(s.buf)
-	}
-	return s.buf[:s.n], nil
-}
-
-func (s *readerSource) consume(n int) {
-	copy(s.buf, s.buf[n:s.n])
-	s.n -= n
-	s.read += int64(n)
 }
