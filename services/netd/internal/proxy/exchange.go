@@ -183,7 +183,9 @@ func (p *Proxy) exchange(d downstream, rq *outRequest, bc *backendConn) (retry b
 	}
 	gone := d.unwatch()
 	bc.rd.before = nil
-	reusable := readErr == nil && writeErr == nil && !gone && !rh.closes
+	// Bytes after the response (a body the backend sent where none belongs) would
+	// be taken for the next one's.
+	reusable := readErr == nil && writeErr == nil && !gone && !rh.closes && bc.br.Buffered() == 0
 	if bodyDone != nil {
 		if err := joinBody(); err != nil {
 			reusable = false

@@ -53,14 +53,14 @@ func (rq *h1request) parse(head []byte) error {
 			return fmt.Errorf("%w: request target %q", errMalformed, clip(rq.target))
 		}
 	}
-	switch {
-	case len(r) == 8 && string(r[:7]) == "HTTP/1." && '0' <= r[7] && r[7] <= '9':
-		rq.minor = r[7] - '0'
-	case bytes.HasPrefix(r, []byte("HTTP/")):
-		return fmt.Errorf("%w %q", errVersion, clip(r))
-	default:
+	// HTTP/<digit>.<digit>: 1.x is served, others are not (505).
+	if len(r) != 8 || string(r[:5]) != "HTTP/" || r[6] != '.' || !isDigit(r[5]) || !isDigit(r[7]) {
 		return fmt.Errorf("%w: request line %q", errMalformed, clip(line))
 	}
+	if r[5] != '1' {
+		return fmt.Errorf("%w %q", errVersion, clip(r))
+	}
+	rq.minor = r[7] - '0'
 	rq.method = internMethod(method)
 
 	var err error
@@ -155,6 +155,8 @@ func (rq *h1request) parse(head []byte) error {
 
 // errTransferEncoding: a request body coded otherwise than chunked (501).
 var errTransferEncoding = fmt.Errorf("%w: unsupported Transfer-Encoding", errMalformed)
+
+func isDigit(c byte) bool { return '0' <= c && c <= '9' }
 
 func internMethod(m []byte) string {
 	switch string(m) {
