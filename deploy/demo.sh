@@ -40,6 +40,7 @@ stop)
 	done
 	stop
 	ip link del hearthdemo0 2>/dev/null || true
+	nft delete table inet hearthdemo0 2>/dev/null || true # netd's table, kept across its restarts
 	echo "demo stopped; its state stays in $dir (remove it with: deploy/demo.sh stop && rm -rf $dir)"
 	exit 0 ;;
 start) ;;
@@ -60,8 +61,12 @@ start_daemon() {
 	echo $! > "$dir/pids/$name"
 }
 start_daemon certd
-# A bridge of the demo's own, removed by "deploy/demo.sh stop".
-start_daemon netd --bridge hearthdemo0 --subnet 10.89.0.0/24
+# A bridge of the demo's own, removed by "deploy/demo.sh stop". LAN names are announced over
+# mDNS only on the interfaces named in HEARTH_LAN_INTERFACES (none by default: the demo keeps
+# to this machine); its HTTPS proxy listens on HEARTH_HTTPS_ADDR (default :443).
+https_addr=${HEARTH_HTTPS_ADDR:-:443}
+start_daemon netd --bridge hearthdemo0 --subnet 10.89.0.0/24 --lan-interfaces "${HEARTH_LAN_INTERFACES:-none}" \
+	--https-addr "$https_addr" --http-addr "${HEARTH_HTTP_ADDR:-:80}"
 start_daemon containerd-lite --base-rootfs "$base"
 
 for _ in $(seq 100); do
@@ -95,13 +100,25 @@ done
 hctl container status hello
 
 addr=$(hctl container ls | awk '$1 == "hello" {print $4}')
+hctl cert root >"$dir/hearth-root.crt" 2>/dev/null
+port=${https_addr##*:}
+for _ in $(seq 50); do
+	out=$(curl -sS --max-time 5 --cacert "$dir/hearth-root.crt" --resolve "hello.local:$port:127.0.0.1" "https://hello.local:$port/rows" 2>&1) && break
+	sleep 0.2
+done
 
 cat <<MSG
 
 Hearth is running under $dir, with the example package hello-pg in container "hello".
-The app answers at http://$addr:8080/rows on netd's bridge (LAN names and domains are to come):
-  curl http://$addr:8080/rows      or, from inside:  $bin/hearthctl exec hello app -- wget -qO- http://127.0.0.1:8080/rows
-$(hctl exec hello app -- wget -qO- http://127.0.0.1:8080/rows 2>&1)
+It answers at https://hello.local$( [ "$port" = 443 ] || echo ":$port" ) through netd's proxy, with a certificate from this
+host's root CA ($dir/hearth-root.crt: trust it on your devices), and on netd's bridge at
+http://$addr:8080. From this machine:
+  curl --cacert $dir/hearth-root.crt --resolve hello.local:$port:127.0.0.1 https://hello.local:$port/rows
+$out
+
+To announce hello.local on your LAN over mDNS, start the demo with HEARTH_LAN_INTERFACES=eth0
+(your LAN interface). Where it answers: $bin/hearthctl container inspect hello, and netd's
+bindings: $top/bin/tools/grpcurl -plaintext -unix $run/netd.sock hearth.net.v1.BindingService/ListBindings
 
   sockets:  $run/{containerd-lite,netd,certd}.sock
   logs:     $dir/logs/   and   $bin/hearthctl logs hello -f

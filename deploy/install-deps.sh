@@ -11,9 +11,10 @@ set -euo pipefail
 # restic: the backup benchmark's peer. tor: netd's onion services (netd runs a private tor).
 # avahi-daemon, avahi-utils, dbus-daemon: the mDNS tests run avahi as a LAN client and rival in
 # namespaces of their own (netd's own responder needs none of them).
+# nftables: the tests compare netd's ruleset (nft list) before and after restarts.
 # nginx, wrk and nghttp2-client (h2load): bench/proxy.sh, which runs nginx as its own process
 # (Debian's own nginx service, where it starts, holds port 80: it is stopped below).
-packages=(lxc lxc-dev busybox-static debootstrap uidmap e2fsprogs pkg-config gcc make git iproute2 util-linux ca-certificates openssl curl podman runc catatonit restic tor avahi-daemon avahi-utils dbus-daemon nginx wrk nghttp2-client)
+packages=(lxc lxc-dev busybox-static debootstrap uidmap e2fsprogs pkg-config gcc make git iproute2 util-linux ca-certificates openssl curl podman runc catatonit restic tor avahi-daemon avahi-utils dbus-daemon nginx wrk nghttp2-client nftables)
 
 missing=()
 for p in "${packages[@]}"; do

@@ -41,7 +41,7 @@ func TestDaemonsServeHealthAndReflection(t *testing.T) {
 		args     []string
 	}{
 		{"containerd-lite", []string{"hearth.container.v1.ContainerService"}, map[string]string{"hearth.container.v1.ContainerService": "StartContainer"}, []string{"--base-rootfs", baseRootfs}},
-		{"netd", []string{"hearth.net.v1.NetworkService", "hearth.net.v1.BindingService"}, map[string]string{"hearth.net.v1.BindingService": "CreateBinding"}, testBridge(t)},
+		{"netd", []string{"hearth.net.v1.NetworkService", "hearth.net.v1.BindingService", "hearth.net.v1.ChallengeService"}, map[string]string{"hearth.net.v1.BindingService": "CreateBinding", "hearth.net.v1.ChallengeService": "PresentChallenge"}, testBridge(t)},
 		{"certd", []string{"hearth.cert.v1.CertificateService"}, map[string]string{"hearth.cert.v1.CertificateService": "WatchCertificates"}, nil},
 		{"guestd", []string{"hearth.guest.v1.GuestService"}, map[string]string{"hearth.guest.v1.GuestService": "GetInfo"}, nil},
 	} {

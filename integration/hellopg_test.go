@@ -30,18 +30,25 @@ func postgresRootfs(t testing.TB) string {
 // importHelloPG imports hello-pg's two images: Postgres, and our app on busybox.
 func importHelloPG(t *testing.T, l *lab) {
 	t.Helper()
-	dir := tempDir(t)
-	app := filepath.Join(dir, "server")
-	build := exec.Command("go", "build", "-o", app, "../examples/hello-pg/app")
-	build.Env = append(os.Environ(), "CGO_ENABLED=0")
-	if out, err := build.CombinedOutput(); err != nil {
-		t.Fatalf("build the app: %v\n%s", err, out)
-	}
-	must(t, appimage.Write(app, filepath.Join(dir, "app"), "/bin/busybox"))
-	if _, err := hearthctl(t, l.runDir, "image", "import", filepath.Join(dir, "app"), "--name", "hello-pg/app:1"); err != nil {
+	importAppImage(t, l, "../examples/hello-pg/app", "hello-pg/app:1")
+	if _, err := hearthctl(t, l.runDir, "--timeout", "10m", "image", "import", postgresRootfs(t), "--name", "hello-pg/postgres:15"); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := hearthctl(t, l.runDir, "--timeout", "10m", "image", "import", postgresRootfs(t), "--name", "hello-pg/postgres:15"); err != nil {
+}
+
+// importAppImage builds a Go program (static) and imports it as an image: busybox and the
+// program at /app/server (examples/hello-pg/appimage), named ref.
+func importAppImage(t *testing.T, l *lab, pkg, ref string) {
+	t.Helper()
+	dir := tempDir(t)
+	app := filepath.Join(dir, "server")
+	build := exec.Command("go", "build", "-o", app, pkg)
+	build.Env = append(os.Environ(), "CGO_ENABLED=0")
+	if out, err := build.CombinedOutput(); err != nil {
+		t.Fatalf("build %s: %v\n%s", pkg, err, out)
+	}
+	must(t, appimage.Write(app, filepath.Join(dir, "image"), "/bin/busybox"))
+	if _, err := hearthctl(t, l.runDir, "image", "import", filepath.Join(dir, "image"), "--name", ref); err != nil {
 		t.Fatal(err)
 	}
 }

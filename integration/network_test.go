@@ -15,14 +15,23 @@ import (
 )
 
 // testBridge returns netd flags for a bridge and subnet of the test's own, and removes
-// the bridge when the test ends.
+// the bridge when the test ends. netd announces no LAN names (no traffic leaves the
+// machine) and its proxy listens on the bridge's gateway, ports 443 and 80.
 func testBridge(t *testing.T) []string {
 	t.Helper()
 	n := rand.Intn(200) + 20
 	name := fmt.Sprintf("hbt%d", n)
-	t.Cleanup(func() { exec.Command("ip", "link", "del", name).Run() })
-	return []string{"--bridge", name, "--subnet", fmt.Sprintf("10.231.%d.0/24", n)}
+	t.Cleanup(func() {
+		exec.Command("ip", "link", "del", name).Run()
+		exec.Command("nft", "delete", "table", "inet", name).Run() // netd's table, kept across its restarts
+	})
+	gw := fmt.Sprintf("10.231.%d.1", n)
+	return []string{"--bridge", name, "--subnet", fmt.Sprintf("10.231.%d.0/24", n),
+		"--lan-interfaces", "none", "--https-addr", gw + ":443", "--http-addr", gw + ":80"}
 }
+
+// gatewayOf is the gateway of testBridge's flags.
+func gatewayOf(br []string) string { return strings.TrimSuffix(br[3], "0/24") + "1" }
 
 // startNetd starts netd on the lab's run directory (so containerd-lite finds it); the lab
 // stops it.
@@ -63,10 +72,17 @@ func TestContainerNetworking(t *testing.T) {
 	if out, err := l.inside(t, "net1", nil, "ip", "route"); err != nil || !strings.Contains(out, "default via "+gateway) {
 		t.Errorf("routes inside: %v\n%s", err, out)
 	}
-	// Containers have no raw sockets (no ping): reach a TCP server on the gateway.
-	srv := listenHTTP(t, gateway+":0")
-	if out, err := l.inside(t, "net1", nil, "sh", "-c", "printf 'GET / HTTP/1.0\\r\\n\\r\\n' | nc -w 2 "+strings.Replace(srv, ":", " ", 1)); err != nil || !strings.Contains(out, "ok") {
+	// Containers have no raw sockets (no ping): reach netd's proxy on the gateway (port
+	// 80 redirects to HTTPS). Any other port of the host is closed to containers.
+	reach := func(addr string) (string, error) {
+		return l.inside(t, "net1", nil, "sh", "-c", "printf 'GET / HTTP/1.0\\r\\nHost: x.local\\r\\n\\r\\n' | nc -w 2 "+strings.Replace(addr, ":", " ", 1))
+	}
+	if out, err := reach(gateway + ":80"); err != nil || !strings.Contains(out, "308") {
 		t.Errorf("reach the gateway from inside: %q %v", out, err)
+	}
+	srv := listenHTTP(t, gateway+":0")
+	if out, _ := reach(srv); strings.Contains(out, "ok") {
+		t.Errorf("a container reached a port of the host that netd does not serve (%s): %q", srv, out)
 	}
 	if out, err := run(t, "busybox", "ping", "-c", "1", "-W", "2", c2.GetAddress()); err != nil {
 		t.Errorf("ping net2 from the host: %v\n%s", err, out)
@@ -87,7 +103,7 @@ func TestContainerNetworking(t *testing.T) {
 	if got := l.inspect(t, "net1").GetContainer().GetAddress(); got != c1.GetAddress() {
 		t.Errorf("net1's address after restarts: %q, was %q", got, c1.GetAddress())
 	}
-	if out, err := l.inside(t, "net1", nil, "sh", "-c", "printf 'GET / HTTP/1.0\\r\\n\\r\\n' | nc -w 2 "+strings.Replace(srv, ":", " ", 1)); err != nil || !strings.Contains(out, "ok") {
+	if out, err := reach(gateway + ":80"); err != nil || !strings.Contains(out, "308") {
 		t.Errorf("reach the gateway after restarts: %q %v", out, err)
 	}
 

@@ -116,12 +116,19 @@ type pebble struct {
 // Pebble's environment.
 func startPebble(t testing.TB, alwaysValid bool, env ...string) *pebble {
 	t.Helper()
+	return startPebbleAt(t, alwaysValid, "127.0.0.1", fmt.Sprintf("127.0.0.1:%d", freePort(t)), fmt.Sprintf("127.0.0.1:%d", freePort(t)), env...)
+}
+
+// startPebbleAt is startPebble with every name resolving to ip, and the validator
+// connecting to the ports of http01 and tlsalpn01 there (netd's 80 and 443).
+func startPebbleAt(t testing.TB, alwaysValid bool, ip, http01, tlsalpn01 string, env ...string) *pebble {
+	t.Helper()
 	dir := t.TempDir()
 	caPEM, certPEM, keyPEM := pebbleTLS(t)
 	p := &pebble{
 		RootsFile:     filepath.Join(dir, "pebble-https-ca.pem"),
-		HTTP01Addr:    fmt.Sprintf("127.0.0.1:%d", freePort(t)),
-		TLSALPN01Addr: fmt.Sprintf("127.0.0.1:%d", freePort(t)),
+		HTTP01Addr:    http01,
+		TLSALPN01Addr: tlsalpn01,
 		DNSAddr:       fmt.Sprintf("127.0.0.1:%d", freePort(t)),
 		ChallMgmt:     fmt.Sprintf("http://127.0.0.1:%d", freePort(t)),
 	}
@@ -157,7 +164,7 @@ func startPebble(t testing.TB, alwaysValid bool, env ...string) *pebble {
 	startProc(t, nil, toolPath(t, "pebble-challtestsrv"),
 		"-management", p.ChallMgmt[len("http://"):], "-dns01", p.DNSAddr,
 		"-http01", "", "-https01", "", "-tlsalpn01", "", "-doh", "",
-		"-defaultIPv4", "127.0.0.1", "-defaultIPv6", "")
+		"-defaultIPv4", ip, "-defaultIPv6", "")
 	env = append(env, "PEBBLE_VA_NOSLEEP=1")
 	if alwaysValid {
 		env = append(env, "PEBBLE_VA_ALWAYS_VALID=1")

@@ -17,6 +17,21 @@ type Bundle struct {
 	// Run are hooks to run at this start (install, or migrate after an update), each as
 	// a oneshot job named HookJobPrefix+name, with extra environment.
 	Run []HookRun `json:"run,omitempty"`
+	// Nameservers are the resolvers the package's daemons use (netd's, on the bridge's
+	// gateway); none: the container's own /etc/resolv.conf as it is.
+	Nameservers []string `json:"nameservers,omitempty"`
+}
+
+// ResolvConf is the /etc/resolv.conf that names the bundle's nameservers, or nil.
+func (b *Bundle) ResolvConf() []byte {
+	if len(b.Nameservers) == 0 {
+		return nil
+	}
+	var out []byte
+	for _, n := range b.Nameservers {
+		out = append(out, "nameserver "+n+"\n"...)
+	}
+	return out
 }
 
 // HookRun is a hook to run at a start.

@@ -66,21 +66,24 @@ binds what the manifest exposes on lan and tor by itself.`,
 	bind.Flags().StringVar(&domain, "domain", "", "on this public domain, with an ACME certificate")
 	bind.Flags().BoolVar(&passthrough, "passthrough", false, "let TLS pass through to the package (it terminates TLS itself)")
 
-	var ulan, utor, udomain bool
+	var ulan, utor bool
+	var udomain string
 	unbind := &cobra.Command{
-		Use:   "unbind ID INTERFACE (--lan | --tor | --domain)",
+		Use:   "unbind ID INTERFACE (--lan | --tor | --domain NAME)",
 		Short: "Stop exposing a package's interface there",
-		Args:  cobra.ExactArgs(2),
+		Long: `Stop exposing one of a package's interfaces on the LAN, over Tor, or on a domain. Every
+firewall rule, route, name and onion service the binding made goes with it. An onion
+address's key is kept: binding the interface over Tor again brings back the same address
+(an uninstall forgets it).`,
+		Example: `  hearthctl unbind hello-pg web --domain notes.example.org
+  hearthctl unbind hello-pg web --tor`,
+		Args: cobra.ExactArgs(2),
 		RunE: call(g, "containerd-lite", containerv1.NewPackageServiceClient, func(ctx context.Context, cl containerv1.PackageServiceClient, args []string) error {
-			d := ""
-			if udomain {
-				d = "x"
-			}
-			ex, err := where(ulan, utor, d)
+			ex, err := where(ulan, utor, udomain)
 			if err != nil {
 				return err
 			}
-			resp, err := cl.UnbindPackage(ctx, &containerv1.UnbindPackageRequest{Id: args[0], Interface: args[1], Exposure: ex})
+			resp, err := cl.UnbindPackage(ctx, &containerv1.UnbindPackageRequest{Id: args[0], Interface: args[1], Exposure: ex, Domain: udomain})
 			if err != nil {
 				return err
 			}
@@ -93,7 +96,7 @@ binds what the manifest exposes on lan and tor by itself.`,
 	}
 	unbind.Flags().BoolVar(&ulan, "lan", false, "the LAN binding")
 	unbind.Flags().BoolVar(&utor, "tor", false, "the onion service")
-	unbind.Flags().BoolVar(&udomain, "domain", false, "the domain binding")
+	unbind.Flags().StringVar(&udomain, "domain", "", "the binding of this domain")
 
 	addresses := &cobra.Command{
 		Use:   "addresses ID",
@@ -117,7 +120,11 @@ func (g *globals) showBindings(bs []*netv1.Binding) error {
 	var rows [][]string
 	for _, b := range bs {
 		ex := strings.ToLower(strings.TrimPrefix(b.GetExposure().String(), "EXPOSURE_"))
-		rows = append(rows, []string{b.GetInterface(), ex, b.GetAddress(), fmt.Sprintf(":%d", b.GetPort()), b.GetStatus()})
+		status := b.GetStatus()
+		if status == "" {
+			status = "ok"
+		}
+		rows = append(rows, []string{b.GetInterface(), ex, b.GetAddress(), fmt.Sprintf(":%d", b.GetPort()), status})
 	}
 	return g.table([]string{"INTERFACE", "WHERE", "ADDRESS", "PORT", "STATUS"}, rows)
 }

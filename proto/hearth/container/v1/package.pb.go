@@ -1351,10 +1351,12 @@ func (x *BindPackageResponse) GetBinding() *v1.Binding {
 }
 
 type UnbindPackageRequest struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Id            string                 `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
-	Interface     string                 `protobuf:"bytes,2,opt,name=interface,proto3" json:"interface,omitempty"`
-	Exposure      v1.Exposure            `protobuf:"varint,3,opt,name=exposure,proto3,enum=hearth.net.v1.Exposure" json:"exposure,omitempty"`
+	state     protoimpl.MessageState `protogen:"open.v1"`
+	Id        string                 `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
+	Interface string                 `protobuf:"bytes,2,opt,name=interface,proto3" json:"interface,omitempty"`
+	Exposure  v1.Exposure            `protobuf:"varint,3,opt,name=exposure,proto3,enum=hearth.net.v1.Exposure" json:"exposure,omitempty"`
+	// For EXPOSURE_DOMAIN: the domain; empty unbinds every domain of the interface.
+	Domain        string `protobuf:"bytes,4,opt,name=domain,proto3" json:"domain,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1408,6 +1410,13 @@ func (x *UnbindPackageRequest) GetExposure() v1.Exposure {
 		return x.Exposure
 	}
 	return v1.Exposure(0)
+}
+
+func (x *UnbindPackageRequest) GetDomain() string {
+	if x != nil {
+		return x.Domain
+	}
+	return ""
 }
 
 type UnbindPackageResponse struct {
@@ -1615,11 +1624,12 @@ const file_hearth_container_v1_package_proto_rawDesc = "" +
 	"\x06domain\x18\x04 \x01(\tR\x06domain\x12 \n" +
 	"\vpassthrough\x18\x05 \x01(\bR\vpassthrough\"G\n" +
 	"\x13BindPackageResponse\x120\n" +
-	"\abinding\x18\x01 \x01(\v2\x16.hearth.net.v1.BindingR\abinding\"y\n" +
+	"\abinding\x18\x01 \x01(\v2\x16.hearth.net.v1.BindingR\abinding\"\x91\x01\n" +
 	"\x14UnbindPackageRequest\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x1c\n" +
 	"\tinterface\x18\x02 \x01(\tR\tinterface\x123\n" +
-	"\bexposure\x18\x03 \x01(\x0e2\x17.hearth.net.v1.ExposureR\bexposure\"\x17\n" +
+	"\bexposure\x18\x03 \x01(\x0e2\x17.hearth.net.v1.ExposureR\bexposure\x12\x16\n" +
+	"\x06domain\x18\x04 \x01(\tR\x06domain\"\x17\n" +
 	"\x15UnbindPackageResponse\"&\n" +
 	"\x14ListAddressesRequest\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\"K\n" +

@@ -134,9 +134,13 @@ type HostSockets interface {
 
 // Network is netd, as containers see it.
 type Network interface {
-	// Attach gives the container whose init is pid a veth and an address; ok is false
-	// when netd is not running (the container keeps loopback only).
-	Attach(ctx context.Context, container string, pid int) (address string, ok bool, err error)
+	// Attach gives the container whose init is pid a veth and an address, and tells
+	// netd its declared interfaces (the only ports other containers may reach); ok is
+	// false when netd is not running (the container keeps loopback only).
+	Attach(ctx context.Context, container string, pid int, ifaces []Interface) (address string, ok bool, err error)
+	// Resolver is the DNS server containers use (netd's, on the gateway), or "" when
+	// netd serves none or is not running.
+	Resolver(ctx context.Context) string
 	// Detach removes the container's veth; a no-op when netd is not running.
 	Detach(ctx context.Context, container string) error
 	// Expose makes sure the container's interfaces are bound where its manifest exposes
@@ -144,6 +148,27 @@ type Network interface {
 	Expose(ctx context.Context, container string, bindings []Exposure) error
 	// Unexpose removes every binding of the container.
 	Unexpose(ctx context.Context, container string) error
+}
+
+// Interface is one declared interface of a package.
+type Interface struct {
+	Name string
+	Port int
+	HTTP bool
+}
+
+// interfaces are a package's declared interfaces.
+func interfaces(rec store.Container) []Interface {
+	mf, err := manifest.Parse(rec.Manifest)
+	if len(rec.Manifest) == 0 || err != nil {
+		return nil
+	}
+	var out []Interface
+	for _, n := range sortedKeys(mf.Interfaces) {
+		it := mf.Interfaces[n]
+		out = append(out, Interface{Name: n, Port: it.Port, HTTP: it.Protocol != "tcp"})
+	}
+	return out
 }
 
 // Exposure is one interface of a package exposed on the LAN or over Tor.
@@ -505,7 +530,7 @@ func (m *Manager) StartWith(ctx context.Context, name string, run []manifest.Hoo
 	if err := t.ClearSockets(); err != nil {
 		return fail(err)
 	}
-	bundle, err := m.bundle(rec, run)
+	bundle, err := m.bundle(ctx, rec, run)
 	if err != nil {
 		return fail(err)
 	}
@@ -522,7 +547,7 @@ func (m *Manager) StartWith(ctx context.Context, name string, run []manifest.Hoo
 		return fail(fmt.Errorf("%w%s", err, tail("lxc.log", t.LXCLog())))
 	}
 	sp.done("lxc_start")
-	addr, err := m.attach(ctx, name)
+	addr, err := m.attach(ctx, rec)
 	if err != nil {
 		return fail(err)
 	}
@@ -822,7 +847,8 @@ func tail(label, path string) string {
 }
 
 // attach asks netd for the running container's veth; without netd it has loopback only.
-func (m *Manager) attach(ctx context.Context, name string) (string, error) {
+func (m *Manager) attach(ctx context.Context, rec store.Container) (string, error) {
+	name := rec.Name
 	if m.opts.Network == nil {
 		return "", nil
 	}
@@ -832,7 +858,7 @@ func (m *Manager) attach(ctx context.Context, name string) (string, error) {
 	}
 	actx, cancel := context.WithTimeout(ctx, 10*time.Second)
 	defer cancel()
-	addr, ok, err := m.opts.Network.Attach(actx, name, pid)
+	addr, ok, err := m.opts.Network.Attach(actx, name, pid, interfaces(rec))
 	if err != nil {
 		return "", fmt.Errorf("attach container %q to netd's bridge: %w", name, err)
 	}

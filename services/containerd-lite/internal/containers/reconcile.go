@@ -112,7 +112,7 @@ func (m *Manager) reconcileOne(ctx context.Context, rec store.Container) error {
 		if err := m.remount(rec, t); err != nil {
 			m.log.Error("reconcile: restore mounts", "container", rec.Name, "error", err)
 		}
-		addr, err := m.attach(ctx, rec.Name)
+		addr, err := m.attach(ctx, rec)
 		if err != nil {
 			m.log.Error("reconcile: attach to netd", "container", rec.Name, "error", err)
 		} else {

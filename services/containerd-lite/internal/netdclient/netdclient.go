@@ -40,10 +40,18 @@ func (c Client) call(f func(*grpc.ClientConn) error) error {
 }
 
 // Attach implements containers.Network.
-func (c Client) Attach(ctx context.Context, container string, pid int) (string, bool, error) {
+func (c Client) Attach(ctx context.Context, container string, pid int, ifaces []containers.Interface) (string, bool, error) {
 	var addr string
+	req := &netv1.AttachContainerRequest{Container: container, InitPid: int32(pid)}
+	for _, i := range ifaces {
+		p := &netv1.InterfacePort{Name: i.Name, Port: uint32(i.Port), Protocol: netv1.Protocol_PROTOCOL_TCP}
+		if i.HTTP {
+			p.Protocol = netv1.Protocol_PROTOCOL_HTTP
+		}
+		req.Interfaces = append(req.Interfaces, p)
+	}
 	err := c.call(func(conn *grpc.ClientConn) error {
-		resp, err := netv1.NewNetworkServiceClient(conn).AttachContainer(ctx, &netv1.AttachContainerRequest{Container: container, InitPid: int32(pid)})
+		resp, err := netv1.NewNetworkServiceClient(conn).AttachContainer(ctx, req)
 		addr = resp.GetAttachment().GetAddress()
 		return err
 	})
@@ -51,6 +59,17 @@ func (c Client) Attach(ctx context.Context, container string, pid int) (string, 
 		return "", false, nil
 	}
 	return addr, err == nil, err
+}
+
+// Resolver implements containers.Network.
+func (c Client) Resolver(ctx context.Context) string {
+	var dns string
+	_ = c.call(func(conn *grpc.ClientConn) error {
+		resp, err := netv1.NewNetworkServiceClient(conn).GetNetwork(ctx, &netv1.GetNetworkRequest{})
+		dns = resp.GetNetwork().GetDns()
+		return err
+	})
+	return dns
 }
 
 // Detach implements containers.Network.

@@ -73,7 +73,7 @@ func TestNetdErrorsKeepTheirKind(t *testing.T) {
 			ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 			defer cancel()
 			for op, err := range map[string]error{
-				"attach": func() error { _, _, err := c.Attach(ctx, "web", 1); return err }(),
+				"attach": func() error { _, _, err := c.Attach(ctx, "web", 1, nil); return err }(),
 				"detach": c.Detach(ctx, "web"),
 			} {
 				if !errors.Is(err, tc.kind) {
@@ -95,7 +95,7 @@ func TestNetdErrorsKeepTheirKind(t *testing.T) {
 
 func TestNoNetd(t *testing.T) {
 	c := Client{Socket: filepath.Join(t.TempDir(), "netd.sock")}
-	addr, ok, err := c.Attach(context.Background(), "web", 1)
+	addr, ok, err := c.Attach(context.Background(), "web", 1, nil)
 	if addr != "" || ok || err != nil {
 		t.Errorf("Attach without netd = %q, %v, %v; want loopback only and no error", addr, ok, err)
 	}

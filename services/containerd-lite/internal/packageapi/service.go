@@ -30,7 +30,7 @@ type Packages interface {
 	List() ([]store.Package, error)
 	Files(id, version string) (readme, license string)
 	Bind(ctx context.Context, id, iface string, ex netv1.Exposure, domain string, passthrough bool) (*netv1.Binding, error)
-	Unbind(ctx context.Context, id, iface string, ex netv1.Exposure) error
+	Unbind(ctx context.Context, id, iface string, ex netv1.Exposure, domain string) error
 	Addresses(ctx context.Context, id string) ([]*netv1.Binding, error)
 }
 
@@ -194,7 +194,7 @@ func (s *Service) BindPackage(ctx context.Context, req *containerv1.BindPackageR
 
 // UnbindPackage implements PackageService.
 func (s *Service) UnbindPackage(ctx context.Context, req *containerv1.UnbindPackageRequest) (*containerv1.UnbindPackageResponse, error) {
-	return &containerv1.UnbindPackageResponse{}, s.p.Unbind(ctx, req.GetId(), req.GetInterface(), req.GetExposure())
+	return &containerv1.UnbindPackageResponse{}, s.p.Unbind(ctx, req.GetId(), req.GetInterface(), req.GetExposure(), req.GetDomain())
 }
 
 // ListAddresses implements PackageService.

@@ -68,16 +68,36 @@ func (m *Manager) Bind(ctx context.Context, id, iface string, ex netv1.Exposure,
 	return m.opts.Net.Bind(ctx, &netv1.CreateBindingRequest{Container: id, Interface: iface, Port: uint32(it.Port), Protocol: proto, Exposure: ex, Domain: domain, Passthrough: passthrough})
 }
 
-// Unbind removes one of a package's bindings.
-func (m *Manager) Unbind(ctx context.Context, id, iface string, ex netv1.Exposure) error {
+// Unbind removes one of a package's bindings: its LAN or Tor binding of an interface,
+// or a domain of it (every domain of it when domain is empty).
+func (m *Manager) Unbind(ctx context.Context, id, iface string, ex netv1.Exposure, domain string) error {
 	if m.opts.Net == nil {
 		return fmt.Errorf("this containerd-lite has no netd: %w", errdefs.ErrUnavailable)
 	}
 	if _, err := m.interfaceOf(id, iface, ex); err != nil {
 		return err
 	}
-	_, err := m.opts.Net.Unbind(ctx, fmt.Sprintf("%s/%s/%s", id, iface, exposureWords[ex]), "")
-	return err
+	if ex != netv1.Exposure_EXPOSURE_DOMAIN {
+		_, err := m.opts.Net.Unbind(ctx, fmt.Sprintf("%s/%s/%s", id, iface, exposureWords[ex]), "")
+		return err
+	}
+	bs, err := m.opts.Net.Bindings(ctx, id)
+	if err != nil {
+		return err
+	}
+	found := false
+	for _, b := range bs {
+		if b.GetInterface() == iface && b.GetExposure() == ex && (domain == "" || strings.EqualFold(strings.TrimSuffix(domain, "."), b.GetDomain())) {
+			if _, err := m.opts.Net.Unbind(ctx, b.GetId(), ""); err != nil {
+				return err
+			}
+			found = true
+		}
+	}
+	if !found {
+		return fmt.Errorf("%s/%s is bound to no domain %s (hearthctl addresses %s lists its bindings): %w", id, iface, domain, id, errdefs.ErrNotFound)
+	}
+	return nil
 }
 
 // Addresses lists where an installed package answers.

@@ -96,6 +96,9 @@ type processes interface {
 
 var _ guestv1.GuestServiceServer = (*Server)(nil)
 
+// resolvConf is the container's resolver configuration.
+var resolvConf = "/etc/resolv.conf"
+
 func newServer(env *daemon.Env, bundlePath string) (*Server, error) {
 	s := &Server{env: env, info: Info(time.Now())}
 	data, err := os.ReadFile(bundlePath)
@@ -115,6 +118,12 @@ func newServer(env *daemon.Env, bundlePath string) (*Server, error) {
 	}
 	m := s.bundle.Manifest
 	s.info.Package = m.ID + " " + m.Version
+	// Every subcontainer gets a copy of the container's resolv.conf.
+	if rc := s.bundle.ResolvConf(); rc != nil {
+		if err := os.WriteFile(resolvConf, rc, 0o644); err != nil {
+			return nil, fmt.Errorf("write %s: %w", resolvConf, err)
+		}
+	}
 	return s, nil
 }
 

@@ -145,6 +145,10 @@ func (n *Network) ensureBridge() (netlink.Link, error) {
 		}
 		attrs := netlink.NewLinkAttrs()
 		attrs.Name = n.Name
+		// A bridge without an address of its own takes the lowest of its ports' and
+		// changes it when that port goes: the containers' ARP entries for the gateway
+		// would then point nowhere until they expire. A set address stays.
+		attrs.HardwareAddr = bridgeMAC(n.Name)
 		if err := netlink.LinkAdd(&netlink.Bridge{LinkAttrs: attrs}); err != nil {
 			return nil, fmt.Errorf("create bridge %s: %w", n.Name, err)
 		}
@@ -155,6 +159,11 @@ func (n *Network) ensureBridge() (netlink.Link, error) {
 	}
 	if _, ok := br.(*netlink.Bridge); !ok {
 		return nil, fmt.Errorf("%s exists and is a %s, not a bridge: choose another --bridge: %w", n.Name, br.Type(), errdefs.ErrFailedPrecondition)
+	}
+	if mac := bridgeMAC(n.Name); br.Attrs().HardwareAddr.String() != mac.String() {
+		if err := netlink.LinkSetHardwareAddr(br, mac); err != nil {
+			return nil, fmt.Errorf("set the address of bridge %s: %w", n.Name, err)
+		}
 	}
 	gw := &netlink.Addr{IPNet: &net.IPNet{IP: n.Gateway.AsSlice(), Mask: net.CIDRMask(n.Subnet.Bits(), 32)}}
 	addrs, err := netlink.AddrList(br, netlink.FAMILY_V4)
@@ -174,6 +183,14 @@ func (n *Network) ensureBridge() (netlink.Link, error) {
 		return nil, err
 	}
 	return br, nil
+}
+
+// bridgeMAC is a locally administered unicast address derived from the bridge's name.
+func bridgeMAC(name string) net.HardwareAddr {
+	h := sha256.Sum256([]byte("hearth bridge " + name))
+	mac := net.HardwareAddr(h[:6])
+	mac[0] = mac[0]&0xfc | 0x02
+	return mac
 }
 
 // VethName is the host end's name for a container.

@@ -14,9 +14,10 @@
 //	prerouting  (nat, hook prerouting)     to a local address: chain "forwards" (DNAT)
 //	output      (nat, hook output)         the same for the host's own connections,
 //	                                        except to 127.0.0.0/8
-//	postrouting (nat, hook postrouting)    the subnet out of any interface but the bridge:
-//	                                        masquerade; port forwards that a container
-//	                                        reaches through the host (hairpin): masquerade
+//	postrouting (nat, hook postrouting)    the subnet but the gateway out of any interface
+//	                                        but the bridge: masquerade; port forwards that
+//	                                        a container reaches through the host (hairpin):
+//	                                        masquerade
 //
 // "flows" holds one accept per interface of a container (to its address, port and
 // protocol), "forwards" one DNAT per host port, "services" one accept per gateway

@@ -64,7 +64,7 @@ func TestIsolationNATAndReconcile(t *testing.T) {
 	otherBefore := dumpTable(t, l.host, nftables.TableFamilyINet, "someone_else", true)
 
 	// Before: the bridge passes everything, and the host forwards nothing.
-	if got, err := dial(t, a, "10.77.0.3:9090"); err != nil || !strings.HasPrefix(got, "b9090 ") {
+	if got, err := dialOpen(t, a, "10.77.0.3:9090"); err != nil || !strings.HasPrefix(got, "b9090 ") {
 		t.Fatalf("before the firewall, a -> b:9090 = %q, %v; want it open (the lab is wrong)", got, err)
 	}
 	if _, err := dial(t, a, "198.51.100.2:9000"); err == nil {
@@ -93,7 +93,7 @@ func TestIsolationNATAndReconcile(t *testing.T) {
 
 	open := func(from, addr, tag, peer string) func(t *testing.T) {
 		return func(t *testing.T) {
-			got, err := dial(t, l.ns(from), addr)
+			got, err := dialOpen(t, l.ns(from), addr)
 			if err != nil {
 				t.Fatalf("%s -> %s: %v", from, addr, err)
 			}

@@ -93,7 +93,9 @@ func ruleset(s State) ([]chainSpec, error) {
 		b.rule("output to the host", ipv4(), ipDaddrIn(netip.MustParsePrefix("127.0.0.0/8"), false), fibDaddrLocal(), jump(chainForwards)),
 	}}
 	postrouting := chainSpec{name: chainPostrouting, hook: &hook{nftables.ChainTypeNAT, *nftables.ChainHookPostrouting, *nftables.ChainPriorityNATSource}, rules: []ruleSpec{
-		b.rule("masquerade out", ipv4(), ipSaddrIn(s.Subnet, true), oifNot(br), masquerade()),
+		// Only the containers' traffic: the host's own connections from the gateway's
+		// address (to itself, say) keep their source.
+		b.rule("masquerade out", ipv4(), ipSaddrIn(s.Subnet, true), ipSaddrNot(s.Gateway()), oifNot(br), masquerade()),
 		b.rule("masquerade hairpin", ipv4(), ipSaddrIn(s.Subnet, true), oif(br), ctStatusDNAT(), masquerade()),
 	}}
 	if b.err != nil {
@@ -177,6 +179,13 @@ func ipDaddr(a netip.Addr) []expr.Any {
 }
 
 func ipSaddrIn(p netip.Prefix, in bool) []expr.Any { return ipIn(12, p, in) }
+
+func ipSaddrNot(a netip.Addr) []expr.Any {
+	return []expr.Any{
+		&expr.Payload{DestRegister: 1, Base: expr.PayloadBaseNetworkHeader, Offset: 12, Len: 4},
+		&expr.Cmp{Op: expr.CmpOpNeq, Register: 1, Data: a.AsSlice()},
+	}
+}
 func ipDaddrIn(p netip.Prefix, in bool) []expr.Any { return ipIn(16, p, in) }
 
 func ipIn(offset uint32, p netip.Prefix, in bool) []expr.Any {
