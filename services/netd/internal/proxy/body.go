@@ -121,7 +121,13 @@ func (b *bodyReader) nextChunk() error {
 	if err != nil {
 		return eofUnexpected(err)
 	}
-	line = bytes.TrimRight(line, "\r\n")
+	// RFC 9112 7.1: the size line ends with CRLF. A bare LF is refused, as other
+	// readers of chunked bodies refuse it, so that none can be told a body ends
+	// elsewhere than where we think it does.
+	if len(line) < 2 || line[len(line)-2] != '\r' {
+		return fmt.Errorf("%w: chunk size line ends with a bare LF", errMalformed)
+	}
+	line = line[:len(line)-2]
 	if i := bytes.IndexByte(line, ';'); i >= 0 {
 		line = line[:i] // chunk extensions: ignored
 	}
