@@ -158,6 +158,7 @@ func (m *Manifest) Validate() error {
 	}
 	c.actions(m)
 	c.cycles(m)
+	c.dependencies(m)
 	if len(c.problems) > 0 {
 		return c.problems
 	}

@@ -112,6 +112,7 @@ type Manager struct {
 	locks keylock.Map
 	mu    sync.Mutex // guards nothing but the staging counter
 	seq   int
+	dep   depState // dependencies: intents and the waiter (deps.go)
 }
 
 // New returns a manager; call Reconcile before serving.

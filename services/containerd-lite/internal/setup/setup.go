@@ -160,7 +160,7 @@ func initDaemon(env *daemon.Env, baseSrc string, policy limits.Policy, reserve i
 	var m *containers.Manager
 	var pkgs *packages.Manager
 	hosts := hostsock.New(env.Logger, func(c string) hostv1.HostServiceServer {
-		return hostapi.New(c, hostapi.Deps{Overlays: m, Actions: packageapi.HostActions{A: pkgs}})
+		return hostapi.New(c, hostapi.Deps{Overlays: m, Actions: packageapi.HostActions{A: pkgs}, Depends: pkgs})
 	}, budget.Limits{})
 	m = containers.New(containers.Options{
 		Userns:     func(mp idmap.Mapping) (int, error) { return mp.OpenUserns(self) },
@@ -217,6 +217,9 @@ func initDaemon(env *daemon.Env, baseSrc string, policy limits.Policy, reserve i
 			}
 			return pkgs.Reconcile(ctx)
 		},
+		// Starts the packages that wait for their dependencies (and, at start-up, those
+		// that should run and do not).
+		Run: pkgs.RunWaiter,
 		Close: func() error {
 			return errors.Join(m.Close(), st.Close())
 		},
