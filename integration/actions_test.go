@@ -278,7 +278,8 @@ func TestActions(t *testing.T) {
 		t.Fatalf("after the stopped-only action, the package is %s", st)
 	}
 	// While a stopped-only action runs (the container up without its daemons), no other
-	// action runs, and the list says why; the package does not start.
+	// action runs, and the list says why; its container does not start under it, and the
+	// package's start waits for it to end.
 	slow := exec.Command(filepath.Join(binDir, "hearthctl"), "--run-dir", l.runDir, "action", "run", "busybox", "slow")
 	var slowOut bytes.Buffer
 	slow.Stdout, slow.Stderr = &slowOut, &slowOut
@@ -292,13 +293,25 @@ func TestActions(t *testing.T) {
 		t.Error("action ls never said an action runs on the stopped package")
 	} else {
 		l.refused(t, "FailedPrecondition", []string{"an action runs on the package while it is stopped: retry when it is done"}, "busybox", "mark", "--input", "colour=red")
-		// Nor does the package start under it.
-		if _, err := hearthctl(t, l.runDir, "start", "busybox"); err == nil || !strings.Contains(err.Error(), "runs without its daemons for an action of its package: retry when the action is done") {
+		// Its container does not start under it; the package's start waits for it.
+		if _, err := hearthctl(t, l.runDir, "container", "start", "busybox"); err == nil || !strings.Contains(err.Error(), "runs without its daemons for an action of its package: retry when the action is done") {
+			t.Errorf("container start while a stopped-only action runs: %v", err)
+		}
+		if _, err := hearthctl(t, l.runDir, "start", "busybox"); err != nil {
 			t.Errorf("start while a stopped-only action runs: %v", err)
+		}
+		if st := l.packageState(t, "busybox"); st != "running" {
+			t.Errorf("after start, the package is %s", st)
 		}
 	}
 	if err := slow.Wait(); err != nil || !strings.Contains(slowOut.String(), "slept") {
 		t.Fatalf("the slow action: %v\n%s", err, slowOut.String())
+	}
+	if busy {
+		l.waitDaemons(t, "busybox", "ready", time.Minute, settledJobs)
+		if _, err := hearthctl(t, l.runDir, "stop", "busybox"); err != nil {
+			t.Fatal(err)
+		}
 	}
 	if st := l.packageState(t, "busybox"); st != "stopped" {
 		t.Fatalf("after the slow action, the package is %s", st)
