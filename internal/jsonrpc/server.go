@@ -303,7 +303,7 @@ func (c *conn) serve() {
 				Problem string `json:"problem"`
 				Limit   int    `json:"limit"`
 			}{"line too long", MaxLineBytes})
-			l := &line{done: make(chan struct{}), out: appendError(nil, nil, e)}
+			l := &line{done: make(chan struct{}), out: append(appendError(nil, nil, e), '\n')}
 			close(l.done)
 			c.enqueue(l)
 			return // the rest of the line cannot be told from the next request
