@@ -75,10 +75,10 @@ proto-lock: tools
 	$(TOOLS)/buf build -o proto/api.binpb
 
 # Every test of every module. Root-only tests skip (with the reason) when not root; CI is root.
+# Then the JSON-RPC line parser is fuzzed briefly (its seeds run in every plain go test).
 test: deps build tools
 	PATH="$(TOOLS):$$PATH" HEARTH_BIN_DIR=$(BIN) HEARTH_BASE_ROOTFS=$(BASE) \
 		$(GO) test -count=1 -timeout 25m $(addsuffix /...,$(addprefix ./,$(MODULES)))
-	# The JSON-RPC line parser, fuzzed briefly (its seeds run in every plain go test too).
 	$(GO) test -run '^$$' -fuzz '^FuzzParse$$' -fuzztime 10s ./internal/jsonrpc
 
 test-unit:

@@ -98,7 +98,9 @@ func (m *Mux) Call(ctx context.Context, method string, params json.RawMessage) (
 		return nil, &Error{
 			Code:    CodeMethodNotFound,
 			Message: "method not found: " + strconv.Quote(method),
-			Data:    mustJSON(struct{ Method string `json:"method"` }{method}),
+			Data: mustJSON(struct {
+				Method string `json:"method"`
+			}{method}),
 		}
 	}
 	return meth.call(ctx, params)
