@@ -11,6 +11,8 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"net"
+	"os"
 	"sort"
 	"strings"
 
@@ -23,6 +25,7 @@ import (
 
 	"hearth.dev/internal/errdefs"
 	"hearth.dev/internal/jsonrpc"
+	"hearth.dev/internal/unixsock"
 	hostv1 "hearth.dev/proto/hearth/host/v1"
 )
 
@@ -32,6 +35,20 @@ const (
 	Socket    = "/media/hearth/rpc/effects.sock"
 	SocketEnv = "HEARTH_EFFECTS_SOCKET"
 )
+
+// Listen creates the effects socket at path, open to every user of the container
+// (package scripts run as their images' users).
+func Listen(path string) (net.Listener, error) {
+	l, err := unixsock.Listen(path, unixsock.Options{UID: -1, GID: -1})
+	if err != nil {
+		return nil, err
+	}
+	if err := os.Chmod(path, 0o666); err != nil {
+		l.Close()
+		return nil, fmt.Errorf("chmod %s: %w", path, err)
+	}
+	return l, nil
+}
 
 // HostService is the service whose effects the host carries out.
 const HostService protoreflect.FullName = "hearth.host.v1.HostService"
