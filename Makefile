@@ -19,7 +19,7 @@ DAEMONS := containerd-lite netd certd
 deps:
 	@deploy/install-deps.sh
 
-build: $(addprefix $(BIN)/,$(DAEMONS) guestd hearthctl) base-rootfs
+build: $(addprefix $(BIN)/,$(DAEMONS) guestd hearth-effect hearthctl) base-rootfs
 
 $(BIN)/containerd-lite $(BIN)/netd $(BIN)/certd: FORCE
 	$(GO) build -ldflags '$(LDFLAGS)' -o $@ ./services/$(notdir $@)
@@ -28,11 +28,15 @@ $(BIN)/containerd-lite $(BIN)/netd $(BIN)/certd: FORCE
 $(BIN)/guestd: FORCE
 	CGO_ENABLED=0 $(GO) build -trimpath -ldflags '-s -w $(LDFLAGS)' -o $@ ./services/guestd
 
+# The effect client package scripts call, in every subcontainer: static, no gRPC.
+$(BIN)/hearth-effect: FORCE
+	CGO_ENABLED=0 $(GO) build -trimpath -ldflags '-s -w $(LDFLAGS)' -o $@ ./services/guestd/cmd/hearth-effect
+
 $(BIN)/hearthctl: FORCE
 	$(GO) build -ldflags '$(LDFLAGS)' -o $@ ./cmd/hearthctl
 
-base-rootfs: $(BIN)/guestd
-	deploy/base-rootfs/build.sh $(BASE) $(BIN)/guestd
+base-rootfs: $(BIN)/guestd $(BIN)/hearth-effect
+	deploy/base-rootfs/build.sh $(BASE) $(BIN)/guestd $(BIN)/hearth-effect
 
 FORCE:
 

@@ -118,8 +118,10 @@ func paramsError(err error, params json.RawMessage, known []string) *Error {
 			name = n
 		}
 		var top map[string]json.RawMessage
-		if json.Unmarshal(params, &top) == nil && len(known) > 0 {
-			if _, ok := top[name]; ok {
+		if json.Unmarshal(params, &top) == nil && known != nil {
+			if _, ok := top[name]; ok && len(known) == 0 {
+				return InvalidParams(name, "unknown parameter: this method takes none")
+			} else if ok {
 				return InvalidParams(name, "unknown parameter: this method takes "+strings.Join(known, ", "))
 			}
 		}
@@ -188,8 +190,8 @@ func got(v string) string {
 	return v
 }
 
-// fieldNames lists the JSON names of a struct type's fields (P or *P), in order, or
-// nil for other types.
+// fieldNames lists the JSON names of a struct type's fields (P or *P), in order (empty,
+// not nil, for a struct without any), or nil for other types.
 func fieldNames(t reflect.Type) []string {
 	for t.Kind() == reflect.Pointer {
 		t = t.Elem()
@@ -197,7 +199,7 @@ func fieldNames(t reflect.Type) []string {
 	if t.Kind() != reflect.Struct {
 		return nil
 	}
-	var names []string
+	names := []string{}
 	for _, f := range reflect.VisibleFields(t) {
 		if !f.IsExported() || len(f.Index) > 1 && !isPromoted(t, f) {
 			continue
