@@ -13,7 +13,7 @@ export GOFLAGS ?= -buildvcs=false
 
 DAEMONS := containerd-lite netd certd
 
-.PHONY: build deps tools proto lint test test-unit bench demo base-rootfs examples clean
+.PHONY: build deps tools proto docs lint test test-unit bench demo base-rootfs examples clean
 
 # Debian packages and the containers' id range; installs what is missing when run as root.
 deps:
@@ -58,7 +58,16 @@ tools:
 proto: tools
 	$(TOOLS)/buf generate
 
+# docs/effects.md, generated from the effect marks and comments of the host API's proto.
+EFFECTS_DOC = $(TOOLS)/buf build --as-file-descriptor-set -o $$tmp/api.binpb && \
+	$(GO) run ./services/guestd/cmd/effects-doc $$tmp/api.binpb
+
+docs: tools
+	@tmp=$$(mktemp -d); trap 'rm -rf $$tmp' EXIT; $(EFFECTS_DOC) > $$tmp/effects.md && mv $$tmp/effects.md docs/effects.md
+
 lint: tools
+	@tmp=$$(mktemp -d); trap 'rm -rf $$tmp' EXIT; $(EFFECTS_DOC) > $$tmp/effects.md && \
+	cmp -s $$tmp/effects.md docs/effects.md || { echo "docs/effects.md is stale: run make docs"; exit 1; }
 	$(TOOLS)/buf lint
 	$(TOOLS)/buf format --diff --exit-code
 	$(TOOLS)/buf breaking --against proto/api.binpb
