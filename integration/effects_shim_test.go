@@ -9,6 +9,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"sort"
 	"strconv"
 	"strings"
 	"sync"
@@ -21,7 +22,10 @@ import (
 	"google.golang.org/grpc/metadata"
 
 	"hearth.dev/internal/dial"
+	"hearth.dev/internal/jsonrpc"
+	containerv1 "hearth.dev/proto/hearth/container/v1"
 	guestv1 "hearth.dev/proto/hearth/guest/v1"
+	hostv1 "hearth.dev/proto/hearth/host/v1"
 	"hearth.dev/services/containerd-lite/imagetest"
 )
 
@@ -691,4 +695,83 @@ func shimHostile(t *testing.T, l *lab, sock string, g *guestWatch) {
 		}
 		g.check(t, sock, "after the silent clients")
 	})
+}
+
+// BenchmarkEffectRoundTrip measures identity.get through the shim (JSON-RPC on
+// effects.sock → guestd → gRPC on host.sock → containerd-lite and back) next to the bare
+// GetIdentity on the same host.sock, each over a connection kept open. host.sock lets a
+// container make 50 calls a second (bursts of 100), so one op is 4 rounds of 40 pairs
+// with pauses between them (not timed).
+func BenchmarkEffectRoundTrip(b *testing.B) {
+	l, cl, imgs := benchLab(b)
+	ctx := context.Background()
+	importBusybox(b, l, imgs)
+	const name = "bench-effects"
+	m := "id: " + name + "\nversion: 0.1.0\nimages: {bb: {ref: bb}}\ndaemons: {idle: {image: bb, command: [sleep, \"1000000\"]}}\n"
+	if _, err := cl.CreateContainer(ctx, &containerv1.CreateContainerRequest{Name: name, Spec: &containerv1.ContainerSpec{Manifest: []byte(m)}}); err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(func() { cl.DeleteContainer(ctx, &containerv1.DeleteContainerRequest{Name: name, Force: true}) })
+	if _, err := cl.StartContainer(ctx, &containerv1.StartContainerRequest{Name: name}); err != nil {
+		b.Fatal(err)
+	}
+	dir := filepath.Join(l.stateDir, "containers", name)
+	conn, err := dial.Unix(filepath.Join(dir, "media", "host", "host.sock"))
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer conn.Close()
+	bare := hostv1.NewHostServiceClient(conn)
+	var shim *jsonrpc.Client
+	for deadline := time.Now().Add(30 * time.Second); ; time.Sleep(100 * time.Millisecond) {
+		if shim, err = jsonrpc.Dial(ctx, filepath.Join(dir, "rpc", "effects.sock")); err == nil {
+			if err = shim.Call(ctx, "identity.get", nil, nil); err == nil {
+				break
+			}
+			shim.Close()
+		}
+		if time.Now().After(deadline) {
+			b.Fatalf("the effects socket: %v", err)
+		}
+	}
+	defer shim.Close()
+	var viaShim, viaGRPC []time.Duration
+	b.ResetTimer()
+	for range b.N {
+		// Rounds of 40 pairs back to back (80 of the bucket's 100), then a pause that
+		// refills it: calls as a script makes them, a few in a row.
+		for range 4 {
+			b.StopTimer()
+			time.Sleep(1800 * time.Millisecond)
+			b.StartTimer()
+			for range 40 {
+				var r struct {
+					Container string `json:"container"`
+				}
+				t0 := time.Now()
+				err := shim.Call(ctx, "identity.get", nil, &r)
+				viaShim = append(viaShim, time.Since(t0))
+				if err != nil || r.Container != name {
+					b.Fatalf("identity.get: %v %+v", err, r)
+				}
+				t0 = time.Now()
+				resp, err := bare.GetIdentity(ctx, &hostv1.GetIdentityRequest{})
+				viaGRPC = append(viaGRPC, time.Since(t0))
+				if err != nil || resp.GetContainer() != name {
+					b.Fatalf("GetIdentity: %v %v", err, resp)
+				}
+			}
+		}
+	}
+	b.StopTimer()
+	us := func(ds []time.Duration, q int) float64 {
+		s := append([]time.Duration(nil), ds...)
+		sort.Slice(s, func(i, j int) bool { return s[i] < s[j] })
+		return float64(s[min(len(s)-1, len(s)*q/100)]) / 1e3
+	}
+	b.ReportMetric(us(viaShim, 50), "effect-p50-µs")
+	b.ReportMetric(us(viaShim, 99), "effect-p99-µs")
+	b.ReportMetric(us(viaGRPC, 50), "grpc-p50-µs")
+	b.ReportMetric(us(viaGRPC, 99), "grpc-p99-µs")
+	b.ReportMetric(us(viaShim, 50)/us(viaGRPC, 50), "p50-ratio")
 }
