@@ -93,25 +93,32 @@ func indent(s, pre string) string {
 func buildShimPackage(t *testing.T, l *lab, ex string) string {
 	t.Helper()
 	dir := tempDir(t)
-	bin := filepath.Join(dir, "unixcat")
-	cmd := exec.Command("go", "build", "-trimpath", "-ldflags", "-s -w", "-o", bin, "./unixcat")
-	cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
-	if out, err := cmd.CombinedOutput(); err != nil {
-		t.Fatalf("build unixcat: %v\n%s", err, out)
-	}
-	body, err := os.ReadFile(bin)
-	must(t, err)
-	files, err := imagetest.Busybox("/bin/busybox")
-	must(t, err)
-	files = append(files, imagetest.File{Name: "bin/unixcat", Body: string(body), Mode: 0o755})
 	src := filepath.Join(dir, "pkg")
-	must(t, imagetest.WriteOCILayout(filepath.Join(src, "images", "bb"), imagetest.Image(v1.Config{}, files)))
+	busyboxWithHelper(t, filepath.Join(src, "images", "bb"), "./unixcat", "bin/unixcat")
 	must(t, os.WriteFile(filepath.Join(src, "manifest.yaml"), []byte(shimManifest), 0o644))
 	hpkg := filepath.Join(dir, shimPkg+".hpkg")
 	if _, err := hearthctl(t, l.runDir, "pack", src, "--key", filepath.Join(ex, "dev.key"), "--out", hpkg); err != nil {
 		t.Fatal(err)
 	}
 	return hpkg
+}
+
+// busyboxWithHelper writes an OCI layout at layout: busybox, and the static build of the
+// Go package pkg (a directory of the integration module) at path in the image.
+func busyboxWithHelper(t *testing.T, layout, pkg, path string) {
+	t.Helper()
+	bin := filepath.Join(tempDir(t), filepath.Base(pkg))
+	cmd := exec.Command("go", "build", "-trimpath", "-ldflags", "-s -w", "-o", bin, pkg)
+	cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
+	if out, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("build %s: %v\n%s", pkg, err, out)
+	}
+	body, err := os.ReadFile(bin)
+	must(t, err)
+	files, err := imagetest.Busybox("/bin/busybox")
+	must(t, err)
+	files = append(files, imagetest.File{Name: path, Body: string(body), Mode: 0o755})
+	must(t, imagetest.WriteOCILayout(layout, imagetest.Image(v1.Config{}, files)))
 }
 
 // TestEffectsShim: a package's shell install hook calls effects through hearth-effect

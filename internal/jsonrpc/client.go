@@ -65,7 +65,7 @@ func (c *Client) CallRaw(ctx context.Context, method string, params any) (json.R
 			return nil, fmt.Errorf("%s: encode the params: %w", method, err)
 		}
 		if len(p) > 0 && p[0] != '{' && p[0] != '[' && !bytes.Equal(p, nullID) {
-			return nil, fmt.Errorf("%s: params must encode as an object or an array, not %s", method, jsonType(p))
+			return nil, fmt.Errorf("%s: params must encode as an object or an array, not %s", method, JSONType(p))
 		}
 	}
 	c.mu.Lock()

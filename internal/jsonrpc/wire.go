@@ -56,14 +56,14 @@ func parse(line []byte) (reqs []request, batch bool, fail *Error) {
 		}
 		return reqs, true, nil
 	default:
-		return nil, false, invalidRequest("a line holds a request object or a batch array, not " + jsonType(line))
+		return nil, false, invalidRequest("a line holds a request object or a batch array, not " + JSONType(line))
 	}
 }
 
 // parseRequest reads one request object; raw is valid JSON.
 func parseRequest(raw []byte) request {
 	if raw[0] != '{' {
-		return request{err: invalidRequest("a request is an object, not " + jsonType(raw))}
+		return request{err: invalidRequest("a request is an object, not " + JSONType(raw))}
 	}
 	var m map[string]json.RawMessage
 	if err := json.Unmarshal(raw, &m); err != nil {
@@ -77,7 +77,7 @@ func parseRequest(raw []byte) request {
 		case 'n':
 			r.id = id // null: a request (not a notification) whose answer carries id null
 		default:
-			r.err = invalidRequest("id must be a string, a number or null, not " + jsonType(id))
+			r.err = invalidRequest("id must be a string, a number or null, not " + JSONType(id))
 			return r
 		}
 	}
@@ -96,7 +96,7 @@ func parseRequest(raw []byte) request {
 			r.params = p
 		case 'n':
 		default:
-			r.err = invalidRequest(`"params" must be an object or an array, not ` + jsonType(p))
+			r.err = invalidRequest(`"params" must be an object or an array, not ` + JSONType(p))
 			return r
 		}
 	}
@@ -121,8 +121,8 @@ func invalidRequest(problem string) *Error {
 	return protocolError(CodeInvalidRequest, "invalid request: "+problem, problem)
 }
 
-// jsonType names the type of a valid JSON value.
-func jsonType(v []byte) string {
+// JSONType names the type of a valid JSON value in words ("an object", "a string").
+func JSONType(v []byte) string {
 	switch v[0] {
 	case '{':
 		return "an object"

@@ -195,19 +195,10 @@ func checkUint(v json.RawMessage, path string, hi uint64) *jsonrpc.Error {
 	return nil
 }
 
+// jsonKind names a JSON value's type, with a number's value.
 func jsonKind(v json.RawMessage) string {
-	switch v[0] {
-	case '{':
-		return "an object"
-	case '[':
-		return "an array"
-	case '"':
-		return "a string"
-	case 't', 'f':
-		return "a boolean"
-	case 'n':
-		return "null"
-	default:
+	if isNumber(v) {
 		return "a number (" + string(v) + ")"
 	}
+	return jsonrpc.JSONType(v)
 }
