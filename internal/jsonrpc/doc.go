@@ -45,8 +45,8 @@
 //	-32008  aborted              Aborted
 //	-32009  canceled             Canceled
 //	-32010  deadline_exceeded    DeadlineExceeded
-//	-32603  internal             Internal (and DataLoss)
-//	-32000  unknown              Unknown, or an error of no kind
+//	-32603  internal             Internal
+//	-32000  unknown              Unknown, the gRPC codes not above, or an error of no kind
 //
 // A handler may also return an *Error (or wrap one) to choose the code and data itself.
 //
