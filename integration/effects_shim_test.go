@@ -507,17 +507,17 @@ func shimHostile(t *testing.T, l *lab, sock string, g *guestWatch) {
 			`{"jsonrpc":"2.0","id":5,"error":{"code":-32600,"message":"invalid request: \"jsonrpc\" must be \"2.0\"","data":{"problem":"\"jsonrpc\" must be \"2.0\""}}}`},
 		{"exec past its timeout", `{"jsonrpc":"2.0","id":6,"method":"subcontainer.exec","params":{"subcontainer":"probe","argv":["sleep","5"],"timeout_seconds":1}}`,
 			`{"jsonrpc":"2.0","id":6,"error":{"code":-32010,"message":"subcontainer.exec [\"sleep\" \"5\"] in probe: still running after 1s, killed: context deadline exceeded","data":{"kind":"deadline_exceeded"}}}`},
-		{"unimplemented on the host", `{"jsonrpc":"2.0","id":7,"method":"dependency.get","params":{"id":"bitcoind"}}`, ""},
+		{"a package it does not depend on", `{"jsonrpc":"2.0","id":7,"method":"dependency.get","params":{"id":"bitcoind"}}`, ""},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			c := dialShim(t, sock)
 			defer c.close()
 			got := c.call(t, tc.send)
-			if tc.want == "" { // answered by the host: its own words, but the code is ours
+			if tc.want == "" { // refused by the host: its own words, but the code is ours
 				var a rpcAnswer
 				must(t, json.Unmarshal([]byte(got), &a))
-				if a.Error == nil || (a.Error.Code != -32007 && a.Error.Code != -32003 && a.Error.Code != -32001) {
-					t.Fatalf("got %s", got)
+				if a.Error == nil || a.Error.Code != -32004 || !strings.Contains(string(a.Error.Data), `"kind":"permission_denied"`) {
+					t.Fatalf("got %s, want PermissionDenied (-32004)", got)
 				}
 				t.Logf("%s", got)
 			} else if got != tc.want {
