@@ -25,6 +25,9 @@ type Package struct {
 	Trusted     bool      `json:"trusted"`
 	InstalledAt time.Time `json:"installed_at"`
 	UpdatedAt   time.Time `json:"updated_at,omitzero"`
+	// DataVersion is the version of the data in its volumes, as the package set it
+	// (data_version.set), such as after a migration; kept across updates and backed up.
+	DataVersion string `json:"data_version,omitempty"`
 }
 
 // Journal is a package operation under way: what it did so far, so that the next start
