@@ -25,6 +25,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -111,6 +112,10 @@ type Manager struct {
 	locks keylock.Map
 	mu    sync.Mutex // guards nothing but the staging counter
 	seq   int
+	// effects are the package effects (Effects), told of purges; sinks map a package
+	// to the progress of its operation under way, which its scripts' progress joins.
+	effects atomic.Pointer[Effects]
+	sinks   sync.Map
 }
 
 // New returns a manager; call Reconcile before serving.
@@ -342,6 +347,7 @@ func readyTimeout(mf *manifest.Manifest, run []manifest.HookRun) time.Duration {
 // every daemon is ready.
 func (m *Manager) startReady(ctx context.Context, id string, mf *manifest.Manifest, run []manifest.HookRun, op Op) error {
 	op.progress("starting", 0, 0)
+	defer m.progressSink(id, op)()
 	if _, err := m.opts.Containers.StartWith(ctx, id, run); err != nil {
 		return fmt.Errorf("start: %w", err)
 	}
