@@ -80,7 +80,14 @@ func wantCode(t *testing.T, what string, err error, code codes.Code, names strin
 // certd and netd the effects that need them are Unavailable.
 func TestEffectsHost(t *testing.T) {
 	l, ex := installLab(t, "busybox")
-	e := newEdgeLab(t, l, nil)
+	// certd gets domains' certificates from Pebble, which validates through netd.
+	br := testBridge(t)
+	gw := gatewayOf(br)
+	pebble := startPebbleAt(t, false, gw, gw+":80", gw+":443")
+	e := &edgeLab{lab: l, br: br, gw: gw}
+	e.certd = startDaemon(t, "certd", filepath.Join(l.runDir, "certd.sock"), "--run-dir", l.runDir, "--state-dir", filepath.Join(l.dir, "certd"),
+		"--acme-directory", pebble.Directory, "--acme-ca-roots", pebble.RootsFile, "--netd-challenges", filepath.Join(l.runDir, "netd.sock"))
+	e.startNetd(t)
 	two := busyboxAs(t, l, ex, "bbtwo", "[lan]")
 	for _, f := range []string{filepath.Join(ex, "busybox-1.0.0.hpkg"), two} {
 		if out, err := hearthctl(t, l.runDir, "--timeout", "3m", "install", f); err != nil {
@@ -237,17 +244,33 @@ func TestEffectsHost(t *testing.T) {
 		}
 	})
 
+	const domain = "shop.busybox.hearth.test"
 	t.Run("domain", func(t *testing.T) {
-		// busybox binds a domain; the certificate for it is asked of the ACME CA, which
-		// this certd has none of: certd's answer says so, after accepting the name as
-		// busybox's (its owner policy comes first).
-		b, err := host["busybox"].BindInterface(ctx, &hostv1.BindInterfaceRequest{Interface: "web", Kind: "domain", Domain: "Shop.Example.org."})
-		if err != nil || b.GetAddresses()[0].GetName() != "shop.example.org" {
+		// busybox binds a domain (netd gets its certificate from Pebble through certd),
+		// then asks for a certificate of its own for it: certd issues it to busybox as the
+		// owner, the domain being one busybox holds.
+		b, err := host["busybox"].BindInterface(ctx, &hostv1.BindInterfaceRequest{Interface: "web", Kind: "domain", Domain: "Shop.Busybox.hearth.test."})
+		if err != nil || b.GetAddresses()[0].GetName() != domain || b.GetAddresses()[0].GetKind() != "domain" {
 			t.Fatalf("busybox: interface.bind web domain = %v, %v", b, err)
 		}
-		_, err = host["busybox"].GetCertificate(ctx, &hostv1.GetCertificateRequest{Names: []string{"shop.example.org"}})
-		wantCode(t, "busybox: certificate.get of its domain without an ACME CA", err, codes.FailedPrecondition, "ACME")
-		_, err = host["busybox"].GetCertificate(ctx, &hostv1.GetCertificateRequest{Names: []string{"busybox.local", "shop.example.org"}})
+		c, err := host["busybox"].GetCertificate(ctx, &hostv1.GetCertificateRequest{Names: []string{domain}})
+		if err != nil {
+			t.Fatalf("busybox: certificate.get %s: %v", domain, err)
+		}
+		if _, err := tls.X509KeyPair([]byte(c.GetCertificatePem()), []byte(c.GetPrivateKeyPem())); err != nil {
+			t.Errorf("busybox: the key does not go with the certificate of %s: %v", domain, err)
+		}
+		verifyACME(t, pebble, []byte(c.GetCertificatePem()), domain)
+		var certs certv1.ListCertificatesResponse
+		hearthctlJSON(t, l.runDir, &certs, "cert", "ls")
+		owned := false
+		for _, c := range certs.GetCertificates() {
+			owned = owned || (strings.Join(c.GetDnsNames(), ",") == domain && c.GetOwner() == "busybox" && c.GetIssuer() == certv1.Issuer_ISSUER_ACME)
+		}
+		if !owned {
+			t.Errorf("certd has no ACME certificate of %s owned by busybox: %v", domain, certs.GetCertificates())
+		}
+		_, err = host["busybox"].GetCertificate(ctx, &hostv1.GetCertificateRequest{Names: []string{"busybox.local", domain}})
 		wantCode(t, "busybox: certificate.get of a local name and a domain", err, codes.InvalidArgument, "names")
 		// bbtwo's manifest exposes web on the LAN only.
 		for _, kind := range []string{"tor", "domain"} {
@@ -281,10 +304,12 @@ func TestEffectsHost(t *testing.T) {
 			}
 		}
 		// The domain busybox holds is not bbtwo's to bind, unbind or get a certificate for.
-		_, err := host["bbtwo"].GetCertificate(ctx, &hostv1.GetCertificateRequest{Names: []string{"shop.example.org"}})
-		wantCode(t, "bbtwo: certificate.get of busybox's domain", err, codes.PermissionDenied, "shop.example.org")
-		_, err = host["bbtwo"].UnbindInterface(ctx, &hostv1.UnbindInterfaceRequest{Interface: "web", Domain: "shop.example.org"})
-		wantCode(t, "bbtwo: interface.unbind of busybox's domain", err, codes.PermissionDenied, "shop.example.org")
+		_, err := host["bbtwo"].GetCertificate(ctx, &hostv1.GetCertificateRequest{Names: []string{domain}})
+		wantCode(t, "bbtwo: certificate.get of busybox's domain", err, codes.PermissionDenied, domain)
+		_, err = host["bbtwo"].BindInterface(ctx, &hostv1.BindInterfaceRequest{Interface: "web", Kind: "domain", Domain: domain})
+		wantCode(t, "bbtwo: interface.bind of busybox's domain", err, codes.PermissionDenied, domain)
+		_, err = host["bbtwo"].UnbindInterface(ctx, &hostv1.UnbindInterfaceRequest{Interface: "web", Domain: domain})
+		wantCode(t, "bbtwo: interface.unbind of busybox's domain", err, codes.PermissionDenied, domain)
 		_, err = host["busybox"].UnbindInterface(ctx, &hostv1.UnbindInterfaceRequest{Interface: "web", Domain: "never.example.org"})
 		wantCode(t, "busybox: interface.unbind of a domain it does not have", err, codes.NotFound, "never.example.org")
 		// Data versions are each package's own.
@@ -297,7 +322,7 @@ func TestEffectsHost(t *testing.T) {
 		as, err := host["busybox"].GetAddresses(ctx, &hostv1.GetAddressesRequest{Interface: "web"})
 		found := false
 		for _, a := range as.GetAddresses() {
-			found = found || a.GetName() == "shop.example.org"
+			found = found || a.GetName() == domain
 		}
 		if err != nil || !found {
 			t.Errorf("busybox's domain binding after bbtwo's attempts: %v, %v", as, err)

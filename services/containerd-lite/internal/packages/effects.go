@@ -478,24 +478,23 @@ func (e *Effects) BindInterface(ctx context.Context, container string, req *host
 	if err != nil {
 		return nil, err
 	}
-	if !slices.Contains(it.Expose, req.GetKind()) {
-		return nil, fmt.Errorf("interface %s may be exposed on %s only (its manifest's expose), not on %s: %w", name, orText(strings.Join(it.Expose, ", "), "nothing"), req.GetKind(), errdefs.ErrPermissionDenied)
-	}
 	domain := req.GetDomain()
 	switch {
 	case ex == netv1.Exposure_EXPOSURE_DOMAIN && domain == "":
 		return nil, invalid("domain", "empty: give the public domain to bind %s to", name)
 	case ex != netv1.Exposure_EXPOSURE_DOMAIN && domain != "":
 		return nil, invalid("domain", "a domain goes with kind domain only")
-	}
-	_, others, err := e.bindings(ctx, container)
-	if err != nil {
-		return nil, err
-	}
-	if ex == netv1.Exposure_EXPOSURE_DOMAIN {
+	case ex == netv1.Exposure_EXPOSURE_DOMAIN:
+		_, others, err := e.bindings(ctx, container)
+		if err != nil {
+			return nil, err
+		}
 		if domain, err = domainOf(domain, others); err != nil {
 			return nil, err
 		}
+	}
+	if !slices.Contains(it.Expose, req.GetKind()) {
+		return nil, fmt.Errorf("interface %s may be exposed on %s only (its manifest's expose), not on %s: %w", name, orText(strings.Join(it.Expose, ", "), "nothing"), req.GetKind(), errdefs.ErrPermissionDenied)
 	}
 	b, err := e.m.Bind(ctx, p.ID, name, ex, domain, false)
 	if err != nil {
