@@ -37,7 +37,7 @@ func hostClient(t *testing.T, l *lab, name string) hostv1.HostServiceClient {
 
 // busyboxAs packs the busybox example package under another id, its web interface
 // exposed only where expose says (such as "[lan]").
-func busyboxAs(t *testing.T, l *lab, ex, id, expose string) string {
+func busyboxAs(t *testing.T, l *lab, ex, id, expose string, more ...[2]string) string {
 	t.Helper()
 	src := tempDir(t)
 	must(t, exec.Command("tar", "-xf", filepath.Join(ex, "busybox-1.0.0.hpkg"), "-C", src).Run())
@@ -45,7 +45,7 @@ func busyboxAs(t *testing.T, l *lab, ex, id, expose string) string {
 	os.Remove(filepath.Join(src, hpkg.SigName))
 	mf, err := os.ReadFile(filepath.Join(src, "manifest.yaml"))
 	must(t, err)
-	for _, r := range [][2]string{{"id: busybox", "id: " + id}, {"images/busybox.tar", "images"}, {"expose: [lan, tor, domain]", "expose: " + expose}} {
+	for _, r := range append([][2]string{{"id: busybox", "id: " + id}, {"images/busybox.tar", "images"}, {"expose: [lan, tor, domain]", "expose: " + expose}}, more...) {
 		if !bytes.Contains(mf, []byte(r[0])) {
 			t.Fatalf("busybox's manifest has no %q", r[0])
 		}
@@ -426,6 +426,47 @@ func TestEffectsHost(t *testing.T) {
 		// The rest goes on.
 		if _, err := host["busybox"].SetHealth(ctx, &hostv1.SetHealthRequest{Name: "db", Result: "starting"}); err != nil {
 			t.Error(err)
+		}
+	})
+
+	t.Run("during an install", func(t *testing.T) {
+		// The install hook sleeps; meanwhile the package sets its progress and its data
+		// version. hearthctl install shows the progress; the data version is committed
+		// with the package.
+		slow := busyboxAs(t, l, ex, "bbslow", "[lan]", [2]string{`[/bin/sh, -c, "echo`, `[/bin/sh, -c, "sleep 4; echo`})
+		var stderr bytes.Buffer
+		cmd := exec.Command(filepath.Join(binDir, "hearthctl"), "--run-dir", l.runDir, "--timeout", "3m", "install", slow)
+		cmd.Stderr = &stderr
+		must(t, cmd.Start())
+		done := make(chan error, 1)
+		go func() { done <- cmd.Wait() }()
+		t.Cleanup(func() { hearthctl(t, l.runDir, "uninstall", "--purge", "bbslow") })
+		sock := filepath.Join(l.stateDir, "containers", "bbslow", "media", "host", "host.sock")
+		waitFor(t, "bbslow's host.sock", time.Minute, func() bool { _, err := os.Stat(sock); return err == nil })
+		h := hostClient(t, l, "bbslow")
+		var st *hostv1.GetStatusResponse
+		waitFor(t, "bbslow's status during its install", 10*time.Second, func() bool {
+			var err error
+			st, err = h.GetStatus(ctx, &hostv1.GetStatusRequest{})
+			return err == nil
+		})
+		if st.GetPackage() != "bbslow" || st.GetVersion() != "1.0.0" {
+			t.Errorf("status.get during the install: %v", st)
+		}
+		if _, err := h.SetProgress(ctx, &hostv1.SetProgressRequest{Phase: "install", Done: 5, Total: 10, Message: "fetching"}); err != nil {
+			t.Fatalf("progress.set during the install: %v", err)
+		}
+		if _, err := h.SetDataVersion(ctx, &hostv1.SetDataVersionRequest{Version: "3"}); err != nil {
+			t.Fatalf("data_version.set during the install: %v", err)
+		}
+		if err := <-done; err != nil {
+			t.Fatalf("install bbslow: %v\n%s", err, stderr.String())
+		}
+		if !strings.Contains(stderr.String(), "install 5/10: fetching") {
+			t.Errorf("hearthctl install did not show the package's progress:\n%s", stderr.String())
+		}
+		if v, err := h.GetDataVersion(ctx, &hostv1.GetDataVersionRequest{}); err != nil || v.GetVersion() != "3" {
+			t.Errorf("data version after the install: %v, %v; want 3", v, err)
 		}
 	})
 

@@ -203,13 +203,24 @@ func (s *Store) DeleteNotifications(pkg string) error {
 	})
 }
 
+// pendingBucket holds data versions set while an operation (install, update, restore)
+// is under way, by package id: its commit (CommitPackage) takes them into the record, and
+// its end without a commit (a rollback: DeleteJournal, RemovePackage) forgets them, with
+// the data they described. Made on first use, like the notifications'.
+var pendingBucket = []byte("data-versions-pending")
+
 // DataVersion returns the version of the data in a package's volumes, as the package
-// last set it: that of the operation under way (its journal's new record) if there is
-// one, else the installed record's.
+// last set it: during an operation, what it set since the operation began, if anything.
 func (s *Store) DataVersion(id string) (string, error) {
 	var v string
 	err := s.db.View(func(tx *bolt.Tx) error {
-		p, _, err := dataRecord(tx, id)
+		if b := tx.Bucket(pendingBucket); b != nil && tx.Bucket(journalBucket).Get([]byte(id)) != nil {
+			if pv := b.Get([]byte(id)); pv != nil {
+				v = string(pv)
+				return nil
+			}
+		}
+		p, err := operand(tx, id)
 		v = p.DataVersion
 		return err
 	})
@@ -217,42 +228,60 @@ func (s *Store) DataVersion(id string) (string, error) {
 }
 
 // SetDataVersion records the version of the data in a package's volumes. While an
-// install, update or restore is under way, it is set on the record that operation
-// commits (so a rollback forgets it with the data it described); otherwise on the
-// installed record.
+// install, update or restore is under way, it waits for that operation's commit (so a
+// rollback forgets it with the data it described); otherwise it is set on the installed
+// record.
 func (s *Store) SetDataVersion(id, version string) error {
 	return s.db.Update(func(tx *bolt.Tx) error {
-		p, j, err := dataRecord(tx, id)
+		p, err := operand(tx, id)
 		if err != nil {
 			return err
 		}
-		p.DataVersion = version
-		if j != nil {
-			return put(journalBucket, id, j)(tx)
+		if data := tx.Bucket(journalBucket).Get([]byte(id)); data != nil {
+			var j Journal
+			if err := json.Unmarshal(data, &j); err != nil {
+				return fmt.Errorf("operation on %q: %w", id, err)
+			}
+			if j.To != nil {
+				b, err := tx.CreateBucketIfNotExists(pendingBucket)
+				if err != nil {
+					return err
+				}
+				return b.Put([]byte(id), []byte(version))
+			}
 		}
+		p.DataVersion = version
 		return put(packagesBucket, id, p)(tx)
 	})
 }
 
-// dataRecord is the record whose data version counts: the journal's To (then j is the
-// journal, and p points into it) or the installed package.
-func dataRecord(tx *bolt.Tx, id string) (p *Package, j *Journal, err error) {
-	if data := tx.Bucket(journalBucket).Get([]byte(id)); data != nil {
-		j = new(Journal)
-		if err := json.Unmarshal(data, j); err != nil {
-			return nil, nil, fmt.Errorf("operation on %q: %w", id, err)
-		}
-		if j.To != nil {
-			return j.To, j, nil
-		}
-	}
+// operand is the package an effect acts on: the installed record, or the one an
+// operation under way will commit (an install's).
+func operand(tx *bolt.Tx, id string) (Package, error) {
+	var p Package
 	data := tx.Bucket(packagesBucket).Get([]byte(id))
 	if data == nil {
-		return &Package{}, nil, fmt.Errorf("package %q: %w", id, errdefs.ErrNotFound)
+		var j Journal
+		if jd := tx.Bucket(journalBucket).Get([]byte(id)); jd != nil && json.Unmarshal(jd, &j) == nil && j.To != nil {
+			return *j.To, nil
+		}
+		return p, fmt.Errorf("package %q: %w", id, errdefs.ErrNotFound)
 	}
-	p = new(Package)
-	if err := json.Unmarshal(data, p); err != nil {
-		return nil, nil, fmt.Errorf("package %q: %w", id, err)
+	if err := json.Unmarshal(data, &p); err != nil {
+		return p, fmt.Errorf("package %q: %w", id, err)
 	}
-	return p, nil, nil
+	return p, nil
+}
+
+// takePending ends an operation's pending data version: into p when committing (p not
+// nil), forgotten otherwise.
+func takePending(tx *bolt.Tx, id string, p *Package) error {
+	b := tx.Bucket(pendingBucket)
+	if b == nil {
+		return nil
+	}
+	if v := b.Get([]byte(id)); v != nil && p != nil {
+		p.DataVersion = string(v)
+	}
+	return b.Delete([]byte(id))
 }

@@ -169,8 +169,12 @@ func TestDataVersion(t *testing.T) {
 	if v, err := s.DataVersion("p"); v != "1" || err != nil {
 		t.Fatalf("during install: %q, %v", v, err)
 	}
-	j, _ := s.GetJournal("p")
-	must(s.CommitPackage(*j.To))
+	// A later step journals the operation again, from the operation's own copy.
+	must(s.PutJournal(Journal{Op: "install", ID: "p", Step: "ready", To: &to}))
+	if v, _ := s.DataVersion("p"); v != "1" {
+		t.Fatalf("after another step: %q", v)
+	}
+	must(s.CommitPackage(to))
 	if p, _ := s.GetPackage("p"); p.DataVersion != "1" {
 		t.Fatalf("committed record: %+v", p)
 	}
@@ -184,10 +188,20 @@ func TestDataVersion(t *testing.T) {
 	if p, _ := s.GetPackage("p"); p.DataVersion != "1" {
 		t.Fatalf("installed record changed during an update: %+v", p)
 	}
+	if v, _ := s.DataVersion("p"); v != "2" {
+		t.Fatalf("during the update: %q, want 2", v)
+	}
 	must(s.DeleteJournal("p"))
 	if v, _ := s.DataVersion("p"); v != "1" {
 		t.Fatalf("after a rollback: %q, want 1", v)
 	}
+	// The rolled-back version does not come back with the next operation's commit.
+	must(s.PutJournal(Journal{Op: "update", ID: "p", Step: "started", From: &from, To: &to}))
+	must(s.CommitPackage(to))
+	if p, _ := s.GetPackage("p"); p.DataVersion != "1" || p.Version != "2.0.0" {
+		t.Fatalf("a commit after a rolled-back set: %+v", p)
+	}
+	must(s.CommitPackage(from))
 	// No operation: the installed record.
 	must(s.SetDataVersion("p", "3"))
 	if p, _ := s.GetPackage("p"); p.DataVersion != "3" || p.Version != "1.0.0" {
