@@ -499,4 +499,23 @@ func TestEffectsHost(t *testing.T) {
 			t.Errorf("busybox's notification: %v", ns.GetNotifications())
 		}
 	})
+
+	t.Run("backup keeps the data version", func(t *testing.T) {
+		repo, pass := filepath.Join(tempDir(t), "backups"), filepath.Join(l.dir, "pass")
+		must(t, os.WriteFile(pass, []byte("pw"), 0o600))
+		if _, err := hearthctl(t, l.runDir, "backup", "busybox", "--to", repo, "--passphrase-file", pass); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := host["busybox"].SetDataVersion(ctx, &hostv1.SetDataVersionRequest{Version: "after-the-backup"}); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := hearthctl(t, l.runDir, "--timeout", "3m", "restore", "busybox", "--from", repo, "--passphrase-file", pass); err != nil {
+			t.Fatal(err)
+		}
+		v, err := hostClient(t, l, "busybox").GetDataVersion(ctx, &hostv1.GetDataVersionRequest{})
+		if err != nil || v.GetVersion() != "busybox-schema-7" {
+			t.Errorf("data version after restoring the backup: %v, %v; want the backup's, busybox-schema-7", v, err)
+		}
+	})
+
 }
