@@ -18,7 +18,6 @@ import (
 	"google.golang.org/grpc/status"
 
 	"hearth.dev/internal/dial"
-	"hearth.dev/internal/hpkg"
 	certv1 "hearth.dev/proto/hearth/cert/v1"
 	containerv1 "hearth.dev/proto/hearth/container/v1"
 	hostv1 "hearth.dev/proto/hearth/host/v1"
@@ -39,24 +38,7 @@ func hostClient(t *testing.T, l *lab, name string) hostv1.HostServiceClient {
 // exposed only where expose says (such as "[lan]").
 func busyboxAs(t *testing.T, l *lab, ex, id, expose string, more ...[2]string) string {
 	t.Helper()
-	src := tempDir(t)
-	must(t, exec.Command("tar", "-xf", filepath.Join(ex, "busybox-1.0.0.hpkg"), "-C", src).Run())
-	os.Remove(filepath.Join(src, hpkg.TOCName))
-	os.Remove(filepath.Join(src, hpkg.SigName))
-	mf, err := os.ReadFile(filepath.Join(src, "manifest.yaml"))
-	must(t, err)
-	for _, r := range append([][2]string{{"id: busybox", "id: " + id}, {"images/busybox.tar", "images"}, {"expose: [lan, tor, domain]", "expose: " + expose}}, more...) {
-		if !bytes.Contains(mf, []byte(r[0])) {
-			t.Fatalf("busybox's manifest has no %q", r[0])
-		}
-		mf = bytes.Replace(mf, []byte(r[0]), []byte(r[1]), 1)
-	}
-	must(t, os.WriteFile(filepath.Join(src, "manifest.yaml"), mf, 0o644))
-	out := filepath.Join(tempDir(t), id+"-1.0.0.hpkg")
-	if _, err := hearthctl(t, l.runDir, "pack", src, "--key", filepath.Join(ex, "dev.key"), "--out", out); err != nil {
-		t.Fatal(err)
-	}
-	return out
+	return repackBusybox(t, l, ex, id+"-1.0.0.hpkg", append([][2]string{{"id: busybox", "id: " + id}, {"expose: [lan, tor, domain]", "expose: " + expose}}, more...)...)
 }
 
 // wantCode fails unless err has the code, and (when given) names what it should.

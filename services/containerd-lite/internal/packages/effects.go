@@ -464,17 +464,22 @@ func domainOf(domain string, others []*netv1.Binding) (string, error) {
 	return d, nil
 }
 
+// target resolves what a bind or unbind names: the caller's package, its interface and
+// the kind of binding (any kind, when anyKind and kind is empty).
+func (e *Effects) target(container, iface, kind string, anyKind bool) (p store.Package, name string, it manifest.Interface, ex netv1.Exposure, err error) {
+	if p, err = e.pkgOf(container); err != nil {
+		return
+	}
+	if name, it, err = e.ownInterface(p, iface); err != nil {
+		return
+	}
+	ex, err = exposureOf(kind, anyKind)
+	return
+}
+
 // BindInterface implements hostapi.PackageEffects.
 func (e *Effects) BindInterface(ctx context.Context, container string, req *hostv1.BindInterfaceRequest) (*hostv1.BindInterfaceResponse, error) {
-	p, err := e.pkgOf(container)
-	if err != nil {
-		return nil, err
-	}
-	name, it, err := e.ownInterface(p, req.GetInterface())
-	if err != nil {
-		return nil, err
-	}
-	ex, err := exposureOf(req.GetKind(), false)
+	p, name, it, ex, err := e.target(container, req.GetInterface(), req.GetKind(), false)
 	if err != nil {
 		return nil, err
 	}
@@ -505,15 +510,7 @@ func (e *Effects) BindInterface(ctx context.Context, container string, req *host
 
 // UnbindInterface implements hostapi.PackageEffects.
 func (e *Effects) UnbindInterface(ctx context.Context, container string, req *hostv1.UnbindInterfaceRequest) (*hostv1.UnbindInterfaceResponse, error) {
-	p, err := e.pkgOf(container)
-	if err != nil {
-		return nil, err
-	}
-	name, _, err := e.ownInterface(p, req.GetInterface())
-	if err != nil {
-		return nil, err
-	}
-	ex, err := exposureOf(req.GetKind(), true)
+	_, name, _, ex, err := e.target(container, req.GetInterface(), req.GetKind(), true)
 	if err != nil {
 		return nil, err
 	}
