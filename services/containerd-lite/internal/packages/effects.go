@@ -314,7 +314,8 @@ func (e *Effects) Status(ctx context.Context, container string) (*hostv1.GetStat
 	if err != nil {
 		return nil, err
 	}
-	out := &hostv1.GetStatusResponse{Package: container, State: containerState(info)}
+	// A bare container (no package installed in it) reports what its guestd runs.
+	out := &hostv1.GetStatusResponse{State: containerState(info)}
 	if p, err := e.pkgOf(container); err == nil {
 		out.Package, out.Version = p.ID, p.Version
 	}
@@ -323,8 +324,8 @@ func (e *Effects) Status(ctx context.Context, container string) (*hostv1.GetStat
 		if err != nil {
 			return nil, err
 		}
-		if out.Version == "" {
-			out.Version = st.GetVersion()
+		if out.Package == "" {
+			out.Package, out.Version = st.GetPackage(), st.GetVersion()
 		}
 		for _, d := range st.GetDaemons() {
 			out.Daemons = append(out.Daemons, &hostv1.DaemonStatus{Name: d.GetName(), Oneshot: d.GetOneshot(),
@@ -344,7 +345,7 @@ func (e *Effects) Status(ctx context.Context, container string) (*hostv1.GetStat
 	e.mu.Lock()
 	wait := e.wait
 	e.mu.Unlock()
-	if wait != nil {
+	if wait != nil && out.Package != "" {
 		out.WaitingFor = wait(ctx, out.Package)
 	}
 	return out, nil

@@ -1,13 +1,19 @@
 package packages
 
 import (
+	"context"
 	"errors"
+	"fmt"
+	"log/slog"
 	"strings"
 	"testing"
+	"time"
 
 	"hearth.dev/internal/errdefs"
 	hostv1 "hearth.dev/proto/hearth/host/v1"
 	netv1 "hearth.dev/proto/hearth/net/v1"
+	"hearth.dev/services/containerd-lite/internal/containers"
+	"hearth.dev/services/containerd-lite/internal/lxcrt"
 	"hearth.dev/services/containerd-lite/internal/store"
 )
 
@@ -200,5 +206,93 @@ func TestDomainOf(t *testing.T) {
 	}
 	if _, err := domainOf("TAKEN.example.org", others); !errors.Is(err, errdefs.ErrPermissionDenied) || !strings.Contains(err.Error(), "other") {
 		t.Errorf("domainOf(taken) = %v, want PermissionDenied naming the other package", err)
+	}
+}
+
+// fakeContainers answers Get from a map (a missing name is not found); the rest of
+// Containers is not used by these tests.
+type fakeContainers struct {
+	Containers
+	infos map[string]containers.Info
+}
+
+func (f *fakeContainers) Get(_ context.Context, name string) (containers.Info, error) {
+	i, ok := f.infos[name]
+	if !ok {
+		return i, fmt.Errorf("container %q: %w", name, errdefs.ErrNotFound)
+	}
+	return i, nil
+}
+
+// fakeRecords has no packages and no journal.
+type fakeRecords struct{ Records }
+
+func (fakeRecords) GetPackage(id string) (store.Package, error) {
+	return store.Package{}, fmt.Errorf("package %q: %w", id, errdefs.ErrNotFound)
+}
+func (fakeRecords) GetJournal(id string) (store.Journal, error) {
+	return store.Journal{}, fmt.Errorf("operation on %q: %w", id, errdefs.ErrNotFound)
+}
+
+// TestLiveState: health results and progress last as long as their container: a new
+// container of the same name starts without them; they are bounded; done = total ends
+// a phase; status.get of a bare container works and asks for its waits.
+func TestLiveState(t *testing.T) {
+	created := time.Now()
+	fc := &fakeContainers{infos: map[string]containers.Info{"a": {Container: store.Container{Name: "a", CreatedAt: created}, State: lxcrt.Stopped}}}
+	m := &Manager{opts: Options{Containers: fc, Records: fakeRecords{}}, log: slog.Default()}
+	var asked []string
+	e := m.Effects(EffectsOptions{WaitingFor: func(_ context.Context, pkg string) []*hostv1.Wait {
+		asked = append(asked, pkg)
+		return nil
+	}})
+	ctx := context.Background()
+	set := func(name string) error {
+		_, err := e.SetHealth(ctx, "a", &hostv1.SetHealthRequest{Name: name, Result: "passing"})
+		return err
+	}
+	for i := range MaxHealthResults {
+		if err := set(fmt.Sprint("h", i)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := set("one-more"); !errors.Is(err, errdefs.ErrResourceExhausted) {
+		t.Errorf("health result %d: %v, want ResourceExhausted", MaxHealthResults+1, err)
+	}
+	if err := set("h0"); err != nil {
+		t.Errorf("setting a name again at the limit: %v", err)
+	}
+	for _, p := range []*hostv1.SetProgressRequest{{Phase: "x", Done: 1, Total: 4}, {Phase: "y", Done: 2}, {Phase: "x", Done: 4, Total: 4}} {
+		if _, err := e.SetProgress(ctx, "a", p); err != nil {
+			t.Fatal(err)
+		}
+	}
+	st, err := e.GetStatus(ctx, "a", &hostv1.GetStatusRequest{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(st.GetHealth()) != MaxHealthResults || len(st.GetProgress()) != 1 || st.GetProgress()[0].GetPhase() != "y" || st.GetState() != "created" {
+		t.Errorf("status: %d health results, progress %v, state %q", len(st.GetHealth()), st.GetProgress(), st.GetState())
+	}
+	if len(asked) != 0 {
+		t.Errorf("asked what %v waits for: a bare container that runs nothing has no package", asked)
+	}
+	// Another container of the same name: nothing of the old one's.
+	fc.infos["a"] = containers.Info{Container: store.Container{Name: "a", CreatedAt: created.Add(time.Second)}, State: lxcrt.Stopped}
+	if st, _ := e.GetStatus(ctx, "a", &hostv1.GetStatusRequest{}); len(st.GetHealth())+len(st.GetProgress()) != 0 {
+		t.Errorf("a new container shows the old one's: %v", st)
+	}
+	// A deleted container: not found, and nothing kept.
+	delete(fc.infos, "a")
+	if _, err := e.SetHealth(ctx, "a", &hostv1.SetHealthRequest{Name: "x", Result: "passing"}); !errors.Is(err, errdefs.ErrNotFound) {
+		t.Errorf("health.set of a deleted container: %v", err)
+	}
+	if len(e.live) != 0 {
+		t.Errorf("kept state of %d containers, want none", len(e.live))
+	}
+	// Effects that need a package say so.
+	fc.infos["a"] = containers.Info{Container: store.Container{Name: "a", CreatedAt: created}, State: lxcrt.Stopped}
+	if _, err := e.SetDataVersion(ctx, "a", &hostv1.SetDataVersionRequest{Version: "1"}); !errors.Is(err, errdefs.ErrFailedPrecondition) {
+		t.Errorf("data_version.set in a bare container: %v, want FailedPrecondition", err)
 	}
 }
