@@ -62,14 +62,7 @@ func wantCode(t *testing.T, what string, err error, code codes.Code, names strin
 // certd and netd the effects that need them are Unavailable.
 func TestEffectsHost(t *testing.T) {
 	l, ex := installLab(t, "busybox")
-	// certd gets domains' certificates from Pebble, which validates through netd.
-	br := testBridge(t)
-	gw := gatewayOf(br)
-	pebble := startPebbleAt(t, false, gw, gw+":80", gw+":443")
-	e := &edgeLab{lab: l, br: br, gw: gw}
-	e.certd = startDaemon(t, "certd", filepath.Join(l.runDir, "certd.sock"), "--run-dir", l.runDir, "--state-dir", filepath.Join(l.dir, "certd"),
-		"--acme-directory", pebble.Directory, "--acme-ca-roots", pebble.RootsFile, "--netd-challenges", filepath.Join(l.runDir, "netd.sock"))
-	e.startNetd(t)
+	e, pebble := newACMEEdgeLab(t, l)
 	two := busyboxAs(t, l, ex, "bbtwo", "[lan]")
 	for _, f := range []string{filepath.Join(ex, "busybox-1.0.0.hpkg"), two} {
 		if out, err := hearthctl(t, l.runDir, "--timeout", "3m", "install", f); err != nil {
