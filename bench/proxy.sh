@@ -10,7 +10,10 @@
 # self-signed certificate and TLS 1.3 suite (AES-128-GCM, which Go's server picks); nginx
 # has http2 on, proxy_http_version 1.1, an upstream keepalive pool and the forwarding
 # headers set, as our proxy does, and buffers enough to hold a 1 MiB answer in memory
-# (its defaults would spill it to a temporary file). The load is wrk's (HTTP/1.1, keep-alive):
+# (its defaults would spill it to a temporary file). Each proxy gets the whole machine
+# the same way: nginx one worker per CPU (worker_processes auto), ours as many Go
+# processors (GOMAXPROCS's default); nothing is pinned; the backend, wrk and h2load are
+# shared. The load is wrk's (HTTP/1.1, keep-alive):
 #   - throughput: -t2 -c32, requests per second for each file;
 #   - latency: -t1 -c1 on the 1 KiB file (one request at a time, so no queueing),
 #     p50 and p99; added latency = a proxy's minus the direct connection's.

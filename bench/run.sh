@@ -93,3 +93,9 @@ if [ "${BENCH_BACKUP:-1}" != 0 ]; then
 	echo "== backup and restore of ~1 GiB of mixed files: hearth / restic =="
 	bench/backup.sh 2>/dev/null | grep -v '^BACKUP ' || echo "bench/backup.sh failed" >&2
 fi
+
+# The TLS reverse proxy: netd's against nginx in the same configuration, same backend
+# (PROXY lines and a table; "PROXY skipped" without nginx or wrk).
+echo
+echo "== TLS reverse proxy: hearth / nginx =="
+bench/proxy.sh || echo "bench/proxy.sh failed" >&2

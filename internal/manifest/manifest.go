@@ -31,6 +31,8 @@ type Manifest struct {
 	Interfaces map[string]Interface `yaml:"interfaces,omitempty" json:"interfaces,omitempty"`
 	Actions    map[string]Action    `yaml:"actions,omitempty" json:"actions,omitempty"`
 	Hooks      Hooks                `yaml:"hooks,omitempty" json:"hooks"`
+	// Dependencies are the other packages this one uses (see dependencies.go).
+	Dependencies map[string]Dependency `yaml:"dependencies,omitempty" json:"dependencies,omitempty"`
 	// AllowDowngrade lets an older version of the package replace this one.
 	AllowDowngrade bool `yaml:"allow_downgrade,omitempty" json:"allow_downgrade,omitempty"`
 }

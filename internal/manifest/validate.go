@@ -166,6 +166,7 @@ func (m *Manifest) Validate() error {
 		}
 	}
 	c.cycles(m)
+	c.dependencies(m)
 	if len(c.problems) > 0 {
 		return c.problems
 	}

@@ -8,11 +8,9 @@ import (
 	"os"
 	"sort"
 	"strings"
-	"time"
 
 	"github.com/spf13/cobra"
 	"google.golang.org/grpc"
-	"google.golang.org/protobuf/types/known/durationpb"
 
 	"hearth.dev/internal/manifest"
 	containerv1 "hearth.dev/proto/hearth/container/v1"
@@ -162,48 +160,7 @@ data, the old version running again; the error says why.`,
 		}),
 	}
 
-	var grace time.Duration
-	lifecycle := func(verb, short string, stop, start bool) *cobra.Command {
-		return &cobra.Command{
-			Use:   verb + " ID",
-			Short: short,
-			Args:  cobra.ExactArgs(1),
-			RunE: call(g, "containerd-lite", newPackageClients, func(ctx context.Context, cl packageClients, args []string) error {
-				p, err := cl.packages.GetPackage(ctx, &containerv1.GetPackageRequest{Id: args[0]})
-				if err != nil {
-					return err
-				}
-				name := p.GetPackage().GetContainer()
-				var c *containerv1.Container
-				if stop {
-					resp, err := cl.containers.StopContainer(ctx, &containerv1.StopContainerRequest{Name: name, Timeout: durationpb.New(grace)})
-					if err != nil {
-						return err
-					}
-					c = resp.GetContainer()
-				}
-				if start {
-					resp, err := cl.containers.StartContainer(ctx, &containerv1.StartContainerRequest{Name: name})
-					if err != nil {
-						return err
-					}
-					c = resp.GetContainer()
-				}
-				if g.output == "json" {
-					return g.printJSON(c)
-				}
-				_, err = fmt.Fprintf(g.stdout, "%s\t%s\n", args[0], stateName(c.GetState()))
-				return err
-			}),
-		}
-	}
-	startCmd := lifecycle("start", "Start a package", false, true)
-	stopCmd := lifecycle("stop", "Stop a package (its daemons get --grace to stop cleanly)", true, false)
-	restartCmd := lifecycle("restart", "Stop and start a package", true, true)
-	for _, c := range []*cobra.Command{stopCmd, restartCmd} {
-		c.Flags().DurationVar(&grace, "grace", 0, "how long the daemons have to stop cleanly (default: what the manifest gives them)")
-	}
-	return []*cobra.Command{install, update, uninstall, ls, info, status, startCmd, stopCmd, restartCmd}
+	return append([]*cobra.Command{install, update, uninstall, ls, info, status}, lifecycleCmds(g)...)
 }
 
 // fileStream is one call that takes a package file: install, update, restore.
@@ -309,7 +266,12 @@ func (g *globals) showResult(verb string, res *containerv1.PackageResult) error 
 		return g.printJSON(res)
 	}
 	p := res.GetPackage()
-	_, err := fmt.Fprintf(g.stdout, "%s %s %s (%s); it runs in container %s\n", p.GetId(), p.GetVersion(), verb, signer(p), p.GetContainer())
+	where := "it runs in container " + p.GetContainer()
+	if st := p.GetState(); st != "" && st != "running" {
+		// An install whose dependencies are not there (the warnings say which).
+		where = fmt.Sprintf("container %s is %s: it starts once its dependencies run", p.GetContainer(), st)
+	}
+	_, err := fmt.Fprintf(g.stdout, "%s %s %s (%s); %s\n", p.GetId(), p.GetVersion(), verb, signer(p), where)
 	return err
 }
 

@@ -1648,7 +1648,10 @@ type StopPackageRequest struct {
 	// Stop the running packages that depend on it first (dependents before dependencies).
 	Cascade bool `protobuf:"varint,2,opt,name=cascade,proto3" json:"cascade,omitempty"`
 	// How long its daemons have to stop cleanly; the manifest's when unset.
-	Grace         *durationpb.Duration `protobuf:"bytes,3,opt,name=grace,proto3" json:"grace,omitempty"`
+	Grace *durationpb.Duration `protobuf:"bytes,3,opt,name=grace,proto3" json:"grace,omitempty"`
+	// Stop nothing: only say (in stopped) what a stop with cascade would stop, so that a
+	// client can ask its user first.
+	DryRun        bool `protobuf:"varint,4,opt,name=dry_run,json=dryRun,proto3" json:"dry_run,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1702,6 +1705,13 @@ func (x *StopPackageRequest) GetGrace() *durationpb.Duration {
 		return x.Grace
 	}
 	return nil
+}
+
+func (x *StopPackageRequest) GetDryRun() bool {
+	if x != nil {
+		return x.DryRun
+	}
+	return false
 }
 
 type StopPackageResponse struct {
@@ -2427,11 +2437,12 @@ const file_hearth_container_v1_package_proto_rawDesc = "" +
 	"\x14StartPackageResponse\x126\n" +
 	"\apackage\x18\x01 \x01(\v2\x1c.hearth.container.v1.PackageR\apackage\x125\n" +
 	"\vwaiting_for\x18\x02 \x03(\v2\x14.hearth.host.v1.WaitR\n" +
-	"waitingFor\"o\n" +
+	"waitingFor\"\x88\x01\n" +
 	"\x12StopPackageRequest\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x18\n" +
 	"\acascade\x18\x02 \x01(\bR\acascade\x12/\n" +
-	"\x05grace\x18\x03 \x01(\v2\x19.google.protobuf.DurationR\x05grace\"/\n" +
+	"\x05grace\x18\x03 \x01(\v2\x19.google.protobuf.DurationR\x05grace\x12\x17\n" +
+	"\adry_run\x18\x04 \x01(\bR\x06dryRun\"/\n" +
 	"\x13StopPackageResponse\x12\x18\n" +
 	"\astopped\x18\x01 \x03(\tR\astopped\")\n" +
 	"\x17GetPackageStatusRequest\x12\x0e\n" +

@@ -120,11 +120,19 @@ func (m *Manager) install(ctx context.Context, r io.Reader, op Op, rf *restoreFr
 	case mf.Hooks.Install != nil:
 		run = append(run, manifest.HookRun{Name: manifest.HookInstall, Env: map[string]string{"HEARTH_TO_VERSION": v.Version}})
 	}
-	if err := m.journal(j, stepStarted); err != nil {
-		return undo(stepStarted, err)
+	// A package whose dependencies are not there waits for them (deps.go).
+	waits, depWarn, err := m.deferStart(ctx, v.ID, mf, run)
+	if err != nil {
+		return undo(stepCreated, err)
 	}
-	if err := m.startReady(ctx, v.ID, mf, run, op); err != nil {
-		return undo(stepStarted, err)
+	warn = append(warn, depWarn...)
+	if len(waits) == 0 {
+		if err := m.journal(j, stepStarted); err != nil {
+			return undo(stepStarted, err)
+		}
+		if err := m.startReady(ctx, v.ID, mf, run, op); err != nil {
+			return undo(stepStarted, err)
+		}
 	}
 	if err := m.journal(j, stepCommitted); err != nil {
 		return undo(stepCommitted, err)

@@ -112,6 +112,7 @@ type Manager struct {
 	locks keylock.Map
 	mu    sync.Mutex // guards nothing but the staging counter
 	seq   int
+	dep   depState // dependencies: intents and the waiter (deps.go)
 	// effects are the package effects (Effects), told of purges; sinks map a package
 	// to the progress of its operation under way, which its scripts' progress joins.
 	effects atomic.Pointer[Effects]

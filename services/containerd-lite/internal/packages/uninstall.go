@@ -131,8 +131,8 @@ func (m *Manager) ensureRunning(ctx context.Context, p store.Package) error {
 	if err != nil {
 		return err
 	}
-	if i.State == lxcrt.Running {
-		return nil
+	if i.State == lxcrt.Running || m.isWaiting(p.ID) {
+		return nil // a package that waits for its dependencies starts when they are there
 	}
 	mf, err := manifest.Parse(p.Manifest)
 	if err != nil {

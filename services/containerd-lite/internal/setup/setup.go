@@ -165,10 +165,15 @@ func initDaemon(env *daemon.Env, baseSrc string, policy limits.Policy, reserve i
 		return nil, daemon.Hooks{}, err
 	}
 	var m *containers.Manager
+	var pkgs *packages.Manager
 	var fx *packages.Effects
 	hosts := hostsock.New(env.Logger, func(c string) hostv1.HostServiceServer {
+		// Nil pointers would be non-nil interfaces (both are set before any container is served).
 		d := hostapi.Deps{Overlays: m}
-		if fx != nil { // a nil *Effects would be a non-nil interface
+		if pkgs != nil {
+			d.Depends = pkgs
+		}
+		if fx != nil {
 			d.Package = fx
 		}
 		return hostapi.New(c, d)
@@ -197,7 +202,7 @@ func initDaemon(env *daemon.Env, baseSrc string, policy limits.Policy, reserve i
 		st.Close()
 		return nil, daemon.Hooks{}, err
 	}
-	pkgs, err := packages.New(packages.Options{
+	pkgs, err = packages.New(packages.Options{
 		Containers: m, Images: imgs, Records: st, Verify: packages.HpkgVerifier(trust),
 		StateDir: filepath.Join(env.StateDir, "packages"), Logger: env.Logger, Net: netd,
 		// For the crash tests only: die at a journaled step.
@@ -207,7 +212,7 @@ func initDaemon(env *daemon.Env, baseSrc string, policy limits.Policy, reserve i
 		st.Close()
 		return nil, daemon.Hooks{}, err
 	}
-	fxOpts.Records = st
+	fxOpts.Records, fxOpts.WaitingFor = st, pkgs.WaitingFor
 	fx = pkgs.Effects(fxOpts)
 	containerv1.RegisterContainerServiceServer(env.Server, containerapi.New(m))
 	containerv1.RegisterImageServiceServer(env.Server, imageapi.New(imgs))
@@ -232,6 +237,9 @@ func initDaemon(env *daemon.Env, baseSrc string, policy limits.Policy, reserve i
 			}
 			return pkgs.Reconcile(ctx)
 		},
+		// Starts the packages that wait for their dependencies (and, at start-up, those
+		// that should run and do not).
+		Run: pkgs.RunWaiter,
 		Close: func() error {
 			return errors.Join(m.Close(), st.Close())
 		},

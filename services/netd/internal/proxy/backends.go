@@ -3,7 +3,6 @@ package proxy
 import (
 	"bufio"
 	"context"
-	"errors"
 	"io"
 	"net"
 	"sync"
@@ -32,10 +31,34 @@ type backends struct {
 type backendConn struct {
 	net.Conn
 	addr   string
-	lr     limitedReader // what br reads: capped while a response head is read
+	rd     backendReader // what br reads
 	br     *bufio.Reader
 	bw     *bufio.Writer
 	idleAt time.Time
+
+	// Kept from one exchange to the next: the response head's buffer, its parse, and
+	// the body's reader.
+	head []byte
+	resp respHead
+	body bodyReader
+}
+
+// backendReader reads the connection, letting the exchange push out what it has
+// written to its client before each read (which may wait).
+type backendReader struct {
+	c      net.Conn
+	io     *sockIO // c's, nil if none
+	before downstream
+}
+
+func (r *backendReader) Read(b []byte) (int, error) {
+	if r.before != nil {
+		r.before.beforeBackendRead()
+	}
+	if r.io != nil {
+		return r.io.Read(b)
+	}
+	return r.c.Read(b)
 }
 
 var (
@@ -78,18 +101,23 @@ func (b *backends) get(ctx context.Context, addr string) (bc *backendConn, reuse
 	if err != nil {
 		return nil, false, err
 	}
-	bc = &backendConn{Conn: c, addr: addr, lr: limitedReader{r: c, remain: noLimit}}
+	sio := newSockIO(c)
+	bc = &backendConn{Conn: c, addr: addr, rd: backendReader{c: c, io: sio}}
+	var w io.Writer = c
+	if sio != nil {
+		w = sio
+	}
 	if r, ok := readerPool.Get().(*bufio.Reader); ok {
-		r.Reset(&bc.lr)
+		r.Reset(&bc.rd)
 		bc.br = r
 	} else {
-		bc.br = bufio.NewReaderSize(&bc.lr, 32<<10)
+		bc.br = bufio.NewReaderSize(&bc.rd, 32<<10)
 	}
-	if w, ok := writerPool.Get().(*bufio.Writer); ok {
-		w.Reset(c)
-		bc.bw = w
+	if pw, ok := writerPool.Get().(*bufio.Writer); ok {
+		pw.Reset(w)
+		bc.bw = pw
 	} else {
-		bc.bw = bufio.NewWriterSize(c, 8<<10)
+		bc.bw = bufio.NewWriterSize(w, 8<<10)
 	}
 	return bc, false, nil
 }
@@ -170,30 +198,4 @@ func (bc *backendConn) close() {
 		writerPool.Put(bc.bw)
 		bc.bw = nil
 	}
-}
-
-const noLimit = 1<<63 - 1
-
-// errHeadTooLarge: a backend's response head went over the cap.
-var errHeadTooLarge = errors.New("the response head is too large")
-
-// limitedReader reads from r until remain bytes have been read, then fails. It counts
-// what it has read.
-type limitedReader struct {
-	r      io.Reader
-	remain int64
-	count  int64
-}
-
-func (l *limitedReader) Read(b []byte) (int, error) {
-	if l.remain <= 0 {
-		return 0, errHeadTooLarge
-	}
-	if int64(len(b)) > l.remain {
-		b = b[:l.remain]
-	}
-	n, err := l.r.Read(b)
-	l.remain -= int64(n)
-	l.count += int64(n)
-	return n, err
 }

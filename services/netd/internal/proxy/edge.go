@@ -12,8 +12,8 @@ import (
 )
 
 // handleTLSConn routes one connection of the HTTPS address by its ClientHello: a
-// TLS-ALPN-01 answer, a passthrough stream, or a TLS connection handed to the HTTPS
-// server.
+// TLS-ALPN-01 answer, a passthrough stream, or a TLS connection served here (HTTP/1.1)
+// or handed to the HTTP/2 server.
 func (p *Proxy) handleTLSConn(c *conn) {
 	_ = c.SetDeadline(time.Now().Add(p.cfg.HandshakeTimeout))
 	hello, err := peekClientHello(c)
@@ -43,7 +43,14 @@ func (p *Proxy) handleTLSConn(c *conn) {
 		return
 	}
 	_ = c.SetDeadline(time.Time{})
-	p.queue.hand(tc)
+	if tc.ConnectionState().NegotiatedProtocol == "h2" {
+		if c.io != nil {
+			c.batch.Store(newBatchWriter(c.io))
+		}
+		p.queue.hand(tc)
+		return
+	}
+	p.serveH1(c, tc)
 }
 
 // answerTLSALPN01 completes an acme-tls/1 handshake with the name's validation
