@@ -23,17 +23,6 @@ import (
 	hostv1 "hearth.dev/proto/hearth/host/v1"
 )
 
-// hostClient dials a container's host.sock from the host, as its guestd would.
-func hostClient(t *testing.T, l *lab, name string) hostv1.HostServiceClient {
-	t.Helper()
-	conn, err := dial.Unix(filepath.Join(l.stateDir, "containers", name, "media", "host", "host.sock"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { conn.Close() })
-	return hostv1.NewHostServiceClient(conn)
-}
-
 // busyboxAs packs the busybox example package under another id, its web interface
 // exposed only where expose says (such as "[lan]").
 func busyboxAs(t *testing.T, l *lab, ex, id, expose string, more ...[2]string) string {
@@ -78,7 +67,7 @@ func TestEffectsHost(t *testing.T) {
 	other := map[string]string{"busybox": "bbtwo", "bbtwo": "busybox"}
 	host := map[string]hostv1.HostServiceClient{}
 	for _, p := range pkgs {
-		host[p] = hostClient(t, l, p)
+		host[p] = l.hostClient(t, p)
 	}
 	var rootPEM string
 	if out, err := hearthctl(t, l.runDir, "cert", "root"); err != nil {
@@ -418,7 +407,7 @@ func TestEffectsHost(t *testing.T) {
 		t.Cleanup(func() { hearthctl(t, l.runDir, "uninstall", "--purge", "bbslow") })
 		sock := filepath.Join(l.stateDir, "containers", "bbslow", "media", "host", "host.sock")
 		waitFor(t, "bbslow's host.sock", time.Minute, func() bool { _, err := os.Stat(sock); return err == nil })
-		h := hostClient(t, l, "bbslow")
+		h := l.hostClient(t, "bbslow")
 		var st *hostv1.GetStatusResponse
 		waitFor(t, "bbslow's status during its install", 10*time.Second, func() bool {
 			var err error
@@ -445,6 +434,30 @@ func TestEffectsHost(t *testing.T) {
 		}
 	})
 
+	t.Run("waiting for", func(t *testing.T) {
+		// A package whose dependency is not installed waits for it: hearthctl status and
+		// GetPackageStatus say so.
+		wait := busyboxAs(t, l, ex, "bbwait", "[lan]", [2]string{"interfaces:\n", "dependencies:\n  bbmissing: {version: \">=1.0\"}\ninterfaces:\n"})
+		if _, err := hearthctl(t, l.runDir, "install", wait); err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { hearthctl(t, l.runDir, "uninstall", "--purge", "bbwait") })
+		if out, err := hearthctl(t, l.runDir, "start", "bbwait"); err != nil {
+			t.Fatalf("start bbwait: %v\n%s", err, out)
+		}
+		out, err := hearthctl(t, l.runDir, "status", "bbwait")
+		if err != nil || !strings.Contains(out, "waiting for: bbmissing (not installed)") {
+			t.Errorf("hearthctl status bbwait: %v\n%s", err, out)
+		}
+		conn, err := dial.Unix(filepath.Join(l.runDir, "containerd-lite.sock"))
+		must(t, err)
+		defer conn.Close()
+		resp, err := containerv1.NewPackageServiceClient(conn).GetPackageStatus(ctx, &containerv1.GetPackageStatusRequest{Id: "bbwait"})
+		if ws := resp.GetStatus().GetWaitingFor(); err != nil || len(ws) != 1 || ws[0].GetPackage() != "bbmissing" || resp.GetStatus().GetState() == "running" {
+			t.Errorf("GetPackageStatus(bbwait) = %v, %v; want it waiting for bbmissing", resp, err)
+		}
+	})
+
 	t.Run("uninstall", func(t *testing.T) {
 		// Without --purge the notifications stay; with it they go.
 		if _, err := hearthctl(t, l.runDir, "uninstall", "bbtwo"); err != nil {
@@ -458,7 +471,7 @@ func TestEffectsHost(t *testing.T) {
 		if _, err := hearthctl(t, l.runDir, "--timeout", "3m", "install", two); err != nil {
 			t.Fatal(err)
 		}
-		if v, err := hostClient(t, l, "bbtwo").GetStatus(ctx, &hostv1.GetStatusRequest{}); err != nil || len(v.GetHealth()) != 0 {
+		if v, err := l.hostClient(t, "bbtwo").GetStatus(ctx, &hostv1.GetStatusRequest{}); err != nil || len(v.GetHealth()) != 0 {
 			t.Errorf("a new bbtwo container shows the old one's health results: %v, %v", v, err)
 		}
 		if _, err := hearthctl(t, l.runDir, "uninstall", "--purge", "bbtwo"); err != nil {
@@ -487,7 +500,7 @@ func TestEffectsHost(t *testing.T) {
 		if _, err := hearthctl(t, l.runDir, "--timeout", "3m", "restore", "busybox", "--from", repo, "--passphrase-file", pass); err != nil {
 			t.Fatal(err)
 		}
-		v, err := hostClient(t, l, "busybox").GetDataVersion(ctx, &hostv1.GetDataVersionRequest{})
+		v, err := l.hostClient(t, "busybox").GetDataVersion(ctx, &hostv1.GetDataVersionRequest{})
 		if err != nil || v.GetVersion() != "busybox-schema-7" {
 			t.Errorf("data version after restoring the backup: %v, %v; want the backup's, busybox-schema-7", v, err)
 		}

@@ -320,7 +320,7 @@ func (e *Effects) Status(ctx context.Context, container string) (*hostv1.GetStat
 		out.Package, out.Version = p.ID, p.Version
 	}
 	if info.State == lxcrt.Running {
-		st, err := e.daemons(ctx, container)
+		st, err := e.m.guestStatus(ctx, container)
 		if err != nil {
 			return nil, err
 		}
@@ -329,7 +329,7 @@ func (e *Effects) Status(ctx context.Context, container string) (*hostv1.GetStat
 		}
 		for _, d := range st.GetDaemons() {
 			out.Daemons = append(out.Daemons, &hostv1.DaemonStatus{Name: d.GetName(), Oneshot: d.GetOneshot(),
-				State: strings.ToLower(strings.TrimPrefix(d.GetState().String(), "DAEMON_STATE_")), Restarts: d.GetRestarts(), Health: d.GetHealth()})
+				State: stateWord(d.GetState()), Restarts: d.GetRestarts(), Health: d.GetHealth()})
 		}
 	}
 	if s != nil {
@@ -351,9 +351,10 @@ func (e *Effects) Status(ctx context.Context, container string) (*hostv1.GetStat
 	return out, nil
 }
 
-// daemons asks the container's guestd for its daemons, as hearthctl status does.
-func (e *Effects) daemons(ctx context.Context, container string) (*guestv1.GetStatusResponse, error) {
-	d, err := e.m.opts.Containers.GuestDialer(container)
+// guestStatus asks a running container's guestd for its daemons, as hearthctl status
+// does (5 s at most).
+func (m *Manager) guestStatus(ctx context.Context, container string) (*guestv1.GetStatusResponse, error) {
+	d, err := m.opts.Containers.GuestDialer(container)
 	if err != nil {
 		return nil, err
 	}
@@ -362,7 +363,9 @@ func (e *Effects) daemons(ctx context.Context, container string) (*guestv1.GetSt
 		return nil, err
 	}
 	defer conn.Close()
-	st, err := guestv1.NewGuestServiceClient(conn).GetStatus(ctx, &guestv1.GetStatusRequest{})
+	sctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	st, err := guestv1.NewGuestServiceClient(conn).GetStatus(sctx, &guestv1.GetStatusRequest{})
 	if err != nil {
 		return nil, fmt.Errorf("ask guestd in %q for its daemons: %w", container, errdefs.FromGRPC(err))
 	}
