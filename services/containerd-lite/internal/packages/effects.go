@@ -120,9 +120,6 @@ func (e *Effects) SetWaitingFor(f WaitingFor) {
 	e.wait = f
 }
 
-// Records are the notifications' store (for NotificationService).
-func (e *Effects) Records() EffectRecords { return e.o.Records }
-
 // invalid is a bad parameter: it names the parameter and the fix.
 func invalid(param, format string, args ...any) error {
 	return fmt.Errorf("%s: %s: %w", param, fmt.Sprintf(format, args...), errdefs.ErrInvalidArgument)
