@@ -298,6 +298,7 @@ func TestEffectsHost(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
+		t.Logf("hearthctl status busybox:\n%s", out)
 		for _, want := range []string{"HEALTH", "db", "passing", "busybox db ok", "sync", "failing", "PROGRESS", "migration", "7/10 (70%)", "copying rows"} {
 			if !strings.Contains(out, want) {
 				t.Errorf("hearthctl status busybox lacks %q:\n%s", want, out)
@@ -343,6 +344,7 @@ func TestEffectsHost(t *testing.T) {
 		if err != nil || !strings.Contains(out, "busybox needs a hand") || !strings.Contains(out, "line one ...") {
 			t.Errorf("hearthctl notifications: %v\n%s", err, out)
 		}
+		t.Logf("hearthctl notifications:\n%s", out)
 		// Dismissing another package's id under --package changes nothing.
 		if out, err := hearthctl(t, l.runDir, "notifications", "dismiss", "--package", "busybox", byPkg["bbtwo"]); err == nil || !strings.Contains(err.Error(), "NotFound") {
 			t.Errorf("dismiss bbtwo's notification as busybox's: %v\n%s", err, out)
