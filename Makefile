@@ -13,13 +13,13 @@ export GOFLAGS ?= -buildvcs=false
 
 DAEMONS := containerd-lite netd certd
 
-.PHONY: build deps tools proto lint test test-unit bench demo base-rootfs examples clean
+.PHONY: build deps tools proto docs lint test test-unit bench demo base-rootfs examples clean
 
 # Debian packages and the containers' id range; installs what is missing when run as root.
 deps:
 	@deploy/install-deps.sh
 
-build: $(addprefix $(BIN)/,$(DAEMONS) guestd hearthctl) base-rootfs
+build: $(addprefix $(BIN)/,$(DAEMONS) guestd hearth-effect hearthctl) base-rootfs
 
 $(BIN)/containerd-lite $(BIN)/netd $(BIN)/certd: FORCE
 	$(GO) build -ldflags '$(LDFLAGS)' -o $@ ./services/$(notdir $@)
@@ -28,11 +28,15 @@ $(BIN)/containerd-lite $(BIN)/netd $(BIN)/certd: FORCE
 $(BIN)/guestd: FORCE
 	CGO_ENABLED=0 $(GO) build -trimpath -ldflags '-s -w $(LDFLAGS)' -o $@ ./services/guestd
 
+# The effect client package scripts call, in every subcontainer: static, no gRPC.
+$(BIN)/hearth-effect: FORCE
+	CGO_ENABLED=0 $(GO) build -trimpath -ldflags '-s -w $(LDFLAGS)' -o $@ ./services/guestd/cmd/hearth-effect
+
 $(BIN)/hearthctl: FORCE
 	$(GO) build -ldflags '$(LDFLAGS)' -o $@ ./cmd/hearthctl
 
-base-rootfs: $(BIN)/guestd
-	deploy/base-rootfs/build.sh $(BASE) $(BIN)/guestd
+base-rootfs: $(BIN)/guestd $(BIN)/hearth-effect
+	deploy/base-rootfs/build.sh $(BASE) $(BIN)/guestd $(BIN)/hearth-effect
 
 FORCE:
 
@@ -54,7 +58,16 @@ tools:
 proto: tools
 	$(TOOLS)/buf generate
 
+# docs/effects.md, generated from the effect marks and comments of the host API's proto.
+EFFECTS_DOC = $(TOOLS)/buf build --as-file-descriptor-set -o $$tmp/api.binpb && \
+	$(GO) run ./services/guestd/cmd/effects-doc $$tmp/api.binpb
+
+docs: tools
+	@tmp=$$(mktemp -d); trap 'rm -rf $$tmp' EXIT; $(EFFECTS_DOC) > $$tmp/effects.md && mv $$tmp/effects.md docs/effects.md
+
 lint: tools
+	@tmp=$$(mktemp -d); trap 'rm -rf $$tmp' EXIT; $(EFFECTS_DOC) > $$tmp/effects.md && \
+	cmp -s $$tmp/effects.md docs/effects.md || { echo "docs/effects.md is stale: run make docs"; exit 1; }
 	$(TOOLS)/buf lint
 	$(TOOLS)/buf format --diff --exit-code
 	$(TOOLS)/buf breaking --against proto/api.binpb
@@ -75,9 +88,11 @@ proto-lock: tools
 	$(TOOLS)/buf build -o proto/api.binpb
 
 # Every test of every module. Root-only tests skip (with the reason) when not root; CI is root.
+# Then the JSON-RPC line parser is fuzzed briefly (its seeds run in every plain go test).
 test: deps build tools
 	PATH="$(TOOLS):$$PATH" HEARTH_BIN_DIR=$(BIN) HEARTH_BASE_ROOTFS=$(BASE) \
 		$(GO) test -count=1 -timeout 25m $(addsuffix /...,$(addprefix ./,$(MODULES)))
+	$(GO) test -run '^$$' -fuzz '^FuzzParse$$' -fuzztime 10s ./internal/jsonrpc
 
 test-unit:
 	$(GO) test -count=1 -short $(addsuffix /...,$(addprefix ./,$(MODULES)))

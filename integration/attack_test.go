@@ -22,10 +22,7 @@ import (
 	"testing"
 	"time"
 
-	v1 "github.com/google/go-containerregistry/pkg/v1"
-
 	containerv1 "hearth.dev/proto/hearth/container/v1"
-	"hearth.dev/services/containerd-lite/imagetest"
 )
 
 const (
@@ -153,18 +150,7 @@ func (a *attackLab) hostBase(t *testing.T, name string) uint32 {
 func importAttackerImage(t *testing.T, l *lab) {
 	t.Helper()
 	dir := tempDir(t)
-	bin := filepath.Join(dir, "attacker")
-	cmd := exec.Command("go", "build", "-trimpath", "-ldflags", "-s -w", "-o", bin, "./attacker")
-	cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
-	if out, err := cmd.CombinedOutput(); err != nil {
-		t.Fatalf("build the attacker: %v\n%s", err, out)
-	}
-	body, err := os.ReadFile(bin)
-	must(t, err)
-	files, err := imagetest.Busybox("/bin/busybox")
-	must(t, err)
-	files = append(files, imagetest.File{Name: "attacker", Body: string(body), Mode: 0o755})
-	must(t, imagetest.WriteOCILayout(filepath.Join(dir, "layout"), imagetest.Image(v1.Config{}, files)))
+	busyboxWithHelper(t, filepath.Join(dir, "layout"), "./attacker", "attacker")
 	if _, err := hearthctl(t, l.runDir, "image", "import", filepath.Join(dir, "layout"), "--name", atkImage); err != nil {
 		t.Fatal(err)
 	}

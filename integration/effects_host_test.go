@@ -24,10 +24,19 @@ import (
 )
 
 // busyboxAs packs the busybox example package under another id, its web interface
-// exposed only where expose says (such as "[lan]").
+// exposed only where expose says (such as "[lan]"); each of more replaces the first
+// occurrence of its first string, which must be there, by its second.
 func busyboxAs(t *testing.T, l *lab, ex, id, expose string, more ...[2]string) string {
 	t.Helper()
-	return repackBusybox(t, l, ex, id+"-1.0.0.hpkg", append([][2]string{{"id: busybox", "id: " + id}, {"expose: [lan, tor, domain]", "expose: " + expose}}, more...)...)
+	return repackBusybox(t, l, ex, id+"-1.0.0.hpkg", func(mf []byte) []byte {
+		for _, r := range append([][2]string{{"id: busybox", "id: " + id}, {"expose: [lan, tor, domain]", "expose: " + expose}}, more...) {
+			if !bytes.Contains(mf, []byte(r[0])) {
+				t.Fatalf("busybox's manifest has no %q", r[0])
+			}
+			mf = bytes.Replace(mf, []byte(r[0]), []byte(r[1]), 1)
+		}
+		return mf
+	})
 }
 
 // wantCode fails unless err has the code, and (when given) names what it should.

@@ -56,10 +56,11 @@ func setup() (int, error) {
 			{"netd", "../services/netd"},
 			{"certd", "../services/certd"},
 			{"guestd", "../services/guestd"},
+			{"hearth-effect", "../services/guestd/cmd/hearth-effect"},
 			{"hearthctl", "../cmd/hearthctl"},
 		} {
 			cmd := exec.Command("go", "build", "-o", filepath.Join(binDir, b.name), b.pkg)
-			if b.name == "guestd" {
+			if b.name == "guestd" || b.name == "hearth-effect" {
 				cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
 			}
 			if out, err := cmd.CombinedOutput(); err != nil {
@@ -69,7 +70,7 @@ func setup() (int, error) {
 	}
 	if baseRootfs == "" {
 		baseRootfs = filepath.Join(tmp, "base-rootfs")
-		out, err := exec.Command("../deploy/base-rootfs/build.sh", baseRootfs, filepath.Join(binDir, "guestd")).CombinedOutput()
+		out, err := exec.Command("../deploy/base-rootfs/build.sh", baseRootfs, filepath.Join(binDir, "guestd"), filepath.Join(binDir, "hearth-effect")).CombinedOutput()
 		if err != nil {
 			return 0, fmt.Errorf("build base rootfs: %v\n%s", err, out)
 		}

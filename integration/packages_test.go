@@ -427,37 +427,15 @@ func settledJobs(ds map[string]*guestv1.Daemon) bool {
 // page with the versions, so a test can tell which ran.
 func busyboxNext(t testing.TB, l *lab, ex string) string {
 	t.Helper()
-	return repackBusybox(t, l, ex, "busybox-1.1.0.hpkg", [2]string{"version: 1.0.0", "version: 1.1.0"}, [2]string{"hooks:\n", `hooks:
+	return repackBusybox(t, l, ex, "busybox-1.1.0.hpkg", func(mf []byte) []byte {
+		mf = bytes.Replace(mf, []byte("version: 1.0.0"), []byte("version: 1.1.0"), 1)
+		return bytes.Replace(mf, []byte("hooks:\n"), []byte(`hooks:
   migrate:
     image: bb
     command: [/bin/sh, -c, "echo migrated $HEARTH_FROM_VERSION to $HEARTH_TO_VERSION >> /www/index.html"]
     mounts: [{volume: www, path: /www}]
-`})
-}
-
-// repackBusybox packs the busybox example package again as name, its manifest edited:
-// each edit replaces the first occurrence of its first string, which must be there, by
-// its second.
-func repackBusybox(t testing.TB, l *lab, ex, name string, edits ...[2]string) string {
-	t.Helper()
-	src := tempDir(t)
-	must(t, exec.Command("tar", "-xf", filepath.Join(ex, "busybox-1.0.0.hpkg"), "-C", src).Run())
-	os.Remove(filepath.Join(src, hpkg.TOCName))
-	os.Remove(filepath.Join(src, hpkg.SigName))
-	mf, err := os.ReadFile(filepath.Join(src, "manifest.yaml"))
-	must(t, err)
-	for _, r := range append([][2]string{{"images/busybox.tar", "images"}}, edits...) {
-		if !bytes.Contains(mf, []byte(r[0])) {
-			t.Fatalf("busybox's manifest has no %q", r[0])
-		}
-		mf = bytes.Replace(mf, []byte(r[0]), []byte(r[1]), 1)
-	}
-	must(t, os.WriteFile(filepath.Join(src, "manifest.yaml"), mf, 0o644))
-	out := filepath.Join(tempDir(t), name)
-	if _, err := hearthctl(t, l.runDir, "pack", src, "--key", filepath.Join(ex, "dev.key"), "--out", out); err != nil {
-		t.Fatal(err)
-	}
-	return out
+`), 1)
+	})
 }
 
 // page reads files of busybox's volume (the page by default).

@@ -1,13 +1,16 @@
 #!/bin/sh
 # Builds the base root file system every Hearth container boots from: busybox (static)
-# with its applets, and a static guestd as /sbin/guestd.
-#   usage: build.sh OUT_DIR GUESTD_BINARY
+# with its applets, a static guestd as /sbin/guestd, and the static effect client as
+# /usr/local/bin/hearth-effect (guestd binds it into every subcontainer).
+#   usage: build.sh OUT_DIR GUESTD_BINARY [HEARTH_EFFECT_BINARY]
 set -eu
 out=$1
 guestd=$2
+effect=${3:-}
 busybox=${BUSYBOX:-/bin/busybox}
 
 [ -x "$guestd" ] || { echo "build.sh: guestd binary $guestd not found: build it first (make build)" >&2; exit 1; }
+[ -z "$effect" ] || [ -x "$effect" ] || { echo "build.sh: hearth-effect binary $effect not found: build it first (make build)" >&2; exit 1; }
 if ! "$busybox" --list >/dev/null 2>&1; then
 	echo "build.sh: $busybox is not busybox: install busybox-static" >&2; exit 1
 fi
@@ -32,6 +35,11 @@ for applet in $(bin/busybox --list-full); do
 done
 cp "$guestd" sbin/guestd
 chmod 755 sbin/guestd
+if [ -n "$effect" ]; then
+	mkdir -p usr/local/bin
+	cp "$effect" usr/local/bin/hearth-effect
+	chmod 755 usr/local/bin/hearth-effect
+fi
 cat > etc/passwd <<'P'
 root:x:0:0:root:/root:/bin/sh
 nobody:x:65534:65534:nobody:/nonexistent:/bin/false

@@ -20,6 +20,10 @@ type Bundle struct {
 	// Nameservers are the resolvers the package's daemons use (netd's, on the bridge's
 	// gateway); none: the container's own /etc/resolv.conf as it is.
 	Nameservers []string `json:"nameservers,omitempty"`
+	// Idle starts none of the package's daemons and oneshots: guestd serves and runs only
+	// the jobs the host asks for (RunJob), such as an action offered while the package is
+	// stopped.
+	Idle bool `json:"idle,omitempty"`
 }
 
 // ResolvConf is the /etc/resolv.conf that names the bundle's nameservers, or nil.

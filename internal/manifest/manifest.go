@@ -128,13 +128,6 @@ type Interface struct {
 	Expose   []string `yaml:"expose,omitempty" json:"expose,omitempty"`
 }
 
-// Action is a command a user can run on demand.
-type Action struct {
-	Image   string               `yaml:"image" json:"image"`
-	Command []string             `yaml:"command" json:"command"`
-	Input   map[string]yaml.Node `yaml:"input,omitempty" json:"-"`
-}
-
 // Duration is a time.Duration written as "1s", "500ms".
 type Duration time.Duration
 

@@ -34,7 +34,7 @@ oneshots:
 interfaces:
   web: {daemon: app, port: 8080, protocol: http, expose: [lan, tor, domain]}
 actions:
-  reset-admin: {image: app, command: [/app/reset-admin], input: {password: {type: string, secret: true}}}
+  reset-admin: {image: app, command: [/app/reset-admin], input: {password: {type: secret, min: 12}}}
 `
 
 func TestParseHelloPG(t *testing.T) {

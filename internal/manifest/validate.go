@@ -156,15 +156,7 @@ func (m *Manifest) Validate() error {
 			}
 		}
 	}
-	for _, n := range slices.Sorted(maps.Keys(m.Actions)) {
-		a := m.Actions[n]
-		if _, ok := m.Images[a.Image]; !ok {
-			c.add("actions."+n+".image", "unknown image %q", a.Image)
-		}
-		if len(a.Command) == 0 {
-			c.add("actions."+n+".command", "missing")
-		}
-	}
+	c.actions(m)
 	c.cycles(m)
 	c.dependencies(m)
 	if len(c.problems) > 0 {

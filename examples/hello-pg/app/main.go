@@ -1,6 +1,7 @@
 // Command app is hello-pg's application: it writes a row to Postgres and reads the rows
 // back, over TCP on 127.0.0.1:5432 and over the Unix socket in the shared /run/postgresql,
-// and reports on HTTP :8080 (/healthz once both work, /rows for the rows).
+// and reports on HTTP :8080 (/healthz once both work, /rows for the rows). Run as
+// "server reset-password" it is the package's reset-password action (action.go).
 package main
 
 import (
@@ -25,6 +26,9 @@ type report struct {
 }
 
 func main() {
+	if len(os.Args) > 1 && os.Args[1] == "reset-password" {
+		os.Exit(resetPassword())
+	}
 	tcpURL := env("DATABASE_URL", "postgres://postgres@127.0.0.1:5432/postgres")
 	sockDir := env("PGSOCKET_DIR", "/run/postgresql")
 	unixURL := fmt.Sprintf("postgres://postgres@/postgres?host=%s", sockDir)

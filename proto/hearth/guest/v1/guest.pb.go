@@ -12,6 +12,7 @@ package guestv1
 import (
 	protoreflect "google.golang.org/protobuf/reflect/protoreflect"
 	protoimpl "google.golang.org/protobuf/runtime/protoimpl"
+	durationpb "google.golang.org/protobuf/types/known/durationpb"
 	timestamppb "google.golang.org/protobuf/types/known/timestamppb"
 	reflect "reflect"
 	sync "sync"
@@ -1370,11 +1371,272 @@ func (x *GetInfoResponse) GetInfo() *GuestInfo {
 	return nil
 }
 
+// JobMount binds one of the package's volumes into a job's subcontainer.
+type JobMount struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Volume        string                 `protobuf:"bytes,1,opt,name=volume,proto3" json:"volume,omitempty"`
+	Path          string                 `protobuf:"bytes,2,opt,name=path,proto3" json:"path,omitempty"`
+	ReadOnly      bool                   `protobuf:"varint,3,opt,name=read_only,json=readOnly,proto3" json:"read_only,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *JobMount) Reset() {
+	*x = JobMount{}
+	mi := &file_hearth_guest_v1_guest_proto_msgTypes[21]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *JobMount) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*JobMount) ProtoMessage() {}
+
+func (x *JobMount) ProtoReflect() protoreflect.Message {
+	mi := &file_hearth_guest_v1_guest_proto_msgTypes[21]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use JobMount.ProtoReflect.Descriptor instead.
+func (*JobMount) Descriptor() ([]byte, []int) {
+	return file_hearth_guest_v1_guest_proto_rawDescGZIP(), []int{21}
+}
+
+func (x *JobMount) GetVolume() string {
+	if x != nil {
+		return x.Volume
+	}
+	return ""
+}
+
+func (x *JobMount) GetPath() string {
+	if x != nil {
+		return x.Path
+	}
+	return ""
+}
+
+func (x *JobMount) GetReadOnly() bool {
+	if x != nil {
+		return x.ReadOnly
+	}
+	return false
+}
+
+type RunJobRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Names the job in guestd's log (an action's id, say).
+	Name string `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	// The manifest's image to run in.
+	Image string `protobuf:"bytes,2,opt,name=image,proto3" json:"image,omitempty"`
+	// The command; the image's entrypoint and cmd when empty.
+	Argv []string `protobuf:"bytes,3,rep,name=argv,proto3" json:"argv,omitempty"`
+	// Extra environment, over the image's.
+	Env map[string]string `protobuf:"bytes,4,rep,name=env,proto3" json:"env,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
+	// The user (name or id, optionally :group); the image's when empty.
+	User    string      `protobuf:"bytes,5,opt,name=user,proto3" json:"user,omitempty"`
+	Workdir string      `protobuf:"bytes,6,opt,name=workdir,proto3" json:"workdir,omitempty"`
+	Mounts  []*JobMount `protobuf:"bytes,7,rep,name=mounts,proto3" json:"mounts,omitempty"`
+	// Given on the job's standard input, which is then closed (at most 1 MiB).
+	Stdin []byte `protobuf:"bytes,8,opt,name=stdin,proto3" json:"stdin,omitempty"`
+	// Ten minutes when unset; at most an hour.
+	Timeout       *durationpb.Duration `protobuf:"bytes,9,opt,name=timeout,proto3" json:"timeout,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RunJobRequest) Reset() {
+	*x = RunJobRequest{}
+	mi := &file_hearth_guest_v1_guest_proto_msgTypes[22]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RunJobRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RunJobRequest) ProtoMessage() {}
+
+func (x *RunJobRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_hearth_guest_v1_guest_proto_msgTypes[22]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RunJobRequest.ProtoReflect.Descriptor instead.
+func (*RunJobRequest) Descriptor() ([]byte, []int) {
+	return file_hearth_guest_v1_guest_proto_rawDescGZIP(), []int{22}
+}
+
+func (x *RunJobRequest) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *RunJobRequest) GetImage() string {
+	if x != nil {
+		return x.Image
+	}
+	return ""
+}
+
+func (x *RunJobRequest) GetArgv() []string {
+	if x != nil {
+		return x.Argv
+	}
+	return nil
+}
+
+func (x *RunJobRequest) GetEnv() map[string]string {
+	if x != nil {
+		return x.Env
+	}
+	return nil
+}
+
+func (x *RunJobRequest) GetUser() string {
+	if x != nil {
+		return x.User
+	}
+	return ""
+}
+
+func (x *RunJobRequest) GetWorkdir() string {
+	if x != nil {
+		return x.Workdir
+	}
+	return ""
+}
+
+func (x *RunJobRequest) GetMounts() []*JobMount {
+	if x != nil {
+		return x.Mounts
+	}
+	return nil
+}
+
+func (x *RunJobRequest) GetStdin() []byte {
+	if x != nil {
+		return x.Stdin
+	}
+	return nil
+}
+
+func (x *RunJobRequest) GetTimeout() *durationpb.Duration {
+	if x != nil {
+		return x.Timeout
+	}
+	return nil
+}
+
+type RunJobResponse struct {
+	state           protoimpl.MessageState `protogen:"open.v1"`
+	Exit            *Exit                  `protobuf:"bytes,1,opt,name=exit,proto3" json:"exit,omitempty"`
+	Stdout          []byte                 `protobuf:"bytes,2,opt,name=stdout,proto3" json:"stdout,omitempty"`
+	Stderr          []byte                 `protobuf:"bytes,3,opt,name=stderr,proto3" json:"stderr,omitempty"`
+	StdoutTruncated bool                   `protobuf:"varint,4,opt,name=stdout_truncated,json=stdoutTruncated,proto3" json:"stdout_truncated,omitempty"`
+	StderrTruncated bool                   `protobuf:"varint,5,opt,name=stderr_truncated,json=stderrTruncated,proto3" json:"stderr_truncated,omitempty"`
+	// The job did not end within its timeout and was killed.
+	TimedOut      bool `protobuf:"varint,6,opt,name=timed_out,json=timedOut,proto3" json:"timed_out,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RunJobResponse) Reset() {
+	*x = RunJobResponse{}
+	mi := &file_hearth_guest_v1_guest_proto_msgTypes[23]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RunJobResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RunJobResponse) ProtoMessage() {}
+
+func (x *RunJobResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_hearth_guest_v1_guest_proto_msgTypes[23]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RunJobResponse.ProtoReflect.Descriptor instead.
+func (*RunJobResponse) Descriptor() ([]byte, []int) {
+	return file_hearth_guest_v1_guest_proto_rawDescGZIP(), []int{23}
+}
+
+func (x *RunJobResponse) GetExit() *Exit {
+	if x != nil {
+		return x.Exit
+	}
+	return nil
+}
+
+func (x *RunJobResponse) GetStdout() []byte {
+	if x != nil {
+		return x.Stdout
+	}
+	return nil
+}
+
+func (x *RunJobResponse) GetStderr() []byte {
+	if x != nil {
+		return x.Stderr
+	}
+	return nil
+}
+
+func (x *RunJobResponse) GetStdoutTruncated() bool {
+	if x != nil {
+		return x.StdoutTruncated
+	}
+	return false
+}
+
+func (x *RunJobResponse) GetStderrTruncated() bool {
+	if x != nil {
+		return x.StderrTruncated
+	}
+	return false
+}
+
+func (x *RunJobResponse) GetTimedOut() bool {
+	if x != nil {
+		return x.TimedOut
+	}
+	return false
+}
+
 var File_hearth_guest_v1_guest_proto protoreflect.FileDescriptor
 
 const file_hearth_guest_v1_guest_proto_rawDesc = "" +
 	"\n" +
-	"\x1bhearth/guest/v1/guest.proto\x12\x0fhearth.guest.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"^\n" +
+	"\x1bhearth/guest/v1/guest.proto\x12\x0fhearth.guest.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"^\n" +
 	"\x04Exit\x12\x12\n" +
 	"\x04code\x18\x01 \x01(\x05R\x04code\x12\x16\n" +
 	"\x06signal\x18\x02 \x01(\tR\x06signal\x12*\n" +
@@ -1455,7 +1717,31 @@ const file_hearth_guest_v1_guest_proto_rawDesc = "" +
 	"\bopen_fds\x18\t \x01(\rR\aopenFds\"\x10\n" +
 	"\x0eGetInfoRequest\"A\n" +
 	"\x0fGetInfoResponse\x12.\n" +
-	"\x04info\x18\x01 \x01(\v2\x1a.hearth.guest.v1.GuestInfoR\x04info*\x91\x02\n" +
+	"\x04info\x18\x01 \x01(\v2\x1a.hearth.guest.v1.GuestInfoR\x04info\"S\n" +
+	"\bJobMount\x12\x16\n" +
+	"\x06volume\x18\x01 \x01(\tR\x06volume\x12\x12\n" +
+	"\x04path\x18\x02 \x01(\tR\x04path\x12\x1b\n" +
+	"\tread_only\x18\x03 \x01(\bR\breadOnly\"\xec\x02\n" +
+	"\rRunJobRequest\x12\x12\n" +
+	"\x04name\x18\x01 \x01(\tR\x04name\x12\x14\n" +
+	"\x05image\x18\x02 \x01(\tR\x05image\x12\x12\n" +
+	"\x04argv\x18\x03 \x03(\tR\x04argv\x129\n" +
+	"\x03env\x18\x04 \x03(\v2'.hearth.guest.v1.RunJobRequest.EnvEntryR\x03env\x12\x12\n" +
+	"\x04user\x18\x05 \x01(\tR\x04user\x12\x18\n" +
+	"\aworkdir\x18\x06 \x01(\tR\aworkdir\x121\n" +
+	"\x06mounts\x18\a \x03(\v2\x19.hearth.guest.v1.JobMountR\x06mounts\x12\x14\n" +
+	"\x05stdin\x18\b \x01(\fR\x05stdin\x123\n" +
+	"\atimeout\x18\t \x01(\v2\x19.google.protobuf.DurationR\atimeout\x1a6\n" +
+	"\bEnvEntry\x12\x10\n" +
+	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\xde\x01\n" +
+	"\x0eRunJobResponse\x12)\n" +
+	"\x04exit\x18\x01 \x01(\v2\x15.hearth.guest.v1.ExitR\x04exit\x12\x16\n" +
+	"\x06stdout\x18\x02 \x01(\fR\x06stdout\x12\x16\n" +
+	"\x06stderr\x18\x03 \x01(\fR\x06stderr\x12)\n" +
+	"\x10stdout_truncated\x18\x04 \x01(\bR\x0fstdoutTruncated\x12)\n" +
+	"\x10stderr_truncated\x18\x05 \x01(\bR\x0fstderrTruncated\x12\x1b\n" +
+	"\ttimed_out\x18\x06 \x01(\bR\btimedOut*\x91\x02\n" +
 	"\vDaemonState\x12\x1c\n" +
 	"\x18DAEMON_STATE_UNSPECIFIED\x10\x00\x12\x18\n" +
 	"\x14DAEMON_STATE_WAITING\x10\x01\x12\x19\n" +
@@ -1466,7 +1752,7 @@ const file_hearth_guest_v1_guest_proto_rawDesc = "" +
 	"\x15DAEMON_STATE_STOPPING\x10\x06\x12\x18\n" +
 	"\x14DAEMON_STATE_STOPPED\x10\a\x12\x15\n" +
 	"\x11DAEMON_STATE_DONE\x10\b\x12\x17\n" +
-	"\x13DAEMON_STATE_FAILED\x10\t2\xad\x05\n" +
+	"\x13DAEMON_STATE_FAILED\x10\t2\xf8\x05\n" +
 	"\fGuestService\x12L\n" +
 	"\aGetInfo\x12\x1f.hearth.guest.v1.GetInfoRequest\x1a .hearth.guest.v1.GetInfoResponse\x12R\n" +
 	"\tGetStatus\x12!.hearth.guest.v1.GetStatusRequest\x1a\".hearth.guest.v1.GetStatusResponse\x12Z\n" +
@@ -1476,7 +1762,8 @@ const file_hearth_guest_v1_guest_proto_rawDesc = "" +
 	"StopDaemon\x12\".hearth.guest.v1.StopDaemonRequest\x1a#.hearth.guest.v1.StopDaemonResponse\x12^\n" +
 	"\rRestartDaemon\x12%.hearth.guest.v1.RestartDaemonRequest\x1a&.hearth.guest.v1.RestartDaemonResponse\x12E\n" +
 	"\x04Logs\x12\x1c.hearth.guest.v1.LogsRequest\x1a\x1d.hearth.guest.v1.LogsResponse0\x01\x12G\n" +
-	"\x04Exec\x12\x1c.hearth.guest.v1.ExecRequest\x1a\x1d.hearth.guest.v1.ExecResponse(\x010\x01B*Z(hearth.dev/proto/hearth/guest/v1;guestv1b\x06proto3"
+	"\x04Exec\x12\x1c.hearth.guest.v1.ExecRequest\x1a\x1d.hearth.guest.v1.ExecResponse(\x010\x01\x12I\n" +
+	"\x06RunJob\x12\x1e.hearth.guest.v1.RunJobRequest\x1a\x1f.hearth.guest.v1.RunJobResponseB*Z(hearth.dev/proto/hearth/guest/v1;guestv1b\x06proto3"
 
 var (
 	file_hearth_guest_v1_guest_proto_rawDescOnce sync.Once
@@ -1491,7 +1778,7 @@ func file_hearth_guest_v1_guest_proto_rawDescGZIP() []byte {
 }
 
 var file_hearth_guest_v1_guest_proto_enumTypes = make([]protoimpl.EnumInfo, 1)
-var file_hearth_guest_v1_guest_proto_msgTypes = make([]protoimpl.MessageInfo, 22)
+var file_hearth_guest_v1_guest_proto_msgTypes = make([]protoimpl.MessageInfo, 26)
 var file_hearth_guest_v1_guest_proto_goTypes = []any{
 	(DaemonState)(0),              // 0: hearth.guest.v1.DaemonState
 	(*Exit)(nil),                  // 1: hearth.guest.v1.Exit
@@ -1515,46 +1802,57 @@ var file_hearth_guest_v1_guest_proto_goTypes = []any{
 	(*GuestInfo)(nil),             // 19: hearth.guest.v1.GuestInfo
 	(*GetInfoRequest)(nil),        // 20: hearth.guest.v1.GetInfoRequest
 	(*GetInfoResponse)(nil),       // 21: hearth.guest.v1.GetInfoResponse
-	nil,                           // 22: hearth.guest.v1.ExecStart.EnvEntry
-	(*timestamppb.Timestamp)(nil), // 23: google.protobuf.Timestamp
+	(*JobMount)(nil),              // 22: hearth.guest.v1.JobMount
+	(*RunJobRequest)(nil),         // 23: hearth.guest.v1.RunJobRequest
+	(*RunJobResponse)(nil),        // 24: hearth.guest.v1.RunJobResponse
+	nil,                           // 25: hearth.guest.v1.ExecStart.EnvEntry
+	nil,                           // 26: hearth.guest.v1.RunJobRequest.EnvEntry
+	(*timestamppb.Timestamp)(nil), // 27: google.protobuf.Timestamp
+	(*durationpb.Duration)(nil),   // 28: google.protobuf.Duration
 }
 var file_hearth_guest_v1_guest_proto_depIdxs = []int32{
-	23, // 0: hearth.guest.v1.Exit.at:type_name -> google.protobuf.Timestamp
+	27, // 0: hearth.guest.v1.Exit.at:type_name -> google.protobuf.Timestamp
 	0,  // 1: hearth.guest.v1.Daemon.state:type_name -> hearth.guest.v1.DaemonState
 	1,  // 2: hearth.guest.v1.Daemon.last_exit:type_name -> hearth.guest.v1.Exit
-	23, // 3: hearth.guest.v1.Daemon.started_at:type_name -> google.protobuf.Timestamp
+	27, // 3: hearth.guest.v1.Daemon.started_at:type_name -> google.protobuf.Timestamp
 	2,  // 4: hearth.guest.v1.GetStatusResponse.daemons:type_name -> hearth.guest.v1.Daemon
 	2,  // 5: hearth.guest.v1.WatchStatusResponse.daemon:type_name -> hearth.guest.v1.Daemon
-	23, // 6: hearth.guest.v1.LogsResponse.time:type_name -> google.protobuf.Timestamp
+	27, // 6: hearth.guest.v1.LogsResponse.time:type_name -> google.protobuf.Timestamp
 	15, // 7: hearth.guest.v1.ExecStart.size:type_name -> hearth.guest.v1.TermSize
-	22, // 8: hearth.guest.v1.ExecStart.env:type_name -> hearth.guest.v1.ExecStart.EnvEntry
+	25, // 8: hearth.guest.v1.ExecStart.env:type_name -> hearth.guest.v1.ExecStart.EnvEntry
 	16, // 9: hearth.guest.v1.ExecRequest.start:type_name -> hearth.guest.v1.ExecStart
 	15, // 10: hearth.guest.v1.ExecRequest.resize:type_name -> hearth.guest.v1.TermSize
 	1,  // 11: hearth.guest.v1.ExecResponse.exit:type_name -> hearth.guest.v1.Exit
-	23, // 12: hearth.guest.v1.GuestInfo.started_at:type_name -> google.protobuf.Timestamp
-	23, // 13: hearth.guest.v1.GuestInfo.boot_time:type_name -> google.protobuf.Timestamp
+	27, // 12: hearth.guest.v1.GuestInfo.started_at:type_name -> google.protobuf.Timestamp
+	27, // 13: hearth.guest.v1.GuestInfo.boot_time:type_name -> google.protobuf.Timestamp
 	19, // 14: hearth.guest.v1.GetInfoResponse.info:type_name -> hearth.guest.v1.GuestInfo
-	20, // 15: hearth.guest.v1.GuestService.GetInfo:input_type -> hearth.guest.v1.GetInfoRequest
-	3,  // 16: hearth.guest.v1.GuestService.GetStatus:input_type -> hearth.guest.v1.GetStatusRequest
-	5,  // 17: hearth.guest.v1.GuestService.WatchStatus:input_type -> hearth.guest.v1.WatchStatusRequest
-	7,  // 18: hearth.guest.v1.GuestService.StartDaemon:input_type -> hearth.guest.v1.StartDaemonRequest
-	9,  // 19: hearth.guest.v1.GuestService.StopDaemon:input_type -> hearth.guest.v1.StopDaemonRequest
-	11, // 20: hearth.guest.v1.GuestService.RestartDaemon:input_type -> hearth.guest.v1.RestartDaemonRequest
-	13, // 21: hearth.guest.v1.GuestService.Logs:input_type -> hearth.guest.v1.LogsRequest
-	17, // 22: hearth.guest.v1.GuestService.Exec:input_type -> hearth.guest.v1.ExecRequest
-	21, // 23: hearth.guest.v1.GuestService.GetInfo:output_type -> hearth.guest.v1.GetInfoResponse
-	4,  // 24: hearth.guest.v1.GuestService.GetStatus:output_type -> hearth.guest.v1.GetStatusResponse
-	6,  // 25: hearth.guest.v1.GuestService.WatchStatus:output_type -> hearth.guest.v1.WatchStatusResponse
-	8,  // 26: hearth.guest.v1.GuestService.StartDaemon:output_type -> hearth.guest.v1.StartDaemonResponse
-	10, // 27: hearth.guest.v1.GuestService.StopDaemon:output_type -> hearth.guest.v1.StopDaemonResponse
-	12, // 28: hearth.guest.v1.GuestService.RestartDaemon:output_type -> hearth.guest.v1.RestartDaemonResponse
-	14, // 29: hearth.guest.v1.GuestService.Logs:output_type -> hearth.guest.v1.LogsResponse
-	18, // 30: hearth.guest.v1.GuestService.Exec:output_type -> hearth.guest.v1.ExecResponse
-	23, // [23:31] is the sub-list for method output_type
-	15, // [15:23] is the sub-list for method input_type
-	15, // [15:15] is the sub-list for extension type_name
-	15, // [15:15] is the sub-list for extension extendee
-	0,  // [0:15] is the sub-list for field type_name
+	26, // 15: hearth.guest.v1.RunJobRequest.env:type_name -> hearth.guest.v1.RunJobRequest.EnvEntry
+	22, // 16: hearth.guest.v1.RunJobRequest.mounts:type_name -> hearth.guest.v1.JobMount
+	28, // 17: hearth.guest.v1.RunJobRequest.timeout:type_name -> google.protobuf.Duration
+	1,  // 18: hearth.guest.v1.RunJobResponse.exit:type_name -> hearth.guest.v1.Exit
+	20, // 19: hearth.guest.v1.GuestService.GetInfo:input_type -> hearth.guest.v1.GetInfoRequest
+	3,  // 20: hearth.guest.v1.GuestService.GetStatus:input_type -> hearth.guest.v1.GetStatusRequest
+	5,  // 21: hearth.guest.v1.GuestService.WatchStatus:input_type -> hearth.guest.v1.WatchStatusRequest
+	7,  // 22: hearth.guest.v1.GuestService.StartDaemon:input_type -> hearth.guest.v1.StartDaemonRequest
+	9,  // 23: hearth.guest.v1.GuestService.StopDaemon:input_type -> hearth.guest.v1.StopDaemonRequest
+	11, // 24: hearth.guest.v1.GuestService.RestartDaemon:input_type -> hearth.guest.v1.RestartDaemonRequest
+	13, // 25: hearth.guest.v1.GuestService.Logs:input_type -> hearth.guest.v1.LogsRequest
+	17, // 26: hearth.guest.v1.GuestService.Exec:input_type -> hearth.guest.v1.ExecRequest
+	23, // 27: hearth.guest.v1.GuestService.RunJob:input_type -> hearth.guest.v1.RunJobRequest
+	21, // 28: hearth.guest.v1.GuestService.GetInfo:output_type -> hearth.guest.v1.GetInfoResponse
+	4,  // 29: hearth.guest.v1.GuestService.GetStatus:output_type -> hearth.guest.v1.GetStatusResponse
+	6,  // 30: hearth.guest.v1.GuestService.WatchStatus:output_type -> hearth.guest.v1.WatchStatusResponse
+	8,  // 31: hearth.guest.v1.GuestService.StartDaemon:output_type -> hearth.guest.v1.StartDaemonResponse
+	10, // 32: hearth.guest.v1.GuestService.StopDaemon:output_type -> hearth.guest.v1.StopDaemonResponse
+	12, // 33: hearth.guest.v1.GuestService.RestartDaemon:output_type -> hearth.guest.v1.RestartDaemonResponse
+	14, // 34: hearth.guest.v1.GuestService.Logs:output_type -> hearth.guest.v1.LogsResponse
+	18, // 35: hearth.guest.v1.GuestService.Exec:output_type -> hearth.guest.v1.ExecResponse
+	24, // 36: hearth.guest.v1.GuestService.RunJob:output_type -> hearth.guest.v1.RunJobResponse
+	28, // [28:37] is the sub-list for method output_type
+	19, // [19:28] is the sub-list for method input_type
+	19, // [19:19] is the sub-list for extension type_name
+	19, // [19:19] is the sub-list for extension extendee
+	0,  // [0:19] is the sub-list for field type_name
 }
 
 func init() { file_hearth_guest_v1_guest_proto_init() }
@@ -1579,7 +1877,7 @@ func file_hearth_guest_v1_guest_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_hearth_guest_v1_guest_proto_rawDesc), len(file_hearth_guest_v1_guest_proto_rawDesc)),
 			NumEnums:      1,
-			NumMessages:   22,
+			NumMessages:   26,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

@@ -30,6 +30,7 @@ const (
 	GuestService_RestartDaemon_FullMethodName = "/hearth.guest.v1.GuestService/RestartDaemon"
 	GuestService_Logs_FullMethodName          = "/hearth.guest.v1.GuestService/Logs"
 	GuestService_Exec_FullMethodName          = "/hearth.guest.v1.GuestService/Exec"
+	GuestService_RunJob_FullMethodName        = "/hearth.guest.v1.GuestService/RunJob"
 )
 
 // GuestServiceClient is the client API for GuestService service.
@@ -56,6 +57,13 @@ type GuestServiceClient interface {
 	// Exec runs a command in a daemon's subcontainer, as the daemon's user: the first
 	// request says what to run, the next carry stdin; answers carry output, then the exit.
 	Exec(ctx context.Context, opts ...grpc.CallOption) (grpc.BidiStreamingClient[ExecRequest, ExecResponse], error)
+	// RunJob runs a command once in a fresh subcontainer of one of the package's images,
+	// with the volumes it mounts, its standard input given, and waits for it (up to the
+	// timeout, then it is killed). The subcontainer goes when the command ends. Each
+	// output stream is kept up to 1 MiB; longer output is cut and marked truncated. It
+	// runs whether or not the package's daemons run (a package the host started without
+	// them, for an action offered while it is stopped).
+	RunJob(ctx context.Context, in *RunJobRequest, opts ...grpc.CallOption) (*RunJobResponse, error)
 }
 
 type guestServiceClient struct {
@@ -167,6 +175,16 @@ func (c *guestServiceClient) Exec(ctx context.Context, opts ...grpc.CallOption) 
 // This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
 type GuestService_ExecClient = grpc.BidiStreamingClient[ExecRequest, ExecResponse]
 
+func (c *guestServiceClient) RunJob(ctx context.Context, in *RunJobRequest, opts ...grpc.CallOption) (*RunJobResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(RunJobResponse)
+	err := c.cc.Invoke(ctx, GuestService_RunJob_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // GuestServiceServer is the server API for GuestService service.
 // All implementations must embed UnimplementedGuestServiceServer
 // for forward compatibility.
@@ -191,6 +209,13 @@ type GuestServiceServer interface {
 	// Exec runs a command in a daemon's subcontainer, as the daemon's user: the first
 	// request says what to run, the next carry stdin; answers carry output, then the exit.
 	Exec(grpc.BidiStreamingServer[ExecRequest, ExecResponse]) error
+	// RunJob runs a command once in a fresh subcontainer of one of the package's images,
+	// with the volumes it mounts, its standard input given, and waits for it (up to the
+	// timeout, then it is killed). The subcontainer goes when the command ends. Each
+	// output stream is kept up to 1 MiB; longer output is cut and marked truncated. It
+	// runs whether or not the package's daemons run (a package the host started without
+	// them, for an action offered while it is stopped).
+	RunJob(context.Context, *RunJobRequest) (*RunJobResponse, error)
 	mustEmbedUnimplementedGuestServiceServer()
 }
 
@@ -224,6 +249,9 @@ func (UnimplementedGuestServiceServer) Logs(*LogsRequest, grpc.ServerStreamingSe
 }
 func (UnimplementedGuestServiceServer) Exec(grpc.BidiStreamingServer[ExecRequest, ExecResponse]) error {
 	return status.Error(codes.Unimplemented, "method Exec not implemented")
+}
+func (UnimplementedGuestServiceServer) RunJob(context.Context, *RunJobRequest) (*RunJobResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method RunJob not implemented")
 }
 func (UnimplementedGuestServiceServer) mustEmbedUnimplementedGuestServiceServer() {}
 func (UnimplementedGuestServiceServer) testEmbeddedByValue()                      {}
@@ -365,6 +393,24 @@ func _GuestService_Exec_Handler(srv interface{}, stream grpc.ServerStream) error
 // This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
 type GuestService_ExecServer = grpc.BidiStreamingServer[ExecRequest, ExecResponse]
 
+func _GuestService_RunJob_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(RunJobRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(GuestServiceServer).RunJob(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: GuestService_RunJob_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(GuestServiceServer).RunJob(ctx, req.(*RunJobRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 // GuestService_ServiceDesc is the grpc.ServiceDesc for GuestService service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -391,6 +437,10 @@ var GuestService_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "RestartDaemon",
 			Handler:    _GuestService_RestartDaemon_Handler,
+		},
+		{
+			MethodName: "RunJob",
+			Handler:    _GuestService_RunJob_Handler,
 		},
 	},
 	Streams: []grpc.StreamDesc{

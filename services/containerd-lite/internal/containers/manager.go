@@ -13,6 +13,7 @@ import (
 	"net"
 	"os"
 	"regexp"
+	"sync"
 	"time"
 
 	"golang.org/x/sys/unix"
@@ -269,6 +270,8 @@ type Manager struct {
 	opts  Options
 	log   *slog.Logger
 	locks keylock.Map
+	// idle holds the containers StartIdle started, until they stop.
+	idle sync.Map
 }
 
 // New returns a manager. Call Reconcile before serving requests.
@@ -479,6 +482,17 @@ func (m *Manager) Start(ctx context.Context, name string) (Info, error) {
 // StartWith is Start for a package whose hooks (install, migrate) run at this start, as
 // its first jobs. A running container is refused: its hooks could not run.
 func (m *Manager) StartWith(ctx context.Context, name string, run []manifest.HookRun) (Info, error) {
+	return m.start(ctx, name, run, false)
+}
+
+// StartIdle starts a stopped container's guestd without the package's daemons (nor its
+// interfaces exposed), for jobs the host runs through guestd (an action offered while the
+// package is stopped); Stop stops it again. A running container is refused.
+func (m *Manager) StartIdle(ctx context.Context, name string) (Info, error) {
+	return m.start(ctx, name, nil, true)
+}
+
+func (m *Manager) start(ctx context.Context, name string, run []manifest.HookRun, idle bool) (Info, error) {
 	unlock, err := m.lock(ctx, name)
 	if err != nil {
 		return Info{}, err
@@ -495,6 +509,12 @@ func (m *Manager) StartWith(ctx context.Context, name string, run []manifest.Hoo
 	t := m.treeOf(rec)
 	if st == lxcrt.Running && len(run) > 0 {
 		return Info{}, fmt.Errorf("container %q is running: stop it for its hooks to run at a start: %w", name, errdefs.ErrFailedPrecondition)
+	}
+	if st == lxcrt.Running && idle {
+		return Info{}, fmt.Errorf("container %q is running, not stopped: %w", name, errdefs.ErrFailedPrecondition)
+	}
+	if _, busy := m.idle.Load(name); busy && st == lxcrt.Running {
+		return Info{}, fmt.Errorf("container %q runs without its daemons for an action of its package: retry when the action is done: %w", name, errdefs.ErrFailedPrecondition)
 	}
 	if st == lxcrt.Running {
 		if err := m.opts.Hosts.Serve(name, t.HostSocket(), ids(rec).RootUID()); err != nil {
@@ -530,7 +550,7 @@ func (m *Manager) StartWith(ctx context.Context, name string, run []manifest.Hoo
 	if err := t.ClearSockets(); err != nil {
 		return fail(err)
 	}
-	bundle, err := m.bundle(ctx, rec, run)
+	bundle, err := m.bundle(ctx, rec, run, idle)
 	if err != nil {
 		return fail(err)
 	}
@@ -551,7 +571,9 @@ func (m *Manager) StartWith(ctx context.Context, name string, run []manifest.Hoo
 	if err != nil {
 		return fail(err)
 	}
-	m.expose(ctx, rec)
+	if !idle {
+		m.expose(ctx, rec)
+	}
 	sp.done("network")
 	wctx, cancel := context.WithTimeout(ctx, m.opts.GuestTimeout)
 	defer cancel()
@@ -564,7 +586,10 @@ func (m *Manager) StartWith(ctx context.Context, name string, run []manifest.Hoo
 	if err != nil {
 		return Info{}, err
 	}
-	m.log.Info("container started", append([]any{"container", name}, sp.log()...)...)
+	if idle {
+		m.idle.Store(name, true)
+	}
+	m.log.Info("container started", append([]any{"container", name, "idle", idle}, sp.log()...)...)
 	return m.info(rec)
 }
 
@@ -627,6 +652,7 @@ func (m *Manager) mountAll(rec store.Container, t Tree, sp *steps) error {
 func (m *Manager) teardown(rec store.Container) {
 	name := rec.Name
 	t := m.treeOf(rec)
+	m.idle.Delete(name)
 	m.opts.Hosts.Stop(name)
 	if err := t.Unmount(); err != nil {
 		m.log.Error("unmount", "container", name, "error", err)

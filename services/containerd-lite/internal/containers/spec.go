@@ -129,7 +129,7 @@ func (m *Manager) resolveSpec(name string, spec Spec) (store.Container, error) {
 
 // bundle is the package for guestd: the manifest and each image's defaults; nil for a
 // container without a package.
-func (m *Manager) bundle(ctx context.Context, rec store.Container, run []manifest.HookRun) ([]byte, error) {
+func (m *Manager) bundle(ctx context.Context, rec store.Container, run []manifest.HookRun, idle bool) ([]byte, error) {
 	if len(rec.Manifest) == 0 {
 		if len(run) > 0 {
 			return nil, fmt.Errorf("container %q runs no package: it has no hooks to run: %w", rec.Name, errdefs.ErrFailedPrecondition)
@@ -140,7 +140,7 @@ func (m *Manager) bundle(ctx context.Context, rec store.Container, run []manifes
 	if err != nil {
 		return nil, err
 	}
-	b := manifest.Bundle{Manifest: mf, Images: map[string]manifest.ImageDefaults{}, Run: run}
+	b := manifest.Bundle{Manifest: mf, Images: map[string]manifest.ImageDefaults{}, Run: run, Idle: idle}
 	if m.opts.Network != nil {
 		rctx, cancel := context.WithTimeout(ctx, 5*time.Second)
 		if dns := m.opts.Network.Resolver(rctx); dns != "" {

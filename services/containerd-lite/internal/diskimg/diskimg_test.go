@@ -508,3 +508,41 @@ func TestConcurrentMounts(t *testing.T) {
 		seen[devs[i]] = true
 	}
 }
+
+// TestRemountAtOnce: a disk mounted again right after its unmount (a container stopped
+// and started at once, or an idle start for an action then the real start) mounts and
+// reads every time, also while the last mount is still going away from another mount
+// namespace's view (a lazy detach with a file held open on it for a moment).
+func TestRemountAtOnce(t *testing.T) {
+	needRoot(t)
+	path, target := newImage(t, 32*mib, 0, 0)
+	const rounds = 150
+	for i := range rounds {
+		mustMount(t, path, target)
+		name := filepath.Join(target, fmt.Sprintf("f%d", i))
+		if err := os.WriteFile(name, []byte("x"), 0o600); err != nil {
+			t.Fatalf("round %d: %v", i, err)
+		}
+		if i%2 == 0 {
+			if err := Unmount(target); err != nil {
+				t.Fatalf("round %d: %v", i, err)
+			}
+			continue
+		}
+		// A file open on the file system keeps it alive past a lazy detach, and is let go
+		// of while the next mount is being made.
+		f, err := os.Open(name)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := unix.Unmount(target, unix.MNT_DETACH); err != nil {
+			t.Fatal(err)
+		}
+		go func() { time.Sleep(time.Duration(i%5) * 100 * time.Microsecond); f.Close() }()
+	}
+	mustMount(t, path, target)
+	entries, err := os.ReadDir(target)
+	if err != nil || len(entries) < rounds {
+		t.Fatalf("after %d remounts: %d files, %v", rounds, len(entries), err)
+	}
+}

@@ -71,6 +71,28 @@ func backs(dev string, st *unix.Stat_t) (bool, error) {
 	return info.Device == uint64(st.Dev) && info.Inode == st.Ino && info.Offset == 0, nil
 }
 
+// holdLoop opens the loop device dev, so that autoclear cannot detach it while the
+// descriptor is open, and checks that it is still attached to the file st describes. It
+// returns -1 when it no longer is (or is going away): attach a new device then.
+func holdLoop(dev string, st *unix.Stat_t) (int, error) {
+	fd, err := unix.Open(dev, unix.O_RDWR|unix.O_CLOEXEC, 0)
+	if err != nil {
+		if errors.Is(err, unix.ENOENT) || errors.Is(err, unix.ENXIO) {
+			return -1, nil
+		}
+		return -1, fmt.Errorf("open %s: %w", dev, err)
+	}
+	info, err := unix.IoctlLoopGetStatus64(fd)
+	if err != nil || info.Device != uint64(st.Dev) || info.Inode != st.Ino || info.Offset != 0 {
+		unix.Close(fd)
+		if err != nil && !errors.Is(err, unix.ENXIO) {
+			return -1, fmt.Errorf("status of %s: %w", dev, err)
+		}
+		return -1, nil
+	}
+	return fd, nil
+}
+
 // findLoop returns the loop device the file st describes is attached to, or "".
 func findLoop(st *unix.Stat_t) (string, error) {
 	entries, err := os.ReadDir("/sys/block")

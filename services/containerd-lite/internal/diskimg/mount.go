@@ -56,7 +56,21 @@ func Mount(path, target string) (string, error) {
 			return "", fmt.Errorf("disk image %s is already mounted at %s (on %s): unmount it there first: %w",
 				path, where, dev, errdefs.ErrFailedPrecondition)
 		}
-	} else {
+		// A device still attached but mounted nowhere is most often one whose last
+		// (lazily detached) mount is going away: when that mount lets go of it, autoclear
+		// detaches it, and a mount made on it meanwhile fails with I/O errors. Hold it
+		// open first, so that autoclear waits for us, and check it is still ours.
+		hold, err := holdLoop(dev, st)
+		if err != nil {
+			return "", fmt.Errorf("disk image %s: %w", path, err)
+		}
+		if hold < 0 {
+			dev = ""
+		} else {
+			defer unix.Close(hold)
+		}
+	}
+	if dev == "" {
 		var hold int
 		dev, hold, err = attach(img)
 		if err != nil {

@@ -41,6 +41,7 @@ import (
 type Containers interface {
 	Create(ctx context.Context, name string, spec containers.Spec) (containers.Info, error)
 	StartWith(ctx context.Context, name string, run []manifest.HookRun) (containers.Info, error)
+	StartIdle(ctx context.Context, name string) (containers.Info, error)
 	Stop(ctx context.Context, name string, timeout time.Duration) (containers.Info, error)
 	Delete(ctx context.Context, name string, force, purgeVolumes bool) error
 	Get(ctx context.Context, name string) (containers.Info, error)

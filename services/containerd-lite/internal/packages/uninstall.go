@@ -91,6 +91,8 @@ func (m *Manager) Reconcile(ctx context.Context) error {
 			}
 		case j.Op == "restore":
 			err = m.rollbackRestore(ctx, j)
+		case j.Op == opAction:
+			err = m.finishAction(ctx, j)
 		default:
 			err = fmt.Errorf("unknown operation %q", j.Op)
 		}

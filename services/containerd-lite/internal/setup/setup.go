@@ -171,7 +171,7 @@ func initDaemon(env *daemon.Env, baseSrc string, policy limits.Policy, reserve i
 		// Nil pointers would be non-nil interfaces (both are set before any container is served).
 		d := hostapi.Deps{Overlays: m}
 		if pkgs != nil {
-			d.Depends = pkgs
+			d.Depends, d.Actions = pkgs, packageapi.HostActions{A: pkgs}
 		}
 		if fx != nil {
 			d.Package = fx

@@ -8,6 +8,7 @@ import (
 	"errors"
 	"flag"
 	"fmt"
+	"net"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -22,10 +23,13 @@ import (
 
 	"hearth.dev/internal/buildinfo"
 	"hearth.dev/internal/daemon"
+	"hearth.dev/internal/dial"
 	"hearth.dev/internal/errdefs"
 	"hearth.dev/internal/manifest"
 	"hearth.dev/internal/peercred"
 	guestv1 "hearth.dev/proto/hearth/guest/v1"
+	hostv1 "hearth.dev/proto/hearth/host/v1"
+	"hearth.dev/services/guestd/internal/effects"
 	"hearth.dev/services/guestd/internal/hostclient"
 	"hearth.dev/services/guestd/internal/initproc"
 	"hearth.dev/services/guestd/internal/launch"
@@ -43,7 +47,7 @@ const LogDir = "/var/log/hearth"
 
 // Main runs the serving guestd.
 func Main() {
-	var bundlePath string
+	var bundlePath, effectsPath string
 	daemon.Main(daemon.Spec{
 		Name: "guestd",
 		Summary: "guestd manages a package's daemons inside its container and answers the host on\n" +
@@ -52,11 +56,15 @@ func Main() {
 		DefaultSocket: Socket,
 		Flags: func(fs *flag.FlagSet) {
 			fs.StringVar(&bundlePath, "bundle", manifest.BundleFile, "the package to run (written by the host); none when missing")
+			fs.StringVar(&effectsPath, "effects-socket", effects.Socket, "where to serve the effects to package scripts, unless init hands the socket down; \"\" for nowhere")
 		},
 		Authorize: func(*daemon.Env) peercred.Policy { return HostOrContainerRoot },
 		Init: func(ctx context.Context, env *daemon.Env) (daemon.Hooks, error) {
 			s, err := newServer(env, bundlePath)
 			if err != nil {
+				return daemon.Hooks{}, err
+			}
+			if s.effectsL, err = effectsListener(effectsPath); err != nil {
 				return daemon.Hooks{}, err
 			}
 			guestv1.RegisterGuestServiceServer(env.Server, s)
@@ -84,6 +92,14 @@ type Server struct {
 	bundle *manifest.Bundle
 	sup    *supervisor.Supervisor // nil for a container without a package
 	procs  processes
+
+	// The effects shim: its listener (nil: none), the launcher and the host client
+	// subcontainer.exec uses (nil without a package), and the slots of running execs.
+	effectsL  net.Listener
+	launcher  *launch.Launcher
+	host      hostv1.HostServiceClient
+	hostConn  grpc.ClientConnInterface
+	execSlots chan struct{}
 }
 
 // processes is what Exec needs to run a command in a job's subcontainer: the launcher.
@@ -100,7 +116,7 @@ var _ guestv1.GuestServiceServer = (*Server)(nil)
 var resolvConf = "/etc/resolv.conf"
 
 func newServer(env *daemon.Env, bundlePath string) (*Server, error) {
-	s := &Server{env: env, info: Info(time.Now())}
+	s := &Server{env: env, info: Info(time.Now()), execSlots: make(chan struct{}, execMaxRunning)}
 	data, err := os.ReadFile(bundlePath)
 	if errors.Is(err, os.ErrNotExist) {
 		env.Logger.Info("no package to run", "bundle", bundlePath)
@@ -145,6 +161,15 @@ func Info(start time.Time) *guestv1.GuestInfo {
 // and readies the supervisor. Daemons start once guestd serves.
 func (s *Server) reconcile(ctx context.Context) error {
 	if s.bundle == nil {
+		// No package: the effects the host serves are still there for scripts.
+		conn, err := dial.Func(hostclient.Socket, func(ctx context.Context) (net.Conn, error) {
+			var d net.Dialer
+			return d.DialContext(ctx, "unix", hostclient.Socket)
+		})
+		if err != nil {
+			return err
+		}
+		s.hostConn = conn
 		return nil
 	}
 	log := s.env.Logger
@@ -156,7 +181,7 @@ func (s *Server) reconcile(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("the host socket: %w", err)
 	}
-	_ = conn // lives as long as guestd
+	s.host, s.hostConn = cl, conn // they live as long as guestd
 	m := s.bundle.Manifest
 	var names []string
 	for n := range m.Daemons {
@@ -170,7 +195,7 @@ func (s *Server) reconcile(ctx context.Context) error {
 		log.Warn("killed the daemons an earlier guestd left", "processes", n)
 	}
 	l := launch.New(hostclient.Host{Client: cl}, r, s.bundle.Images, names, log)
-	s.procs = l
+	s.procs, s.launcher = l, l
 	s.sup = supervisor.New(m, l, func(name string) *logbuf.Log {
 		l, err := logbuf.New(filepath.Join(LogDir, name+".log"), 1000, 1<<20)
 		if err != nil {
@@ -200,8 +225,18 @@ func killLeftovers() int {
 }
 
 // run starts the package and, when guestd is told to stop, stops it in reverse order.
+// The effects are served from before the package starts until after it stopped, so
+// that its hooks and stop scripts can call them.
 func (s *Server) run(ctx context.Context) error {
-	if s.sup == nil {
+	if s.effectsL != nil {
+		// The effects outlive ctx: they stop after the package.
+		es, err := s.startEffects(context.WithoutCancel(ctx), s.effectsL, s.hostConn)
+		if err != nil {
+			return err
+		}
+		defer es.stop()
+	}
+	if s.sup == nil || s.bundle.Idle {
 		<-ctx.Done()
 		return nil
 	}

@@ -5,6 +5,7 @@ package initproc
 
 import (
 	"fmt"
+	"net"
 	"os"
 	"os/signal"
 	"strconv"
@@ -13,6 +14,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"hearth.dev/services/guestd/internal/effects"
 	"hearth.dev/services/guestd/internal/reaper"
 )
 
@@ -20,6 +22,11 @@ import (
 const (
 	BootTimeEnv = "HEARTH_GUESTD_BOOT_TIME"
 	RestartsEnv = "HEARTH_GUESTD_RESTARTS"
+	// EffectsFDEnv is the descriptor of the effects socket's listener, which init
+	// holds for the container's life: subcontainers have that socket bound in, so it must
+	// stay the same socket across restarts of the serving guestd. Connections made
+	// while no guestd serves wait in its backlog.
+	EffectsFDEnv = "HEARTH_EFFECTS_FD"
 )
 
 // StopTimeout is how long the serving guestd has to stop the package before everything is
@@ -40,6 +47,8 @@ func Main(args []string) int {
 }
 
 type initProc struct {
+	effects  *os.File     // the effects socket's listener, or nil
+	listener net.Listener // effects comes from it; kept from the collector
 	exe      string
 	args     []string
 	boot     time.Time
@@ -57,9 +66,14 @@ func (in *initProc) start() error {
 	env := append(os.Environ(),
 		BootTimeEnv+"="+strconv.FormatInt(in.boot.UnixNano(), 10),
 		RestartsEnv+"="+strconv.Itoa(in.restarts))
+	files := []uintptr{0, 1, 2}
+	if in.effects != nil {
+		files = append(files, in.effects.Fd())
+		env = append(env, EffectsFDEnv+"=3")
+	}
 	pid, exited, err := in.reaper.Spawn(in.exe, append([]string{"guestd"}, in.args...), &syscall.ProcAttr{
 		Env:   env,
-		Files: []uintptr{0, 1, 2},
+		Files: files,
 		Sys:   &syscall.SysProcAttr{Setpgid: true},
 	})
 	if err != nil {
@@ -77,6 +91,11 @@ func (in *initProc) run() int {
 		return 1
 	}
 	in.reaper = r
+	if in.listener, err = effects.Listen(effects.Socket); err != nil {
+		in.logf("the effects socket: %v; the serving guestd makes its own", err)
+	} else if in.effects, err = in.listener.(interface{ File() (*os.File, error) }).File(); err != nil {
+		in.logf("the effects socket: %v; the serving guestd makes its own", err)
+	}
 	sigs := make(chan os.Signal, 16)
 	signal.Notify(sigs, unix.SIGTERM, unix.SIGINT, unix.SIGPWR)
 	backoff := 100 * time.Millisecond

@@ -42,6 +42,17 @@ var Shared = []string{"/proc", "/sys", "/dev", "/run"}
 // Assets are the package's assets, bound into every subcontainer when the host mounted them.
 const Assets = "/media/hearth/assets"
 
+// What package scripts call effects with, bound into every subcontainer at the same
+// path as in the container: guestd's effects socket (alone: never guestd.sock or
+// host.sock, whose directories stay out of subcontainers), named in every job's
+// environment by EffectsSocketEnv, and the static client hearth-effect (from the base
+// rootfs, read-only), on the default PATH.
+const (
+	EffectsSocket    = "/media/hearth/rpc/effects.sock"
+	EffectsSocketEnv = "HEARTH_EFFECTS_SOCKET"
+	EffectClient     = "/usr/local/bin/hearth-effect"
+)
+
 // isMountPoint reports whether path is the root of a mount.
 func isMountPoint(path string) bool {
 	var st unix.Statx_t
@@ -61,6 +72,11 @@ type Launcher struct {
 
 	mu   sync.Mutex
 	subs map[string]*sub
+
+	// Subcontainers package scripts made (subcontainer.create) and ran commands in
+	// (subcontainer.exec): the binds equip made in each.
+	equipMu  sync.Mutex
+	equipped map[string][]string
 }
 
 type sub struct {
@@ -73,7 +89,7 @@ func New(host Host, r *reaper.Reaper, images map[string]manifest.ImageDefaults, 
 	sorted := slices.Clone(names)
 	sort.Strings(sorted)
 	hosts := fmt.Sprintf("127.0.0.1\tlocalhost %s\n::1\tlocalhost ip6-localhost ip6-loopback\n", strings.Join(sorted, " "))
-	return &Launcher{host: host, reaper: r, images: images, hosts: hosts, log: log, subs: map[string]*sub{}}
+	return &Launcher{host: host, reaper: r, images: images, hosts: hosts, log: log, subs: map[string]*sub{}, equipped: map[string][]string{}}
 }
 
 // Prepare implements supervisor.Launcher.
@@ -102,17 +118,8 @@ func (l *Launcher) Prepare(ctx context.Context, name string, spec *manifest.Daem
 		return fail(err)
 	}
 	defer unix.Close(rootFD)
-	shared := Shared
-	// The package's assets, when the host mounted them (read-only there, and so here).
-	if st, err := os.Stat(Assets); err == nil && st.IsDir() && isMountPoint(Assets) {
-		shared = append(slices.Clone(Shared), Assets)
-	}
-	for _, dir := range shared {
-		target, err := bindInto(rootFD, dir)
-		if err != nil {
-			return fail(fmt.Errorf("bind %s into %s: %w", dir, name, err))
-		}
-		s.binds = append(s.binds, target)
+	if s.binds, err = equip(rootFD, name); err != nil {
+		return fail(err)
 	}
 	for i, m := range spec.Mounts {
 		if err := l.host.BindVolume(ctx, m.Volume, name, m.Path, m.ReadOnly); err != nil {
@@ -131,6 +138,92 @@ func (l *Launcher) Prepare(ctx context.Context, name string, spec *manifest.Daem
 	l.subs[name] = s
 	l.mu.Unlock()
 	return nil
+}
+
+// equip binds what every subcontainer shares into the root open at rootFD: the shared
+// directories, the package's assets when the host mounted them (read-only there, and so
+// here), the effects socket and the effect client. It returns the bind mounts made, to
+// undo; on failure it has undone them.
+func equip(rootFD int, name string) ([]string, error) {
+	shared := Shared
+	if st, err := os.Stat(Assets); err == nil && st.IsDir() && isMountPoint(Assets) {
+		shared = append(slices.Clone(Shared), Assets)
+	}
+	var binds []string
+	fail := func(err error) ([]string, error) {
+		undoBinds(binds, nil)
+		return nil, err
+	}
+	for _, dir := range shared {
+		target, err := bindInto(rootFD, dir)
+		if err != nil {
+			return fail(fmt.Errorf("bind %s into %s: %w", dir, name, err))
+		}
+		binds = append(binds, target)
+	}
+	for _, f := range []struct {
+		path     string
+		readOnly bool
+	}{{EffectsSocket, false}, {EffectClient, true}} {
+		if _, err := os.Stat(f.path); err != nil {
+			continue // a guestd serving no effects, or a base rootfs without the client
+		}
+		target, err := bindFileInto(rootFD, f.path, f.readOnly)
+		if err != nil {
+			return fail(fmt.Errorf("bind %s into %s: %w", f.path, name, err))
+		}
+		binds = append(binds, target)
+	}
+	return binds, nil
+}
+
+// bindFileInto binds the container's file at the same path inside the root open at
+// rootFD (the path resolves inside the root), over an empty file it makes there.
+func bindFileInto(rootFD int, file string, readOnly bool) (string, error) {
+	d, err := beneath.OpenDir(rootFD, path.Dir(file), beneath.InRoot, &beneath.Owner{Mode: 0o755})
+	if err != nil {
+		return "", err
+	}
+	defer unix.Close(d)
+	base := path.Base(file)
+	t, err := unix.Openat(d, base, unix.O_PATH|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0)
+	if errors.Is(err, unix.ENOENT) {
+		fd, cerr := unix.Openat(d, base, unix.O_WRONLY|unix.O_CREAT|unix.O_EXCL|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0o644)
+		if cerr != nil {
+			return "", fmt.Errorf("make the mount point: %w", cerr)
+		}
+		unix.Close(fd)
+		t, err = unix.Openat(d, base, unix.O_PATH|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0)
+	}
+	if err != nil {
+		return "", err
+	}
+	// Whatever is there already (a file of the image, our bind from an earlier guestd)
+	// is covered; a directory or a symlink is not.
+	var st unix.Stat_t
+	if err := unix.Fstat(t, &st); err != nil {
+		unix.Close(t)
+		return "", err
+	}
+	if m := st.Mode & unix.S_IFMT; m == unix.S_IFDIR || m == unix.S_IFLNK {
+		unix.Close(t)
+		return "", fmt.Errorf("%s in the image is a directory or a symlink: %w", file, errdefs.ErrFailedPrecondition)
+	}
+	defer unix.Close(t)
+	tree, err := unix.OpenTree(unix.AT_FDCWD, file, unix.OPEN_TREE_CLONE|unix.OPEN_TREE_CLOEXEC)
+	if err != nil {
+		return "", fmt.Errorf("open_tree %s: %w", file, err)
+	}
+	defer unix.Close(tree)
+	if readOnly {
+		if err := unix.MountSetattr(tree, "", unix.AT_EMPTY_PATH, &unix.MountAttr{Attr_set: unix.MOUNT_ATTR_RDONLY}); err != nil {
+			return "", fmt.Errorf("make the bind of %s read-only: %w", file, err)
+		}
+	}
+	if err := unix.MoveMount(tree, "", t, "", unix.MOVE_MOUNT_F_EMPTY_PATH|unix.MOVE_MOUNT_T_EMPTY_PATH); err != nil {
+		return "", fmt.Errorf("move_mount %s: %w", file, err)
+	}
+	return os.Readlink(fmt.Sprintf("/proc/self/fd/%d", t))
 }
 
 // bindInto binds the container's dir (recursively) at the same path inside the root
@@ -175,10 +268,12 @@ func writeIn(rootFD int, dir, name string, data []byte) error {
 	return err
 }
 
-func (l *Launcher) undo(s *sub) {
-	for i := len(s.binds) - 1; i >= 0; i-- {
-		if err := unix.Unmount(s.binds[i], unix.MNT_DETACH); err != nil && !errors.Is(err, unix.EINVAL) && !errors.Is(err, unix.ENOENT) {
-			l.log.Warn("unmount", "path", s.binds[i], "error", err)
+func (l *Launcher) undo(s *sub) { undoBinds(s.binds, l.log) }
+
+func undoBinds(binds []string, log *slog.Logger) {
+	for i := len(binds) - 1; i >= 0; i-- {
+		if err := unix.Unmount(binds[i], unix.MNT_DETACH); err != nil && !errors.Is(err, unix.EINVAL) && !errors.Is(err, unix.ENOENT) && log != nil {
+			log.Warn("unmount", "path", binds[i], "error", err)
 		}
 	}
 }
@@ -272,15 +367,25 @@ func (l *Launcher) Build(name string, spec *manifest.Daemon, argv []string, extr
 	if len(argv) == 0 {
 		return nil, fmt.Errorf("%s: no command: the manifest gives none and the image has no entrypoint or cmd; give one: %w", name, errdefs.ErrInvalidArgument)
 	}
-	rootFD, err := unix.Open(s.root, unix.O_PATH|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
-	if err != nil {
-		return nil, err
-	}
-	defer unix.Close(rootFD)
 	userSpec := spec.User
 	if userSpec == "" {
 		userSpec = img.User
 	}
+	dir := spec.Workdir
+	if dir == "" {
+		dir = img.WorkingDir
+	}
+	return build(s.root, name, userSpec, argv, dir, func(id Identity) []string { return Env(img.Env, spec.Env, extra, id, name) })
+}
+
+// build prepares argv to run chrooted in root as userSpec, in dir, with the environment
+// env returns for that user.
+func build(root, name, userSpec string, argv []string, dir string, env func(Identity) []string) (*Command, error) {
+	rootFD, err := unix.Open(root, unix.O_PATH|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return nil, err
+	}
+	defer unix.Close(rootFD)
 	passwd, _ := openIn(rootFD, "/etc/passwd")
 	group, _ := openIn(rootFD, "/etc/group")
 	id, err := ResolveUser(userSpec, passwd, group)
@@ -289,23 +394,95 @@ func (l *Launcher) Build(name string, spec *manifest.Daemon, argv []string, extr
 	if err != nil {
 		return nil, fmt.Errorf("%s: %w", name, err)
 	}
-	env := Env(img.Env, spec.Env, extra, id, name)
-	prog, err := lookPath(rootFD, argv[0], env)
+	vars := env(id)
+	prog, err := lookPath(rootFD, argv[0], vars)
 	if err != nil {
 		return nil, fmt.Errorf("%s: %w", name, err)
-	}
-	dir := spec.Workdir
-	if dir == "" {
-		dir = img.WorkingDir
 	}
 	if dir == "" {
 		dir = "/"
 	}
 	return &Command{Path: prog, Argv: argv, Attr: &syscall.ProcAttr{
-		Dir: dir, Env: env,
-		Sys: &syscall.SysProcAttr{Chroot: s.root, Setpgid: true,
+		Dir: dir, Env: vars,
+		Sys: &syscall.SysProcAttr{Chroot: root, Setpgid: true,
 			Credential: &syscall.Credential{Uid: id.UID, Gid: id.GID, Groups: id.Groups}},
 	}}, nil
+}
+
+// BuildExec prepares argv to run in the subcontainer name, an overlay of image made by
+// subcontainer.create (or a job's): as the image's user, in workdir (else the image's),
+// with the image's environment plus env. A subcontainer that is no job's gets the binds
+// a job's has (Shared, the assets, the effects socket and client) the first time.
+func (l *Launcher) BuildExec(name, image string, argv []string, env map[string]string, workdir string) (*Command, error) {
+	if len(argv) == 0 {
+		return nil, fmt.Errorf("argv is empty: name the program to run: %w", errdefs.ErrInvalidArgument)
+	}
+	img, ok := l.images[image]
+	if !ok && l.images != nil {
+		return nil, fmt.Errorf("subcontainer %s is of image %q, which the package does not have: %w", name, image, errdefs.ErrFailedPrecondition)
+	}
+	if name == "" || name == "." || name == ".." || strings.Contains(name, "/") {
+		return nil, fmt.Errorf("subcontainer name %q: not a name: %w", name, errdefs.ErrInvalidArgument)
+	}
+	root := SubcontainersDir + "/" + name
+	l.mu.Lock()
+	job, isJob := l.subs[name]
+	l.mu.Unlock()
+	if isJob {
+		root = job.root
+	} else if err := l.equip(name, root); err != nil {
+		return nil, err
+	}
+	if workdir == "" {
+		workdir = img.WorkingDir
+	}
+	return build(root, name, img.User, argv, workdir, func(id Identity) []string { return Env(img.Env, nil, env, id, name) })
+}
+
+// equip binds what jobs share into a script's subcontainer, unless they are there.
+func (l *Launcher) equip(name, root string) error {
+	l.equipMu.Lock()
+	defer l.equipMu.Unlock()
+	if !isMountPoint(root) {
+		return fmt.Errorf("no subcontainer %q is mounted: make it with subcontainer.create: %w", name, errdefs.ErrNotFound)
+	}
+	if _, ok := l.equipped[name]; ok || isMountPoint(root+"/proc") {
+		return nil // by us, or by an earlier guestd
+	}
+	rootFD, err := unix.Open(root, unix.O_PATH|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return err
+	}
+	defer unix.Close(rootFD)
+	binds, err := equip(rootFD, name)
+	if err != nil {
+		return err
+	}
+	l.equipped[name] = binds
+	return nil
+}
+
+// Unequip undoes what BuildExec bound into a script's subcontainer (and whatever else
+// is mounted in it), before the host destroys it. A job's subcontainer is refused: its
+// job is running there.
+func (l *Launcher) Unequip(name string) error {
+	l.mu.Lock()
+	_, isJob := l.subs[name]
+	l.mu.Unlock()
+	if isJob {
+		return fmt.Errorf("subcontainer %s belongs to the package's job %s, which runs there: stop it instead: %w", name, name, errdefs.ErrFailedPrecondition)
+	}
+	l.equipMu.Lock()
+	defer l.equipMu.Unlock()
+	undoBinds(l.equipped[name], l.log)
+	delete(l.equipped, name)
+	if strings.Contains(name, "/") || name == ".." || name == "." || name == "" {
+		return nil // no such overlay; the host says so
+	}
+	for _, m := range MountsBelow(SubcontainersDir + "/" + name) {
+		_ = unix.Unmount(m, unix.MNT_DETACH)
+	}
+	return nil
 }
 
 // Argv is the command a job runs: the manifest's command (else the image's entrypoint)
@@ -324,7 +501,7 @@ func Argv(spec *manifest.Daemon, img manifest.ImageDefaults) []string {
 }
 
 // Env is the image's environment, then HOME, PATH and HOSTNAME where unset, then the
-// manifest's, then extra.
+// manifest's, then extra, then HEARTH_EFFECTS_SOCKET.
 func Env(image []string, manifestEnv, extra map[string]string, id Identity, name string) []string {
 	vars := map[string]string{}
 	var order []string
@@ -355,6 +532,7 @@ func Env(image []string, manifestEnv, extra map[string]string, id Identity, name
 			set(k, m[k])
 		}
 	}
+	set(EffectsSocketEnv, EffectsSocket)
 	out := make([]string, 0, len(order))
 	for _, k := range order {
 		out = append(out, k+"="+vars[k])
