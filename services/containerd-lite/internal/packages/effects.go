@@ -26,6 +26,7 @@ import (
 	"time"
 	"unicode/utf8"
 
+	"google.golang.org/grpc"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
 	"hearth.dev/internal/errdefs"
@@ -348,14 +349,19 @@ func (e *Effects) Status(ctx context.Context, container string) (*hostv1.GetStat
 	return out, nil
 }
 
-// guestStatus asks a running container's guestd for its daemons, as hearthctl status
-// does (5 s at most).
-func (m *Manager) guestStatus(ctx context.Context, container string) (*guestv1.GetStatusResponse, error) {
+// guestConn connects to a container's guestd.
+func (m *Manager) guestConn(container string) (*grpc.ClientConn, error) {
 	d, err := m.opts.Containers.GuestDialer(container)
 	if err != nil {
 		return nil, err
 	}
-	conn, err := guestclient.Conn(container, d)
+	return guestclient.Conn(container, d)
+}
+
+// guestStatus asks a running container's guestd for its daemons, as hearthctl status
+// does (5 s at most).
+func (m *Manager) guestStatus(ctx context.Context, container string) (*guestv1.GetStatusResponse, error) {
+	conn, err := m.guestConn(container)
 	if err != nil {
 		return nil, err
 	}
