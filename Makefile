@@ -13,7 +13,7 @@ export GOFLAGS ?= -buildvcs=false
 
 DAEMONS := containerd-lite netd certd
 
-.PHONY: build deps tools proto docs lint test test-unit bench demo base-rootfs examples clean
+.PHONY: build deps tools proto docs lint test test-unit bench demo base-rootfs examples clean install uninstall
 
 # Debian packages and the containers' id range; installs what is missing when run as root.
 deps:
@@ -114,3 +114,54 @@ demo: deps build
 
 clean:
 	rm -rf $(BIN) build
+
+# `make` first (as yourself), then `make install` (as root): the daemons, guestd and
+# hearth-effect in $(PREFIX)/lib/hearth, hearthctl in $(PREFIX)/bin, the base rootfs where
+# containerd-lite's unit points, the systemd units, and the hearth group and certd's user
+# (sysusers.d) with /run/hearth (tmpfiles.d). Both are made at once unless DESTDIR is set
+# (a staging tree: then systemd-sysusers and systemd-tmpfiles make them at boot).
+# `make uninstall` removes all of it; the daemons' state in /var/lib/hearth stays.
+PREFIX   ?= /usr
+DESTDIR  ?=
+LIBDIR   := $(PREFIX)/lib/hearth
+UNITDIR  := $(PREFIX)/lib/systemd/system
+UNITS    := hearth.target hearth-certd.service hearth-netd.service hearth-containerd-lite.service
+HEARTH_CONF := $(PREFIX)/lib/sysusers.d/hearth.conf $(PREFIX)/lib/tmpfiles.d/hearth.conf
+SYSTEMD_UP := [ -z "$(DESTDIR)" ] && [ -d /run/systemd/system ]
+
+install:
+	@for f in $(addprefix $(BIN)/,$(DAEMONS) guestd hearth-effect hearthctl) $(BASE)/sbin/guestd; do \
+		[ -e $$f ] || { echo "install: $$f is missing: run make first"; exit 1; }; done
+	install -d $(DESTDIR)$(LIBDIR) $(DESTDIR)$(PREFIX)/bin $(DESTDIR)$(UNITDIR) \
+		$(DESTDIR)$(PREFIX)/lib/sysusers.d $(DESTDIR)$(PREFIX)/lib/tmpfiles.d
+	install -m 0755 $(addprefix $(BIN)/,$(DAEMONS) guestd hearth-effect) $(DESTDIR)$(LIBDIR)/
+	install -m 0755 $(BIN)/hearthctl $(DESTDIR)$(PREFIX)/bin/
+	rm -rf $(DESTDIR)$(LIBDIR)/base-rootfs.new
+	cp -a $(BASE) $(DESTDIR)$(LIBDIR)/base-rootfs.new
+	rm -rf $(DESTDIR)$(LIBDIR)/base-rootfs && mv $(DESTDIR)$(LIBDIR)/base-rootfs.new $(DESTDIR)$(LIBDIR)/base-rootfs
+	for u in $(UNITS); do sed 's#/usr/lib/hearth#$(LIBDIR)#g' deploy/systemd/$$u > $(DESTDIR)$(UNITDIR)/$$u; \
+		chmod 0644 $(DESTDIR)$(UNITDIR)/$$u; done
+	install -m 0644 deploy/systemd/hearth.sysusers $(DESTDIR)$(PREFIX)/lib/sysusers.d/hearth.conf
+	install -m 0644 deploy/systemd/hearth.tmpfiles $(DESTDIR)$(PREFIX)/lib/tmpfiles.d/hearth.conf
+	@if [ -z "$(DESTDIR)" ]; then \
+		if command -v systemd-sysusers >/dev/null; then systemd-sysusers $(PREFIX)/lib/sysusers.d/hearth.conf; \
+		else getent group hearth >/dev/null || groupadd --system hearth; \
+			getent passwd hearth-certd >/dev/null || useradd --system --gid hearth --no-create-home \
+				--home-dir /var/lib/hearth/certd --shell /usr/sbin/nologin hearth-certd; fi; \
+		if command -v systemd-tmpfiles >/dev/null; then systemd-tmpfiles --create $(PREFIX)/lib/tmpfiles.d/hearth.conf; \
+		else install -d -m 0750 -g hearth /run/hearth; fi; \
+	fi
+	@if $(SYSTEMD_UP); then systemctl daemon-reload; fi
+	@echo "installed; start Hearth now and at boot with: systemctl enable --now hearth.target"
+
+uninstall:
+	@if $(SYSTEMD_UP); then systemctl disable --now $(UNITS) || true; fi
+	rm -f $(addprefix $(DESTDIR)$(UNITDIR)/,$(UNITS)) $(addprefix $(DESTDIR),$(HEARTH_CONF)) $(DESTDIR)$(PREFIX)/bin/hearthctl
+	rm -rf $(DESTDIR)$(LIBDIR)
+	@if $(SYSTEMD_UP); then systemctl daemon-reload; fi
+	@if [ -z "$(DESTDIR)" ]; then \
+		rmdir /run/hearth 2>/dev/null || true; \
+		! getent passwd hearth-certd >/dev/null || userdel hearth-certd; \
+		! getent group hearth >/dev/null || groupdel hearth; \
+	fi
+	@echo "uninstalled; the daemons' state in /var/lib/hearth is kept (remove it yourself to forget every package)"
