@@ -117,9 +117,9 @@ clean:
 
 # `make` first (as yourself), then `make install` (as root): the daemons, guestd and
 # hearth-effect in $(PREFIX)/lib/hearth, hearthctl in $(PREFIX)/bin, the base rootfs where
-# containerd-lite's unit points, the systemd units, and the hearth group and certd's user
-# (sysusers.d) with /run/hearth (tmpfiles.d). Both are made at once unless DESTDIR is set
-# (a staging tree: then systemd-sysusers and systemd-tmpfiles make them at boot).
+# containerd-lite's unit points, the systemd units, the hearth group (sysusers.d) and
+# /run/hearth (tmpfiles.d). Both are made at once unless DESTDIR is set (a staging tree:
+# then systemd-sysusers and systemd-tmpfiles make them at boot).
 # `make uninstall` removes all of it; the daemons' state in /var/lib/hearth stays.
 PREFIX   ?= /usr
 DESTDIR  ?=
@@ -145,9 +145,7 @@ install:
 	install -m 0644 deploy/systemd/hearth.tmpfiles $(DESTDIR)$(PREFIX)/lib/tmpfiles.d/hearth.conf
 	@if [ -z "$(DESTDIR)" ]; then \
 		if command -v systemd-sysusers >/dev/null; then systemd-sysusers $(PREFIX)/lib/sysusers.d/hearth.conf; \
-		else getent group hearth >/dev/null || groupadd --system hearth; \
-			getent passwd hearth-certd >/dev/null || useradd --system --gid hearth --no-create-home \
-				--home-dir /var/lib/hearth/certd --shell /usr/sbin/nologin hearth-certd; fi; \
+		else getent group hearth >/dev/null || groupadd --system hearth; fi; \
 		if command -v systemd-tmpfiles >/dev/null; then systemd-tmpfiles --create $(PREFIX)/lib/tmpfiles.d/hearth.conf; \
 		else install -d -m 0750 -g hearth /run/hearth; fi; \
 	fi
@@ -161,7 +159,6 @@ uninstall:
 	@if $(SYSTEMD_UP); then systemctl daemon-reload; fi
 	@if [ -z "$(DESTDIR)" ]; then \
 		rmdir /run/hearth 2>/dev/null || true; \
-		! getent passwd hearth-certd >/dev/null || userdel hearth-certd; \
 		! getent group hearth >/dev/null || groupdel hearth; \
 	fi
 	@echo "uninstalled; the daemons' state in /var/lib/hearth is kept (remove it yourself to forget every package)"
