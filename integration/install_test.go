@@ -285,6 +285,49 @@ wait $s || wait $s
 	return dir
 }
 
+// containerdLiteBounding is hearth-containerd-lite.service's CapabilityBoundingSet= as
+// setpriv takes it: all but what the unit drops.
+const containerdLiteBounding = "+all,-sys_module,-sys_time,-wake_alarm,-sys_boot,-mac_admin,-mac_override,-syslog,-audit_control,-audit_read,-block_suspend,-sys_pacct"
+
+// boundedBinDir makes a copy of binDir where containerd-lite runs with its unit's
+// capability bounding set and nothing else of the unit (it has no mount namespace).
+func boundedBinDir(t *testing.T) string {
+	t.Helper()
+	unit, err := os.ReadFile("../deploy/systemd/hearth-containerd-lite.service")
+	if err != nil {
+		t.Fatal(err)
+	}
+	m := regexp.MustCompile(`(?m)^CapabilityBoundingSet=~(.*)$`).FindSubmatch(unit)
+	if m == nil {
+		t.Fatal("hearth-containerd-lite.service has no CapabilityBoundingSet=~")
+	}
+	var want []string
+	for _, c := range strings.Fields(string(m[1])) {
+		want = append(want, "-"+strings.ToLower(strings.TrimPrefix(c, "CAP_")))
+	}
+	if got := strings.TrimPrefix(containerdLiteBounding, "+all,"); got != strings.Join(want, ",") {
+		t.Fatalf("the test drops %s, the unit %s", got, strings.Join(want, ","))
+	}
+	dir := t.TempDir()
+	ents, err := os.ReadDir(binDir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, e := range ents {
+		if e.Name() != "containerd-lite" {
+			if err := os.Symlink(filepath.Join(binDir, e.Name()), filepath.Join(dir, e.Name())); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	writeFile(t, filepath.Join(dir, "containerd-lite"), []byte("#!/bin/sh\nexec setpriv --bounding-set "+
+		containerdLiteBounding+" "+filepath.Join(binDir, "containerd-lite")+` "$@"`+"\n"))
+	if err := os.Chmod(filepath.Join(dir, "containerd-lite"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	return dir
+}
+
 // startConfined starts name from the wrapped bin directory.
 func startConfined(t *testing.T, wrapped, name, socket string, args ...string) *daemonProc {
 	t.Helper()
@@ -358,10 +401,23 @@ func TestCertdUnderItsUnitsRestrictions(t *testing.T) {
 // (netd enters their network namespaces), the proxy answers on port 80, the DNS server on
 // 53 names the other container, and it all holds across a restart of netd. Its system
 // calls are checked as certd's are, with the unit's own address families and namespaces.
+// containerd-lite runs beside it with its unit's capability bounding set.
 func TestNetdUnderItsUnitsRestrictions(t *testing.T) {
 	requireRoot(t)
 	allowed := syscallGroup(t, "@system-service")
+	// containerd-lite runs with its own unit's capability bounding set.
+	real := binDir
+	binDir = boundedBinDir(t)
 	l := newLab(t)
+	binDir = real
+	status, _ := os.ReadFile(fmt.Sprintf("/proc/%d/status", l.cld.cmd.Process.Pid))
+	bnd := regexp.MustCompile(`CapBnd:\s*([0-9a-f]+)`).FindSubmatch(status)
+	if bnd == nil {
+		t.Fatalf("no CapBnd in containerd-lite's status:\n%s", status)
+	}
+	if n, err := strconv.ParseUint(string(bnd[1]), 16, 64); err != nil || n&(1<<16) != 0 || n&(1<<21) == 0 {
+		t.Fatalf("containerd-lite's bounding set: %q, want CAP_SYS_ADMIN without CAP_SYS_MODULE", bnd)
+	}
 	br := testBridge(t)
 	gateway := gatewayOf(br)
 	c := confinement{caps: "-all,+net_admin,+net_bind_service,+sys_admin", group: 4242,
