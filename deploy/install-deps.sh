@@ -14,7 +14,9 @@ set -euo pipefail
 # nftables: the tests compare netd's ruleset (nft list) before and after restarts.
 # nginx, wrk and nghttp2-client (h2load): bench/proxy.sh, which runs nginx as its own process
 # (Debian's own nginx service, where it starts, holds port 80: it is stopped below).
-packages=(lxc lxc-dev busybox-static debootstrap uidmap e2fsprogs pkg-config gcc make git iproute2 util-linux ca-certificates openssl curl podman runc catatonit restic tor avahi-daemon avahi-utils dbus-daemon nginx wrk nghttp2-client nftables)
+# systemd (systemd-analyze) and strace: the install test verifies the units and traces certd
+# and netd under their units' restrictions (integration/install_test.go).
+packages=(lxc lxc-dev busybox-static debootstrap uidmap e2fsprogs pkg-config gcc make git iproute2 util-linux ca-certificates openssl curl podman runc catatonit restic tor avahi-daemon avahi-utils dbus-daemon nginx wrk nghttp2-client nftables systemd strace)
 
 missing=()
 for p in "${packages[@]}"; do
