@@ -229,6 +229,7 @@ type confinement struct {
 	caps     string   // setpriv --bounding-set: -all, or -all,+net_admin,...
 	group    int
 	trace    string // directory of strace's output, one file per start
+	hidepid  bool   // ProtectProc=invisible: /proc shows only the processes it may trace
 }
 
 // wrap makes a copy of binDir where name runs confined, and returns it.
@@ -256,6 +257,10 @@ func (c confinement) wrap(t *testing.T, name string) string {
 		keep += fmt.Sprintf("%s|%s/*|", k, k)
 	}
 	ws := strings.Join(c.writable, " ")
+	hidepid := ""
+	if c.hidepid {
+		hidepid = "mount -t proc -o hidepid=invisible proc /proc"
+	}
 	// Mounts under /tmp and /run/netns are other tests' (containers, namespaces: hundreds
 	// on a busy machine) and left as they are; /tmp itself is read-only. The probes check
 	// the sandbox before the daemon starts. SIGTERM is passed to the daemon (strace's
@@ -267,6 +272,7 @@ awk '{print $5}' /proc/self/mountinfo | while read -r m; do
 	mount -o remount,bind,ro "$m" 2>/dev/null || true
 done
 for d in %[1]s; do mount -o remount,bind,rw "$d"; done
+%[8]s
 for probe in /etc /var/tmp /tmp /root /usr/lib %[3]s; do
 	if touch "$probe/.hearth-probe" 2>/dev/null; then rm -f "$probe/.hearth-probe"; echo "sandbox: $probe is writable" >&2; exit 1; fi
 done
@@ -275,7 +281,7 @@ strace -f -qq -o %[4]s/strace.$$ setpriv --no-new-privs --bounding-set %[5]s --i
 s=$!
 trap 'for c in $(cat /proc/$s/task/$s/children); do kill -TERM $c; done' TERM INT
 wait $s || wait $s
-`, ws, keep, filepath.Dir(c.writable[0]), c.trace, c.caps, c.group, filepath.Join(binDir, name))
+`, ws, keep, filepath.Dir(c.writable[0]), c.trace, c.caps, c.group, filepath.Join(binDir, name), hidepid)
 	inner := filepath.Join(dir, name+".confined.sh")
 	writeFile(t, inner, []byte(script))
 	writeFile(t, filepath.Join(dir, name), []byte("#!/bin/sh\nexec unshare --mount --propagation private sh "+inner+` "$@"`+"\n"))
@@ -397,7 +403,7 @@ func TestCertdUnderItsUnitsRestrictions(t *testing.T) {
 
 // TestNetdUnderItsUnitsRestrictions runs netd confined as hearth-netd.service confines it:
 // every mount read-only but its state and socket directories and /proc, /sys and /dev,
-// with only the capabilities the unit keeps. Containers get their veth, address and route
+// /proc mounted with hidepid=invisible, with only the capabilities the unit keeps. Containers get their veth, address and route
 // (netd enters their network namespaces), the proxy answers on port 80, the DNS server on
 // 53 names the other container, and it all holds across a restart of netd. Its system
 // calls are checked as certd's are, with the unit's own address families and namespaces.
@@ -421,7 +427,7 @@ func TestNetdUnderItsUnitsRestrictions(t *testing.T) {
 	br := testBridge(t)
 	gateway := gatewayOf(br)
 	c := confinement{caps: "-all,+net_admin,+net_bind_service,+sys_admin", group: 4242,
-		keep: []string{"/proc", "/sys", "/dev"}, trace: filepath.Join(l.dir, "trace"),
+		keep: []string{"/proc", "/sys", "/dev"}, trace: filepath.Join(l.dir, "trace"), hidepid: true,
 		writable: []string{filepath.Join(l.dir, "netd"), l.runDir, filepath.Join(l.dir, "trace")}}
 	for _, d := range c.writable {
 		if err := os.MkdirAll(d, 0o750); err != nil {
