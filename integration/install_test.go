@@ -91,6 +91,7 @@ func TestInstallUninstall(t *testing.T) {
 			}
 			if prefix == "/usr" {
 				verifyUnits(t, d)
+				checkSysusersTmpfiles(t, d)
 			}
 
 			out := makeTarget(t, "uninstall", d, prefix)
@@ -154,6 +155,39 @@ func checkUnitsPointAtInstall(t *testing.T, d, prefix string) {
 	}
 }
 
+// checkSysusersTmpfiles applies the installed sysusers.d and tmpfiles.d files to the
+// staging tree as systemd would at boot: the hearth group, and /run/hearth 0750 of it.
+func checkSysusersTmpfiles(t *testing.T, d string) {
+	t.Helper()
+	for _, tool := range []string{"systemd-sysusers", "systemd-tmpfiles"} {
+		if _, err := exec.LookPath(tool); err != nil {
+			t.Skipf("%s not found (package systemd; deploy/install-deps.sh installs it)", tool)
+		}
+	}
+	if err := os.MkdirAll(filepath.Join(d, "etc"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	defer os.RemoveAll(filepath.Join(d, "etc"))
+	defer os.RemoveAll(filepath.Join(d, "run"))
+	if out, err := exec.Command("systemd-sysusers", "--root="+d).CombinedOutput(); err != nil {
+		t.Fatalf("systemd-sysusers: %v\n%s", err, out)
+	}
+	groups, _ := os.ReadFile(filepath.Join(d, "etc/group"))
+	m := regexp.MustCompile(`(?m)^hearth:x:(\d+):`).FindSubmatch(groups)
+	if m == nil {
+		t.Fatalf("sysusers.d/hearth.conf made no hearth group:\n%s", groups)
+	}
+	out, err := exec.Command("systemd-tmpfiles", "--root="+d, "--create", filepath.Join(d, "usr/lib/tmpfiles.d/hearth.conf")).CombinedOutput()
+	if err != nil {
+		t.Fatalf("systemd-tmpfiles: %v\n%s", err, out)
+	}
+	fi, err := os.Stat(filepath.Join(d, "run/hearth"))
+	if err != nil || !fi.IsDir() || fi.Mode().Perm() != 0o750 || strconv.Itoa(int(fi.Sys().(*syscall.Stat_t).Gid)) != string(m[1]) ||
+		fi.Sys().(*syscall.Stat_t).Uid != 0 {
+		t.Errorf("/run/hearth from tmpfiles.d/hearth.conf: %v, want a directory 0750 of root and group hearth (%s)", fi, m[1])
+	}
+}
+
 // verifyUnits runs systemd-analyze verify on the installed units, which must pass without
 // a word, and checks its security exposure scores; then that verify does see the
 // installed tree (a unit whose binary is missing fails).
@@ -190,7 +224,7 @@ func verifyUnits(t *testing.T, d string) {
 	for _, tc := range []struct {
 		unit  string
 		bound float64
-	}{{"hearth-certd.service", 2.0}, {"hearth-netd.service", 4.0}, {"hearth-containerd-lite.service", 10}} {
+	}{{"hearth-certd.service", 2.0}, {"hearth-netd.service", 3.0}, {"hearth-containerd-lite.service", 10}} {
 		out, err := exec.Command("systemd-analyze", "security", "--offline=yes", "--no-pager", "--root="+d,
 			"--threshold="+strconv.Itoa(int(tc.bound*10)), filepath.Join(unitDir, tc.unit)).CombinedOutput()
 		m := regexp.MustCompile(`Overall exposure level for \S+: ([0-9.]+)`).FindSubmatch(out)
@@ -344,7 +378,8 @@ func startConfined(t *testing.T, wrapped, name, socket string, args ...string) *
 }
 
 // TestCertdUnderItsUnitsRestrictions runs certd confined as hearth-certd.service confines
-// it: every mount read-only but its state and socket directories, no capabilities at all,
+// it: every mount read-only but its state and socket directories, /proc with
+// hidepid=invisible, no capabilities at all,
 // and the group its socket must be given only as a supplementary group. It issues a local
 // certificate and an ACME one from Pebble (HTTP-01, on a port of its own). Every system
 // call it made is then checked against what the unit's seccomp-based settings allow:
@@ -356,7 +391,7 @@ func TestCertdUnderItsUnitsRestrictions(t *testing.T) {
 	allowed := syscallGroup(t, "@system-service")
 	p := startPebble(t, false)
 	dir := tempDir(t)
-	c := confinement{caps: "-all", group: 4242, trace: filepath.Join(dir, "trace")}
+	c := confinement{caps: "-all", group: 4242, trace: filepath.Join(dir, "trace"), hidepid: true}
 	for _, d := range []string{"state", "run", "trace"} {
 		c.writable = append(c.writable, filepath.Join(dir, d))
 		if err := os.Mkdir(filepath.Join(dir, d), 0o750); err != nil {
