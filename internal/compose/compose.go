@@ -1464,7 +1464,12 @@ func (c *conv) limits(services *yaml.Node) {
 		}
 		switch l.name {
 		case "memory":
-			c.m.Limits.Memory = bytesize.Format(int64(l.sum))
+			b := int64(l.sum)
+			if b%(1<<30) == 0 {
+				c.m.Limits.Memory = bytesize.Format(b)
+			} else {
+				c.m.Limits.Memory = fmt.Sprintf("%dMi", (b+(1<<20)-1)>>20)
+			}
 		case "cpus":
 			c.m.Limits.CPUs = math.Round(l.sum*100) / 100
 		case "pids":
