@@ -110,7 +110,7 @@ services:
     volumes: [redisdata:/data]
     healthcheck:
       <<: *dbhealth
-      test: echo ping | nc -w 2 127.0.0.1 6379 | grep -q 'echo: ping'
+      test: echo ping | nc -w 2 127.0.0.1 6379 | grep -q '^redis echo'
     mem_limit: 32m
     cpus: 0.25
 volumes:
@@ -170,7 +170,7 @@ x-shop: &shop
 services:
   migrate:
     <<: *shop
-    command: sh -c "echo ping | nc -w 2 db 5432 | grep -q 'db echo: ping' && echo $$RAILS_ENV > /data/migrated"
+    command: sh -c "echo ping | nc -w 2 db 5432 | grep -q '^db echo' && echo $$RAILS_ENV > /data/migrated"
     restart: "no"
     depends_on:
       db: {condition: service_healthy}
@@ -314,7 +314,17 @@ func waitPackageReady(t *testing.T, l *lab, id string, daemons, oneshots []strin
 				}
 			}
 		}
-		ok := len(ds) == len(daemons)+len(oneshots)
+		// The install hook (seeding volumes) is a job too: it must be done.
+		hooks := 0
+		for n, d := range ds {
+			if strings.HasPrefix(n, "hook-") {
+				hooks++
+				if d.GetState() != guestv1.DaemonState_DAEMON_STATE_DONE {
+					hooks = -1000
+				}
+			}
+		}
+		ok := hooks >= 0 && len(ds) == len(daemons)+len(oneshots)+hooks
 		for _, n := range daemons {
 			ok = ok && ds[n].GetState() == guestv1.DaemonState_DAEMON_STATE_READY
 		}

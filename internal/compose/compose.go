@@ -77,6 +77,8 @@ func (p Problem) String() string {
 	return at + ": " + p.Field + ": " + p.Msg
 }
 
+func (p Problem) Error() string { return p.String() }
+
 // Refused is every reason a compose project cannot become a package.
 type Refused []Problem
 
@@ -117,7 +119,11 @@ func Convert(data []byte, opt Options) (*Result, error) {
 	}
 	root, err := parse(opt.File, data, opt.Env)
 	if err != nil {
-		return nil, Refused{{File: opt.File, Msg: err.Error()}}
+		var p Problem
+		if !errors.As(err, &p) {
+			p = Problem{File: opt.File, Msg: err.Error()}
+		}
+		return nil, Refused{p}
 	}
 	c := &conv{opt: opt, refs: map[string]string{}, keys: map[string]string{}, vols: map[string]string{},
 		volNames: map[string]bool{}, seeds: map[string]string{}, ports: map[int]portUse{}}

@@ -58,6 +58,7 @@ func TestRefusals(t *testing.T) {
 		{"cycle", "services:\n  a:\n    image: x\n    depends_on: [b]\n  b:\n    image: x\n    depends_on: [a]\n", []string{"the manifest it makes: requires: cycle"}},
 		{"no services", "version: '3'\n", []string{"services: missing"}},
 		{"empty", "", []string{"empty"}},
+		{"yaml syntax", "services:\n  a:\n    image: x\n    command: sh -c echo a: b\n", []string{"compose.yaml:4:1: mapping values are not allowed"}},
 		{"two documents", "services: {a: {image: x}}\n---\nservices: {}\n", []string{"a second YAML document"}},
 		{"billion laughs", laughs(), []string{"anchors expand to more than"}},
 		{"alias loop", "a: &a [*a]\n", []string{"compose.yaml"}},

@@ -7,6 +7,8 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"regexp"
+	"strconv"
 	"strings"
 
 	yaml "go.yaml.in/yaml/v3"
@@ -23,22 +25,27 @@ const maxNodes = 200_000
 // every scalar value interpolated from env.
 func parse(name string, data []byte, env map[string]string) (*yaml.Node, error) {
 	if len(data) > MaxSize {
-		return nil, fmt.Errorf("%s: %d bytes; a compose file is at most %d", name, len(data), MaxSize)
+		return nil, Problem{File: name, Msg: fmt.Sprintf("%d bytes; a compose file is at most %d", len(data), MaxSize)}
 	}
 	var doc yaml.Node
 	dec := yaml.NewDecoder(bytes.NewReader(data))
 	if err := dec.Decode(&doc); err != nil {
 		if errors.Is(err, io.EOF) {
-			return nil, fmt.Errorf("%s: empty: a compose file needs services", name)
+			return nil, Problem{File: name, Msg: "empty: a compose file needs services"}
 		}
-		return nil, fmt.Errorf("%s: %s", name, strings.TrimPrefix(err.Error(), "yaml: "))
+		msg := strings.TrimPrefix(err.Error(), "yaml: ")
+		if m := yamlLineRE.FindStringSubmatch(msg); m != nil {
+			line, _ := strconv.Atoi(m[1])
+			return nil, Problem{File: name, Line: line, Col: 1, Msg: m[2]}
+		}
+		return nil, Problem{File: name, Msg: msg}
 	}
 	var extra yaml.Node
 	if dec.Decode(&extra) == nil {
-		return nil, fmt.Errorf("%s:%d: a second YAML document; a compose file holds one", name, extra.Line)
+		return nil, Problem{File: name, Line: extra.Line, Col: extra.Column, Msg: "a second YAML document; a compose file holds one"}
 	}
 	if doc.Kind != yaml.DocumentNode || len(doc.Content) == 0 {
-		return nil, fmt.Errorf("%s: empty: a compose file needs services", name)
+		return nil, Problem{File: name, Msg: "empty: a compose file needs services"}
 	}
 	x := &expander{name: name, env: env}
 	root, err := x.expand(doc.Content[0], 0)
@@ -55,8 +62,10 @@ type expander struct {
 }
 
 func (x *expander) at(n *yaml.Node, format string, a ...any) error {
-	return fmt.Errorf("%s:%d:%d: %s", x.name, n.Line, n.Column, fmt.Sprintf(format, a...))
+	return Problem{File: x.name, Line: n.Line, Col: n.Column, Msg: fmt.Sprintf(format, a...)}
 }
+
+var yamlLineRE = regexp.MustCompile(`^line (\d+): (.*)$`)
 
 // expand copies n with aliases resolved, merge keys applied and values interpolated.
 func (x *expander) expand(n *yaml.Node, depth int) (*yaml.Node, error) {
