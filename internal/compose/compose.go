@@ -678,7 +678,7 @@ func (c *conv) service(svc string, keyNode, node *yaml.Node) {
 				}
 				if dp.cond == "service_healthy" {
 					if _, hc := field(c.services[dp.name], "healthcheck"); hc == nil {
-						c.refuse(dp.node, kf+"."+dp.name, "waits for service %q to be healthy, but it has no healthcheck", dp.name)
+						c.refuse(dp.node, kf+"."+dp.name, "waits for service %q to be healthy, but it has no healthcheck (the image's own HEALTHCHECK is not read: give one in the compose file)", dp.name)
 						continue
 					}
 				}
@@ -972,7 +972,7 @@ func (c *conv) healthcheck(n *yaml.Node, f string) *manifest.Check {
 		}
 	}
 	if len(r.Exec) == 0 {
-		c.refuse(n, f, "no test")
+		c.refuse(n, f, "no test: give test (the image's own HEALTHCHECK is not read)")
 		return nil
 	}
 	return r

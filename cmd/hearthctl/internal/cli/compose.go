@@ -147,15 +147,17 @@ func packCompose(ctx context.Context, g *globals, o composeOpts, out string, key
 	if !toDir && !allowUnsigned && key == nil {
 		return fmt.Errorf("a package is signed: give --key KEY (make one with hearthctl keys generate), or --allow-unsigned, or write a directory with --manifest-only or --out DIR/: %w", errdefs.ErrInvalidArgument)
 	}
-	dir := out
+	// Everything is written into a scratch directory first: a failure leaves nothing behind.
+	var dir, target string
 	if toDir {
-		if dir == "" {
-			dir = res.Manifest.ID
+		target = strings.TrimSuffix(out, "/")
+		if target == "" {
+			target = res.Manifest.ID
 		}
-		if _, err := os.Stat(filepath.Join(dir, "manifest.yaml")); err == nil {
-			return fmt.Errorf("%s already holds a manifest.yaml: remove it or give another directory with --out: %w", dir, errdefs.ErrAlreadyExists)
+		if ents, err := os.ReadDir(target); err == nil && len(ents) > 0 {
+			return fmt.Errorf("%s is not empty: give a new or empty directory with --out, or pack the one you have with hearthctl pack %s: %w", target, target, errdefs.ErrAlreadyExists)
 		}
-		if err := os.MkdirAll(dir, 0o755); err != nil {
+		if dir, err = os.MkdirTemp(filepath.Dir(target), ".hearthctl-compose-"); err != nil {
 			return err
 		}
 	} else {
@@ -165,8 +167,8 @@ func packCompose(ctx context.Context, g *globals, o composeOpts, out string, key
 		if dir, err = os.MkdirTemp(filepath.Dir(out), ".hearthctl-compose-"); err != nil {
 			return err
 		}
-		defer os.RemoveAll(dir)
 	}
+	defer os.RemoveAll(dir)
 	mdata, err := res.ManifestYAML(filepath.Base(o.file))
 	if err != nil {
 		return err
@@ -209,7 +211,14 @@ func packCompose(ctx context.Context, g *globals, o composeOpts, out string, key
 		return err
 	}
 	if toDir {
-		rep.Dir = dir
+		if err := os.Chmod(dir, 0o755); err != nil {
+			return err
+		}
+		_ = os.Remove(target) // an empty directory the user made
+		if err := os.Rename(dir, target); err != nil {
+			return err
+		}
+		rep.Dir = target
 	} else {
 		if rep.Package, err = pack(dir, out, key, newProgressView(g)); err != nil {
 			return err
@@ -226,7 +235,7 @@ func packCompose(ctx context.Context, g *globals, o composeOpts, out string, key
 			what = "manifest.yaml (put each image at images/<name>)"
 		}
 		_, err = fmt.Fprintf(g.stdout, "%s: %s of %s %s, %d images, %d warnings\nedit it, then: hearthctl pack %s --key KEY\n",
-			dir, what, res.Manifest.ID, res.Manifest.Version, len(res.Images), len(res.Warnings), dir)
+			target, what, res.Manifest.ID, res.Manifest.Version, len(res.Images), len(res.Warnings), target)
 		return err
 	}
 	p := rep.Package

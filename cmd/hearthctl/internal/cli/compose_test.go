@@ -140,6 +140,13 @@ func TestPackComposeImagesFrom(t *testing.T) {
 	if _, err := os.Stat(filepath.Join(work, "x.hpkg")); err == nil {
 		t.Fatal("a package was written")
 	}
+	// Nor a directory, and no scratch is left.
+	if code, _, _ := hctl("pack", "--compose", compose, "--images-from", images, "--out", filepath.Join(work, "d")+"/"); code == 0 {
+		t.Fatal("a missing image was accepted")
+	}
+	if ents, _ := os.ReadDir(work); len(ents) != 2 {
+		t.Fatalf("a refused pack left %d entries (want saved/ and compose.yaml)", len(ents))
+	}
 	os.WriteFile(compose, []byte("services:\n  app: {image: \"example/app:2\"}\n  db: {image: \"postgres:16\"}\n"), 0o644)
 	dir := filepath.Join(work, "pkg") + "/"
 	if code, _, stderr := hctl("pack", "--compose", compose, "--images-from", images, "--out", dir, "--id", "saved"); code != 0 {
@@ -159,7 +166,7 @@ func TestPackComposeImagesFrom(t *testing.T) {
 		t.Fatalf("verified %+v", v.Manifest)
 	}
 	// A directory that holds a manifest already is not overwritten.
-	if code, _, stderr := hctl("pack", "--compose", compose, "--manifest-only", "--out", dir); code == 0 || !strings.Contains(stderr, "already holds a manifest.yaml") {
+	if code, _, stderr := hctl("pack", "--compose", compose, "--manifest-only", "--out", dir); code == 0 || !strings.Contains(stderr, "is not empty") {
 		t.Fatalf("second write: %d %s", code, stderr)
 	}
 }
