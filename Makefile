@@ -93,7 +93,8 @@ proto-lock: tools
 FUZZ = ./internal/jsonrpc:FuzzParse \
 	./services/netd/internal/proxy:FuzzH1RequestHead \
 	./services/netd/internal/proxy:FuzzH1ChunkedBody \
-	./internal/manifest:FuzzCheckInput
+	./internal/manifest:FuzzCheckInput \
+	./internal/compose:FuzzConvert
 FUZZTIME ?= 8s
 test: deps build tools
 	PATH="$(TOOLS):$$PATH" HEARTH_BIN_DIR=$(BIN) HEARTH_BASE_ROOTFS=$(BASE) \

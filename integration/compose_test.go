@@ -78,7 +78,7 @@ x-db-health: &dbhealth
   retries: 30
 services:
   app:
-    image: ghcr.io/example/notes:2.4.1
+    image: registry.example.org/example/notes:2.4.1
     restart: unless-stopped
     command: ["httpd", "-f", "-p", "3000", "-h", "/tmp"]
     ports: ["8080:3000"]
@@ -220,7 +220,7 @@ volumes:
 func TestComposePackages(t *testing.T) {
 	l, ex := installLab(t, "busybox")
 	images := composeImages(t, map[string]string{
-		"ghcr.io/example/notes:2.4.1": "layout", "postgres:16-alpine": "docker", "redis:7-alpine": "layout",
+		"registry.example.org/example/notes:2.4.1": "layout", "postgres:16-alpine": "docker", "redis:7-alpine": "layout",
 		"nginx:1.27": "docker", "example/app:latest": "layout",
 		"example/shop:1.2": "layout", "postgres:16": "docker",
 	})
@@ -266,7 +266,7 @@ func TestComposePackages(t *testing.T) {
 	t.Run("refused", func(t *testing.T) {
 		for _, tc := range []struct{ name, compose, want string }{
 			{"build only", "services:\n  app:\n    build: .\n    ports: [\"8080:8080\"]\n", ":3:5: services.app.build: cannot map"},
-			{"host network", "services:\n  ha:\n    image: ghcr.io/example/notes:2.4.1\n    network_mode: host\n", ":4:19: services.ha.network_mode: cannot map: host networking"},
+			{"host network", "services:\n  ha:\n    image: registry.example.org/example/notes:2.4.1\n    network_mode: host\n", ":4:19: services.ha.network_mode: cannot map: host networking"},
 			{"privileged", "services:\n  ha:\n    image: nginx:1.27\n    privileged: true\n", ":4:5: services.ha.privileged: cannot map"},
 			{"devices", "services:\n  ha:\n    image: nginx:1.27\n    devices: [/dev/ttyUSB0]\n", ":4:5: services.ha.devices: cannot map"},
 			{"cap_add", "services:\n  ha:\n    image: nginx:1.27\n    cap_add: [NET_ADMIN]\n", ":4:5: services.ha.cap_add: cannot map"},

@@ -74,8 +74,8 @@ Images are pulled from their registries (credentials from the docker config, as
 'hearthctl image pull' takes them), for this machine's platform. Offline, --images-from DIR
 takes each image from DIR instead: an OCI layout directory, an OCI archive or a 'docker
 save' file, named after the image as the compose file writes it, either as a path
-(DIR/postgres:16, DIR/ghcr.io/org/app:1.2) or with '/', ':' and '@' as '_' and an
-optional .tar, .tar.gz or .oci.tar (DIR/postgres_16.tar, DIR/ghcr.io_org_app_1.2.tar).
+(DIR/postgres:16, DIR/registry.example.org/org/app:1.2) or with '/', ':' and '@' as '_' and an
+optional .tar, .tar.gz or .oci.tar (DIR/postgres_16.tar, DIR/registry.example.org_org_app_1.2.tar).
 An image without a tag may also be found under its :latest name.`
 
 func addComposeFlags(cmd *cobra.Command, o *composeOpts) {
