@@ -110,7 +110,10 @@ const (
 	LabelOneshot   = "hearth.oneshot"    // "true": the service runs once, as a oneshot
 )
 
-var nameRE = regexp.MustCompile(`^[a-z0-9][a-z0-9_.-]{0,63}$`)
+var (
+	nameRE = regexp.MustCompile(`^[a-z0-9][a-z0-9_.-]{0,63}$`)
+	envRE  = regexp.MustCompile(`^[A-Za-z_][A-Za-z0-9_]*$`)
+)
 
 // Convert reads a compose file's data and returns the package it becomes, or Refused.
 func Convert(data []byte, opt Options) (*Result, error) {
@@ -137,7 +140,18 @@ func Convert(data []byte, opt Options) (*Result, error) {
 		var ps manifest.Problems
 		if errors.As(err, &ps) {
 			for _, p := range ps {
-				c.errs = append(c.errs, Problem{File: opt.File, Msg: "the manifest it makes: " + p})
+				// Place a daemon's problem at its service.
+				pr := Problem{File: opt.File, Msg: "the manifest it makes: " + p}
+				for _, group := range []string{"daemons.", "oneshots."} {
+					if rest, ok := strings.CutPrefix(p, group); ok {
+						job, _, _ := strings.Cut(rest, ":")
+						job, _, _ = strings.Cut(job, ".")
+						if k := c.jobKeys[job]; k != nil {
+							pr.Line, pr.Col = k.Line, k.Column
+						}
+					}
+				}
+				c.errs = append(c.errs, pr)
 			}
 			return nil, c.errs
 		}
@@ -168,7 +182,8 @@ type conv struct {
 	ports    map[int]portUse
 
 	services map[string]*yaml.Node
-	names    map[string]string // compose service name → job name
+	names    map[string]string     // compose service name → job name
+	jobKeys  map[string]*yaml.Node // job name → its service's key
 	oneshot  map[string]bool
 }
 
@@ -397,6 +412,7 @@ func (c *conv) topVolumes(n *yaml.Node) {
 func (c *conv) collect(services *yaml.Node) {
 	c.services = map[string]*yaml.Node{}
 	c.names = map[string]string{}
+	c.jobKeys = map[string]*yaml.Node{}
 	c.oneshot = map[string]bool{}
 	jobs := map[string]string{}
 	for _, kv := range pairs(services) {
@@ -415,6 +431,7 @@ func (c *conv) collect(services *yaml.Node) {
 		}
 		jobs[job] = svc
 		c.names[svc] = job
+		c.jobKeys[job] = kv[0]
 		if kv[1].Kind != yaml.MappingNode {
 			c.refuse(kv[1], "services."+svc, "want a mapping")
 			continue
@@ -889,6 +906,15 @@ func (c *conv) environment(svc string, files, env *yaml.Node) map[string]string 
 		}
 	default:
 		c.refuse(env, f+".environment", "want a mapping or a list of KEY=VALUE")
+	}
+	for _, k := range slices.Sorted(maps.Keys(out)) {
+		if !envRE.MatchString(k) {
+			at := env
+			if at == nil {
+				at = files
+			}
+			c.refuse(at, f+".environment."+k, "not a variable name a process can take (letters, digits and _, not starting with a digit)")
+		}
 	}
 	if len(out) == 0 {
 		return nil

@@ -56,6 +56,8 @@ func TestRefusals(t *testing.T) {
 		{"healthcheck test", "services:\n  a:\n    image: x\n    healthcheck: {test: [curl, x]}\n", []string{"services.a.healthcheck.test: start the list with CMD"}},
 		{"unclosed quote", "services:\n  a:\n    image: x\n    command: echo 'hi\n", []string{"services.a.command", "unclosed '"}},
 		{"cycle", "services:\n  a:\n    image: x\n    depends_on: [b]\n  b:\n    image: x\n    depends_on: [a]\n", []string{"the manifest it makes: requires: cycle"}},
+		{"bad env name", "services:\n  a:\n    image: x\n    environment: {foo.bar: 1}\n", []string{"compose.yaml:4:18: services.a.environment.foo.bar: not a variable name"}},
+		{"hook name", "services:\n  hook-x:\n    image: x\n", []string{`compose.yaml:2:3: the manifest it makes: daemons.hook-x: names starting with "hook-"`}},
 		{"no services", "version: '3'\n", []string{"services: missing"}},
 		{"empty", "", []string{"empty"}},
 		{"yaml syntax", "services:\n  a:\n    image: x\n    command: sh -c echo a: b\n", []string{"compose.yaml:4:1: mapping values are not allowed"}},
