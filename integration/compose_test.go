@@ -135,6 +135,7 @@ services:
     ports: ["80:80"]
     volumes:
       - ./site:/usr/share/nginx/html:ro
+      - ./nginx/nginx.conf:/etc/nginx/nginx.conf:ro
       - /etc/localtime:/etc/localtime:ro
     depends_on: [app]
     container_name: front-nginx
@@ -152,13 +153,15 @@ services:
 networks:
   front: {}
 `,
-		files:   map[string]string{"site/index.html": "<h1>hello from the project</h1>\n", "site/css/style.css": "h1 {}\n"},
+		files:   map[string]string{"site/index.html": "<h1>hello from the project</h1>\n", "site/css/style.css": "h1 {}\n", "nginx/nginx.conf": "events {}\n"},
 		daemons: []string{"app", "web"},
 		checks: [][3]string{
 			{"web", "wget -qO- http://127.0.0.1/css/style.css; wget -qO- http://app:3000/", "h1 {}\napp"},
 			{"app", "cat /tmp/www/index.html", "app"},
+			// A file bind: the file, read-only, and nothing else of its volume at its place.
+			{"web", "cat /etc/nginx/nginx.conf; echo x >> /etc/nginx/nginx.conf || echo read-only; ls /etc/nginx", "events {}\nread-only\nnginx.conf"},
 		},
-		warns: []string{"services.web.volumes[1]: dropped: the bind of the host's /etc/localtime", "services.web.container_name: dropped", "services.app.networks: dropped"},
+		warns: []string{"services.web.volumes[2]: dropped: the bind of the host's /etc/localtime", "services.web.container_name: dropped", "services.app.networks: dropped"},
 	},
 	{
 		name: "app with a worker, a scheduler and a migration", id: "shop",

@@ -45,6 +45,8 @@ type Options struct {
 type Seed struct {
 	Volume string
 	Source string
+	// File is set when Source is a file: the name it has in the volume.
+	File string
 }
 
 // Result of a conversion.
@@ -129,7 +131,7 @@ func Convert(data []byte, opt Options) (*Result, error) {
 		return nil, Refused{p}
 	}
 	c := &conv{opt: opt, refs: map[string]string{}, keys: map[string]string{}, vols: map[string]string{},
-		volNames: map[string]bool{}, seeds: map[string]string{}, ports: map[int]portUse{}}
+		volNames: map[string]bool{}, seeds: map[string]string{}, seedFiles: map[string]string{}, ports: map[int]portUse{}}
 	c.res = &Result{Images: map[string]string{}}
 	c.m = &manifest.Manifest{Images: map[string]manifest.Image{}, Daemons: map[string]*manifest.Daemon{}}
 	c.project(root)
@@ -174,12 +176,13 @@ type conv struct {
 	errs  Refused
 	warns []Problem
 
-	refs     map[string]string // image reference → image name
-	keys     map[string]string // image name → reference
-	vols     map[string]string // compose volume name → manifest volume
-	volNames map[string]bool   // manifest volume names taken
-	seeds    map[string]string // relative bind source (cleaned) → manifest volume
-	ports    map[int]portUse
+	refs      map[string]string // image reference → image name
+	keys      map[string]string // image name → reference
+	vols      map[string]string // compose volume name → manifest volume
+	volNames  map[string]bool   // manifest volume names taken
+	seeds     map[string]string // relative bind source (cleaned) → manifest volume
+	seedFiles map[string]string // relative bind source of a file → its name in the volume
+	ports     map[int]portUse
 
 	services map[string]*yaml.Node
 	names    map[string]string     // compose service name → job name
@@ -1298,8 +1301,13 @@ func (c *conv) mounts(svc string, d *manifest.Daemon, n *yaml.Node, f string) {
 			c.refuse(e, ef, "cannot map: the bind of the host's %s; a package sees only its own volumes: use a named volume, or a directory of the project (./dir), copied into the package", src)
 			continue
 		case strings.HasPrefix(src, ".") || typ == "bind":
-			vol = c.seed(svc, src, e, ef)
+			var file string
+			vol, file = c.seed(svc, src, e, ef)
 			if vol == "" {
+				continue
+			}
+			if file != "" {
+				d.Mounts = append(d.Mounts, manifest.Mount{Volume: vol, File: file, Path: path.Clean(dst), ReadOnly: ro})
 				continue
 			}
 		default:
@@ -1314,34 +1322,38 @@ func (c *conv) mounts(svc string, d *manifest.Daemon, n *yaml.Node, f string) {
 	}
 }
 
-// seed makes (once per source) the volume a relative bind becomes.
-func (c *conv) seed(svc, src string, at *yaml.Node, f string) string {
+// seed makes (once per source) the volume a relative bind becomes, and says the file's
+// name in it when the source is a file.
+func (c *conv) seed(svc, src string, at *yaml.Node, f string) (string, string) {
 	rel := filepath.Clean(src)
 	if v, ok := c.seeds[rel]; ok {
-		return v
+		return v, c.seedFiles[rel]
 	}
 	abs := filepath.Join(c.opt.Dir, rel)
 	st, err := os.Stat(abs)
+	file := ""
 	switch {
 	case errors.Is(err, fs.ErrNotExist):
 		c.warn(at, f, "%s does not exist: the volume it becomes starts empty", src)
 	case err != nil:
 		c.refuse(at, f, "%v", err)
-		return ""
+		return "", ""
+	case st.Mode().IsRegular():
+		file = filepath.Base(abs)
 	case !st.IsDir():
-		c.refuse(at, f, "cannot map: %s is a file, and a package mounts directories: move it into a directory of its own and bind that directory", src)
-		return ""
+		c.refuse(at, f, "%s is a %v: bind a directory or a regular file", src, st.Mode().Type())
+		return "", ""
 	}
 	name := strings.Trim(strings.ReplaceAll(filepath.ToSlash(rel), "/", "-"), ".-")
 	if name == "" {
 		name = svc + "-project"
 	}
 	v := c.volumeName(name)
-	c.seeds[rel] = v
+	c.seeds[rel], c.seedFiles[rel] = v, file
 	if err == nil {
-		c.res.Seeds = append(c.res.Seeds, Seed{Volume: v, Source: abs})
+		c.res.Seeds = append(c.res.Seeds, Seed{Volume: v, Source: abs, File: file})
 	}
-	return v
+	return v, file
 }
 
 // seedHook adds the install hook that copies the seeded volumes' files from the assets.

@@ -2,6 +2,8 @@ package compose
 
 import (
 	"errors"
+
+	"hearth.dev/internal/manifest"
 	"slices"
 	"strings"
 	"testing"
@@ -29,7 +31,6 @@ func TestRefusals(t *testing.T) {
 		{"host bind", "services:\n  a:\n    image: x\n    volumes: [/srv/data:/data]\n", []string{"compose.yaml:4:15: services.a.volumes[0]: cannot map: the bind of the host's /srv/data"}},
 		{"docker socket", "services:\n  a:\n    image: x\n    volumes:\n      - type: bind\n        source: /var/run/docker.sock\n        target: /var/run/docker.sock\n", []string{"services.a.volumes[0]: cannot map: the bind of the host's /var/run/docker.sock"}},
 		{"home bind", "services:\n  a:\n    image: x\n    volumes: [\"~/x:/x\"]\n", []string{"services.a.volumes[0]: cannot map"}},
-		{"file bind", "services:\n  a:\n    image: x\n    volumes: [./nginx/conf.d/default.conf:/etc/nginx/nginx.conf]\n", []string{"services.a.volumes[0]: cannot map: ./nginx/conf.d/default.conf is a file"}},
 		{"undeclared volume", "services:\n  a:\n    image: x\n    volumes: [data:/data]\n", []string{`services.a.volumes[0]: volume "data" is not declared`}},
 		{"same port", "services:\n  a:\n    image: x\n    ports: [\"80:80\"]\n  b:\n    image: y\n    ports: [\"8080:80\"]\n",
 			[]string{`compose.yaml:7:13: services.b.ports: port 80 is also used by service "a" (compose.yaml:4:13)`}},
@@ -225,6 +226,20 @@ func TestMapping(t *testing.T) {
 		}
 		if l := res.Manifest.Limits; l.Memory != "1124Mi" || l.Pids != 8 || l.CPUs != 0 {
 			t.Errorf("limits %+v", l)
+		}
+	})
+	t.Run("file bind", func(t *testing.T) {
+		res, err := convert(t, "services:\n  a:\n    image: x\n    volumes: [\"./nginx/conf.d/default.conf:/etc/nginx/nginx.conf:ro\", \"./nginx/conf.d/default.conf:/etc/copy.conf\"]\n", nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		ms := res.Manifest.Daemons["a"].Mounts
+		want := manifest.Mount{Volume: "nginx-conf.d-default.conf", File: "default.conf", Path: "/etc/nginx/nginx.conf", ReadOnly: true}
+		if len(ms) != 2 || ms[0] != want || ms[1].Volume != want.Volume || ms[1].File != "default.conf" || ms[1].ReadOnly {
+			t.Errorf("mounts %+v", ms)
+		}
+		if len(res.Seeds) != 1 || res.Seeds[0].File != "default.conf" || !strings.HasSuffix(res.Seeds[0].Source, "nginx/conf.d/default.conf") {
+			t.Errorf("seeds %+v", res.Seeds)
 		}
 	})
 	t.Run("interface labels", func(t *testing.T) {

@@ -174,7 +174,11 @@ func packCompose(ctx context.Context, g *globals, o composeOpts, out string, key
 		return err
 	}
 	for _, s := range res.Seeds {
-		if err := copyTree(s.Source, filepath.Join(dir, "assets", compose.AssetsSeedDir, s.Volume), g.stderr); err != nil {
+		to := filepath.Join(dir, "assets", compose.AssetsSeedDir, s.Volume)
+		if s.File != "" {
+			to = filepath.Join(to, s.File)
+		}
+		if err := copyTree(s.Source, to, g.stderr); err != nil {
 			return fmt.Errorf("seed of volume %s: %w", s.Volume, err)
 		}
 	}
@@ -306,6 +310,9 @@ func pullImage(ctx context.Context, ref, imgName, target string, insecure bool, 
 // copyTree copies the directories and regular files under src to dst; a link or a
 // special file is skipped with a warning (a package holds only files and directories).
 func copyTree(src, dst string, warn io.Writer) error {
+	if err := os.MkdirAll(filepath.Dir(dst), 0o755); err != nil {
+		return err
+	}
 	return filepath.WalkDir(src, func(p string, d fs.DirEntry, err error) error {
 		if err != nil {
 			return err
