@@ -46,8 +46,8 @@ package instead of reading DIR:
                   → env (variables from --env-file, default .env beside FILE, then the
                     environment)
   command, entrypoint, user, working_dir → args, command, user, workdir
-  volumes         → named volumes → volumes; ./relative directories → volumes seeded at
-                    install from a copy packed into the package
+  volumes         → named volumes → volumes; ./relative directories and files → volumes
+                    seeded at install from a copy packed into the package
   ports           → interfaces (http for ports 80, 3000, 5000, 8000, 8008, 8080, 8081, 8888
                     or the label hearth.http), exposed on the LAN (label hearth.expose)
   deploy.resources.limits, mem_limit, cpus, pids_limit → the package's limits (the sum)

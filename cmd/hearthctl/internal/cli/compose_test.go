@@ -59,13 +59,14 @@ func TestPackComposeFromRegistry(t *testing.T) {
 	os.WriteFile(filepath.Join(proj, "conf", "app.ini"), []byte("x=1\n"), 0o644)
 	os.WriteFile(filepath.Join(proj, "conf", "sub", "more.ini"), []byte("y=2\n"), 0o644)
 	os.WriteFile(filepath.Join(proj, ".env"), []byte("TAG=1\n"), 0o644)
+	os.WriteFile(filepath.Join(proj, "app.yml"), []byte("a: 1\n"), 0o644)
 	os.WriteFile(filepath.Join(proj, "compose.yaml"), []byte(`
 name: proj
 services:
   app:
     image: `+host+`/team/app:${TAG}
     ports: ["8080:8080"]
-    volumes: [./conf:/etc/app:ro]
+    volumes: [./conf:/etc/app:ro, ./app.yml:/app/app.yml]
     depends_on: {db: {condition: service_healthy}}
   worker:
     image: `+host+`/team/app:1
@@ -98,7 +99,10 @@ services:
 	if !v.Trusted || v.Manifest.ID != "proj" || v.Manifest.Daemons["app"].Image != v.Manifest.Daemons["worker"].Image {
 		t.Fatalf("verified %+v", v.Manifest)
 	}
-	for _, p := range []string{"assets/seed/conf/app.ini", "assets/seed/conf/sub/more.ini", "images/index.json"} {
+	if ms := v.Manifest.Daemons["app"].Mounts; len(ms) != 2 || ms[1].File != "app.yml" || ms[1].Path != "/app/app.yml" {
+		t.Errorf("mounts %+v", ms)
+	}
+	for _, p := range []string{"assets/seed/conf/app.ini", "assets/seed/conf/sub/more.ini", "assets/seed/app.yml/app.yml", "images/index.json"} {
 		if _, ok := v.TOC.Lookup(p); !ok {
 			t.Errorf("%s is not in the package", p)
 		}
