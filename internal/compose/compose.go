@@ -1119,6 +1119,14 @@ func (c *conv) portsOf(svc string, n *yaml.Node, f string) []publish {
 	return out
 }
 
+func distinctPorts(ps []publish) int {
+	seen := map[int]bool{}
+	for _, p := range ps {
+		seen[p.port] = true
+	}
+	return len(seen)
+}
+
 func isLoopback(h string) bool {
 	return h == "localhost" || h == "::1" || strings.HasPrefix(h, "127.")
 }
@@ -1181,12 +1189,13 @@ func (c *conv) interfaces(svc, job string, published []publish, lbl map[string]s
 	}
 	for _, p := range published {
 		if _, ok := named[p.port]; ok {
-			continue
+			continue // named by a label, or published twice (on two host ports): one interface
 		}
+		named[p.port] = ""
 		name := job
 		if p.name != "" {
 			name = sanitize(p.name)
-		} else if len(published) > 1 {
+		} else if ports := distinctPorts(published); ports > 1 {
 			name = fmt.Sprintf("%s-%d", job, p.port)
 		}
 		list = append(list, iface{name: name, port: p.port, proto: protoOf(p), local: p.local})

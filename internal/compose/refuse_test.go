@@ -242,6 +242,15 @@ func TestMapping(t *testing.T) {
 			t.Errorf("seeds %+v", res.Seeds)
 		}
 	})
+	t.Run("one port published twice", func(t *testing.T) {
+		res, err := convert(t, "services:\n  a:\n    image: x\n    ports: [\"80:80\", \"8080:80\"]\n", nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if is := res.Manifest.Interfaces; len(is) != 1 || is["a"].Port != 80 || is["a"].Protocol != "http" {
+			t.Errorf("interfaces %+v", is)
+		}
+	})
 	t.Run("interface labels", func(t *testing.T) {
 		res, err := convert(t, "services:\n  a:\n    image: x\n    ports: [\"9000:9000\", \"3000:3000\"]\n    labels: {hearth.http: \"9000\", hearth.interface.admin: \"3000\"}\n", nil)
 		if err != nil {
