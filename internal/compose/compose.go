@@ -1138,6 +1138,7 @@ func (c *conv) interfaces(svc, job string, published []publish, lbl map[string]s
 		port  int
 		proto string
 		local bool
+		node  *yaml.Node
 	}
 	httpAll, httpSet := false, map[int]bool{}
 	if v, ok := lbl[LabelHTTP]; ok {
@@ -1198,7 +1199,7 @@ func (c *conv) interfaces(svc, job string, published []publish, lbl map[string]s
 		} else if ports := distinctPorts(published); ports > 1 {
 			name = fmt.Sprintf("%s-%d", job, p.port)
 		}
-		list = append(list, iface{name: name, port: p.port, proto: protoOf(p), local: p.local})
+		list = append(list, iface{name: name, port: p.port, proto: protoOf(p), local: p.local, node: p.node})
 	}
 	if len(list) > 0 && once {
 		c.refuse(at, "services."+svc+".ports", "a service that runs once offers no ports")
@@ -1224,7 +1225,7 @@ func (c *conv) interfaces(svc, job string, published []publish, lbl map[string]s
 		x := manifest.Interface{Daemon: job, Port: it.port, Protocol: it.proto, Expose: slices.Clone(expose)}
 		if it.local {
 			x.Expose = nil
-			c.warn(at, "services."+svc+".ports", "port %d is published on a loopback address only: interface %q is not exposed (add expose: [lan] to offer it)", it.port, it.name)
+			c.warn(it.node, "services."+svc+".ports", "port %d is published on a loopback address only: interface %q is not exposed (add expose: [lan] to offer it)", it.port, it.name)
 		}
 		c.m.Interfaces[it.name] = x
 	}
