@@ -113,7 +113,7 @@ func ParseReadme(s string) (title, description, notes string) {
 		case strings.HasPrefix(t, "## "):
 			h := strings.ToLower(strings.TrimSpace(t[3:]))
 			inNotes = h == "release notes" || h == "changes" || h == "changelog" || strings.HasPrefix(h, "release notes")
-			paraDone = paraDone || len(para) > 0
+			paraDone = true // the description is in the text before the first section
 			continue
 		case strings.HasPrefix(t, "#"):
 			paraDone = paraDone || len(para) > 0

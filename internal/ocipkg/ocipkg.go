@@ -135,20 +135,29 @@ func Push(ctx context.Context, file, ref, id, version string, o Options) (*Pushe
 	}
 	layer := &fileLayer{path: file, size: size, digest: h}
 	config := static.NewLayer([]byte("{}"), EmptyConfig)
+	if err := remote.WriteLayer(r.Context(), config, o.remote(ctx)...); err != nil {
+		return nil, registryError("push to", r, err)
+	}
 	ropts := o.remote(ctx)
+	var progressDone chan struct{}
 	if o.Progress != nil {
+		// The channel is closed by WriteLayer when it returns.
 		ch := make(chan v1.Update, 16)
+		progressDone = make(chan struct{})
 		go func() {
+			defer close(progressDone)
 			for u := range ch {
 				o.Progress(u.Complete, u.Total)
 			}
 		}()
 		ropts = append(ropts, remote.WithProgress(ch))
 	}
-	for _, l := range []v1.Layer{config, layer} {
-		if err := remote.WriteLayer(r.Context(), l, ropts...); err != nil {
-			return nil, registryError("push to", r, err)
-		}
+	err = remote.WriteLayer(r.Context(), layer, ropts...)
+	if progressDone != nil {
+		<-progressDone
+	}
+	if err != nil {
+		return nil, registryError("push to", r, err)
 	}
 	cd, _ := config.Digest()
 	ann := map[string]string{AnnotationTitle: filepath.Base(file), AnnotationID: id, AnnotationVersion: version}
