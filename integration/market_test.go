@@ -99,6 +99,7 @@ func refusedWith(t *testing.T, runDir string, want []string, args ...string) str
 			t.Fatalf("hearthctl %v: the error does not say %q:\n%v", args, w, err)
 		}
 	}
+	t.Logf("refused as it should be: %v", err)
 	return err.Error()
 }
 
