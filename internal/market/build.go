@@ -212,9 +212,6 @@ func Build(ctx context.Context, dir string, key ed25519.PrivateKey, opts BuildOp
 		ids = append(ids, id)
 	}
 	slices.Sort(ids)
-	if err := os.MkdirAll(filepath.Join(dir, IconsDir), 0o755); err != nil {
-		return nil, err
-	}
 	for _, id := range ids {
 		p := Package{ID: id}
 		for _, fd := range byID[id] {
@@ -236,6 +233,9 @@ func Build(ctx context.Context, dir string, key ed25519.PrivateKey, opts BuildOp
 			p.Title, p.Description = fd.in.Title, fd.in.Description
 			if fd.in.Icon != nil {
 				name := id + path.Ext(fd.in.IconName)
+				if err := os.MkdirAll(filepath.Join(dir, IconsDir), 0o755); err != nil {
+					return nil, err
+				}
 				if err := atomicfile.Write(filepath.Join(dir, IconsDir, name), fd.in.Icon, 0o644); err != nil {
 					return nil, err
 				}
