@@ -442,4 +442,3 @@ func (g *globals) updateCheck(ctx context.Context, cl packageClients) error {
 	}
 	return g.table([]string{"PACKAGE", "INSTALLED", "AVAILABLE", "MARKETPLACE", "NOTES"}, rows)
 }
-
