@@ -34,8 +34,8 @@ func (s *sourceFlags) register(cmd *cobra.Command) {
 // the installed one), downloaded and checked against the signed index. Nothing is sent
 // to the host before every check passed.
 func (g *globals) packageSource(ctx context.Context, cl packageClients, arg string, update bool, src sourceFlags) (string, error) {
-	if _, err := os.Stat(arg); err == nil {
-		return arg, nil
+	if fi, err := os.Stat(arg); err == nil && (!fi.IsDir() || strings.ContainsRune(arg, os.PathSeparator)) {
+		return arg, nil // a file (a directory named like a package id is not one)
 	}
 	if strings.HasPrefix(arg, ocipkg.Scheme) {
 		return g.fetchOCI(ctx, arg, src.insecure)
