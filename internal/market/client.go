@@ -14,6 +14,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"syscall"
 
 	"hearth.dev/internal/errdefs"
 )
@@ -129,6 +130,10 @@ func Download(ctx context.Context, hc *http.Client, u string, want Version, dir 
 		return "", err
 	}
 	defer f.Close()
+	// One download of a file at a time (another hearthctl may be fetching the same one).
+	if err := syscall.Flock(int(f.Fd()), syscall.LOCK_EX|syscall.LOCK_NB); err != nil {
+		return "", fmt.Errorf("%s: another download of this file is under way (%v); wait for it: %w", part, err, errdefs.ErrUnavailable)
+	}
 	have, err := f.Seek(0, io.SeekEnd)
 	if err != nil {
 		return "", err
@@ -192,6 +197,10 @@ func fetchRange(ctx context.Context, hc *http.Client, u string, f *os.File, have
 			return err
 		}
 		have = 0
+	case http.StatusRequestedRangeNotSatisfiable:
+		// The server's file is shorter than the part: not the file the index names.
+		discard(f)
+		return fmt.Errorf("get %s: the server's file is shorter than the %d bytes already downloaded, so it is not the file the index names (%d bytes); the part is removed: %w: %w", u, have, size, ErrDigest, errdefs.ErrInvalidArgument)
 	default:
 		return status(u, resp)
 	}
@@ -222,11 +231,16 @@ func fetchRange(ctx context.Context, hc *http.Client, u string, f *os.File, have
 	}
 	// More than the index says: the file is not the one listed.
 	if n, _ := resp.Body.Read(make([]byte, 1)); n > 0 {
-		f.Close()
-		os.Remove(f.Name())
+		discard(f)
 		return fmt.Errorf("get %s: the server sent more than the %d bytes the index names: the file is not the one listed (the part downloaded is removed): %w: %w", u, size, ErrDigest, errdefs.ErrInvalidArgument)
 	}
 	return nil
+}
+
+// discard removes a part that is not of the file wanted.
+func discard(f *os.File) {
+	f.Close()
+	os.Remove(f.Name())
 }
 
 // rangeStart reads the first byte position of a Content-Range "bytes A-B/N".

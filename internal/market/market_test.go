@@ -329,6 +329,7 @@ func TestDownload(t *testing.T) {
 		{name: "altered file", serve: other, want: versionOf(content), err: ErrDigest, ranges: []string{""}},
 		{name: "bigger file", serve: append(content, "more"...), want: versionOf(content), err: ErrDigest, ranges: []string{""}},
 		{name: "smaller file", serve: content[:1000], want: versionOf(content), err: ErrCut, ranges: []string{""}},
+		{name: "smaller file than the part", serve: content[:1000], want: versionOf(content), part: content[:2000], err: ErrDigest, ranges: []string{"bytes=2000-"}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
