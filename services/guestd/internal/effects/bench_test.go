@@ -12,6 +12,7 @@ import (
 
 	"hearth.dev/internal/dial"
 	"hearth.dev/internal/jsonrpc"
+	"hearth.dev/services/guestd/internal/hostclient"
 	hostv1 "hearth.dev/proto/hearth/host/v1"
 )
 
@@ -28,7 +29,7 @@ func BenchmarkShimOverhead(b *testing.B) {
 	hostv1.RegisterHostServiceServer(srv, testHost{})
 	go srv.Serve(l)
 	defer srv.Stop()
-	conn, err := dial.Unix(filepath.Join(dir, "host.sock"))
+	conn, err := dial.Unix(filepath.Join(dir, "host.sock"), hostclient.DialOptions()...)
 	if err != nil {
 		b.Fatal(err)
 	}
