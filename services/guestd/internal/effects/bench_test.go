@@ -12,8 +12,8 @@ import (
 
 	"hearth.dev/internal/dial"
 	"hearth.dev/internal/jsonrpc"
-	"hearth.dev/services/guestd/internal/hostclient"
 	hostv1 "hearth.dev/proto/hearth/host/v1"
+	"hearth.dev/services/guestd/internal/hostclient"
 )
 
 // BenchmarkShimOverhead: identity.get through the shim (JSON-RPC client, server and
