@@ -88,11 +88,20 @@ proto-lock: tools
 	$(TOOLS)/buf build -o proto/api.binpb
 
 # Every test of every module. Root-only tests skip (with the reason) when not root; CI is root.
-# Then the JSON-RPC line parser is fuzzed briefly (its seeds run in every plain go test).
+# Then the parsers that read what packages and the network send are fuzzed briefly (their
+# seeds run in every plain go test): FUZZ lists package:target pairs.
+FUZZ = ./internal/jsonrpc:FuzzParse \
+	./services/netd/internal/proxy:FuzzH1RequestHead \
+	./services/netd/internal/proxy:FuzzH1ChunkedBody \
+	./internal/manifest:FuzzCheckInput
+FUZZTIME ?= 8s
 test: deps build tools
 	PATH="$(TOOLS):$$PATH" HEARTH_BIN_DIR=$(BIN) HEARTH_BASE_ROOTFS=$(BASE) \
 		$(GO) test -count=1 -timeout 25m $(addsuffix /...,$(addprefix ./,$(MODULES)))
-	$(GO) test -run '^$$' -fuzz '^FuzzParse$$' -fuzztime 10s ./internal/jsonrpc
+	@for f in $(FUZZ); do \
+		echo "fuzz $${f#*:} ($${f%%:*}) for $(FUZZTIME)"; \
+		$(GO) test -run '^$$' -fuzz "^$${f#*:}\$$" -fuzztime $(FUZZTIME) $${f%%:*} || exit 1; \
+	done
 
 test-unit:
 	$(GO) test -count=1 -short $(addsuffix /...,$(addprefix ./,$(MODULES)))

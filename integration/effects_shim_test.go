@@ -46,6 +46,8 @@ call create subcontainer.create '{"image":"bb","name":"tools"}'
 call exec subcontainer.exec '{"subcontainer":"tools","argv":["/bin/sh","-c","id -u; cat; echo; echo $X; ls /media/hearth/rpc; hearth-effect identity.get; echo $HEARTH_EFFECTS_SOCKET; exit 3"],"stdin":"from stdin","env":{"X":"y"}}'
 call list subcontainer.list
 call status status.get
+call health health.set '{"name":"hook-check","result":"passing","message":"set by the install hook"}'
+call notify notify '{"level":"info","title":"from the hook","message":"hearth-effect works"}'
 call nope no.such.effect
 call badtype subcontainer.create '{"image":5}'
 call badfield subcontainer.exec '{"subcontainer":"tools","argv":["true"],"timeout":3}'
@@ -179,19 +181,33 @@ func TestEffectsShim(t *testing.T) {
 				}
 			})
 		}
-		// Effects another engineer implements on the host: they work, or they are not
-		// there yet and say so with their code.
-		for _, f := range []string{"dvset", "status"} {
+		// Effects the host carries out, called from the install hook: the data version
+		// set is the one read back, and the status names the package and its state.
+		for _, f := range []string{"dvset", "dvget", "status"} {
 			if code := read(f + ".code"); code != "0" {
-				if errs := read(f + ".err"); !strings.Contains(errs, "(code -32007)") || !strings.Contains(errs, `{"kind":"unimplemented"}`) {
-					t.Errorf("%s: exit %s, stderr %s: want success or -32007 unimplemented", f, code, errs)
-				}
-				t.Logf("%s: not implemented on the host yet: %s", f, read(f+".err"))
-			} else if f == "dvset" {
-				if got := read("dvget.out"); got != `{"version":"7"}` {
-					t.Errorf("data_version.get after set: %s (%s)", got, read("dvget.err"))
-				}
+				t.Errorf("%s: exit %s, stderr %s", f, code, read(f+".err"))
 			}
+		}
+		if got := read("dvget.out"); got != `{"version":"7"}` {
+			t.Errorf("data_version.get after set: %s (%s)", got, read("dvget.err"))
+		}
+		if got := read("status.out"); !strings.Contains(got, `"package":"`) || !strings.Contains(got, `"daemons":`) {
+			t.Errorf("status.get: %s", got)
+		}
+		// What the hook set reaches the user: its health result in status, its
+		// notification in notifications.
+		for _, f := range []string{"health", "notify"} {
+			if code := read(f + ".code"); code != "0" {
+				t.Errorf("%s: exit %s, stderr %s", f, code, read(f+".err"))
+			}
+		}
+		if out, err := hearthctl(t, l.runDir, "status", shimPkg); err != nil || !strings.Contains(out, "hook-check") || !strings.Contains(out, "set by the install hook") {
+			t.Errorf("hearthctl status %s: %v\n%s", shimPkg, err, out)
+		}
+		var ns containerv1.ListNotificationsResponse
+		hearthctlJSON(t, l.runDir, &ns, "notifications", "ls", "--package", shimPkg)
+		if n := ns.GetNotifications(); len(n) != 1 || n[0].GetTitle() != "from the hook" || n[0].GetPackage() != shimPkg {
+			t.Errorf("hearthctl notifications: %v", n)
 		}
 		if got := read("env"); got != "/media/hearth/rpc/effects.sock" {
 			t.Errorf("HEARTH_EFFECTS_SOCKET=%q", got)
@@ -508,17 +524,17 @@ func shimHostile(t *testing.T, l *lab, sock string, g *guestWatch) {
 			`{"jsonrpc":"2.0","id":5,"error":{"code":-32600,"message":"invalid request: \"jsonrpc\" must be \"2.0\"","data":{"problem":"\"jsonrpc\" must be \"2.0\""}}}`},
 		{"exec past its timeout", `{"jsonrpc":"2.0","id":6,"method":"subcontainer.exec","params":{"subcontainer":"probe","argv":["sleep","5"],"timeout_seconds":1}}`,
 			`{"jsonrpc":"2.0","id":6,"error":{"code":-32010,"message":"subcontainer.exec [\"sleep\" \"5\"] in probe: still running after 1s, killed: context deadline exceeded","data":{"kind":"deadline_exceeded"}}}`},
-		{"unimplemented on the host", `{"jsonrpc":"2.0","id":7,"method":"dependency.get","params":{"id":"bitcoind"}}`, ""},
+		{"a package it does not depend on", `{"jsonrpc":"2.0","id":7,"method":"dependency.get","params":{"id":"bitcoind"}}`, ""},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			c := dialShim(t, sock)
 			defer c.close()
 			got := c.call(t, tc.send)
-			if tc.want == "" { // answered by the host: its own words, but the code is ours
+			if tc.want == "" { // refused by the host: its own words, but the code is ours
 				var a rpcAnswer
 				must(t, json.Unmarshal([]byte(got), &a))
-				if a.Error == nil || (a.Error.Code != -32007 && a.Error.Code != -32003 && a.Error.Code != -32001) {
-					t.Fatalf("got %s", got)
+				if a.Error == nil || a.Error.Code != -32004 || !strings.Contains(string(a.Error.Data), `"kind":"permission_denied"`) {
+					t.Fatalf("got %s, want PermissionDenied (-32004)", got)
 				}
 				t.Logf("%s", got)
 			} else if got != tc.want {

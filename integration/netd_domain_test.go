@@ -11,7 +11,6 @@ import (
 	"net"
 	"net/http"
 	"net/http/httptrace"
-	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -26,14 +25,8 @@ import (
 func TestNetdDomain(t *testing.T) {
 	requireRoot(t)
 	l := newLab(t)
-	br := testBridge(t)
-	gw := gatewayOf(br)
-	// The bridge's gateway exists once netd runs; Pebble only needs it when validating.
-	p := startPebbleAt(t, false, gw, gw+":80", gw+":443")
-	e := &edgeLab{lab: l, br: br, gw: gw}
-	e.certd = startDaemon(t, "certd", filepath.Join(l.runDir, "certd.sock"), "--run-dir", l.runDir, "--state-dir", filepath.Join(l.dir, "certd"),
-		"--acme-directory", p.Directory, "--acme-ca-roots", p.RootsFile, "--netd-challenges", filepath.Join(l.runDir, "netd.sock"))
-	e.startNetd(t)
+	e, p := newACMEEdgeLab(t, l)
+	gw := e.gw
 	importEcho(t, l)
 	e.startEcho(t, "site")
 	const domain = "www.site.hearth.test"

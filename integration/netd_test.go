@@ -45,6 +45,21 @@ func newEdgeLab(t *testing.T, l *lab, certdArgs []string, netdArgs ...string) *e
 	return e
 }
 
+// newACMEEdgeLab is newEdgeLab with certd getting public names' certificates from a
+// Pebble of the test's own, which validates through netd's ports on the bridge's gateway.
+func newACMEEdgeLab(t *testing.T, l *lab) (*edgeLab, *pebble) {
+	t.Helper()
+	br := testBridge(t)
+	gw := gatewayOf(br)
+	// The bridge's gateway exists once netd runs; Pebble only needs it when validating.
+	p := startPebbleAt(t, false, gw, gw+":80", gw+":443")
+	e := &edgeLab{lab: l, br: br, gw: gw}
+	e.certd = startDaemon(t, "certd", filepath.Join(l.runDir, "certd.sock"), "--run-dir", l.runDir, "--state-dir", filepath.Join(l.dir, "certd"),
+		"--acme-directory", p.Directory, "--acme-ca-roots", p.RootsFile, "--netd-challenges", filepath.Join(l.runDir, "netd.sock"))
+	e.startNetd(t)
+	return e, p
+}
+
 func (e *edgeLab) startNetd(t *testing.T) {
 	t.Helper()
 	e.lab.startNetd(t, append(slices.Clone(e.br), e.netdArgs...))

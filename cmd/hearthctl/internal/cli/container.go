@@ -15,6 +15,7 @@ import (
 	"hearth.dev/internal/bytesize"
 	containerv1 "hearth.dev/proto/hearth/container/v1"
 	guestv1 "hearth.dev/proto/hearth/guest/v1"
+	hostv1 "hearth.dev/proto/hearth/host/v1"
 )
 
 func containerCmd(g *globals) *cobra.Command {
@@ -207,7 +208,7 @@ start (the output says so). Disks do not shrink.`,
 		Short: "Show a container, guestd's own answer from inside it, and its daemons",
 		Args:  cobra.ExactArgs(1),
 		RunE: call(g, "containerd-lite", newClients, func(ctx context.Context, cl clients, args []string) error {
-			return g.containerStatus(ctx, cl, args[0])
+			return g.containerStatus(ctx, cl, args[0], nil)
 		}),
 	}
 	inspect := &cobra.Command{
@@ -312,8 +313,9 @@ func limitFlags(memory, disk string, cpus float64, pids int64) (*containerv1.Lim
 	return l, nil
 }
 
-// containerStatus shows a container, guestd's own answer and its package's daemons.
-func (g *globals) containerStatus(ctx context.Context, cl clients, name string) error {
+// containerStatus shows a container, guestd's own answer and its package's daemons;
+// with pkg, what its scripts set and what it waits for too (showPackageStatus).
+func (g *globals) containerStatus(ctx context.Context, cl clients, name string, pkg *hostv1.GetStatusResponse) error {
 	resp, err := cl.containers.GetContainer(ctx, &containerv1.GetContainerRequest{Name: name})
 	if err != nil {
 		return err
@@ -327,6 +329,9 @@ func (g *globals) containerStatus(ctx context.Context, cl clients, name string) 
 	if g.output == "json" {
 		// One document: the container, and its package's daemons under "status"
 		// (null when it runs no package).
+		if pkg != nil {
+			return g.printJSONWithAll(resp, map[string]proto.Message{"status": daemons, "package_status": pkg})
+		}
 		return g.printJSONWith(resp, "status", daemons)
 	}
 	c := resp.GetContainer()
@@ -358,9 +363,11 @@ func (g *globals) containerStatus(ctx context.Context, cl clients, name string) 
 	if err := g.fields(kv...); err != nil {
 		return err
 	}
-	if daemons == nil {
-		return nil
+	if daemons != nil {
+		fmt.Fprintln(g.stdout)
+		if err := g.showDaemons(daemons.GetDaemons()); err != nil {
+			return err
+		}
 	}
-	fmt.Fprintln(g.stdout)
-	return g.showDaemons(daemons.GetDaemons())
+	return g.showPackageStatus(pkg)
 }

@@ -1,7 +1,6 @@
 package cli
 
 import (
-	"encoding/json"
 	"fmt"
 	"strings"
 	"text/tabwriter"
@@ -27,29 +26,7 @@ func (g *globals) printJSON(m proto.Message) error {
 // printJSONWith writes m as one JSON object with one more field, key, holding extra
 // (null when extra is nil): a command that asks two services still prints one document.
 func (g *globals) printJSONWith(m proto.Message, key string, extra proto.Message) error {
-	b, err := jsonOpts.Marshal(m)
-	if err != nil {
-		return err
-	}
-	var obj map[string]json.RawMessage
-	if err := json.Unmarshal(b, &obj); err != nil {
-		return err
-	}
-	if _, taken := obj[key]; taken {
-		return fmt.Errorf("cannot add %q to %s: it has that field", key, m.ProtoReflect().Descriptor().FullName())
-	}
-	obj[key] = json.RawMessage("null")
-	if extra != nil && extra.ProtoReflect().IsValid() {
-		if obj[key], err = jsonOpts.Marshal(extra); err != nil {
-			return err
-		}
-	}
-	out, err := json.MarshalIndent(obj, "", "  ")
-	if err != nil {
-		return err
-	}
-	_, err = fmt.Fprintln(g.stdout, string(out))
-	return err
+	return g.printJSONWithAll(m, map[string]proto.Message{key: extra})
 }
 
 // table writes rows under a header, aligned.

@@ -153,14 +153,10 @@ data, the old version running again; the error says why.`,
 
 	status := &cobra.Command{
 		Use:   "status ID",
-		Short: "Show a package's container and the state of each of its daemons",
+		Short: "Show a package's container, its daemons, the health results and progress its scripts set, and what it waits for",
 		Args:  cobra.ExactArgs(1),
 		RunE: call(g, "containerd-lite", newPackageClients, func(ctx context.Context, cl packageClients, args []string) error {
-			p, err := cl.packages.GetPackage(ctx, &containerv1.GetPackageRequest{Id: args[0]})
-			if err != nil {
-				return err
-			}
-			return g.containerStatus(ctx, cl.clients, p.GetPackage().GetContainer())
+			return g.packageStatus(ctx, cl, args[0])
 		}),
 	}
 

@@ -64,6 +64,7 @@ Every command takes --output json for scripts; text is meant for people.`,
 	root.AddCommand(bindingCmds(g)...)
 	root.AddCommand(keysCmd(g), packCmd(g))
 	root.AddCommand(actionCmd(g))
+	root.AddCommand(notificationsCmd(g))
 	if err := root.Execute(); err != nil {
 		var ee exitError
 		if errors.As(err, &ee) {

@@ -18,8 +18,9 @@
 //     that trusts it trusts it for nothing else.
 //   - A request with an owner (a package or container id) may have only the owner's own
 //     names: <owner>.local, <owner>.<internal domain> and any name below them, plus the
-//     names certd was started with for that owner (--grant OWNER=NAME,...). Addresses
-//     are never an owner's unless granted.
+//     names certd was started with for that owner (--grant OWNER=NAME,...), plus the
+//     names the request says the owner holds (held_names). Addresses are never an
+//     owner's unless granted.
 
 package certv1
 
@@ -564,7 +565,12 @@ type IssueCertificateRequest struct {
 	// The package or container asking; see the top of this file for what it may have.
 	Owner string `protobuf:"bytes,4,opt,name=owner,proto3" json:"owner,omitempty"`
 	// For ACME: the challenge to use; unspecified lets certd choose among those it answers.
-	Challenge     Challenge `protobuf:"varint,5,opt,name=challenge,proto3,enum=hearth.cert.v1.Challenge" json:"challenge,omitempty"`
+	Challenge Challenge `protobuf:"varint,5,opt,name=challenge,proto3,enum=hearth.cert.v1.Challenge" json:"challenge,omitempty"`
+	// With an owner: names beyond the owner's own that the caller checked the owner holds
+	// (containerd-lite: the LAN names and domains netd bound to the package's interfaces).
+	// Each is the owner's exactly (not the names below it) for this request. Like the
+	// owner, certd trusts its socket's callers to state them truthfully.
+	HeldNames     []string `protobuf:"bytes,6,rep,name=held_names,json=heldNames,proto3" json:"held_names,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -632,6 +638,13 @@ func (x *IssueCertificateRequest) GetChallenge() Challenge {
 		return x.Challenge
 	}
 	return Challenge_CHALLENGE_UNSPECIFIED
+}
+
+func (x *IssueCertificateRequest) GetHeldNames() []string {
+	if x != nil {
+		return x.HeldNames
+	}
+	return nil
 }
 
 type IssueCertificateResponse struct {
@@ -1227,13 +1240,15 @@ const file_hearth_cert_v1_certificate_proto_rawDesc = "" +
 	"\x0eGetRootRequest\"Z\n" +
 	"\x0fGetRootResponse\x12\x1b\n" +
 	"\troots_pem\x18\x01 \x03(\fR\brootsPem\x12*\n" +
-	"\x05roots\x18\x02 \x03(\v2\x14.hearth.cert.v1.RootR\x05roots\"\xd8\x01\n" +
+	"\x05roots\x18\x02 \x03(\v2\x14.hearth.cert.v1.RootR\x05roots\"\xf7\x01\n" +
 	"\x17IssueCertificateRequest\x12\x1b\n" +
 	"\tdns_names\x18\x01 \x03(\tR\bdnsNames\x12!\n" +
 	"\fip_addresses\x18\x02 \x03(\tR\vipAddresses\x12.\n" +
 	"\x06issuer\x18\x03 \x01(\x0e2\x16.hearth.cert.v1.IssuerR\x06issuer\x12\x14\n" +
 	"\x05owner\x18\x04 \x01(\tR\x05owner\x127\n" +
-	"\tchallenge\x18\x05 \x01(\x0e2\x19.hearth.cert.v1.ChallengeR\tchallenge\"Y\n" +
+	"\tchallenge\x18\x05 \x01(\x0e2\x19.hearth.cert.v1.ChallengeR\tchallenge\x12\x1d\n" +
+	"\n" +
+	"held_names\x18\x06 \x03(\tR\theldNames\"Y\n" +
 	"\x18IssueCertificateResponse\x12=\n" +
 	"\vcertificate\x18\x01 \x01(\v2\x1b.hearth.cert.v1.CertificateR\vcertificate\"^\n" +
 	"\x15GetCertificateRequest\x12\x0e\n" +

@@ -18,8 +18,9 @@
 //     that trusts it trusts it for nothing else.
 //   - A request with an owner (a package or container id) may have only the owner's own
 //     names: <owner>.local, <owner>.<internal domain> and any name below them, plus the
-//     names certd was started with for that owner (--grant OWNER=NAME,...). Addresses
-//     are never an owner's unless granted.
+//     names certd was started with for that owner (--grant OWNER=NAME,...), plus the
+//     names the request says the owner holds (held_names). Addresses are never an
+//     owner's unless granted.
 
 package certv1
 

@@ -624,11 +624,15 @@ const (
 //
 // For semantics around ctx use and closing/ending streaming RPCs, please refer to https://pkg.go.dev/google.golang.org/grpc/?tab=doc#ClientConn.NewStream.
 //
-// NotificationService keeps the notifications packages leave for the user.
+// NotificationService keeps the notifications packages leave for the user (notify): a
+// package's newest 100, dismissed or not, in containerd-lite's store. An uninstall that
+// keeps the package's data keeps them too; an uninstall with purge deletes them.
 type NotificationServiceClient interface {
 	// ListNotifications lists notifications, newest first.
 	ListNotifications(ctx context.Context, in *ListNotificationsRequest, opts ...grpc.CallOption) (*ListNotificationsResponse, error)
-	// DismissNotification dismisses notifications by id, or all of one package's.
+	// DismissNotification dismisses notifications by id, or all of one package's (with
+	// both: those ids, each of that package). An id that names no notification (of that
+	// package) is NotFound, and nothing is dismissed.
 	DismissNotification(ctx context.Context, in *DismissNotificationRequest, opts ...grpc.CallOption) (*DismissNotificationResponse, error)
 }
 
@@ -664,11 +668,15 @@ func (c *notificationServiceClient) DismissNotification(ctx context.Context, in 
 // All implementations must embed UnimplementedNotificationServiceServer
 // for forward compatibility.
 //
-// NotificationService keeps the notifications packages leave for the user.
+// NotificationService keeps the notifications packages leave for the user (notify): a
+// package's newest 100, dismissed or not, in containerd-lite's store. An uninstall that
+// keeps the package's data keeps them too; an uninstall with purge deletes them.
 type NotificationServiceServer interface {
 	// ListNotifications lists notifications, newest first.
 	ListNotifications(context.Context, *ListNotificationsRequest) (*ListNotificationsResponse, error)
-	// DismissNotification dismisses notifications by id, or all of one package's.
+	// DismissNotification dismisses notifications by id, or all of one package's (with
+	// both: those ids, each of that package). An id that names no notification (of that
+	// package) is NotFound, and nothing is dismissed.
 	DismissNotification(context.Context, *DismissNotificationRequest) (*DismissNotificationResponse, error)
 	mustEmbedUnimplementedNotificationServiceServer()
 }

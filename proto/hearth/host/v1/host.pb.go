@@ -7,6 +7,15 @@
 // The API containerd-lite serves to one container on that container's own host.sock,
 // bind-mounted at /media/hearth/rpc/host.sock. The socket is the caller's identity:
 // a call arriving on it can only act for that container's package.
+//
+// Authorization. No request names the calling package: it is the socket's. A request
+// can reach another package's resources only by their names, and naming what belongs to
+// another package is PermissionDenied, naming it: an interface written "other/web", a
+// domain bound to another package's interface, a certificate name that is not the
+// caller's, an exposure the caller's manifest does not allow. Naming something of the
+// caller's own that does not exist (an interface its manifest does not declare, a
+// domain it has not bound) is NotFound. Effects that need netd or certd answer
+// Unavailable while that daemon is not running.
 
 package hostv1
 

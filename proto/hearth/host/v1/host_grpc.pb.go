@@ -7,6 +7,15 @@
 // The API containerd-lite serves to one container on that container's own host.sock,
 // bind-mounted at /media/hearth/rpc/host.sock. The socket is the caller's identity:
 // a call arriving on it can only act for that container's package.
+//
+// Authorization. No request names the calling package: it is the socket's. A request
+// can reach another package's resources only by their names, and naming what belongs to
+// another package is PermissionDenied, naming it: an interface written "other/web", a
+// domain bound to another package's interface, a certificate name that is not the
+// caller's, an exposure the caller's manifest does not allow. Naming something of the
+// caller's own that does not exist (an interface its manifest does not declare, a
+// domain it has not bound) is NotFound. Effects that need netd or certd answer
+// Unavailable while that daemon is not running.
 
 package hostv1
 
@@ -65,17 +74,24 @@ type HostServiceClient interface {
 	// ListOverlays lists the container's overlays.
 	ListOverlays(ctx context.Context, in *ListOverlaysRequest, opts ...grpc.CallOption) (*ListOverlaysResponse, error)
 	// GetStatus reports the package's own status: each daemon, the health results its
-	// scripts set, its progress, and the dependencies it waits for.
+	// scripts set, its progress, and the dependencies it waits for. Health results and
+	// progress are kept in containerd-lite's memory while the container exists (a
+	// restart of containerd-lite, or a new container of the package, starts without).
+	// It answers during the package's install too (its hooks run before it commits).
 	GetStatus(ctx context.Context, in *GetStatusRequest, opts ...grpc.CallOption) (*GetStatusResponse, error)
 	// SetHealth sets one named health result of the package's own (a script's check),
-	// shown by `hearthctl status`. Setting a name again replaces its result.
+	// shown by `hearthctl status`. Setting a name again replaces its result. A package
+	// has at most 32 names (ResourceExhausted beyond).
 	SetHealth(ctx context.Context, in *SetHealthRequest, opts ...grpc.CallOption) (*SetHealthResponse, error)
 	// SetProgress reports how far a long task (install, backup, migration or one of the
-	// package's own) has come, shown by hearthctl while it runs. done = total ends it.
+	// package's own) has come, shown by hearthctl while it runs (`hearthctl status`, and
+	// the install, update or restore under way). done = total (> 0) ends it. At most 16
+	// phases at once.
 	SetProgress(ctx context.Context, in *SetProgressRequest, opts ...grpc.CallOption) (*SetProgressResponse, error)
 	// BindInterface binds one of the package's interfaces to the LAN (<id>.local), Tor,
 	// or a public domain, through netd, and returns its addresses. Binding what is
-	// already bound returns the binding as it is. Unavailable while netd is not running.
+	// already bound returns the binding as it is. Only where the manifest's expose allows
+	// (PermissionDenied otherwise). Unavailable while netd is not running.
 	BindInterface(ctx context.Context, in *BindInterfaceRequest, opts ...grpc.CallOption) (*BindInterfaceResponse, error)
 	// UnbindInterface removes bindings of one of the package's interfaces: all of them,
 	// or those of one kind or one domain.
@@ -83,13 +99,18 @@ type HostServiceClient interface {
 	// GetAddresses lists where the package's interfaces answer (one interface or all).
 	GetAddresses(ctx context.Context, in *GetAddressesRequest, opts ...grpc.CallOption) (*GetAddressesResponse, error)
 	// GetCertificate returns a certificate and its private key for names the package
-	// holds: its <id>.local name, its <id>.hearth.internal name, and the domains its
-	// interfaces are bound to. Issued by certd, owned by the package.
+	// holds: its <id>.local name, its <id>.hearth.internal name (and names below those
+	// two), the LAN name netd announces for it, and the domains its interfaces are bound
+	// to. Issued by certd, owned by the package: local names by the local CA, domains by
+	// the ACME CA certd is configured with; one call asks for one kind. Any other name is
+	// PermissionDenied. Unavailable while certd is not running.
 	GetCertificate(ctx context.Context, in *GetCertificateRequest, opts ...grpc.CallOption) (*GetCertificateResponse, error)
 	// GetContainerAddress returns the container's address on the host's bridge and the
 	// name other packages reach it by.
 	GetContainerAddress(ctx context.Context, in *GetContainerAddressRequest, opts ...grpc.CallOption) (*GetContainerAddressResponse, error)
 	// Notify leaves a notification for the user, listed by `hearthctl notifications`.
+	// containerd-lite keeps the package's newest 100 (the oldest go first), across its
+	// restarts, until the package is uninstalled with purge.
 	Notify(ctx context.Context, in *NotifyRequest, opts ...grpc.CallOption) (*NotifyResponse, error)
 	// ListActions lists the package's own actions, with their input fields and whether
 	// each is offered now.
@@ -101,7 +122,9 @@ type HostServiceClient interface {
 	// package last set it (empty before it ever has).
 	GetDataVersion(ctx context.Context, in *GetDataVersionRequest, opts ...grpc.CallOption) (*GetDataVersionResponse, error)
 	// SetDataVersion records the version of the data in the package's volumes, such as
-	// after a migration. It is kept with the package and backed up with it.
+	// after a migration. It is kept with the package and backed up with it (a restore
+	// brings back the backup's). Set during an install, update or restore, it is kept
+	// when that operation commits and forgotten when it rolls back, with the data.
 	SetDataVersion(ctx context.Context, in *SetDataVersionRequest, opts ...grpc.CallOption) (*SetDataVersionResponse, error)
 	// GetDependency returns a dependency's address, its name on the bridge, whether it
 	// runs, and the health of the interfaces the manifest requires of it. Only packages
@@ -328,17 +351,24 @@ type HostServiceServer interface {
 	// ListOverlays lists the container's overlays.
 	ListOverlays(context.Context, *ListOverlaysRequest) (*ListOverlaysResponse, error)
 	// GetStatus reports the package's own status: each daemon, the health results its
-	// scripts set, its progress, and the dependencies it waits for.
+	// scripts set, its progress, and the dependencies it waits for. Health results and
+	// progress are kept in containerd-lite's memory while the container exists (a
+	// restart of containerd-lite, or a new container of the package, starts without).
+	// It answers during the package's install too (its hooks run before it commits).
 	GetStatus(context.Context, *GetStatusRequest) (*GetStatusResponse, error)
 	// SetHealth sets one named health result of the package's own (a script's check),
-	// shown by `hearthctl status`. Setting a name again replaces its result.
+	// shown by `hearthctl status`. Setting a name again replaces its result. A package
+	// has at most 32 names (ResourceExhausted beyond).
 	SetHealth(context.Context, *SetHealthRequest) (*SetHealthResponse, error)
 	// SetProgress reports how far a long task (install, backup, migration or one of the
-	// package's own) has come, shown by hearthctl while it runs. done = total ends it.
+	// package's own) has come, shown by hearthctl while it runs (`hearthctl status`, and
+	// the install, update or restore under way). done = total (> 0) ends it. At most 16
+	// phases at once.
 	SetProgress(context.Context, *SetProgressRequest) (*SetProgressResponse, error)
 	// BindInterface binds one of the package's interfaces to the LAN (<id>.local), Tor,
 	// or a public domain, through netd, and returns its addresses. Binding what is
-	// already bound returns the binding as it is. Unavailable while netd is not running.
+	// already bound returns the binding as it is. Only where the manifest's expose allows
+	// (PermissionDenied otherwise). Unavailable while netd is not running.
 	BindInterface(context.Context, *BindInterfaceRequest) (*BindInterfaceResponse, error)
 	// UnbindInterface removes bindings of one of the package's interfaces: all of them,
 	// or those of one kind or one domain.
@@ -346,13 +376,18 @@ type HostServiceServer interface {
 	// GetAddresses lists where the package's interfaces answer (one interface or all).
 	GetAddresses(context.Context, *GetAddressesRequest) (*GetAddressesResponse, error)
 	// GetCertificate returns a certificate and its private key for names the package
-	// holds: its <id>.local name, its <id>.hearth.internal name, and the domains its
-	// interfaces are bound to. Issued by certd, owned by the package.
+	// holds: its <id>.local name, its <id>.hearth.internal name (and names below those
+	// two), the LAN name netd announces for it, and the domains its interfaces are bound
+	// to. Issued by certd, owned by the package: local names by the local CA, domains by
+	// the ACME CA certd is configured with; one call asks for one kind. Any other name is
+	// PermissionDenied. Unavailable while certd is not running.
 	GetCertificate(context.Context, *GetCertificateRequest) (*GetCertificateResponse, error)
 	// GetContainerAddress returns the container's address on the host's bridge and the
 	// name other packages reach it by.
 	GetContainerAddress(context.Context, *GetContainerAddressRequest) (*GetContainerAddressResponse, error)
 	// Notify leaves a notification for the user, listed by `hearthctl notifications`.
+	// containerd-lite keeps the package's newest 100 (the oldest go first), across its
+	// restarts, until the package is uninstalled with purge.
 	Notify(context.Context, *NotifyRequest) (*NotifyResponse, error)
 	// ListActions lists the package's own actions, with their input fields and whether
 	// each is offered now.
@@ -364,7 +399,9 @@ type HostServiceServer interface {
 	// package last set it (empty before it ever has).
 	GetDataVersion(context.Context, *GetDataVersionRequest) (*GetDataVersionResponse, error)
 	// SetDataVersion records the version of the data in the package's volumes, such as
-	// after a migration. It is kept with the package and backed up with it.
+	// after a migration. It is kept with the package and backed up with it (a restore
+	// brings back the backup's). Set during an install, update or restore, it is kept
+	// when that operation commits and forgotten when it rolls back, with the data.
 	SetDataVersion(context.Context, *SetDataVersionRequest) (*SetDataVersionResponse, error)
 	// GetDependency returns a dependency's address, its name on the bridge, whether it
 	// runs, and the health of the interfaces the manifest requires of it. Only packages

@@ -108,7 +108,18 @@ func request(req *certv1.IssueCertificateRequest) (leaf.Request, error) {
 	if err != nil {
 		return leaf.Request{}, err
 	}
-	return leaf.Request{Names: set, Kind: kind, Owner: req.GetOwner(), Challenge: ch}, nil
+	var held []string
+	if len(req.GetHeldNames()) > 0 {
+		if req.GetOwner() == "" {
+			return leaf.Request{}, fmt.Errorf("held_names go with an owner: an administrative request may have any name already: %w", errdefs.ErrInvalidArgument)
+		}
+		hs, err := names.Parse(req.GetHeldNames(), nil)
+		if err != nil {
+			return leaf.Request{}, fmt.Errorf("held_names: %w", err)
+		}
+		held = hs.DNS
+	}
+	return leaf.Request{Names: set, Kind: kind, Owner: req.GetOwner(), Challenge: ch, Held: held}, nil
 }
 
 // GetCertificate implements CertificateService.

@@ -76,6 +76,10 @@ func TestIssueMapsErrorsToCodes(t *testing.T) {
 		{"ACME not configured", &certv1.IssueCertificateRequest{DnsNames: []string{"www.example.org"}, Issuer: certv1.Issuer_ISSUER_ACME}, codes.FailedPrecondition},
 		{"another owner's name", &certv1.IssueCertificateRequest{DnsNames: []string{"b.local"}, Owner: "a"}, codes.PermissionDenied},
 		{"bad owner", &certv1.IssueCertificateRequest{DnsNames: []string{"a.local"}, Owner: "A B"}, codes.InvalidArgument},
+		{"a name the owner holds", &certv1.IssueCertificateRequest{DnsNames: []string{"a-2.local"}, Owner: "a", HeldNames: []string{"A-2.local."}}, codes.OK},
+		{"a name beside what the owner holds", &certv1.IssueCertificateRequest{DnsNames: []string{"a-3.local"}, Owner: "a", HeldNames: []string{"a-2.local"}}, codes.PermissionDenied},
+		{"held names without an owner", &certv1.IssueCertificateRequest{DnsNames: []string{"a.local"}, HeldNames: []string{"a.local"}}, codes.InvalidArgument},
+		{"a held name that is no name", &certv1.IssueCertificateRequest{DnsNames: []string{"a.local"}, Owner: "a", HeldNames: []string{"a..local"}}, codes.InvalidArgument},
 	} {
 		resp, err := cl.IssueCertificate(ctx, tc.req)
 		if status.Code(err) != tc.code {

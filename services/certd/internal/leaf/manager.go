@@ -190,7 +190,7 @@ func (m *Manager) wake() {
 // renewal, else a new one. If renewing a cached certificate fails while it is still
 // valid, the cached one is returned and the failure kept for the renewal loop.
 func (m *Manager) Issue(ctx context.Context, req Request) (*Record, error) {
-	if err := m.opts.Policy.Allow(req.Owner, req.Names); err != nil {
+	if err := m.opts.Policy.Allow(req.Owner, req.Names, req.Held...); err != nil {
 		return nil, err
 	}
 	if _, ok := m.opts.Issuers[req.Kind]; !ok {

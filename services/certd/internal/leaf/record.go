@@ -28,6 +28,9 @@ type Request struct {
 	Kind  Kind
 	// Owner is the package or container asking; empty for administrative requests.
 	Owner string
+	// Held are names beyond the owner's own that the caller vouches the owner holds
+	// (they do not tell certificates apart: the names do).
+	Held []string
 	// Challenge is the ACME challenge type ("http-01", "tls-alpn-01", "dns-01"), or empty
 	// for any the ACME issuer answers.
 	Challenge string

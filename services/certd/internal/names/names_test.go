@@ -126,22 +126,28 @@ func TestPolicyAllow(t *testing.T) {
 		owner    string
 		dns, ips []string
 		ok       bool
+		held     []string
 	}{
-		{"", []string{"anything.local"}, []string{"10.0.0.1"}, true},
-		{"nextcloud", []string{"nextcloud.local", "www.nextcloud.local", "*.nextcloud.local", "nextcloud.hearth.internal"}, nil, true},
-		{"nextcloud", []string{"cloud.local", "a.cloud.local", "files.example.org"}, []string{"192.168.1.20"}, true},
-		{"nextcloud", []string{"other.local"}, nil, false},
-		{"nextcloud", []string{"xnextcloud.local"}, nil, false},
-		{"nextcloud", []string{"nextcloud.local.evil.com"}, nil, false},
-		{"nextcloud", nil, []string{"192.168.1.21"}, false},
-		{"gitea", []string{"nextcloud.local"}, nil, false},
-		{"gitea", []string{"cloud.local"}, nil, false},
+		{"", []string{"anything.local"}, []string{"10.0.0.1"}, true, nil},
+		{"nextcloud", []string{"nextcloud.local", "www.nextcloud.local", "*.nextcloud.local", "nextcloud.hearth.internal"}, nil, true, nil},
+		{"nextcloud", []string{"cloud.local", "a.cloud.local", "files.example.org"}, []string{"192.168.1.20"}, true, nil},
+		{"nextcloud", []string{"other.local"}, nil, false, nil},
+		{"nextcloud", []string{"xnextcloud.local"}, nil, false, nil},
+		{"nextcloud", []string{"nextcloud.local.evil.com"}, nil, false, nil},
+		{"nextcloud", nil, []string{"192.168.1.21"}, false, nil},
+		{"gitea", []string{"nextcloud.local"}, nil, false, nil},
+		{"gitea", []string{"cloud.local"}, nil, false, nil},
+		// Names the caller vouches the owner holds: exactly those, not below them.
+		{"gitea", []string{"gitea-2.local", "git.example.org"}, nil, true, []string{"gitea-2.local", "git.example.org"}},
+		{"gitea", []string{"www.git.example.org"}, nil, false, []string{"git.example.org"}},
+		{"gitea", []string{"other.example.org"}, nil, false, []string{"git.example.org"}},
+		{"gitea", nil, []string{"192.168.1.20"}, false, []string{"192.168.1.20"}},
 	} {
 		s, err := Parse(tc.dns, tc.ips)
 		if err != nil {
 			t.Fatal(err)
 		}
-		err = p.Allow(tc.owner, s)
+		err = p.Allow(tc.owner, s, tc.held...)
 		if (err == nil) != tc.ok {
 			t.Errorf("Allow(%q, %v) = %v, want ok=%v", tc.owner, s.Strings(), err, tc.ok)
 		}

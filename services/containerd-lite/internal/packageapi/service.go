@@ -42,6 +42,7 @@ type Service struct {
 	containerv1.UnimplementedPackageServiceServer
 	p     Packages
 	state State
+	fx    StatusSource
 }
 
 var _ containerv1.PackageServiceServer = (*Service)(nil)

@@ -16,7 +16,6 @@ import (
 	"hearth.dev/internal/manifest"
 	guestv1 "hearth.dev/proto/hearth/guest/v1"
 	"hearth.dev/services/containerd-lite/internal/containers"
-	"hearth.dev/services/containerd-lite/internal/guestclient"
 	"hearth.dev/services/containerd-lite/internal/lxcrt"
 	"hearth.dev/services/containerd-lite/internal/store"
 )
@@ -205,11 +204,7 @@ func (m *Manager) finishAction(ctx context.Context, j *store.Journal) error {
 
 // runJob runs the action through guestd and reads its result.
 func (m *Manager) runJob(ctx context.Context, container, pkg, id string, a *manifest.Action, stdin []byte) (*manifest.ActionResult, error) {
-	d, err := m.opts.Containers.GuestDialer(container)
-	if err != nil {
-		return nil, err
-	}
-	conn, err := guestclient.Conn(container, d)
+	conn, err := m.guestConn(container)
 	if err != nil {
 		return nil, err
 	}

@@ -69,6 +69,9 @@ func (m *Manager) backup(ctx context.Context, id string, r Repo, progress func(P
 	}
 	defer repo.Close()
 	meta := backup.Meta{Manifest: p.Manifest, Version: p.Version}
+	if p.DataVersion != "" {
+		meta.Labels = map[string]string{dataVersionLabel: p.DataVersion}
+	}
 	if h := mf.Hooks.Backup; h != nil {
 		if err := m.runBackupHook(ctx, p, mf, h, op); err != nil {
 			return backup.Snapshot{}, 0, err
@@ -262,7 +265,10 @@ func (m *Manager) restoreInPlace(ctx context.Context, id string, repo *backup.Re
 	if err != nil {
 		return Result{}, err
 	}
-	j := &store.Journal{Op: "restore", ID: id, Started: time.Now().UTC(), From: &p, To: &p}
+	// The data version goes with the data: the snapshot's (a migrate hook may set another).
+	to := p
+	to.DataVersion = meta.Labels[dataVersionLabel]
+	j := &store.Journal{Op: "restore", ID: id, Started: time.Now().UTC(), From: &p, To: &to}
 	if err := m.journal(j, stepVerified); err != nil {
 		return Result{}, err
 	}
@@ -387,6 +393,9 @@ func (m *Manager) finishRestore(ctx context.Context, j *store.Journal) error {
 	})
 	if err != nil {
 		return err
+	}
+	if j.To != nil {
+		return m.opts.Records.CommitPackage(*j.To) // with the restored data's version
 	}
 	return m.opts.Records.DeleteJournal(j.ID)
 }

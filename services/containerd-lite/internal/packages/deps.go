@@ -34,7 +34,6 @@ import (
 	"hearth.dev/internal/manifest"
 	guestv1 "hearth.dev/proto/hearth/guest/v1"
 	hostv1 "hearth.dev/proto/hearth/host/v1"
-	"hearth.dev/services/containerd-lite/internal/guestclient"
 	"hearth.dev/services/containerd-lite/internal/lxcrt"
 	"hearth.dev/services/containerd-lite/internal/store"
 )
@@ -203,20 +202,9 @@ func (m *Manager) view(ctx context.Context, id string, withStates bool) depView 
 
 // daemonStates asks a running container's guestd for its daemons' states.
 func (m *Manager) daemonStates(ctx context.Context, container string) (map[string]guestv1.DaemonState, error) {
-	d, err := m.opts.Containers.GuestDialer(container)
+	st, err := m.guestStatus(ctx, container)
 	if err != nil {
 		return nil, err
-	}
-	conn, err := guestclient.Conn(container, d)
-	if err != nil {
-		return nil, err
-	}
-	defer conn.Close()
-	sctx, cancel := context.WithTimeout(ctx, 5*time.Second)
-	defer cancel()
-	st, err := guestv1.NewGuestServiceClient(conn).GetStatus(sctx, &guestv1.GetStatusRequest{})
-	if err != nil {
-		return nil, errdefs.FromGRPC(err)
 	}
 	out := map[string]guestv1.DaemonState{}
 	for _, j := range st.GetDaemons() {

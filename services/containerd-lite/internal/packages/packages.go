@@ -25,6 +25,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -113,6 +114,10 @@ type Manager struct {
 	mu    sync.Mutex // guards nothing but the staging counter
 	seq   int
 	dep   depState // dependencies: intents and the waiter (deps.go)
+	// effects are the package effects (Effects), told of purges; sinks map a package
+	// to the progress of its operation under way, which its scripts' progress joins.
+	effects atomic.Pointer[Effects]
+	sinks   sync.Map
 }
 
 // New returns a manager; call Reconcile before serving.
@@ -344,6 +349,7 @@ func readyTimeout(mf *manifest.Manifest, run []manifest.HookRun) time.Duration {
 // every daemon is ready.
 func (m *Manager) startReady(ctx context.Context, id string, mf *manifest.Manifest, run []manifest.HookRun, op Op) error {
 	op.progress("starting", 0, 0)
+	defer m.progressSink(id, op)()
 	if _, err := m.opts.Containers.StartWith(ctx, id, run); err != nil {
 		return fmt.Errorf("start: %w", err)
 	}

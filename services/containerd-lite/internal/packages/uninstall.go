@@ -53,6 +53,7 @@ func (m *Manager) finishUninstall(ctx context.Context, j *store.Journal) error {
 	}
 	m.dropNames(ctx, j.ID, j.From.Version, j.From.Images)
 	m.dropFiles(j.ID, "")
+	m.uninstalled(j.ID, purge)
 	m.log.Info("package uninstalled", "package", j.ID, "version", j.From.Version, "data_kept", !purge)
 	return nil
 }

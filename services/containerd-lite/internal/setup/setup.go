@@ -19,6 +19,7 @@ import (
 	containerv1 "hearth.dev/proto/hearth/container/v1"
 	hostv1 "hearth.dev/proto/hearth/host/v1"
 	"hearth.dev/services/containerd-lite/internal/baserootfs"
+	"hearth.dev/services/containerd-lite/internal/certdclient"
 	"hearth.dev/services/containerd-lite/internal/containerapi"
 	"hearth.dev/services/containerd-lite/internal/containers"
 	"hearth.dev/services/containerd-lite/internal/disks"
@@ -46,7 +47,7 @@ const DefaultBaseRootfs = "/usr/lib/hearth/base-rootfs"
 
 // Spec describes containerd-lite to the daemon runner.
 func Spec() daemon.Spec {
-	var baseRootfs, maxMemory, maxDisk, defaultDisk, diskReserve, netdSocket string
+	var baseRootfs, maxMemory, maxDisk, defaultDisk, diskReserve, netdSocket, certdSocket, internalDomain string
 	var policy limits.Policy
 	var m *containers.Manager
 	proxy := &guestproxy.Proxy{Dialer: func(name string) (func(context.Context) (net.Conn, error), error) {
@@ -63,6 +64,8 @@ func Spec() daemon.Spec {
 		Flags: func(fs *flag.FlagSet) {
 			fs.StringVar(&baseRootfs, "base-rootfs", DefaultBaseRootfs, "base root file system every container boots from (busybox and a static guestd; 'make base-rootfs' builds one)")
 			fs.StringVar(&netdSocket, "netd-socket", "", "netd's socket, for container networking (default <run-dir>/netd.sock; containers have loopback only while it is absent)")
+			fs.StringVar(&certdSocket, "certd-socket", "", "certd's socket, for the certificates packages ask for (default <run-dir>/certd.sock; certificate.get is unavailable while it is absent)")
+			fs.StringVar(&internalDomain, "internal-domain", packages.DefaultInternalDomain, "domain of containers on the bridge: <id>.DOMAIN (the same as netd's and certd's --internal-domain)")
 			fs.StringVar(&maxMemory, "max-memory", "", "most memory one container may have, such as 4Gi (default: half the host's)")
 			fs.Float64Var(&policy.MaxCPUs, "max-cpus", 0, "most CPUs one container may use (default: all)")
 			fs.Int64Var(&policy.MaxPids, "max-pids", 0, "most processes one container may run (default 4096)")
@@ -93,13 +96,17 @@ func Spec() daemon.Spec {
 			if netdSocket == "" {
 				netdSocket = filepath.Join(env.RunDir, "netd.sock")
 			}
-			m, hooks, err = initDaemon(env, baseRootfs, policy, reserve, netdclient.Client{Socket: netdSocket})
+			if certdSocket == "" {
+				certdSocket = filepath.Join(env.RunDir, "certd.sock")
+			}
+			m, hooks, err = initDaemon(env, baseRootfs, policy, reserve, netdclient.Client{Socket: netdSocket},
+				packages.EffectsOptions{Certs: certdclient.Client{Socket: certdSocket}, InternalDomain: internalDomain})
 			return hooks, err
 		},
 	}
 }
 
-func initDaemon(env *daemon.Env, baseSrc string, policy limits.Policy, reserve int64, netd netdclient.Client) (*containers.Manager, daemon.Hooks, error) {
+func initDaemon(env *daemon.Env, baseSrc string, policy limits.Policy, reserve int64, netd netdclient.Client, fxOpts packages.EffectsOptions) (*containers.Manager, daemon.Hooks, error) {
 	network := containers.Network(netd)
 	if os.Geteuid() != 0 {
 		return nil, daemon.Hooks{}, errors.New("containerd-lite must run as root: it mounts file systems and starts LXC containers")
@@ -159,8 +166,17 @@ func initDaemon(env *daemon.Env, baseSrc string, policy limits.Policy, reserve i
 	}
 	var m *containers.Manager
 	var pkgs *packages.Manager
+	var fx *packages.Effects
 	hosts := hostsock.New(env.Logger, func(c string) hostv1.HostServiceServer {
-		return hostapi.New(c, hostapi.Deps{Overlays: m, Actions: packageapi.HostActions{A: pkgs}, Depends: pkgs})
+		// Nil pointers would be non-nil interfaces (both are set before any container is served).
+		d := hostapi.Deps{Overlays: m}
+		if pkgs != nil {
+			d.Depends, d.Actions = pkgs, packageapi.HostActions{A: pkgs}
+		}
+		if fx != nil {
+			d.Package = fx
+		}
+		return hostapi.New(c, d)
 	}, budget.Limits{})
 	m = containers.New(containers.Options{
 		Userns:     func(mp idmap.Mapping) (int, error) { return mp.OpenUserns(self) },
@@ -196,6 +212,8 @@ func initDaemon(env *daemon.Env, baseSrc string, policy limits.Policy, reserve i
 		st.Close()
 		return nil, daemon.Hooks{}, err
 	}
+	fxOpts.Records, fxOpts.WaitingFor = st, pkgs.WaitingFor
+	fx = pkgs.Effects(fxOpts)
 	containerv1.RegisterContainerServiceServer(env.Server, containerapi.New(m))
 	containerv1.RegisterImageServiceServer(env.Server, imageapi.New(imgs))
 	psvc := packageapi.New(pkgs, func(ctx context.Context, c string) string {
@@ -205,7 +223,9 @@ func initDaemon(env *daemon.Env, baseSrc string, policy limits.Policy, reserve i
 		}
 		return strings.ToLower(string(i.State))
 	})
+	psvc.WithStatus(fx)
 	containerv1.RegisterPackageServiceServer(env.Server, psvc)
+	containerv1.RegisterNotificationServiceServer(env.Server, &packageapi.Notifications{Records: st})
 	containerv1.RegisterBackupServiceServer(env.Server, packageapi.NewBackups(pkgs, psvc))
 	containerv1.RegisterKeyServiceServer(env.Server, &packageapi.Keys{Store: trust})
 	return m, daemon.Hooks{

@@ -25,6 +25,9 @@ type Package struct {
 	Trusted     bool      `json:"trusted"`
 	InstalledAt time.Time `json:"installed_at"`
 	UpdatedAt   time.Time `json:"updated_at,omitzero"`
+	// DataVersion is the version of the data in its volumes, as the package set it
+	// (data_version.set), such as after a migration; kept across updates and backed up.
+	DataVersion string `json:"data_version,omitempty"`
 }
 
 // Journal is a package operation under way: what it did so far, so that the next start
@@ -66,9 +69,13 @@ func (s *Store) PutPackage(p Package) error { return s.db.Update(put(packagesBuc
 // PutJournal records an operation's progress; it is synced to disk before it returns.
 func (s *Store) PutJournal(j Journal) error { return s.db.Update(put(journalBucket, j.ID, j)) }
 
-// CommitPackage stores the package and ends its journal in one transaction.
+// CommitPackage stores the package and ends its journal in one transaction, with the
+// data version the package set during the operation, if it did.
 func (s *Store) CommitPackage(p Package) error {
 	return s.db.Update(func(tx *bolt.Tx) error {
+		if err := takePending(tx, p.ID, &p); err != nil {
+			return err
+		}
 		if err := put(packagesBucket, p.ID, p)(tx); err != nil {
 			return err
 		}
@@ -79,6 +86,9 @@ func (s *Store) CommitPackage(p Package) error {
 // RemovePackage forgets a package and ends its journal in one transaction.
 func (s *Store) RemovePackage(id string) error {
 	return s.db.Update(func(tx *bolt.Tx) error {
+		if err := takePending(tx, id, nil); err != nil {
+			return err
+		}
 		if err := tx.Bucket(packagesBucket).Delete([]byte(id)); err != nil {
 			return err
 		}
@@ -88,7 +98,12 @@ func (s *Store) RemovePackage(id string) error {
 
 // DeleteJournal ends an operation's journal.
 func (s *Store) DeleteJournal(id string) error {
-	return s.db.Update(func(tx *bolt.Tx) error { return tx.Bucket(journalBucket).Delete([]byte(id)) })
+	return s.db.Update(func(tx *bolt.Tx) error {
+		if err := takePending(tx, id, nil); err != nil {
+			return err
+		}
+		return tx.Bucket(journalBucket).Delete([]byte(id))
+	})
 }
 
 func get[T any](s *Store, b []byte, key, what string) (T, error) {

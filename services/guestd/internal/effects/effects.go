@@ -28,14 +28,12 @@ import (
 	"hearth.dev/internal/jsonrpc"
 	"hearth.dev/internal/unixsock"
 	hostv1 "hearth.dev/proto/hearth/host/v1"
+	"hearth.dev/services/guestd/internal/launch"
 )
 
-// The effects socket, as the container and every subcontainer see it, and the variable
-// that names it in every job's environment.
-const (
-	Socket    = "/media/hearth/rpc/effects.sock"
-	SocketEnv = "HEARTH_EFFECTS_SOCKET"
-)
+// Socket is the effects socket, as the container and every subcontainer see it (launch
+// binds it into each subcontainer and names it in every job's environment).
+const Socket = launch.EffectsSocket
 
 // Listen creates the effects socket at path, open to every user of the container
 // (package scripts run as their images' users).

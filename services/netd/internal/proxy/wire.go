@@ -309,18 +309,7 @@ func connTokens(fs []field, dst [][]byte) [][]byte {
 		if classify(f.name) != hConnection {
 			continue
 		}
-		v := f.value
-		for len(v) > 0 {
-			var t []byte
-			if i := bytes.IndexByte(v, ','); i >= 0 {
-				t, v = v[:i], v[i+1:]
-			} else {
-				t, v = v, nil
-			}
-			if t = trimOWS(t); len(t) > 0 {
-				dst = append(dst, t)
-			}
-		}
+		dst = appendTokens(dst, f.value)
 	}
 	return dst
 }
