@@ -20,6 +20,7 @@ import (
 	"time"
 
 	v1 "github.com/google/go-containerregistry/pkg/v1"
+	"google.golang.org/grpc"
 	"google.golang.org/grpc/metadata"
 
 	"hearth.dev/internal/dial"
@@ -744,7 +745,10 @@ func BenchmarkEffectRoundTrip(b *testing.B) {
 		b.Fatal(err)
 	}
 	dir := filepath.Join(l.stateDir, "containers", name)
-	conn, err := dial.Unix(filepath.Join(dir, "media", "host", "host.sock"))
+	// The bare call's client has the options of guestd's own (hostclient.DialOptions):
+	// fixed windows, so that neither leg pays for gRPC's bandwidth-estimating pings.
+	conn, err := dial.Unix(filepath.Join(dir, "media", "host", "host.sock"),
+		grpc.WithInitialWindowSize(64<<10), grpc.WithInitialConnWindowSize(64<<10))
 	if err != nil {
 		b.Fatal(err)
 	}
