@@ -63,13 +63,13 @@ ep50=$(median BenchmarkEffectRoundTrip effect-p50-µs)
 gp50=$(median BenchmarkEffectRoundTrip grpc-p50-µs)
 if [ -n "$ep50" ] && [ -n "$gp50" ]; then
 	echo "== an effect's round trip (identity.get), µs, medians of $count runs =="
-	for m in effect grpc hop; do
-		printf '%-45s %10s p50 %10s p99\n' "$m" "$(median BenchmarkEffectRoundTrip "$m-p50-µs")" "$(median BenchmarkEffectRoundTrip "$m-p99-µs")"
+	for m in "effect:effect (effects.sock -> guestd -> host.sock)" "grpc:bare gRPC on the same host.sock" "hop:the shim's hop alone (guestd answers)"; do
+		printf '%-45s %10s p50 %10s p99\n' "${m#*:}" "$(median BenchmarkEffectRoundTrip "${m%%:*}-p50-µs")" "$(median BenchmarkEffectRoundTrip "${m%%:*}-p99-µs")"
 	done
 	awk -v e="$ep50" -v g="$gp50" 'BEGIN {
 		r = e / g
-		printf "ratio effect / grpc (p50) = %.2f\n", r
-		printf "goal: effect p50 <= 200 µs and <= 2x grpc: %s (%.0f µs, %.2fx)\n", (e <= 200 && r <= 2) ? "met" : "not met", e, r
+		printf "ratio effect / bare gRPC (p50) = %.2f\n", r
+		printf "goal: effect p50 <= 200 µs: %s (%.0f µs); <= 2x the bare call: %s (%.2fx)\n", e <= 200 ? "met" : "not met", e, r <= 2 ? "met" : "not met", r
 	}'
 	echo
 fi
