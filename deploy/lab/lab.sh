@@ -6,6 +6,7 @@
 # (deploy/install-deps.sh), and `make build tools`. Nothing is pulled: every image is a
 # root assembled here from the binaries `make` built and the host's files.
 #   usage: deploy/lab/lab.sh up|down|env|test [DIR]      (DIR: default build/lab)
+#          deploy/lab/lab.sh check                       exits 0 when the lab can run here
 #          deploy/lab/lab.sh restart NAME [DIR]          rebuild NAME's image and restart it alone
 # `up` leaves the lab running and prints how to reach it; `down` removes everything it made
 # (containers, volumes, dockerd, namespaces, mounts, DIR). `test` is make lab-test.
@@ -134,9 +135,15 @@ waitfor() {
 	done
 }
 
-up() {
+check() {
 	command -v docker-compose >/dev/null && [ -x "$docker" ] && command -v dockerd >/dev/null ||
 		die "needs docker.io and docker-compose (deploy/install-deps.sh installs them)"
+	command -v nsenter >/dev/null && command -v ip >/dev/null || die "needs nsenter and ip (util-linux, iproute2)"
+	[ -w /run ] && ip netns list >/dev/null 2>&1 || die "cannot make network namespaces here"
+}
+
+up() {
+	check
 	[ -d "$base" ] || die "no base rootfs at $base: run make build"
 	[ -e "$lab/lab.env" ] && die "a lab is already in $lab (deploy/lab/lab.sh down $lab first)"
 	mkdir -p "$lab"
@@ -194,14 +201,16 @@ env_help() {
 	cat <<-HELP
 		The lab is up ($HEARTH_LAB_DIR). From this host:
 		  export HEARTH_RUN_DIR=$HEARTH_LAB_DIR/run
-		  $bin/hearthctl keys trust build/examples/dev.pub
-		  $bin/hearthctl install build/examples/busybox-1.0.0.hpkg
+		  $bin/hearthctl keys trust $top/build/examples/dev.pub
+		  $bin/hearthctl install $top/build/examples/busybox-1.0.0.hpkg
 		  $bin/hearthctl ls
 		The LAN is $HEARTH_LAB_LAN_ADDR/24 inside network namespace $NETNS; a LAN client is in $CLIENT_NETNS:
-		  ip netns exec $CLIENT_NETNS curl -k --resolve busybox.local:443:$HEARTH_LAB_LAN_ADDR https://busybox.local/
+		  $bin/hearthctl cert root > /tmp/hearth-root.pem
+		  ip netns exec $CLIENT_NETNS curl --cacert /tmp/hearth-root.pem --resolve busybox.local:443:$HEARTH_LAB_LAN_ADDR https://busybox.local/
 		The daemons and their logs:
 		  export DOCKER_HOST=$DOCKER_HOST
-		  docker-compose -p hearth-lab -f deploy/lab/compose.yaml ps|logs netd
+		  . $HEARTH_LAB_DIR/lab.env; export DOCKER_HOST HEARTH_LAB_DIR HEARTH_BASE_ROOTFS HEARTH_LAB_LAN HEARTH_LAB_LAN_ADDR
+		  docker-compose -p hearth-lab -f $top/deploy/lab/compose.yaml ps     (or: logs netd)
 		Rebuild and restart one daemon alone:  make bin/netd && deploy/lab/lab.sh restart netd $HEARTH_LAB_DIR
 		Take it down:                          make lab-down
 	HELP
@@ -241,10 +250,11 @@ down() {
 }
 
 case $cmd in
+check) check ;;
 up) up ;;
 down) down ;;
 env) load; env_help ;;
 restart) restart ;;
 test) exec "$top/deploy/lab/test.sh" "$lab" ;;
-*) die "usage: lab.sh up|down|env|test [DIR] | restart NAME [DIR]" ;;
+*) die "usage: lab.sh up|down|env|test|check [DIR] | restart NAME [DIR]" ;;
 esac
