@@ -35,7 +35,8 @@ load() {
 	. "$lab/lab.env"
 	export DOCKER_HOST HEARTH_LAB_DIR HEARTH_BASE_ROOTFS HEARTH_LAB_LAN HEARTH_LAB_LAN_ADDR
 }
-compose() { docker-compose -p hearth-lab -f "$top/deploy/lab/compose.yaml" "$@"; }
+# COMPOSE_DOCKER_CLI_BUILD=0: compose builds through the API itself, whatever docker CLI is on PATH.
+compose() { COMPOSE_DOCKER_CLI_BUILD=0 docker-compose -p hearth-lab -f "$top/deploy/lab/compose.yaml" "$@"; }
 
 # addroot ROOT FILE...: copies each file to the same path under ROOT, with the shared
 # libraries it links (as ldd lists them) when it is a dynamic executable.
@@ -208,7 +209,6 @@ env_help() {
 		  $bin/hearthctl cert root > /tmp/hearth-root.pem
 		  ip netns exec $CLIENT_NETNS curl --cacert /tmp/hearth-root.pem --resolve busybox.local:443:$HEARTH_LAB_LAN_ADDR https://busybox.local/
 		The daemons and their logs:
-		  export DOCKER_HOST=$DOCKER_HOST
 		  . $HEARTH_LAB_DIR/lab.env; export DOCKER_HOST HEARTH_LAB_DIR HEARTH_BASE_ROOTFS HEARTH_LAB_LAN HEARTH_LAB_LAN_ADDR
 		  docker-compose -p hearth-lab -f $top/deploy/lab/compose.yaml ps     (or: logs netd)
 		Rebuild and restart one daemon alone:  make bin/netd && deploy/lab/lab.sh restart netd $HEARTH_LAB_DIR

@@ -2,8 +2,9 @@
 # make lab-test: brings the dev lab up in a directory of its own (under its own dockerd, in
 # its own network namespace), installs the busybox example with the host's hearthctl
 # through the shared sockets, fetches its page from a LAN client over its LAN binding,
-# rebuilds and restarts netd alone and fetches again (the package's container untouched),
-# does the same for containerd-lite, and takes everything down, checking nothing is left.
+# binds it on a domain (certified by the lab's Pebble), rebuilds and restarts netd alone and
+# fetches again (the package's container untouched), does the same for certd and
+# containerd-lite, and takes everything down, checking nothing is left.
 #   usage: deploy/lab/test.sh [DIR]     (default: a new directory under /tmp)
 set -euo pipefail
 top=$(cd "$(dirname "$0")/../.." && pwd)
@@ -16,7 +17,7 @@ t0=$SECONDS
 trap '"$labsh" down "$lab" >/dev/null 2>&1 || true' EXIT
 
 ex=$(mktemp -d)
-"$top/examples/build.sh" "$ex" busybox >/dev/null
+"$top/examples/build.sh" "$ex" busybox >"$ex/build.log" 2>&1 || { cat "$ex/build.log"; fail "examples/build.sh busybox"; }
 t=$SECONDS
 "$labsh" up "$lab" >"$ex/up.log" 2>&1 || { cat "$ex/up.log"; fail "lab up"; }
 up=$((SECONDS - t))
@@ -48,7 +49,20 @@ pid=$(initpid)
 [ -n "$pid" ] && [ "$pid" -gt 0 ] || fail "busybox's container has no init PID: $(ctl container ls)"
 echo "lab-test: busybox answers on its LAN binding (init PID $pid)"
 
-for d in netd containerd-lite; do
+# A domain binding: certd gets its certificate from the lab's Pebble, which validates through
+# netd's listeners on the LAN address (challtestsrv resolves every name there).
+ctl bind busybox web --domain busybox.lab.test >/dev/null 2>&1 || fail "bind busybox web --domain busybox.lab.test"
+issuer=""
+for _ in $(seq 100); do
+	issuer=$(echo | ip netns exec "$CLIENT_NETNS" openssl s_client -connect "$HEARTH_LAB_LAN_ADDR:443" \
+		-servername busybox.lab.test 2>/dev/null | openssl x509 -noout -issuer 2>/dev/null || true)
+	case $issuer in *Pebble*) break ;; esac
+	sleep 0.2
+done
+case $issuer in *Pebble*) ;; *) fail "busybox.lab.test is served with a certificate from ${issuer:-nobody}, not Pebble" ;; esac
+echo "lab-test: busybox.lab.test has a certificate from the lab's Pebble"
+
+for d in netd certd containerd-lite; do
 	make -C "$top" -s "$bin/$d" >/dev/null
 	t=$SECONDS
 	"$labsh" restart "$d" "$lab" >"$ex/restart.log" 2>&1 || { cat "$ex/restart.log"; fail "restart $d"; }
