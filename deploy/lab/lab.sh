@@ -184,8 +184,10 @@ up() {
 	ip -n "$CLIENT_NETNS" route add default via "$lan_addr"
 	# The lab's dockerd: only its network namespace is entered (not `ip netns exec`, which
 	# would give it a mount namespace of its own, where the shared mounts above are not shared).
+	# Its containers share the host's cgroup namespace (the default on cgroup v1, asked for on
+	# v2), so LXC can put packages in cgroups outside containerd-lite's container.
 	nsenter --net="/run/netns/$NETNS" dockerd --data-root "$lab/docker" --exec-root "$lab/x" \
-		-H "$DOCKER_HOST" --pidfile "$lab/dockerd.pid" --bip 10.233.0.1/24 \
+		-H "$DOCKER_HOST" --pidfile "$lab/dockerd.pid" --bip 10.233.0.1/24 --default-cgroupns-mode host \
 		--default-address-pool base=10.234.0.0/16,size=24 --log-level warn >"$lab/dockerd.log" 2>&1 &
 	waitfor dockerd 60 "$docker" info
 	for s in certd netd containerd-lite tor pebble; do context "$s"; done
