@@ -145,6 +145,7 @@ func BenchmarkDensity(b *testing.B) {
 		t0 := time.Now()
 		d.each(b, ids, mode.parallel, "stop")
 		stop := time.Since(t0)
+		d.checkStopped(b, ids)
 		d.checkBudget(b, "starting all")
 		t0 = time.Now()
 		d.each(b, ids, mode.parallel, "start")
@@ -191,7 +192,8 @@ func densityN(b *testing.B) int {
 }
 
 // newDensityLab starts containerd-lite, certd and netd; netd's bridge has a /16 of its
-// own (room for every container), no LAN names and its proxy on the bridge's gateway.
+// own (room for every container), no LAN names and its proxy on the bridge's gateway (ports
+// of its own: another netd may hold the wildcard 443 and 80).
 func newDensityLab(b *testing.B, deadline time.Time) *densityLab {
 	const gw = "10.232.0.1"
 	if out, _ := run(b, "ip", "-4", "-o", "addr"); strings.Contains(out, " 10.232.") {
@@ -210,7 +212,7 @@ func newDensityLab(b *testing.B, deadline time.Time) *densityLab {
 	l.netd = startDaemonOwned(b, nil, "netd", filepath.Join(l.runDir, "netd.sock"),
 		"--run-dir", l.runDir, "--state-dir", filepath.Join(l.dir, "netd"),
 		"--bridge", d.bridge, "--subnet", "10.232.0.0/16", "--lan-interfaces", "none",
-		"--https-addr", gw+":443", "--http-addr", gw+":80")
+		"--https-addr", gw+":20443", "--http-addr", gw+":20080")
 	d.dial(b)
 	return d
 }
@@ -292,6 +294,19 @@ func (d *densityLab) waitReady(b *testing.B, ids []string) {
 		pending = still
 		if len(pending) > 0 {
 			time.Sleep(20 * time.Millisecond)
+		}
+	}
+}
+
+// checkStopped fails unless every container is stopped.
+func (d *densityLab) checkStopped(b *testing.B, ids []string) {
+	for _, id := range ids {
+		resp, err := d.cl.GetContainer(context.Background(), &containerv1.GetContainerRequest{Name: id})
+		if err != nil {
+			b.Fatalf("inspect %s: %v", id, err)
+		}
+		if st := resp.GetContainer().GetState(); st != containerv1.ContainerState_CONTAINER_STATE_STOPPED {
+			b.Fatalf("%s is %v after its stop", id, st)
 		}
 	}
 }
