@@ -62,6 +62,7 @@ func (d *densityLab) add(key, label, unit string, v float64) {
 // the host daemons' RSS at N; containerd-lite's restart to SERVING at N (all containers
 // keep running); stopping and starting all N, with sequential hearthctl calls and with
 // all calls at once (there is no "start everything" command); the uninstalls (--purge).
+// It is one run whatever b.N: run it with -benchtime 1x.
 func BenchmarkDensity(b *testing.B) {
 	n := densityN(b)
 	requireRoot(b)
@@ -483,13 +484,21 @@ func (d *densityLab) serviceMemory(b *testing.B, procs []hostProc, name string, 
 	guestds := 0
 	for _, p := range procs {
 		if p.name == "guestd" && (p.cgroup == cg || strings.HasPrefix(p.cgroup, cg+"/")) {
-			m.guestd += pssKiB(b, p.pid)
+			kb, err := pssKiB(p.pid)
+			if err != nil {
+				b.Fatalf("%s's guestd: %v", name, err)
+			}
+			m.guestd += kb
 			guestds++
 		}
 		if c := p.cmdline; len(c) > 0 && strings.HasPrefix(c[0], "[lxc monitor]") {
 			f := strings.Fields(strings.Join(c, " "))
 			if len(f) >= 2 && f[len(f)-1] == name && f[len(f)-2] == d.lxcPath() {
-				m.monitor = pssKiB(b, p.pid)
+				kb, err := pssKiB(p.pid)
+				if err != nil {
+					b.Fatalf("%s's LXC monitor: %v", name, err)
+				}
+				m.monitor = kb
 			}
 		}
 	}
@@ -499,20 +508,27 @@ func (d *densityLab) serviceMemory(b *testing.B, procs []hostProc, name string, 
 	return m
 }
 
-// pssKiB is a process's proportional set size, KiB.
-func pssKiB(b *testing.B, pid int) int64 {
+// pssKiB is a process's proportional set size, KiB (smaps_rollup's Pss).
+func pssKiB(pid int) (int64, error) {
 	data, err := os.ReadFile(fmt.Sprintf("/proc/%d/smaps_rollup", pid))
 	if err != nil {
-		b.Fatalf("PID %d: %v", pid, err)
+		return 0, err
 	}
+	if kb, ok := kiBField(data, "Pss:"); ok {
+		return kb, nil
+	}
+	return 0, fmt.Errorf("PID %d: no Pss in smaps_rollup", pid)
+}
+
+// kiBField is the value of a "Field:   123 kB" line of a /proc file.
+func kiBField(data []byte, field string) (int64, bool) {
 	for _, line := range strings.Split(string(data), "\n") {
-		if v, ok := strings.CutPrefix(line, "Pss:"); ok {
-			kb, _ := strconv.ParseInt(strings.TrimSpace(strings.TrimSuffix(strings.TrimSpace(v), "kB")), 10, 64)
-			return kb
+		if v, ok := strings.CutPrefix(line, field); ok {
+			kb, err := strconv.ParseInt(strings.TrimSpace(strings.TrimSuffix(strings.TrimSpace(v), "kB")), 10, 64)
+			return kb, err == nil
 		}
 	}
-	b.Fatalf("PID %d: no Pss in smaps_rollup", pid)
-	return 0
+	return 0, false
 }
 
 // procStatusKiB is a /proc/PID/status field in KiB (VmRSS:, ...).
@@ -521,14 +537,11 @@ func procStatusKiB(b *testing.B, pid int, field string) int64 {
 	if err != nil {
 		b.Fatal(err)
 	}
-	for _, line := range strings.Split(string(data), "\n") {
-		if v, ok := strings.CutPrefix(line, field); ok {
-			kb, _ := strconv.ParseInt(strings.TrimSpace(strings.TrimSuffix(strings.TrimSpace(v), "kB")), 10, 64)
-			return kb
-		}
+	kb, ok := kiBField(data, field)
+	if !ok {
+		b.Fatalf("PID %d: no %s in its status", pid, field)
 	}
-	b.Fatalf("PID %d: no %s in its status", pid, field)
-	return 0
+	return kb
 }
 
 // report prints the table and a DENSITY line per figure, and reports each figure as a
