@@ -25,7 +25,7 @@ import (
 // The density benchmark: N busybox packages installed and running on one host, with
 // containerd-lite, netd and certd. It runs only when HEARTH_BENCH_DENSITY is N (make bench
 // sets it: BENCH_DENSITY, 100 by default), once (-benchtime 1x), and prints a table and
-// one "DENSITY name value unit" line per figure.
+// one "DENSITY n=N NAME VALUE" line per figure (NAME ends with the unit).
 
 // densityRestarts is how many times containerd-lite is restarted at N (the median is shown).
 const densityRestarts = 3
