@@ -18,7 +18,8 @@ if [ -z "${HEARTH_BENCH_ROOTFS_TAR:-}" ] && [ "$(id -u)" = 0 ]; then
 fi
 
 status=0
-go test -run '^$' -bench "${BENCH:-.}" -benchmem -count "$count" -timeout 60m \
+# (BenchmarkDensity runs once, below, not with the others.)
+env -u HEARTH_BENCH_DENSITY go test -run '^$' -bench "${BENCH:-.}" -benchmem -count "$count" -timeout 60m \
 	./internal/... ./services/containerd-lite/... ./services/guestd/... ./services/netd/... ./services/certd/... ./integration/... | tee "$out" || status=$?
 trap 'rm -f "$out"; exit $status' EXIT
 
@@ -116,3 +117,20 @@ fi
 echo
 echo "== TLS reverse proxy: hearth / nginx =="
 bench/proxy.sh || echo "bench/proxy.sh failed" >&2
+
+# Density: N busybox packages (the example, repacked under N ids) installed and run side
+# by side with containerd-lite, netd and certd, once (BENCH_DENSITY=N, 100 by default; 0
+# skips; root only): the table, and a "DENSITY n=N NAME VALUE" line per figure.
+density=${BENCH_DENSITY:-100}
+if [ "$(id -u)" = 0 ] && [ "$density" != 0 ]; then
+	dout=$(mktemp)
+	trap 'rm -f "$out" "$dout"; exit $status' EXIT
+	if HEARTH_BENCH_DENSITY=$density go test -run '^$' -bench '^BenchmarkDensity$' -benchtime 1x -count 1 -timeout 30m ./integration/ >"$dout" 2>&1; then
+		awk '/^== density:/ {p = 1} /^(goos|goarch|pkg|cpu|Benchmark|PASS|ok|---)/ {p = 0} p' "$dout"
+	else
+		status=1
+		echo
+		echo "== density: the benchmark failed =="
+		tail -n 60 "$dout"
+	fi
+fi

@@ -40,9 +40,9 @@ func percentiles(b *testing.B, prefix string, ds []time.Duration) {
 	if len(ds) == 0 {
 		return
 	}
-	sort.Slice(ds, func(i, j int) bool { return ds[i] < ds[j] })
-	b.ReportMetric(float64(ds[len(ds)/2])/1e6, prefix+"-p50-ms")
-	b.ReportMetric(float64(ds[min(len(ds)-1, len(ds)*99/100)])/1e6, prefix+"-p99-ms")
+	p50, p99 := quantiles(ds)
+	b.ReportMetric(ms(p50), prefix+"-p50-ms")
+	b.ReportMetric(ms(p99), prefix+"-p99-ms")
 }
 
 // BenchmarkContainerCreateStartStop measures a container's whole life through
@@ -332,15 +332,9 @@ func guestdRSS(b *testing.B, l *lab, name string) int64 {
 		if err != nil || !strings.Contains(string(st), "Name:\tguestd") {
 			continue
 		}
-		sm, err := os.ReadFile("/proc/" + e.Name() + "/smaps_rollup")
-		if err != nil {
-			continue
-		}
-		for _, line := range strings.Split(string(sm), "\n") {
-			if v, ok := strings.CutPrefix(line, "Pss:"); ok {
-				kb, _ := strconv.ParseInt(strings.TrimSpace(strings.TrimSuffix(strings.TrimSpace(v), "kB")), 10, 64)
-				total += kb
-			}
+		pid, _ := strconv.Atoi(e.Name())
+		if kb, err := pssKiB(pid); err == nil {
+			total += kb
 		}
 	}
 	return total

@@ -1,0 +1,588 @@
+package integration
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"sort"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"google.golang.org/grpc/metadata"
+
+	"hearth.dev/internal/dial"
+	containerv1 "hearth.dev/proto/hearth/container/v1"
+	guestv1 "hearth.dev/proto/hearth/guest/v1"
+)
+
+// The density benchmark: N busybox packages installed and running on one host, with
+// containerd-lite, netd and certd. It runs only when HEARTH_BENCH_DENSITY is N (make bench
+// sets it: BENCH_DENSITY, 100 by default), once (-benchtime 1x), and prints a table and
+// one "DENSITY n=N NAME VALUE" line per figure (NAME ends with the unit).
+
+// densityRestarts is how many times containerd-lite is restarted at N (the median is shown).
+const densityRestarts = 3
+
+// densityBudget bounds the whole run: past it the benchmark fails rather than hold the
+// machine (HEARTH_BENCH_DENSITY_BUDGET, a Go duration, changes it).
+const densityBudget = 15 * time.Minute
+
+// densityLab is a lab with certd and netd, and clients on containerd-lite.
+type densityLab struct {
+	*lab
+	certd    *daemonProc
+	bridge   string
+	cl       containerv1.ContainerServiceClient
+	guest    guestv1.GuestServiceClient
+	deadline time.Time
+	figures  []densityFigure
+	load     string // the load average when the run began
+}
+
+// densityFigure is one line of the table.
+type densityFigure struct {
+	key, label, unit string
+	value            float64
+}
+
+func (d *densityLab) add(key, label, unit string, v float64) {
+	d.figures = append(d.figures, densityFigure{key, label, unit, v})
+}
+
+// BenchmarkDensity installs N busybox packages (the example, repacked under N ids) one
+// after the other and measures: the install times (p50, p99); each service's memory (its
+// container's cgroup, guestd's init + serving PSS, its LXC monitor's PSS) at N=1 and at N;
+// the host daemons' RSS at N; containerd-lite's restart to SERVING at N (all containers
+// keep running); stopping and starting all N, with sequential hearthctl calls and with
+// all calls at once (there is no "start everything" command); the uninstalls (--purge).
+// It is one run whatever b.N: run it with -benchtime 1x.
+func BenchmarkDensity(b *testing.B) {
+	n := densityN(b)
+	requireRoot(b)
+	budget := densityBudget
+	if v := os.Getenv("HEARTH_BENCH_DENSITY_BUDGET"); v != "" {
+		var err error
+		if budget, err = time.ParseDuration(v); err != nil {
+			b.Fatalf("HEARTH_BENCH_DENSITY_BUDGET=%q: give a duration such as 15m: %v", v, err)
+		}
+	}
+	begun := time.Now()
+	d := newDensityLab(b, begun.Add(budget))
+	d.load = loadAverage()
+	ex := examplePackages(b, "busybox")
+	if _, err := hearthctl(b, d.runDir, "keys", "trust", filepath.Join(ex, "dev.pub")); err != nil {
+		b.Fatal(err)
+	}
+	ids, files := d.repack(b, ex, n)
+	b.Logf("repacked %d packages in %v", n, time.Since(begun).Round(time.Millisecond))
+	// Whatever happens, every package is uninstalled with its data (the lab then
+	// removes any container left, and stops the daemons).
+	installed := map[string]bool{}
+	b.Cleanup(func() {
+		for _, id := range ids {
+			if installed[id] {
+				hearthctl(b, d.runDir, "uninstall", "--purge", id)
+			}
+		}
+	})
+	b.ResetTimer()
+
+	// Installs, one after the other: each from the file to its daemon ready.
+	var installs []time.Duration
+	for i, id := range ids {
+		d.checkBudget(b, "installing "+id)
+		t0 := time.Now()
+		if _, err := hearthctl(b, d.runDir, "install", files[i]); err != nil {
+			b.Fatalf("install %d of %d (%s): %v", i+1, n, id, err)
+		}
+		installs = append(installs, time.Since(t0))
+		installed[id] = true
+		if i == 0 {
+			// One service alone: the memory of a service with nothing else running.
+			d.memory(b, ids[:1], "n1", "N=1")
+		}
+	}
+	p50, p99 := quantiles(installs)
+	d.add("install-p50-ms", fmt.Sprintf("install, per package (p50 of %d)", n), "ms", ms(p50))
+	d.add("install-p99-ms", fmt.Sprintf("install, per package (p99 of %d)", n), "ms", ms(p99))
+	d.add("install-all-s", fmt.Sprintf("install of all %d, one after the other", n), "s", sum(installs).Seconds())
+	d.waitReady(b, ids)
+
+	pids := d.initPIDs(b, ids)
+	d.memory(b, ids, "nN", fmt.Sprintf("N=%d, per service", n))
+	for _, p := range []*daemonProc{d.cld, d.netd, d.certd} {
+		d.add(p.name+"-rss-MiB", fmt.Sprintf("%s RSS at N=%d", p.name, n), "MiB", kib(procStatusKiB(b, p.cmd.Process.Pid, "VmRSS:")))
+	}
+
+	// containerd-lite restarts: from its start to SERVING (its health check), the
+	// containers untouched.
+	var restarts []time.Duration
+	for i := 0; i < densityRestarts; i++ {
+		d.checkBudget(b, "restarting containerd-lite")
+		d.cld.stop(syscall.SIGTERM)
+		t0 := time.Now()
+		d.start(b)
+		restarts = append(restarts, time.Since(t0))
+		d.dial(b)
+	}
+	if after := d.initPIDs(b, ids); !equalPIDs(pids, after) {
+		b.Fatalf("containers restarted with containerd-lite: init PIDs before %v, after %v", pids, after)
+	}
+	d.add("cld-restart-serving-ms", fmt.Sprintf("containerd-lite restart to SERVING at N=%d (median of %d)", n, densityRestarts), "ms", ms(median(restarts)))
+
+	// Stop all and start all: hearthctl stop/start ID, one after the other, then all
+	// at once (one hearthctl per package, in parallel). Start counts until every
+	// package's daemon is ready.
+	for _, mode := range []struct {
+		key, label string
+		parallel   bool
+	}{{"seq", "sequential hearthctl", false}, {"par", fmt.Sprintf("%d hearthctl at once", n), true}} {
+		d.checkBudget(b, "stopping all")
+		t0 := time.Now()
+		d.each(b, ids, mode.parallel, "stop")
+		stop := time.Since(t0)
+		d.checkStopped(b, ids)
+		d.checkBudget(b, "starting all")
+		t0 = time.Now()
+		d.each(b, ids, mode.parallel, "start")
+		d.waitReady(b, ids)
+		start := time.Since(t0)
+		d.add("stop-all-"+mode.key+"-s", fmt.Sprintf("stop all %d (%s)", n, mode.label), "s", stop.Seconds())
+		d.add("start-all-"+mode.key+"-s", fmt.Sprintf("start all %d to ready (%s)", n, mode.label), "s", start.Seconds())
+	}
+
+	// Uninstalls with their data, one after the other.
+	var uninstalls []time.Duration
+	for _, id := range ids {
+		d.checkBudget(b, "uninstalling "+id)
+		t0 := time.Now()
+		if _, err := hearthctl(b, d.runDir, "uninstall", "--purge", id); err != nil {
+			b.Fatalf("uninstall --purge %s: %v", id, err)
+		}
+		uninstalls = append(uninstalls, time.Since(t0))
+		delete(installed, id)
+	}
+	b.StopTimer()
+	p50, p99 = quantiles(uninstalls)
+	d.add("uninstall-p50-ms", fmt.Sprintf("uninstall --purge, per package (p50 of %d)", n), "ms", ms(p50))
+	d.add("uninstall-p99-ms", fmt.Sprintf("uninstall --purge, per package (p99 of %d)", n), "ms", ms(p99))
+	d.add("total-s", "whole run, repacking included", "s", time.Since(begun).Seconds())
+	if out, err := hearthctl(b, d.runDir, "container", "ls"); err != nil || len(strings.Split(strings.TrimSpace(out), "\n")) > 1 {
+		b.Errorf("containers left after uninstalling all: %v\n%s", err, out)
+	}
+	d.report(b, n)
+}
+
+// densityN is HEARTH_BENCH_DENSITY: the number of packages; the benchmark is skipped
+// without it.
+func densityN(b *testing.B) int {
+	v := os.Getenv("HEARTH_BENCH_DENSITY")
+	if v == "" || v == "0" {
+		b.Skip("set HEARTH_BENCH_DENSITY=N to install and run N packages (make bench does: BENCH_DENSITY, 100 by default)")
+	}
+	n, err := strconv.Atoi(v)
+	if err != nil || n < 1 || n > 999 {
+		b.Fatalf("HEARTH_BENCH_DENSITY=%q: give a number of packages from 1 to 999", v)
+	}
+	return n
+}
+
+// newDensityLab starts containerd-lite, certd and netd; netd's bridge has a /16 of its
+// own (room for every container), no LAN names and its proxy on the bridge's gateway (ports
+// of its own: another netd may hold the wildcard 443 and 80).
+func newDensityLab(b *testing.B, deadline time.Time) *densityLab {
+	const gw = "10.232.0.1"
+	if out, _ := run(b, "ip", "-4", "-o", "addr"); strings.Contains(out, " 10.232.") {
+		b.Fatalf("10.232.0.0/16 is in use on this machine: the density bench's bridge needs it\n%s", out)
+	}
+	bridge := fmt.Sprintf("hden%d", os.Getpid()%10000)
+	b.Cleanup(func() { // last, once netd is stopped
+		exec.Command("ip", "link", "del", bridge).Run()
+		exec.Command("nft", "delete", "table", "inet", bridge).Run()
+	})
+	l := newLab(b)
+	d := &densityLab{lab: l, bridge: bridge, deadline: deadline}
+	d.certd = startDaemon(b, "certd", filepath.Join(l.runDir, "certd.sock"),
+		"--run-dir", l.runDir, "--state-dir", filepath.Join(l.dir, "certd"))
+	// The lab stops netd (after its containers are gone).
+	l.netd = startDaemonOwned(b, nil, "netd", filepath.Join(l.runDir, "netd.sock"),
+		"--run-dir", l.runDir, "--state-dir", filepath.Join(l.dir, "netd"),
+		"--bridge", d.bridge, "--subnet", "10.232.0.0/16", "--lan-interfaces", "none",
+		"--https-addr", gw+":20443", "--http-addr", gw+":20080")
+	d.dial(b)
+	return d
+}
+
+// dial makes the clients on containerd-lite's socket (again after a restart).
+func (d *densityLab) dial(b *testing.B) {
+	conn, err := dial.Unix(d.cld.socket)
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(func() { conn.Close() })
+	d.cl, d.guest = containerv1.NewContainerServiceClient(conn), guestv1.NewGuestServiceClient(conn)
+}
+
+func (d *densityLab) checkBudget(b *testing.B, doing string) {
+	if time.Now().After(d.deadline) {
+		b.Fatalf("the density run is over its time budget while %s (HEARTH_BENCH_DENSITY_BUDGET changes it)", doing)
+	}
+}
+
+// repack packs the busybox example under n ids (d000, d001, ...), signed with the
+// examples' key.
+func (d *densityLab) repack(b *testing.B, ex string, n int) ([]string, []string) {
+	ids, files := make([]string, n), make([]string, n)
+	for i := range ids {
+		ids[i] = fmt.Sprintf("d%03d", i)
+		files[i] = repackBusybox(b, d.lab, ex, ids[i]+".hpkg", func(mf []byte) []byte {
+			return bytes.Replace(mf, []byte("id: busybox\n"), []byte("id: "+ids[i]+"\n"), 1)
+		})
+	}
+	return ids, files
+}
+
+// each runs hearthctl VERB ID for every id, one after the other or all at once.
+func (d *densityLab) each(b *testing.B, ids []string, parallel bool, verb string) {
+	if !parallel {
+		for _, id := range ids {
+			if _, err := hearthctl(b, d.runDir, verb, id); err != nil {
+				b.Fatalf("%s %s: %v", verb, id, err)
+			}
+		}
+		return
+	}
+	errs := make([]error, len(ids))
+	var wg sync.WaitGroup
+	for i, id := range ids {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			_, errs[i] = hearthctl(b, d.runDir, "--timeout", "10m", verb, id)
+		}()
+	}
+	wg.Wait()
+	for i, err := range errs {
+		if err != nil {
+			b.Fatalf("%s %s (all at once): %v", verb, ids[i], err)
+		}
+	}
+}
+
+// waitReady waits until the web daemon of every package is ready, as its guestd says.
+func (d *densityLab) waitReady(b *testing.B, ids []string) {
+	pending := append([]string(nil), ids...)
+	for len(pending) > 0 {
+		d.checkBudget(b, fmt.Sprintf("waiting for %d packages to be ready (%s first)", len(pending), pending[0]))
+		var still []string
+		for _, id := range pending {
+			ctx, cancel := context.WithTimeout(metadata.AppendToOutgoingContext(context.Background(), "hearth-container", id), 5*time.Second)
+			resp, err := d.guest.GetStatus(ctx, &guestv1.GetStatusRequest{})
+			cancel()
+			ready := false
+			for _, dm := range resp.GetDaemons() {
+				ready = ready || (dm.GetName() == "web" && dm.GetState() == guestv1.DaemonState_DAEMON_STATE_READY)
+			}
+			if err != nil || !ready {
+				still = append(still, id)
+			}
+		}
+		pending = still
+		if len(pending) > 0 {
+			time.Sleep(20 * time.Millisecond)
+		}
+	}
+}
+
+// checkStopped fails unless every container is stopped.
+func (d *densityLab) checkStopped(b *testing.B, ids []string) {
+	for _, id := range ids {
+		resp, err := d.cl.GetContainer(context.Background(), &containerv1.GetContainerRequest{Name: id})
+		if err != nil {
+			b.Fatalf("inspect %s: %v", id, err)
+		}
+		if st := resp.GetContainer().GetState(); st != containerv1.ContainerState_CONTAINER_STATE_STOPPED {
+			b.Fatalf("%s is %v after its stop", id, st)
+		}
+	}
+}
+
+// initPIDs is every container's init PID (host view).
+func (d *densityLab) initPIDs(b *testing.B, ids []string) []int32 {
+	var out []int32
+	for _, id := range ids {
+		resp, err := d.cl.GetContainer(context.Background(), &containerv1.GetContainerRequest{Name: id})
+		if err != nil {
+			b.Fatalf("inspect %s: %v", id, err)
+		}
+		if resp.GetContainer().GetInitPid() <= 0 {
+			b.Fatalf("%s has no init: %v", id, resp.GetContainer())
+		}
+		out = append(out, resp.GetContainer().GetInitPid())
+	}
+	return out
+}
+
+func equalPIDs(a, b []int32) bool {
+	if len(a) != len(b) {
+		return false
+	}
+	for i := range a {
+		if a[i] != b[i] {
+			return false
+		}
+	}
+	return true
+}
+
+// serviceMemory is one container's memory, KiB.
+type serviceMemory struct {
+	cgroup, anon, guestd, monitor int64
+}
+
+// memory measures the services of ids (their averages and medians go in the table
+// under key; at N=1, the median of three samples a second apart).
+func (d *densityLab) memory(b *testing.B, ids []string, key, label string) {
+	rounds := 1
+	if len(ids) == 1 {
+		rounds = 3
+	}
+	var all []serviceMemory
+	for r := 0; r < rounds; r++ {
+		if r > 0 {
+			time.Sleep(time.Second)
+		}
+		procs := scanProcs()
+		for i, pid := range d.initPIDs(b, ids) {
+			all = append(all, d.serviceMemory(b, procs, ids[i], int(pid)))
+		}
+	}
+	for _, f := range []struct {
+		name, what string
+		get        func(serviceMemory) int64
+	}{
+		{"cgroup", "container's memory cgroup (usage)", func(m serviceMemory) int64 { return m.cgroup }},
+		{"cgroup-anon", "  of which anonymous", func(m serviceMemory) int64 { return m.anon }},
+		{"guestd-pss", "guestd PSS (init + serving)", func(m serviceMemory) int64 { return m.guestd }},
+		{"monitor-pss", "LXC monitor PSS", func(m serviceMemory) int64 { return m.monitor }},
+	} {
+		var vs []int64
+		var total int64
+		for _, m := range all {
+			vs = append(vs, f.get(m))
+			total += f.get(m)
+		}
+		sort.Slice(vs, func(i, j int) bool { return vs[i] < vs[j] })
+		if len(ids) == 1 {
+			d.add(key+"-"+f.name+"-MiB", f.what+", "+label, "MiB", kib(vs[len(vs)/2]))
+			continue
+		}
+		d.add(key+"-"+f.name+"-avg-MiB", f.what+", "+label+" (average)", "MiB", kib(total/int64(len(vs))))
+		d.add(key+"-"+f.name+"-p50-MiB", f.what+", "+label+" (median)", "MiB", kib(vs[len(vs)/2]))
+	}
+}
+
+// hostProc is a process as the host sees it.
+type hostProc struct {
+	pid     int
+	name    string
+	cgroup  string // its memory cgroup, relative to the hierarchy's root
+	cmdline []string
+}
+
+// scanProcs lists the host's processes.
+func scanProcs() []hostProc {
+	var out []hostProc
+	ents, _ := os.ReadDir("/proc")
+	for _, e := range ents {
+		pid, err := strconv.Atoi(e.Name())
+		if err != nil {
+			continue
+		}
+		p := hostProc{pid: pid, cgroup: memoryCgroup(pid)}
+		if st, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid)); err == nil {
+			line, _, _ := strings.Cut(string(st), "\n")
+			p.name = strings.TrimSpace(strings.TrimPrefix(line, "Name:"))
+		}
+		if cl, err := os.ReadFile(fmt.Sprintf("/proc/%d/cmdline", pid)); err == nil {
+			p.cmdline = strings.Split(strings.TrimRight(string(cl), "\x00"), "\x00")
+		}
+		out = append(out, p)
+	}
+	return out
+}
+
+// memoryCgroup is a process's memory cgroup: the memory controller's (cgroup v1) or the
+// unified hierarchy's (v2) path.
+func memoryCgroup(pid int) string {
+	data, err := os.ReadFile(fmt.Sprintf("/proc/%d/cgroup", pid))
+	if err != nil {
+		return ""
+	}
+	unified := ""
+	for _, line := range strings.Split(string(data), "\n") {
+		f := strings.SplitN(line, ":", 3)
+		if len(f) != 3 {
+			continue
+		}
+		for _, c := range strings.Split(f[1], ",") {
+			if c == "memory" {
+				return f[2]
+			}
+		}
+		if f[0] == "0" {
+			unified = f[2]
+		}
+	}
+	return unified
+}
+
+// cgroupMemoryKiB is a memory cgroup's usage and its anonymous part, KiB: memory.current
+// and memory.stat's anon on cgroup v2, memory.usage_in_bytes and total_rss on v1.
+func cgroupMemoryKiB(b *testing.B, cg string) (usage, anon int64) {
+	dir, usageFile, anonKey := filepath.Join("/sys/fs/cgroup/memory", cg), "memory.usage_in_bytes", "total_rss"
+	if _, err := os.Stat(dir); err != nil {
+		dir, usageFile, anonKey = filepath.Join("/sys/fs/cgroup", cg), "memory.current", "anon"
+	}
+	data, err := os.ReadFile(filepath.Join(dir, usageFile))
+	if err != nil {
+		b.Fatalf("the memory cgroup %s: %v", cg, err)
+	}
+	usage, _ = strconv.ParseInt(strings.TrimSpace(string(data)), 10, 64)
+	stat, err := os.ReadFile(filepath.Join(dir, "memory.stat"))
+	if err != nil {
+		b.Fatal(err)
+	}
+	for _, line := range strings.Split(string(stat), "\n") {
+		if v, ok := strings.CutPrefix(line, anonKey+" "); ok {
+			anon, _ = strconv.ParseInt(v, 10, 64)
+		}
+	}
+	return usage / 1024, anon / 1024
+}
+
+// serviceMemory measures one container: its cgroup is the one LXC made for it
+// (lxc.payload.NAME, holding init's); guestd's processes are those named guestd in it or
+// below (init and the serving guestd: there must be two); its monitor is the process
+// "[lxc monitor] LXCPATH NAME".
+func (d *densityLab) serviceMemory(b *testing.B, procs []hostProc, name string, initPID int) serviceMemory {
+	var m serviceMemory
+	cg := memoryCgroup(initPID)
+	i := strings.Index(cg, "/lxc.payload."+name)
+	if i < 0 {
+		b.Fatalf("%s's init (PID %d) is in the memory cgroup %q, not in lxc.payload.%s", name, initPID, cg, name)
+	}
+	cg = cg[:i+len("/lxc.payload."+name)]
+	m.cgroup, m.anon = cgroupMemoryKiB(b, cg)
+	guestds := 0
+	for _, p := range procs {
+		if p.name == "guestd" && (p.cgroup == cg || strings.HasPrefix(p.cgroup, cg+"/")) {
+			kb, err := pssKiB(p.pid)
+			if err != nil {
+				b.Fatalf("%s's guestd: %v", name, err)
+			}
+			m.guestd += kb
+			guestds++
+		}
+		if c := p.cmdline; len(c) > 0 && strings.HasPrefix(c[0], "[lxc monitor]") {
+			f := strings.Fields(strings.Join(c, " "))
+			if len(f) >= 2 && f[len(f)-1] == name && f[len(f)-2] == d.lxcPath() {
+				kb, err := pssKiB(p.pid)
+				if err != nil {
+					b.Fatalf("%s's LXC monitor: %v", name, err)
+				}
+				m.monitor = kb
+			}
+		}
+	}
+	if guestds != 2 || m.monitor == 0 {
+		b.Fatalf("%s: found %d guestd processes (want init and the serving one) and monitor PSS %d KiB", name, guestds, m.monitor)
+	}
+	return m
+}
+
+// pssKiB is a process's proportional set size, KiB (smaps_rollup's Pss).
+func pssKiB(pid int) (int64, error) {
+	data, err := os.ReadFile(fmt.Sprintf("/proc/%d/smaps_rollup", pid))
+	if err != nil {
+		return 0, err
+	}
+	if kb, ok := kiBField(data, "Pss:"); ok {
+		return kb, nil
+	}
+	return 0, fmt.Errorf("PID %d: no Pss in smaps_rollup", pid)
+}
+
+// kiBField is the value of a "Field:   123 kB" line of a /proc file.
+func kiBField(data []byte, field string) (int64, bool) {
+	for _, line := range strings.Split(string(data), "\n") {
+		if v, ok := strings.CutPrefix(line, field); ok {
+			kb, err := strconv.ParseInt(strings.TrimSpace(strings.TrimSuffix(strings.TrimSpace(v), "kB")), 10, 64)
+			return kb, err == nil
+		}
+	}
+	return 0, false
+}
+
+// procStatusKiB is a /proc/PID/status field in KiB (VmRSS:, ...).
+func procStatusKiB(b *testing.B, pid int, field string) int64 {
+	data, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
+	if err != nil {
+		b.Fatal(err)
+	}
+	kb, ok := kiBField(data, field)
+	if !ok {
+		b.Fatalf("PID %d: no %s in its status", pid, field)
+	}
+	return kb
+}
+
+// report prints the table and a DENSITY line per figure, and reports each figure as a
+// benchmark metric.
+func (d *densityLab) report(b *testing.B, n int) {
+	var sb strings.Builder
+	fmt.Fprintf(&sb, "\n== density: %d busybox packages (load average %s at the start, %s at the end) ==\n", n, d.load, loadAverage())
+	for _, f := range d.figures {
+		fmt.Fprintf(&sb, "%-62s %10.1f %s\n", f.label, f.value, f.unit)
+	}
+	for _, f := range d.figures {
+		fmt.Fprintf(&sb, "DENSITY n=%d %s %.3f\n", n, f.key, f.value)
+		b.ReportMetric(f.value, f.key)
+	}
+	fmt.Print(sb.String())
+}
+
+// loadAverage is the host's 1, 5 and 15 minute load averages.
+func loadAverage() string {
+	data, _ := os.ReadFile("/proc/loadavg")
+	if f := strings.Fields(string(data)); len(f) >= 3 {
+		return strings.Join(f[:3], " ")
+	}
+	return "?"
+}
+
+func quantiles(ds []time.Duration) (p50, p99 time.Duration) {
+	s := append([]time.Duration(nil), ds...)
+	sort.Slice(s, func(i, j int) bool { return s[i] < s[j] })
+	return s[len(s)/2], s[min(len(s)-1, len(s)*99/100)]
+}
+
+func median(ds []time.Duration) time.Duration { p50, _ := quantiles(ds); return p50 }
+
+func sum(ds []time.Duration) time.Duration {
+	var t time.Duration
+	for _, d := range ds {
+		t += d
+	}
+	return t
+}
+
+func ms(d time.Duration) float64 { return float64(d) / 1e6 }
+func kib(v int64) float64        { return float64(v) / 1024 }
