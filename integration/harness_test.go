@@ -35,7 +35,12 @@ func TestMain(m *testing.M) {
 	if code >= 0 {
 		os.Exit(code)
 	}
-	os.Exit(m.Run())
+	code = m.Run()
+	// The example packages built for this run (hundreds of MiB with hello-pg's images).
+	if examplesDir != "" {
+		os.RemoveAll(examplesDir)
+	}
+	os.Exit(code)
 }
 
 // setup finds or builds the binaries and the base rootfs.
