@@ -1,0 +1,188 @@
+package integration
+
+import (
+	"fmt"
+	"slices"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+)
+
+// The fault suite: what a home server must survive. TestFaults runs ten busybox packages
+// (three of them a dependency chain) under real containerd-lite, netd and certd, and
+// puts them through kill -9 of each host daemon, a power cut and a memory and a fork bomb;
+// TestFaultsDiskFull fills the state directory's file system.
+
+// faultChain is the dependency chain among the fault suite's packages: each depends on the
+// one before it (on its interface web).
+var faultChain = []string{"f-base", "f-mid", "f-top"}
+
+// faultPackages are the ten packages TestFaults runs.
+var faultPackages = append([]string{"f0", "f1", "f2", "f3", "f4", "f5", "f6"}, faultChain...)
+
+// faultLab is an edge lab running the fault suite's packages.
+type faultLab struct {
+	*edgeLab
+	ex string
+}
+
+// newFaultLab starts containerd-lite, netd and certd and installs the ten packages, two at
+// a time (the chain in its order).
+func newFaultLab(t *testing.T) *faultLab {
+	t.Helper()
+	l, ex := installLab(t, "busybox")
+	f := &faultLab{edgeLab: newEdgeLab(t, l, nil), ex: ex}
+	t0 := time.Now()
+	files := map[string]string{}
+	for _, id := range faultPackages {
+		var more [][2]string
+		if i := slices.Index(faultChain, id); i > 0 {
+			more = append(more, [2]string{"interfaces:\n", fmt.Sprintf("dependencies:\n  %s: {version: \">=1.0\", requires: [web]}\ninterfaces:\n", faultChain[i-1])})
+		}
+		// Each package writes its id into its page, so a mix-up would show.
+		more = append(more, [2]string{`hello from busybox`, "hello from " + id})
+		files[id] = busyboxAs(t, l, ex, id, "[lan]", more...)
+	}
+	t.Logf("packed %d packages in %v", len(files), time.Since(t0).Round(time.Millisecond))
+	t0 = time.Now()
+	install := func(id string) error {
+		if out, err := hearthctl(t, l.runDir, "--timeout", "3m", "install", files[id]); err != nil {
+			return fmt.Errorf("install %s: %v\n%s", id, err, out)
+		}
+		return nil
+	}
+	var wg sync.WaitGroup
+	errs := make(chan error, len(faultPackages))
+	plain := faultPackages[:len(faultPackages)-len(faultChain)]
+	sem := make(chan struct{}, 2)
+	for _, id := range plain {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			sem <- struct{}{}
+			defer func() { <-sem }()
+			errs <- install(id)
+		}()
+	}
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		for _, id := range faultChain {
+			sem <- struct{}{}
+			err := install(id)
+			<-sem
+			errs <- err
+		}
+	}()
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	for _, id := range faultPackages {
+		l.waitDaemons(t, id, "ready", time.Minute, settledJobs)
+	}
+	t.Logf("installed %d packages in %v", len(faultPackages), time.Since(t0).Round(time.Millisecond))
+	return f
+}
+
+// daemonRun is what identifies one run of a daemon: a restart changes it.
+type daemonRun struct {
+	Pid       int32
+	Restarts  uint32
+	StartedAt string
+}
+
+// faultState is what must survive a host daemon's death: the packages, their bindings,
+// netd's ruleset, and each package's container and daemons still on the same run.
+type faultState struct {
+	Packages  string
+	Addresses map[string]string
+	Ruleset   string
+	Inits     map[string]int32
+	Daemons   map[string]map[string]daemonRun
+}
+
+func (f *faultLab) state(t *testing.T) faultState {
+	t.Helper()
+	s := faultState{Addresses: map[string]string{}, Inits: map[string]int32{}, Daemons: map[string]map[string]daemonRun{}, Ruleset: f.ruleset(t)}
+	out, err := hearthctl(t, f.runDir, "-o", "json", "ls")
+	if err != nil {
+		t.Fatal(err)
+	}
+	s.Packages = out
+	for _, id := range faultPackages {
+		out, err := hearthctl(t, f.runDir, "-o", "json", "addresses", id)
+		if err != nil {
+			t.Fatal(err)
+		}
+		s.Addresses[id] = out
+		s.Inits[id] = f.inspect(t, id).GetContainer().GetInitPid()
+		s.Daemons[id] = map[string]daemonRun{}
+		for name, d := range f.daemons(t, id) {
+			s.Daemons[id][name] = daemonRun{Pid: d.GetPid(), Restarts: d.GetRestarts(), StartedAt: d.GetStartedAt().AsTime().String()}
+		}
+	}
+	return s
+}
+
+// answers fetches every package's page from inside the package from, by its internal
+// name through netd's DNS and bridge: each must answer with its own.
+func (f *faultLab) answers(t *testing.T, from string) {
+	t.Helper()
+	var script strings.Builder
+	for _, id := range faultPackages {
+		fmt.Fprintf(&script, "echo %s: $(timeout 5 wget -qO- http://%s.hearth.internal:8080/);", id, id)
+	}
+	out, err := hearthctl(t, f.runDir, "exec", from, "web", "--", "sh", "-c", script.String())
+	if err != nil {
+		t.Fatalf("fetch the pages from %s: %v", from, err)
+	}
+	for _, id := range faultPackages {
+		if !strings.Contains(out, id+": hello from "+id+" ") {
+			t.Errorf("%s's page fetched from %s: not in\n%s", id, from, out)
+		}
+	}
+}
+
+// TestFaults: ten packages run; each host daemon in turn is killed with kill -9 and
+// started again, and no package notices; then a power cut.
+func TestFaults(t *testing.T) {
+	f := newFaultLab(t)
+
+	t.Run("kill -9 each host daemon", func(t *testing.T) {
+		before := f.state(t)
+		if len(before.Ruleset) == 0 || !strings.Contains(before.Packages, "running") {
+			t.Fatalf("nothing to compare: %+v", before)
+		}
+		t.Logf("before: f0's bindings %s, daemons %v; the ruleset %d lines", strings.Join(strings.Fields(before.Addresses["f0"]), " "), before.Daemons["f0"], strings.Count(before.Ruleset, "\n"))
+		for _, d := range []struct {
+			name  string
+			proc  func() *daemonProc
+			start func(t *testing.T)
+		}{
+			{"containerd-lite", func() *daemonProc { return f.cld }, func(t *testing.T) { f.lab.start(t) }},
+			{"netd", func() *daemonProc { return f.netd }, f.startNetd},
+			{"certd", func() *daemonProc { return f.certd }, f.startCertd},
+		} {
+			p := d.proc()
+			pid := p.cmd.Process.Pid
+			p.stop(syscall.SIGKILL)
+			if err := syscall.Kill(pid, 0); err == nil {
+				t.Fatalf("%s (pid %d) still alive after kill -9", d.name, pid)
+			}
+			t0 := time.Now()
+			d.start(t)
+			t.Logf("%s: killed (pid %d), SERVING again %v after its start", d.name, pid, time.Since(t0).Round(time.Millisecond))
+			after := f.state(t)
+			if diff := jsonDiff(before, after); diff != "" {
+				t.Errorf("after kill -9 of %s, the state changed:\n%s", d.name, diff)
+			}
+			f.answers(t, "f0")
+		}
+	})
+}
