@@ -3,11 +3,14 @@ package integration
 import (
 	"fmt"
 	"slices"
+	"sort"
 	"strings"
 	"sync"
 	"syscall"
 	"testing"
 	"time"
+
+	containerv1 "hearth.dev/proto/hearth/container/v1"
 )
 
 // The fault suite: what a home server must survive. TestFaults runs ten busybox packages
@@ -185,4 +188,107 @@ func TestFaults(t *testing.T) {
 			f.answers(t, "f0")
 		}
 	})
+
+	t.Run("power cut", func(t *testing.T) { f.powerCut(t) })
+}
+
+// powerCut: data is written with fsync into two packages' volumes; then everything dies
+// at once (the host daemons, every process of every container, the LXC monitors) and
+// what the kernel would forget goes too (netd's bridge and nftables table, the lab's
+// mounts). Started again, the daemons bring every package back, the chain in its
+// dependency order, with the data intact.
+func (f *faultLab) powerCut(t *testing.T) {
+	sums := map[string]string{}
+	for _, id := range []string{"f0", "f-top"} {
+		out, err := hearthctl(t, f.runDir, "exec", id, "web", "--", "sh", "-c",
+			"dd if=/dev/urandom of=/www/blob bs=64k count=16 conv=fsync 2>/dev/null && sha256sum /www/blob")
+		if err != nil || len(strings.Fields(out)) != 2 {
+			t.Fatalf("write with fsync in %s: %q %v", id, out, err)
+		}
+		sums[id] = out
+	}
+	before := f.state(t)
+	packages := func() []string {
+		ls := &containerv1.ListPackagesResponse{}
+		hearthctlJSON(t, f.runDir, ls, "ls")
+		var out []string
+		for _, p := range ls.GetPackages() {
+			out = append(out, p.GetId()+" "+p.GetVersion()+" "+p.GetState())
+		}
+		sort.Strings(out)
+		return out
+	}
+	pkgs := packages()
+
+	for _, d := range []*daemonProc{f.cld, f.netd, f.certd} {
+		d.stop(syscall.SIGKILL)
+	}
+	f.killPowerCut(t)
+	waitFor(t, "the containers gone after the power cut", 30*time.Second, func() bool {
+		o, _ := run(t, "lxc-ls", "-P", f.lxcPath(), "--running")
+		return strings.TrimSpace(o) == ""
+	})
+	// What the kernel forgets.
+	for _, args := range [][]string{{"ip", "link", "del", f.br[1]}, {"nft", "delete", "table", "inet", f.br[1]}} {
+		if out, err := run(t, args[0], args[1:]...); err != nil {
+			t.Fatalf("%v: %v\n%s", args, err, out)
+		}
+	}
+	m := mountsUnder(t, f.dir)
+	for i := len(m) - 1; i >= 0; i-- {
+		if out, err := run(t, "umount", "-l", m[i]); err != nil {
+			t.Fatalf("umount %s: %v\n%s", m[i], err, out)
+		}
+	}
+	t.Logf("power cut: %d mounts dropped", len(m))
+
+	t0 := time.Now()
+	f.startCertd(t)
+	f.startNetd(t)
+	f.lab.start(t)
+	t.Logf("the host daemons SERVING %v after the first started", time.Since(t0).Round(time.Millisecond))
+	waitFor(t, "every package running again after the power cut", 2*time.Minute, func() bool {
+		return slices.Equal(packages(), pkgs)
+	})
+	for _, id := range faultPackages {
+		f.waitDaemons(t, id, "ready", time.Minute, allReady("web"))
+	}
+	t.Logf("all %d packages running and ready %v after the first daemon started", len(faultPackages), time.Since(t0).Round(time.Millisecond))
+
+	// The chain in its order: each started once the one it depends on was ready.
+	var started []string
+	for _, line := range strings.Split(f.cld.log.String(), "\n") {
+		if strings.Contains(line, "dependencies are there: starting the package") {
+			for _, id := range faultPackages {
+				if strings.Contains(line, "package="+id+" ") {
+					started = append(started, id)
+				}
+			}
+		}
+	}
+	if len(started) != len(faultPackages) {
+		t.Errorf("start-up started %v; want every package once", started)
+	}
+	for i := 1; i < len(faultChain); i++ {
+		if slices.Index(started, faultChain[i-1]) > slices.Index(started, faultChain[i]) {
+			t.Errorf("start-up started %v: %s before %s, which it depends on", started, faultChain[i], faultChain[i-1])
+		}
+		dep, web := f.daemons(t, faultChain[i-1])["web"], f.daemons(t, faultChain[i])["web"]
+		if !web.GetStartedAt().AsTime().After(dep.GetStartedAt().AsTime()) {
+			t.Errorf("%s's web started at %v, not after %s's (%v)", faultChain[i], web.GetStartedAt().AsTime(), faultChain[i-1], dep.GetStartedAt().AsTime())
+		}
+	}
+	t.Logf("start-up order: %v", started)
+
+	for id, sum := range sums {
+		out, err := hearthctl(t, f.runDir, "exec", id, "web", "--", "sha256sum", "/www/blob")
+		if err != nil || out != sum {
+			t.Errorf("%s's data written with fsync before the cut: %q %v, want %q", id, out, err, sum)
+		}
+	}
+	after := f.state(t)
+	if diff := jsonDiff(before.Addresses, after.Addresses); diff != "" {
+		t.Errorf("the bindings changed across the power cut:\n%s", diff)
+	}
+	f.answers(t, "f-top")
 }
