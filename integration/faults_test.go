@@ -1,7 +1,9 @@
 package integration
 
 import (
+	"context"
 	"fmt"
+	"maps"
 	"slices"
 	"sort"
 	"strings"
@@ -10,7 +12,11 @@ import (
 	"testing"
 	"time"
 
+	"google.golang.org/grpc/metadata"
+
+	"hearth.dev/internal/dial"
 	containerv1 "hearth.dev/proto/hearth/container/v1"
+	guestv1 "hearth.dev/proto/hearth/guest/v1"
 )
 
 // The fault suite: what a home server must survive. TestFaults runs ten busybox packages
@@ -190,6 +196,7 @@ func TestFaults(t *testing.T) {
 	})
 
 	t.Run("power cut", func(t *testing.T) { f.powerCut(t) })
+	t.Run("bombs", func(t *testing.T) { f.bombs(t) })
 }
 
 // powerCut: data is written with fsync into two packages' volumes; then everything dies
@@ -291,4 +298,179 @@ func (f *faultLab) powerCut(t *testing.T) {
 		t.Errorf("the bindings changed across the power cut:\n%s", diff)
 	}
 	f.answers(t, "f-top")
+}
+
+// bombHog waits for /www/go in its volume, then does what the bomb does.
+func bombPackage(t *testing.T, f *faultLab, id, hog string) string {
+	t.Helper()
+	cmd := "while [ ! -f /www/go ]; do sleep 0.2; done; " + hog
+	return busyboxAs(t, f.lab, f.ex, id, "[lan]", [2]string{"daemons:\n", fmt.Sprintf(`daemons:
+  hog:
+    image: bb
+    command: [/bin/sh, -c, %q]
+    mounts: [{volume: www, path: /www}]
+`, cmd)})
+}
+
+// probe asks the host daemons' health services and, in turn, the ten packages' guestd
+// (through containerd-lite) for their status, one call after another, until stop is
+// closed; it reports the slowest answer of each and what failed.
+type probe struct {
+	mu      sync.Mutex
+	slowest map[string]time.Duration
+	calls   int
+	errs    []string
+	stop    chan struct{}
+	done    chan struct{}
+}
+
+func (f *faultLab) startProbe(t *testing.T) *probe {
+	t.Helper()
+	conn, err := dial.Unix(f.cld.socket)
+	if err != nil {
+		t.Fatal(err)
+	}
+	guest := guestv1.NewGuestServiceClient(conn)
+	p := &probe{slowest: map[string]time.Duration{}, stop: make(chan struct{}), done: make(chan struct{})}
+	sockets := map[string]string{"containerd-lite": f.cld.socket, "netd": f.netd.socket, "certd": f.certd.socket}
+	record := func(what string, d time.Duration, err error) {
+		p.mu.Lock()
+		defer p.mu.Unlock()
+		p.calls++
+		if d > p.slowest[what] {
+			p.slowest[what] = d
+		}
+		if err != nil {
+			p.errs = append(p.errs, fmt.Sprintf("%s: %v (after %v)", what, err, d))
+		}
+	}
+	go func() {
+		defer close(p.done)
+		defer conn.Close()
+		for i := 0; ; i++ {
+			select {
+			case <-p.stop:
+				return
+			case <-time.After(50 * time.Millisecond):
+			}
+			for _, name := range slices.Sorted(maps.Keys(sockets)) {
+				t0 := time.Now()
+				err := healthCheck(sockets[name], 5*time.Second)
+				record(name, time.Since(t0), err)
+			}
+			id := faultPackages[i%len(faultPackages)]
+			ctx, cancel := context.WithTimeout(metadata.AppendToOutgoingContext(context.Background(), "hearth-container", id), 5*time.Second)
+			t0 := time.Now()
+			st, err := guest.GetStatus(ctx, &guestv1.GetStatusRequest{})
+			cancel()
+			if err == nil && len(st.GetDaemons()) == 0 {
+				err = fmt.Errorf("no daemons")
+			}
+			record("guestd of a package", time.Since(t0), err)
+		}
+	}()
+	return p
+}
+
+// end stops the probe and fails t if a call failed or took longer than limit.
+func (p *probe) end(t *testing.T, during string, limit time.Duration) {
+	t.Helper()
+	close(p.stop)
+	<-p.done
+	var parts []string
+	for _, k := range slices.Sorted(maps.Keys(p.slowest)) {
+		parts = append(parts, fmt.Sprintf("%s %v", k, p.slowest[k].Round(time.Millisecond)))
+		if p.slowest[k] > limit {
+			t.Errorf("during %s, %s took %v to answer (limit %v)", during, k, p.slowest[k], limit)
+		}
+	}
+	t.Logf("during %s: %d calls; the slowest answers: %s", during, p.calls, strings.Join(parts, ", "))
+	for _, e := range p.errs {
+		t.Errorf("during %s: %s", during, e)
+	}
+}
+
+// cgroup reads one file of a running container's cgroup.
+func (f *faultLab) cgroup(t *testing.T, id, item string) string {
+	t.Helper()
+	out, err := run(t, "lxc-cgroup", "-P", f.lxcPath(), "-n", id, item)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return strings.TrimSpace(out)
+}
+
+// bombs: a package that allocates without bound is OOM-killed inside its own memory
+// limit, again and again; one that forks without bound stops at its own pids limit. The
+// ten packages and the host daemons keep answering throughout, their daemons untouched.
+func (f *faultLab) bombs(t *testing.T) {
+	mem := bombPackage(t, f, "f-mem", "x=0123456789abcdef; while :; do x=$x$x; done")
+	fork := bombPackage(t, f, "f-fork", "while :; do sleep 600 & done")
+	for _, p := range []string{mem, fork} {
+		if out, err := hearthctl(t, f.runDir, "--timeout", "3m", "install", p); err != nil {
+			t.Fatalf("install %s: %v\n%s", p, err, out)
+		}
+	}
+	before := f.state(t)
+	trigger := func(id string) time.Time {
+		if _, err := hearthctl(t, f.runDir, "exec", id, "web", "--", "touch", "/www/go"); err != nil {
+			t.Fatal(err)
+		}
+		return time.Now()
+	}
+	oomKills := func() int {
+		for _, line := range strings.Split(f.cgroup(t, "f-mem", "memory.oom_control"), "\n") {
+			if n, ok := strings.CutPrefix(line, "oom_kill "); ok {
+				return atoi(n)
+			}
+		}
+		t.Fatal("memory.oom_control has no oom_kill line")
+		return 0
+	}
+
+	t.Run("memory", func(t *testing.T) {
+		p := f.startProbe(t)
+		t0 := trigger("f-mem")
+		var hog *guestv1.Daemon
+		waitFor(t, "the memory hog OOM-killed and restarted twice", time.Minute, func() bool {
+			hog = f.daemons(t, "f-mem")["hog"]
+			return hog.GetRestarts() >= 2 && oomKills() >= 2
+		})
+		took := time.Since(t0)
+		p.end(t, "the memory bomb", 3*time.Second)
+		t.Logf("memory bomb: %d OOM kills and %d restarts of the hog in %v; its last exit %v; the container's peak %s bytes of %s",
+			oomKills(), hog.GetRestarts(), took.Round(time.Millisecond), hog.GetLastExit(),
+			f.cgroup(t, "f-mem", "memory.max_usage_in_bytes"), f.cgroup(t, "f-mem", "memory.limit_in_bytes"))
+		if hog.GetLastExit().GetSignal() != "killed" && hog.GetLastExit().GetSignal() != "SIGKILL" {
+			t.Errorf("the hog's last exit: %v; want killed by SIGKILL", hog.GetLastExit())
+		}
+		if web := f.daemons(t, "f-mem")["web"]; web.GetRestarts() != 0 || web.GetState() != guestv1.DaemonState_DAEMON_STATE_READY {
+			t.Errorf("the bomb package's own web daemon: %v; the OOM killer should take the hog", web)
+		}
+	})
+	t.Run("fork", func(t *testing.T) {
+		p := f.startProbe(t)
+		t0 := trigger("f-fork")
+		limit := f.cgroup(t, "f-fork", "pids.max")
+		refused := func() int { return atoi(strings.TrimPrefix(f.cgroup(t, "f-fork", "pids.events"), "max ")) }
+		waitFor(t, "the fork bomb refused a fork at its pids limit", time.Minute, func() bool { return refused() > 0 })
+		took := time.Since(t0)
+		time.Sleep(3 * time.Second) // it goes on trying
+		p.end(t, "the fork bomb", 3*time.Second)
+		t.Logf("fork bomb: a fork refused at its limit of %s pids %v after the trigger; 3 s later %s pids, %d forks refused",
+			limit, took.Round(time.Millisecond), f.cgroup(t, "f-fork", "pids.current"), refused())
+	})
+	// The bombs go; the others never noticed.
+	for _, id := range []string{"f-mem", "f-fork"} {
+		t0 := time.Now()
+		if out, err := hearthctl(t, f.runDir, "uninstall", "--purge", id); err != nil {
+			t.Errorf("uninstall %s: %v\n%s", id, err, out)
+		}
+		t.Logf("%s uninstalled in %v", id, time.Since(t0).Round(time.Millisecond))
+	}
+	after := f.state(t)
+	if diff := jsonDiff([]any{before.Inits, before.Daemons}, []any{after.Inits, after.Daemons}); diff != "" {
+		t.Errorf("the bombs touched the other packages:\n%s", diff)
+	}
+	f.answers(t, "f0")
 }

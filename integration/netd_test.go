@@ -60,10 +60,11 @@ func newACMEEdgeLab(t *testing.T, l *lab) (*edgeLab, *pebble) {
 	return e, p
 }
 
-// startCertd starts certd on the lab's run directory with e.certdArgs; t stops it.
+// startCertd starts certd on the lab's run directory with e.certdArgs; the test the lab
+// lives as long as stops it.
 func (e *edgeLab) startCertd(t *testing.T) {
 	t.Helper()
-	e.certd = startDaemon(t, "certd", filepath.Join(e.runDir, "certd.sock"),
+	e.certd = startDaemonOwned(t, e.owner, "certd", filepath.Join(e.runDir, "certd.sock"),
 		append([]string{"--run-dir", e.runDir, "--state-dir", filepath.Join(e.dir, "certd")}, e.certdArgs...)...)
 }
 
