@@ -455,10 +455,14 @@ func (f *faultLab) bombs(t *testing.T) {
 		refused := func() int { return atoi(strings.TrimPrefix(f.cgroup(t, "f-fork", "pids.events"), "max ")) }
 		waitFor(t, "the fork bomb refused a fork at its pids limit", time.Minute, func() bool { return refused() > 0 })
 		took := time.Since(t0)
-		time.Sleep(3 * time.Second) // it goes on trying
+		// Its shell gives up when a fork fails; what it forked goes with it, and it is
+		// restarted (to bomb again: it goes on).
+		waitFor(t, "the fork bomb restarted", 20*time.Second, func() bool { return f.daemons(t, "f-fork")["hog"].GetRestarts() >= 1 })
+		time.Sleep(2 * time.Second)
 		p.end(t, "the fork bomb", 3*time.Second)
-		t.Logf("fork bomb: a fork refused at its limit of %s pids %v after the trigger; 3 s later %s pids, %d forks refused",
-			limit, took.Round(time.Millisecond), f.cgroup(t, "f-fork", "pids.current"), refused())
+		t.Logf("fork bomb: a fork refused at its limit of %s pids %v after the trigger; %v after it, %s pids, %d forks refused, %d restarts",
+			limit, took.Round(time.Millisecond), time.Since(t0).Round(time.Millisecond), f.cgroup(t, "f-fork", "pids.current"), refused(),
+			f.daemons(t, "f-fork")["hog"].GetRestarts())
 	})
 	// The bombs go; the others never noticed.
 	for _, id := range []string{"f-mem", "f-fork"} {
@@ -466,7 +470,11 @@ func (f *faultLab) bombs(t *testing.T) {
 		if out, err := hearthctl(t, f.runDir, "uninstall", "--purge", id); err != nil {
 			t.Errorf("uninstall %s: %v\n%s", id, err, out)
 		}
-		t.Logf("%s uninstalled in %v", id, time.Since(t0).Round(time.Millisecond))
+		took := time.Since(t0)
+		t.Logf("%s uninstalled in %v", id, took.Round(time.Millisecond))
+		if took > 10*time.Second {
+			t.Errorf("%s took %v to uninstall: it did not stop when asked", id, took)
+		}
 	}
 	after := f.state(t)
 	if diff := jsonDiff([]any{before.Inits, before.Daemons}, []any{after.Inits, after.Daemons}); diff != "" {
