@@ -46,8 +46,9 @@ func (h *hostLauncher) Cleanup(name string) {
 		_ = syscall.Kill(-pg, syscall.SIGKILL)
 	}
 }
-func (h *hostLauncher) Signal(pid int, sig syscall.Signal) error                      { return rp.SignalGroup(pid, sig) }
-func (h *hostLauncher) Release(context.Context, string) error                         { return nil }
+
+func (h *hostLauncher) Signal(pid int, sig syscall.Signal) error { return rp.SignalGroup(pid, sig) }
+func (h *hostLauncher) Release(context.Context, string) error    { return nil }
 
 func (h *hostLauncher) Start(name string, spec *manifest.Daemon, stdout, stderr *os.File) (int, <-chan reaper.Exit, error) {
 	devnull, _ := os.Open(os.DevNull)
