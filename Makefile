@@ -13,7 +13,7 @@ export GOFLAGS ?= -buildvcs=false
 
 DAEMONS := containerd-lite netd certd
 
-.PHONY: build deps tools proto docs lint test test-unit bench demo base-rootfs examples clean
+.PHONY: build deps tools proto docs lint test test-unit bench demo base-rootfs examples clean lab lab-down lab-test
 
 # Debian packages and the containers' id range; installs what is missing when run as root.
 deps:
@@ -93,7 +93,8 @@ proto-lock: tools
 FUZZ = ./internal/jsonrpc:FuzzParse \
 	./services/netd/internal/proxy:FuzzH1RequestHead \
 	./services/netd/internal/proxy:FuzzH1ChunkedBody \
-	./internal/manifest:FuzzCheckInput
+	./internal/manifest:FuzzCheckInput \
+	./internal/compose:FuzzConvert
 FUZZTIME ?= 8s
 test: deps build tools
 	PATH="$(TOOLS):$$PATH" HEARTH_BIN_DIR=$(BIN) HEARTH_BASE_ROOTFS=$(BASE) \
@@ -102,6 +103,7 @@ test: deps build tools
 		echo "fuzz $${f#*:} ($${f%%:*}) for $(FUZZTIME)"; \
 		$(GO) test -run '^$$' -fuzz "^$${f#*:}\$$" -fuzztime $(FUZZTIME) $${f%%:*} || exit 1; \
 	done
+	@if why=$$(deploy/lab/lab.sh check 2>&1); then deploy/lab/test.sh; else echo "lab-test skipped: $$why"; fi
 
 test-unit:
 	$(GO) test -count=1 -short $(addsuffix /...,$(addprefix ./,$(MODULES)))
@@ -111,6 +113,20 @@ bench: deps build tools
 
 demo: deps build
 	deploy/demo.sh
+
+# The dev lab (deploy/lab): containerd-lite, netd and certd each in a container of its own,
+# with Pebble, challtestsrv and tor, under a dockerd of the lab's own in its own network
+# namespace. `make lab` prints how to reach it; `make lab-test` is the lab's own test.
+LAB ?= $(CURDIR)/build/lab
+lab: deps build tools
+	examples/build.sh $(CURDIR)/build/examples busybox >/dev/null
+	deploy/lab/lab.sh up $(LAB)
+
+lab-down:
+	deploy/lab/lab.sh down $(LAB)
+
+lab-test: deps build tools
+	deploy/lab/test.sh
 
 clean:
 	rm -rf $(BIN) build

@@ -16,7 +16,9 @@
 # shared. The load is wrk's (HTTP/1.1, keep-alive):
 #   - throughput: -t2 -c32, requests per second for each file;
 #   - latency: -t1 -c1 on the 1 KiB file (one request at a time, so no queueing),
-#     p50 and p99; added latency = a proxy's minus the direct connection's.
+#     p50 and p99; added latency = a proxy's minus the direct connection's; and, as the
+#     floor any proxy pays here, the added latency of our proxy relaying the TLS
+#     connection unopened (passthrough: one more process hop, no TLS or HTTP work).
 # plus, when h2load is there, HTTP/2 requests per second for the 1 KiB file (-c8 -m10).
 # Each measurement is taken BENCH_PROXY_RUNS times, interleaving the three targets;
 # medians are printed as
@@ -94,6 +96,7 @@ backend_plain=$(free_port)
 backend_tls=$(free_port)
 ours=$(free_port)
 theirs=$(free_port)
+relay=$(free_port)
 
 # Shared by both nginx instances.
 tls_conf="ssl_certificate $work/cert.pem;
@@ -167,11 +170,17 @@ HEARTH_PROXY_BENCH_LISTEN=127.0.0.1:$ours HEARTH_PROXY_BENCH_NAME=localhost \
 	HEARTH_PROXY_BENCH_BACKEND=127.0.0.1:$backend_plain \
 	HEARTH_PROXY_BENCH_CERT="$work/cert.pem" HEARTH_PROXY_BENCH_KEY="$work/key.pem" \
 	start hearth "$work/proxy.test" -test.run '^TestBenchServe$' -test.timeout 0
-for p in $backend_plain $backend_tls $ours $theirs; do
+# The floor: the same proxy relaying the TLS connections unopened to the TLS backend (one
+# more process hop, no TLS or HTTP work). Only its latency is measured.
+HEARTH_PROXY_BENCH_LISTEN=127.0.0.1:$relay HEARTH_PROXY_BENCH_NAME=localhost \
+	HEARTH_PROXY_BENCH_BACKEND=127.0.0.1:$backend_tls HEARTH_PROXY_BENCH_KIND=passthrough \
+	HEARTH_PROXY_BENCH_CERT="$work/cert.pem" HEARTH_PROXY_BENCH_KEY="$work/key.pem" \
+	start relay "$work/proxy.test" -test.run '^TestBenchServe$' -test.timeout 0
+for p in $backend_plain $backend_tls $ours $theirs $relay; do
 	wait_port "$p" || { tail -n 20 "$work"/*.log "$work"/*/error.log >&2 || true; exit 1; }
 done
 
-declare -A port=([direct]=$backend_tls [hearth]=$ours [nginx]=$theirs)
+declare -A port=([direct]=$backend_tls [hearth]=$ours [nginx]=$theirs [relay]=$relay)
 targets=(direct hearth nginx)
 for t in "${targets[@]}"; do
 	for f in 1k.bin 1m.bin; do
@@ -220,6 +229,7 @@ for run in $(seq "$runs"); do
 		wrk_run "$t" 1k.bin 1 1 "$work/$t.lat"
 		if $have_h2load; then h2_run "$t" "$work/$t.h2"; fi
 	done
+	wrk_run relay 1k.bin 1 1 "$work/relay.lat"
 done
 
 # med FILE COLUMN: the median of a column.
@@ -236,11 +246,15 @@ for t in "${targets[@]}"; do
 	h2[$t]=$(med "$work/$t.h2" 1)
 	echo "PROXY $t rps_1k=${rps1k[$t]} rps_1m=${rps1m[$t]} p50_us=${p50[$t]} p99_us=${p99[$t]} h2_rps_1k=${h2[$t]} runs=$runs"
 done
+p50[relay]=$(med "$work/relay.lat" 2)
+p99[relay]=$(med "$work/relay.lat" 3)
+echo "PROXY relay p50_us=${p50[relay]} p99_us=${p99[relay]} runs=$runs"
 awk -v a1="${rps1k[hearth]}" -v b1="${rps1k[nginx]}" -v d1="${rps1k[direct]}" \
 	-v a2="${rps1m[hearth]}" -v b2="${rps1m[nginx]}" -v d2="${rps1m[direct]}" \
 	-v ah="${h2[hearth]}" -v bh="${h2[nginx]}" -v dh="${h2[direct]}" \
 	-v hp50="${p50[hearth]}" -v np50="${p50[nginx]}" -v dp50="${p50[direct]}" \
-	-v hp99="${p99[hearth]}" -v np99="${p99[nginx]}" -v dp99="${p99[direct]}" 'BEGIN {
+	-v hp99="${p99[hearth]}" -v np99="${p99[nginx]}" -v dp99="${p99[direct]}" \
+	-v rp50="${p50[relay]}" -v rp99="${p99[relay]}" 'BEGIN {
 	printf "\n%-34s %12s %12s %12s %14s\n", "proxy (HTTPS, keep-alive)", "hearth", "nginx", "direct", "hearth/nginx"
 	printf "%-34s %12.0f %12.0f %12.0f %14.2f\n", "req/s 1 KiB (wrk -t2 -c32)", a1, b1, d1, a1 / b1
 	printf "%-34s %12.0f %12.0f %12.0f %14.2f\n", "req/s 1 MiB (wrk -t2 -c32)", a2, b2, d2, a2 / b2
@@ -250,5 +264,6 @@ awk -v a1="${rps1k[hearth]}" -v b1="${rps1k[nginx]}" -v d1="${rps1k[direct]}" \
 	printf "%-34s %12.1f %12.1f %12.1f\n", "latency p99 us (wrk -t1 -c1)", hp99, np99, dp99
 	printf "%-34s %12.1f %12.1f\n", "added latency p50 us", hp50 - dp50, np50 - dp50
 	printf "%-34s %12.1f %12.1f\n", "added latency p99 us", hp99 - dp99, np99 - dp99
+	printf "%-34s %12.1f %12.1f\n", "floor: a bare relay hop adds p50/p99", rp50 - dp50, rp99 - dp99
 	printf "goal: req/s >= 0.9x nginx, added p50 <= 100 us\n"
 }'

@@ -56,6 +56,23 @@ show BenchmarkPackageStartTwoBusybox guestd-pss-KiB "guestd memory, init + servi
 show BenchmarkPackageInstallBusybox install-p50-ms "install of the busybox package (p50; goal <= 1000)"
 show BenchmarkPackageUpdateBusybox update-p50-ms "update of the busybox package (p50)"
 echo
+# An effect's round trip (JSON-RPC on effects.sock -> guestd -> gRPC on host.sock ->
+# containerd-lite and back) next to the bare gRPC call on the same host.sock, and the
+# shim's hop alone (a call guestd answers itself): medians of the runs' percentiles.
+ep50=$(median BenchmarkEffectRoundTrip effect-p50-µs)
+gp50=$(median BenchmarkEffectRoundTrip grpc-p50-µs)
+if [ -n "$ep50" ] && [ -n "$gp50" ]; then
+	echo "== an effect's round trip (identity.get), µs, medians of $count runs =="
+	for m in "effect:effect (effects.sock -> guestd -> host.sock)" "grpc:bare gRPC on the same host.sock" "hop:the shim's hop alone (guestd answers)"; do
+		printf '%-45s %10s p50 %10s p99\n' "${m#*:}" "$(median BenchmarkEffectRoundTrip "${m%%:*}-p50-µs")" "$(median BenchmarkEffectRoundTrip "${m%%:*}-p99-µs")"
+	done
+	awk -v e="$ep50" -v g="$gp50" 'BEGIN {
+		r = e / g
+		printf "ratio effect / bare gRPC (p50) = %.2f\n", r
+		printf "goal: effect p50 <= 200 µs: %s (%.0f µs); <= 2x the bare call: %s (%.2fx)\n", e <= 200 ? "met" : "not met", e, r <= 2 ? "met" : "not met", r
+	}'
+	echo
+fi
 ratio BenchmarkImageImportRootfsTar BenchmarkTarExtractSameLayer
 show BenchmarkImageImportRootfsTar MB/s "image import throughput"
 show BenchmarkTarExtractSameLayer MB/s "tar -x throughput"

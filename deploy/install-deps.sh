@@ -14,7 +14,9 @@ set -euo pipefail
 # nftables: the tests compare netd's ruleset (nft list) before and after restarts.
 # nginx, wrk and nghttp2-client (h2load): bench/proxy.sh, which runs nginx as its own process
 # (Debian's own nginx service, where it starts, holds port 80: it is stopped below).
-packages=(lxc lxc-dev busybox-static debootstrap uidmap e2fsprogs pkg-config gcc make git iproute2 util-linux ca-certificates openssl curl podman runc catatonit restic tor avahi-daemon avahi-utils dbus-daemon nginx wrk nghttp2-client nftables)
+# docker.io and docker-compose: the dev lab (deploy/lab), which runs a dockerd of its own in a
+# network namespace of its own; the system's docker service is kept from starting (below).
+packages=(lxc lxc-dev busybox-static debootstrap uidmap e2fsprogs pkg-config gcc make git iproute2 util-linux ca-certificates openssl curl podman runc catatonit restic tor avahi-daemon avahi-utils dbus-daemon nginx wrk nghttp2-client nftables docker.io docker-compose)
 
 missing=()
 for p in "${packages[@]}"; do
@@ -46,14 +48,25 @@ fi
 if [ ${#missing[@]} -gt 0 ]; then
 	echo "install-deps: installing ${missing[*]}"
 	export DEBIAN_FRONTEND=noninteractive
+	# Without systemd, Debian's packages start their services through invoke-rc.d, which asks
+	# policy-rc.d: where there is none, one refuses for the time of the install (a system
+	# dockerd would add its bridge and firewall rules to the machine's network at once).
+	policy=/usr/sbin/policy-rc.d
+	if [ ! -e "$policy" ]; then
+		printf '#!/bin/sh\n# made by hearth install-deps.sh for the time of an install\nexit 101\n' >"$policy"
+		chmod 755 "$policy"
+		trap 'rm -f "$policy"' EXIT
+	fi
 	apt-get update -qq
 	apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 	# Debian's tor, avahi-daemon and nginx packages start system services that talk to
 	# the network (the Tor network; mDNS announcing this machine) or hold port 80; netd
 	# runs its own tor, mDNS responder and proxy, the tests their own avahi and the
-	# benchmark its own nginx. Stop and disable the ones just installed.
-	for svc in tor avahi-daemon nginx; do
-		printf '%s\n' "${missing[@]}" | grep -qx "$svc" || continue
+	# benchmark its own nginx; the dev lab runs its own dockerd. Stop and disable the ones
+	# just installed.
+	for pair in tor:tor avahi-daemon:avahi-daemon nginx:nginx docker.io:docker docker.io:containerd; do
+		svc=${pair#*:}
+		printf '%s\n' "${missing[@]}" | grep -qx "${pair%%:*}" || continue
 		if command -v systemctl >/dev/null && [ -d /run/systemd/system ]; then
 			systemctl disable --now "$svc.service" "$svc.socket" >/dev/null 2>&1 || true
 			[ "$svc" = tor ] && systemctl disable --now tor@default.service >/dev/null 2>&1 || true

@@ -6,9 +6,7 @@ import (
 	"context"
 	"crypto/ed25519"
 	"crypto/sha256"
-	"encoding/base64"
 	"encoding/hex"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -260,27 +258,14 @@ func (v *verifier) run(trust Trust) (*Verified, error) {
 }
 
 func checkSignature(data, tocData []byte) (ed25519.PublicKey, error) {
-	var s signature
-	dec := json.NewDecoder(bytes.NewReader(data))
-	dec.DisallowUnknownFields()
-	if err := dec.Decode(&s); err != nil {
-		return nil, badf("%s: %v", SigName, err)
-	}
-	if canon, err := json.Marshal(s); err != nil || !bytes.Equal(append(canon, '\n'), data) {
-		return nil, badf("%s is not in canonical form", SigName)
-	}
-	if s.Algorithm != "ed25519" {
-		return nil, badf("%s: algorithm %q; only ed25519 is known", SigName, s.Algorithm)
-	}
-	key, err1 := base64.StdEncoding.Strict().DecodeString(s.Key)
-	sig, err2 := base64.StdEncoding.Strict().DecodeString(s.Signature)
-	if err1 != nil || err2 != nil || len(key) != ed25519.PublicKeySize || len(sig) != ed25519.SignatureSize {
-		return nil, badf("%s: the key or signature is not base64 of the right size", SigName)
+	key, sig, err := parseSignature(SigName, data)
+	if err != nil {
+		return nil, err
 	}
 	if !ed25519.Verify(key, tocData, sig) {
 		return nil, badf("the signature does not match the table of contents: the package was altered or damaged (signer key %s)", KeyID(key))
 	}
-	return ed25519.PublicKey(key), nil
+	return key, nil
 }
 
 // next returns the pending header, or reads one.

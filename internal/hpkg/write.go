@@ -5,9 +5,7 @@ import (
 	"bytes"
 	"crypto/ed25519"
 	"crypto/sha256"
-	"encoding/base64"
 	"encoding/hex"
-	"encoding/json"
 	"fmt"
 	"io"
 	"io/fs"
@@ -197,15 +195,7 @@ func emit(w io.Writer, toc *TOC, byPath map[string]File, key ed25519.PrivateKey)
 		return err
 	}
 	if key != nil {
-		sig, err := json.Marshal(signature{
-			Algorithm: "ed25519",
-			Key:       base64.StdEncoding.EncodeToString(key.Public().(ed25519.PublicKey)),
-			Signature: base64.StdEncoding.EncodeToString(ed25519.Sign(key, tocData)),
-		})
-		if err != nil {
-			return err
-		}
-		sig = append(sig, '\n')
+		sig := SignDetached(tocData, key)
 		if err := writeEntry(bw, SigName, TypeFile, bytes.NewReader(sig), int64(len(sig))); err != nil {
 			return err
 		}

@@ -63,7 +63,41 @@ type Server struct {
 	serving  sync.WaitGroup // connections and Serve loops
 	stopping atomic.Bool    // no more lines are read
 
+	work chan func()   // idle workers wait here for a call to run
+	quit chan struct{} // closed by Shutdown: idle workers end
+
 	testHookBusyIdle func() // called when the idle timer fires with calls in flight
+}
+
+// workerIdle is how long a worker waits for another call before it ends. Calls run on
+// workers kept between calls and connections: a call through gRPC grows a goroutine's
+// stack to several KiB, which a new goroutine would grow again, copying it, for every
+// call.
+const workerIdle = 10 * time.Second
+
+// spawn runs f on an idle worker, or on a new one.
+func (s *Server) spawn(f func()) {
+	select {
+	case s.work <- f:
+	default:
+		go s.worker(f)
+	}
+}
+
+func (s *Server) worker(f func()) {
+	t := time.NewTimer(workerIdle)
+	defer t.Stop()
+	for {
+		f()
+		t.Reset(workerIdle)
+		select {
+		case f = <-s.work:
+		case <-t.C:
+			return
+		case <-s.quit:
+			return
+		}
+	}
 }
 
 func (s *Server) init() {
@@ -89,6 +123,8 @@ func (s *Server) init() {
 		s.budget = newBudget(int64(s.MaxQueuedBytes))
 		s.lns = map[net.Listener]struct{}{}
 		s.conns = map[*conn]struct{}{}
+		s.work = make(chan func())
+		s.quit = make(chan struct{})
 	})
 }
 
@@ -210,6 +246,9 @@ func (s *Server) refuse(nc net.Conn, e *Error) {
 func (s *Server) Shutdown(ctx context.Context) error {
 	s.init()
 	s.mu.Lock()
+	if !s.closed {
+		close(s.quit)
+	}
 	s.closed = true
 	s.stopping.Store(true)
 	for l := range s.lns {
@@ -457,13 +496,13 @@ func (c *conn) start(data []byte, n int64) *line {
 			close(l.done)
 			return l
 		}
-		go func() {
+		c.s.spawn(func() {
 			defer c.release()
 			if out := c.call(reqs[0]); out != nil {
 				l.out = append(out, '\n')
 			}
 			close(l.done)
-		}()
+		})
 		return l
 	}
 	l.parts = make([][]byte, len(reqs))
@@ -477,11 +516,11 @@ func (c *conn) start(data []byte, n int64) *line {
 		if !c.acquire() {
 			break // the connection is closing: nobody waits for this line
 		}
-		go func() {
+		c.s.spawn(func() {
 			defer c.release()
 			l.parts[i] = c.call(r)
 			l.partDone()
-		}()
+		})
 	}
 	l.partDone()
 	return l

@@ -207,9 +207,14 @@ func TestServerLimits(t *testing.T) {
 		}
 		a.nc.Close()
 		waitFor(t, func() bool {
+			// Until the server has seen a go, d is refused: answered and closed, maybe
+			// before its request is written.
 			d := dialRaw(t, path)
-			d.send(`{"jsonrpc":"2.0","id":1,"method":"echo"}`)
-			return strings.Contains(d.recv(), `"result"`)
+			if _, err := d.nc.Write([]byte(`{"jsonrpc":"2.0","id":1,"method":"echo"}` + "\n")); err != nil {
+				return false
+			}
+			got, err := d.br.ReadString('\n')
+			return err == nil && strings.Contains(got, `"result"`)
 		})
 	})
 	t.Run("idle", func(t *testing.T) {

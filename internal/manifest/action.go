@@ -140,6 +140,11 @@ func (c *checker) actions(m *Manifest) {
 			c.add(f+".timeout", "%v: give a duration above 0 and at most %v", a.Timeout.D(0), MaxActionTimeout)
 		}
 		c.job(m, f, a.Job(), true, nil)
+		for i, mt := range a.Mounts {
+			if mt.File != "" {
+				c.add(fmt.Sprintf("%s.mounts[%d].file", f, i), "an action binds whole volumes: leave file out")
+			}
+		}
 		if len(a.Input) > maxFields {
 			c.add(f+".input", "%d fields: at most %d", len(a.Input), maxFields)
 		}

@@ -101,6 +101,7 @@ func TestParseActionsRefuses(t *testing.T) {
 		{"default pattern", in("      s: {type: string, pattern: \"[0-9]+\", default: x1}\n"), "does not match"},
 		{"secret default", in("      s: {type: secret, default: hunter2}\n"), "a secret has no default"},
 		{"required default", in("      s: {type: string, required: true, default: a}\n"), "drop one of them"},
+		{"file mount", "id: p\nversion: 1.0.0\nimages: {a: {ref: x}}\nvolumes: [v]\ndaemons: {d: {image: a}}\nactions:\n  x: {image: a, command: [/x], mounts: [{volume: v, file: f, path: /f}]}\n", "actions.x.mounts[0].file: an action binds whole volumes"},
 		{"id", "id: p\nversion: 1.0.0\nimages: {a: {ref: x}}\ndaemons: {d: {image: a}}\nactions:\n  Big: {image: a, command: [/x]}\n", `actions.Big: id "Big"`},
 	} {
 		t.Run(tc.name, func(t *testing.T) {

@@ -79,8 +79,12 @@ type Daemon struct {
 
 // Mount binds a volume into the daemon's subcontainer.
 type Mount struct {
-	Volume   string `yaml:"volume" json:"volume"`
-	Path     string `yaml:"path" json:"path"`
+	Volume string `yaml:"volume" json:"volume"`
+	Path   string `yaml:"path" json:"path"`
+	// File, when given, is a file inside the volume (a relative path) bound at Path instead
+	// of the whole volume: Path is then a file (made empty first when the image lacks it).
+	// The volume itself is bound at /.hearth-volumes/<volume> beside it. Not for actions.
+	File     string `yaml:"file,omitempty" json:"file,omitempty"`
 	ReadOnly bool   `yaml:"read_only,omitempty" json:"read_only,omitempty"`
 }
 

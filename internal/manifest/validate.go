@@ -197,6 +197,9 @@ func (c *checker) job(m *Manifest, f string, d *Daemon, oneshot bool, all map[st
 		if !path.IsAbs(mt.Path) || slices.Contains(strings.Split(mt.Path, "/"), "..") || path.Clean(mt.Path) == "/" {
 			c.add(mf+".path", "%q: give an absolute path without '..', other than /", mt.Path)
 		}
+		if mt.File != "" && (path.IsAbs(mt.File) || path.Clean(mt.File) != mt.File || mt.File == "." || slices.Contains(strings.Split(mt.File, "/"), "..")) {
+			c.add(mf+".file", "%q: give a clean relative path inside the volume, without '..'", mt.File)
+		}
 	}
 	for i, p := range d.Ports {
 		if p < 1 || p > 65535 {

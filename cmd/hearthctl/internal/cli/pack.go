@@ -32,8 +32,9 @@ import (
 func packCmd(g *globals) *cobra.Command {
 	var out, keyFile string
 	var allowUnsigned bool
+	var co composeOpts
 	cmd := &cobra.Command{
-		Use:   "pack DIR",
+		Use:   "pack DIR | pack --compose FILE",
 		Short: "Make a signed package (.hpkg) from a directory holding manifest.yaml and its images",
 		Long: `pack makes one .hpkg file from DIR: its manifest.yaml, every image the manifest names,
 and the optional assets/, icon.png or icon.svg, LICENSE and README.md. Nothing else in DIR
@@ -66,7 +67,12 @@ Images stored on a host (ref:) cannot be packed yet: export them to a file first
   hearthctl pack ./hello --key ~/hearth-dev.key
   hearthctl pack ./hello --key ~/hearth-dev.key --out dist/hello.hpkg
   hearthctl pack ./hello --allow-unsigned      # for tests: installs only with --allow-untrusted`,
-		Args: cobra.ExactArgs(1),
+		Args: func(cmd *cobra.Command, args []string) error {
+			if co.file != "" {
+				return cobra.NoArgs(cmd, args)
+			}
+			return cobra.ExactArgs(1)(cmd, args)
+		},
 		RunE: func(cmd *cobra.Command, args []string) error {
 			var key ed25519.PrivateKey
 			switch {
@@ -77,8 +83,12 @@ Images stored on a host (ref:) cannot be packed yet: export them to a file first
 				if key, err = hpkg.ReadPrivateKey(keyFile); err != nil {
 					return err
 				}
+			case co.file != "":
 			case !allowUnsigned:
 				return fmt.Errorf("a package is signed: give --key KEY (make one with hearthctl keys generate), or --allow-unsigned for a package that installs only with --allow-untrusted: %w", errdefs.ErrInvalidArgument)
+			}
+			if co.file != "" {
+				return packCompose(cmd.Context(), g, co, out, key, allowUnsigned)
 			}
 			res, err := pack(args[0], out, key, newProgressView(g))
 			if err != nil {
@@ -97,9 +107,10 @@ Images stored on a host (ref:) cannot be packed yet: export them to a file first
 			return err
 		},
 	}
-	cmd.Flags().StringVar(&out, "out", "", "file to write (default ID-VERSION.hpkg in the current directory)")
+	cmd.Flags().StringVar(&out, "out", "", "file to write (default ID-VERSION.hpkg in the current directory); with --compose, a directory to write instead (one that exists, or ends in /)")
 	cmd.Flags().StringVar(&keyFile, "key", "", "private key to sign with (from hearthctl keys generate)")
 	cmd.Flags().BoolVar(&allowUnsigned, "allow-unsigned", false, "write an unsigned package (hosts install it only with --allow-untrusted)")
+	addComposeFlags(cmd, &co)
 	return cmd
 }
 

@@ -29,8 +29,8 @@ func newPackageClients(cc grpc.ClientConnInterface) packageClients {
 // packageCmds are the top-level verbs on packages.
 func packageCmds(g *globals) []*cobra.Command {
 	install := fileCmd(g, &cobra.Command{
-		Use:   "install FILE.hpkg",
-		Short: "Install a signed package: verify it, import its images, create and start it",
+		Use:   "install FILE.hpkg | ID[@VERSION] | oci://REGISTRY/REPO:TAG",
+		Short: "Install a signed package (a file, from a marketplace or a registry): verify it, import its images, create and start it",
 		Long: `Install a package file. It is verified as it streams to containerd-lite (its table of
 contents, its signature by a key this host trusts, every entry's size and digest) before
 anything on the host changes. Then its images are imported, its container and volumes made
@@ -39,9 +39,18 @@ install returns once every daemon is ready. On failure, everything it made is re
 the error names the step.
 
 A package that is unsigned, or signed by a key not trusted here (see 'hearthctl keys'),
-installs only with --allow-untrusted, and the output says so.`,
+installs only with --allow-untrusted, and the output says so.
+
+A file that exists is installed. oci://REF fetches the package from an OCI registry
+('hearthctl push' stores it; credentials from the docker config file). Anything else is a
+package id, with an optional @VERSION (default: the newest release), looked up in your
+marketplaces ('hearthctl market'): the download resumes if it was cut, and its size and
+sha256 must be the ones the marketplace's signed index names before anything is sent.`,
 		Example: `  hearthctl install hello-pg-1.0.0.hpkg
-  hearthctl install ./my-app.hpkg --allow-untrusted`,
+  hearthctl install ./my-app.hpkg --allow-untrusted
+  hearthctl install hello-pg            # from a marketplace
+  hearthctl install hello-pg@1.0.0
+  hearthctl install oci://registry.example/apps/hello-pg:1.0.0`,
 	}, "installed", func(ctx context.Context, cl packageClients) (fileStream, error) {
 		s, err := cl.packages.InstallPackage(ctx)
 		if err != nil {
@@ -62,7 +71,7 @@ installs only with --allow-untrusted, and the output says so.`,
 		}, nil
 	})
 	update := fileCmd(g, &cobra.Command{
-		Use:   "update FILE.hpkg",
+		Use:   "update FILE.hpkg | ID[@VERSION] | oci://REF",
 		Short: "Update an installed package to the version in FILE; a failure rolls back",
 		Long: `Update a package to another version of it (a lower one only when the installed
 manifest allows downgrades). The package is stopped, its data copied aside, its images and
@@ -137,17 +146,23 @@ data, the old version running again; the error says why.`,
 
 	info := &cobra.Command{
 		Use:   "info ID",
-		Short: "Show a package: version, signer, images, daemons, volumes and interfaces",
+		Short: "Show a package: version, signer, images, daemons, volumes and interfaces; and its versions in your marketplaces",
 		Args:  cobra.ExactArgs(1),
 		RunE: call(g, "containerd-lite", newPackageClients, func(ctx context.Context, cl packageClients, args []string) error {
 			resp, err := cl.packages.GetPackage(ctx, &containerv1.GetPackageRequest{Id: args[0]})
+			if isNotFound(err) {
+				return g.marketInfo(ctx, args[0], "", err)
+			}
 			if err != nil {
 				return err
 			}
 			if g.output == "json" {
 				return g.printJSON(resp)
 			}
-			return g.showPackage(resp)
+			if err := g.showPackage(resp); err != nil {
+				return err
+			}
+			return g.marketInfo(ctx, args[0], resp.GetPackage().GetVersion(), nil)
 		}),
 	}
 
@@ -160,6 +175,7 @@ data, the old version running again; the error says why.`,
 		}),
 	}
 
+	withUpdateCheck(g, update)
 	return append([]*cobra.Command{install, update, uninstall, ls, info, status}, lifecycleCmds(g)...)
 }
 
@@ -175,19 +191,25 @@ type fileStream struct {
 // prints the result.
 func fileCmd(g *globals, cmd *cobra.Command, verb string, open func(context.Context, packageClients) (fileStream, error)) *cobra.Command {
 	var allowUntrusted bool
+	var src sourceFlags
 	cmd.Args = cobra.ExactArgs(1)
 	cmd.RunE = call(g, "containerd-lite", newPackageClients, func(ctx context.Context, cl packageClients, args []string) error {
+		file, err := g.packageSource(ctx, cl, args[0], verb == "updated", src)
+		if err != nil {
+			return err
+		}
 		fs, err := open(ctx, cl)
 		if err != nil {
 			return err
 		}
-		res, err := sendPackage(g, args[0], allowUntrusted, fs.options, fs.chunk, fs.closeSend, fs.recv)
+		res, err := sendPackage(g, file, allowUntrusted, fs.options, fs.chunk, fs.closeSend, fs.recv)
 		if err != nil {
 			return err
 		}
 		return g.showResult(verb, res)
 	})
 	cmd.Flags().BoolVar(&allowUntrusted, "allow-untrusted", false, "accept a package that is unsigned or signed by a key this host does not trust")
+	src.register(cmd)
 	return cmd
 }
 

@@ -63,6 +63,7 @@ Every command takes --output json for scripts; text is meant for people.`,
 	root.AddCommand(backupCmds(g)...)
 	root.AddCommand(bindingCmds(g)...)
 	root.AddCommand(keysCmd(g), packCmd(g))
+	root.AddCommand(marketCmd(g), searchCmd(g), pushCmd(g))
 	root.AddCommand(actionCmd(g))
 	root.AddCommand(notificationsCmd(g))
 	if err := root.Execute(); err != nil {

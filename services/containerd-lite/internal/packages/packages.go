@@ -240,10 +240,20 @@ func (m *Manager) receive(ctx context.Context, r io.Reader, op Op, check func(id
 	return rc, nil
 }
 
+// lockWait is how long an operation waits for a package's lock before it says another
+// has it: the waiter holds it for moments (its bookkeeping after an uninstall, a start),
+// which must not refuse a user's install; another install or update holds it longer.
+const lockWait = time.Second
+
 // lockPackage takes the package's lock, or says another operation has it.
 func (m *Manager) lockPackage(id string) (func(), error) {
-	unlock, ok := m.locks.TryLock(id)
-	if !ok {
+	if unlock, ok := m.locks.TryLock(id); ok {
+		return unlock, nil
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), lockWait)
+	defer cancel()
+	unlock, err := m.locks.LockContext(ctx, id)
+	if err != nil {
 		return nil, fmt.Errorf("another install, update or uninstall of %q is under way: retry when it is done: %w", id, errdefs.ErrAborted)
 	}
 	return unlock, nil

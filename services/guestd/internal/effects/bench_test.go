@@ -13,6 +13,7 @@ import (
 	"hearth.dev/internal/dial"
 	"hearth.dev/internal/jsonrpc"
 	hostv1 "hearth.dev/proto/hearth/host/v1"
+	"hearth.dev/services/guestd/internal/hostclient"
 )
 
 // BenchmarkShimOverhead: identity.get through the shim (JSON-RPC client, server and
@@ -28,7 +29,7 @@ func BenchmarkShimOverhead(b *testing.B) {
 	hostv1.RegisterHostServiceServer(srv, testHost{})
 	go srv.Serve(l)
 	defer srv.Stop()
-	conn, err := dial.Unix(filepath.Join(dir, "host.sock"))
+	conn, err := dial.Unix(filepath.Join(dir, "host.sock"), hostclient.DialOptions()...)
 	if err != nil {
 		b.Fatal(err)
 	}

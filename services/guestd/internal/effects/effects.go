@@ -14,6 +14,7 @@ import (
 	"net"
 	"os"
 	"sort"
+	"strconv"
 	"strings"
 
 	"google.golang.org/grpc"
@@ -100,6 +101,7 @@ type BeforeFunc func(ctx context.Context, req proto.Message) error
 type Handler struct {
 	host    grpc.ClientConnInterface
 	methods map[string]*method
+	names   string // the effects' names, sorted, for the method-not-found message
 }
 
 type method struct {
@@ -154,6 +156,7 @@ func New(host grpc.ClientConnInterface, local map[protoreflect.FullName]LocalFun
 		}
 	}
 	h.host = host
+	h.names = strings.Join(h.Names(), ", ")
 	return h, nil
 }
 
@@ -182,7 +185,7 @@ func (h *Handler) Call(ctx context.Context, name string, params json.RawMessage)
 	if !ok {
 		return nil, &jsonrpc.Error{
 			Code:    jsonrpc.CodeMethodNotFound,
-			Message: fmt.Sprintf("no effect %q; the effects are %s", name, strings.Join(h.Names(), ", ")),
+			Message: "no effect " + strconv.Quote(name) + "; the effects are " + h.names,
 			Data:    mustJSON(map[string]string{"method": name}),
 		}
 	}

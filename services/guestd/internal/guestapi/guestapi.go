@@ -165,7 +165,7 @@ func (s *Server) reconcile(ctx context.Context) error {
 		conn, err := dial.Func(hostclient.Socket, func(ctx context.Context) (net.Conn, error) {
 			var d net.Dialer
 			return d.DialContext(ctx, "unix", hostclient.Socket)
-		})
+		}, hostclient.DialOptions()...)
 		if err != nil {
 			return err
 		}

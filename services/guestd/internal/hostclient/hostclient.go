@@ -20,9 +20,22 @@ import (
 // Socket is the host's socket as the container sees it.
 const Socket = "/media/hearth/host/host.sock"
 
+// DialOptions are the options of guestd's connection to host.sock. Fixed flow-control
+// windows turn off gRPC's bandwidth estimator, which otherwise sends a ping (and makes
+// the host answer one) after nearly every answer it receives: two more frames, and
+// writes, per effect. The windows are the host's own (internal/budget): effects are
+// small messages.
+func DialOptions() []grpc.DialOption {
+	const window = 64 << 10
+	return []grpc.DialOption{
+		grpc.WithInitialWindowSize(window),
+		grpc.WithInitialConnWindowSize(window),
+	}
+}
+
 // Dial connects to the host socket at path (Socket inside a container).
 func Dial(path string) (hostv1.HostServiceClient, *grpc.ClientConn, error) {
-	conn, err := dial.Unix(path)
+	conn, err := dial.Unix(path, DialOptions()...)
 	if err != nil {
 		return nil, nil, err
 	}

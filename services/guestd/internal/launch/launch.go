@@ -122,9 +122,22 @@ func (l *Launcher) Prepare(ctx context.Context, name string, spec *manifest.Daem
 		return fail(err)
 	}
 	for i, m := range spec.Mounts {
-		if err := l.host.BindVolume(ctx, m.Volume, name, m.Path, m.ReadOnly); err != nil {
-			return fail(fmt.Errorf("mounts[%d] (volume %s at %s): %w", i, m.Volume, m.Path, err))
+		if m.File == "" {
+			if err := l.host.BindVolume(ctx, m.Volume, name, m.Path, m.ReadOnly); err != nil {
+				return fail(fmt.Errorf("mounts[%d] (volume %s at %s): %w", i, m.Volume, m.Path, err))
+			}
+			continue
 		}
+		// One file of the volume: the host binds the volume aside, we bind the file.
+		aside := VolumeFilesDir + "/" + m.Volume
+		if err := l.host.BindVolume(ctx, m.Volume, name, aside, false); err != nil {
+			return fail(fmt.Errorf("mounts[%d] (volume %s at %s): %w", i, m.Volume, aside, err))
+		}
+		target, err := bindFileOf(rootFD, aside+"/"+m.File, m.Path, m.ReadOnly)
+		if err != nil {
+			return fail(fmt.Errorf("mounts[%d] (file %s of volume %s at %s): %w", i, m.File, m.Volume, m.Path, err))
+		}
+		s.binds = append(s.binds, target)
 	}
 	if err := writeIn(rootFD, "etc", "hosts", []byte(l.hosts)); err != nil {
 		return fail(fmt.Errorf("write /etc/hosts of %s: %w", name, err))
@@ -177,9 +190,53 @@ func equip(rootFD int, name string) ([]string, error) {
 	return binds, nil
 }
 
+// VolumeFilesDir is where a subcontainer that binds a file of a volume (a mount with
+// file) has that volume bound.
+const VolumeFilesDir = "/.hearth-volumes"
+
+// bindFileOf binds the file src of the root open at rootFD at target in the same root
+// (both resolve inside the root), over an empty file it makes there; src must be a
+// regular file.
+func bindFileOf(rootFD int, src, target string, readOnly bool) (string, error) {
+	sfd, err := unix.Openat2(rootFD, strings.TrimPrefix(src, "/"), &unix.OpenHow{
+		Flags: unix.O_PATH | unix.O_NOFOLLOW | unix.O_CLOEXEC, Resolve: unix.RESOLVE_IN_ROOT | unix.RESOLVE_NO_MAGICLINKS})
+	if err != nil {
+		return "", fmt.Errorf("open %s: %w: %w", src, err, errdefs.ErrFailedPrecondition)
+	}
+	defer unix.Close(sfd)
+	var st unix.Stat_t
+	if err := unix.Fstat(sfd, &st); err != nil {
+		return "", err
+	}
+	if st.Mode&unix.S_IFMT != unix.S_IFREG {
+		return "", fmt.Errorf("%s is not a regular file: %w", src, errdefs.ErrFailedPrecondition)
+	}
+	tree, err := unix.OpenTree(sfd, "", unix.OPEN_TREE_CLONE|unix.OPEN_TREE_CLOEXEC|unix.AT_EMPTY_PATH)
+	if err != nil {
+		return "", fmt.Errorf("open_tree %s: %w", src, err)
+	}
+	defer unix.Close(tree)
+	if err := unix.MountSetattr(tree, "", unix.AT_EMPTY_PATH, &unix.MountAttr{Propagation: unix.MS_SLAVE}); err != nil {
+		return "", fmt.Errorf("make the copy of %s a slave: %w", src, err)
+	}
+	return attachFile(rootFD, tree, target, readOnly)
+}
+
 // bindFileInto binds the container's file at the same path inside the root open at
 // rootFD (the path resolves inside the root), over an empty file it makes there.
 func bindFileInto(rootFD int, file string, readOnly bool) (string, error) {
+	tree, err := unix.OpenTree(unix.AT_FDCWD, file, unix.OPEN_TREE_CLONE|unix.OPEN_TREE_CLOEXEC)
+	if err != nil {
+		return "", fmt.Errorf("open_tree %s: %w", file, err)
+	}
+	defer unix.Close(tree)
+	return attachFile(rootFD, tree, file, readOnly)
+}
+
+// attachFile attaches the detached mount tree (of a file) at file inside the root open at
+// rootFD, over an empty file it makes there, read-only when asked; it returns the mount
+// point's path in the container.
+func attachFile(rootFD, tree int, file string, readOnly bool) (string, error) {
 	d, err := beneath.OpenDir(rootFD, path.Dir(file), beneath.InRoot, &beneath.Owner{Mode: 0o755})
 	if err != nil {
 		return "", err
@@ -210,11 +267,6 @@ func bindFileInto(rootFD int, file string, readOnly bool) (string, error) {
 		return "", fmt.Errorf("%s in the image is a directory or a symlink: %w", file, errdefs.ErrFailedPrecondition)
 	}
 	defer unix.Close(t)
-	tree, err := unix.OpenTree(unix.AT_FDCWD, file, unix.OPEN_TREE_CLONE|unix.OPEN_TREE_CLOEXEC)
-	if err != nil {
-		return "", fmt.Errorf("open_tree %s: %w", file, err)
-	}
-	defer unix.Close(tree)
 	if readOnly {
 		if err := unix.MountSetattr(tree, "", unix.AT_EMPTY_PATH, &unix.MountAttr{Attr_set: unix.MOUNT_ATTR_RDONLY}); err != nil {
 			return "", fmt.Errorf("make the bind of %s read-only: %w", file, err)
