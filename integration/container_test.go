@@ -16,16 +16,27 @@ type lab struct {
 	dir, runDir, stateDir string
 	cld, netd             *daemonProc
 	owner                 testing.TB // the test the lab lives as long as
-	// env is extra environment for containerd-lite's next start.
-	env []string
+	// env is extra environment for containerd-lite's next start; args, extra flags.
+	env, args []string
 }
 
 // newLab starts containerd-lite on a private run and state directory. When the test
 // ends, the lab removes its containers, then stops its daemons (whichever run then).
 func newLab(t testing.TB) *lab {
 	t.Helper()
+	return newLabWith(t, nil)
+}
+
+// newLabWith is newLab with prepare called before containerd-lite starts: it may change
+// the lab's state directory and flags, and what it registers with t.Cleanup runs after
+// the lab's daemons stopped.
+func newLabWith(t testing.TB, prepare func(l *lab)) *lab {
+	t.Helper()
 	dir := tempDir(t)
 	l := &lab{dir: dir, runDir: filepath.Join(dir, "run"), stateDir: filepath.Join(dir, "state"), owner: t}
+	if prepare != nil {
+		prepare(l)
+	}
 	t.Cleanup(func() {
 		if out, err := hearthctl(t, l.runDir, "container", "ls"); err == nil {
 			for _, line := range strings.Split(out, "\n")[1:] {
@@ -52,7 +63,7 @@ func newLab(t testing.TB) *lab {
 func (l *lab) start(t testing.TB) {
 	t.Helper()
 	l.cld = startDaemonEnv(t, nil, l.env, "containerd-lite", filepath.Join(l.runDir, "containerd-lite.sock"),
-		"--run-dir", l.runDir, "--state-dir", l.stateDir, "--base-rootfs", baseRootfs)
+		append([]string{"--run-dir", l.runDir, "--state-dir", l.stateDir, "--base-rootfs", baseRootfs}, l.args...)...)
 }
 
 func (l *lab) lxcPath() string { return filepath.Join(l.stateDir, "lxc") }

@@ -213,13 +213,17 @@ func startDaemonEnv(t, owner testing.TB, env []string, name, socket string, args
 	}
 }
 
-func (d *daemonProc) healthy() error {
-	conn, err := dial.Unix(d.socket)
+func (d *daemonProc) healthy() error { return healthCheck(d.socket, time.Second) }
+
+// healthCheck asks the gRPC health service on socket, within timeout, and fails unless
+// it answers SERVING.
+func healthCheck(socket string, timeout time.Duration) error {
+	conn, err := dial.Unix(socket)
 	if err != nil {
 		return err
 	}
 	defer conn.Close()
-	ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+	ctx, cancel := context.WithTimeout(context.Background(), timeout)
 	defer cancel()
 	resp, err := grpc_health_v1.NewHealthClient(conn).Check(ctx, &grpc_health_v1.HealthCheckRequest{})
 	if err != nil {

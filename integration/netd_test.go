@@ -24,10 +24,11 @@ import (
 // netd find certd there).
 type edgeLab struct {
 	*lab
-	br       []string
-	gw       string
-	netdArgs []string
-	certd    *daemonProc
+	br        []string
+	gw        string
+	netdArgs  []string
+	certdArgs []string
+	certd     *daemonProc
 }
 
 // newEdgeLab starts containerd-lite, certd (certdArgs) and netd (testBridge's flags and
@@ -37,10 +38,9 @@ func newEdgeLab(t *testing.T, l *lab, certdArgs []string, netdArgs ...string) *e
 	if l == nil {
 		l = newLab(t)
 	}
-	e := &edgeLab{lab: l, br: testBridge(t), netdArgs: netdArgs}
+	e := &edgeLab{lab: l, br: testBridge(t), netdArgs: netdArgs, certdArgs: certdArgs}
 	e.gw = gatewayOf(e.br)
-	e.certd = startDaemon(t, "certd", filepath.Join(l.runDir, "certd.sock"),
-		append([]string{"--run-dir", l.runDir, "--state-dir", filepath.Join(l.dir, "certd")}, certdArgs...)...)
+	e.startCertd(t)
 	e.startNetd(t)
 	return e
 }
@@ -53,11 +53,19 @@ func newACMEEdgeLab(t *testing.T, l *lab) (*edgeLab, *pebble) {
 	gw := gatewayOf(br)
 	// The bridge's gateway exists once netd runs; Pebble only needs it when validating.
 	p := startPebbleAt(t, false, gw, gw+":80", gw+":443")
-	e := &edgeLab{lab: l, br: br, gw: gw}
-	e.certd = startDaemon(t, "certd", filepath.Join(l.runDir, "certd.sock"), "--run-dir", l.runDir, "--state-dir", filepath.Join(l.dir, "certd"),
-		"--acme-directory", p.Directory, "--acme-ca-roots", p.RootsFile, "--netd-challenges", filepath.Join(l.runDir, "netd.sock"))
+	e := &edgeLab{lab: l, br: br, gw: gw, certdArgs: []string{"--acme-directory", p.Directory, "--acme-ca-roots", p.RootsFile,
+		"--netd-challenges", filepath.Join(l.runDir, "netd.sock")}}
+	e.startCertd(t)
 	e.startNetd(t)
 	return e, p
+}
+
+// startCertd starts certd on the lab's run directory with e.certdArgs; the test the lab
+// lives as long as stops it.
+func (e *edgeLab) startCertd(t *testing.T) {
+	t.Helper()
+	e.certd = startDaemonOwned(t, e.owner, "certd", filepath.Join(e.runDir, "certd.sock"),
+		append([]string{"--run-dir", e.runDir, "--state-dir", filepath.Join(e.dir, "certd")}, e.certdArgs...)...)
 }
 
 func (e *edgeLab) startNetd(t *testing.T) {

@@ -98,9 +98,12 @@ func (l *lab) hostState(t *testing.T) hostState {
 	}
 }
 
-func (s hostState) diff(o hostState) string {
-	a, _ := json.MarshalIndent(s, "", "  ")
-	b, _ := json.MarshalIndent(o, "", "  ")
+func (s hostState) diff(o hostState) string { return jsonDiff(s, o) }
+
+// jsonDiff is "" when before and after encode alike, and both, indented, when not.
+func jsonDiff(before, after any) string {
+	a, _ := json.MarshalIndent(before, "", "  ")
+	b, _ := json.MarshalIndent(after, "", "  ")
 	if bytes.Equal(a, b) {
 		return ""
 	}

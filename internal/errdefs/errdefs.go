@@ -8,6 +8,8 @@ package errdefs
 
 import (
 	"context"
+	"errors"
+	"syscall"
 
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
@@ -65,7 +67,18 @@ func Code(err error) codes.Code {
 	if c, ok := code(err); ok {
 		return c
 	}
+	if noSpace(err) {
+		return codes.ResourceExhausted
+	}
 	return codes.Unknown
+}
+
+// noSpace reports whether err comes from a full file system (or a quota): without a kind
+// of its own, such an error is ResourceExhausted, whichever step of whichever operation
+// met it.
+func noSpace(err error) bool {
+	var errno syscall.Errno
+	return errors.As(err, &errno) && (errno == syscall.ENOSPC || errno == syscall.EDQUOT)
 }
 
 // code walks err's tree in the order errors.Is does.
@@ -105,6 +118,9 @@ func ToGRPC(err error) error {
 	}
 	if _, ok := err.(grpcStatus); ok {
 		return err
+	}
+	if _, ok := code(err); !ok && noSpace(err) {
+		return status.Error(codes.ResourceExhausted, err.Error()+": the file system is full: free some space on it and try again")
 	}
 	return status.Error(Code(err), err.Error())
 }

@@ -4,7 +4,9 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"os"
 	"strings"
+	"syscall"
 	"testing"
 
 	"google.golang.org/grpc/codes"
@@ -38,15 +40,23 @@ func TestToGRPC(t *testing.T) {
 		{fmt.Errorf("netd refused: %w: %w", ErrFailedPrecondition, FromGRPC(status.Error(codes.NotFound, "no veth"))), codes.FailedPrecondition},
 		{fmt.Errorf("%w: %w", FromGRPC(status.Error(codes.NotFound, "no veth")), ErrFailedPrecondition), codes.NotFound},
 		{errors.Join(errors.New("first"), fmt.Errorf("second: %w", ErrNotFound)), codes.NotFound},
+		// A full file system, met anywhere: ResourceExhausted, unless a kind says otherwise.
+		{fmt.Errorf("staging: %w", &os.PathError{Op: "mkdir", Path: "/s/x", Err: syscall.ENOSPC}), codes.ResourceExhausted},
+		{fmt.Errorf("write: %w", syscall.EDQUOT), codes.ResourceExhausted},
+		{fmt.Errorf("bug: %w: %w", ErrInternal, syscall.ENOSPC), codes.Internal},
+		{fmt.Errorf("read: %w", syscall.EIO), codes.Unknown},
 	} {
 		got := ToGRPC(tc.err)
+		if m := status.Convert(got).Message(); tc.code == codes.ResourceExhausted && errors.Is(tc.err, syscall.ENOSPC) && !strings.HasSuffix(m, "free some space on it and try again") {
+			t.Errorf("ToGRPC(%v) message %q says nothing of the fix", tc.err, m)
+		}
 		if c := status.Code(got); c != tc.code {
 			t.Errorf("ToGRPC(%v) code %v, want %v", tc.err, c, tc.code)
 		}
 		if tc.err == nil {
 			continue
 		}
-		if m := status.Convert(got).Message(); m != tc.err.Error() && !isStatus(tc.err) {
+		if m := status.Convert(got).Message(); !strings.HasPrefix(m, tc.err.Error()) && !isStatus(tc.err) {
 			t.Errorf("ToGRPC(%v) message %q lost the error text", tc.err, m)
 		}
 	}

@@ -250,6 +250,11 @@ func (t Tree) MountOverlay(name, image string) error {
 	return mountOnce(target, func() error {
 		dir := t.overlayLayers(name)
 		upper, work := filepath.Join(dir, "upper"), filepath.Join(dir, "work")
+		// A layer left by a run that ended without unmounting (a power cut) was never
+		// synced: it is not to be trusted, and the next run starts fresh anyway.
+		if err := os.RemoveAll(dir); err != nil {
+			return fmt.Errorf("overlay %q: drop the layer a previous run left: %w", name, err)
+		}
 		if err := os.MkdirAll(work, 0o700); err != nil {
 			return err
 		}

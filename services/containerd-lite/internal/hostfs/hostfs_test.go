@@ -244,6 +244,22 @@ func TestOverlayBindsStayInsideAndDestroyLeavesNothing(t *testing.T) {
 	if err := tr.Remove(); err == nil {
 		t.Fatal("Remove went ahead with mounts below the container's directory")
 	}
+	// A power cut: the overlay's mount goes, its layer stays. Mounted again, it starts
+	// from a fresh layer.
+	if err := os.WriteFile(filepath.Join(root, "stale"), []byte("x"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	for _, m := range mustUnder(t, root) {
+		if err := unix.Unmount(m, unix.MNT_DETACH); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := tr.MountOverlay("sub", "app"); err != nil {
+		t.Fatalf("mounting an overlay whose last run ended unmounted: %v", err)
+	}
+	if _, err := os.Lstat(filepath.Join(root, "stale")); !os.IsNotExist(err) {
+		t.Errorf("the overlay kept its last run's layer: %v", err)
+	}
 	if err := tr.DestroyOverlay("sub"); err != nil {
 		t.Fatal(err)
 	}

@@ -55,9 +55,9 @@ func BindAt(src string, targetFD int, readonly bool) error {
 // container's copy. The upper layer is ephemeral, so the overlay is volatile: it never
 // syncs, and unmounting it takes milliseconds instead of a file system sync.
 func OverlayAt(lower, upper, work string, targetFD int) error {
-	// A volatile overlay leaves work/incompat/volatile behind; overlayfs refuses to mount
-	// the layers again until it is gone.
-	if err := os.RemoveAll(filepath.Join(work, "incompat")); err != nil {
+	// A volatile overlay leaves <work>/work/incompat/volatile behind; overlayfs refuses to
+	// mount the layers again until it is gone.
+	if err := os.RemoveAll(filepath.Join(work, "work", "incompat")); err != nil {
 		return err
 	}
 	fs, err := unix.Fsopen("overlay", unix.FSOPEN_CLOEXEC)

@@ -4,6 +4,8 @@ import (
 	"os"
 	"path/filepath"
 	"testing"
+
+	"golang.org/x/sys/unix"
 )
 
 func TestUnescape(t *testing.T) {
@@ -96,5 +98,37 @@ func TestMountAndUnmountAll(t *testing.T) {
 	}
 	if err := Overlay("/a:b", upper, work, target); err == nil {
 		t.Error("Overlay accepted a ':' in a path")
+	}
+}
+
+// TestOverlayAtAgainOnItsLayers: a volatile overlay leaves a mark in its work directory
+// that makes overlayfs refuse the layers; OverlayAt mounts them again all the same.
+func TestOverlayAtAgainOnItsLayers(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("needs root to mount")
+	}
+	dir := t.TempDir()
+	lower, upper, work, target := filepath.Join(dir, "lower"), filepath.Join(dir, "upper"), filepath.Join(dir, "work"), filepath.Join(dir, "root")
+	for _, d := range []string{lower, upper, work, target} {
+		if err := os.MkdirAll(d, 0o755); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for i := range 2 {
+		fd, err := unix.Open(target, unix.O_PATH|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
+		if err != nil {
+			t.Fatal(err)
+		}
+		err = OverlayAt(lower, upper, work, fd)
+		unix.Close(fd)
+		if err != nil {
+			t.Fatalf("mount %d: %v", i+1, err)
+		}
+		if _, err := os.Stat(filepath.Join(work, "work", "incompat", "volatile")); err != nil {
+			t.Fatalf("mount %d left no volatile mark (%v): the test proves nothing", i+1, err)
+		}
+		if err := unix.Unmount(target, 0); err != nil {
+			t.Fatal(err)
+		}
 	}
 }

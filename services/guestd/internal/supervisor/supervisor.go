@@ -429,8 +429,10 @@ func (s *Supervisor) once(j *job) (*reaper.Exit, string, bool) {
 	fails := 0
 	reason := ""
 	end := func(e reaper.Exit) *reaper.Exit {
-		copies.Wait()
+		// What the job left running goes first: it may hold the job's stdout or stderr
+		// (a background child of a shell), and the copies end only once no one does.
 		s.launcher.Cleanup(j.Name)
+		copies.Wait()
 		s.mu.Lock()
 		j.LastExit, j.PID = &e, 0
 		s.mu.Unlock()

@@ -7,6 +7,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -28,19 +29,42 @@ func TestMain(m *testing.M) {
 
 // hostLauncher runs jobs as plain host processes: the supervisor's logic with real
 // processes, without a container (the launch package does the real thing, tested in LXC).
-type hostLauncher struct{ env []string }
+type hostLauncher struct {
+	env    []string
+	mu     sync.Mutex
+	groups map[string]int // each job's last process group
+}
 
 func (h *hostLauncher) Prepare(context.Context, string, *manifest.Daemon, bool) error { return nil }
-func (h *hostLauncher) Cleanup(string)                                                {}
-func (h *hostLauncher) Signal(pid int, sig syscall.Signal) error                      { return rp.SignalGroup(pid, sig) }
-func (h *hostLauncher) Release(context.Context, string) error                         { return nil }
+
+// Cleanup kills what is left of the job's last process group (the launch package kills
+// what is rooted in its subcontainer).
+func (h *hostLauncher) Cleanup(name string) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if pg := h.groups[name]; pg > 0 {
+		_ = syscall.Kill(-pg, syscall.SIGKILL)
+	}
+}
+
+func (h *hostLauncher) Signal(pid int, sig syscall.Signal) error { return rp.SignalGroup(pid, sig) }
+func (h *hostLauncher) Release(context.Context, string) error    { return nil }
 
 func (h *hostLauncher) Start(name string, spec *manifest.Daemon, stdout, stderr *os.File) (int, <-chan reaper.Exit, error) {
 	devnull, _ := os.Open(os.DevNull)
 	defer devnull.Close()
-	return rp.Spawn("/bin/sh", append([]string{"sh", "-c"}, spec.Command...), &syscall.ProcAttr{
+	pid, exit, err := rp.Spawn("/bin/sh", append([]string{"sh", "-c"}, spec.Command...), &syscall.ProcAttr{
 		Env: h.env, Files: []uintptr{devnull.Fd(), stdout.Fd(), stderr.Fd()}, Sys: &syscall.SysProcAttr{Setpgid: true},
 	})
+	if err == nil {
+		h.mu.Lock()
+		if h.groups == nil {
+			h.groups = map[string]int{}
+		}
+		h.groups[name] = pid
+		h.mu.Unlock()
+	}
+	return pid, exit, err
 }
 
 func (h *hostLauncher) Run(ctx context.Context, name string, spec *manifest.Daemon, argv []string) (reaper.Exit, error) {
@@ -260,5 +284,20 @@ oneshots:
 	lines := f.s.Log("migrate").Tail(0)
 	if len(lines) != 1 || lines[0].Stream != "stderr" || lines[0].Text != "migration broke" {
 		t.Errorf("migrate's log: %+v", lines)
+	}
+}
+
+// TestLeftoversHoldingOutputDoNotStallRestart: a daemon whose shell leaves a background
+// child holding its stdout exits; it is restarted all the same (its leftovers are killed
+// first: its output ends only once they are gone).
+func TestLeftoversHoldingOutputDoNotStallRestart(t *testing.T) {
+	f := newFixture(t, header+`
+daemons:
+  app: {image: i, command: ["sleep 600 & sleep 0.2; exit 3"], restart: {backoff: 50ms..100ms}}
+`)
+	f.s.StartAll()
+	st := f.waitFor(t, "app", "restarted", func(st Status) bool { return st.Restarts >= 1 })
+	if st.LastExit == nil || st.LastExit.Code != 3 {
+		t.Errorf("app's last exit: %+v, want code 3", st.LastExit)
 	}
 }
