@@ -21,6 +21,7 @@ import (
 	"syscall"
 	"testing"
 
+	"hearth.dev/internal/testtool"
 	certv1 "hearth.dev/proto/hearth/cert/v1"
 )
 
@@ -162,7 +163,7 @@ func checkSysusersTmpfiles(t *testing.T, d string) {
 	t.Helper()
 	for _, tool := range []string{"systemd-sysusers", "systemd-tmpfiles"} {
 		if _, err := exec.LookPath(tool); err != nil {
-			t.Skipf("%s not found (package systemd; deploy/install-deps.sh installs it)", tool)
+			testtool.Missing(t, "%s not found (package systemd; deploy/install-deps.sh installs it)", tool)
 		}
 	}
 	if err := os.MkdirAll(filepath.Join(d, "etc"), 0o755); err != nil {
@@ -195,7 +196,7 @@ func checkSysusersTmpfiles(t *testing.T, d string) {
 func verifyUnits(t *testing.T, d string) {
 	t.Helper()
 	if _, err := exec.LookPath("systemd-analyze"); err != nil {
-		t.Skip("systemd-analyze not found (package systemd; deploy/install-deps.sh installs it): the units are not verified")
+		testtool.Missing(t, "systemd-analyze not found (package systemd; deploy/install-deps.sh installs it): the units are not verified")
 	}
 	// The units refer to the host's own (sysinit.target, network-online.target…): the root
 	// systemd-analyze reads gets a copy of them beside the installed ones.

@@ -19,6 +19,7 @@ import (
 	"testing"
 	"time"
 
+	"hearth.dev/internal/testtool"
 	netv1 "hearth.dev/proto/hearth/net/v1"
 )
 
@@ -127,9 +128,7 @@ func (tc *torControl) cmd(t *testing.T, line string) string {
 // dies netd's supervisor starts it again and the service is added again.
 func TestNetdTor(t *testing.T) {
 	requireRoot(t)
-	if _, err := exec.LookPath("tor"); err != nil {
-		t.Skip("needs Debian's tor (deploy/install-deps.sh installs it)")
-	}
+	testtool.Need(t, "tor")
 	e := newEdgeLab(t, nil, nil, "--tor", "managed", "--tor-disable-network")
 	importEcho(t, e.lab)
 	e.startEcho(t, "onion") // its manifest exposes web and line over Tor: the start binds them

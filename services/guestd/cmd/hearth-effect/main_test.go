@@ -65,7 +65,7 @@ func TestRun(t *testing.T) {
 func TestNoGRPC(t *testing.T) {
 	out, err := exec.Command("go", "list", "-deps", ".").Output()
 	if err != nil {
-		t.Skipf("go list: %v", err)
+		t.Fatalf("go list: %v", err)
 	}
 	var deps []string
 	for _, d := range strings.Fields(string(out)) {

@@ -75,7 +75,7 @@ func TestPort53InNamespace(t *testing.T) {
 	}
 	name := fmt.Sprintf("hdns%04x", rand.N(0x10000))
 	if out, err := exec.Command("ip", "netns", "add", name).CombinedOutput(); err != nil {
-		t.Skipf("ip netns add: %v: %s", err, out)
+		t.Fatalf("ip netns add: %v: %s", err, out)
 	}
 	t.Cleanup(func() { exec.Command("ip", "netns", "del", name).Run() })
 	ns := "/run/netns/" + name

@@ -9,6 +9,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"hearth.dev/internal/testtool"
 )
 
 // avahi is an avahi-daemon of the lab's client host, with a D-Bus system bus of its own
@@ -27,7 +29,7 @@ func (l *lab) startAvahi(h *host) *avahi {
 	t.Helper()
 	for _, tool := range []string{"dbus-daemon", "avahi-daemon", "avahi-resolve", "avahi-publish", "unshare"} {
 		if _, err := exec.LookPath(tool); err != nil {
-			t.Skipf("needs %s (deploy/install-deps.sh installs avahi-daemon, avahi-utils and dbus-daemon): %v", tool, err)
+			testtool.Missing(t, "needs %s (deploy/install-deps.sh installs avahi-daemon, avahi-utils and dbus-daemon): %v", tool, err)
 		}
 	}
 	dir := t.TempDir()

@@ -23,6 +23,8 @@ import (
 	"github.com/miekg/dns"
 	"golang.org/x/net/ipv4"
 	"golang.org/x/sys/unix"
+
+	"hearth.dev/internal/testtool"
 )
 
 // The lab: network namespaces joined by veths to a bridge in a namespace of its own, so
@@ -101,11 +103,7 @@ func newLab(t *testing.T, names ...string) *lab {
 	if os.Geteuid() != 0 {
 		t.Skip("needs root: makes network namespaces")
 	}
-	for _, tool := range []string{"ip", "nsenter"} {
-		if _, err := exec.LookPath(tool); err != nil {
-			t.Skipf("needs %s: %v", tool, err)
-		}
-	}
+	testtool.Need(t, "ip", "nsenter")
 	tag := fmt.Sprintf("hmdns%04x", rand.N(0x10000))
 	l := &lab{t: t, hosts: map[string]*host{}}
 	addNetns := func(name string) string {

@@ -17,6 +17,7 @@ import (
 	"time"
 
 	"hearth.dev/internal/errdefs"
+	"hearth.dev/internal/testtool"
 )
 
 // These tests run Debian's tor with DisableNetwork 1: it takes ADD_ONION and answers
@@ -24,9 +25,7 @@ import (
 
 func needTor(t *testing.T) {
 	t.Helper()
-	if _, err := exec.LookPath("tor"); err != nil {
-		t.Skip("the tor program is not installed (deploy/install-deps.sh installs it)")
-	}
+	testtool.Need(t, "tor")
 }
 
 func testLog(t *testing.T) *slog.Logger {
@@ -129,7 +128,7 @@ func TestOnionServiceLifecycle(t *testing.T) {
 				t.Skip("tor's User option needs root")
 			}
 			if _, err := user.Lookup("debian-tor"); err != nil {
-				t.Skip("no debian-tor user")
+				testtool.Missing(t, "no debian-tor user (Debian's tor package makes it)")
 			}
 			return ManagedConfig{User: "debian-tor", Dir: filepath.Join(shortDir(t), "tor"), ControlPort: freeLoopbackPort(t)}
 		}},
