@@ -8,34 +8,15 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"runtime"
 	"testing"
 	"time"
 
 	dnsmsg "github.com/miekg/dns"
-	"golang.org/x/sys/unix"
+
+	"hearth.dev/services/netd/internal/netnstest"
 )
 
-// inNetns runs f on an OS thread that has entered the network namespace at path; sockets
-// f opens stay there. The thread is never unlocked, so it ends with f's goroutine.
-func inNetns(path string, f func() error) error {
-	errc := make(chan error, 1)
-	go func() {
-		runtime.LockOSThread()
-		fd, err := unix.Open(path, unix.O_RDONLY|unix.O_CLOEXEC, 0)
-		if err != nil {
-			errc <- err
-			return
-		}
-		defer unix.Close(fd)
-		if err := unix.Setns(fd, unix.CLONE_NEWNET); err != nil {
-			errc <- fmt.Errorf("setns %s: %w", path, err)
-			return
-		}
-		errc <- f()
-	}()
-	return <-errc
-}
+var inNetns = netnstest.InNetns
 
 const helperEnv = "HEARTH_DNS_TEST_HELPER"
 

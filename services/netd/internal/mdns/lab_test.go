@@ -13,7 +13,6 @@ import (
 	"net/netip"
 	"os"
 	"os/exec"
-	"runtime"
 	"strings"
 	"sync"
 	"syscall"
@@ -25,6 +24,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"hearth.dev/internal/testtool"
+	"hearth.dev/services/netd/internal/netnstest"
 )
 
 // The lab: network namespaces joined by veths to a bridge in a namespace of its own, so
@@ -138,27 +138,7 @@ func (l *lab) ip(args ...string) {
 
 func (l *lab) host(name string) *host { return l.hosts[name] }
 
-// inNetns runs f on an OS thread that has entered the network namespace at path; sockets
-// f opens stay in that namespace. The thread is never unlocked, so it ends with f's
-// goroutine and no other goroutine runs in the namespace.
-func inNetns(path string, f func() error) error {
-	errc := make(chan error, 1)
-	go func() {
-		runtime.LockOSThread()
-		fd, err := unix.Open(path, unix.O_RDONLY|unix.O_CLOEXEC, 0)
-		if err != nil {
-			errc <- err
-			return
-		}
-		defer unix.Close(fd)
-		if err := unix.Setns(fd, unix.CLONE_NEWNET); err != nil {
-			errc <- fmt.Errorf("setns %s: %w", path, err)
-			return
-		}
-		errc <- f()
-	}()
-	return <-errc
-}
+var inNetns = netnstest.InNetns
 
 // responder is a helper process running a Responder in a host of the lab.
 type responder struct {
