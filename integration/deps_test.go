@@ -63,7 +63,7 @@ daemons:
 hooks:
   install:
     image: bb
-    command: [/bin/sh, -c, "wget -q -O /www/index.html http://dep-a.hearth.internal:8080/ || echo no dep-a > /www/index.html"]
+    command: [/bin/sh, -c, "timeout 10 wget -q -O /www/index.html http://dep-a.hearth.internal:8080/ || echo no dep-a > /www/index.html"]
     mounts: [{volume: www, path: /www}]
 dependencies:
   dep-a: {version: ">=1.0", requires: [web], description: "the page it copies"}
