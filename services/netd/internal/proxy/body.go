@@ -128,10 +128,20 @@ func (b *bodyReader) nextChunk() error {
 		return fmt.Errorf("%w: chunk size line ends with a bare LF", errMalformed)
 	}
 	line = line[:len(line)-2]
+	// A bare CR or another control character inside the line (in an extension, too)
+	// is refused: readers that end the line at a lone CR would see another body.
+	for _, c := range line {
+		if c < 0x20 && c != '\t' || c == 0x7f {
+			return fmt.Errorf("%w: control character %#x in a chunk size line", errMalformed, c)
+		}
+	}
+	// Whitespace may end the line, and nowhere else around the size: RFC 9112 allows
+	// it before a ";" (BWS), but other readers (Go's among them) refuse that, and a
+	// proxy must not pass on what the server behind it would read otherwise.
+	line = bytes.TrimRight(line, " \t")
 	if i := bytes.IndexByte(line, ';'); i >= 0 {
 		line = line[:i] // chunk extensions: ignored
 	}
-	line = trimOWS(line)
 	if len(line) == 0 || len(line) > 15 {
 		return fmt.Errorf("%w: chunk size %q", errMalformed, clip(line))
 	}
