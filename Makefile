@@ -19,7 +19,7 @@ DAEMONS := containerd-lite netd certd
 deps:
 	@deploy/install-deps.sh
 
-build: $(addprefix $(BIN)/,$(DAEMONS) guestd hearth-effect hearthctl) base-rootfs
+build: $(addprefix $(BIN)/,$(DAEMONS) guestd guestd-init hearth-effect hearthctl) base-rootfs
 
 $(BIN)/containerd-lite $(BIN)/netd $(BIN)/certd: FORCE
 	$(GO) build -ldflags '$(LDFLAGS)' -o $@ ./services/$(notdir $@)
@@ -28,6 +28,10 @@ $(BIN)/containerd-lite $(BIN)/netd $(BIN)/certd: FORCE
 $(BIN)/guestd: FORCE
 	CGO_ENABLED=0 $(GO) build -trimpath -ldflags '-s -w $(LDFLAGS)' -o $@ ./services/guestd
 
+# Every container's init: static, no gRPC (it runs the guestd next to it).
+$(BIN)/guestd-init: FORCE
+	CGO_ENABLED=0 $(GO) build -trimpath -ldflags '-s -w $(LDFLAGS)' -o $@ ./services/guestd/cmd/guestd-init
+
 # The effect client package scripts call, in every subcontainer: static, no gRPC.
 $(BIN)/hearth-effect: FORCE
 	CGO_ENABLED=0 $(GO) build -trimpath -ldflags '-s -w $(LDFLAGS)' -o $@ ./services/guestd/cmd/hearth-effect
@@ -35,7 +39,7 @@ $(BIN)/hearth-effect: FORCE
 $(BIN)/hearthctl: FORCE
 	$(GO) build -ldflags '$(LDFLAGS)' -o $@ ./cmd/hearthctl
 
-base-rootfs: $(BIN)/guestd $(BIN)/hearth-effect
+base-rootfs: $(BIN)/guestd $(BIN)/guestd-init $(BIN)/hearth-effect
 	deploy/base-rootfs/build.sh $(BASE) $(BIN)/guestd $(BIN)/hearth-effect
 
 FORCE:
@@ -146,11 +150,11 @@ HEARTH_CONF := $(PREFIX)/lib/sysusers.d/hearth.conf $(PREFIX)/lib/tmpfiles.d/hea
 SYSTEMD_UP := [ -z "$(DESTDIR)" ] && [ -d /run/systemd/system ]
 
 install:
-	@for f in $(addprefix $(BIN)/,$(DAEMONS) guestd hearth-effect hearthctl) $(BASE)/sbin/guestd; do \
+	@for f in $(addprefix $(BIN)/,$(DAEMONS) guestd guestd-init hearth-effect hearthctl) $(BASE)/sbin/guestd-init; do \
 		[ -e $$f ] || { echo "install: $$f is missing: run make first"; exit 1; }; done
 	install -d $(DESTDIR)$(LIBDIR) $(DESTDIR)$(PREFIX)/bin $(DESTDIR)$(UNITDIR) \
 		$(DESTDIR)$(PREFIX)/lib/sysusers.d $(DESTDIR)$(PREFIX)/lib/tmpfiles.d
-	install -m 0755 $(addprefix $(BIN)/,$(DAEMONS) guestd hearth-effect) $(DESTDIR)$(LIBDIR)/
+	install -m 0755 $(addprefix $(BIN)/,$(DAEMONS) guestd guestd-init hearth-effect) $(DESTDIR)$(LIBDIR)/
 	install -m 0755 $(BIN)/hearthctl $(DESTDIR)$(PREFIX)/bin/
 	rm -rf $(DESTDIR)$(LIBDIR)/base-rootfs.new
 	cp -a $(BASE) $(DESTDIR)$(LIBDIR)/base-rootfs.new
