@@ -24,9 +24,11 @@ build: $(addprefix $(BIN)/,$(DAEMONS) guestd guestd-init hearth-effect hearthctl
 $(BIN)/containerd-lite $(BIN)/netd $(BIN)/certd: FORCE
 	$(GO) build -ldflags '$(LDFLAGS)' -o $@ ./services/$(notdir $@)
 
-# guestd runs inside containers built from a busybox-only rootfs: static, no cgo.
+# guestd runs inside containers built from a busybox-only rootfs: static, no cgo; and
+# without gRPC's request tracing (x/net/trace, which links html/template): 2.7 MB less to
+# map in every container.
 $(BIN)/guestd: FORCE
-	CGO_ENABLED=0 $(GO) build -trimpath -ldflags '-s -w $(LDFLAGS)' -o $@ ./services/guestd
+	CGO_ENABLED=0 $(GO) build -tags grpcnotrace -trimpath -ldflags '-s -w $(LDFLAGS)' -o $@ ./services/guestd
 
 # Every container's init: static, no gRPC (it runs the guestd next to it).
 $(BIN)/guestd-init: FORCE
