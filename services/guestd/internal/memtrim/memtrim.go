@@ -23,9 +23,11 @@ type Policy struct {
 	Worth  uint64
 }
 
-// Default suits guestd: a look every 2 s; quiet below 64 KiB in that time (health checks
-// and log lines allocate a little); a trim once 1 MiB was allocated since the last.
-var Default = Policy{Period: 2 * time.Second, Quiet: 64 << 10, Worth: 1 << 20}
+// Default suits guestd: a look every 2 s; quiet below 512 KiB in that time (a burst of
+// effect calls allocates more than 1 MiB a second; a daemon's HTTP ready check every 100 ms,
+// about 100 KiB); a trim once 1 MiB was allocated since the last. Without the trims, such a
+// check's garbage would pile up to the soft memory limit, the GC's only pacer in guestd.
+var Default = Policy{Period: 2 * time.Second, Quiet: 512 << 10, Worth: 1 << 20}
 
 // Due reports whether to trim, given the allocations since the last look and since the
 // last trim.
