@@ -345,7 +345,12 @@ func equalPIDs(a, b []int32) bool {
 // serviceMemory is one container's memory, KiB.
 type serviceMemory struct {
 	cgroup, anon, guestd, monitor int64
+	// init, serving and mon split guestd's init, the serving guestd and the monitor.
+	init, serving, mon pss
 }
+
+// pss is one process's proportional set size and its anonymous and file-backed parts, KiB.
+type pss struct{ total, anon, file int64 }
 
 // memory measures the services of ids (their averages and medians go in the table
 // under key; at N=1, the median of three samples a second apart).
@@ -371,7 +376,15 @@ func (d *densityLab) memory(b *testing.B, ids []string, key, label string) {
 		{"cgroup", "container's memory cgroup (usage)", func(m serviceMemory) int64 { return m.cgroup }},
 		{"cgroup-anon", "  of which anonymous", func(m serviceMemory) int64 { return m.anon }},
 		{"guestd-pss", "guestd PSS (init + serving)", func(m serviceMemory) int64 { return m.guestd }},
+		{"init-pss", "  guestd init PSS", func(m serviceMemory) int64 { return m.init.total }},
+		{"init-pss-anon", "    anonymous", func(m serviceMemory) int64 { return m.init.anon }},
+		{"init-pss-file", "    file-backed", func(m serviceMemory) int64 { return m.init.file }},
+		{"serving-pss", "  serving guestd PSS", func(m serviceMemory) int64 { return m.serving.total }},
+		{"serving-pss-anon", "    anonymous", func(m serviceMemory) int64 { return m.serving.anon }},
+		{"serving-pss-file", "    file-backed", func(m serviceMemory) int64 { return m.serving.file }},
 		{"monitor-pss", "LXC monitor PSS", func(m serviceMemory) int64 { return m.monitor }},
+		{"monitor-pss-anon", "  anonymous", func(m serviceMemory) int64 { return m.mon.anon }},
+		{"monitor-pss-file", "  file-backed", func(m serviceMemory) int64 { return m.mon.file }},
 	} {
 		var vs []int64
 		var total int64
@@ -469,9 +482,10 @@ func cgroupMemoryKiB(b *testing.B, cg string) (usage, anon int64) {
 }
 
 // serviceMemory measures one container: its cgroup is the one LXC made for it
-// (lxc.payload.NAME, holding init's); guestd's processes are those named guestd in it or
-// below (init and the serving guestd: there must be two); its monitor is the process
-// "[lxc monitor] LXCPATH NAME".
+// (lxc.payload.NAME, holding init's); guestd's processes are its init and the serving
+// guestd (named guestd, in that cgroup or below: there must be one); its monitor is the
+// process "[lxc monitor] LXCPATH NAME". With HEARTH_BENCH_DENSITY_SMAPS=DIR, the smaps of
+// the three go to DIR/NAME.{init,serving,monitor}.smaps.
 func (d *densityLab) serviceMemory(b *testing.B, procs []hostProc, name string, initPID int) serviceMemory {
 	var m serviceMemory
 	cg := memoryCgroup(initPID)
@@ -481,43 +495,60 @@ func (d *densityLab) serviceMemory(b *testing.B, procs []hostProc, name string, 
 	}
 	cg = cg[:i+len("/lxc.payload."+name)]
 	m.cgroup, m.anon = cgroupMemoryKiB(b, cg)
-	guestds := 0
-	for _, p := range procs {
-		if p.name == "guestd" && (p.cgroup == cg || strings.HasPrefix(p.cgroup, cg+"/")) {
-			kb, err := pssKiB(p.pid)
-			if err != nil {
-				b.Fatalf("%s's guestd: %v", name, err)
+	measure := func(pid int, what string) pss {
+		p, err := procPSS(pid)
+		if err != nil {
+			b.Fatalf("%s's %s: %v", name, what, err)
+		}
+		if dir := os.Getenv("HEARTH_BENCH_DENSITY_SMAPS"); dir != "" {
+			if data, err := os.ReadFile(fmt.Sprintf("/proc/%d/smaps", pid)); err == nil {
+				os.WriteFile(filepath.Join(dir, name+"."+what+".smaps"), data, 0o644)
 			}
-			m.guestd += kb
-			guestds++
+		}
+		return p
+	}
+	m.init = measure(initPID, "init")
+	servings := 0
+	for _, p := range procs {
+		if p.pid != initPID && p.name == "guestd" && (p.cgroup == cg || strings.HasPrefix(p.cgroup, cg+"/")) {
+			m.serving = measure(p.pid, "serving")
+			servings++
 		}
 		if c := p.cmdline; len(c) > 0 && strings.HasPrefix(c[0], "[lxc monitor]") {
 			f := strings.Fields(strings.Join(c, " "))
 			if len(f) >= 2 && f[len(f)-1] == name && f[len(f)-2] == d.lxcPath() {
-				kb, err := pssKiB(p.pid)
-				if err != nil {
-					b.Fatalf("%s's LXC monitor: %v", name, err)
-				}
-				m.monitor = kb
+				m.mon = measure(p.pid, "monitor")
 			}
 		}
 	}
-	if guestds != 2 || m.monitor == 0 {
-		b.Fatalf("%s: found %d guestd processes (want init and the serving one) and monitor PSS %d KiB", name, guestds, m.monitor)
+	m.guestd, m.monitor = m.init.total+m.serving.total, m.mon.total
+	if servings != 1 || m.monitor == 0 {
+		b.Fatalf("%s: found %d serving guestd processes (want one) and monitor PSS %d KiB", name, servings, m.monitor)
 	}
 	return m
 }
 
 // pssKiB is a process's proportional set size, KiB (smaps_rollup's Pss).
 func pssKiB(pid int) (int64, error) {
+	p, err := procPSS(pid)
+	return p.total, err
+}
+
+// procPSS is a process's proportional set size and its anonymous and file-backed parts
+// (smaps_rollup's Pss, Pss_Anon and Pss_File; the parts are 0 on kernels before 5.8).
+func procPSS(pid int) (pss, error) {
 	data, err := os.ReadFile(fmt.Sprintf("/proc/%d/smaps_rollup", pid))
 	if err != nil {
-		return 0, err
+		return pss{}, err
 	}
-	if kb, ok := kiBField(data, "Pss:"); ok {
-		return kb, nil
+	kb, ok := kiBField(data, "Pss:")
+	if !ok {
+		return pss{}, fmt.Errorf("PID %d: no Pss in smaps_rollup", pid)
 	}
-	return 0, fmt.Errorf("PID %d: no Pss in smaps_rollup", pid)
+	p := pss{total: kb}
+	p.anon, _ = kiBField(data, "Pss_Anon:")
+	p.file, _ = kiBField(data, "Pss_File:")
+	return p, nil
 }
 
 // kiBField is the value of a "Field:   123 kB" line of a /proc file.

@@ -61,11 +61,16 @@ func setup() (int, error) {
 			{"netd", "../services/netd"},
 			{"certd", "../services/certd"},
 			{"guestd", "../services/guestd"},
+			{"guestd-init", "../services/guestd/cmd/guestd-init"},
 			{"hearth-effect", "../services/guestd/cmd/hearth-effect"},
 			{"hearthctl", "../cmd/hearthctl"},
 		} {
-			cmd := exec.Command("go", "build", "-o", filepath.Join(binDir, b.name), b.pkg)
-			if b.name == "guestd" || b.name == "hearth-effect" {
+			args := []string{"build", "-o", filepath.Join(binDir, b.name)}
+			if b.name == "guestd" {
+				args = append(args, "-tags", "grpcnotrace") // as make builds it
+			}
+			cmd := exec.Command("go", append(args, b.pkg)...)
+			if b.name == "guestd" || b.name == "guestd-init" || b.name == "hearth-effect" {
 				cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
 			}
 			if out, err := cmd.CombinedOutput(); err != nil {

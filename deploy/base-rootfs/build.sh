@@ -1,15 +1,18 @@
 #!/bin/sh
 # Builds the base root file system every Hearth container boots from: busybox (static)
-# with its applets, a static guestd as /sbin/guestd, and the static effect client as
+# with its applets, a static guestd as /sbin/guestd and its init as /sbin/guestd-init (the
+# guestd-init next to GUESTD_BINARY), and the static effect client as
 # /usr/local/bin/hearth-effect (guestd binds it into every subcontainer).
 #   usage: build.sh OUT_DIR GUESTD_BINARY [HEARTH_EFFECT_BINARY]
 set -eu
 out=$1
 guestd=$2
+guestd_init=$(dirname "$guestd")/guestd-init
 effect=${3:-}
 busybox=${BUSYBOX:-/bin/busybox}
 
 [ -x "$guestd" ] || { echo "build.sh: guestd binary $guestd not found: build it first (make build)" >&2; exit 1; }
+[ -x "$guestd_init" ] || { echo "build.sh: guestd-init binary $guestd_init not found next to guestd: build it first (make build)" >&2; exit 1; }
 [ -z "$effect" ] || [ -x "$effect" ] || { echo "build.sh: hearth-effect binary $effect not found: build it first (make build)" >&2; exit 1; }
 if ! "$busybox" --list >/dev/null 2>&1; then
 	echo "build.sh: $busybox is not busybox: install busybox-static" >&2; exit 1
@@ -35,6 +38,8 @@ for applet in $(bin/busybox --list-full); do
 done
 cp "$guestd" sbin/guestd
 chmod 755 sbin/guestd
+cp "$guestd_init" sbin/guestd-init
+chmod 755 sbin/guestd-init
 if [ -n "$effect" ]; then
 	mkdir -p usr/local/bin
 	cp "$effect" usr/local/bin/hearth-effect

@@ -6,15 +6,13 @@ import (
 
 	"hearth.dev/internal/daemon"
 	"hearth.dev/services/containerd-lite/internal/idmap"
-	"hearth.dev/services/containerd-lite/internal/lxcrt"
+	_ "hearth.dev/services/containerd-lite/internal/lxcrt" // handles "forkstart" before main
 	"hearth.dev/services/containerd-lite/internal/setup"
 )
 
 func main() {
 	if len(os.Args) > 1 {
 		switch os.Args[1] {
-		case lxcrt.ForkStartArg:
-			os.Exit(lxcrt.ForkStart(os.Args[2:]))
 		case idmap.HoldArg:
 			os.Exit(idmap.Hold())
 		}

@@ -1,8 +1,9 @@
-// Command guestd is Hearth's service manager inside each container. As the container's
-// init (PID 1) it reaps orphans and keeps a serving guestd running; the serving guestd
-// answers the host on /media/hearth/rpc/guestd.sock.
+// Command guestd is Hearth's service manager inside each container: it answers the host on
+// /media/hearth/rpc/guestd.sock. The container's init (PID 1) is guestd-init, which keeps
+// a serving guestd running.
 //
-//	guestd init     run as init (implied when guestd is PID 1)
+//	guestd init     become guestd-init (implied when guestd is PID 1: containers made
+//	                before guestd-init existed start /sbin/guestd init)
 //	guestd whoami   ask the host, through host.sock, which container this is
 //	guestd host ... call the host's effects by hand (guestd host, for the list)
 //	guestd [flags]  serve
@@ -11,8 +12,10 @@ package main
 import (
 	"fmt"
 	"os"
+	"path/filepath"
 	"runtime"
 	"runtime/debug"
+	"syscall"
 
 	"hearth.dev/services/guestd/internal/guestapi"
 	"hearth.dev/services/guestd/internal/hostclient"
@@ -30,7 +33,7 @@ func main() {
 	debug.SetMemoryLimit(16 << 20)
 	switch {
 	case os.Getpid() == 1 || (len(os.Args) > 1 && os.Args[1] == "init"):
-		os.Exit(initproc.Main(os.Args[1:]))
+		os.Exit(becomeInit(os.Args[1:]))
 	case len(os.Args) > 1 && os.Args[1] == "whoami":
 		if err := hostclient.Whoami(os.Stdout, hostclient.Socket); err != nil {
 			fmt.Fprintln(os.Stderr, "guestd whoami:", err)
@@ -45,3 +48,20 @@ func main() {
 		guestapi.Main()
 	}
 }
+
+// becomeInit executes guestd-init, next to guestd, in its place (the same PID); when that
+// fails, guestd runs init itself, at the cost of its larger memory.
+func becomeInit(args []string) int {
+	if len(args) > 0 && args[0] == "init" {
+		args = args[1:]
+	}
+	if self, err := os.Executable(); err == nil {
+		exe := filepath.Join(filepath.Dir(self), InitName)
+		err = syscall.Exec(exe, append([]string{InitName}, args...), os.Environ())
+		fmt.Fprintf(os.Stderr, "guestd: execute %s: %v; running init in guestd\n", exe, err)
+	}
+	return initproc.Main(args)
+}
+
+// InitName is guestd-init's file name, next to guestd.
+const InitName = "guestd-init"

@@ -20,7 +20,7 @@ import (
 )
 
 // Required are paths the containers need in the base.
-var Required = []string{"sbin/guestd", "bin/sh", "media/hearth", "proc", "sys", "dev", "run", "tmp"}
+var Required = []string{"sbin/guestd", "sbin/guestd-init", "bin/sh", "media/hearth", "proc", "sys", "dev", "run", "tmp"}
 
 // Install copies src into dir/<digest> with owners shifted by m and returns that path.
 // A tree installed before is found by its digest and not copied again.

@@ -14,15 +14,17 @@ func makeBase(t *testing.T) string {
 	t.Helper()
 	src := filepath.Join(t.TempDir(), "base")
 	for _, d := range append([]string{"bin", "sbin", "etc"}, Required...) {
-		if d == "sbin/guestd" || d == "bin/sh" {
+		if d == "sbin/guestd" || d == "sbin/guestd-init" || d == "bin/sh" {
 			continue
 		}
 		if err := os.MkdirAll(filepath.Join(src, d), 0o755); err != nil {
 			t.Fatal(err)
 		}
 	}
-	if err := os.WriteFile(filepath.Join(src, "sbin/guestd"), []byte("#!guestd"), 0o755); err != nil {
-		t.Fatal(err)
+	for _, f := range []string{"sbin/guestd", "sbin/guestd-init"} {
+		if err := os.WriteFile(filepath.Join(src, f), []byte("#!"+filepath.Base(f)), 0o755); err != nil {
+			t.Fatal(err)
+		}
 	}
 	if err := os.WriteFile(filepath.Join(src, "bin/busybox"), []byte("busybox"), 0o755); err != nil {
 		t.Fatal(err)

@@ -29,8 +29,10 @@ import (
 	"hearth.dev/services/containerd-lite/internal/store"
 )
 
-// InitCommand is the container's PID 1: guestd from the base rootfs.
-var InitCommand = []string{"/sbin/guestd", "init"}
+// InitCommand is the container's PID 1: guestd's init from the base rootfs (it runs
+// /sbin/guestd). Containers defined before it existed run "/sbin/guestd init", which
+// becomes guestd-init.
+var InitCommand = []string{"/sbin/guestd-init"}
 
 // DefaultStopTimeout is how long init gets to stop before the container is killed.
 const DefaultStopTimeout = 10 * time.Second

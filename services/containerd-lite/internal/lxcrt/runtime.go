@@ -16,10 +16,6 @@ import (
 	"hearth.dev/internal/atomicfile"
 )
 
-// ForkStartArg is the hidden first argument with which the daemon re-executes itself to
-// start a container (see ForkStart).
-const ForkStartArg = "forkstart"
-
 // State is a container's state as LXC reports it.
 type State string
 
@@ -128,33 +124,6 @@ func waitState(ctx context.Context, c *lxc.Container, st lxc.State) bool {
 		case <-time.After(delay):
 		}
 	}
-}
-
-// ForkStart is the body of "containerd-lite forkstart NAME LXCPATH": it starts the
-// container daemonized, so the LXC monitor outlives this process and the daemon.
-func ForkStart(args []string) int {
-	if len(args) != 2 {
-		fmt.Fprintln(os.Stderr, "usage: containerd-lite forkstart NAME LXCPATH")
-		return 2
-	}
-	c, err := lxc.NewContainer(args[0], args[1])
-	if err != nil {
-		fmt.Fprintln(os.Stderr, err)
-		return 1
-	}
-	if err := c.WantDaemonize(true); err != nil {
-		fmt.Fprintln(os.Stderr, err)
-		return 1
-	}
-	if err := c.WantCloseAllFds(true); err != nil {
-		fmt.Fprintln(os.Stderr, err)
-		return 1
-	}
-	if err := c.Start(); err != nil {
-		fmt.Fprintf(os.Stderr, "%v (see the container's lxc.log)\n", err)
-		return 1
-	}
-	return 0
 }
 
 // Stop asks init to halt (SIGPWR) and waits up to timeout, then kills the container. When

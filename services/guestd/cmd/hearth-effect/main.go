@@ -25,9 +25,10 @@ import (
 	"syscall"
 
 	"hearth.dev/internal/jsonrpc"
+	"hearth.dev/services/guestd/internal/effectsock"
 )
 
-const defaultSocket = "/media/hearth/rpc/effects.sock"
+const defaultSocket = effectsock.Path
 
 func main() {
 	os.Exit(run(os.Args[1:], os.Stdin, os.Stdout, os.Stderr))

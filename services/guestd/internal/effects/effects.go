@@ -11,8 +11,6 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
-	"net"
-	"os"
 	"sort"
 	"strconv"
 	"strings"
@@ -26,7 +24,6 @@ import (
 
 	"hearth.dev/internal/errdefs"
 	"hearth.dev/internal/jsonrpc"
-	"hearth.dev/internal/unixsock"
 	hostv1 "hearth.dev/proto/hearth/host/v1"
 	"hearth.dev/services/guestd/internal/launch"
 )
@@ -34,20 +31,6 @@ import (
 // Socket is the effects socket, as the container and every subcontainer see it (launch
 // binds it into each subcontainer and names it in every job's environment).
 const Socket = launch.EffectsSocket
-
-// Listen creates the effects socket at path, open to every user of the container
-// (package scripts run as their images' users).
-func Listen(path string) (net.Listener, error) {
-	l, err := unixsock.Listen(path, unixsock.Options{UID: -1, GID: -1})
-	if err != nil {
-		return nil, err
-	}
-	if err := os.Chmod(path, 0o666); err != nil {
-		l.Close()
-		return nil, fmt.Errorf("chmod %s: %w", path, err)
-	}
-	return l, nil
-}
 
 // HostService is the service whose effects the host carries out.
 const HostService protoreflect.FullName = "hearth.host.v1.HostService"

@@ -23,7 +23,7 @@ import (
 	"hearth.dev/internal/jsonrpc"
 	hostv1 "hearth.dev/proto/hearth/host/v1"
 	"hearth.dev/services/guestd/internal/effects"
-	"hearth.dev/services/guestd/internal/initproc"
+	"hearth.dev/services/guestd/internal/effectsock"
 	"hearth.dev/services/guestd/internal/launch"
 	"hearth.dev/services/guestd/internal/reaper"
 )
@@ -50,7 +50,7 @@ const (
 // (it holds the socket, so that the path bound into subcontainers stays the same socket
 // across restarts of the serving guestd), else a new one at path, or nil for "".
 func effectsListener(path string) (net.Listener, error) {
-	if fd, err := strconv.Atoi(os.Getenv(initproc.EffectsFDEnv)); err == nil && fd > 2 {
+	if fd, err := strconv.Atoi(os.Getenv(effectsock.FDEnv)); err == nil && fd > 2 {
 		f := os.NewFile(uintptr(fd), "effects.sock")
 		defer f.Close()
 		l, err := net.FileListener(f)
@@ -62,7 +62,7 @@ func effectsListener(path string) (net.Listener, error) {
 	if path == "" {
 		return nil, nil
 	}
-	return effects.Listen(path)
+	return effectsock.Listen(path)
 }
 
 // effectsServer serves the effects on l until ctx ends.

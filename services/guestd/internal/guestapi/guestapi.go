@@ -34,6 +34,7 @@ import (
 	"hearth.dev/services/guestd/internal/initproc"
 	"hearth.dev/services/guestd/internal/launch"
 	"hearth.dev/services/guestd/internal/logbuf"
+	"hearth.dev/services/guestd/internal/memtrim"
 	"hearth.dev/services/guestd/internal/reaper"
 	"hearth.dev/services/guestd/internal/selfstat"
 	"hearth.dev/services/guestd/internal/supervisor"
@@ -228,6 +229,8 @@ func killLeftovers() int {
 // The effects are served from before the package starts until after it stopped, so
 // that its hooks and stop scripts can call them.
 func (s *Server) run(ctx context.Context) error {
+	// Free memory goes back to the kernel once guestd falls quiet (not during a burst).
+	go memtrim.Run(ctx, memtrim.Default)
 	if s.effectsL != nil {
 		// The effects outlive ctx: they stop after the package.
 		es, err := s.startEffects(context.WithoutCancel(ctx), s.effectsL, s.hostConn)

@@ -1,6 +1,9 @@
-// Package initproc is guestd as a container's PID 1: it starts the serving guestd, restarts
-// it with a backoff when it dies, reaps every orphan, and on SIGTERM or SIGPWR (LXC's halt
-// signal) stops the serving guestd, then everything else, and exits.
+// Package initproc is guestd's init, a container's PID 1 (the command guestd-init): it
+// creates the effects socket, starts the serving guestd, restarts it with a backoff when it
+// dies, reaps every orphan, and on SIGTERM or SIGPWR (LXC's halt signal) stops the serving
+// guestd, then everything else, and exits. It links neither gRPC nor protobuf (a test
+// checks): it runs in every container, and whatever it links and initializes is paid once
+// per container.
 package initproc
 
 import (
@@ -8,13 +11,14 @@ import (
 	"net"
 	"os"
 	"os/signal"
+	"path/filepath"
 	"strconv"
 	"syscall"
 	"time"
 
 	"golang.org/x/sys/unix"
 
-	"hearth.dev/services/guestd/internal/effects"
+	"hearth.dev/services/guestd/internal/effectsock"
 	"hearth.dev/services/guestd/internal/reaper"
 )
 
@@ -22,12 +26,10 @@ import (
 const (
 	BootTimeEnv = "HEARTH_GUESTD_BOOT_TIME"
 	RestartsEnv = "HEARTH_GUESTD_RESTARTS"
-	// EffectsFDEnv is the descriptor of the effects socket's listener, which init
-	// holds for the container's life: subcontainers have that socket bound in, so it must
-	// stay the same socket across restarts of the serving guestd. Connections made
-	// while no guestd serves wait in its backlog.
-	EffectsFDEnv = "HEARTH_EFFECTS_FD"
 )
+
+// Serving is the serving guestd's file name: init runs the one next to its own executable.
+const Serving = "guestd"
 
 // StopTimeout is how long the serving guestd has to stop the package before everything is
 // killed. The host's own stop timeout, which kills the whole container, is usually shorter.
@@ -40,9 +42,10 @@ func Main(args []string) int {
 	}
 	self, err := os.Executable()
 	if err != nil {
-		self = "/proc/self/exe"
+		fmt.Fprintf(os.Stderr, "guestd-init: find its own executable: %v\n", err)
+		return 1
 	}
-	in := &initProc{exe: self, args: args, boot: time.Now()}
+	in := &initProc{exe: filepath.Join(filepath.Dir(self), Serving), args: args, boot: time.Now()}
 	return in.run()
 }
 
@@ -69,9 +72,9 @@ func (in *initProc) start() error {
 	files := []uintptr{0, 1, 2}
 	if in.effects != nil {
 		files = append(files, in.effects.Fd())
-		env = append(env, EffectsFDEnv+"=3")
+		env = append(env, effectsock.FDEnv+"=3")
 	}
-	pid, exited, err := in.reaper.Spawn(in.exe, append([]string{"guestd"}, in.args...), &syscall.ProcAttr{
+	pid, exited, err := in.reaper.Spawn(in.exe, append([]string{Serving}, in.args...), &syscall.ProcAttr{
 		Env:   env,
 		Files: files,
 		Sys:   &syscall.SysProcAttr{Setpgid: true},
@@ -91,7 +94,7 @@ func (in *initProc) run() int {
 		return 1
 	}
 	in.reaper = r
-	if in.listener, err = effects.Listen(effects.Socket); err != nil {
+	if in.listener, err = effectsock.Listen(effectsock.Path); err != nil {
 		in.logf("the effects socket: %v; the serving guestd makes its own", err)
 	} else if in.effects, err = in.listener.(interface{ File() (*os.File, error) }).File(); err != nil {
 		in.logf("the effects socket: %v; the serving guestd makes its own", err)

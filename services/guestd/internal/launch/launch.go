@@ -26,6 +26,7 @@ import (
 	"hearth.dev/internal/beneath"
 	"hearth.dev/internal/errdefs"
 	"hearth.dev/internal/manifest"
+	"hearth.dev/services/guestd/internal/effectsock"
 	"hearth.dev/services/guestd/internal/reaper"
 )
 
@@ -48,7 +49,7 @@ const Assets = "/media/hearth/assets"
 // environment by EffectsSocketEnv, and the static client hearth-effect (from the base
 // rootfs, read-only), on the default PATH.
 const (
-	EffectsSocket    = "/media/hearth/rpc/effects.sock"
+	EffectsSocket    = effectsock.Path
 	EffectsSocketEnv = "HEARTH_EFFECTS_SOCKET"
 	EffectClient     = "/usr/local/bin/hearth-effect"
 )

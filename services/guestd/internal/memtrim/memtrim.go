@@ -1,0 +1,85 @@
+// Package memtrim gives a quiet process's free memory back to the kernel. guestd lives in
+// every container and is idle most of the time; its heap goal is set by its soft memory
+// limit (a Go binary linking crypto counts a 32 MiB entropy buffer among its globals, so
+// GOGC alone would let the heap grow far), so after a burst of work (starting the package,
+// a run of effect calls) it keeps garbage and free pages resident until the next burst.
+// Trimming then (a collection, and every free page returned) costs one collection per
+// burst, never one during it: the effects' latency is untouched.
+package memtrim
+
+import (
+	"context"
+	"runtime/debug"
+	"runtime/metrics"
+	"time"
+)
+
+// Policy says when to trim: every Period, the allocations since the last look are
+// compared with Quiet (fewer: the process is quiet) and those since the last trim with
+// Worth (more: there is garbage worth collecting).
+type Policy struct {
+	Period time.Duration
+	Quiet  uint64
+	Worth  uint64
+}
+
+// Default suits guestd: a look every 2 s; quiet below 512 KiB in that time (a burst of
+// effect calls allocates more than 1 MiB a second; a daemon's HTTP ready check every 100 ms,
+// about 100 KiB); a trim once 1 MiB was allocated since the last. Without the trims, such a
+// check's garbage would pile up to the soft memory limit, the GC's only pacer in guestd.
+var Default = Policy{Period: 2 * time.Second, Quiet: 512 << 10, Worth: 1 << 20}
+
+// Due reports whether to trim, given the allocations since the last look and since the
+// last trim.
+func (p Policy) Due(sinceLook, sinceTrim uint64) bool {
+	return sinceLook < p.Quiet && sinceTrim >= p.Worth
+}
+
+// Run trims by p until ctx ends.
+func Run(ctx context.Context, p Policy) {
+	t := time.NewTicker(p.Period)
+	defer t.Stop()
+	// From 0: what the process allocated while it started counts, so the first quiet
+	// look after the start trims.
+	c := p.Counter(0)
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		if c.Look(allocated()) {
+			debug.FreeOSMemory()
+			c.Trimmed(allocated()) // the trim's own allocations are not the process's
+		}
+	}
+}
+
+// Counter follows the allocation counter from look to look.
+type Counter struct {
+	p             Policy
+	look, trimmed uint64
+}
+
+// Counter starts following the counter at now.
+func (p Policy) Counter(now uint64) *Counter { return &Counter{p: p, look: now, trimmed: now} }
+
+// Look takes the counter's value at a look and reports whether to trim now.
+func (c *Counter) Look(now uint64) bool {
+	due := c.p.Due(now-c.look, now-c.trimmed)
+	c.look = now
+	return due
+}
+
+// Trimmed records a trim, done when the counter was at now.
+func (c *Counter) Trimmed(now uint64) { c.look, c.trimmed = now, now }
+
+// allocated is the bytes allocated on the heap since the process started.
+func allocated() uint64 {
+	s := []metrics.Sample{{Name: "/gc/heap/allocs:bytes"}}
+	metrics.Read(s)
+	if s[0].Value.Kind() != metrics.KindUint64 {
+		return 0
+	}
+	return s[0].Value.Uint64()
+}
