@@ -812,7 +812,6 @@ func (m *Manager) startIfReady(ctx context.Context, id string) {
 	if len(m.waitsOf(ctx, id, mf)) > 0 {
 		return
 	}
-	m.log.Info("dependencies are there: starting the package", "package", id, "hooks", len(in.Hooks))
 	_ = m.startLocked(ctx, id, p.Container, in.Hooks)
 }
 

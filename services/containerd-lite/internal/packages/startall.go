@@ -297,6 +297,7 @@ func (m *Manager) startWaitingNow(ctx context.Context, id string) (bool, error) 
 // runs; a failed start is left to the waiter, which tries again after retryFailed.
 func (m *Manager) startLocked(ctx context.Context, id, container string, hooks []manifest.HookRun) error {
 	d := m.deps()
+	m.log.Info("dependencies are there: starting the package", "package", id, "hooks", len(hooks))
 	if _, err := m.opts.Containers.StartWith(ctx, container, hooks); err != nil {
 		m.log.Error("start a package whose dependencies are there", "package", id, "error", err, "retry_in", retryFailed)
 		d.mu.Lock()
