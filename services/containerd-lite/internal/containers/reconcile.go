@@ -108,10 +108,12 @@ func (m *Manager) Reconcile(ctx context.Context) error {
 func reconcileWorkers() int { return max(4, 4*runtime.NumCPU()) }
 
 func (m *Manager) reconcileOne(ctx context.Context, rec store.Container) error {
+	sp := newSteps()
 	st, pid, err := m.opts.Runtime.State(rec.Name)
 	if err != nil {
 		return err
 	}
+	sp.done("state")
 	t := m.treeOf(rec)
 	if st == lxcrt.Frozen {
 		// Frozen by a backup that did not finish (containerd-lite died reading it).
@@ -126,13 +128,17 @@ func (m *Manager) reconcileOne(ctx context.Context, rec store.Container) error {
 		if _, err := m.opts.Disks.Open(rec.Name, rec.Limits.DiskBytes, ids(rec)); err != nil {
 			m.log.Error("reconcile: disk of a running container", "container", rec.Name, "error", err)
 		}
+		sp.done("disk")
 		if err := m.opts.Hosts.Serve(rec.Name, t.HostSocket(), ids(rec).RootUID()); err != nil {
 			return err
 		}
+		sp.done("host_sock")
 		if err := m.remount(rec, t); err != nil {
 			m.log.Error("reconcile: restore mounts", "container", rec.Name, "error", err)
 		}
+		sp.done("mounts")
 		addr, err := m.attach(ctx, rec)
+		sp.done("attach")
 		if err != nil {
 			m.log.Error("reconcile: attach to netd", "container", rec.Name, "error", err)
 		} else {
@@ -143,7 +149,8 @@ func (m *Manager) reconcileOne(ctx context.Context, rec store.Container) error {
 				}
 			}
 		}
-		m.log.Info("reconcile: adopted running container", "container", rec.Name, "init_pid", pid, "overlays", len(rec.Overlays))
+		sp.done("expose")
+		m.log.Info("reconcile: adopted running container", append([]any{"container", rec.Name, "init_pid", pid, "overlays", len(rec.Overlays)}, sp.log()...)...)
 	case lxcrt.Stopped:
 		before, _ := t.Mounted()
 		m.teardown(rec)
