@@ -44,6 +44,20 @@ show() {
 	[ -n "$v" ] && printf '%-45s %10s %s\n' "$3" "$v" "$2"
 	return 0
 }
+# trace NAME TITLE: the start's breakdown a benchmark reported (metrics at-STEP-ms: when
+# each step ended, from the start's request), medians in time order, each with the time
+# since the step before it.
+trace() {
+	local units u v
+	units=$({ grep -E "^$1(-[0-9]+)? " "$out" || true; } | tr ' \t' '\n\n' | grep -E '^at-.*-ms$' | sort -u)
+	[ -n "$units" ] || return 0
+	echo "$2 (ms from the request: end of each step, and its own time)"
+	for u in $units; do
+		v=$(median "$1" "$u")
+		[ -n "$v" ] && printf '%s %s\n' "$v" "$(printf '%s' "$u" | sed 's/^at-//; s/-ms$//')"
+	done | sort -g | awk '{printf "  %-34s %8.2f %+8.2f\n", $2, $1, $1 - last; last = $1}'
+	echo
+}
 echo
 echo "== medians of $count runs =="
 ratio BenchmarkContainerCreateStartStop BenchmarkLXCExecuteSameRootfs
@@ -54,6 +68,9 @@ show BenchmarkOverlayCreateDestroy destroy-p50-ms "overlay destroy (p50)"
 show BenchmarkOverlayCreateDestroy destroy-p99-ms "overlay destroy (p99)"
 show BenchmarkPackageStartTwoBusybox start-to-ready-p50-ms "two busybox daemons, start to ready (p50)"
 show BenchmarkPackageStartTwoBusybox guestd-pss-KiB "guestd memory, init + serving (PSS)"
+echo
+trace BenchmarkContainerCreateStartStop "container create+start, breakdown"
+trace BenchmarkPackageStartTwoBusybox "two busybox daemons, start to ready, breakdown"
 show BenchmarkPackageInstallBusybox install-p50-ms "install of the busybox package (p50; goal <= 1000)"
 show BenchmarkPackageUpdateBusybox update-p50-ms "update of the busybox package (p50)"
 echo

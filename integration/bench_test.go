@@ -49,9 +49,16 @@ func percentiles(b *testing.B, prefix string, ds []time.Duration) {
 // containerd-lite's API: create, start until guestd answers inside, stop, delete; and
 // reports create+start alone.
 func BenchmarkContainerCreateStartStop(b *testing.B) {
-	_, cl, _ := benchLab(b)
+	l, cl, _ := benchLab(b)
 	ctx := context.Background()
+	conn, err := dial.Unix(l.cld.socket)
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer conn.Close()
+	guest := guestv1.NewGuestServiceClient(conn)
 	var up []time.Duration
+	tr := startTraces{}
 	b.ResetTimer()
 	for i := 0; i < b.N; i++ {
 		name := fmt.Sprintf("bench%d", i)
@@ -59,10 +66,15 @@ func BenchmarkContainerCreateStartStop(b *testing.B) {
 		if _, err := cl.CreateContainer(ctx, &containerv1.CreateContainerRequest{Name: name}); err != nil {
 			b.Fatal(err)
 		}
-		if _, err := cl.StartContainer(ctx, &containerv1.StartContainerRequest{Name: name}); err != nil {
+		created := time.Now()
+		resp, err := cl.StartContainer(ctx, &containerv1.StartContainerRequest{Name: name})
+		if err != nil {
 			b.Fatal(err)
 		}
 		up = append(up, time.Since(start))
+		b.StopTimer()
+		tr.add(b, start, map[string]time.Time{"create": created}, resp, guest, name)
+		b.StartTimer()
 		if _, err := cl.StopContainer(ctx, &containerv1.StopContainerRequest{Name: name}); err != nil {
 			b.Fatal(err)
 		}
@@ -71,6 +83,42 @@ func BenchmarkContainerCreateStartStop(b *testing.B) {
 		}
 	}
 	percentiles(b, "create+start", up)
+	tr.report(b)
+}
+
+// startTraces collects the trace of each start of a benchmark: when each step ended, as
+// an offset from the start's request, on the host's clock (the container shares it).
+type startTraces map[string][]time.Duration
+
+// add records one start's trace: client-side marks, containerd-lite's steps ("host."),
+// guestd's init and serving process ("guest.init", "guest.serving") and guestd's own
+// steps ("guest.").
+func (tr startTraces) add(b *testing.B, t0 time.Time, client map[string]time.Time, resp *containerv1.StartContainerResponse, guest guestv1.GuestServiceClient, name string) {
+	for n, at := range client {
+		tr[n] = append(tr[n], at.Sub(t0))
+	}
+	for _, st := range resp.GetSteps() {
+		tr["host."+st.GetName()] = append(tr["host."+st.GetName()], st.GetAt().AsTime().Sub(t0))
+	}
+	gctx := metadata.AppendToOutgoingContext(context.Background(), "hearth-container", name)
+	info, err := guest.GetInfo(gctx, &guestv1.GetInfoRequest{})
+	if err != nil {
+		b.Fatal(err)
+	}
+	i := info.GetInfo()
+	tr["guest.init"] = append(tr["guest.init"], i.GetBootTime().AsTime().Sub(t0))
+	tr["guest.serving"] = append(tr["guest.serving"], i.GetStartedAt().AsTime().Sub(t0))
+	for _, m := range i.GetStartTrace() {
+		tr["guest."+m.GetName()] = append(tr["guest."+m.GetName()], m.GetAt().AsTime().Sub(t0))
+	}
+}
+
+// report reports each step's median end as a metric "at-STEP-ms" (bench/run.sh prints
+// them in time order as the start's breakdown).
+func (tr startTraces) report(b *testing.B) {
+	for n, ds := range tr {
+		b.ReportMetric(ms(median(ds)), "at-"+n+"-ms")
+	}
 }
 
 // BenchmarkLXCExecuteSameRootfs is the peer: bare lxc-execute running /bin/true in an
@@ -283,10 +331,12 @@ func BenchmarkPackageStartTwoBusybox(b *testing.B) {
 	gctx := metadata.AppendToOutgoingContext(ctx, "hearth-container", "two")
 	var times []time.Duration
 	var rss []int64
+	tr := startTraces{}
 	b.ResetTimer()
 	for i := 0; i < b.N; i++ {
 		t0 := time.Now()
-		if _, err := cl.StartContainer(ctx, &containerv1.StartContainerRequest{Name: "two"}); err != nil {
+		resp, err := cl.StartContainer(ctx, &containerv1.StartContainerRequest{Name: "two"})
+		if err != nil {
 			b.Fatal(err)
 		}
 		wctx, cancelWatch := context.WithCancel(gctx)
@@ -302,9 +352,11 @@ func BenchmarkPackageStartTwoBusybox(b *testing.B) {
 			}
 			ready[ev.GetDaemon().GetName()] = ev.GetDaemon().GetState() == guestv1.DaemonState_DAEMON_STATE_READY
 		}
-		times = append(times, time.Since(t0))
+		readyAt := time.Now()
+		times = append(times, readyAt.Sub(t0))
 		b.StopTimer()
 		cancelWatch()
+		tr.add(b, t0, map[string]time.Time{"both-ready-seen": readyAt}, resp, guest, "two")
 		rss = append(rss, guestdRSS(b, l, "two"))
 		if _, err := cl.StopContainer(ctx, &containerv1.StopContainerRequest{Name: "two"}); err != nil {
 			b.Fatal(err)
@@ -313,6 +365,7 @@ func BenchmarkPackageStartTwoBusybox(b *testing.B) {
 	}
 	b.StopTimer()
 	percentiles(b, "start-to-ready", times)
+	tr.report(b)
 	sort.Slice(rss, func(i, j int) bool { return rss[i] < rss[j] })
 	b.ReportMetric(float64(rss[len(rss)/2]), "guestd-pss-KiB")
 }

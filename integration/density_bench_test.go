@@ -61,7 +61,7 @@ func (d *densityLab) add(key, label, unit string, v float64) {
 // container's cgroup, guestd's init + serving PSS, its LXC monitor's PSS) at N=1 and at N;
 // the host daemons' RSS at N; containerd-lite's restart to SERVING at N (all containers
 // keep running); stopping and starting all N, with sequential hearthctl calls and with
-// all calls at once (there is no "start everything" command); the uninstalls (--purge).
+// all calls at once, and with one hearthctl start --all; the uninstalls (--purge).
 // It is one run whatever b.N: run it with -benchtime 1x.
 func BenchmarkDensity(b *testing.B) {
 	n := densityN(b)
@@ -138,12 +138,13 @@ func BenchmarkDensity(b *testing.B) {
 	d.add("cld-restart-serving-ms", fmt.Sprintf("containerd-lite restart to SERVING at N=%d (median of %d)", n, densityRestarts), "ms", ms(median(restarts)))
 
 	// Stop all and start all: hearthctl stop/start ID, one after the other, then all
-	// at once (one hearthctl per package, in parallel). Start counts until every
-	// package's daemon is ready.
+	// at once (one hearthctl per package, in parallel), then with one start --all. Start
+	// counts until every package's daemon is ready.
 	for _, mode := range []struct {
-		key, label string
-		parallel   bool
-	}{{"seq", "sequential hearthctl", false}, {"par", fmt.Sprintf("%d hearthctl at once", n), true}} {
+		key, label    string
+		parallel, all bool
+	}{{"seq", "sequential hearthctl", false, false}, {"par", fmt.Sprintf("%d hearthctl at once", n), true, false},
+		{"all", "stops at once, then one hearthctl start --all", true, true}} {
 		d.checkBudget(b, "stopping all")
 		t0 := time.Now()
 		d.each(b, ids, mode.parallel, "stop")
@@ -151,7 +152,13 @@ func BenchmarkDensity(b *testing.B) {
 		d.checkStopped(b, ids)
 		d.checkBudget(b, "starting all")
 		t0 = time.Now()
-		d.each(b, ids, mode.parallel, "start")
+		if mode.all {
+			if out, err := hearthctl(b, d.runDir, "--timeout", "10m", "start", "--all"); err != nil {
+				b.Fatalf("start --all: %v\n%s", err, out)
+			}
+		} else {
+			d.each(b, ids, mode.parallel, "start")
+		}
 		d.waitReady(b, ids)
 		start := time.Since(t0)
 		d.add("stop-all-"+mode.key+"-s", fmt.Sprintf("stop all %d (%s)", n, mode.label), "s", stop.Seconds())

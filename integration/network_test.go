@@ -17,7 +17,7 @@ import (
 // testBridge returns netd flags for a bridge and subnet of the test's own, and removes
 // the bridge when the test ends. netd announces no LAN names (no traffic leaves the
 // machine) and its proxy listens on the bridge's gateway, ports 443 and 80.
-func testBridge(t *testing.T) []string {
+func testBridge(t testing.TB) []string {
 	t.Helper()
 	n := rand.Intn(200) + 20
 	name := fmt.Sprintf("hbt%d", n)
@@ -35,7 +35,7 @@ func gatewayOf(br []string) string { return strings.TrimSuffix(br[3], "0/24") + 
 
 // startNetd starts netd on the lab's run directory (so containerd-lite finds it); the lab
 // stops it.
-func (l *lab) startNetd(t *testing.T, bridge []string) {
+func (l *lab) startNetd(t testing.TB, bridge []string) {
 	t.Helper()
 	l.netd = startDaemonOwned(t, nil, "netd", filepath.Join(l.runDir, "netd.sock"),
 		append([]string{"--run-dir", l.runDir, "--state-dir", filepath.Join(l.dir, "netd")}, bridge...)...)

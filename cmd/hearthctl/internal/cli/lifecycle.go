@@ -31,16 +31,38 @@ var askTerminal = func() io.Reader {
 // starts once its dependencies run, and stopping a dependency asks about its dependents.
 func lifecycleCmds(g *globals) []*cobra.Command {
 	var grace time.Duration
-	var cascade bool
+	var cascade, all bool
 	start := &cobra.Command{
-		Use:   "start ID",
+		Use:   "start ID | --all",
 		Short: "Start a package once the packages it depends on run (it waits for them)",
 		Long: `Start a package. When a package it depends on (its manifest's dependencies) is not
 installed, not running, or the daemons behind the interfaces it requires are not ready, the
 package waits, and starts by itself as soon as they are; start says what it waits for, and
-so does 'hearthctl status'. 'hearthctl stop' ends the wait.`,
-		Args: cobra.ExactArgs(1),
+so does 'hearthctl status'. 'hearthctl stop' ends the wait.
+
+With --all, every installed package that is not running starts, as at the host's start-up:
+a few side by side, each once the packages it depends on run and are ready. It prints one
+line a package: started, running (it ran already), waiting (and for what) or failed.`,
+		Args: func(cmd *cobra.Command, args []string) error {
+			if all && len(args) > 0 {
+				return fmt.Errorf("start --all starts every package: give no ID with it (or drop --all to start %s)", args[0])
+			}
+			if !all {
+				return cobra.ExactArgs(1)(cmd, args)
+			}
+			return nil
+		},
 		RunE: call(g, "containerd-lite", newPackageClients, func(ctx context.Context, cl packageClients, args []string) error {
+			if all {
+				resp, err := cl.packages.StartAllPackages(ctx, &containerv1.StartAllPackagesRequest{})
+				if err != nil {
+					return err
+				}
+				if g.output == "json" {
+					return g.printJSON(resp)
+				}
+				return g.showStartAll(resp)
+			}
 			resp, err := cl.packages.StartPackage(ctx, &containerv1.StartPackageRequest{Id: args[0]})
 			if err != nil {
 				return err
@@ -110,6 +132,7 @@ names them, unless --cascade.`,
 			return nil
 		}),
 	}
+	start.Flags().BoolVar(&all, "all", false, "start every installed package that is not running, side by side, in dependency order")
 	for _, c := range []*cobra.Command{stop, restart} {
 		c.Flags().DurationVar(&grace, "grace", 0, "how long the daemons have to stop cleanly (default: what the manifest gives them)")
 		c.Flags().BoolVar(&cascade, "cascade", false, "stop the running packages that depend on it first, without asking")
@@ -166,6 +189,29 @@ func (g *globals) showStart(id string, resp *containerv1.StartPackageResponse) e
 	}
 	fmt.Fprintf(g.stdout, "%s\twaiting: it starts by itself once these are there\n", id)
 	return g.showWaits(resp.GetWaitingFor())
+}
+
+// showStartAll prints what start --all did, a package a line; it fails when a start did.
+func (g *globals) showStartAll(resp *containerv1.StartAllPackagesResponse) error {
+	var failed []string
+	for _, p := range resp.GetPackages() {
+		switch p.GetOutcome() {
+		case "failed":
+			failed = append(failed, p.GetId())
+			fmt.Fprintf(g.stdout, "%s\tfailed: %s\n", p.GetId(), p.GetError())
+		case "waiting":
+			fmt.Fprintf(g.stdout, "%s\twaiting: it starts by itself once these are there\n", p.GetId())
+			if err := g.showWaits(p.GetWaitingFor()); err != nil {
+				return err
+			}
+		default:
+			fmt.Fprintf(g.stdout, "%s\t%s\n", p.GetId(), p.GetOutcome())
+		}
+	}
+	if len(failed) > 0 {
+		return fmt.Errorf("%s did not start (hearthctl status ID says more; each is tried again by itself)", strings.Join(failed, ", "))
+	}
+	return nil
 }
 
 // showWaits lists what a package waits for, one dependency a line.

@@ -841,8 +841,12 @@ func (x *StartContainerRequest) GetName() string {
 }
 
 type StartContainerResponse struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Container     *Container             `protobuf:"bytes,1,opt,name=container,proto3" json:"container,omitempty"`
+	state     protoimpl.MessageState `protogen:"open.v1"`
+	Container *Container             `protobuf:"bytes,1,opt,name=container,proto3" json:"container,omitempty"`
+	// When each of containerd-lite's start steps ended, in order (disk, userns,
+	// mount_root, mount_images, bundle_and_host_sock, lxc_start, network, guestd): the
+	// host's half of the start's trace (GuestInfo.start_trace has guestd's).
+	Steps         []*StartStep `protobuf:"bytes,2,rep,name=steps,proto3" json:"steps,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -884,6 +888,66 @@ func (x *StartContainerResponse) GetContainer() *Container {
 	return nil
 }
 
+func (x *StartContainerResponse) GetSteps() []*StartStep {
+	if x != nil {
+		return x.Steps
+	}
+	return nil
+}
+
+// StartStep is when a step of a start ended.
+type StartStep struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Name          string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	At            *timestamppb.Timestamp `protobuf:"bytes,2,opt,name=at,proto3" json:"at,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *StartStep) Reset() {
+	*x = StartStep{}
+	mi := &file_hearth_container_v1_container_proto_msgTypes[12]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *StartStep) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*StartStep) ProtoMessage() {}
+
+func (x *StartStep) ProtoReflect() protoreflect.Message {
+	mi := &file_hearth_container_v1_container_proto_msgTypes[12]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use StartStep.ProtoReflect.Descriptor instead.
+func (*StartStep) Descriptor() ([]byte, []int) {
+	return file_hearth_container_v1_container_proto_rawDescGZIP(), []int{12}
+}
+
+func (x *StartStep) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *StartStep) GetAt() *timestamppb.Timestamp {
+	if x != nil {
+		return x.At
+	}
+	return nil
+}
+
 type StopContainerRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	Name  string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
@@ -895,7 +959,7 @@ type StopContainerRequest struct {
 
 func (x *StopContainerRequest) Reset() {
 	*x = StopContainerRequest{}
-	mi := &file_hearth_container_v1_container_proto_msgTypes[12]
+	mi := &file_hearth_container_v1_container_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -907,7 +971,7 @@ func (x *StopContainerRequest) String() string {
 func (*StopContainerRequest) ProtoMessage() {}
 
 func (x *StopContainerRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_hearth_container_v1_container_proto_msgTypes[12]
+	mi := &file_hearth_container_v1_container_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -920,7 +984,7 @@ func (x *StopContainerRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StopContainerRequest.ProtoReflect.Descriptor instead.
 func (*StopContainerRequest) Descriptor() ([]byte, []int) {
-	return file_hearth_container_v1_container_proto_rawDescGZIP(), []int{12}
+	return file_hearth_container_v1_container_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *StopContainerRequest) GetName() string {
@@ -946,7 +1010,7 @@ type StopContainerResponse struct {
 
 func (x *StopContainerResponse) Reset() {
 	*x = StopContainerResponse{}
-	mi := &file_hearth_container_v1_container_proto_msgTypes[13]
+	mi := &file_hearth_container_v1_container_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -958,7 +1022,7 @@ func (x *StopContainerResponse) String() string {
 func (*StopContainerResponse) ProtoMessage() {}
 
 func (x *StopContainerResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_hearth_container_v1_container_proto_msgTypes[13]
+	mi := &file_hearth_container_v1_container_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -971,7 +1035,7 @@ func (x *StopContainerResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StopContainerResponse.ProtoReflect.Descriptor instead.
 func (*StopContainerResponse) Descriptor() ([]byte, []int) {
-	return file_hearth_container_v1_container_proto_rawDescGZIP(), []int{13}
+	return file_hearth_container_v1_container_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *StopContainerResponse) GetContainer() *Container {
@@ -994,7 +1058,7 @@ type DeleteContainerRequest struct {
 
 func (x *DeleteContainerRequest) Reset() {
 	*x = DeleteContainerRequest{}
-	mi := &file_hearth_container_v1_container_proto_msgTypes[14]
+	mi := &file_hearth_container_v1_container_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1006,7 +1070,7 @@ func (x *DeleteContainerRequest) String() string {
 func (*DeleteContainerRequest) ProtoMessage() {}
 
 func (x *DeleteContainerRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_hearth_container_v1_container_proto_msgTypes[14]
+	mi := &file_hearth_container_v1_container_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1019,7 +1083,7 @@ func (x *DeleteContainerRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeleteContainerRequest.ProtoReflect.Descriptor instead.
 func (*DeleteContainerRequest) Descriptor() ([]byte, []int) {
-	return file_hearth_container_v1_container_proto_rawDescGZIP(), []int{14}
+	return file_hearth_container_v1_container_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *DeleteContainerRequest) GetName() string {
@@ -1051,7 +1115,7 @@ type DeleteContainerResponse struct {
 
 func (x *DeleteContainerResponse) Reset() {
 	*x = DeleteContainerResponse{}
-	mi := &file_hearth_container_v1_container_proto_msgTypes[15]
+	mi := &file_hearth_container_v1_container_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1063,7 +1127,7 @@ func (x *DeleteContainerResponse) String() string {
 func (*DeleteContainerResponse) ProtoMessage() {}
 
 func (x *DeleteContainerResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_hearth_container_v1_container_proto_msgTypes[15]
+	mi := &file_hearth_container_v1_container_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1076,7 +1140,7 @@ func (x *DeleteContainerResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeleteContainerResponse.ProtoReflect.Descriptor instead.
 func (*DeleteContainerResponse) Descriptor() ([]byte, []int) {
-	return file_hearth_container_v1_container_proto_rawDescGZIP(), []int{15}
+	return file_hearth_container_v1_container_proto_rawDescGZIP(), []int{16}
 }
 
 type ListContainersRequest struct {
@@ -1087,7 +1151,7 @@ type ListContainersRequest struct {
 
 func (x *ListContainersRequest) Reset() {
 	*x = ListContainersRequest{}
-	mi := &file_hearth_container_v1_container_proto_msgTypes[16]
+	mi := &file_hearth_container_v1_container_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1099,7 +1163,7 @@ func (x *ListContainersRequest) String() string {
 func (*ListContainersRequest) ProtoMessage() {}
 
 func (x *ListContainersRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_hearth_container_v1_container_proto_msgTypes[16]
+	mi := &file_hearth_container_v1_container_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1112,7 +1176,7 @@ func (x *ListContainersRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListContainersRequest.ProtoReflect.Descriptor instead.
 func (*ListContainersRequest) Descriptor() ([]byte, []int) {
-	return file_hearth_container_v1_container_proto_rawDescGZIP(), []int{16}
+	return file_hearth_container_v1_container_proto_rawDescGZIP(), []int{17}
 }
 
 type ListContainersResponse struct {
@@ -1124,7 +1188,7 @@ type ListContainersResponse struct {
 
 func (x *ListContainersResponse) Reset() {
 	*x = ListContainersResponse{}
-	mi := &file_hearth_container_v1_container_proto_msgTypes[17]
+	mi := &file_hearth_container_v1_container_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1136,7 +1200,7 @@ func (x *ListContainersResponse) String() string {
 func (*ListContainersResponse) ProtoMessage() {}
 
 func (x *ListContainersResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_hearth_container_v1_container_proto_msgTypes[17]
+	mi := &file_hearth_container_v1_container_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1149,7 +1213,7 @@ func (x *ListContainersResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListContainersResponse.ProtoReflect.Descriptor instead.
 func (*ListContainersResponse) Descriptor() ([]byte, []int) {
-	return file_hearth_container_v1_container_proto_rawDescGZIP(), []int{17}
+	return file_hearth_container_v1_container_proto_rawDescGZIP(), []int{18}
 }
 
 func (x *ListContainersResponse) GetContainers() []*Container {
@@ -1168,7 +1232,7 @@ type GetContainerRequest struct {
 
 func (x *GetContainerRequest) Reset() {
 	*x = GetContainerRequest{}
-	mi := &file_hearth_container_v1_container_proto_msgTypes[18]
+	mi := &file_hearth_container_v1_container_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1180,7 +1244,7 @@ func (x *GetContainerRequest) String() string {
 func (*GetContainerRequest) ProtoMessage() {}
 
 func (x *GetContainerRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_hearth_container_v1_container_proto_msgTypes[18]
+	mi := &file_hearth_container_v1_container_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1193,7 +1257,7 @@ func (x *GetContainerRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetContainerRequest.ProtoReflect.Descriptor instead.
 func (*GetContainerRequest) Descriptor() ([]byte, []int) {
-	return file_hearth_container_v1_container_proto_rawDescGZIP(), []int{18}
+	return file_hearth_container_v1_container_proto_rawDescGZIP(), []int{19}
 }
 
 func (x *GetContainerRequest) GetName() string {
@@ -1214,7 +1278,7 @@ type SetContainerLimitsRequest struct {
 
 func (x *SetContainerLimitsRequest) Reset() {
 	*x = SetContainerLimitsRequest{}
-	mi := &file_hearth_container_v1_container_proto_msgTypes[19]
+	mi := &file_hearth_container_v1_container_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1226,7 +1290,7 @@ func (x *SetContainerLimitsRequest) String() string {
 func (*SetContainerLimitsRequest) ProtoMessage() {}
 
 func (x *SetContainerLimitsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_hearth_container_v1_container_proto_msgTypes[19]
+	mi := &file_hearth_container_v1_container_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1239,7 +1303,7 @@ func (x *SetContainerLimitsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SetContainerLimitsRequest.ProtoReflect.Descriptor instead.
 func (*SetContainerLimitsRequest) Descriptor() ([]byte, []int) {
-	return file_hearth_container_v1_container_proto_rawDescGZIP(), []int{19}
+	return file_hearth_container_v1_container_proto_rawDescGZIP(), []int{20}
 }
 
 func (x *SetContainerLimitsRequest) GetName() string {
@@ -1269,7 +1333,7 @@ type SetContainerLimitsResponse struct {
 
 func (x *SetContainerLimitsResponse) Reset() {
 	*x = SetContainerLimitsResponse{}
-	mi := &file_hearth_container_v1_container_proto_msgTypes[20]
+	mi := &file_hearth_container_v1_container_proto_msgTypes[21]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1281,7 +1345,7 @@ func (x *SetContainerLimitsResponse) String() string {
 func (*SetContainerLimitsResponse) ProtoMessage() {}
 
 func (x *SetContainerLimitsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_hearth_container_v1_container_proto_msgTypes[20]
+	mi := &file_hearth_container_v1_container_proto_msgTypes[21]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1294,7 +1358,7 @@ func (x *SetContainerLimitsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SetContainerLimitsResponse.ProtoReflect.Descriptor instead.
 func (*SetContainerLimitsResponse) Descriptor() ([]byte, []int) {
-	return file_hearth_container_v1_container_proto_rawDescGZIP(), []int{20}
+	return file_hearth_container_v1_container_proto_rawDescGZIP(), []int{21}
 }
 
 func (x *SetContainerLimitsResponse) GetContainer() *Container {
@@ -1332,7 +1396,7 @@ type GetContainerResponse struct {
 
 func (x *GetContainerResponse) Reset() {
 	*x = GetContainerResponse{}
-	mi := &file_hearth_container_v1_container_proto_msgTypes[21]
+	mi := &file_hearth_container_v1_container_proto_msgTypes[22]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1344,7 +1408,7 @@ func (x *GetContainerResponse) String() string {
 func (*GetContainerResponse) ProtoMessage() {}
 
 func (x *GetContainerResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_hearth_container_v1_container_proto_msgTypes[21]
+	mi := &file_hearth_container_v1_container_proto_msgTypes[22]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1357,7 +1421,7 @@ func (x *GetContainerResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetContainerResponse.ProtoReflect.Descriptor instead.
 func (*GetContainerResponse) Descriptor() ([]byte, []int) {
-	return file_hearth_container_v1_container_proto_rawDescGZIP(), []int{21}
+	return file_hearth_container_v1_container_proto_rawDescGZIP(), []int{22}
 }
 
 func (x *GetContainerResponse) GetContainer() *Container {
@@ -1454,9 +1518,13 @@ const file_hearth_container_v1_container_proto_rawDesc = "" +
 	"\x17CreateContainerResponse\x12<\n" +
 	"\tcontainer\x18\x01 \x01(\v2\x1e.hearth.container.v1.ContainerR\tcontainer\"+\n" +
 	"\x15StartContainerRequest\x12\x12\n" +
-	"\x04name\x18\x01 \x01(\tR\x04name\"V\n" +
+	"\x04name\x18\x01 \x01(\tR\x04name\"\x8c\x01\n" +
 	"\x16StartContainerResponse\x12<\n" +
-	"\tcontainer\x18\x01 \x01(\v2\x1e.hearth.container.v1.ContainerR\tcontainer\"_\n" +
+	"\tcontainer\x18\x01 \x01(\v2\x1e.hearth.container.v1.ContainerR\tcontainer\x124\n" +
+	"\x05steps\x18\x02 \x03(\v2\x1e.hearth.container.v1.StartStepR\x05steps\"K\n" +
+	"\tStartStep\x12\x12\n" +
+	"\x04name\x18\x01 \x01(\tR\x04name\x12*\n" +
+	"\x02at\x18\x02 \x01(\v2\x1a.google.protobuf.TimestampR\x02at\"_\n" +
 	"\x14StopContainerRequest\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x123\n" +
 	"\atimeout\x18\x02 \x01(\v2\x19.google.protobuf.DurationR\atimeout\"U\n" +
@@ -1516,7 +1584,7 @@ func file_hearth_container_v1_container_proto_rawDescGZIP() []byte {
 }
 
 var file_hearth_container_v1_container_proto_enumTypes = make([]protoimpl.EnumInfo, 1)
-var file_hearth_container_v1_container_proto_msgTypes = make([]protoimpl.MessageInfo, 23)
+var file_hearth_container_v1_container_proto_msgTypes = make([]protoimpl.MessageInfo, 24)
 var file_hearth_container_v1_container_proto_goTypes = []any{
 	(ContainerState)(0),                // 0: hearth.container.v1.ContainerState
 	(*Container)(nil),                  // 1: hearth.container.v1.Container
@@ -1531,66 +1599,69 @@ var file_hearth_container_v1_container_proto_goTypes = []any{
 	(*CreateContainerResponse)(nil),    // 10: hearth.container.v1.CreateContainerResponse
 	(*StartContainerRequest)(nil),      // 11: hearth.container.v1.StartContainerRequest
 	(*StartContainerResponse)(nil),     // 12: hearth.container.v1.StartContainerResponse
-	(*StopContainerRequest)(nil),       // 13: hearth.container.v1.StopContainerRequest
-	(*StopContainerResponse)(nil),      // 14: hearth.container.v1.StopContainerResponse
-	(*DeleteContainerRequest)(nil),     // 15: hearth.container.v1.DeleteContainerRequest
-	(*DeleteContainerResponse)(nil),    // 16: hearth.container.v1.DeleteContainerResponse
-	(*ListContainersRequest)(nil),      // 17: hearth.container.v1.ListContainersRequest
-	(*ListContainersResponse)(nil),     // 18: hearth.container.v1.ListContainersResponse
-	(*GetContainerRequest)(nil),        // 19: hearth.container.v1.GetContainerRequest
-	(*SetContainerLimitsRequest)(nil),  // 20: hearth.container.v1.SetContainerLimitsRequest
-	(*SetContainerLimitsResponse)(nil), // 21: hearth.container.v1.SetContainerLimitsResponse
-	(*GetContainerResponse)(nil),       // 22: hearth.container.v1.GetContainerResponse
-	nil,                                // 23: hearth.container.v1.ContainerSpec.ImagesEntry
-	(*timestamppb.Timestamp)(nil),      // 24: google.protobuf.Timestamp
-	(*v1.Overlay)(nil),                 // 25: hearth.host.v1.Overlay
-	(*durationpb.Duration)(nil),        // 26: google.protobuf.Duration
-	(*v11.GuestInfo)(nil),              // 27: hearth.guest.v1.GuestInfo
+	(*StartStep)(nil),                  // 13: hearth.container.v1.StartStep
+	(*StopContainerRequest)(nil),       // 14: hearth.container.v1.StopContainerRequest
+	(*StopContainerResponse)(nil),      // 15: hearth.container.v1.StopContainerResponse
+	(*DeleteContainerRequest)(nil),     // 16: hearth.container.v1.DeleteContainerRequest
+	(*DeleteContainerResponse)(nil),    // 17: hearth.container.v1.DeleteContainerResponse
+	(*ListContainersRequest)(nil),      // 18: hearth.container.v1.ListContainersRequest
+	(*ListContainersResponse)(nil),     // 19: hearth.container.v1.ListContainersResponse
+	(*GetContainerRequest)(nil),        // 20: hearth.container.v1.GetContainerRequest
+	(*SetContainerLimitsRequest)(nil),  // 21: hearth.container.v1.SetContainerLimitsRequest
+	(*SetContainerLimitsResponse)(nil), // 22: hearth.container.v1.SetContainerLimitsResponse
+	(*GetContainerResponse)(nil),       // 23: hearth.container.v1.GetContainerResponse
+	nil,                                // 24: hearth.container.v1.ContainerSpec.ImagesEntry
+	(*timestamppb.Timestamp)(nil),      // 25: google.protobuf.Timestamp
+	(*v1.Overlay)(nil),                 // 26: hearth.host.v1.Overlay
+	(*durationpb.Duration)(nil),        // 27: google.protobuf.Duration
+	(*v11.GuestInfo)(nil),              // 28: hearth.guest.v1.GuestInfo
 }
 var file_hearth_container_v1_container_proto_depIdxs = []int32{
 	0,  // 0: hearth.container.v1.Container.state:type_name -> hearth.container.v1.ContainerState
-	24, // 1: hearth.container.v1.Container.created_at:type_name -> google.protobuf.Timestamp
-	24, // 2: hearth.container.v1.Container.started_at:type_name -> google.protobuf.Timestamp
+	25, // 1: hearth.container.v1.Container.created_at:type_name -> google.protobuf.Timestamp
+	25, // 2: hearth.container.v1.Container.started_at:type_name -> google.protobuf.Timestamp
 	3,  // 3: hearth.container.v1.CreateContainerRequest.spec:type_name -> hearth.container.v1.ContainerSpec
-	23, // 4: hearth.container.v1.ContainerSpec.images:type_name -> hearth.container.v1.ContainerSpec.ImagesEntry
+	24, // 4: hearth.container.v1.ContainerSpec.images:type_name -> hearth.container.v1.ContainerSpec.ImagesEntry
 	4,  // 5: hearth.container.v1.ContainerSpec.limits:type_name -> hearth.container.v1.Limits
 	8,  // 6: hearth.container.v1.ContainerDetails.images:type_name -> hearth.container.v1.MountedImage
 	9,  // 7: hearth.container.v1.ContainerDetails.volumes:type_name -> hearth.container.v1.Volume
-	25, // 8: hearth.container.v1.ContainerDetails.overlays:type_name -> hearth.host.v1.Overlay
+	26, // 8: hearth.container.v1.ContainerDetails.overlays:type_name -> hearth.host.v1.Overlay
 	4,  // 9: hearth.container.v1.ContainerDetails.limits:type_name -> hearth.container.v1.Limits
 	4,  // 10: hearth.container.v1.ContainerDetails.cgroup_limits:type_name -> hearth.container.v1.Limits
 	5,  // 11: hearth.container.v1.ContainerDetails.usage:type_name -> hearth.container.v1.Usage
 	7,  // 12: hearth.container.v1.ContainerDetails.disk:type_name -> hearth.container.v1.DiskUsage
 	1,  // 13: hearth.container.v1.CreateContainerResponse.container:type_name -> hearth.container.v1.Container
 	1,  // 14: hearth.container.v1.StartContainerResponse.container:type_name -> hearth.container.v1.Container
-	26, // 15: hearth.container.v1.StopContainerRequest.timeout:type_name -> google.protobuf.Duration
-	1,  // 16: hearth.container.v1.StopContainerResponse.container:type_name -> hearth.container.v1.Container
-	1,  // 17: hearth.container.v1.ListContainersResponse.containers:type_name -> hearth.container.v1.Container
-	4,  // 18: hearth.container.v1.SetContainerLimitsRequest.limits:type_name -> hearth.container.v1.Limits
-	1,  // 19: hearth.container.v1.SetContainerLimitsResponse.container:type_name -> hearth.container.v1.Container
-	4,  // 20: hearth.container.v1.SetContainerLimitsResponse.limits:type_name -> hearth.container.v1.Limits
-	1,  // 21: hearth.container.v1.GetContainerResponse.container:type_name -> hearth.container.v1.Container
-	27, // 22: hearth.container.v1.GetContainerResponse.guest:type_name -> hearth.guest.v1.GuestInfo
-	6,  // 23: hearth.container.v1.GetContainerResponse.details:type_name -> hearth.container.v1.ContainerDetails
-	2,  // 24: hearth.container.v1.ContainerService.CreateContainer:input_type -> hearth.container.v1.CreateContainerRequest
-	11, // 25: hearth.container.v1.ContainerService.StartContainer:input_type -> hearth.container.v1.StartContainerRequest
-	13, // 26: hearth.container.v1.ContainerService.StopContainer:input_type -> hearth.container.v1.StopContainerRequest
-	15, // 27: hearth.container.v1.ContainerService.DeleteContainer:input_type -> hearth.container.v1.DeleteContainerRequest
-	17, // 28: hearth.container.v1.ContainerService.ListContainers:input_type -> hearth.container.v1.ListContainersRequest
-	19, // 29: hearth.container.v1.ContainerService.GetContainer:input_type -> hearth.container.v1.GetContainerRequest
-	20, // 30: hearth.container.v1.ContainerService.SetContainerLimits:input_type -> hearth.container.v1.SetContainerLimitsRequest
-	10, // 31: hearth.container.v1.ContainerService.CreateContainer:output_type -> hearth.container.v1.CreateContainerResponse
-	12, // 32: hearth.container.v1.ContainerService.StartContainer:output_type -> hearth.container.v1.StartContainerResponse
-	14, // 33: hearth.container.v1.ContainerService.StopContainer:output_type -> hearth.container.v1.StopContainerResponse
-	16, // 34: hearth.container.v1.ContainerService.DeleteContainer:output_type -> hearth.container.v1.DeleteContainerResponse
-	18, // 35: hearth.container.v1.ContainerService.ListContainers:output_type -> hearth.container.v1.ListContainersResponse
-	22, // 36: hearth.container.v1.ContainerService.GetContainer:output_type -> hearth.container.v1.GetContainerResponse
-	21, // 37: hearth.container.v1.ContainerService.SetContainerLimits:output_type -> hearth.container.v1.SetContainerLimitsResponse
-	31, // [31:38] is the sub-list for method output_type
-	24, // [24:31] is the sub-list for method input_type
-	24, // [24:24] is the sub-list for extension type_name
-	24, // [24:24] is the sub-list for extension extendee
-	0,  // [0:24] is the sub-list for field type_name
+	13, // 15: hearth.container.v1.StartContainerResponse.steps:type_name -> hearth.container.v1.StartStep
+	25, // 16: hearth.container.v1.StartStep.at:type_name -> google.protobuf.Timestamp
+	27, // 17: hearth.container.v1.StopContainerRequest.timeout:type_name -> google.protobuf.Duration
+	1,  // 18: hearth.container.v1.StopContainerResponse.container:type_name -> hearth.container.v1.Container
+	1,  // 19: hearth.container.v1.ListContainersResponse.containers:type_name -> hearth.container.v1.Container
+	4,  // 20: hearth.container.v1.SetContainerLimitsRequest.limits:type_name -> hearth.container.v1.Limits
+	1,  // 21: hearth.container.v1.SetContainerLimitsResponse.container:type_name -> hearth.container.v1.Container
+	4,  // 22: hearth.container.v1.SetContainerLimitsResponse.limits:type_name -> hearth.container.v1.Limits
+	1,  // 23: hearth.container.v1.GetContainerResponse.container:type_name -> hearth.container.v1.Container
+	28, // 24: hearth.container.v1.GetContainerResponse.guest:type_name -> hearth.guest.v1.GuestInfo
+	6,  // 25: hearth.container.v1.GetContainerResponse.details:type_name -> hearth.container.v1.ContainerDetails
+	2,  // 26: hearth.container.v1.ContainerService.CreateContainer:input_type -> hearth.container.v1.CreateContainerRequest
+	11, // 27: hearth.container.v1.ContainerService.StartContainer:input_type -> hearth.container.v1.StartContainerRequest
+	14, // 28: hearth.container.v1.ContainerService.StopContainer:input_type -> hearth.container.v1.StopContainerRequest
+	16, // 29: hearth.container.v1.ContainerService.DeleteContainer:input_type -> hearth.container.v1.DeleteContainerRequest
+	18, // 30: hearth.container.v1.ContainerService.ListContainers:input_type -> hearth.container.v1.ListContainersRequest
+	20, // 31: hearth.container.v1.ContainerService.GetContainer:input_type -> hearth.container.v1.GetContainerRequest
+	21, // 32: hearth.container.v1.ContainerService.SetContainerLimits:input_type -> hearth.container.v1.SetContainerLimitsRequest
+	10, // 33: hearth.container.v1.ContainerService.CreateContainer:output_type -> hearth.container.v1.CreateContainerResponse
+	12, // 34: hearth.container.v1.ContainerService.StartContainer:output_type -> hearth.container.v1.StartContainerResponse
+	15, // 35: hearth.container.v1.ContainerService.StopContainer:output_type -> hearth.container.v1.StopContainerResponse
+	17, // 36: hearth.container.v1.ContainerService.DeleteContainer:output_type -> hearth.container.v1.DeleteContainerResponse
+	19, // 37: hearth.container.v1.ContainerService.ListContainers:output_type -> hearth.container.v1.ListContainersResponse
+	23, // 38: hearth.container.v1.ContainerService.GetContainer:output_type -> hearth.container.v1.GetContainerResponse
+	22, // 39: hearth.container.v1.ContainerService.SetContainerLimits:output_type -> hearth.container.v1.SetContainerLimitsResponse
+	33, // [33:40] is the sub-list for method output_type
+	26, // [26:33] is the sub-list for method input_type
+	26, // [26:26] is the sub-list for extension type_name
+	26, // [26:26] is the sub-list for extension extendee
+	0,  // [0:26] is the sub-list for field type_name
 }
 
 func init() { file_hearth_container_v1_container_proto_init() }
@@ -1604,7 +1675,7 @@ func file_hearth_container_v1_container_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_hearth_container_v1_container_proto_rawDesc), len(file_hearth_container_v1_container_proto_rawDesc)),
 			NumEnums:      1,
-			NumMessages:   23,
+			NumMessages:   24,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

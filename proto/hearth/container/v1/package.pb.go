@@ -1642,6 +1642,159 @@ func (x *StartPackageResponse) GetWaitingFor() []*v11.Wait {
 	return nil
 }
 
+type StartAllPackagesRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *StartAllPackagesRequest) Reset() {
+	*x = StartAllPackagesRequest{}
+	mi := &file_hearth_container_v1_package_proto_msgTypes[29]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *StartAllPackagesRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*StartAllPackagesRequest) ProtoMessage() {}
+
+func (x *StartAllPackagesRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_hearth_container_v1_package_proto_msgTypes[29]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use StartAllPackagesRequest.ProtoReflect.Descriptor instead.
+func (*StartAllPackagesRequest) Descriptor() ([]byte, []int) {
+	return file_hearth_container_v1_package_proto_rawDescGZIP(), []int{29}
+}
+
+type StartAllPackagesResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// One per installed package: those started in the order their starts ended, then the
+	// others by id.
+	Packages      []*PackageStart `protobuf:"bytes,1,rep,name=packages,proto3" json:"packages,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *StartAllPackagesResponse) Reset() {
+	*x = StartAllPackagesResponse{}
+	mi := &file_hearth_container_v1_package_proto_msgTypes[30]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *StartAllPackagesResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*StartAllPackagesResponse) ProtoMessage() {}
+
+func (x *StartAllPackagesResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_hearth_container_v1_package_proto_msgTypes[30]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use StartAllPackagesResponse.ProtoReflect.Descriptor instead.
+func (*StartAllPackagesResponse) Descriptor() ([]byte, []int) {
+	return file_hearth_container_v1_package_proto_rawDescGZIP(), []int{30}
+}
+
+func (x *StartAllPackagesResponse) GetPackages() []*PackageStart {
+	if x != nil {
+		return x.Packages
+	}
+	return nil
+}
+
+// PackageStart is what a StartAllPackages did with one package.
+type PackageStart struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Id    string                 `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
+	// "started" (it was stopped and now runs), "running" (it ran already), "waiting" (see
+	// waiting_for) or "failed" (see error).
+	Outcome       string      `protobuf:"bytes,2,opt,name=outcome,proto3" json:"outcome,omitempty"`
+	WaitingFor    []*v11.Wait `protobuf:"bytes,3,rep,name=waiting_for,json=waitingFor,proto3" json:"waiting_for,omitempty"`
+	Error         string      `protobuf:"bytes,4,opt,name=error,proto3" json:"error,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *PackageStart) Reset() {
+	*x = PackageStart{}
+	mi := &file_hearth_container_v1_package_proto_msgTypes[31]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *PackageStart) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*PackageStart) ProtoMessage() {}
+
+func (x *PackageStart) ProtoReflect() protoreflect.Message {
+	mi := &file_hearth_container_v1_package_proto_msgTypes[31]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use PackageStart.ProtoReflect.Descriptor instead.
+func (*PackageStart) Descriptor() ([]byte, []int) {
+	return file_hearth_container_v1_package_proto_rawDescGZIP(), []int{31}
+}
+
+func (x *PackageStart) GetId() string {
+	if x != nil {
+		return x.Id
+	}
+	return ""
+}
+
+func (x *PackageStart) GetOutcome() string {
+	if x != nil {
+		return x.Outcome
+	}
+	return ""
+}
+
+func (x *PackageStart) GetWaitingFor() []*v11.Wait {
+	if x != nil {
+		return x.WaitingFor
+	}
+	return nil
+}
+
+func (x *PackageStart) GetError() string {
+	if x != nil {
+		return x.Error
+	}
+	return ""
+}
+
 type StopPackageRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	Id    string                 `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
@@ -1658,7 +1811,7 @@ type StopPackageRequest struct {
 
 func (x *StopPackageRequest) Reset() {
 	*x = StopPackageRequest{}
-	mi := &file_hearth_container_v1_package_proto_msgTypes[29]
+	mi := &file_hearth_container_v1_package_proto_msgTypes[32]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1670,7 +1823,7 @@ func (x *StopPackageRequest) String() string {
 func (*StopPackageRequest) ProtoMessage() {}
 
 func (x *StopPackageRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_hearth_container_v1_package_proto_msgTypes[29]
+	mi := &file_hearth_container_v1_package_proto_msgTypes[32]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1683,7 +1836,7 @@ func (x *StopPackageRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StopPackageRequest.ProtoReflect.Descriptor instead.
 func (*StopPackageRequest) Descriptor() ([]byte, []int) {
-	return file_hearth_container_v1_package_proto_rawDescGZIP(), []int{29}
+	return file_hearth_container_v1_package_proto_rawDescGZIP(), []int{32}
 }
 
 func (x *StopPackageRequest) GetId() string {
@@ -1724,7 +1877,7 @@ type StopPackageResponse struct {
 
 func (x *StopPackageResponse) Reset() {
 	*x = StopPackageResponse{}
-	mi := &file_hearth_container_v1_package_proto_msgTypes[30]
+	mi := &file_hearth_container_v1_package_proto_msgTypes[33]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1736,7 +1889,7 @@ func (x *StopPackageResponse) String() string {
 func (*StopPackageResponse) ProtoMessage() {}
 
 func (x *StopPackageResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_hearth_container_v1_package_proto_msgTypes[30]
+	mi := &file_hearth_container_v1_package_proto_msgTypes[33]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1749,7 +1902,7 @@ func (x *StopPackageResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StopPackageResponse.ProtoReflect.Descriptor instead.
 func (*StopPackageResponse) Descriptor() ([]byte, []int) {
-	return file_hearth_container_v1_package_proto_rawDescGZIP(), []int{30}
+	return file_hearth_container_v1_package_proto_rawDescGZIP(), []int{33}
 }
 
 func (x *StopPackageResponse) GetStopped() []string {
@@ -1768,7 +1921,7 @@ type GetPackageStatusRequest struct {
 
 func (x *GetPackageStatusRequest) Reset() {
 	*x = GetPackageStatusRequest{}
-	mi := &file_hearth_container_v1_package_proto_msgTypes[31]
+	mi := &file_hearth_container_v1_package_proto_msgTypes[34]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1780,7 +1933,7 @@ func (x *GetPackageStatusRequest) String() string {
 func (*GetPackageStatusRequest) ProtoMessage() {}
 
 func (x *GetPackageStatusRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_hearth_container_v1_package_proto_msgTypes[31]
+	mi := &file_hearth_container_v1_package_proto_msgTypes[34]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1793,7 +1946,7 @@ func (x *GetPackageStatusRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetPackageStatusRequest.ProtoReflect.Descriptor instead.
 func (*GetPackageStatusRequest) Descriptor() ([]byte, []int) {
-	return file_hearth_container_v1_package_proto_rawDescGZIP(), []int{31}
+	return file_hearth_container_v1_package_proto_rawDescGZIP(), []int{34}
 }
 
 func (x *GetPackageStatusRequest) GetId() string {
@@ -1812,7 +1965,7 @@ type GetPackageStatusResponse struct {
 
 func (x *GetPackageStatusResponse) Reset() {
 	*x = GetPackageStatusResponse{}
-	mi := &file_hearth_container_v1_package_proto_msgTypes[32]
+	mi := &file_hearth_container_v1_package_proto_msgTypes[35]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1824,7 +1977,7 @@ func (x *GetPackageStatusResponse) String() string {
 func (*GetPackageStatusResponse) ProtoMessage() {}
 
 func (x *GetPackageStatusResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_hearth_container_v1_package_proto_msgTypes[32]
+	mi := &file_hearth_container_v1_package_proto_msgTypes[35]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1837,7 +1990,7 @@ func (x *GetPackageStatusResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetPackageStatusResponse.ProtoReflect.Descriptor instead.
 func (*GetPackageStatusResponse) Descriptor() ([]byte, []int) {
-	return file_hearth_container_v1_package_proto_rawDescGZIP(), []int{32}
+	return file_hearth_container_v1_package_proto_rawDescGZIP(), []int{35}
 }
 
 func (x *GetPackageStatusResponse) GetStatus() *v11.GetStatusResponse {
@@ -1857,7 +2010,7 @@ type ListActionsRequest struct {
 
 func (x *ListActionsRequest) Reset() {
 	*x = ListActionsRequest{}
-	mi := &file_hearth_container_v1_package_proto_msgTypes[33]
+	mi := &file_hearth_container_v1_package_proto_msgTypes[36]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1869,7 +2022,7 @@ func (x *ListActionsRequest) String() string {
 func (*ListActionsRequest) ProtoMessage() {}
 
 func (x *ListActionsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_hearth_container_v1_package_proto_msgTypes[33]
+	mi := &file_hearth_container_v1_package_proto_msgTypes[36]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1882,7 +2035,7 @@ func (x *ListActionsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListActionsRequest.ProtoReflect.Descriptor instead.
 func (*ListActionsRequest) Descriptor() ([]byte, []int) {
-	return file_hearth_container_v1_package_proto_rawDescGZIP(), []int{33}
+	return file_hearth_container_v1_package_proto_rawDescGZIP(), []int{36}
 }
 
 func (x *ListActionsRequest) GetId() string {
@@ -1901,7 +2054,7 @@ type ListActionsResponse struct {
 
 func (x *ListActionsResponse) Reset() {
 	*x = ListActionsResponse{}
-	mi := &file_hearth_container_v1_package_proto_msgTypes[34]
+	mi := &file_hearth_container_v1_package_proto_msgTypes[37]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1913,7 +2066,7 @@ func (x *ListActionsResponse) String() string {
 func (*ListActionsResponse) ProtoMessage() {}
 
 func (x *ListActionsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_hearth_container_v1_package_proto_msgTypes[34]
+	mi := &file_hearth_container_v1_package_proto_msgTypes[37]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1926,7 +2079,7 @@ func (x *ListActionsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListActionsResponse.ProtoReflect.Descriptor instead.
 func (*ListActionsResponse) Descriptor() ([]byte, []int) {
-	return file_hearth_container_v1_package_proto_rawDescGZIP(), []int{34}
+	return file_hearth_container_v1_package_proto_rawDescGZIP(), []int{37}
 }
 
 func (x *ListActionsResponse) GetActions() []*v11.ActionInfo {
@@ -1950,7 +2103,7 @@ type RunActionRequest struct {
 
 func (x *RunActionRequest) Reset() {
 	*x = RunActionRequest{}
-	mi := &file_hearth_container_v1_package_proto_msgTypes[35]
+	mi := &file_hearth_container_v1_package_proto_msgTypes[38]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1962,7 +2115,7 @@ func (x *RunActionRequest) String() string {
 func (*RunActionRequest) ProtoMessage() {}
 
 func (x *RunActionRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_hearth_container_v1_package_proto_msgTypes[35]
+	mi := &file_hearth_container_v1_package_proto_msgTypes[38]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1975,7 +2128,7 @@ func (x *RunActionRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RunActionRequest.ProtoReflect.Descriptor instead.
 func (*RunActionRequest) Descriptor() ([]byte, []int) {
-	return file_hearth_container_v1_package_proto_rawDescGZIP(), []int{35}
+	return file_hearth_container_v1_package_proto_rawDescGZIP(), []int{38}
 }
 
 func (x *RunActionRequest) GetId() string {
@@ -2009,7 +2162,7 @@ type RunActionResponse struct {
 
 func (x *RunActionResponse) Reset() {
 	*x = RunActionResponse{}
-	mi := &file_hearth_container_v1_package_proto_msgTypes[36]
+	mi := &file_hearth_container_v1_package_proto_msgTypes[39]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2021,7 +2174,7 @@ func (x *RunActionResponse) String() string {
 func (*RunActionResponse) ProtoMessage() {}
 
 func (x *RunActionResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_hearth_container_v1_package_proto_msgTypes[36]
+	mi := &file_hearth_container_v1_package_proto_msgTypes[39]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2034,7 +2187,7 @@ func (x *RunActionResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RunActionResponse.ProtoReflect.Descriptor instead.
 func (*RunActionResponse) Descriptor() ([]byte, []int) {
-	return file_hearth_container_v1_package_proto_rawDescGZIP(), []int{36}
+	return file_hearth_container_v1_package_proto_rawDescGZIP(), []int{39}
 }
 
 func (x *RunActionResponse) GetMessage() string {
@@ -2068,7 +2221,7 @@ type Notification struct {
 
 func (x *Notification) Reset() {
 	*x = Notification{}
-	mi := &file_hearth_container_v1_package_proto_msgTypes[37]
+	mi := &file_hearth_container_v1_package_proto_msgTypes[40]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2080,7 +2233,7 @@ func (x *Notification) String() string {
 func (*Notification) ProtoMessage() {}
 
 func (x *Notification) ProtoReflect() protoreflect.Message {
-	mi := &file_hearth_container_v1_package_proto_msgTypes[37]
+	mi := &file_hearth_container_v1_package_proto_msgTypes[40]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2093,7 +2246,7 @@ func (x *Notification) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Notification.ProtoReflect.Descriptor instead.
 func (*Notification) Descriptor() ([]byte, []int) {
-	return file_hearth_container_v1_package_proto_rawDescGZIP(), []int{37}
+	return file_hearth_container_v1_package_proto_rawDescGZIP(), []int{40}
 }
 
 func (x *Notification) GetId() string {
@@ -2157,7 +2310,7 @@ type ListNotificationsRequest struct {
 
 func (x *ListNotificationsRequest) Reset() {
 	*x = ListNotificationsRequest{}
-	mi := &file_hearth_container_v1_package_proto_msgTypes[38]
+	mi := &file_hearth_container_v1_package_proto_msgTypes[41]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2169,7 +2322,7 @@ func (x *ListNotificationsRequest) String() string {
 func (*ListNotificationsRequest) ProtoMessage() {}
 
 func (x *ListNotificationsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_hearth_container_v1_package_proto_msgTypes[38]
+	mi := &file_hearth_container_v1_package_proto_msgTypes[41]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2182,7 +2335,7 @@ func (x *ListNotificationsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListNotificationsRequest.ProtoReflect.Descriptor instead.
 func (*ListNotificationsRequest) Descriptor() ([]byte, []int) {
-	return file_hearth_container_v1_package_proto_rawDescGZIP(), []int{38}
+	return file_hearth_container_v1_package_proto_rawDescGZIP(), []int{41}
 }
 
 func (x *ListNotificationsRequest) GetPackage() string {
@@ -2208,7 +2361,7 @@ type ListNotificationsResponse struct {
 
 func (x *ListNotificationsResponse) Reset() {
 	*x = ListNotificationsResponse{}
-	mi := &file_hearth_container_v1_package_proto_msgTypes[39]
+	mi := &file_hearth_container_v1_package_proto_msgTypes[42]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2220,7 +2373,7 @@ func (x *ListNotificationsResponse) String() string {
 func (*ListNotificationsResponse) ProtoMessage() {}
 
 func (x *ListNotificationsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_hearth_container_v1_package_proto_msgTypes[39]
+	mi := &file_hearth_container_v1_package_proto_msgTypes[42]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2233,7 +2386,7 @@ func (x *ListNotificationsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListNotificationsResponse.ProtoReflect.Descriptor instead.
 func (*ListNotificationsResponse) Descriptor() ([]byte, []int) {
-	return file_hearth_container_v1_package_proto_rawDescGZIP(), []int{39}
+	return file_hearth_container_v1_package_proto_rawDescGZIP(), []int{42}
 }
 
 func (x *ListNotificationsResponse) GetNotifications() []*Notification {
@@ -2254,7 +2407,7 @@ type DismissNotificationRequest struct {
 
 func (x *DismissNotificationRequest) Reset() {
 	*x = DismissNotificationRequest{}
-	mi := &file_hearth_container_v1_package_proto_msgTypes[40]
+	mi := &file_hearth_container_v1_package_proto_msgTypes[43]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2266,7 +2419,7 @@ func (x *DismissNotificationRequest) String() string {
 func (*DismissNotificationRequest) ProtoMessage() {}
 
 func (x *DismissNotificationRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_hearth_container_v1_package_proto_msgTypes[40]
+	mi := &file_hearth_container_v1_package_proto_msgTypes[43]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2279,7 +2432,7 @@ func (x *DismissNotificationRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DismissNotificationRequest.ProtoReflect.Descriptor instead.
 func (*DismissNotificationRequest) Descriptor() ([]byte, []int) {
-	return file_hearth_container_v1_package_proto_rawDescGZIP(), []int{40}
+	return file_hearth_container_v1_package_proto_rawDescGZIP(), []int{43}
 }
 
 func (x *DismissNotificationRequest) GetIds() []string {
@@ -2305,7 +2458,7 @@ type DismissNotificationResponse struct {
 
 func (x *DismissNotificationResponse) Reset() {
 	*x = DismissNotificationResponse{}
-	mi := &file_hearth_container_v1_package_proto_msgTypes[41]
+	mi := &file_hearth_container_v1_package_proto_msgTypes[44]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2317,7 +2470,7 @@ func (x *DismissNotificationResponse) String() string {
 func (*DismissNotificationResponse) ProtoMessage() {}
 
 func (x *DismissNotificationResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_hearth_container_v1_package_proto_msgTypes[41]
+	mi := &file_hearth_container_v1_package_proto_msgTypes[44]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2330,7 +2483,7 @@ func (x *DismissNotificationResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DismissNotificationResponse.ProtoReflect.Descriptor instead.
 func (*DismissNotificationResponse) Descriptor() ([]byte, []int) {
-	return file_hearth_container_v1_package_proto_rawDescGZIP(), []int{41}
+	return file_hearth_container_v1_package_proto_rawDescGZIP(), []int{44}
 }
 
 func (x *DismissNotificationResponse) GetDismissed() uint32 {
@@ -2437,7 +2590,16 @@ const file_hearth_container_v1_package_proto_rawDesc = "" +
 	"\x14StartPackageResponse\x126\n" +
 	"\apackage\x18\x01 \x01(\v2\x1c.hearth.container.v1.PackageR\apackage\x125\n" +
 	"\vwaiting_for\x18\x02 \x03(\v2\x14.hearth.host.v1.WaitR\n" +
-	"waitingFor\"\x88\x01\n" +
+	"waitingFor\"\x19\n" +
+	"\x17StartAllPackagesRequest\"Y\n" +
+	"\x18StartAllPackagesResponse\x12=\n" +
+	"\bpackages\x18\x01 \x03(\v2!.hearth.container.v1.PackageStartR\bpackages\"\x85\x01\n" +
+	"\fPackageStart\x12\x0e\n" +
+	"\x02id\x18\x01 \x01(\tR\x02id\x12\x18\n" +
+	"\aoutcome\x18\x02 \x01(\tR\aoutcome\x125\n" +
+	"\vwaiting_for\x18\x03 \x03(\v2\x14.hearth.host.v1.WaitR\n" +
+	"waitingFor\x12\x14\n" +
+	"\x05error\x18\x04 \x01(\tR\x05error\"\x88\x01\n" +
 	"\x12StopPackageRequest\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x18\n" +
 	"\acascade\x18\x02 \x01(\bR\acascade\x12/\n" +
@@ -2479,8 +2641,7 @@ const file_hearth_container_v1_package_proto_rawDesc = "" +
 	"\x03ids\x18\x01 \x03(\tR\x03ids\x12\x18\n" +
 	"\apackage\x18\x02 \x01(\tR\apackage\";\n" +
 	"\x1bDismissNotificationResponse\x12\x1c\n" +
-	"\tdismissed\x18\x01 \x01(\rR\tdismissed2\xc8\n" +
-	"\n" +
+	"\tdismissed\x18\x01 \x01(\rR\tdismissed2\xb9\v\n" +
 	"\x0ePackageService\x12m\n" +
 	"\x0eInstallPackage\x12*.hearth.container.v1.InstallPackageRequest\x1a+.hearth.container.v1.InstallPackageResponse(\x010\x01\x12j\n" +
 	"\rUpdatePackage\x12).hearth.container.v1.UpdatePackageRequest\x1a*.hearth.container.v1.UpdatePackageResponse(\x010\x01\x12o\n" +
@@ -2491,7 +2652,8 @@ const file_hearth_container_v1_package_proto_rawDesc = "" +
 	"\vBindPackage\x12'.hearth.container.v1.BindPackageRequest\x1a(.hearth.container.v1.BindPackageResponse\x12f\n" +
 	"\rUnbindPackage\x12).hearth.container.v1.UnbindPackageRequest\x1a*.hearth.container.v1.UnbindPackageResponse\x12f\n" +
 	"\rListAddresses\x12).hearth.container.v1.ListAddressesRequest\x1a*.hearth.container.v1.ListAddressesResponse\x12c\n" +
-	"\fStartPackage\x12(.hearth.container.v1.StartPackageRequest\x1a).hearth.container.v1.StartPackageResponse\x12`\n" +
+	"\fStartPackage\x12(.hearth.container.v1.StartPackageRequest\x1a).hearth.container.v1.StartPackageResponse\x12o\n" +
+	"\x10StartAllPackages\x12,.hearth.container.v1.StartAllPackagesRequest\x1a-.hearth.container.v1.StartAllPackagesResponse\x12`\n" +
 	"\vStopPackage\x12'.hearth.container.v1.StopPackageRequest\x1a(.hearth.container.v1.StopPackageResponse\x12o\n" +
 	"\x10GetPackageStatus\x12,.hearth.container.v1.GetPackageStatusRequest\x1a-.hearth.container.v1.GetPackageStatusResponse\x12`\n" +
 	"\vListActions\x12'.hearth.container.v1.ListActionsRequest\x1a(.hearth.container.v1.ListActionsResponse\x12Z\n" +
@@ -2518,7 +2680,7 @@ func file_hearth_container_v1_package_proto_rawDescGZIP() []byte {
 	return file_hearth_container_v1_package_proto_rawDescData
 }
 
-var file_hearth_container_v1_package_proto_msgTypes = make([]protoimpl.MessageInfo, 43)
+var file_hearth_container_v1_package_proto_msgTypes = make([]protoimpl.MessageInfo, 46)
 var file_hearth_container_v1_package_proto_goTypes = []any{
 	(*Package)(nil),                     // 0: hearth.container.v1.Package
 	(*PackageProgress)(nil),             // 1: hearth.container.v1.PackageProgress
@@ -2549,33 +2711,36 @@ var file_hearth_container_v1_package_proto_goTypes = []any{
 	(*ListAddressesResponse)(nil),       // 26: hearth.container.v1.ListAddressesResponse
 	(*StartPackageRequest)(nil),         // 27: hearth.container.v1.StartPackageRequest
 	(*StartPackageResponse)(nil),        // 28: hearth.container.v1.StartPackageResponse
-	(*StopPackageRequest)(nil),          // 29: hearth.container.v1.StopPackageRequest
-	(*StopPackageResponse)(nil),         // 30: hearth.container.v1.StopPackageResponse
-	(*GetPackageStatusRequest)(nil),     // 31: hearth.container.v1.GetPackageStatusRequest
-	(*GetPackageStatusResponse)(nil),    // 32: hearth.container.v1.GetPackageStatusResponse
-	(*ListActionsRequest)(nil),          // 33: hearth.container.v1.ListActionsRequest
-	(*ListActionsResponse)(nil),         // 34: hearth.container.v1.ListActionsResponse
-	(*RunActionRequest)(nil),            // 35: hearth.container.v1.RunActionRequest
-	(*RunActionResponse)(nil),           // 36: hearth.container.v1.RunActionResponse
-	(*Notification)(nil),                // 37: hearth.container.v1.Notification
-	(*ListNotificationsRequest)(nil),    // 38: hearth.container.v1.ListNotificationsRequest
-	(*ListNotificationsResponse)(nil),   // 39: hearth.container.v1.ListNotificationsResponse
-	(*DismissNotificationRequest)(nil),  // 40: hearth.container.v1.DismissNotificationRequest
-	(*DismissNotificationResponse)(nil), // 41: hearth.container.v1.DismissNotificationResponse
-	nil,                                 // 42: hearth.container.v1.Package.ImagesEntry
-	(*timestamppb.Timestamp)(nil),       // 43: google.protobuf.Timestamp
-	(v1.Exposure)(0),                    // 44: hearth.net.v1.Exposure
-	(*v1.Binding)(nil),                  // 45: hearth.net.v1.Binding
-	(*v11.Wait)(nil),                    // 46: hearth.host.v1.Wait
-	(*durationpb.Duration)(nil),         // 47: google.protobuf.Duration
-	(*v11.GetStatusResponse)(nil),       // 48: hearth.host.v1.GetStatusResponse
-	(*v11.ActionInfo)(nil),              // 49: hearth.host.v1.ActionInfo
-	(*v11.ActionValue)(nil),             // 50: hearth.host.v1.ActionValue
+	(*StartAllPackagesRequest)(nil),     // 29: hearth.container.v1.StartAllPackagesRequest
+	(*StartAllPackagesResponse)(nil),    // 30: hearth.container.v1.StartAllPackagesResponse
+	(*PackageStart)(nil),                // 31: hearth.container.v1.PackageStart
+	(*StopPackageRequest)(nil),          // 32: hearth.container.v1.StopPackageRequest
+	(*StopPackageResponse)(nil),         // 33: hearth.container.v1.StopPackageResponse
+	(*GetPackageStatusRequest)(nil),     // 34: hearth.container.v1.GetPackageStatusRequest
+	(*GetPackageStatusResponse)(nil),    // 35: hearth.container.v1.GetPackageStatusResponse
+	(*ListActionsRequest)(nil),          // 36: hearth.container.v1.ListActionsRequest
+	(*ListActionsResponse)(nil),         // 37: hearth.container.v1.ListActionsResponse
+	(*RunActionRequest)(nil),            // 38: hearth.container.v1.RunActionRequest
+	(*RunActionResponse)(nil),           // 39: hearth.container.v1.RunActionResponse
+	(*Notification)(nil),                // 40: hearth.container.v1.Notification
+	(*ListNotificationsRequest)(nil),    // 41: hearth.container.v1.ListNotificationsRequest
+	(*ListNotificationsResponse)(nil),   // 42: hearth.container.v1.ListNotificationsResponse
+	(*DismissNotificationRequest)(nil),  // 43: hearth.container.v1.DismissNotificationRequest
+	(*DismissNotificationResponse)(nil), // 44: hearth.container.v1.DismissNotificationResponse
+	nil,                                 // 45: hearth.container.v1.Package.ImagesEntry
+	(*timestamppb.Timestamp)(nil),       // 46: google.protobuf.Timestamp
+	(v1.Exposure)(0),                    // 47: hearth.net.v1.Exposure
+	(*v1.Binding)(nil),                  // 48: hearth.net.v1.Binding
+	(*v11.Wait)(nil),                    // 49: hearth.host.v1.Wait
+	(*durationpb.Duration)(nil),         // 50: google.protobuf.Duration
+	(*v11.GetStatusResponse)(nil),       // 51: hearth.host.v1.GetStatusResponse
+	(*v11.ActionInfo)(nil),              // 52: hearth.host.v1.ActionInfo
+	(*v11.ActionValue)(nil),             // 53: hearth.host.v1.ActionValue
 }
 var file_hearth_container_v1_package_proto_depIdxs = []int32{
-	43, // 0: hearth.container.v1.Package.installed_at:type_name -> google.protobuf.Timestamp
-	43, // 1: hearth.container.v1.Package.updated_at:type_name -> google.protobuf.Timestamp
-	42, // 2: hearth.container.v1.Package.images:type_name -> hearth.container.v1.Package.ImagesEntry
+	46, // 0: hearth.container.v1.Package.installed_at:type_name -> google.protobuf.Timestamp
+	46, // 1: hearth.container.v1.Package.updated_at:type_name -> google.protobuf.Timestamp
+	45, // 2: hearth.container.v1.Package.images:type_name -> hearth.container.v1.Package.ImagesEntry
 	0,  // 3: hearth.container.v1.PackageResult.package:type_name -> hearth.container.v1.Package
 	2,  // 4: hearth.container.v1.InstallPackageRequest.options:type_name -> hearth.container.v1.PackageOptions
 	1,  // 5: hearth.container.v1.InstallPackageResponse.progress:type_name -> hearth.container.v1.PackageProgress
@@ -2587,59 +2752,63 @@ var file_hearth_container_v1_package_proto_depIdxs = []int32{
 	0,  // 11: hearth.container.v1.GetPackageResponse.package:type_name -> hearth.container.v1.Package
 	20, // 12: hearth.container.v1.TrustKeyResponse.key:type_name -> hearth.container.v1.TrustedKey
 	20, // 13: hearth.container.v1.ListKeysResponse.keys:type_name -> hearth.container.v1.TrustedKey
-	44, // 14: hearth.container.v1.BindPackageRequest.exposure:type_name -> hearth.net.v1.Exposure
-	45, // 15: hearth.container.v1.BindPackageResponse.binding:type_name -> hearth.net.v1.Binding
-	44, // 16: hearth.container.v1.UnbindPackageRequest.exposure:type_name -> hearth.net.v1.Exposure
-	45, // 17: hearth.container.v1.ListAddressesResponse.bindings:type_name -> hearth.net.v1.Binding
+	47, // 14: hearth.container.v1.BindPackageRequest.exposure:type_name -> hearth.net.v1.Exposure
+	48, // 15: hearth.container.v1.BindPackageResponse.binding:type_name -> hearth.net.v1.Binding
+	47, // 16: hearth.container.v1.UnbindPackageRequest.exposure:type_name -> hearth.net.v1.Exposure
+	48, // 17: hearth.container.v1.ListAddressesResponse.bindings:type_name -> hearth.net.v1.Binding
 	0,  // 18: hearth.container.v1.StartPackageResponse.package:type_name -> hearth.container.v1.Package
-	46, // 19: hearth.container.v1.StartPackageResponse.waiting_for:type_name -> hearth.host.v1.Wait
-	47, // 20: hearth.container.v1.StopPackageRequest.grace:type_name -> google.protobuf.Duration
-	48, // 21: hearth.container.v1.GetPackageStatusResponse.status:type_name -> hearth.host.v1.GetStatusResponse
-	49, // 22: hearth.container.v1.ListActionsResponse.actions:type_name -> hearth.host.v1.ActionInfo
-	50, // 23: hearth.container.v1.RunActionResponse.values:type_name -> hearth.host.v1.ActionValue
-	43, // 24: hearth.container.v1.Notification.created_at:type_name -> google.protobuf.Timestamp
-	37, // 25: hearth.container.v1.ListNotificationsResponse.notifications:type_name -> hearth.container.v1.Notification
-	4,  // 26: hearth.container.v1.PackageService.InstallPackage:input_type -> hearth.container.v1.InstallPackageRequest
-	6,  // 27: hearth.container.v1.PackageService.UpdatePackage:input_type -> hearth.container.v1.UpdatePackageRequest
-	12, // 28: hearth.container.v1.PackageService.UninstallPackage:input_type -> hearth.container.v1.UninstallPackageRequest
-	8,  // 29: hearth.container.v1.PackageService.ListPackages:input_type -> hearth.container.v1.ListPackagesRequest
-	10, // 30: hearth.container.v1.PackageService.GetPackage:input_type -> hearth.container.v1.GetPackageRequest
-	21, // 31: hearth.container.v1.PackageService.BindPackage:input_type -> hearth.container.v1.BindPackageRequest
-	23, // 32: hearth.container.v1.PackageService.UnbindPackage:input_type -> hearth.container.v1.UnbindPackageRequest
-	25, // 33: hearth.container.v1.PackageService.ListAddresses:input_type -> hearth.container.v1.ListAddressesRequest
-	27, // 34: hearth.container.v1.PackageService.StartPackage:input_type -> hearth.container.v1.StartPackageRequest
-	29, // 35: hearth.container.v1.PackageService.StopPackage:input_type -> hearth.container.v1.StopPackageRequest
-	31, // 36: hearth.container.v1.PackageService.GetPackageStatus:input_type -> hearth.container.v1.GetPackageStatusRequest
-	33, // 37: hearth.container.v1.PackageService.ListActions:input_type -> hearth.container.v1.ListActionsRequest
-	35, // 38: hearth.container.v1.PackageService.RunAction:input_type -> hearth.container.v1.RunActionRequest
-	38, // 39: hearth.container.v1.NotificationService.ListNotifications:input_type -> hearth.container.v1.ListNotificationsRequest
-	40, // 40: hearth.container.v1.NotificationService.DismissNotification:input_type -> hearth.container.v1.DismissNotificationRequest
-	14, // 41: hearth.container.v1.KeyService.TrustKey:input_type -> hearth.container.v1.TrustKeyRequest
-	16, // 42: hearth.container.v1.KeyService.UntrustKey:input_type -> hearth.container.v1.UntrustKeyRequest
-	18, // 43: hearth.container.v1.KeyService.ListKeys:input_type -> hearth.container.v1.ListKeysRequest
-	5,  // 44: hearth.container.v1.PackageService.InstallPackage:output_type -> hearth.container.v1.InstallPackageResponse
-	7,  // 45: hearth.container.v1.PackageService.UpdatePackage:output_type -> hearth.container.v1.UpdatePackageResponse
-	13, // 46: hearth.container.v1.PackageService.UninstallPackage:output_type -> hearth.container.v1.UninstallPackageResponse
-	9,  // 47: hearth.container.v1.PackageService.ListPackages:output_type -> hearth.container.v1.ListPackagesResponse
-	11, // 48: hearth.container.v1.PackageService.GetPackage:output_type -> hearth.container.v1.GetPackageResponse
-	22, // 49: hearth.container.v1.PackageService.BindPackage:output_type -> hearth.container.v1.BindPackageResponse
-	24, // 50: hearth.container.v1.PackageService.UnbindPackage:output_type -> hearth.container.v1.UnbindPackageResponse
-	26, // 51: hearth.container.v1.PackageService.ListAddresses:output_type -> hearth.container.v1.ListAddressesResponse
-	28, // 52: hearth.container.v1.PackageService.StartPackage:output_type -> hearth.container.v1.StartPackageResponse
-	30, // 53: hearth.container.v1.PackageService.StopPackage:output_type -> hearth.container.v1.StopPackageResponse
-	32, // 54: hearth.container.v1.PackageService.GetPackageStatus:output_type -> hearth.container.v1.GetPackageStatusResponse
-	34, // 55: hearth.container.v1.PackageService.ListActions:output_type -> hearth.container.v1.ListActionsResponse
-	36, // 56: hearth.container.v1.PackageService.RunAction:output_type -> hearth.container.v1.RunActionResponse
-	39, // 57: hearth.container.v1.NotificationService.ListNotifications:output_type -> hearth.container.v1.ListNotificationsResponse
-	41, // 58: hearth.container.v1.NotificationService.DismissNotification:output_type -> hearth.container.v1.DismissNotificationResponse
-	15, // 59: hearth.container.v1.KeyService.TrustKey:output_type -> hearth.container.v1.TrustKeyResponse
-	17, // 60: hearth.container.v1.KeyService.UntrustKey:output_type -> hearth.container.v1.UntrustKeyResponse
-	19, // 61: hearth.container.v1.KeyService.ListKeys:output_type -> hearth.container.v1.ListKeysResponse
-	44, // [44:62] is the sub-list for method output_type
-	26, // [26:44] is the sub-list for method input_type
-	26, // [26:26] is the sub-list for extension type_name
-	26, // [26:26] is the sub-list for extension extendee
-	0,  // [0:26] is the sub-list for field type_name
+	49, // 19: hearth.container.v1.StartPackageResponse.waiting_for:type_name -> hearth.host.v1.Wait
+	31, // 20: hearth.container.v1.StartAllPackagesResponse.packages:type_name -> hearth.container.v1.PackageStart
+	49, // 21: hearth.container.v1.PackageStart.waiting_for:type_name -> hearth.host.v1.Wait
+	50, // 22: hearth.container.v1.StopPackageRequest.grace:type_name -> google.protobuf.Duration
+	51, // 23: hearth.container.v1.GetPackageStatusResponse.status:type_name -> hearth.host.v1.GetStatusResponse
+	52, // 24: hearth.container.v1.ListActionsResponse.actions:type_name -> hearth.host.v1.ActionInfo
+	53, // 25: hearth.container.v1.RunActionResponse.values:type_name -> hearth.host.v1.ActionValue
+	46, // 26: hearth.container.v1.Notification.created_at:type_name -> google.protobuf.Timestamp
+	40, // 27: hearth.container.v1.ListNotificationsResponse.notifications:type_name -> hearth.container.v1.Notification
+	4,  // 28: hearth.container.v1.PackageService.InstallPackage:input_type -> hearth.container.v1.InstallPackageRequest
+	6,  // 29: hearth.container.v1.PackageService.UpdatePackage:input_type -> hearth.container.v1.UpdatePackageRequest
+	12, // 30: hearth.container.v1.PackageService.UninstallPackage:input_type -> hearth.container.v1.UninstallPackageRequest
+	8,  // 31: hearth.container.v1.PackageService.ListPackages:input_type -> hearth.container.v1.ListPackagesRequest
+	10, // 32: hearth.container.v1.PackageService.GetPackage:input_type -> hearth.container.v1.GetPackageRequest
+	21, // 33: hearth.container.v1.PackageService.BindPackage:input_type -> hearth.container.v1.BindPackageRequest
+	23, // 34: hearth.container.v1.PackageService.UnbindPackage:input_type -> hearth.container.v1.UnbindPackageRequest
+	25, // 35: hearth.container.v1.PackageService.ListAddresses:input_type -> hearth.container.v1.ListAddressesRequest
+	27, // 36: hearth.container.v1.PackageService.StartPackage:input_type -> hearth.container.v1.StartPackageRequest
+	29, // 37: hearth.container.v1.PackageService.StartAllPackages:input_type -> hearth.container.v1.StartAllPackagesRequest
+	32, // 38: hearth.container.v1.PackageService.StopPackage:input_type -> hearth.container.v1.StopPackageRequest
+	34, // 39: hearth.container.v1.PackageService.GetPackageStatus:input_type -> hearth.container.v1.GetPackageStatusRequest
+	36, // 40: hearth.container.v1.PackageService.ListActions:input_type -> hearth.container.v1.ListActionsRequest
+	38, // 41: hearth.container.v1.PackageService.RunAction:input_type -> hearth.container.v1.RunActionRequest
+	41, // 42: hearth.container.v1.NotificationService.ListNotifications:input_type -> hearth.container.v1.ListNotificationsRequest
+	43, // 43: hearth.container.v1.NotificationService.DismissNotification:input_type -> hearth.container.v1.DismissNotificationRequest
+	14, // 44: hearth.container.v1.KeyService.TrustKey:input_type -> hearth.container.v1.TrustKeyRequest
+	16, // 45: hearth.container.v1.KeyService.UntrustKey:input_type -> hearth.container.v1.UntrustKeyRequest
+	18, // 46: hearth.container.v1.KeyService.ListKeys:input_type -> hearth.container.v1.ListKeysRequest
+	5,  // 47: hearth.container.v1.PackageService.InstallPackage:output_type -> hearth.container.v1.InstallPackageResponse
+	7,  // 48: hearth.container.v1.PackageService.UpdatePackage:output_type -> hearth.container.v1.UpdatePackageResponse
+	13, // 49: hearth.container.v1.PackageService.UninstallPackage:output_type -> hearth.container.v1.UninstallPackageResponse
+	9,  // 50: hearth.container.v1.PackageService.ListPackages:output_type -> hearth.container.v1.ListPackagesResponse
+	11, // 51: hearth.container.v1.PackageService.GetPackage:output_type -> hearth.container.v1.GetPackageResponse
+	22, // 52: hearth.container.v1.PackageService.BindPackage:output_type -> hearth.container.v1.BindPackageResponse
+	24, // 53: hearth.container.v1.PackageService.UnbindPackage:output_type -> hearth.container.v1.UnbindPackageResponse
+	26, // 54: hearth.container.v1.PackageService.ListAddresses:output_type -> hearth.container.v1.ListAddressesResponse
+	28, // 55: hearth.container.v1.PackageService.StartPackage:output_type -> hearth.container.v1.StartPackageResponse
+	30, // 56: hearth.container.v1.PackageService.StartAllPackages:output_type -> hearth.container.v1.StartAllPackagesResponse
+	33, // 57: hearth.container.v1.PackageService.StopPackage:output_type -> hearth.container.v1.StopPackageResponse
+	35, // 58: hearth.container.v1.PackageService.GetPackageStatus:output_type -> hearth.container.v1.GetPackageStatusResponse
+	37, // 59: hearth.container.v1.PackageService.ListActions:output_type -> hearth.container.v1.ListActionsResponse
+	39, // 60: hearth.container.v1.PackageService.RunAction:output_type -> hearth.container.v1.RunActionResponse
+	42, // 61: hearth.container.v1.NotificationService.ListNotifications:output_type -> hearth.container.v1.ListNotificationsResponse
+	44, // 62: hearth.container.v1.NotificationService.DismissNotification:output_type -> hearth.container.v1.DismissNotificationResponse
+	15, // 63: hearth.container.v1.KeyService.TrustKey:output_type -> hearth.container.v1.TrustKeyResponse
+	17, // 64: hearth.container.v1.KeyService.UntrustKey:output_type -> hearth.container.v1.UntrustKeyResponse
+	19, // 65: hearth.container.v1.KeyService.ListKeys:output_type -> hearth.container.v1.ListKeysResponse
+	47, // [47:66] is the sub-list for method output_type
+	28, // [28:47] is the sub-list for method input_type
+	28, // [28:28] is the sub-list for extension type_name
+	28, // [28:28] is the sub-list for extension extendee
+	0,  // [0:28] is the sub-list for field type_name
 }
 
 func init() { file_hearth_container_v1_package_proto_init() }
@@ -2669,7 +2838,7 @@ func file_hearth_container_v1_package_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_hearth_container_v1_package_proto_rawDesc), len(file_hearth_container_v1_package_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   43,
+			NumMessages:   46,
 			NumExtensions: 0,
 			NumServices:   3,
 		},

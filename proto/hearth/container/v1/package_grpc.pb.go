@@ -28,6 +28,7 @@ const (
 	PackageService_UnbindPackage_FullMethodName    = "/hearth.container.v1.PackageService/UnbindPackage"
 	PackageService_ListAddresses_FullMethodName    = "/hearth.container.v1.PackageService/ListAddresses"
 	PackageService_StartPackage_FullMethodName     = "/hearth.container.v1.PackageService/StartPackage"
+	PackageService_StartAllPackages_FullMethodName = "/hearth.container.v1.PackageService/StartAllPackages"
 	PackageService_StopPackage_FullMethodName      = "/hearth.container.v1.PackageService/StopPackage"
 	PackageService_GetPackageStatus_FullMethodName = "/hearth.container.v1.PackageService/GetPackageStatus"
 	PackageService_ListActions_FullMethodName      = "/hearth.container.v1.PackageService/ListActions"
@@ -65,6 +66,12 @@ type PackageServiceClient interface {
 	// StartPackage starts a package once its dependencies run and the interfaces it
 	// requires of them are healthy: until then it waits (GetPackageStatus says for what).
 	StartPackage(ctx context.Context, in *StartPackageRequest, opts ...grpc.CallOption) (*StartPackageResponse, error)
+	// StartAllPackages starts every installed package that is not running (as the host's
+	// start-up does): side by side, a few at a time, each once the packages it depends on
+	// run and the interfaces it requires of them are ready. It returns when each has
+	// started, failed, or waits for what this start cannot bring (it then starts by itself
+	// once that is there).
+	StartAllPackages(ctx context.Context, in *StartAllPackagesRequest, opts ...grpc.CallOption) (*StartAllPackagesResponse, error)
 	// StopPackage stops a package. While packages that depend on it run, it is refused
 	// with FailedPrecondition naming them, unless cascade stops them first.
 	StopPackage(ctx context.Context, in *StopPackageRequest, opts ...grpc.CallOption) (*StopPackageResponse, error)
@@ -182,6 +189,16 @@ func (c *packageServiceClient) StartPackage(ctx context.Context, in *StartPackag
 	return out, nil
 }
 
+func (c *packageServiceClient) StartAllPackages(ctx context.Context, in *StartAllPackagesRequest, opts ...grpc.CallOption) (*StartAllPackagesResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(StartAllPackagesResponse)
+	err := c.cc.Invoke(ctx, PackageService_StartAllPackages_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 func (c *packageServiceClient) StopPackage(ctx context.Context, in *StopPackageRequest, opts ...grpc.CallOption) (*StopPackageResponse, error) {
 	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
 	out := new(StopPackageResponse)
@@ -253,6 +270,12 @@ type PackageServiceServer interface {
 	// StartPackage starts a package once its dependencies run and the interfaces it
 	// requires of them are healthy: until then it waits (GetPackageStatus says for what).
 	StartPackage(context.Context, *StartPackageRequest) (*StartPackageResponse, error)
+	// StartAllPackages starts every installed package that is not running (as the host's
+	// start-up does): side by side, a few at a time, each once the packages it depends on
+	// run and the interfaces it requires of them are ready. It returns when each has
+	// started, failed, or waits for what this start cannot bring (it then starts by itself
+	// once that is there).
+	StartAllPackages(context.Context, *StartAllPackagesRequest) (*StartAllPackagesResponse, error)
 	// StopPackage stops a package. While packages that depend on it run, it is refused
 	// with FailedPrecondition naming them, unless cascade stops them first.
 	StopPackage(context.Context, *StopPackageRequest) (*StopPackageResponse, error)
@@ -300,6 +323,9 @@ func (UnimplementedPackageServiceServer) ListAddresses(context.Context, *ListAdd
 }
 func (UnimplementedPackageServiceServer) StartPackage(context.Context, *StartPackageRequest) (*StartPackageResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method StartPackage not implemented")
+}
+func (UnimplementedPackageServiceServer) StartAllPackages(context.Context, *StartAllPackagesRequest) (*StartAllPackagesResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method StartAllPackages not implemented")
 }
 func (UnimplementedPackageServiceServer) StopPackage(context.Context, *StopPackageRequest) (*StopPackageResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method StopPackage not implemented")
@@ -474,6 +500,24 @@ func _PackageService_StartPackage_Handler(srv interface{}, ctx context.Context, 
 	return interceptor(ctx, in, info, handler)
 }
 
+func _PackageService_StartAllPackages_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(StartAllPackagesRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(PackageServiceServer).StartAllPackages(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: PackageService_StartAllPackages_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(PackageServiceServer).StartAllPackages(ctx, req.(*StartAllPackagesRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 func _PackageService_StopPackage_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
 	in := new(StopPackageRequest)
 	if err := dec(in); err != nil {
@@ -580,6 +624,10 @@ var PackageService_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "StartPackage",
 			Handler:    _PackageService_StartPackage_Handler,
+		},
+		{
+			MethodName: "StartAllPackages",
+			Handler:    _PackageService_StartAllPackages_Handler,
 		},
 		{
 			MethodName: "StopPackage",

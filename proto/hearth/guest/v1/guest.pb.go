@@ -1193,7 +1193,14 @@ type GuestInfo struct {
 	// growing while the package's load is steady points at a leak.
 	Goroutines uint32 `protobuf:"varint,8,opt,name=goroutines,proto3" json:"goroutines,omitempty"`
 	// Descriptors the serving guestd process held open when it answered.
-	OpenFds       uint32 `protobuf:"varint,9,opt,name=open_fds,json=openFds,proto3" json:"open_fds,omitempty"`
+	OpenFds uint32 `protobuf:"varint,9,opt,name=open_fds,json=openFds,proto3" json:"open_fds,omitempty"`
+	// When each step of the serving guestd's first start of the package ended, in order:
+	// "bundle" (read), "reconcile" (the host socket dialled, the supervisor ready), then
+	// for each job "JOB.deps" (what it requires ready), "JOB.prepare" (its root and
+	// overlays made over host.sock), "JOB.exec" (its process started in its
+	// subcontainer) and "JOB.ready" (its first passing ready check). Later restarts of a
+	// job are not traced.
+	StartTrace    []*Mark `protobuf:"bytes,10,rep,name=start_trace,json=startTrace,proto3" json:"start_trace,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1291,6 +1298,66 @@ func (x *GuestInfo) GetOpenFds() uint32 {
 	return 0
 }
 
+func (x *GuestInfo) GetStartTrace() []*Mark {
+	if x != nil {
+		return x.StartTrace
+	}
+	return nil
+}
+
+// Mark is when a named step ended.
+type Mark struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Name          string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	At            *timestamppb.Timestamp `protobuf:"bytes,2,opt,name=at,proto3" json:"at,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *Mark) Reset() {
+	*x = Mark{}
+	mi := &file_hearth_guest_v1_guest_proto_msgTypes[19]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Mark) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Mark) ProtoMessage() {}
+
+func (x *Mark) ProtoReflect() protoreflect.Message {
+	mi := &file_hearth_guest_v1_guest_proto_msgTypes[19]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Mark.ProtoReflect.Descriptor instead.
+func (*Mark) Descriptor() ([]byte, []int) {
+	return file_hearth_guest_v1_guest_proto_rawDescGZIP(), []int{19}
+}
+
+func (x *Mark) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *Mark) GetAt() *timestamppb.Timestamp {
+	if x != nil {
+		return x.At
+	}
+	return nil
+}
+
 type GetInfoRequest struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	unknownFields protoimpl.UnknownFields
@@ -1299,7 +1366,7 @@ type GetInfoRequest struct {
 
 func (x *GetInfoRequest) Reset() {
 	*x = GetInfoRequest{}
-	mi := &file_hearth_guest_v1_guest_proto_msgTypes[19]
+	mi := &file_hearth_guest_v1_guest_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1311,7 +1378,7 @@ func (x *GetInfoRequest) String() string {
 func (*GetInfoRequest) ProtoMessage() {}
 
 func (x *GetInfoRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_hearth_guest_v1_guest_proto_msgTypes[19]
+	mi := &file_hearth_guest_v1_guest_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1324,7 +1391,7 @@ func (x *GetInfoRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetInfoRequest.ProtoReflect.Descriptor instead.
 func (*GetInfoRequest) Descriptor() ([]byte, []int) {
-	return file_hearth_guest_v1_guest_proto_rawDescGZIP(), []int{19}
+	return file_hearth_guest_v1_guest_proto_rawDescGZIP(), []int{20}
 }
 
 type GetInfoResponse struct {
@@ -1336,7 +1403,7 @@ type GetInfoResponse struct {
 
 func (x *GetInfoResponse) Reset() {
 	*x = GetInfoResponse{}
-	mi := &file_hearth_guest_v1_guest_proto_msgTypes[20]
+	mi := &file_hearth_guest_v1_guest_proto_msgTypes[21]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1348,7 +1415,7 @@ func (x *GetInfoResponse) String() string {
 func (*GetInfoResponse) ProtoMessage() {}
 
 func (x *GetInfoResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_hearth_guest_v1_guest_proto_msgTypes[20]
+	mi := &file_hearth_guest_v1_guest_proto_msgTypes[21]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1361,7 +1428,7 @@ func (x *GetInfoResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetInfoResponse.ProtoReflect.Descriptor instead.
 func (*GetInfoResponse) Descriptor() ([]byte, []int) {
-	return file_hearth_guest_v1_guest_proto_rawDescGZIP(), []int{20}
+	return file_hearth_guest_v1_guest_proto_rawDescGZIP(), []int{21}
 }
 
 func (x *GetInfoResponse) GetInfo() *GuestInfo {
@@ -1383,7 +1450,7 @@ type JobMount struct {
 
 func (x *JobMount) Reset() {
 	*x = JobMount{}
-	mi := &file_hearth_guest_v1_guest_proto_msgTypes[21]
+	mi := &file_hearth_guest_v1_guest_proto_msgTypes[22]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1395,7 +1462,7 @@ func (x *JobMount) String() string {
 func (*JobMount) ProtoMessage() {}
 
 func (x *JobMount) ProtoReflect() protoreflect.Message {
-	mi := &file_hearth_guest_v1_guest_proto_msgTypes[21]
+	mi := &file_hearth_guest_v1_guest_proto_msgTypes[22]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1408,7 +1475,7 @@ func (x *JobMount) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use JobMount.ProtoReflect.Descriptor instead.
 func (*JobMount) Descriptor() ([]byte, []int) {
-	return file_hearth_guest_v1_guest_proto_rawDescGZIP(), []int{21}
+	return file_hearth_guest_v1_guest_proto_rawDescGZIP(), []int{22}
 }
 
 func (x *JobMount) GetVolume() string {
@@ -1456,7 +1523,7 @@ type RunJobRequest struct {
 
 func (x *RunJobRequest) Reset() {
 	*x = RunJobRequest{}
-	mi := &file_hearth_guest_v1_guest_proto_msgTypes[22]
+	mi := &file_hearth_guest_v1_guest_proto_msgTypes[23]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1468,7 +1535,7 @@ func (x *RunJobRequest) String() string {
 func (*RunJobRequest) ProtoMessage() {}
 
 func (x *RunJobRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_hearth_guest_v1_guest_proto_msgTypes[22]
+	mi := &file_hearth_guest_v1_guest_proto_msgTypes[23]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1481,7 +1548,7 @@ func (x *RunJobRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RunJobRequest.ProtoReflect.Descriptor instead.
 func (*RunJobRequest) Descriptor() ([]byte, []int) {
-	return file_hearth_guest_v1_guest_proto_rawDescGZIP(), []int{22}
+	return file_hearth_guest_v1_guest_proto_rawDescGZIP(), []int{23}
 }
 
 func (x *RunJobRequest) GetName() string {
@@ -1562,7 +1629,7 @@ type RunJobResponse struct {
 
 func (x *RunJobResponse) Reset() {
 	*x = RunJobResponse{}
-	mi := &file_hearth_guest_v1_guest_proto_msgTypes[23]
+	mi := &file_hearth_guest_v1_guest_proto_msgTypes[24]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1574,7 +1641,7 @@ func (x *RunJobResponse) String() string {
 func (*RunJobResponse) ProtoMessage() {}
 
 func (x *RunJobResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_hearth_guest_v1_guest_proto_msgTypes[23]
+	mi := &file_hearth_guest_v1_guest_proto_msgTypes[24]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1587,7 +1654,7 @@ func (x *RunJobResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RunJobResponse.ProtoReflect.Descriptor instead.
 func (*RunJobResponse) Descriptor() ([]byte, []int) {
-	return file_hearth_guest_v1_guest_proto_rawDescGZIP(), []int{23}
+	return file_hearth_guest_v1_guest_proto_rawDescGZIP(), []int{24}
 }
 
 func (x *RunJobResponse) GetExit() *Exit {
@@ -1701,7 +1768,7 @@ const file_hearth_guest_v1_guest_proto_rawDesc = "" +
 	"\x06stdout\x18\x01 \x01(\fH\x00R\x06stdout\x12\x18\n" +
 	"\x06stderr\x18\x02 \x01(\fH\x00R\x06stderr\x12+\n" +
 	"\x04exit\x18\x03 \x01(\v2\x15.hearth.guest.v1.ExitH\x00R\x04exitB\x05\n" +
-	"\x03msg\"\xb8\x02\n" +
+	"\x03msg\"\xf0\x02\n" +
 	"\tGuestInfo\x12\x18\n" +
 	"\aversion\x18\x01 \x01(\tR\aversion\x12\x10\n" +
 	"\x03pid\x18\x02 \x01(\x05R\x03pid\x129\n" +
@@ -1714,7 +1781,13 @@ const file_hearth_guest_v1_guest_proto_rawDesc = "" +
 	"\n" +
 	"goroutines\x18\b \x01(\rR\n" +
 	"goroutines\x12\x19\n" +
-	"\bopen_fds\x18\t \x01(\rR\aopenFds\"\x10\n" +
+	"\bopen_fds\x18\t \x01(\rR\aopenFds\x126\n" +
+	"\vstart_trace\x18\n" +
+	" \x03(\v2\x15.hearth.guest.v1.MarkR\n" +
+	"startTrace\"F\n" +
+	"\x04Mark\x12\x12\n" +
+	"\x04name\x18\x01 \x01(\tR\x04name\x12*\n" +
+	"\x02at\x18\x02 \x01(\v2\x1a.google.protobuf.TimestampR\x02at\"\x10\n" +
 	"\x0eGetInfoRequest\"A\n" +
 	"\x0fGetInfoResponse\x12.\n" +
 	"\x04info\x18\x01 \x01(\v2\x1a.hearth.guest.v1.GuestInfoR\x04info\"S\n" +
@@ -1778,7 +1851,7 @@ func file_hearth_guest_v1_guest_proto_rawDescGZIP() []byte {
 }
 
 var file_hearth_guest_v1_guest_proto_enumTypes = make([]protoimpl.EnumInfo, 1)
-var file_hearth_guest_v1_guest_proto_msgTypes = make([]protoimpl.MessageInfo, 26)
+var file_hearth_guest_v1_guest_proto_msgTypes = make([]protoimpl.MessageInfo, 27)
 var file_hearth_guest_v1_guest_proto_goTypes = []any{
 	(DaemonState)(0),              // 0: hearth.guest.v1.DaemonState
 	(*Exit)(nil),                  // 1: hearth.guest.v1.Exit
@@ -1800,59 +1873,62 @@ var file_hearth_guest_v1_guest_proto_goTypes = []any{
 	(*ExecRequest)(nil),           // 17: hearth.guest.v1.ExecRequest
 	(*ExecResponse)(nil),          // 18: hearth.guest.v1.ExecResponse
 	(*GuestInfo)(nil),             // 19: hearth.guest.v1.GuestInfo
-	(*GetInfoRequest)(nil),        // 20: hearth.guest.v1.GetInfoRequest
-	(*GetInfoResponse)(nil),       // 21: hearth.guest.v1.GetInfoResponse
-	(*JobMount)(nil),              // 22: hearth.guest.v1.JobMount
-	(*RunJobRequest)(nil),         // 23: hearth.guest.v1.RunJobRequest
-	(*RunJobResponse)(nil),        // 24: hearth.guest.v1.RunJobResponse
-	nil,                           // 25: hearth.guest.v1.ExecStart.EnvEntry
-	nil,                           // 26: hearth.guest.v1.RunJobRequest.EnvEntry
-	(*timestamppb.Timestamp)(nil), // 27: google.protobuf.Timestamp
-	(*durationpb.Duration)(nil),   // 28: google.protobuf.Duration
+	(*Mark)(nil),                  // 20: hearth.guest.v1.Mark
+	(*GetInfoRequest)(nil),        // 21: hearth.guest.v1.GetInfoRequest
+	(*GetInfoResponse)(nil),       // 22: hearth.guest.v1.GetInfoResponse
+	(*JobMount)(nil),              // 23: hearth.guest.v1.JobMount
+	(*RunJobRequest)(nil),         // 24: hearth.guest.v1.RunJobRequest
+	(*RunJobResponse)(nil),        // 25: hearth.guest.v1.RunJobResponse
+	nil,                           // 26: hearth.guest.v1.ExecStart.EnvEntry
+	nil,                           // 27: hearth.guest.v1.RunJobRequest.EnvEntry
+	(*timestamppb.Timestamp)(nil), // 28: google.protobuf.Timestamp
+	(*durationpb.Duration)(nil),   // 29: google.protobuf.Duration
 }
 var file_hearth_guest_v1_guest_proto_depIdxs = []int32{
-	27, // 0: hearth.guest.v1.Exit.at:type_name -> google.protobuf.Timestamp
+	28, // 0: hearth.guest.v1.Exit.at:type_name -> google.protobuf.Timestamp
 	0,  // 1: hearth.guest.v1.Daemon.state:type_name -> hearth.guest.v1.DaemonState
 	1,  // 2: hearth.guest.v1.Daemon.last_exit:type_name -> hearth.guest.v1.Exit
-	27, // 3: hearth.guest.v1.Daemon.started_at:type_name -> google.protobuf.Timestamp
+	28, // 3: hearth.guest.v1.Daemon.started_at:type_name -> google.protobuf.Timestamp
 	2,  // 4: hearth.guest.v1.GetStatusResponse.daemons:type_name -> hearth.guest.v1.Daemon
 	2,  // 5: hearth.guest.v1.WatchStatusResponse.daemon:type_name -> hearth.guest.v1.Daemon
-	27, // 6: hearth.guest.v1.LogsResponse.time:type_name -> google.protobuf.Timestamp
+	28, // 6: hearth.guest.v1.LogsResponse.time:type_name -> google.protobuf.Timestamp
 	15, // 7: hearth.guest.v1.ExecStart.size:type_name -> hearth.guest.v1.TermSize
-	25, // 8: hearth.guest.v1.ExecStart.env:type_name -> hearth.guest.v1.ExecStart.EnvEntry
+	26, // 8: hearth.guest.v1.ExecStart.env:type_name -> hearth.guest.v1.ExecStart.EnvEntry
 	16, // 9: hearth.guest.v1.ExecRequest.start:type_name -> hearth.guest.v1.ExecStart
 	15, // 10: hearth.guest.v1.ExecRequest.resize:type_name -> hearth.guest.v1.TermSize
 	1,  // 11: hearth.guest.v1.ExecResponse.exit:type_name -> hearth.guest.v1.Exit
-	27, // 12: hearth.guest.v1.GuestInfo.started_at:type_name -> google.protobuf.Timestamp
-	27, // 13: hearth.guest.v1.GuestInfo.boot_time:type_name -> google.protobuf.Timestamp
-	19, // 14: hearth.guest.v1.GetInfoResponse.info:type_name -> hearth.guest.v1.GuestInfo
-	26, // 15: hearth.guest.v1.RunJobRequest.env:type_name -> hearth.guest.v1.RunJobRequest.EnvEntry
-	22, // 16: hearth.guest.v1.RunJobRequest.mounts:type_name -> hearth.guest.v1.JobMount
-	28, // 17: hearth.guest.v1.RunJobRequest.timeout:type_name -> google.protobuf.Duration
-	1,  // 18: hearth.guest.v1.RunJobResponse.exit:type_name -> hearth.guest.v1.Exit
-	20, // 19: hearth.guest.v1.GuestService.GetInfo:input_type -> hearth.guest.v1.GetInfoRequest
-	3,  // 20: hearth.guest.v1.GuestService.GetStatus:input_type -> hearth.guest.v1.GetStatusRequest
-	5,  // 21: hearth.guest.v1.GuestService.WatchStatus:input_type -> hearth.guest.v1.WatchStatusRequest
-	7,  // 22: hearth.guest.v1.GuestService.StartDaemon:input_type -> hearth.guest.v1.StartDaemonRequest
-	9,  // 23: hearth.guest.v1.GuestService.StopDaemon:input_type -> hearth.guest.v1.StopDaemonRequest
-	11, // 24: hearth.guest.v1.GuestService.RestartDaemon:input_type -> hearth.guest.v1.RestartDaemonRequest
-	13, // 25: hearth.guest.v1.GuestService.Logs:input_type -> hearth.guest.v1.LogsRequest
-	17, // 26: hearth.guest.v1.GuestService.Exec:input_type -> hearth.guest.v1.ExecRequest
-	23, // 27: hearth.guest.v1.GuestService.RunJob:input_type -> hearth.guest.v1.RunJobRequest
-	21, // 28: hearth.guest.v1.GuestService.GetInfo:output_type -> hearth.guest.v1.GetInfoResponse
-	4,  // 29: hearth.guest.v1.GuestService.GetStatus:output_type -> hearth.guest.v1.GetStatusResponse
-	6,  // 30: hearth.guest.v1.GuestService.WatchStatus:output_type -> hearth.guest.v1.WatchStatusResponse
-	8,  // 31: hearth.guest.v1.GuestService.StartDaemon:output_type -> hearth.guest.v1.StartDaemonResponse
-	10, // 32: hearth.guest.v1.GuestService.StopDaemon:output_type -> hearth.guest.v1.StopDaemonResponse
-	12, // 33: hearth.guest.v1.GuestService.RestartDaemon:output_type -> hearth.guest.v1.RestartDaemonResponse
-	14, // 34: hearth.guest.v1.GuestService.Logs:output_type -> hearth.guest.v1.LogsResponse
-	18, // 35: hearth.guest.v1.GuestService.Exec:output_type -> hearth.guest.v1.ExecResponse
-	24, // 36: hearth.guest.v1.GuestService.RunJob:output_type -> hearth.guest.v1.RunJobResponse
-	28, // [28:37] is the sub-list for method output_type
-	19, // [19:28] is the sub-list for method input_type
-	19, // [19:19] is the sub-list for extension type_name
-	19, // [19:19] is the sub-list for extension extendee
-	0,  // [0:19] is the sub-list for field type_name
+	28, // 12: hearth.guest.v1.GuestInfo.started_at:type_name -> google.protobuf.Timestamp
+	28, // 13: hearth.guest.v1.GuestInfo.boot_time:type_name -> google.protobuf.Timestamp
+	20, // 14: hearth.guest.v1.GuestInfo.start_trace:type_name -> hearth.guest.v1.Mark
+	28, // 15: hearth.guest.v1.Mark.at:type_name -> google.protobuf.Timestamp
+	19, // 16: hearth.guest.v1.GetInfoResponse.info:type_name -> hearth.guest.v1.GuestInfo
+	27, // 17: hearth.guest.v1.RunJobRequest.env:type_name -> hearth.guest.v1.RunJobRequest.EnvEntry
+	23, // 18: hearth.guest.v1.RunJobRequest.mounts:type_name -> hearth.guest.v1.JobMount
+	29, // 19: hearth.guest.v1.RunJobRequest.timeout:type_name -> google.protobuf.Duration
+	1,  // 20: hearth.guest.v1.RunJobResponse.exit:type_name -> hearth.guest.v1.Exit
+	21, // 21: hearth.guest.v1.GuestService.GetInfo:input_type -> hearth.guest.v1.GetInfoRequest
+	3,  // 22: hearth.guest.v1.GuestService.GetStatus:input_type -> hearth.guest.v1.GetStatusRequest
+	5,  // 23: hearth.guest.v1.GuestService.WatchStatus:input_type -> hearth.guest.v1.WatchStatusRequest
+	7,  // 24: hearth.guest.v1.GuestService.StartDaemon:input_type -> hearth.guest.v1.StartDaemonRequest
+	9,  // 25: hearth.guest.v1.GuestService.StopDaemon:input_type -> hearth.guest.v1.StopDaemonRequest
+	11, // 26: hearth.guest.v1.GuestService.RestartDaemon:input_type -> hearth.guest.v1.RestartDaemonRequest
+	13, // 27: hearth.guest.v1.GuestService.Logs:input_type -> hearth.guest.v1.LogsRequest
+	17, // 28: hearth.guest.v1.GuestService.Exec:input_type -> hearth.guest.v1.ExecRequest
+	24, // 29: hearth.guest.v1.GuestService.RunJob:input_type -> hearth.guest.v1.RunJobRequest
+	22, // 30: hearth.guest.v1.GuestService.GetInfo:output_type -> hearth.guest.v1.GetInfoResponse
+	4,  // 31: hearth.guest.v1.GuestService.GetStatus:output_type -> hearth.guest.v1.GetStatusResponse
+	6,  // 32: hearth.guest.v1.GuestService.WatchStatus:output_type -> hearth.guest.v1.WatchStatusResponse
+	8,  // 33: hearth.guest.v1.GuestService.StartDaemon:output_type -> hearth.guest.v1.StartDaemonResponse
+	10, // 34: hearth.guest.v1.GuestService.StopDaemon:output_type -> hearth.guest.v1.StopDaemonResponse
+	12, // 35: hearth.guest.v1.GuestService.RestartDaemon:output_type -> hearth.guest.v1.RestartDaemonResponse
+	14, // 36: hearth.guest.v1.GuestService.Logs:output_type -> hearth.guest.v1.LogsResponse
+	18, // 37: hearth.guest.v1.GuestService.Exec:output_type -> hearth.guest.v1.ExecResponse
+	25, // 38: hearth.guest.v1.GuestService.RunJob:output_type -> hearth.guest.v1.RunJobResponse
+	30, // [30:39] is the sub-list for method output_type
+	21, // [21:30] is the sub-list for method input_type
+	21, // [21:21] is the sub-list for extension type_name
+	21, // [21:21] is the sub-list for extension extendee
+	0,  // [0:21] is the sub-list for field type_name
 }
 
 func init() { file_hearth_guest_v1_guest_proto_init() }
@@ -1877,7 +1953,7 @@ func file_hearth_guest_v1_guest_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_hearth_guest_v1_guest_proto_rawDesc), len(file_hearth_guest_v1_guest_proto_rawDesc)),
 			NumEnums:      1,
-			NumMessages:   26,
+			NumMessages:   27,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

@@ -55,7 +55,11 @@ func (s *Service) StartContainer(ctx context.Context, req *containerv1.StartCont
 	if err != nil {
 		return nil, err
 	}
-	return &containerv1.StartContainerResponse{Container: toProto(i)}, nil
+	steps := make([]*containerv1.StartStep, len(i.Steps))
+	for n, st := range i.Steps {
+		steps[n] = &containerv1.StartStep{Name: st.Name, At: timestamppb.New(st.At)}
+	}
+	return &containerv1.StartContainerResponse{Container: toProto(i), Steps: steps}, nil
 }
 
 // StopContainer implements ContainerService.

@@ -304,6 +304,8 @@ type Info struct {
 	// Rootfs is set while the root file system is mounted.
 	Rootfs string
 	RPCDir string
+	// Steps is the trace of the start that returned this Info: when each step ended.
+	Steps []Step
 }
 
 // ids is the container's id mapping.
@@ -592,7 +594,9 @@ func (m *Manager) start(ctx context.Context, name string, run []manifest.HookRun
 		m.idle.Store(name, true)
 	}
 	m.log.Info("container started", append([]any{"container", name, "idle", idle}, sp.log()...)...)
-	return m.info(rec)
+	i, err := m.info(rec)
+	i.Steps = sp.marks
+	return i, err
 }
 
 // checkReserve refuses a start while the state file system has less free space than the

@@ -4,7 +4,10 @@ import (
 	"context"
 	"os"
 	"path/filepath"
+	"runtime"
 	"slices"
+	"sync"
+	"time"
 
 	"hearth.dev/services/containerd-lite/internal/lxcrt"
 	"hearth.dev/services/containerd-lite/internal/store"
@@ -23,12 +26,26 @@ func (m *Manager) Reconcile(ctx context.Context) error {
 	known := map[string]bool{}
 	for _, rec := range recs {
 		known[rec.Name] = true
-		// One container's trouble (anything its root planted) must not keep
-		// containerd-lite from serving the others.
-		if err := m.reconcileOne(ctx, rec); err != nil {
-			m.log.Error("reconcile: container left as it is", "container", rec.Name, "error", err)
-		}
 	}
+	// Containers are reconciled side by side: adopting one is mostly waiting (on LXC's
+	// command socket, on netd), and containerd-lite serves only once all are done.
+	start := time.Now()
+	sem := make(chan struct{}, reconcileWorkers())
+	var wg sync.WaitGroup
+	for _, rec := range recs {
+		sem <- struct{}{}
+		wg.Add(1)
+		go func() {
+			defer func() { <-sem; wg.Done() }()
+			// One container's trouble (anything its root planted) must not keep
+			// containerd-lite from serving the others.
+			if err := m.reconcileOne(ctx, rec); err != nil {
+				m.log.Error("reconcile: container left as it is", "container", rec.Name, "error", err)
+			}
+		}()
+	}
+	wg.Wait()
+	m.log.Info("reconcile: containers done", "containers", len(recs), "workers", cap(sem), "took", time.Since(start).Round(time.Millisecond))
 	kept, err := m.opts.Records.ListKept()
 	if err != nil {
 		return err
@@ -87,11 +104,16 @@ func (m *Manager) Reconcile(ctx context.Context) error {
 	return nil
 }
 
+// reconcileWorkers is how many containers Reconcile handles at once.
+func reconcileWorkers() int { return max(4, 4*runtime.NumCPU()) }
+
 func (m *Manager) reconcileOne(ctx context.Context, rec store.Container) error {
+	sp := newSteps()
 	st, pid, err := m.opts.Runtime.State(rec.Name)
 	if err != nil {
 		return err
 	}
+	sp.done("state")
 	t := m.treeOf(rec)
 	if st == lxcrt.Frozen {
 		// Frozen by a backup that did not finish (containerd-lite died reading it).
@@ -106,13 +128,17 @@ func (m *Manager) reconcileOne(ctx context.Context, rec store.Container) error {
 		if _, err := m.opts.Disks.Open(rec.Name, rec.Limits.DiskBytes, ids(rec)); err != nil {
 			m.log.Error("reconcile: disk of a running container", "container", rec.Name, "error", err)
 		}
+		sp.done("disk")
 		if err := m.opts.Hosts.Serve(rec.Name, t.HostSocket(), ids(rec).RootUID()); err != nil {
 			return err
 		}
+		sp.done("host_sock")
 		if err := m.remount(rec, t); err != nil {
 			m.log.Error("reconcile: restore mounts", "container", rec.Name, "error", err)
 		}
+		sp.done("mounts")
 		addr, err := m.attach(ctx, rec)
+		sp.done("attach")
 		if err != nil {
 			m.log.Error("reconcile: attach to netd", "container", rec.Name, "error", err)
 		} else {
@@ -123,7 +149,8 @@ func (m *Manager) reconcileOne(ctx context.Context, rec store.Container) error {
 				}
 			}
 		}
-		m.log.Info("reconcile: adopted running container", "container", rec.Name, "init_pid", pid, "overlays", len(rec.Overlays))
+		sp.done("expose")
+		m.log.Info("reconcile: adopted running container", append([]any{"container", rec.Name, "init_pid", pid, "overlays", len(rec.Overlays)}, sp.log()...)...)
 	case lxcrt.Stopped:
 		before, _ := t.Mounted()
 		m.teardown(rec)

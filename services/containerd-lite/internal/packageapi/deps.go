@@ -9,6 +9,7 @@ import (
 	"hearth.dev/internal/errdefs"
 	containerv1 "hearth.dev/proto/hearth/container/v1"
 	hostv1 "hearth.dev/proto/hearth/host/v1"
+	"hearth.dev/services/containerd-lite/internal/packages"
 	"hearth.dev/services/containerd-lite/internal/store"
 )
 
@@ -18,6 +19,7 @@ type Lifecycle interface {
 	StartPackage(ctx context.Context, id string) (store.Package, []*hostv1.Wait, error)
 	StopPackage(ctx context.Context, id string, cascade bool, grace time.Duration) ([]string, error)
 	StopPlan(ctx context.Context, id string) ([]string, error)
+	StartAll(ctx context.Context) ([]packages.StartResult, error)
 }
 
 // lifecycle is the package manager's Lifecycle, when it has one.
@@ -40,6 +42,27 @@ func (s *Service) StartPackage(ctx context.Context, req *containerv1.StartPackag
 		return nil, err
 	}
 	return &containerv1.StartPackageResponse{Package: s.proto(ctx, p), WaitingFor: waits}, nil
+}
+
+// StartAllPackages implements PackageService.
+func (s *Service) StartAllPackages(ctx context.Context, _ *containerv1.StartAllPackagesRequest) (*containerv1.StartAllPackagesResponse, error) {
+	l, err := s.lifecycle()
+	if err != nil {
+		return nil, err
+	}
+	rs, err := l.StartAll(ctx)
+	if err != nil {
+		return nil, err
+	}
+	resp := &containerv1.StartAllPackagesResponse{}
+	for _, r := range rs {
+		p := &containerv1.PackageStart{Id: r.ID, Outcome: r.Outcome, WaitingFor: r.Waits}
+		if r.Err != nil {
+			p.Error = r.Err.Error()
+		}
+		resp.Packages = append(resp.Packages, p)
+	}
+	return resp, nil
 }
 
 // StopPackage implements PackageService.

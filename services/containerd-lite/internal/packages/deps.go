@@ -27,6 +27,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"hearth.dev/internal/atomicfile"
@@ -73,6 +74,8 @@ type depState struct {
 	loadErr error
 	kick    chan struct{}
 	failed  map[string]failure
+	// bulk counts the StartAlls under way: the waiter stands aside meanwhile.
+	bulk atomic.Int32
 }
 
 type failure struct {
@@ -718,6 +721,11 @@ func (m *Manager) RunWaiter(ctx context.Context) error {
 			}
 		}
 	}
+	// Those that should run start side by side, each after what it depends on.
+	if ids := waitingIDs(d.all()); len(ids) > 0 {
+		rs := m.startSet(ctx, ids)
+		m.log.Info("start-up: packages that should run", "outcome", resultsText(rs))
+	}
 	t := time.NewTicker(waitPoll)
 	defer t.Stop()
 	for {
@@ -734,6 +742,9 @@ func (m *Manager) RunWaiter(ctx context.Context) error {
 // startWaiting starts, in dependency order, each waiting package whose dependencies are there.
 func (m *Manager) startWaiting(ctx context.Context) {
 	d := m.deps()
+	if d.bulk.Load() > 0 {
+		return // a StartAll starts them
+	}
 	all := d.all()
 	if !slices.ContainsFunc(slices.Collect(maps.Values(all)), func(in intent) bool { return in.State == intentWaiting }) {
 		return
@@ -801,17 +812,7 @@ func (m *Manager) startIfReady(ctx context.Context, id string) {
 	if len(m.waitsOf(ctx, id, mf)) > 0 {
 		return
 	}
-	m.log.Info("dependencies are there: starting the package", "package", id, "hooks", len(in.Hooks))
-	if _, err := m.opts.Containers.StartWith(ctx, p.Container, in.Hooks); err != nil {
-		m.log.Error("start a package whose dependencies are there", "package", id, "error", err, "retry_in", retryFailed)
-		d.mu.Lock()
-		d.failed[id] = failure{err: err, next: time.Now().Add(retryFailed)}
-		d.mu.Unlock()
-		return
-	}
-	if err := d.set(id, &intent{State: intentRunning}); err != nil {
-		m.log.Error("record a started package", "package", id, "error", err)
-	}
+	_ = m.startLocked(ctx, id, p.Container, in.Hooks)
 }
 
 // GetDependency answers a package's question about one of its dependencies: only those

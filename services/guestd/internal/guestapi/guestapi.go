@@ -37,6 +37,7 @@ import (
 	"hearth.dev/services/guestd/internal/memtrim"
 	"hearth.dev/services/guestd/internal/reaper"
 	"hearth.dev/services/guestd/internal/selfstat"
+	"hearth.dev/services/guestd/internal/starttrace"
 	"hearth.dev/services/guestd/internal/supervisor"
 )
 
@@ -92,6 +93,7 @@ type Server struct {
 	env    *daemon.Env
 	bundle *manifest.Bundle
 	sup    *supervisor.Supervisor // nil for a container without a package
+	trace  starttrace.Trace       // the first start's steps, for GetInfo
 	procs  processes
 
 	// The effects shim: its listener (nil: none), the launcher and the host client
@@ -129,6 +131,7 @@ func newServer(env *daemon.Env, bundlePath string) (*Server, error) {
 	if s.bundle, err = manifest.ReadBundle(data); err != nil {
 		return nil, fmt.Errorf("%s: %w", bundlePath, err)
 	}
+	s.trace.Mark("bundle")
 	// The hooks the host asks for at this start run as the first jobs.
 	if s.bundle.Manifest, err = s.bundle.WithHooks(); err != nil {
 		return nil, fmt.Errorf("%s: %w", bundlePath, err)
@@ -205,6 +208,8 @@ func (s *Server) reconcile(ctx context.Context) error {
 		}
 		return l
 	}, log)
+	s.sup.Trace = &s.trace
+	s.trace.Mark("reconcile")
 	return nil
 }
 
@@ -256,6 +261,9 @@ func (s *Server) run(ctx context.Context) error {
 func (s *Server) GetInfo(context.Context, *guestv1.GetInfoRequest) (*guestv1.GetInfoResponse, error) {
 	info := proto.CloneOf(s.info)
 	info.Goroutines = uint32(selfstat.Goroutines())
+	for _, m := range s.trace.Marks() {
+		info.StartTrace = append(info.StartTrace, &guestv1.Mark{Name: m.Name, At: timestamppb.New(m.At)})
+	}
 	if n, err := selfstat.OpenFDs(); err == nil {
 		info.OpenFds = uint32(n)
 	}

@@ -15,25 +15,50 @@ type checkResult struct {
 	msg string
 }
 
-// checks runs j's ready check every interval until ctx ends.
+// firstRetry is the wait after the first failing check; it doubles up to the interval.
+const firstRetry = 5 * time.Millisecond
+
+// nextWait is the wait before the next check. Until a check has passed, a daemon that is
+// not ready is usually so for a moment only: checking only every interval would cost up to
+// an interval on every start, so the first check comes at once and the failing ones
+// are retried after firstRetry, doubling up to the interval. Once one has passed, checks
+// come every interval: health failures count at the pace the manifest set.
+func nextWait(last time.Duration, passed bool, interval time.Duration) time.Duration {
+	switch {
+	case passed:
+		return interval
+	case last <= 0:
+		return min(firstRetry, interval)
+	default:
+		return min(2*last, interval)
+	}
+}
+
+// checks runs j's ready check at once, then again after each wait nextWait gives, until
+// ctx ends.
 func (s *Supervisor) checks(ctx context.Context, j *job) <-chan checkResult {
 	r := j.spec.Ready
 	interval := r.Interval.D(time.Second)
 	timeout := r.Timeout.D(2 * time.Second)
 	out := make(chan checkResult)
 	go func() {
-		// The first check comes soon: most daemons are ready well before a full interval.
-		wait := min(interval, 100*time.Millisecond)
+		var wait time.Duration
+		passed := false
 		for {
-			select {
-			case <-ctx.Done():
-				return
-			case <-time.After(wait):
+			if wait > 0 {
+				t := time.NewTimer(wait)
+				select {
+				case <-ctx.Done():
+					t.Stop()
+					return
+				case <-t.C:
+				}
 			}
-			wait = interval
 			cctx, cancel := context.WithTimeout(ctx, timeout)
 			res := s.check(cctx, j)
 			cancel()
+			passed = passed || res.ok
+			wait = nextWait(wait, passed, interval)
 			select {
 			case out <- res:
 			case <-ctx.Done():

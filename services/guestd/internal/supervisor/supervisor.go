@@ -20,6 +20,7 @@ import (
 	"hearth.dev/internal/manifest"
 	"hearth.dev/services/guestd/internal/logbuf"
 	"hearth.dev/services/guestd/internal/reaper"
+	"hearth.dev/services/guestd/internal/starttrace"
 )
 
 // State is where a job is in its life.
@@ -87,6 +88,9 @@ type Supervisor struct {
 	log      *slog.Logger
 	logs     func(name string) *logbuf.Log
 	probe    *http.Client // for every HTTP ready check
+	// Trace, when set, gets each job's first start steps (JOB.deps, JOB.prepare,
+	// JOB.exec, JOB.ready); set it before StartAll.
+	Trace *starttrace.Trace
 
 	mu       sync.Mutex
 	jobs     map[string]*job
@@ -335,6 +339,7 @@ func (s *Supervisor) run(j *job) {
 			s.finish(j, Stopped, "")
 			return
 		}
+		s.Trace.Mark(j.Name + ".deps")
 		exit, reason, stopped := s.once(j)
 		if stopped {
 			s.finish(j, Stopped, "stopped")
@@ -389,6 +394,7 @@ func (s *Supervisor) once(j *job) (*reaper.Exit, string, bool) {
 		return nil, "cannot start: " + err.Error(), false
 	}
 	j.fresh = false
+	s.Trace.Mark(j.Name + ".prepare")
 	outR, outW, err := os.Pipe()
 	if err != nil {
 		return nil, err.Error(), false
@@ -408,6 +414,7 @@ func (s *Supervisor) once(j *job) (*reaper.Exit, string, bool) {
 		s.log.Error("start", "job", j.Name, "error", err)
 		return nil, "cannot start: " + err.Error(), false
 	}
+	s.Trace.Mark(j.Name + ".exec")
 	var copies sync.WaitGroup
 	copies.Add(2)
 	go func() { defer copies.Done(); defer outR.Close(); j.log.Copy("stdout", outR) }()
@@ -420,6 +427,7 @@ func (s *Supervisor) once(j *job) (*reaper.Exit, string, bool) {
 	if spec.Ready != nil && !j.Oneshot {
 		results = s.checks(ctx, j)
 	} else if !j.Oneshot {
+		s.Trace.Mark(j.Name + ".ready")
 		s.set(j, Ready, "running (no ready check)")
 	}
 	retries := 3
@@ -460,6 +468,7 @@ func (s *Supervisor) once(j *job) (*reaper.Exit, string, bool) {
 			switch {
 			case r.ok:
 				fails = 0
+				s.Trace.Mark(j.Name + ".ready")
 				s.set(j, Ready, r.msg)
 			case st == Starting && time.Since(j.StartedAt) < spec.Ready.Grace.D(30*time.Second):
 				s.set(j, Starting, r.msg)

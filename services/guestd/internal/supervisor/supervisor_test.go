@@ -6,6 +6,7 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"syscall"
@@ -15,6 +16,7 @@ import (
 	"hearth.dev/internal/manifest"
 	"hearth.dev/services/guestd/internal/logbuf"
 	"hearth.dev/services/guestd/internal/reaper"
+	"hearth.dev/services/guestd/internal/starttrace"
 )
 
 var rp *reaper.Reaper
@@ -299,5 +301,43 @@ daemons:
 	st := f.waitFor(t, "app", "restarted", func(st Status) bool { return st.Restarts >= 1 })
 	if st.LastExit == nil || st.LastExit.Code != 3 {
 		t.Errorf("app's last exit: %+v, want code 3", st.LastExit)
+	}
+}
+
+// A ready check's interval does not delay a start: the first check comes at once and the
+// failing ones are retried quickly, so a daemon ready ~100 ms after it started is seen
+// ready long before its 10 s interval; the trace has its steps in order.
+func TestReadyCheckDoesNotWaitTheInterval(t *testing.T) {
+	for _, tc := range []struct {
+		name, delay string
+		within      time.Duration
+	}{
+		{"ready at once", "0", 2 * time.Second},
+		{"ready after 100ms", "0.1", 2 * time.Second},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			f := newFixture(t, header+`
+daemons:
+  app:
+    image: i
+    command: ["sleep `+tc.delay+`; touch $DIR/up; exec sleep 100"]
+    ready: {exec: ["test -f $DIR/up"], interval: 10s}
+`)
+			var tr starttrace.Trace
+			f.s.Trace = &tr
+			start := time.Now()
+			f.s.StartAll()
+			f.waitFor(t, "app", "ready", state(Ready))
+			if took := time.Since(start); took > tc.within {
+				t.Errorf("ready after %v, want within %v (the interval is 10s)", took, tc.within)
+			}
+			var names []string
+			for _, m := range tr.Marks() {
+				names = append(names, m.Name)
+			}
+			if want := []string{"app.deps", "app.prepare", "app.exec", "app.ready"}; !slices.Equal(names, want) {
+				t.Errorf("trace %v, want %v", names, want)
+			}
+		})
 	}
 }

@@ -203,24 +203,39 @@ func VethName(container string) string {
 // Attaching an attached container returns its attachment, with its interfaces replaced
 // by ifaces.
 func (n *Network) Attach(container string, pid int, ifaces []Interface) (Attachment, error) {
+	a, _, err := n.AttachChanged(container, pid, ifaces)
+	return a, err
+}
+
+// AttachChanged is Attach, and says whether anything changed: false when the container
+// was attached already, with the same interfaces (a containerd-lite that restarted and
+// adopts its running containers attaches each again).
+func (n *Network) AttachChanged(container string, pid int, ifaces []Interface) (Attachment, bool, error) {
 	if pid <= 0 {
-		return Attachment{}, fmt.Errorf("container %q: init pid %d: %w", container, pid, errdefs.ErrInvalidArgument)
+		return Attachment{}, false, fmt.Errorf("container %q: init pid %d: %w", container, pid, errdefs.ErrInvalidArgument)
 	}
 	n.mu.Lock()
 	defer n.mu.Unlock()
 	if a, ok := n.attachments[container]; ok {
 		if _, err := netlink.LinkByName(a.HostVeth); err == nil {
-			if !slices.Equal(a.Interfaces, ifaces) {
-				a.Interfaces = slices.Clone(ifaces)
-				n.attachments[container] = a
-				if err := n.saveLocked(); err != nil {
-					return Attachment{}, err
-				}
+			if slices.Equal(a.Interfaces, ifaces) {
+				return a, false, nil
 			}
-			return a, nil
+			a.Interfaces = slices.Clone(ifaces)
+			n.attachments[container] = a
+			if err := n.saveLocked(); err != nil {
+				return Attachment{}, false, err
+			}
+			return a, true, nil
 		}
 		delete(n.attachments, container)
 	}
+	a, err := n.attachLocked(container, pid, ifaces)
+	return a, err == nil, err
+}
+
+// attachLocked makes a container's veth and address (n.mu held).
+func (n *Network) attachLocked(container string, pid int, ifaces []Interface) (Attachment, error) {
 	br, err := n.ensureBridge()
 	if err != nil {
 		return Attachment{}, err

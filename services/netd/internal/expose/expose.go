@@ -61,6 +61,11 @@ type Exposer struct {
 
 	mu     sync.Mutex // one Sync at a time
 	status map[string]string
+	// inLine says the last Sync brought every part in line without an error: a request
+	// that changed nothing (a binding that was there, a container attached again) then
+	// needs no Sync. Each Sync is O(bindings + containers): one per container adopted by a
+	// restarted containerd-lite made its restart O(N²).
+	inLine bool
 	onions map[string]string // binding id → onion address
 
 	certMu  sync.Mutex
@@ -143,7 +148,7 @@ func (e *Exposer) Create(ctx context.Context, r bindings.Request) (View, error) 
 	if created {
 		e.log.Info("binding created", "id", b.ID, "port", b.Port, "domain", b.Domain, "host_port", b.HostPort)
 	}
-	if err := e.Sync(ctx); err != nil {
+	if err := e.SyncIfChanged(ctx, created); err != nil {
 		return View{}, err
 	}
 	return e.view(b), nil
@@ -287,7 +292,22 @@ func (e *Exposer) Sync(ctx context.Context) error {
 	e.syncProxy(ctx, lives, status)
 	e.syncTor(ctx, lives, status)
 	e.status = status
+	e.inLine = len(errs) == 0 && ctx.Err() == nil
 	return errors.Join(errs...)
+}
+
+// SyncIfChanged is Sync, unless nothing changed (changed false) since a Sync that brought
+// everything in line.
+func (e *Exposer) SyncIfChanged(ctx context.Context, changed bool) error {
+	if !changed {
+		e.mu.Lock()
+		inLine := e.inLine
+		e.mu.Unlock()
+		if inLine {
+			return nil
+		}
+	}
+	return e.Sync(ctx)
 }
 
 func (e *Exposer) syncDNS(atts map[string]bridge.Attachment) error {

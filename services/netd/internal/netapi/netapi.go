@@ -66,11 +66,11 @@ func (s *Server) AttachContainer(ctx context.Context, req *netv1.AttachContainer
 		}
 		ifaces = append(ifaces, bridge.Interface{Name: p.GetName(), Port: int(p.GetPort()), HTTP: p.GetProtocol() != netv1.Protocol_PROTOCOL_TCP})
 	}
-	a, err := s.net.Attach(req.GetContainer(), int(req.GetInitPid()), ifaces)
+	a, changed, err := s.net.AttachChanged(req.GetContainer(), int(req.GetInitPid()), ifaces)
 	if err != nil {
 		return nil, err
 	}
-	if err := s.exp.Sync(ctx); err != nil {
+	if err := s.exp.SyncIfChanged(ctx, changed); err != nil {
 		return nil, fmt.Errorf("container %s attached at %s, but: %w", a.Container, a.Address, err)
 	}
 	return &netv1.AttachContainerResponse{Attachment: attachmentProto(a)}, nil
