@@ -445,15 +445,17 @@ func applyLayer(u *unpack.Unpacker, l v1.Layer, diffID v1.Hash, raw bool, report
 	return cr.n, nil
 }
 
-// applyTar applies one layer's tar stream and returns its sha256, hashed as it is read.
+// applyTar applies one layer's tar stream and returns its sha256, hashed as it is read
+// (ahead of the unpacker, in a goroutine of its own).
 func applyTar(u *unpack.Unpacker, tarStream io.Reader) (v1.Hash, error) {
 	h := sha256.New()
-	tee := io.TeeReader(tarStream, h)
-	if err := u.Apply(tee); err != nil {
+	ra := newReadAhead(tarStream, h)
+	defer ra.Close()
+	if err := u.Apply(ra); err != nil {
 		return v1.Hash{}, err
 	}
 	// Drain what the tar reader left (padding after the end marker) into the hash.
-	if _, err := io.Copy(io.Discard, tee); err != nil {
+	if _, err := io.Copy(io.Discard, ra); err != nil {
 		return v1.Hash{}, err
 	}
 	return v1.Hash{Algorithm: "sha256", Hex: hex.EncodeToString(h.Sum(nil))}, nil
