@@ -85,13 +85,21 @@ func mountsUnder(t *testing.T, dir string) []string {
 	return out
 }
 
+// veths lists the host's veths but netd's (named hv…): this lab runs no netd, and other
+// labs on the machine (other test processes) make and remove theirs meanwhile.
 func veths(t *testing.T) string {
 	t.Helper()
 	out, err := run(t, "ip", "-o", "link", "show", "type", "veth")
 	if err != nil {
 		t.Fatal(err)
 	}
-	return out
+	var keep []string
+	for _, line := range strings.Split(strings.TrimSpace(out), "\n") {
+		if f := strings.Fields(line); len(f) > 1 && !strings.HasPrefix(f[1], "hv") {
+			keep = append(keep, line)
+		}
+	}
+	return strings.Join(keep, "\n")
 }
 
 // TestContainerSkeleton walks every layer: hearthctl → containerd-lite → LXC → guestd

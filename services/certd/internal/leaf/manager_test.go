@@ -235,19 +235,28 @@ func TestRunBacksOffAfterFailures(t *testing.T) {
 	fl := &flaky{LocalIssuer: LocalIssuer{CA: f.ca, Lifetime: 3 * time.Second}, fails: 3}
 	m := f.manager(t, time.Hour, map[Kind]Issuer{Local: fl})
 	ctx, sub, first := runAndIssue(t, m, req(t, Local, "", "web.local"))
-	var last time.Time
+	// Times are judged against the records' own RetryAt: this test may read an event
+	// late (a loaded machine), which must not pass for a retry that came early.
+	var retryAt time.Time
 	for i := 1; i <= 3; i++ {
 		ev := next(t, sub, EventRenewalFailed, EventRenewed)
 		if ev.Kind != EventRenewalFailed || ev.Record.Failures != i || !strings.Contains(ev.Record.LastError, "CA unreachable") {
 			t.Fatalf("event %d: kind %v failures %d error %q", i, ev.Kind, ev.Record.Failures, ev.Record.LastError)
 		}
-		if i > 1 && time.Since(last) < Backoff(i-1, 100*time.Millisecond, time.Second)-20*time.Millisecond {
-			t.Errorf("retry %d came %v after the last failure, before its backoff", i, time.Since(last))
+		// The retry happened before this test read it, so before now: if now is still
+		// before the last failure's RetryAt, the retry came early.
+		if i > 1 && time.Now().Before(retryAt.Add(-20*time.Millisecond)) {
+			t.Errorf("retry %d came %v before its backoff ended", i, time.Until(retryAt))
 		}
-		last = time.Now()
-		// While failing, Issue hands out the still valid certificate without asking the CA.
+		if time.Until(ev.Record.RetryAt) > Backoff(i, 100*time.Millisecond, time.Second) {
+			t.Errorf("failure %d: RetryAt %v from now, want at most its backoff %v", i, time.Until(ev.Record.RetryAt), Backoff(i, 100*time.Millisecond, time.Second))
+		}
+		retryAt = ev.Record.RetryAt
+		// While failing, Issue hands out the still valid certificate without asking the
+		// CA (judged only while the backoff surely lasts, before and after the call).
 		calls := fl.calls.Load()
-		if got, err := m.Issue(ctx, req(t, Local, "", "web.local")); err == nil && got.NotAfter.After(time.Now()) && fl.calls.Load() != calls {
+		got, err := m.Issue(ctx, req(t, Local, "", "web.local"))
+		if err == nil && got.NotAfter.After(time.Now()) && fl.calls.Load() != calls && time.Now().Before(retryAt) {
 			t.Errorf("Issue asked the CA during the backoff")
 		}
 	}

@@ -546,3 +546,27 @@ func TestRemountAtOnce(t *testing.T) {
 		t.Fatalf("after %d remounts: %d files, %v", rounds, len(entries), err)
 	}
 }
+
+// TestGrowOfflineRightAfterUnmount: growing an image offline right after its package
+// stopped waits for its loop device, which detaches itself only once the last mount (here
+// a lazily detached one, kept a moment by an open file) has let go.
+func TestGrowOfflineRightAfterUnmount(t *testing.T) {
+	needRoot(t)
+	path, target := newImage(t, 32*mib, 0, 0)
+	mustMount(t, path, target)
+	f, err := os.Create(filepath.Join(target, "held"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := unix.Unmount(target, unix.MNT_DETACH); err != nil {
+		t.Fatal(err)
+	}
+	go func() { time.Sleep(200 * time.Millisecond); f.Close() }()
+	if err := GrowOffline(path, 48*mib); err != nil {
+		t.Fatal(err)
+	}
+	dev := mustMount(t, path, target)
+	if _, size, err := Usage(target); err != nil || size < 40*mib {
+		t.Fatalf("after growing: size %d, %v (on %s)", size, err, dev)
+	}
+}

@@ -5,6 +5,7 @@ import (
 	"os"
 	"os/exec"
 	"strings"
+	"time"
 	"unsafe"
 
 	"golang.org/x/sys/unix"
@@ -95,7 +96,7 @@ func GrowOffline(path string, newSize int64) error {
 	}
 	defer img.Close()
 	newSize -= newSize % BlockSize
-	if dev, err := findLoop(st); err != nil {
+	if dev, err := detachedSoon(st); err != nil {
 		return fmt.Errorf("grow disk image %s: look for its loop device: %w", path, err)
 	} else if dev != "" {
 		return fmt.Errorf("grow disk image %s: it is in use on %s: unmount it first, or grow it mounted with Grow: %w",
@@ -151,4 +152,24 @@ func hasCapSysResource() (bool, error) {
 		return false, fmt.Errorf("capget: %w", err)
 	}
 	return data[unix.CAP_SYS_RESOURCE/32].Effective&(1<<(unix.CAP_SYS_RESOURCE%32)) != 0, nil
+}
+
+// detachWait bounds how long GrowOffline waits for the loop device of an image unmounted
+// a moment ago: autoclear detaches it only once the last mount has let go of it.
+const detachWait = 3 * time.Second
+
+// detachedSoon returns the loop device the image st describes is still attached to, after
+// waiting (up to detachWait) for one that is mounted nowhere to detach itself.
+func detachedSoon(st *unix.Stat_t) (string, error) {
+	deadline := time.Now().Add(detachWait)
+	for {
+		dev, err := findLoop(st)
+		if err != nil || dev == "" {
+			return dev, err
+		}
+		if where, err := mountedAt(dev); err != nil || where != "" || time.Now().After(deadline) {
+			return dev, err
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
 }
