@@ -7,7 +7,9 @@ package imagesrc
 import (
 	"archive/tar"
 	"bufio"
+	"bytes"
 	"compress/gzip"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -71,21 +73,17 @@ func Open(path, scratch string) (*Source, error) {
 	if err != nil {
 		return nil, fmt.Errorf("image %s: %w: %w", path, err, errdefs.ErrInvalidArgument)
 	}
-	if fi.IsDir() {
-		if _, err := os.Stat(filepath.Join(path, "oci-layout")); err != nil {
-			return nil, fmt.Errorf("image %s: a directory must be an OCI image layout (it has no oci-layout file); pack a plain root file system as a tar first: %w", path, errdefs.ErrInvalidArgument)
-		}
+	kind, err := Sniff(path)
+	if err != nil {
+		return nil, err
+	}
+	switch kind {
+	case FormatOCILayout:
 		img, err := FromLayout(path)
 		if err != nil {
 			return nil, err
 		}
 		return &Source{Image: img, Format: FormatOCILayout}, nil
-	}
-	kind, err := sniffTar(path)
-	if err != nil {
-		return nil, err
-	}
-	switch kind {
 	case FormatOCIArchive:
 		dir, err := os.MkdirTemp(scratch, "oci-archive-")
 		if err != nil {
@@ -118,24 +116,52 @@ func Open(path, scratch string) (*Source, error) {
 		if err != nil {
 			return nil, err
 		}
-		img, err = mutate.ConfigFile(img, &v1.ConfigFile{
-			Architecture: HostPlatform.Architecture, OS: HostPlatform.OS,
-			RootFS: rootFS(img),
-			Config: v1.Config{Env: []string{DefaultPath}},
-		})
+		diffID, err := layer.DiffID()
 		if err != nil {
+			return nil, err
+		}
+		if img, err = mutate.ConfigFile(img, RootfsConfig(diffID)); err != nil {
 			return nil, err
 		}
 		return &Source{Image: img, Format: FormatRootfs, RawSize: fi.Size()}, nil
 	}
 }
 
-func rootFS(img v1.Image) v1.RootFS {
-	cf, err := img.ConfigFile()
-	if err != nil {
-		return v1.RootFS{Type: "layers"}
+// RootfsConfig is the config of the image a root file system tarball makes: its one
+// layer's diff id, the host platform and DefaultPath.
+func RootfsConfig(diffID v1.Hash) *v1.ConfigFile {
+	return &v1.ConfigFile{
+		Architecture: HostPlatform.Architecture, OS: HostPlatform.OS,
+		RootFS: v1.RootFS{Type: "layers", DiffIDs: []v1.Hash{diffID}},
+		Config: v1.Config{Env: []string{DefaultPath}},
 	}
-	return cf.RootFS
+}
+
+// ConfigDigest is the digest an image's config is stored under: that of its JSON, as
+// go-containerregistry serializes it.
+func ConfigDigest(cf *v1.ConfigFile) (v1.Hash, error) {
+	raw, err := json.Marshal(cf)
+	if err != nil {
+		return v1.Hash{}, err
+	}
+	h, _, err := v1.SHA256(bytes.NewReader(raw))
+	return h, err
+}
+
+// Sniff tells the format of the image at path without reading it whole: a directory
+// must be an OCI layout; a tar's first entries tell the rest.
+func Sniff(path string) (Format, error) {
+	fi, err := os.Stat(path)
+	if err != nil {
+		return "", fmt.Errorf("image %s: %w: %w", path, err, errdefs.ErrInvalidArgument)
+	}
+	if fi.IsDir() {
+		if _, err := os.Stat(filepath.Join(path, "oci-layout")); err != nil {
+			return "", fmt.Errorf("image %s: a directory must be an OCI image layout (it has no oci-layout file); pack a plain root file system as a tar first: %w", path, errdefs.ErrInvalidArgument)
+		}
+		return FormatOCILayout, nil
+	}
+	return sniffTar(path)
 }
 
 // sniffTar reads a (possibly compressed) tar's entry names to tell an OCI archive (has
@@ -291,6 +317,11 @@ func openTar(path string) (io.Reader, func(), error) {
 	if err != nil {
 		return nil, nil, err
 	}
+	var magic [4]byte
+	if n, _ := f.ReadAt(magic[:], 0); !compressed(magic[:n]) {
+		// The file itself, which seeks: reading entry names skips over the contents.
+		return f, func() { f.Close() }, nil
+	}
 	rc, err := Decompress(f)
 	if err != nil {
 		f.Close()
@@ -304,13 +335,13 @@ func Decompress(r io.Reader) (io.ReadCloser, error) {
 	br := bufio.NewReaderSize(r, 64<<10)
 	magic, _ := br.Peek(4)
 	switch {
-	case len(magic) >= 2 && magic[0] == 0x1f && magic[1] == 0x8b:
+	case isGzip(magic):
 		zr, err := gzip.NewReader(br)
 		if err != nil {
 			return nil, fmt.Errorf("gzip layer: %w", err)
 		}
 		return zr, nil
-	case len(magic) == 4 && magic[0] == 0x28 && magic[1] == 0xb5 && magic[2] == 0x2f && magic[3] == 0xfd:
+	case isZstd(magic):
 		zr, err := zstd.NewReader(br)
 		if err != nil {
 			return nil, fmt.Errorf("zstd layer: %w", err)
@@ -319,3 +350,11 @@ func Decompress(r io.Reader) (io.ReadCloser, error) {
 	}
 	return io.NopCloser(br), nil
 }
+
+func isGzip(magic []byte) bool { return len(magic) >= 2 && magic[0] == 0x1f && magic[1] == 0x8b }
+
+func isZstd(magic []byte) bool {
+	return len(magic) == 4 && magic[0] == 0x28 && magic[1] == 0xb5 && magic[2] == 0x2f && magic[3] == 0xfd
+}
+
+func compressed(magic []byte) bool { return isGzip(magic) || isZstd(magic) }

@@ -128,6 +128,10 @@ func TestOpenFormats(t *testing.T) {
 				if cf.OS != "linux" || len(cf.Config.Env) != 1 || len(cf.RootFS.DiffIDs) != 1 {
 					t.Fatalf("rootfs image config %+v", cf)
 				}
+				// An import that hashes the layer as it unpacks names the same image.
+				if d, err := ConfigDigest(RootfsConfig(cf.RootFS.DiffIDs[0])); err != nil || d != got {
+					t.Fatalf("ConfigDigest(RootfsConfig) = %s, %v; the image says %s", d, err, got)
+				}
 				// An image made here is an OCI image through and through.
 				m, _ := src.Image.Manifest()
 				if m.MediaType != types.OCIManifestSchema1 || m.Config.MediaType != types.OCIConfigJSON || m.Layers[0].MediaType != types.OCILayer {

@@ -165,6 +165,14 @@ func (s *Service) Import(ctx context.Context, path, imgName string, progress fun
 	}
 	progress = orNop(progress)
 	progress(Progress{Phase: "reading"})
+	format, err := imagesrc.Sniff(path)
+	if err != nil {
+		return Image{}, fmt.Errorf("import: %w", err)
+	}
+	if format == imagesrc.FormatRootfs {
+		s.log.Info("importing image", "path", path, "format", format)
+		return s.importRootfs(ctx, path, imgName, progress)
+	}
 	src, err := imagesrc.Open(path, filepath.Join(s.opts.Dir, "tmp"))
 	if err != nil {
 		return Image{}, fmt.Errorf("import: %w", err)
@@ -250,20 +258,11 @@ func (s *Service) add(ctx context.Context, img v1.Image, imgName string, rawTota
 			}
 		}
 	}
-	tmp, err := os.MkdirTemp(filepath.Join(s.opts.Dir, "tmp"), "import-")
+	root, u, cleanup, err := s.scratch()
 	if err != nil {
 		return Image{}, err
 	}
-	defer os.RemoveAll(tmp)
-	root := filepath.Join(tmp, "rootfs")
-	if err := os.Mkdir(root, 0o755); err != nil {
-		return Image{}, err
-	}
-	u, err := unpack.New(root, s.opts.Limits)
-	if err != nil {
-		return Image{}, err
-	}
-	defer u.Close()
+	defer cleanup()
 	p := Progress{Phase: "unpacking", LayersTotal: len(layers), BytesTotal: total}
 	var done int64
 	for i, l := range layers {
@@ -289,7 +288,77 @@ func (s *Service) add(ctx context.Context, img v1.Image, imgName string, rawTota
 		progress(p)
 	}
 	progress(Progress{Phase: "committing", LayersDone: len(layers), LayersTotal: len(layers), BytesDone: done, BytesTotal: total})
-	rec := store.Image{Digest: d, Size: u.Stats().Bytes, CreatedAt: time.Now().UTC(), Config: configOf(cf)}
+	return s.commit(d, cf, root, u.Stats().Bytes, imgName)
+}
+
+// scratch makes an empty root under tmp/ to unpack an image into, and its unpacker;
+// cleanup removes what is left of it.
+func (s *Service) scratch() (root string, u *unpack.Unpacker, cleanup func(), err error) {
+	tmp, err := os.MkdirTemp(filepath.Join(s.opts.Dir, "tmp"), "import-")
+	if err != nil {
+		return "", nil, nil, err
+	}
+	root = filepath.Join(tmp, "rootfs")
+	if err := os.Mkdir(root, 0o755); err != nil {
+		os.RemoveAll(tmp)
+		return "", nil, nil, err
+	}
+	if u, err = unpack.New(root, s.opts.Limits); err != nil {
+		os.RemoveAll(tmp)
+		return "", nil, nil, err
+	}
+	return root, u, func() { u.Close(); os.RemoveAll(tmp) }, nil
+}
+
+// importRootfs imports a root file system tarball in one pass: the layer's diff id, and
+// so the digest of the image's config, is hashed while it unpacks. The same tarball
+// imported again is unpacked again, then found stored and dropped.
+func (s *Service) importRootfs(ctx context.Context, path, imgName string, progress func(Progress)) (Image, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return Image{}, fmt.Errorf("import: %w: %w", err, errdefs.ErrInvalidArgument)
+	}
+	defer f.Close()
+	fi, err := f.Stat()
+	if err != nil {
+		return Image{}, err
+	}
+	root, u, cleanup, err := s.scratch()
+	if err != nil {
+		return Image{}, err
+	}
+	defer cleanup()
+	p := Progress{Phase: "unpacking", LayersTotal: 1, BytesTotal: fi.Size()}
+	progress(p)
+	cr := &countingReader{ctx: ctx, r: f, report: func(read int64) {
+		p.BytesDone = read
+		progress(p)
+	}}
+	tarStream, err := imagesrc.Decompress(cr)
+	if err != nil {
+		return Image{}, fmt.Errorf("import %s: %w: %w", path, err, errdefs.ErrInvalidArgument)
+	}
+	defer tarStream.Close()
+	diffID, err := applyTar(u, tarStream)
+	if errors.Is(err, unpack.ErrRefused) {
+		return Image{}, fmt.Errorf("import %s: %w: %w", path, err, errdefs.ErrInvalidArgument)
+	}
+	if err != nil {
+		return Image{}, fmt.Errorf("import %s: %w", path, err)
+	}
+	cf := imagesrc.RootfsConfig(diffID)
+	d, err := imagesrc.ConfigDigest(cf)
+	if err != nil {
+		return Image{}, err
+	}
+	progress(Progress{Phase: "committing", LayersDone: 1, LayersTotal: 1, BytesDone: cr.n, BytesTotal: fi.Size()})
+	return s.commit(d.String(), cf, root, u.Stats().Bytes, imgName)
+}
+
+// commit moves the tree unpacked at root into the store as image d, unless it is
+// stored already, and names it.
+func (s *Service) commit(d string, cf *v1.ConfigFile, root string, size int64, imgName string) (Image, error) {
+	rec := store.Image{Digest: d, Size: size, CreatedAt: time.Now().UTC(), Config: configOf(cf)}
 	for _, id := range cf.RootFS.DiffIDs {
 		rec.Layers = append(rec.Layers, id.String())
 	}
@@ -314,12 +383,13 @@ func (s *Service) add(ctx context.Context, img v1.Image, imgName string, rawTota
 			return Image{}, err
 		}
 	}
-	s.log.Info("image stored", "digest", d, "name", imgName, "bytes", rec.Size, "layers", len(layers))
+	s.log.Info("image stored", "digest", d, "name", imgName, "bytes", rec.Size, "layers", len(rec.Layers))
 	return s.getLocked(d)
 }
 
-// countingReader counts bytes read and reports them.
+// countingReader counts bytes read and reports them; it fails once ctx is done.
 type countingReader struct {
+	ctx    context.Context
 	r      io.Reader
 	n      int64
 	report func(int64)
@@ -327,6 +397,11 @@ type countingReader struct {
 }
 
 func (c *countingReader) Read(p []byte) (int, error) {
+	if c.ctx != nil {
+		if err := c.ctx.Err(); err != nil {
+			return 0, err
+		}
+	}
 	n, err := c.r.Read(p)
 	c.n += int64(n)
 	if c.n-c.last >= 256<<10 || err != nil {
@@ -360,19 +435,30 @@ func applyLayer(u *unpack.Unpacker, l v1.Layer, diffID v1.Hash, raw bool, report
 		defer dr.Close()
 		tarStream = dr
 	}
-	h := sha256.New()
-	tee := io.TeeReader(tarStream, h)
-	if err := u.Apply(tee); err != nil {
+	got, err := applyTar(u, tarStream)
+	if err != nil {
 		return cr.n, err
 	}
-	// Drain what the tar reader left (padding after the end marker) into the hash.
-	if _, err := io.Copy(io.Discard, tee); err != nil {
-		return cr.n, err
-	}
-	if got := "sha256:" + hex.EncodeToString(h.Sum(nil)); diffID.Algorithm == "sha256" && got != diffID.String() {
+	if diffID.Algorithm == "sha256" && got != diffID {
 		return cr.n, fmt.Errorf("content is %s, but the image config says %s: the image is corrupt: %w", got, diffID, errdefs.ErrInvalidArgument)
 	}
 	return cr.n, nil
+}
+
+// applyTar applies one layer's tar stream and returns its sha256, hashed as it is read
+// (ahead of the unpacker, in a goroutine of its own).
+func applyTar(u *unpack.Unpacker, tarStream io.Reader) (v1.Hash, error) {
+	h := sha256.New()
+	ra := newReadAhead(tarStream, h)
+	defer ra.Close()
+	if err := u.Apply(ra); err != nil {
+		return v1.Hash{}, err
+	}
+	// Drain what the tar reader left (padding after the end marker) into the hash.
+	if _, err := io.Copy(io.Discard, ra); err != nil {
+		return v1.Hash{}, err
+	}
+	return v1.Hash{Algorithm: "sha256", Hex: hex.EncodeToString(h.Sum(nil))}, nil
 }
 
 func configOf(cf *v1.ConfigFile) store.ImageConfig {

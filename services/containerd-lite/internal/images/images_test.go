@@ -2,6 +2,8 @@ package images
 
 import (
 	"archive/tar"
+	"bytes"
+	"compress/gzip"
 	"context"
 	"encoding/base64"
 	"errors"
@@ -25,6 +27,7 @@ import (
 	"github.com/google/go-containerregistry/pkg/v1/remote"
 
 	"hearth.dev/internal/errdefs"
+	"hearth.dev/internal/imagesrc"
 	"hearth.dev/services/containerd-lite/imagetest"
 	"hearth.dev/services/containerd-lite/internal/store"
 	"hearth.dev/services/containerd-lite/internal/unpack"
@@ -43,7 +46,7 @@ type env struct {
 	users map[string][]string
 }
 
-func newEnv(t *testing.T) *env {
+func newEnv(t testing.TB) *env {
 	t.Helper()
 	dir := t.TempDir()
 	st, err := store.Open(filepath.Join(dir, "meta.db"))
@@ -222,8 +225,65 @@ func TestImportFormats(t *testing.T) {
 	if again, err := e.svc.Import(context.Background(), rootTar, "", nil); err != nil || again.Digest != plain.Digest {
 		t.Errorf("re-import of the tarball: %v %v", again.Digest, err)
 	}
+	// The digest hashed while unpacking is the one hearthctl pack gives the same tarball.
+	if src, err := imagesrc.Open(rootTar, t.TempDir()); err != nil {
+		t.Fatal(err)
+	} else if d, _ := src.Image.ConfigName(); d.String() != plain.Digest {
+		t.Errorf("import digest %s, imagesrc.Open's %s", plain.Digest, d)
+	}
+	// Compressed, it is the same image.
+	gzTar := rootTar + ".gz"
+	gzipFile(t, rootTar, gzTar)
+	if gz, err := e.svc.Import(context.Background(), gzTar, "plain-gz", nil); err != nil || gz.Digest != plain.Digest {
+		t.Errorf("import of the gzipped tarball: %v %v, want %s", gz.Digest, err, plain.Digest)
+	}
 	if ents, _ := os.ReadDir(filepath.Join(e.dir, "images", "tmp")); len(ents) != 0 {
 		t.Errorf("import left scratch files: %v", ents)
+	}
+}
+
+func gzipFile(t *testing.T, from, to string) {
+	t.Helper()
+	raw, err := os.ReadFile(from)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var b bytes.Buffer
+	zw := gzip.NewWriter(&b)
+	zw.Write(raw)
+	zw.Close()
+	if err := os.WriteFile(to, b.Bytes(), 0o644); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// A hostile root file system tarball is refused as a hostile layer is, leaving nothing.
+func TestImportRefusesHostileRootfsTar(t *testing.T) {
+	needRoot(t)
+	e := newEnv(t)
+	tarPath := filepath.Join(t.TempDir(), "evil.tar")
+	if err := imagetest.WriteRootfsTar(tarPath,
+		imagetest.File{Name: "ok", Body: "fine"},
+		imagetest.File{Name: "link", Type: tar.TypeSymlink, Link: "../../../../../../tmp"},
+		imagetest.File{Name: "link/hearth-pwned-rootfs", Body: "x"},
+	); err != nil {
+		t.Fatal(err)
+	}
+	_, err := e.svc.Import(context.Background(), tarPath, "evil", nil)
+	if !errors.Is(err, unpack.ErrRefused) || !errors.Is(err, errdefs.ErrInvalidArgument) || !strings.Contains(err.Error(), tarPath) {
+		t.Fatalf("import of a hostile tarball: %v", err)
+	}
+	if _, err := os.Lstat("/tmp/hearth-pwned-rootfs"); err == nil {
+		os.Remove("/tmp/hearth-pwned-rootfs")
+		t.Fatal("the tarball wrote outside the store")
+	}
+	if list, _ := e.svc.List(context.Background()); len(list) != 0 {
+		t.Errorf("a refused image is listed: %+v", list)
+	}
+	for _, d := range []string{"tmp", "rootfs"} {
+		if ents, _ := os.ReadDir(filepath.Join(e.dir, "images", d)); len(ents) != 0 {
+			t.Errorf("images/%s holds %v after a refused import", d, ents)
+		}
 	}
 }
 
