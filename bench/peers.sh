@@ -6,7 +6,11 @@
 # package's network namespace. Each peer runs the same two daemons from the same busybox
 # rootfs, BENCH_ITER times (default 10, after one untimed warm-up), and prints
 #   PEER <name> median_ms=<float> p90_ms=<float> n=<int>
-# for podman-pod and lxc-execute (or "PEER <name> skipped|failed reason=...").
+# for podman-pod and lxc-execute (or "PEER <name> skipped|failed reason=..."), and after
+# the last run, with both daemons up, what the peer's own processes hold besides them:
+#   PEERMEM <name> pss_kib=<int> rss_kib=<int> procs=<what was counted>
+# (podman pod: the three conmons and the infra container's catatonit; lxc-execute: its
+# monitor and lxc-init), to set beside Hearth's per-service overhead.
 #
 #   podman-pod:  pod (--network none) with containers A and B created beforehand; timed from
 #                `podman start A` (which also starts the pod's infra container), poll A from
@@ -104,6 +108,19 @@ nap() { read -r -t "$1" -u "$nap_fd" _ || true; }
 # usec T0 T1: microseconds between two $EPOCHREALTIME readings.
 usec() { echo $((${2/./} - ${1/./})); }
 
+# mem NAME WHAT PID...: the PEERMEM line, the PSS and RSS summed over the PIDs.
+mem() {
+	local name=$1 what=$2 p pss=0 rss=0 v
+	shift 2
+	for p; do
+		v=$(awk '/^Pss:/ {print $2}' "/proc/$p/smaps_rollup" 2>/dev/null || true)
+		pss=$((pss + ${v:-0}))
+		v=$(awk '/^VmRSS:/ {print $2}' "/proc/$p/status" 2>/dev/null || true)
+		rss=$((rss + ${v:-0}))
+	done
+	echo "PEERMEM $name pss_kib=$pss rss_kib=$rss procs=$what"
+}
+
 # stats NAME FILE: the PEER line from a file of per-run microseconds (median: middle value,
 # mean of the two middle ones for an even count; p90: nearest rank).
 stats() {
@@ -193,6 +210,13 @@ podman_peer() {
 			{ log "podman-pod: B never answered"; exit 1; }
 		t1=$EPOCHREALTIME
 
+		if [ "$i" -eq "$iter" ]; then
+			local infra
+			infra=$(pm pod inspect --format '{{.InfraContainerID}}' "$pod")
+			# shellcheck disable=SC2046 # one PID per word
+			mem podman-pod conmon-x3+catatonit $(pm inspect --format '{{.State.ConmonPid}}' "$pod-a" "$pod-b" "$infra") \
+				"$(pm inspect --format '{{.State.Pid}}' "$infra")"
+		fi
 		pm pod rm -f -t 0 "$pod" >/dev/null
 		if [ "$i" -eq 0 ]; then
 			log "podman-pod warm-up: $(usec "$t0" "$t1") us"
@@ -264,6 +288,7 @@ lxc_peer() {
 		nsenter --net="/proc/$ipid/ns/net" "$hbb" sh -c \
 			'wget -q -O /dev/null http://127.0.0.1:8080/ && wget -q -O /dev/null http://127.0.0.1:8081/' ||
 			{ log "lxc-execute: marker written but the daemons do not answer"; exit 1; }
+		[ "$i" -ne "$iter" ] || mem lxc-execute monitor+lxc-init "$lxc_pid" "$ipid"
 		lxc-stop -k -P "$lxcpath" -n "$lxcname" >/dev/null
 		wait "$lxc_pid" || true # killed: non-zero
 		lxc_pid=

@@ -151,3 +151,35 @@ if [ "$(id -u)" = 0 ] && [ "$density" != 0 ]; then
 		tail -n 60 "$dout"
 	fi
 fi
+
+# The summary: each figure of the performance table beside its peer, from this run, with
+# its goal ("-" where this run did not measure it: BENCH, BENCH_PEERS or BENCH_DENSITY
+# left it out).
+# dens KEY: a figure of the density run.
+dens() { [ -n "${dout:-}" ] && awk -v k="$1" '$1 == "DENSITY" && $3 == k {print $4}' "$dout" | head -n 1; return 0; }
+peer() { grep "^PEER $1 " <<<"${peers:-}" | tr ' ' '\n' | sed -n "s/^$2=//p" | head -n 1; }
+echo
+echo "== summary: hearth / peer, this run (medians) =="
+d() { echo "${1:--}"; }
+mib() { [ -n "$1" ] && awk -v v="$1" 'BEGIN {printf "%.1f", v / 1024}'; return 0; }
+{
+	# figure, hearth, then peer name and value pairs; "-": not measured in this run
+	echo "start-to-both-ready-ms $(d "${ours:-}") lxc-execute $(d "$(peer lxc-execute median_ms)") podman-pod $(d "$(peer podman-pod median_ms)")"
+	lx=$(median BenchmarkLXCExecuteSameRootfs)
+	echo "create+start-p50-ms $(d "$(median BenchmarkContainerCreateStartStop create+start-p50-ms)") lxc-execute $(d "${lx:+$(awk -v v="$lx" 'BEGIN {printf "%.2f", v / 1e6}')}")"
+	pm=$(grep '^PEERMEM podman-pod ' <<<"${peers:-}" | tr ' ' '\n' | sed -n 's/^pss_kib=//p')
+	pr=$(grep '^PEERMEM podman-pod ' <<<"${peers:-}" | tr ' ' '\n' | sed -n 's/^rss_kib=//p')
+	echo "overhead-PSS-MiB-N=1 $(d "$(dens n1-overhead-pss-MiB)") podman-pod-PSS $(d "$(mib "$pm")") podman-pod-RSS $(d "$(mib "$pr")")"
+	echo "overhead-PSS-MiB-N=$density $(d "$(dens nN-overhead-pss-avg-MiB)")"
+	echo "start-all-$density-s $(d "$(dens start-all-all-s)")"
+	echo "import-MB/s $(d "$(median BenchmarkImageImportRootfsTar MB/s)") tar-x $(d "$(median BenchmarkTarExtractSameLayer MB/s)")"
+} | awk '{
+	printf "%-26s %9s", $1, $2
+	for (i = 3; i < NF; i += 2) {
+		r = ($2 != "-" && $(i + 1) != "-" && $(i + 1) > 0) ? sprintf("%.2f", $2 / $(i + 1)) : "-"
+		printf "   %s %s (ratio %s)", $i, $(i + 1), r
+	}
+	printf "\n"
+}'
+echo "goals: start to both ready <= 60 ms and <= 2x lxc-execute; create+start p50 <= 30 ms;"
+echo "  overhead PSS <= 8 MiB at N=1, <= 4 MiB at N=100; start --all of 100 <= 4 s; import >= 0.9x tar -x"

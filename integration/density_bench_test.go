@@ -380,6 +380,7 @@ func (d *densityLab) memory(b *testing.B, ids []string, key, label string) {
 		name, what string
 		get        func(serviceMemory) int64
 	}{
+		{"overhead-pss", "per-service overhead PSS (guestd init + serving + LXC monitor)", func(m serviceMemory) int64 { return m.guestd + m.monitor }},
 		{"cgroup", "container's memory cgroup (usage)", func(m serviceMemory) int64 { return m.cgroup }},
 		{"cgroup-anon", "  of which anonymous", func(m serviceMemory) int64 { return m.anon }},
 		{"guestd-pss", "guestd PSS (init + serving)", func(m serviceMemory) int64 { return m.guestd }},

@@ -346,6 +346,8 @@ func (s *Service) importRootfs(ctx context.Context, path, imgName string, progre
 	if err != nil {
 		return Image{}, fmt.Errorf("import %s: %w", path, err)
 	}
+	p.LayersDone, p.BytesDone = 1, cr.n
+	progress(p)
 	cf := imagesrc.RootfsConfig(diffID)
 	d, err := imagesrc.ConfigDigest(cf)
 	if err != nil {

@@ -35,6 +35,7 @@ import (
 	"hearth.dev/services/guestd/internal/launch"
 	"hearth.dev/services/guestd/internal/logbuf"
 	"hearth.dev/services/guestd/internal/memtrim"
+	"hearth.dev/services/guestd/internal/netwait"
 	"hearth.dev/services/guestd/internal/reaper"
 	"hearth.dev/services/guestd/internal/selfstat"
 	"hearth.dev/services/guestd/internal/starttrace"
@@ -114,6 +115,10 @@ type processes interface {
 }
 
 var _ guestv1.GuestServiceServer = (*Server)(nil)
+
+// networkWait bounds the wait for the container's network before its jobs start (the
+// host attaches it within milliseconds of the start; netd may have gone meanwhile).
+const networkWait = 10 * time.Second
 
 // resolvConf is the container's resolver configuration.
 var resolvConf = "/etc/resolv.conf"
@@ -247,6 +252,17 @@ func (s *Server) run(ctx context.Context) error {
 	if s.sup == nil || s.bundle.Idle {
 		<-ctx.Done()
 		return nil
+	}
+	if len(s.bundle.Nameservers) > 0 {
+		// netd is there (it named the resolver): the host attaches the container to its
+		// bridge right after starting it. The jobs wait for that, so that a hook or
+		// daemon reaching out at once finds a route.
+		wctx, cancel := context.WithTimeout(ctx, networkWait)
+		if err := netwait.Wait(wctx, netwait.RouteFile); err != nil {
+			s.env.Logger.Warn("starting the package without its network", "error", err)
+		}
+		cancel()
+		s.trace.Mark("network")
 	}
 	s.sup.StartAll()
 	<-ctx.Done()
