@@ -91,9 +91,9 @@ if [ -n "$ep50" ] && [ -n "$gp50" ]; then
 	}'
 	echo
 fi
-ratio BenchmarkImageImportRootfsTar BenchmarkTarExtractSameLayer
-show BenchmarkImageImportRootfsTar MB/s "image import throughput"
-show BenchmarkTarExtractSameLayer MB/s "tar -x throughput"
+show BenchmarkImageImportVsTar import-MB/s "image import of a rootfs tarball"
+show BenchmarkImageImportVsTar tar-MB/s "tar -x of the same file (same runs, interleaved)"
+show BenchmarkImageImportVsTar import/tar "ratio import / tar -x (median of the runs' ratios)"
 show BenchmarkImageReimport ns/op "second import of a stored image (ns)"
 echo
 show BenchmarkLocalLeafIssue leaves/s "certd local leaf issuance" || true
@@ -172,7 +172,7 @@ mib() { [ -n "$1" ] && awk -v v="$1" 'BEGIN {printf "%.1f", v / 1024}'; return 0
 	echo "overhead-PSS-MiB-N=1 $(d "$(dens n1-overhead-pss-MiB)") podman-pod-PSS $(d "$(mib "$pm")") podman-pod-RSS $(d "$(mib "$pr")")"
 	echo "overhead-PSS-MiB-N=$density $(d "$(dens nN-overhead-pss-avg-MiB)")"
 	echo "start-all-$density-s $(d "$(dens start-all-all-s)")"
-	echo "import-MB/s $(d "$(median BenchmarkImageImportRootfsTar MB/s)") tar-x $(d "$(median BenchmarkTarExtractSameLayer MB/s)")"
+	echo "import-MB/s $(d "$(median BenchmarkImageImportVsTar import-MB/s)") tar-x $(d "$(median BenchmarkImageImportVsTar tar-MB/s)")"
 } | awk '{
 	printf "%-26s %9s", $1, $2
 	for (i = 3; i < NF; i += 2) {

@@ -178,8 +178,10 @@ func initDaemon(env *daemon.Env, baseSrc string, policy limits.Policy, reserve i
 		}
 		return hostapi.New(c, d)
 	}, budget.Limits{})
+	// A container's user namespace (for its idmapped mounts) is kept for its next start.
+	userns := &idmap.Cache{Max: 256, Open: func(mp idmap.Mapping) (int, error) { return mp.OpenUserns(self) }}
 	m = containers.New(containers.Options{
-		Userns:     func(mp idmap.Mapping) (int, error) { return mp.OpenUserns(self) },
+		Userns:     userns.Get,
 		Network:    network,
 		StateDir:   env.StateDir,
 		BaseRootfs: base,

@@ -15,22 +15,28 @@ type checkResult struct {
 	msg string
 }
 
-// firstRetry is the wait after the first failing check; it doubles up to the interval.
-const firstRetry = 5 * time.Millisecond
+// Until a daemon's first check passes, failing checks are retried quickly: every
+// quickRetry for quickTries tries (most daemons are ready a few milliseconds after
+// their exec), then after waits that double from 2*quickRetry up to the interval.
+const (
+	quickRetry = time.Millisecond
+	quickTries = 10
+)
 
-// nextWait is the wait before the next check. Until a check has passed, a daemon that is
-// not ready is usually so for a moment only: checking only every interval would cost up to
-// an interval on every start, so the first check comes at once and the failing ones
-// are retried after firstRetry, doubling up to the interval. Once one has passed, checks
-// come every interval: health failures count at the pace the manifest set.
-func nextWait(last time.Duration, passed bool, interval time.Duration) time.Duration {
+// nextWait is the wait before the next check, after tries failing checks in a row since
+// the daemon started (passed: one has passed since). Checking only every interval would
+// cost up to an interval on every start; once a check has passed, checks come every
+// interval: health failures count at the pace the manifest set.
+func nextWait(tries int, passed bool, interval time.Duration) time.Duration {
 	switch {
 	case passed:
 		return interval
-	case last <= 0:
-		return min(firstRetry, interval)
+	case tries <= quickTries:
+		return min(quickRetry, interval)
+	case tries-quickTries >= 30: // no shift overflows
+		return interval
 	default:
-		return min(2*last, interval)
+		return min(quickRetry<<(tries-quickTries), interval)
 	}
 }
 
@@ -43,7 +49,7 @@ func (s *Supervisor) checks(ctx context.Context, j *job) <-chan checkResult {
 	out := make(chan checkResult)
 	go func() {
 		var wait time.Duration
-		passed := false
+		passed, tries := false, 0
 		for {
 			if wait > 0 {
 				t := time.NewTimer(wait)
@@ -58,7 +64,8 @@ func (s *Supervisor) checks(ctx context.Context, j *job) <-chan checkResult {
 			res := s.check(cctx, j)
 			cancel()
 			passed = passed || res.ok
-			wait = nextWait(wait, passed, interval)
+			tries++
+			wait = nextWait(tries, passed, interval)
 			select {
 			case out <- res:
 			case <-ctx.Done():

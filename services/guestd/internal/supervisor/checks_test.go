@@ -70,23 +70,25 @@ func TestNextWait(t *testing.T) {
 	const ms = time.Millisecond
 	tests := []struct {
 		name     string
-		last     time.Duration
+		tries    int
 		passed   bool
 		interval time.Duration
 		want     time.Duration
 	}{
-		{"first check failed", 0, false, time.Second, 5 * ms},
-		{"second failed: doubles", 5 * ms, false, time.Second, 10 * ms},
-		{"doubling stops at the interval", 640 * ms, false, time.Second, time.Second},
-		{"at the interval stays", time.Second, false, time.Second, time.Second},
-		{"passed: the interval", 20 * ms, true, time.Second, time.Second},
-		{"failing after a pass: still the interval", time.Second, true, time.Second, time.Second},
-		{"interval shorter than the first retry", 0, false, 2 * ms, 2 * ms},
+		{"first check failed", 1, false, time.Second, ms},
+		{"quick tries", 10, false, time.Second, ms},
+		{"then doubles", 11, false, time.Second, 2 * ms},
+		{"and doubles", 12, false, time.Second, 4 * ms},
+		{"doubling stops at the interval", 21, false, time.Second, time.Second},
+		{"far on: the interval", 1000, false, time.Second, time.Second},
+		{"passed: the interval", 3, true, time.Second, time.Second},
+		{"failing after a pass: still the interval", 40, true, time.Second, time.Second},
+		{"interval shorter than the quick retry", 1, false, ms / 2, ms / 2},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			if got := nextWait(tt.last, tt.passed, tt.interval); got != tt.want {
-				t.Errorf("nextWait(%v, passed=%v, %v) = %v, want %v", tt.last, tt.passed, tt.interval, got, tt.want)
+			if got := nextWait(tt.tries, tt.passed, tt.interval); got != tt.want {
+				t.Errorf("nextWait(%d, passed=%v, %v) = %v, want %v", tt.tries, tt.passed, tt.interval, got, tt.want)
 			}
 		})
 	}

@@ -334,6 +334,7 @@ func (s *Supervisor) run(j *job) {
 		minB, maxB, _ = manifest.ParseBackoff(spec.Restart.Backoff)
 	}
 	backoff := minB
+	s.prepareAhead(j)
 	for {
 		if !s.waitToStart(j) {
 			s.finish(j, Stopped, "")
@@ -381,6 +382,53 @@ func (s *Supervisor) run(j *job) {
 		}
 		backoff = min(backoff*2, maxB)
 	}
+}
+
+// prepareAhead readies the root of a job that waits for others while they become
+// ready, so that its start then costs only the exec. It begins once each of them has
+// started its process (their own preparing comes first: they are on the critical path),
+// and ends at once when they are ready before that or the job is no longer wanted. A
+// failure is left to once, which prepares again and reports it.
+func (s *Supervisor) prepareAhead(j *job) {
+	for {
+		s.mu.Lock()
+		if !j.want || s.closing || !j.fresh {
+			s.mu.Unlock()
+			return
+		}
+		if met, _ := s.depsMetLocked(j); met {
+			s.mu.Unlock()
+			return
+		}
+		if s.depsStartedLocked(j) {
+			s.mu.Unlock()
+			break
+		}
+		ch := s.changed
+		s.mu.Unlock()
+		select {
+		case <-ch:
+		case <-j.stop:
+			return // waitToStart sees why (want is false, or it waits on)
+		}
+	}
+	if err := s.launcher.Prepare(context.Background(), j.Name, j.spec, true); err != nil {
+		s.log.Debug("prepare ahead", "job", j.Name, "error", err)
+		return
+	}
+	j.fresh = false
+}
+
+// depsStartedLocked reports whether every job j requires has started its process.
+func (s *Supervisor) depsStartedLocked(j *job) bool {
+	for _, d := range j.Requires {
+		switch s.jobs[d].State {
+		case Starting, Ready, Failing, Done:
+		default:
+			return false
+		}
+	}
+	return true
 }
 
 // once starts j's process and follows it until it exits (exit, why) or a stop request

@@ -35,9 +35,27 @@ type hostLauncher struct {
 	env    []string
 	mu     sync.Mutex
 	groups map[string]int // each job's last process group
+	events []string       // "prepare NAME" (fresh ones only) and "start NAME", in order
 }
 
-func (h *hostLauncher) Prepare(context.Context, string, *manifest.Daemon, bool) error { return nil }
+func (h *hostLauncher) Prepare(_ context.Context, name string, _ *manifest.Daemon, fresh bool) error {
+	if fresh {
+		h.record("prepare " + name)
+	}
+	return nil
+}
+
+func (h *hostLauncher) record(e string) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	h.events = append(h.events, e)
+}
+
+func (h *hostLauncher) Events() []string {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return append([]string(nil), h.events...)
+}
 
 // Cleanup kills what is left of the job's last process group (the launch package kills
 // what is rooted in its subcontainer).
@@ -59,6 +77,7 @@ func (h *hostLauncher) Start(name string, spec *manifest.Daemon, stdout, stderr 
 		Env: h.env, Files: []uintptr{devnull.Fd(), stdout.Fd(), stderr.Fd()}, Sys: &syscall.SysProcAttr{Setpgid: true},
 	})
 	if err == nil {
+		h.record("start " + name)
 		h.mu.Lock()
 		if h.groups == nil {
 			h.groups = map[string]int{}
@@ -85,6 +104,7 @@ func (h *hostLauncher) Run(ctx context.Context, name string, spec *manifest.Daem
 
 type fixture struct {
 	s   *Supervisor
+	l   *hostLauncher
 	dir string
 }
 
@@ -96,7 +116,8 @@ func newFixture(t *testing.T, yaml string) *fixture {
 		t.Fatal(err)
 	}
 	logs := map[string]*logbuf.Log{}
-	s := New(m, &hostLauncher{env: []string{"PATH=/usr/bin:/bin", "DIR=" + dir}}, func(n string) *logbuf.Log {
+	l := &hostLauncher{env: []string{"PATH=/usr/bin:/bin", "DIR=" + dir}}
+	s := New(m, l, func(n string) *logbuf.Log {
 		l, _ := logbuf.New(filepath.Join(dir, "logs", n+".log"), 100, 1<<20)
 		logs[n] = l
 		return l
@@ -106,7 +127,7 @@ func newFixture(t *testing.T, yaml string) *fixture {
 		defer cancel()
 		s.StopAll(ctx)
 	})
-	return &fixture{s: s, dir: dir}
+	return &fixture{s: s, l: l, dir: dir}
 }
 
 func (f *fixture) status(name string) Status {
@@ -194,6 +215,36 @@ daemons:
 	}
 	if d := again.StartedAt.Sub(killed); d < 200*time.Millisecond {
 		t.Errorf("restarted %v after the kill, before the 200ms backoff", d)
+	}
+}
+
+// TestDependentPreparedWhileItWaits: a job that requires another has its root prepared
+// once the other has started, while the other is not ready yet, and only once: its start
+// after the other is ready is the exec alone.
+func TestDependentPreparedWhileItWaits(t *testing.T) {
+	f := newFixture(t, header+`
+daemons:
+  db: {image: i, command: ["exec sleep 100"], ready: {exec: ["test -e $DIR/up"], interval: 20ms}}
+  app: {image: i, command: ["exec sleep 100"], requires: [db]}
+`)
+	f.s.StartAll()
+	f.waitFor(t, "db", "starting", state(Starting))
+	deadline := time.Now().Add(5 * time.Second)
+	for !slices.Contains(f.l.Events(), "prepare app") && time.Now().Before(deadline) {
+		time.Sleep(5 * time.Millisecond)
+	}
+	if got, want := f.l.Events(), []string{"prepare db", "start db", "prepare app"}; !slices.Equal(got, want) {
+		t.Fatalf("while db is not ready: %q, want %q", got, want)
+	}
+	if st := f.status("db"); st.State != Starting {
+		t.Fatalf("db is %s: the check above proved nothing", st.State)
+	}
+	if err := os.WriteFile(filepath.Join(f.dir, "up"), nil, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	f.waitFor(t, "app", "ready", state(Ready))
+	if got, want := f.l.Events(), []string{"prepare db", "start db", "prepare app", "start app"}; !slices.Equal(got, want) {
+		t.Fatalf("after db is ready: %q, want %q", got, want)
 	}
 }
 
