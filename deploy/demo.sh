@@ -77,55 +77,55 @@ done
 
 hctl() { "$bin/hearthctl" "$@"; }
 
-# The example package, hello-pg: Postgres and our app in one container.
-if ! hctl image inspect hello-pg/app:1 >/dev/null 2>&1; then
-	echo "demo: building the app image"
-	CGO_ENABLED=0 go build -o "$dir/app-server" ./examples/hello-pg/app
-	rm -rf "$dir/app-image"
-	go run ./examples/hello-pg/mkimage -app "$dir/app-server" -out "$dir/app-image"
-	hctl image import "$dir/app-image" --name hello-pg/app:1
+# The example package, hello-pg (Postgres and our app in one container), built and signed
+# offline by examples/build.sh with its development key, which this host then trusts.
+ex=$top/build/examples
+if [ ! -s "$ex/hello-pg-1.0.0.hpkg" ]; then
+	echo "demo: building the example package hello-pg (Postgres is debootstrapped the first time: about a minute, then cached)"
+	examples/build.sh "$ex" hello-pg >/dev/null
 fi
-if ! hctl image inspect hello-pg/postgres:15 >/dev/null 2>&1; then
-	echo "demo: building the Postgres image (debootstrap, about a minute the first time; cached)"
-	pg=$(deploy/images/debootstrap.sh postgresql-15)
-	hctl --timeout 10m image import "$pg" --name hello-pg/postgres:15
+hctl keys ls 2>/dev/null | grep -qF "$(cat "$ex/dev.pub")" || hctl keys trust "$ex/dev.pub" >/dev/null
+if hctl info hello-pg >/dev/null 2>&1; then
+	hctl start hello-pg >/dev/null
+else
+	hctl --timeout 10m install "$ex/hello-pg-1.0.0.hpkg"
 fi
-hctl container status hello >/dev/null 2>&1 || hctl container create hello --manifest examples/hello-pg/manifest.yaml
-hctl container start hello >/dev/null
 echo "demo: waiting for hello-pg's daemons"
 for _ in $(seq 300); do
-	hctl container status hello | grep -q '^app .* ready ' && break
+	hctl status hello-pg 2>/dev/null | grep -q '^app .* ready ' && break
 	sleep 0.2
 done
-hctl container status hello
+hctl status hello-pg
 
-addr=$(hctl container ls | awk '$1 == "hello" {print $4}')
+addr=$(hctl container ls | awk '$1 == "hello-pg" {print $4}')
 hctl cert root >"$dir/hearth-root.crt" 2>/dev/null
 port=${https_addr##*:}
 for _ in $(seq 50); do
-	out=$(curl -sS --max-time 5 --cacert "$dir/hearth-root.crt" --resolve "hello.local:$port:127.0.0.1" "https://hello.local:$port/rows" 2>&1) && break
+	out=$(curl -sS --max-time 5 --cacert "$dir/hearth-root.crt" --resolve "hello-pg.local:$port:127.0.0.1" "https://hello-pg.local:$port/rows" 2>&1) && break
 	sleep 0.2
 done
 
 cat <<MSG
 
-Hearth is running under $dir, with the example package hello-pg in container "hello".
-It answers at https://hello.local$( [ "$port" = 443 ] || echo ":$port" ) through netd's proxy, with a certificate from this
+Hearth is running under $dir, with the example package hello-pg installed from its signed file
+($ex/hello-pg-1.0.0.hpkg).
+It answers at https://hello-pg.local$( [ "$port" = 443 ] || echo ":$port" ) through netd's proxy, with a certificate from this
 host's root CA ($dir/hearth-root.crt: trust it on your devices), and on netd's bridge at
 http://$addr:8080. From this machine:
-  curl --cacert $dir/hearth-root.crt --resolve hello.local:$port:127.0.0.1 https://hello.local:$port/rows
+  curl --cacert $dir/hearth-root.crt --resolve hello-pg.local:$port:127.0.0.1 https://hello-pg.local:$port/rows
 $out
 
-To announce hello.local on your LAN over mDNS, start the demo with HEARTH_LAN_INTERFACES=eth0
-(your LAN interface). Where it answers: $bin/hearthctl container inspect hello, and netd's
+To announce hello-pg.local on your LAN over mDNS, start the demo with HEARTH_LAN_INTERFACES=eth0
+(your LAN interface). Where it answers: $bin/hearthctl addresses hello-pg, and netd's
 bindings: $top/bin/tools/grpcurl -plaintext -unix $run/netd.sock hearth.net.v1.BindingService/ListBindings
 
   sockets:  $run/{containerd-lite,netd,certd}.sock
-  logs:     $dir/logs/   and   $bin/hearthctl logs hello -f
+  logs:     $dir/logs/   and   $bin/hearthctl logs hello-pg -f
 Try:
   export HEARTH_RUN_DIR=$run
-  $bin/hearthctl container inspect hello
-  $bin/hearthctl exec -it hello db -- bash
+  $bin/hearthctl info hello-pg
+  $bin/hearthctl addresses hello-pg
+  $bin/hearthctl exec -it hello-pg db -- bash
   $top/bin/tools/grpcurl -plaintext -unix $run/containerd-lite.sock list    (after make tools)
 Stop it:    deploy/demo.sh stop
 MSG

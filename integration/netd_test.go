@@ -1,7 +1,11 @@
 package integration
 
 import (
+	"context"
+	"crypto/tls"
+	"crypto/x509"
 	"fmt"
+	"io"
 	"math/rand"
 	"net"
 	"net/http"
@@ -342,5 +346,61 @@ func TestNetdBadInput(t *testing.T) {
 	}
 	if afterList, _ := hearthctl(t, l.runDir, "addresses", "busybox"); afterList != beforeList {
 		t.Errorf("refused requests changed the bindings:\nbefore:\n%s\nafter:\n%s", beforeList, afterList)
+	}
+}
+
+// TestNetdBeforeCertd: netd started while certd is not there yet (a boot where certd comes
+// up late, a certd restarted) serves a LAN name once certd is there, within seconds and
+// with nothing else happening: no restart, no binding changed.
+func TestNetdBeforeCertd(t *testing.T) {
+	requireRoot(t)
+	l := newLab(t)
+	e := &edgeLab{lab: l, br: testBridge(t)}
+	e.gw = gatewayOf(e.br)
+	e.startNetd(t)
+	importEcho(t, l)
+	e.startEcho(t, "early")
+	cl := e.netdClient(t)
+	lanStatus := func() (string, bool) {
+		resp, err := cl.ListBindings(context.Background(), &netv1.ListBindingsRequest{Container: "early"})
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, b := range resp.GetBindings() {
+			if b.GetInterface() == "web" && b.GetExposure() == netv1.Exposure_EXPOSURE_LAN {
+				return b.GetStatus(), true
+			}
+		}
+		return "", false
+	}
+	waitFor(t, "early's LAN binding waiting for its certificate", 20*time.Second, func() bool {
+		st, ok := lanStatus()
+		return ok && st == "waiting for its certificate"
+	})
+	e.startCertd(t)
+	t0 := time.Now()
+	waitFor(t, "early's LAN binding served once certd is there", 20*time.Second, func() bool {
+		st, ok := lanStatus()
+		return ok && st == ""
+	})
+	t.Logf("certd up: the LAN name served %v later", time.Since(t0).Round(time.Millisecond))
+	rootPEM, err := hearthctl(t, l.runDir, "cert", "root")
+	if err != nil {
+		t.Fatal(err)
+	}
+	pool := x509.NewCertPool()
+	pool.AppendCertsFromPEM([]byte(rootPEM))
+	tr := &http.Transport{TLSClientConfig: &tls.Config{RootCAs: pool, ServerName: "early.local"}}
+	defer tr.CloseIdleConnections()
+	req, _ := http.NewRequest(http.MethodGet, "https://"+e.gw+":443/", nil)
+	req.Host = "early.local"
+	resp, err := (&http.Client{Transport: tr, Timeout: 10 * time.Second}).Do(req)
+	if err != nil {
+		t.Fatalf("https://early.local through netd's proxy: %v", err)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if !strings.Contains(string(body), "early") {
+		t.Fatalf("https://early.local: %s %q", resp.Status, body)
 	}
 }

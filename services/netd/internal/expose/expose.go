@@ -67,6 +67,10 @@ type Exposer struct {
 	// restarted containerd-lite made its restart O(N²).
 	inLine bool
 	onions map[string]string // binding id → onion address
+	// lanCertsMissing says the last Sync could not get a LAN name's certificate (certd
+	// down, or not started yet): Run syncs again soon, not only after a minute.
+	lanCertsMissing bool
+	certsMissing    chan struct{} // a Sync tells Run that it lacked one
 
 	certMu  sync.Mutex
 	served  map[string]served // host name → the certificate the proxy serves for it
@@ -87,7 +91,7 @@ func New(cfg Config) *Exposer {
 	if cfg.HTTPSPort == 0 {
 		cfg.HTTPSPort = 443
 	}
-	return &Exposer{cfg: cfg, log: log, kick: make(chan struct{}, 1), status: map[string]string{}, onions: map[string]string{},
+	return &Exposer{cfg: cfg, log: log, kick: make(chan struct{}, 1), certsMissing: make(chan struct{}, 1), status: map[string]string{}, onions: map[string]string{},
 		served: map[string]served{}, pending: map[string]bool{}}
 }
 
@@ -214,20 +218,43 @@ func (e *Exposer) Run(ctx context.Context) error {
 	}
 	t := time.NewTicker(time.Minute)
 	defer t.Stop()
+	// A LAN name whose certificate certd could not give (whichever Sync found that) is
+	// asked for again after certRetryMin, doubling up to the minute of the ticker.
+	retry := time.NewTimer(time.Hour)
+	retry.Stop()
+	defer retry.Stop()
+	armed, backoff := false, certRetryMin
 	for {
 		select {
 		case <-ctx.Done():
 			return nil
+		case <-e.certsMissing:
+			if !armed {
+				retry.Reset(backoff)
+				armed, backoff = true, min(2*backoff, time.Minute)
+			}
+			continue
 		case <-e.kick:
 		case <-t.C:
+		case <-retry.C:
+			armed = false
 		}
 		sctx, cancel := context.WithTimeout(ctx, 30*time.Second)
 		if err := e.Sync(sctx); err != nil && ctx.Err() == nil {
 			e.log.Error("bring the network in line with the bindings", "error", err)
 		}
 		cancel()
+		e.mu.Lock()
+		if !e.lanCertsMissing {
+			backoff = certRetryMin
+		}
+		e.mu.Unlock()
 	}
 }
+
+// certRetryMin is the first wait before a LAN certificate certd could not give is asked
+// for again.
+const certRetryMin = 500 * time.Millisecond
 
 // renewed serves a renewed or re-issued certificate in place of the one it replaces.
 func (e *Exposer) renewed(c certsource.Cert) {
@@ -292,7 +319,13 @@ func (e *Exposer) Sync(ctx context.Context) error {
 	e.syncProxy(ctx, lives, status)
 	e.syncTor(ctx, lives, status)
 	e.status = status
-	e.inLine = len(errs) == 0 && ctx.Err() == nil
+	e.inLine = len(errs) == 0 && ctx.Err() == nil && !e.lanCertsMissing
+	if e.lanCertsMissing {
+		select {
+		case e.certsMissing <- struct{}{}:
+		default:
+		}
+	}
 	return errors.Join(errs...)
 }
 
@@ -409,6 +442,7 @@ func (e *Exposer) syncMDNS(lives []live, status map[string]string) {
 }
 
 func (e *Exposer) syncProxy(ctx context.Context, lives []live, status map[string]string) {
+	e.lanCertsMissing = false
 	if e.cfg.Proxy == nil {
 		return
 	}
@@ -471,7 +505,8 @@ func (e *Exposer) syncProxy(ctx context.Context, lives []live, status map[string
 		}
 		cctx, cancel := context.WithTimeout(ctx, 15*time.Second)
 		if err := e.ensureCert(cctx, name, false); err != nil {
-			e.log.Error("certificate of a LAN name", "name", name, "error", err)
+			e.log.Error("certificate of a LAN name: asking again soon", "name", name, "error", err)
+			e.lanCertsMissing = true
 		}
 		cancel()
 	}
