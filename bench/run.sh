@@ -157,7 +157,12 @@ fi
 # left it out).
 # dens KEY: a figure of the density run.
 dens() { [ -n "${dout:-}" ] && awk -v k="$1" '$1 == "DENSITY" && $3 == k {print $4}' "$dout" | head -n 1; return 0; }
-peer() { grep "^PEER $1 " <<<"${peers:-}" | tr ' ' '\n' | sed -n "s/^$2=//p" | head -n 1; }
+# peer [KIND] NAME KEY: a field of bench/peers.sh's PEER (or KIND, such as PEERMEM) line.
+peer() {
+	local kind=PEER
+	[ $# -lt 3 ] || { kind=$1; shift; }
+	grep "^$kind $1 " <<<"${peers:-}" | tr ' ' '\n' | sed -n "s/^$2=//p" | head -n 1
+}
 echo
 echo "== summary: hearth / peer, this run (medians) =="
 d() { echo "${1:--}"; }
@@ -167,8 +172,7 @@ mib() { [ -n "$1" ] && awk -v v="$1" 'BEGIN {printf "%.1f", v / 1024}'; return 0
 	echo "start-to-both-ready-ms $(d "${ours:-}") lxc-execute $(d "$(peer lxc-execute median_ms)") podman-pod $(d "$(peer podman-pod median_ms)")"
 	lx=$(median BenchmarkLXCExecuteSameRootfs)
 	echo "create+start-p50-ms $(d "$(median BenchmarkContainerCreateStartStop create+start-p50-ms)") lxc-execute $(d "${lx:+$(awk -v v="$lx" 'BEGIN {printf "%.2f", v / 1e6}')}")"
-	pm=$(grep '^PEERMEM podman-pod ' <<<"${peers:-}" | tr ' ' '\n' | sed -n 's/^pss_kib=//p')
-	pr=$(grep '^PEERMEM podman-pod ' <<<"${peers:-}" | tr ' ' '\n' | sed -n 's/^rss_kib=//p')
+	pm=$(peer PEERMEM podman-pod pss_kib) pr=$(peer PEERMEM podman-pod rss_kib)
 	echo "overhead-PSS-MiB-N=1 $(d "$(dens n1-overhead-pss-MiB)") podman-pod-PSS $(d "$(mib "$pm")") podman-pod-RSS $(d "$(mib "$pr")")"
 	echo "overhead-PSS-MiB-N=$density $(d "$(dens nN-overhead-pss-avg-MiB)")"
 	echo "start-all-$density-s $(d "$(dens start-all-all-s)")"
