@@ -136,6 +136,13 @@ func TestContainerSkeleton(t *testing.T) {
 	if uid := procUID(t, int(c.GetInitPid())); base < 100000 || uid != base {
 		t.Errorf("container init runs as host uid %d, want its range's root %d (>= 100000)", uid, base)
 	}
+	// Root wrote the id maps itself: no newuidmap and newgidmap through a shell on every
+	// start (liblxc logs that it did not look for them).
+	if log, err := os.ReadFile(filepath.Join(l.stateDir, "containers", name, "lxc.log")); err != nil {
+		t.Error(err)
+	} else if !strings.Contains(string(log), "newuidmap binary is missing") {
+		t.Errorf("lxc.log of the start, want liblxc to have written the id maps itself:\n%s", log)
+	}
 	// The host socket answers from inside, and names this container.
 	out, err := run(t, "lxc-attach", "-P", l.lxcPath(), "-n", name, "--", "/sbin/guestd", "whoami")
 	if err != nil || strings.TrimSpace(out) != name {

@@ -869,6 +869,7 @@ func (m *Manager) Close() error {
 // tail returns the last lines of a log file, for error messages.
 func tail(label, path string) string {
 	data, err := os.ReadFile(path)
+	data = lxcrt.DropExpected(data)
 	if err != nil || len(data) == 0 {
 		return ""
 	}

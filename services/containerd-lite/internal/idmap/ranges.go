@@ -28,8 +28,9 @@ type Pool struct {
 // ErrExhausted says every slot is taken.
 var ErrExhausted = errors.New("no free id range")
 
-// LoadPool reads root's ranges from the files. LXC maps ids through newuidmap, which
-// admits only ranges listed there.
+// LoadPool reads root's ranges from the files. Containers get ids only from them, as
+// newuidmap would insist; LXC writes the maps directly (see lxcrt's forkstart), so this
+// is where that rule is kept.
 func LoadPool(f Files) (Pool, error) {
 	uids, err := readRanges(f.SubUID, "root")
 	if err != nil {

@@ -12,6 +12,7 @@ package lxcrt
 #cgo LDFLAGS: -llxc
 #include <lxc/lxccontainer.h>
 #include <stdbool.h>
+#include <stdlib.h>
 #include <stdio.h>
 #include <string.h>
 #include <unistd.h>
@@ -38,6 +39,13 @@ __attribute__((constructor)) static void hearth_forkstart(int argc, char **argv,
 		fprintf(stderr, "container %s is already running\n", name);
 		_exit(1);
 	}
+	// Root writes the container's id maps itself. With newuidmap and newgidmap on PATH,
+	// liblxc runs "sh -c newuidmap ..." and "sh -c newgidmap ..." instead: four execs and
+	// ~5 ms on every start, for a check (that the range is root's in /etc/subuid) which
+	// containerd-lite has made already: it allots ranges only from those files
+	// (idmap.LoadPool). Nothing else liblxc does for a start looks PATH up, and init gets
+	// an environment of its own.
+	unsetenv("PATH");
 	// Daemonized: the monitor outlives this process and the daemon. Every descriptor but
 	// the standard ones is closed in it.
 	if (!c->want_daemonize(c, true) || !c->want_close_all_fds(c, true)) {
@@ -53,6 +61,27 @@ __attribute__((constructor)) static void hearth_forkstart(int argc, char **argv,
 */
 import "C"
 
+import (
+	"bytes"
+	"slices"
+)
+
 // ForkStartArg is the hidden first argument with which the daemon re-executes itself to
 // start a container: "SELF forkstart NAME LXCPATH", handled before the Go runtime starts.
 const ForkStartArg = "forkstart"
+
+// expected are lines liblxc logs (at WARN) on every start because forkstart unsets PATH:
+// they say nothing about why a start failed.
+var expected = [][]byte{[]byte("newuidmap binary is missing"), []byte("newgidmap binary is missing")}
+
+// DropExpected returns the lines of a container's LXC log without the ones every start
+// writes, so that what is left explains a failed start.
+func DropExpected(log []byte) []byte {
+	var out []byte
+	for line := range bytes.Lines(log) {
+		if !slices.ContainsFunc(expected, func(e []byte) bool { return bytes.Contains(line, e) }) {
+			out = append(out, line...)
+		}
+	}
+	return out
+}

@@ -37,3 +37,18 @@ func TestForkStartRefuses(t *testing.T) {
 		})
 	}
 }
+
+func TestDropExpected(t *testing.T) {
+	for _, tc := range []struct{ name, in, want string }{
+		{"empty", "", ""},
+		{"only expected", "lxc c 1 WARN conf - newuidmap binary is missing\nlxc c 2 WARN conf - newgidmap binary is missing\n", ""},
+		{"error kept", "lxc c 1 WARN conf - newuidmap binary is missing\nlxc c 2 ERROR start - Failed to exec \"/sbin/guestd-init\"\n", "lxc c 2 ERROR start - Failed to exec \"/sbin/guestd-init\"\n"},
+		{"no final newline", "lxc c 3 ERROR conf - no space", "lxc c 3 ERROR conf - no space"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			if got := string(DropExpected([]byte(tc.in))); got != tc.want {
+				t.Errorf("DropExpected(%q) = %q, want %q", tc.in, got, tc.want)
+			}
+		})
+	}
+}
