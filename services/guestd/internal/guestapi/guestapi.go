@@ -190,6 +190,9 @@ func (s *Server) reconcile(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("the host socket: %w", err)
 	}
+	// Connect now, not at the first call: the daemons' first overlays are asked for in a
+	// moment, and the connection is made while the rest of the reconcile runs.
+	conn.Connect()
 	s.host, s.hostConn = cl, conn // they live as long as guestd
 	m := s.bundle.Manifest
 	var names []string

@@ -332,7 +332,11 @@ func undoBinds(binds []string, log *slog.Logger) {
 }
 
 // Release implements supervisor.Launcher: the mounts inside the subcontainer go (ours,
-// and any a previous guestd left), then the host's overlay.
+// and any a previous guestd left), then the host's overlay. When we made none and nothing
+// is mounted there, the host has none either (its overlays are mounted below the media
+// directory, which propagates into the container as they are made, and it forgets them
+// when the container stops): no call, which spares a round trip over host.sock on the
+// first start of every daemon.
 func (l *Launcher) Release(ctx context.Context, name string) error {
 	l.mu.Lock()
 	s, ok := l.subs[name]
@@ -342,8 +346,12 @@ func (l *Launcher) Release(ctx context.Context, name string) error {
 		l.undo(s)
 	}
 	root := SubcontainersDir + "/" + name
-	for _, m := range MountsBelow(root) {
+	below := MountsBelow(root)
+	for _, m := range below {
 		_ = unix.Unmount(m, unix.MNT_DETACH)
+	}
+	if !ok && len(below) == 0 && !isMountPoint(root) {
+		return nil
 	}
 	return l.host.DestroyOverlay(ctx, name)
 }
