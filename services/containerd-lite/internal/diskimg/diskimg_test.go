@@ -508,8 +508,8 @@ func TestBadInputs(t *testing.T) {
 		t.Errorf("directory holds %v, want %v", names, want)
 	}
 	// A refused copy is refused before a template is made for it.
-	if entries, err := os.ReadDir(tpls.dir); err != nil || len(entries) != 0 {
-		t.Errorf("refused copies left %d templates (%v)", len(entries), err)
+	if _, err := os.Stat(tpls.dir); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("refused copies made the template directory (%v)", err)
 	}
 }
 

@@ -18,11 +18,7 @@ import (
 // newTemplates returns templates kept in a new temporary directory.
 func newTemplates(t testing.TB, keep int) *Templates {
 	t.Helper()
-	tp, err := NewTemplates(filepath.Join(t.TempDir(), ".templates"), keep, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return tp
+	return NewTemplates(filepath.Join(t.TempDir(), ".templates"), keep, nil)
 }
 
 // fsIDs are what tells file systems apart, as e2fsprogs reads them.
@@ -179,7 +175,7 @@ func TestTemplatePerSizeAndOwner(t *testing.T) {
 	needRoot(t)
 	tp := newTemplates(t, 3)
 	dir := t.TempDir()
-	mkfs, err := lookMkfs("")
+	mkfs, err := exec.LookPath("mkfs.ext4")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -288,7 +284,7 @@ func TestTemplateName(t *testing.T) {
 func TestTemplateLeftovers(t *testing.T) {
 	needRoot(t)
 	const size = 256 * mib // two block groups: a backup superblock in group 1
-	mkfs, err := lookMkfs("")
+	mkfs, err := exec.LookPath("mkfs.ext4")
 	if err != nil {
 		t.Fatal(err)
 	}

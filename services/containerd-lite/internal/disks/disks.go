@@ -37,11 +37,7 @@ func New(dir string, log *slog.Logger) (*Disks, error) {
 	if err := os.Chmod(dir, 0o700); err != nil {
 		return nil, err
 	}
-	tpl, err := diskimg.NewTemplates(filepath.Join(dir, templatesDir), diskimg.DefaultKeep, log)
-	if err != nil {
-		return nil, err
-	}
-	return &Disks{dir: dir, templates: tpl}, nil
+	return &Disks{dir: dir, templates: diskimg.NewTemplates(filepath.Join(dir, templatesDir), diskimg.DefaultKeep, log)}, nil
 }
 
 func (d *Disks) image(name string) string { return filepath.Join(d.dir, name+".img") }
