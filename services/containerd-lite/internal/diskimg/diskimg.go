@@ -11,7 +11,9 @@
 // The life of an image:
 //   - Create makes the file (mode 0600, sparse) and formats it with mkfs.ext4: 4 KiB
 //     blocks, no reserved blocks, inode tables left for the kernel, the root directory
-//     owned by the package's root.
+//     owned by the package's root. Templates.Create makes the same image from a template
+//     formatted once per size and owner: a sparse copy given a UUID and a directory hash
+//     seed of its own (template.go).
 //   - Mount attaches it to a free loop device with LOOP_CONFIGURE and LO_FLAGS_AUTOCLEAR
 //     (so the device goes when the last mount of the file system goes) and mounts it
 //     nodev,nosuid. It keeps exec: containers run binaries from their writable layer and
@@ -72,21 +74,40 @@ const (
 // under a temporary name beside path and renamed to path only when complete and synced, so
 // path never names a half-made image. An existing path is an error.
 //
+// Create runs mkfs.ext4 for the image; Templates.Create makes the same image by copying a
+// template formatted once, which is several times faster.
+//
 // The journal and the inode tables come out of size: df shows about 91% of a 64 MiB image
 // and 96% of a 10 GiB one as the file system's size.
 func Create(path string, size int64, uid, gid int) error {
+	size, mkfs, err := checkCreate(path, size, uid, gid)
+	if err != nil {
+		return err
+	}
+	return create(path, size, func(f *os.File) error { return format(mkfs, f, uid, gid) })
+}
+
+// checkCreate refuses what Create cannot make, and returns size rounded down to BlockSize
+// and the mkfs.ext4 that formats it.
+func checkCreate(path string, size int64, uid, gid int) (int64, string, error) {
 	if size-size%BlockSize < MinSize {
-		return fmt.Errorf("disk image %s: size %d bytes is below the minimum of %s: give a larger disk limit: %w",
+		return 0, "", fmt.Errorf("disk image %s: size %d bytes is below the minimum of %s: give a larger disk limit: %w",
 			path, size, bytesize.Format(MinSize), errdefs.ErrInvalidArgument)
 	}
-	size -= size % BlockSize
 	if uid < 0 || gid < 0 {
-		return fmt.Errorf("disk image %s: owner %d:%d is not a valid uid:gid: %w", path, uid, gid, errdefs.ErrInvalidArgument)
+		return 0, "", fmt.Errorf("disk image %s: owner %d:%d is not a valid uid:gid: %w", path, uid, gid, errdefs.ErrInvalidArgument)
 	}
 	mkfs, err := exec.LookPath("mkfs.ext4")
 	if err != nil {
-		return fmt.Errorf("disk image %s: mkfs.ext4 not found: install e2fsprogs: %w", path, errdefs.ErrFailedPrecondition)
+		return 0, "", fmt.Errorf("disk image %s: mkfs.ext4 not found: install e2fsprogs: %w", path, errdefs.ErrFailedPrecondition)
 	}
+	return size - size%BlockSize, mkfs, nil
+}
+
+// create makes the file at path of size bytes, mode 0600, and has fill write the file
+// system into it. It works on a temporary name beside path, removes one a crash left
+// there, and renames it to path only once fill is done and the file is synced.
+func create(path string, size int64, fill func(*os.File) error) error {
 	dir, base := filepath.Split(path)
 	if dir == "" {
 		dir = "."
@@ -126,20 +147,8 @@ func Create(path string, size int64, uid, gid int) error {
 	if err := f.Truncate(size); err != nil {
 		return fmt.Errorf("disk image %s: size it to %s: %w", path, bytesize.Format(size), err)
 	}
-	// -m 0: no blocks reserved for root, the package's root is the only user.
-	// -e remount-ro: damage found in the file system stops the package's writes there
-	// instead of letting them go on over it.
-	// lazy_itable_init, lazy_journal_init: the file is new and sparse, so it reads as
-	// zeroes already; mke2fs punches it (discard) and marks the inode tables zeroed, which
-	// also keeps the kernel's lazy init thread from writing them. Formatting stays
-	// milliseconds and the file stays sparse at any size.
-	cmd := exec.Command(mkfs, "-q", "-F",
-		"-b", fmt.Sprint(BlockSize), "-i", fmt.Sprint(inodeRatio), "-m", "0", "-e", "remount-ro", "-L", Label,
-		"-E", fmt.Sprintf("lazy_itable_init=1,lazy_journal_init=1,root_owner=%d:%d", uid, gid),
-		"/proc/self/fd/3")
-	cmd.ExtraFiles = []*os.File{f}
-	if out, err := cmd.CombinedOutput(); err != nil {
-		return fmt.Errorf("disk image %s: mkfs.ext4: %w: %s", path, err, strings.TrimSpace(string(out)))
+	if err := fill(f); err != nil {
+		return fmt.Errorf("disk image %s: %w", path, err)
 	}
 	if err := f.Sync(); err != nil {
 		return fmt.Errorf("disk image %s: sync: %w", path, err)
@@ -153,6 +162,37 @@ func Create(path string, size int64, uid, gid int) error {
 	done = true
 	if err := unix.Fsync(dirFD); err != nil {
 		return fmt.Errorf("disk image %s: sync its directory: %w", path, err)
+	}
+	return nil
+}
+
+// mkfsArgs are mkfs.ext4's arguments for an image with its root owned by uid:gid, less
+// the device. They are part of a template's name: a template made with other arguments is
+// never used.
+//
+// -m 0: no blocks reserved for root, the package's root is the only user.
+// -e remount-ro: damage found in the file system stops the package's writes there instead
+// of letting them go on over it.
+// -O metadata_csum,metadata_csum_seed: the metadata checksums are seeded from a field of
+// their own, not from the UUID, so a copy of a template gets a UUID of its own by a
+// rewrite of its superblocks alone (see relabel).
+// lazy_itable_init, lazy_journal_init: the file is new and sparse, so it reads as zeroes
+// already; mke2fs punches it (discard) and marks the inode tables zeroed, which also keeps
+// the kernel's lazy init thread from writing them. Formatting stays milliseconds and the
+// file stays sparse at any size.
+func mkfsArgs(uid, gid int) []string {
+	return []string{"-q", "-F",
+		"-b", fmt.Sprint(BlockSize), "-i", fmt.Sprint(inodeRatio), "-m", "0", "-e", "remount-ro", "-L", Label,
+		"-O", "metadata_csum,metadata_csum_seed",
+		"-E", fmt.Sprintf("lazy_itable_init=1,lazy_journal_init=1,root_owner=%d:%d", uid, gid)}
+}
+
+// format runs mkfs over f, handed to it as an inherited descriptor.
+func format(mkfs string, f *os.File, uid, gid int) error {
+	cmd := exec.Command(mkfs, append(mkfsArgs(uid, gid), "/proc/self/fd/3")...)
+	cmd.ExtraFiles = []*os.File{f}
+	if out, err := cmd.CombinedOutput(); err != nil {
+		return fmt.Errorf("mkfs.ext4: %w: %s", err, strings.TrimSpace(string(out)))
 	}
 	return nil
 }

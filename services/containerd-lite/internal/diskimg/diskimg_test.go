@@ -30,13 +30,33 @@ func needRoot(t testing.TB) {
 // mount point beside it, and undoes every mount and loop device it leads to at the end.
 func newImage(t testing.TB, size int64, uid, gid int) (path, target string) {
 	t.Helper()
+	return newImageWith(t, Create, size, uid, gid)
+}
+
+// createFunc is Create or a Templates' Create.
+type createFunc func(path string, size int64, uid, gid int) error
+
+// makers are the two ways of making an image, for the tests that both must pass.
+func makers(t testing.TB) []struct {
+	name   string
+	create createFunc
+} {
+	return []struct {
+		name   string
+		create createFunc
+	}{{"mkfs", Create}, {"template", newTemplates(t, 0).Create}}
+}
+
+// newImageWith is newImage, made with create.
+func newImageWith(t testing.TB, create createFunc, size int64, uid, gid int) (path, target string) {
+	t.Helper()
 	dir := t.TempDir()
 	path, target = filepath.Join(dir, "disk.img"), filepath.Join(dir, "mnt")
 	if err := os.Mkdir(target, 0o755); err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { cleanup(t, path, target) })
-	if err := Create(path, size, uid, gid); err != nil {
+	if err := create(path, size, uid, gid); err != nil {
 		t.Fatal(err)
 	}
 	return path, target
@@ -126,8 +146,14 @@ func hostFree(t *testing.T, dir string) int64 {
 
 func TestFillStopsAtSize(t *testing.T) {
 	needRoot(t)
+	for _, m := range makers(t) {
+		t.Run(m.name, func(t *testing.T) { testFillStopsAtSize(t, m.create) })
+	}
+}
+
+func testFillStopsAtSize(t *testing.T, create createFunc) {
 	const size = 64 * mib
-	path, target := newImage(t, size, 101000, 102000)
+	path, target := newImageWith(t, create, size, 101000, 102000)
 	before := hostFree(t, filepath.Dir(path))
 	mustMount(t, path, target)
 
@@ -341,7 +367,13 @@ func TestGrowOnlineWithoutCapability(t *testing.T) {
 
 func TestGrowOffline(t *testing.T) {
 	needRoot(t)
-	path, target := newImage(t, 32*mib, 0, 0)
+	for _, m := range makers(t) {
+		t.Run(m.name, func(t *testing.T) { testGrowOffline(t, m.create) })
+	}
+}
+
+func testGrowOffline(t *testing.T, create createFunc) {
+	path, target := newImageWith(t, create, 32*mib, 0, 0)
 	mustMount(t, path, target)
 	if err := os.WriteFile(filepath.Join(target, "kept"), []byte("data"), 0o644); err != nil {
 		t.Fatal(err)
@@ -407,6 +439,7 @@ func TestBadInputs(t *testing.T) {
 	}
 	t.Cleanup(func() { _ = unix.Unmount(tmpfs, unix.MNT_DETACH) })
 	missing := filepath.Join(dir, "missing")
+	tpls := newTemplates(t, 0)
 
 	for _, tc := range []struct {
 		name string
@@ -419,6 +452,11 @@ func TestBadInputs(t *testing.T) {
 		{"create over an image", func() error { return Create(path, MinSize, 0, 0) }, errdefs.ErrAlreadyExists},
 		{"create over a symlink", func() error { return Create(link, MinSize, 0, 0) }, errdefs.ErrAlreadyExists},
 		{"create in a missing directory", func() error { return Create(filepath.Join(missing, "x.img"), MinSize, 0, 0) }, errdefs.ErrNotFound},
+		{"copy below the minimum", func() error { return tpls.Create(filepath.Join(dir, "small.img"), MinSize-1, 0, 0) }, errdefs.ErrInvalidArgument},
+		{"copy a negative owner", func() error { return tpls.Create(filepath.Join(dir, "own.img"), MinSize, 0, -1) }, errdefs.ErrInvalidArgument},
+		{"copy over an image", func() error { return tpls.Create(path, MinSize, 0, 0) }, errdefs.ErrAlreadyExists},
+		{"copy over a symlink", func() error { return tpls.Create(link, MinSize, 0, 0) }, errdefs.ErrAlreadyExists},
+		{"copy into a missing directory", func() error { return tpls.Create(filepath.Join(missing, "x.img"), MinSize, 0, 0) }, errdefs.ErrNotFound},
 		{"mount a symlink", func() error { _, err := Mount(link, target); return err }, errdefs.ErrInvalidArgument},
 		{"mount a missing image", func() error { _, err := Mount(missing, target); return err }, errdefs.ErrNotFound},
 		{"mount a directory", func() error { _, err := Mount(dir, target); return err }, errdefs.ErrInvalidArgument},
@@ -468,6 +506,10 @@ func TestBadInputs(t *testing.T) {
 	}
 	if want := []string{"disk.img", "link.img", "mnt", "tmpfs", "zeroes.img"}; !slices.Equal(names, want) {
 		t.Errorf("directory holds %v, want %v", names, want)
+	}
+	// A refused copy is refused before a template is made for it.
+	if _, err := os.Stat(tpls.dir); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("refused copies made the template directory (%v)", err)
 	}
 }
 

@@ -1,11 +1,15 @@
 // Package disks keeps each package's disk: an ext4 image (diskimg) at <dir>/<name>.img,
 // mounted at <dir>/<name> while the package exists, holding its writable layer,
-// subcontainer layers, volumes and logs. The directory is the host's alone (0700).
+// subcontainer layers, volumes and logs. The directory is the host's alone (0700). New
+// disks are copies of templates kept in <dir>/.templates, host-only too: a name no
+// package can have (package names start with a letter or a digit), and no container's
+// mount reaches it.
 package disks
 
 import (
 	"errors"
 	"fmt"
+	"log/slog"
 	"os"
 	"path/filepath"
 	"strings"
@@ -17,18 +21,23 @@ import (
 
 // Disks are the packages' disks under one directory.
 type Disks struct {
-	dir string
+	dir       string
+	templates *diskimg.Templates
 }
 
-// New returns the disks kept in dir, which is made if missing.
-func New(dir string) (*Disks, error) {
+// templatesDir is where, under the disks' directory, the disk templates are kept.
+const templatesDir = ".templates"
+
+// New returns the disks kept in dir, which is made if missing. log is told of templates
+// found unusable.
+func New(dir string, log *slog.Logger) (*Disks, error) {
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return nil, err
 	}
 	if err := os.Chmod(dir, 0o700); err != nil {
 		return nil, err
 	}
-	return &Disks{dir: dir}, nil
+	return &Disks{dir: dir, templates: diskimg.NewTemplates(filepath.Join(dir, templatesDir), diskimg.DefaultKeep, log)}, nil
 }
 
 func (d *Disks) image(name string) string { return filepath.Join(d.dir, name+".img") }
@@ -50,7 +59,7 @@ func (d *Disks) Exists(name string) bool {
 func (d *Disks) Open(name string, size int64, _ idmap.Mapping) (string, error) {
 	img, mnt := d.image(name), d.Dir(name)
 	if !d.Exists(name) {
-		if err := diskimg.Create(img, size, 0, 0); err != nil {
+		if err := d.templates.Create(img, size, 0, 0); err != nil {
 			return "", err
 		}
 	}

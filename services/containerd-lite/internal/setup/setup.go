@@ -154,7 +154,7 @@ func initDaemon(env *daemon.Env, baseSrc string, policy limits.Policy, reserve i
 		st.Close()
 		return nil, daemon.Hooks{}, err
 	}
-	dsk, err := disks.New(filepath.Join(env.StateDir, "disks"))
+	dsk, err := disks.New(filepath.Join(env.StateDir, "disks"), env.Logger)
 	if err != nil {
 		st.Close()
 		return nil, daemon.Hooks{}, err

@@ -1,0 +1,68 @@
+package disks
+
+import (
+	"os"
+	"os/exec"
+	"path/filepath"
+	"slices"
+	"strings"
+	"testing"
+
+	"golang.org/x/sys/unix"
+
+	"hearth.dev/services/containerd-lite/internal/idmap"
+)
+
+// TestOpenFromTemplate: disks are made from a template kept host-only beside them, each
+// its own file system, and the template is no package's disk.
+func TestOpenFromTemplate(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("needs root: loop devices and mounts")
+	}
+	dir := filepath.Join(t.TempDir(), "disks")
+	d, err := New(dir, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	names := []string{"a", "b"}
+	uuids := map[string]bool{}
+	for _, n := range names {
+		t.Cleanup(func() {
+			if err := d.Purge(n); err != nil {
+				t.Error(err)
+				_ = unix.Unmount(d.Dir(n), unix.MNT_DETACH)
+			}
+		})
+		mnt, err := d.Open(n, 64<<20, idmap.Mapping{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(filepath.Join(mnt, "data"), []byte(n), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		out, err := exec.Command("blkid", "-p", "-o", "value", "-s", "UUID", d.image(n)).CombinedOutput()
+		if err != nil {
+			t.Fatalf("blkid: %v: %s", err, out)
+		}
+		uuids[strings.TrimSpace(string(out))] = true
+	}
+	if len(uuids) != len(names) {
+		t.Errorf("%d disks share UUIDs: %v", len(names), uuids)
+	}
+	got, err := d.Names()
+	if err != nil || !slices.Equal(got, names) {
+		t.Errorf("Names = %v, %v; want %v", got, err, names)
+	}
+	fi, err := os.Stat(filepath.Join(dir, templatesDir))
+	if err != nil || fi.Mode().Perm() != 0o700 {
+		t.Fatalf("template directory: %v, %v; want mode 0700", fi, err)
+	}
+	if ents, err := os.ReadDir(filepath.Join(dir, templatesDir)); err != nil || len(ents) != 1 {
+		t.Errorf("template directory holds %d files (%v), want one template", len(ents), err)
+	}
+	for _, n := range names {
+		if b, err := os.ReadFile(filepath.Join(d.Dir(n), "data")); err != nil || string(b) != n {
+			t.Errorf("disk %s holds %q, %v", n, b, err)
+		}
+	}
+}
