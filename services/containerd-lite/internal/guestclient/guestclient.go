@@ -44,22 +44,21 @@ func Info(ctx context.Context, container string, d Dialer) (*guestv1.GuestInfo, 
 }
 
 // Wait asks guestd until it answers or ctx ends. A start waits here for guestd to boot
-// (ten milliseconds or so): it asks every millisecond for waitPollFast, then every
-// waitPollMax. A failed try costs a failed connect (tens of microseconds), while the
-// pause after it is added to the start: with a pause doubling to 4 ms, the host saw
-// guestd 3-4 ms after it served.
+// (ten milliseconds or so). Each try first connects to guestd's socket alone, which fails
+// in microseconds while there is none; only a connection made is handed to a gRPC client
+// for the question (a gRPC client made and dropped per try cost far more CPU, and many
+// starts wait at once when the host boots). Tries come every millisecond for
+// waitPollFast, then every waitPollMax: the pause after a try is added to the start.
 func Wait(ctx context.Context, container string, d Dialer) (*guestv1.GuestInfo, error) {
 	start := time.Now()
 	for {
+		info, err := try(ctx, container, d)
+		if err == nil {
+			return info, nil
+		}
 		delay := time.Millisecond
 		if time.Since(start) > waitPollFast {
 			delay = waitPollMax
-		}
-		actx, cancel := context.WithTimeout(ctx, time.Second)
-		info, err := Info(actx, container, d)
-		cancel()
-		if err == nil {
-			return info, nil
 		}
 		select {
 		case <-ctx.Done():
@@ -69,11 +68,38 @@ func Wait(ctx context.Context, container string, d Dialer) (*guestv1.GuestInfo, 
 	}
 }
 
-// waitPollFast is how long Wait asks every millisecond: a guestd that has not answered by
-// then is slow (a loaded host), and asking less often leaves it the CPU.
+// try is one of Wait's questions: a connection, then GetInfo over it.
+func try(ctx context.Context, container string, d Dialer) (*guestv1.GuestInfo, error) {
+	c, err := d(ctx)
+	if err != nil {
+		return nil, err
+	}
+	first := make(chan net.Conn, 1)
+	first <- c
+	reuse := func(ctx context.Context) (net.Conn, error) {
+		select {
+		case c := <-first:
+			return c, nil
+		default:
+			return d(ctx)
+		}
+	}
+	actx, cancel := context.WithTimeout(ctx, time.Second)
+	defer cancel()
+	info, err := Info(actx, container, reuse)
+	select {
+	case c := <-first: // the client never dialed
+		c.Close()
+	default:
+	}
+	return info, err
+}
+
+// waitPollFast is how long Wait tries every millisecond: a guestd that has not answered by
+// then is slow (a loaded host), and trying less often leaves it the CPU.
 const waitPollFast = 200 * time.Millisecond
 
-// waitPollMax is the longest pause between two of Wait's tries.
+// waitPollMax is the pause between two of Wait's tries after waitPollFast.
 const waitPollMax = 4 * time.Millisecond
 
 // WaitReady watches guestd until every daemon is ready and every oneshot (the hooks run
