@@ -3,6 +3,7 @@ package supervisor
 import (
 	"context"
 	"net"
+	"runtime"
 	"strings"
 	"testing"
 	"time"
@@ -84,5 +85,42 @@ func TestHTTPProbeSilentDaemon(t *testing.T) {
 	t0 = time.Now()
 	if _, _, err := httpProbe(ctx, l.Addr().String(), req, false); err == nil || time.Since(t0) > 5*time.Second {
 		t.Errorf("cancel: %v after %v", err, time.Since(t0))
+	}
+}
+
+// An HTTP check allocates a few KiB at most: a daemon is checked as often as every
+// 100 ms, for as long as it runs, and what a check leaves is what guestd's heap grows
+// with between collections (net/http's client left ~15 KiB and two goroutines).
+func TestHTTPProbeGarbage(t *testing.T) {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	go func() { // a daemon that answers every request the same, without net/http
+		for {
+			c, err := l.Accept()
+			if err != nil {
+				return
+			}
+			var buf [512]byte
+			c.Read(buf[:])
+			c.Write([]byte("HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n"))
+			c.Close()
+		}
+	}()
+	addr := l.Addr().String()
+	req, _ := probeRequest(addr, "/")
+	const n, limit = 200, 4 << 10
+	var before, after runtime.MemStats
+	runtime.ReadMemStats(&before)
+	for range n {
+		if code, _, err := httpProbe(context.Background(), addr, req, false); err != nil || code != 200 {
+			t.Fatalf("check: %d %v", code, err)
+		}
+	}
+	runtime.ReadMemStats(&after)
+	if per := (after.TotalAlloc - before.TotalAlloc) / n; per > limit {
+		t.Errorf("an HTTP check allocated %d bytes (with the daemon's side), want at most %d", per, limit)
 	}
 }
