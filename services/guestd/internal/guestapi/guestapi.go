@@ -62,6 +62,11 @@ func Main() {
 			fs.StringVar(&effectsPath, "effects-socket", effects.Socket, "where to serve the effects to package scripts, unless init hands the socket down; \"\" for nowhere")
 		},
 		Authorize: func(*daemon.Env) peercred.Policy { return HostOrContainerRoot },
+		ServerOptions: []grpc.ServerOption{
+			grpc.ReadBufferSize(hostclient.ConnBuffer),
+			grpc.WriteBufferSize(hostclient.ConnBuffer),
+			grpc.SharedWriteBuffer(true),
+		},
 		Init: func(ctx context.Context, env *daemon.Env) (daemon.Hooks, error) {
 			s, err := newServer(env, bundlePath)
 			if err != nil {

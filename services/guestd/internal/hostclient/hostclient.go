@@ -24,14 +24,24 @@ const Socket = "/media/hearth/host/host.sock"
 // windows turn off gRPC's bandwidth estimator, which otherwise sends a ping (and makes
 // the host answer one) after nearly every answer it receives: two more frames, and
 // writes, per effect. The windows are the host's own (internal/budget): effects are
-// small messages.
+// small messages. The connection's buffers are small too (see ConnBuffer).
 func DialOptions() []grpc.DialOption {
 	const window = 64 << 10
 	return []grpc.DialOption{
 		grpc.WithInitialWindowSize(window),
 		grpc.WithInitialConnWindowSize(window),
+		grpc.WithReadBufferSize(ConnBuffer),
+		grpc.WithWriteBufferSize(ConnBuffer),
+		grpc.WithSharedWriteBuffer(true),
 	}
 }
+
+// ConnBuffer is the read and write buffer size of guestd's gRPC connections (its client
+// to host.sock, and its server's connections from the host), instead of gRPC's 32 KiB
+// each. What they carry are small messages (effects, status, log lines); a larger frame
+// is read in several reads. With a shared write buffer, a connection holds its write
+// buffer only while it writes.
+const ConnBuffer = 8 << 10
 
 // Dial connects to the host socket at path (Socket inside a container).
 func Dial(path string) (hostv1.HostServiceClient, *grpc.ClientConn, error) {

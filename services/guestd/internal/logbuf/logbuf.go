@@ -9,6 +9,7 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"slices"
 	"sync"
 	"time"
 )
@@ -26,7 +27,8 @@ const MaxLine = 16 << 10
 // Log is one daemon's output.
 type Log struct {
 	mu      sync.Mutex
-	ring    []Line
+	ring    []Line // grows to max lines, then wraps
+	max     int
 	next    int
 	full    bool
 	path    string
@@ -37,9 +39,11 @@ type Log struct {
 }
 
 // New returns a log keeping ringSize lines in memory and up to maxFile bytes in path
-// (plus one rotated file, path.1). An empty path keeps no file.
+// (plus one rotated file, path.1). An empty path keeps no file. The ring grows as lines
+// come: a quiet daemon's log (most of them, and every finished hook's) holds no room
+// for lines it never wrote (1,000 lines' room is 56 KiB).
 func New(path string, ringSize int, maxFile int64) (*Log, error) {
-	l := &Log{ring: make([]Line, ringSize), path: path, maxFile: maxFile, subs: map[chan Line]struct{}{}}
+	l := &Log{max: max(ringSize, 1), path: path, maxFile: maxFile, subs: map[chan Line]struct{}{}}
 	if path != "" {
 		if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
 			return nil, err
@@ -58,11 +62,7 @@ func New(path string, ringSize int, maxFile int64) (*Log, error) {
 func (l *Log) Add(line Line) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	l.ring[l.next] = line
-	l.next = (l.next + 1) % len(l.ring)
-	if l.next == 0 {
-		l.full = true
-	}
+	l.keep(line)
 	if l.file != nil {
 		s := fmt.Sprintf("%s %s %s\n", line.Time.UTC().Format(time.RFC3339Nano), line.Stream, line.Text)
 		if l.size+int64(len(s)) > l.maxFile {
@@ -78,6 +78,20 @@ func (l *Log) Add(line Line) {
 		default: // a follower too slow to keep up misses lines rather than stall the daemon
 		}
 	}
+}
+
+// keep puts line in the ring, growing it until it holds max lines.
+func (l *Log) keep(line Line) {
+	if len(l.ring) < l.max {
+		l.ring = append(l.ring, line)
+		if len(l.ring) == l.max {
+			l.ring = slices.Clip(l.ring)
+			l.full, l.next = true, 0
+		}
+		return
+	}
+	l.ring[l.next] = line
+	l.next = (l.next + 1) % len(l.ring)
 }
 
 func (l *Log) rotate() {
@@ -102,8 +116,10 @@ func (l *Log) tailLocked(n int) []Line {
 	var all []Line
 	if l.full {
 		all = append(all, l.ring[l.next:]...)
+		all = append(all, l.ring[:l.next]...)
+	} else {
+		all = append(all, l.ring...)
 	}
-	all = append(all, l.ring[:l.next]...)
 	if n > 0 && len(all) > n {
 		all = all[len(all)-n:]
 	}
@@ -149,14 +165,35 @@ func (l *Log) Close() error {
 	return nil
 }
 
-// Copy reads r line by line into the log under stream until r ends.
+// readSize is Copy's read buffer: lines longer than it are put together (up to MaxLine)
+// in a buffer of their own, so that a running daemon's two copies do not each hold a
+// MaxLine buffer for lines that are nearly always short.
+const readSize = 2 << 10
+
+// Copy reads r line by line into the log under stream until r ends. A line longer than
+// MaxLine is kept as several.
 func (l *Log) Copy(stream string, r io.Reader) {
-	br := bufio.NewReaderSize(r, MaxLine)
+	br := bufio.NewReaderSize(r, readSize)
+	add := func(b []byte) { l.Add(Line{Time: time.Now(), Stream: stream, Text: string(b)}) }
+	var long []byte // the line read so far, when it is longer than readSize
+	split := false  // the line so far has been added in MaxLine pieces
 	for {
 		b, isPrefix, err := br.ReadLine()
-		if len(b) > 0 || (err == nil && !isPrefix) {
-			l.Add(Line{Time: time.Now(), Stream: stream, Text: string(b)})
+		if isPrefix || len(long) > 0 {
+			long = append(long, b...)
+			for len(long) >= MaxLine {
+				add(long[:MaxLine])
+				long, split = long[MaxLine:], true
+			}
+			if isPrefix {
+				continue
+			}
+			b, long = long, nil
 		}
+		if len(b) > 0 || (err == nil && !split) {
+			add(b)
+		}
+		split = false
 		if err != nil {
 			return
 		}

@@ -4,6 +4,8 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -140,5 +142,52 @@ func TestFollowLosesAndRepeatsNothing(t *testing.T) {
 		if c := seen[fmt.Sprint(i)]; c != 1 {
 			t.Fatalf("line %d seen %d times (tail of %d lines)", i, c, len(tail))
 		}
+	}
+}
+
+// Lines around Copy's read size and MaxLine come out whole, or in MaxLine pieces.
+func TestCopyLongLines(t *testing.T) {
+	x := func(n int) string { return strings.Repeat("x", n) }
+	for _, tc := range []struct {
+		in   string
+		want []int // the lengths of the lines kept
+	}{
+		{x(readSize-1) + "\n" + x(readSize) + "\n" + x(readSize+1) + "\n", []int{readSize - 1, readSize, readSize + 1}},
+		{x(3*readSize+5) + "\nxxxxx\n", []int{3*readSize + 5, 5}},
+		{x(MaxLine) + "\n", []int{MaxLine}},
+		{x(2*MaxLine+1) + "\n\n", []int{MaxLine, MaxLine, 1, 0}},
+		{x(MaxLine + readSize), []int{MaxLine, readSize}},
+	} {
+		l, _ := New("", 100, 0)
+		l.Copy("stdout", strings.NewReader(tc.in))
+		var got []int
+		for _, line := range l.Tail(0) {
+			if strings.Trim(line.Text, "x") != "" {
+				t.Fatalf("a line with more than x: %.20q", line.Text)
+			}
+			got = append(got, len(line.Text))
+		}
+		if !slices.Equal(got, tc.want) {
+			t.Errorf("lines of %v (%d bytes in): %v", tc.want, len(tc.in), got)
+		}
+	}
+}
+
+// The ring holds no room for lines not yet written, and wraps once full.
+func TestRingGrows(t *testing.T) {
+	l, _ := New("", 3, 0)
+	if cap(l.ring) != 0 {
+		t.Fatalf("a new log's ring has room for %d lines", cap(l.ring))
+	}
+	var texts []string
+	for i := range 5 {
+		l.Add(Line{Text: strconv.Itoa(i)})
+		texts = texts[:0]
+		for _, line := range l.Tail(0) {
+			texts = append(texts, line.Text)
+		}
+	}
+	if got := strings.Join(texts, ","); got != "2,3,4" || cap(l.ring) != 3 {
+		t.Errorf("tail %s with a ring of %d, want 2,3,4 with 3", got, cap(l.ring))
 	}
 }

@@ -2,10 +2,8 @@ package supervisor
 
 import (
 	"context"
-	"crypto/tls"
 	"fmt"
 	"net"
-	"net/http"
 	"strconv"
 	"time"
 )
@@ -76,18 +74,6 @@ func (s *Supervisor) checks(ctx context.Context, j *job) <-chan checkResult {
 	return out
 }
 
-// newProbeClient returns the client of every HTTP ready check of a supervisor. Checks are
-// seconds apart: each opens its own connection and closes it when answered, so none sits
-// idle in the pool with its descriptor and goroutines between checks.
-func newProbeClient() *http.Client {
-	return &http.Client{Transport: &http.Transport{
-		// A daemon's own certificate is for its public names, not for 127.0.0.1.
-		TLSClientConfig:   &tls.Config{InsecureSkipVerify: true},
-		Proxy:             nil,
-		DisableKeepAlives: true,
-	}}
-}
-
 func (s *Supervisor) check(ctx context.Context, j *job) checkResult {
 	r := j.spec.Ready
 	switch {
@@ -105,17 +91,17 @@ func (s *Supervisor) check(ctx context.Context, j *job) checkResult {
 		if r.HTTP.HTTPS {
 			scheme = "https"
 		}
-		url := fmt.Sprintf("%s://127.0.0.1:%d%s", scheme, r.HTTP.Port, r.HTTP.Path)
-		req, _ := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
-		resp, err := s.probe.Do(req)
+		addr := net.JoinHostPort("127.0.0.1", strconv.Itoa(r.HTTP.Port))
+		url := scheme + "://" + addr + r.HTTP.Path
+		req, err := probeRequest(addr, r.HTTP.Path)
 		if err != nil {
 			return checkResult{msg: fmt.Sprintf("GET %s: %v", url, err)}
 		}
-		resp.Body.Close()
-		if resp.StatusCode >= 400 {
-			return checkResult{msg: fmt.Sprintf("GET %s: %s", url, resp.Status)}
+		code, status, err := httpProbe(ctx, addr, req, r.HTTP.HTTPS)
+		if err != nil {
+			return checkResult{msg: fmt.Sprintf("GET %s: %v", url, err)}
 		}
-		return checkResult{ok: true, msg: fmt.Sprintf("GET %s: %s", url, resp.Status)}
+		return checkResult{ok: code < 400, msg: fmt.Sprintf("GET %s: %s", url, status)}
 	default:
 		e, err := s.launcher.Run(ctx, j.Name, j.spec, r.Exec)
 		if err != nil {

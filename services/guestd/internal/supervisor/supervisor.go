@@ -9,7 +9,6 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
-	"net/http"
 	"os"
 	"slices"
 	"sync"
@@ -87,7 +86,6 @@ type Supervisor struct {
 	launcher Launcher
 	log      *slog.Logger
 	logs     func(name string) *logbuf.Log
-	probe    *http.Client // for every HTTP ready check
 	// Trace, when set, gets each job's first start steps (JOB.deps, JOB.prepare,
 	// JOB.exec, JOB.ready); set it before StartAll.
 	Trace *starttrace.Trace
@@ -103,7 +101,7 @@ type Supervisor struct {
 
 // New returns a supervisor for m; logs gives each job's log.
 func New(m *manifest.Manifest, l Launcher, logs func(string) *logbuf.Log, log *slog.Logger) *Supervisor {
-	s := &Supervisor{m: m, launcher: l, log: log, logs: logs, probe: newProbeClient(), jobs: map[string]*job{},
+	s := &Supervisor{m: m, launcher: l, log: log, logs: logs, jobs: map[string]*job{},
 		deps: m.Deps(), changed: make(chan struct{}), watchers: map[chan Status]struct{}{}}
 	for _, group := range []struct {
 		jobs    map[string]*manifest.Daemon
