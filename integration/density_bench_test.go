@@ -117,6 +117,9 @@ func BenchmarkDensity(b *testing.B) {
 
 	pids := d.initPIDs(b, ids)
 	d.memory(b, ids, "nN", fmt.Sprintf("N=%d, per service", n))
+	// What N services cost the host while nobody uses them: their health checks, guestd's
+	// timers, the daemons' own.
+	d.add("idle-cpu-pct", fmt.Sprintf("host CPU busy with %d services idle (%% of one CPU, over 5 s)", n), "%", idleCPU(b, 5*time.Second))
 	for _, p := range []*daemonProc{d.cld, d.netd, d.certd} {
 		d.add(p.name+"-rss-MiB", fmt.Sprintf("%s RSS at N=%d", p.name, n), "MiB", kib(procStatusKiB(b, p.cmd.Process.Pid, "VmRSS:")))
 	}
@@ -161,6 +164,8 @@ func BenchmarkDensity(b *testing.B) {
 		}
 		d.waitReady(b, ids)
 		start := time.Since(t0)
+		// The window, on the wall clock, for a profile of the run (perf record -k realtime).
+		b.Logf("start all (%s): %.6f to %.6f", mode.label, float64(t0.UnixNano())/1e9, float64(time.Now().UnixNano())/1e9)
 		d.add("stop-all-"+mode.key+"-s", fmt.Sprintf("stop all %d (%s)", n, mode.label), "s", stop.Seconds())
 		d.add("start-all-"+mode.key+"-s", fmt.Sprintf("start all %d to ready (%s)", n, mode.label), "s", start.Seconds())
 	}
@@ -625,3 +630,25 @@ func sum(ds []time.Duration) time.Duration {
 
 func ms(d time.Duration) float64 { return float64(d) / 1e6 }
 func kib(v int64) float64        { return float64(v) / 1024 }
+
+// idleCPU measures the host's busy CPU time over d (every CPU's, from /proc/stat), as a
+// percentage of one CPU.
+func idleCPU(b *testing.B, d time.Duration) float64 {
+	busy := func() (ticks float64) {
+		data, err := os.ReadFile("/proc/stat")
+		if err != nil {
+			b.Fatal(err)
+		}
+		// cpu user nice system idle iowait irq softirq steal guest guest_nice: busy is all
+		// but idle and iowait, and guest time is in user already.
+		f := strings.Fields(strings.SplitN(string(data), "\n", 2)[0])
+		for _, i := range []int{1, 2, 3, 6, 7, 8} {
+			n, _ := strconv.ParseFloat(f[i], 64)
+			ticks += n
+		}
+		return ticks
+	}
+	before := busy()
+	time.Sleep(d)
+	return 100 * (busy() - before) / 100 / d.Seconds() // USER_HZ is 100
+}

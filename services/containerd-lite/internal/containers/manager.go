@@ -13,6 +13,7 @@ import (
 	"net"
 	"os"
 	"regexp"
+	"runtime"
 	"sync"
 	"time"
 
@@ -246,6 +247,9 @@ type Options struct {
 	Hosts HostSockets
 	// GuestTimeout bounds how long Start waits for guestd to answer; 15s when zero.
 	GuestTimeout time.Duration
+	// MaxStarts is how many containers start at once (DefaultMaxStarts when zero); more
+	// starts asked for wait their turn.
+	MaxStarts int
 	// Images resolves image references and finds their files.
 	Images Images
 	// Policy fills and caps the containers' limits.
@@ -272,6 +276,8 @@ type Manager struct {
 	opts  Options
 	log   *slog.Logger
 	locks keylock.Map
+	// starts holds a token per container starting now (Options.MaxStarts).
+	starts chan struct{}
 	// idle holds the containers StartIdle started, until they stop.
 	idle sync.Map
 }
@@ -293,7 +299,32 @@ func New(opts Options) *Manager {
 	if opts.FreeSpace == nil {
 		opts.FreeSpace = freeSpace
 	}
-	return &Manager{opts: opts, log: opts.Logger}
+	if opts.MaxStarts <= 0 {
+		opts.MaxStarts = DefaultMaxStarts()
+	}
+	return &Manager{opts: opts, log: opts.Logger, starts: make(chan struct{}, opts.MaxStarts)}
+}
+
+// DefaultMaxStarts is how many containers start at once unless told: two per CPU. A start
+// is half work on the host's CPUs (LXC, mounts, netd's attach, guestd's runtime starting)
+// and half waiting, so two per CPU keep them busy; a hundred at once (a hundred hearthctl
+// start calls side by side) only made each of them slower, until netd's attach timed out.
+func DefaultMaxStarts() int { return max(2, 2*runtime.NumCPU()) }
+
+// startSlot waits for a turn to start a container; release ends it.
+func (m *Manager) startSlot(ctx context.Context, name string) (release func(), err error) {
+	select {
+	case m.starts <- struct{}{}:
+	default:
+		t0 := time.Now()
+		select {
+		case m.starts <- struct{}{}:
+			m.log.Debug("start waited its turn", "container", name, "waited", time.Since(t0))
+		case <-ctx.Done():
+			return nil, fmt.Errorf("container %q waited for its turn to start (%d start at once): %w", name, cap(m.starts), ctx.Err())
+		}
+	}
+	return func() { <-m.starts }, nil
 }
 
 // Info is a container's record joined with what LXC reports now.
@@ -529,6 +560,11 @@ func (m *Manager) start(ctx context.Context, name string, run []manifest.HookRun
 	if st != lxcrt.Stopped {
 		return Info{}, fmt.Errorf("container %q is %s: wait for it to settle, then retry: %w", name, st, errdefs.ErrFailedPrecondition)
 	}
+	release, err := m.startSlot(ctx, name)
+	if err != nil {
+		return Info{}, err
+	}
+	defer release()
 	sp := newSteps()
 	if err := m.checkReserve(name); err != nil {
 		return Info{}, err

@@ -9,20 +9,19 @@ import (
 	"context"
 	"fmt"
 	"maps"
-	"runtime"
 	"slices"
 	"strings"
 	"time"
 
 	"hearth.dev/internal/manifest"
 	hostv1 "hearth.dev/proto/hearth/host/v1"
+	"hearth.dev/services/containerd-lite/internal/containers"
 	"hearth.dev/services/containerd-lite/internal/lxcrt"
 )
 
-// startWorkers is how many package starts run at once. A start is half work on the
-// host's CPUs (LXC's fork and setup, mounts, guestd's runtime starting twice) and half
-// waiting (for guestd to answer): two per CPU keeps both busy.
-func startWorkers() int { return max(2, 2*runtime.NumCPU()) }
+// startWorkers is how many package starts run at once: as many as containers start at
+// once (the containers' own bound, which every start goes through).
+func startWorkers() int { return containers.DefaultMaxStarts() }
 
 // readyPoll is how often a package whose dependencies started is looked at again, until
 // the interfaces it requires of them are ready; readyGiveUp is how long it may wait so

@@ -37,6 +37,12 @@ const StopTimeout = 10 * time.Minute
 
 // Main runs init. args are passed to every serving guestd; a leading "init" is dropped.
 func Main(args []string) int {
+	if os.Getpid() != 1 {
+		// Run by hand on a host, init would take the effects socket's path there and
+		// reap and stop what is not its own.
+		fmt.Fprintf(os.Stderr, "guestd-init is the first process (PID 1) of a Hearth container and runs nowhere else; containerd-lite starts it (this is PID %d)\n", os.Getpid())
+		return 2
+	}
 	if len(args) > 0 && args[0] == "init" {
 		args = args[1:]
 	}
