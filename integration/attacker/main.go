@@ -135,9 +135,12 @@ func connect() (hostv1.HostServiceClient, *grpc.ClientConn, error) {
 		return nil, nil, err
 	}
 	cl := hostv1.NewHostServiceClient(conn)
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
-	if _, err := cl.GetIdentity(ctx, &hostv1.GetIdentityRequest{}); err != nil {
+	// Paced: a flood run just before (another subtest) may have spent this container's
+	// rate budget, and the host says when to retry.
+	if err := paced(func(ctx context.Context) error {
+		_, err := cl.GetIdentity(ctx, &hostv1.GetIdentityRequest{})
+		return err
+	}); err != nil {
 		conn.Close()
 		return nil, nil, fmt.Errorf("host socket %s: %w", p, err)
 	}
