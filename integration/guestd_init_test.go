@@ -8,7 +8,7 @@ import (
 	"testing"
 )
 
-// TestGuestdInit: a container's PID 1 is guestd-init (no gRPC in it), and the serving
+// TestGuestdInit: a container's PID 1 is guestd-init (C, no Go runtime), and the serving
 // guestd its child; a container defined before guestd-init existed ("/sbin/guestd init"
 // in its LXC configuration) gets guestd-init too, guestd executing it in its place.
 func TestGuestdInit(t *testing.T) {

@@ -61,7 +61,6 @@ func setup() (int, error) {
 			{"netd", "../services/netd"},
 			{"certd", "../services/certd"},
 			{"guestd", "../services/guestd"},
-			{"guestd-init", "../services/guestd/cmd/guestd-init"},
 			{"hearth-effect", "../services/guestd/cmd/hearth-effect"},
 			{"hearthctl", "../cmd/hearthctl"},
 		} {
@@ -70,12 +69,17 @@ func setup() (int, error) {
 				args = append(args, "-tags", "grpcnotrace") // as make builds it
 			}
 			cmd := exec.Command("go", append(args, b.pkg)...)
-			if b.name == "guestd" || b.name == "guestd-init" || b.name == "hearth-effect" {
+			if b.name == "guestd" || b.name == "hearth-effect" {
 				cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
 			}
 			if out, err := cmd.CombinedOutput(); err != nil {
 				return 0, fmt.Errorf("build %s: %v\n%s", b.name, err, out)
 			}
+		}
+		// guestd-init is C, built as make builds it.
+		cmd := exec.Command("cc", "-static", "-Os", "-s", "-Wall", "-Wextra", "-Werror", "-o", filepath.Join(binDir, "guestd-init"), "../services/guestd/init/guestd-init.c")
+		if out, err := cmd.CombinedOutput(); err != nil {
+			return 0, fmt.Errorf("build guestd-init: %v\n%s", err, out)
 		}
 	}
 	if baseRootfs == "" {

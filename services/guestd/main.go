@@ -49,19 +49,16 @@ func main() {
 	}
 }
 
-// becomeInit executes guestd-init, next to guestd, in its place (the same PID); when that
-// fails, guestd runs init itself, at the cost of its larger memory.
+// becomeInit executes guestd-init, next to guestd, in its place (the same PID).
 func becomeInit(args []string) int {
 	if len(args) > 0 && args[0] == "init" {
 		args = args[1:]
 	}
-	if self, err := os.Executable(); err == nil {
-		exe := filepath.Join(filepath.Dir(self), InitName)
-		err = syscall.Exec(exe, append([]string{InitName}, args...), os.Environ())
-		fmt.Fprintf(os.Stderr, "guestd: execute %s: %v; running init in guestd\n", exe, err)
+	self, err := os.Executable()
+	if err == nil {
+		exe := filepath.Join(filepath.Dir(self), initproc.Name)
+		err = fmt.Errorf("execute %s: %w", exe, syscall.Exec(exe, append([]string{initproc.Name}, args...), os.Environ()))
 	}
-	return initproc.Main(args)
+	fmt.Fprintf(os.Stderr, "guestd: become the container's init: %v (guestd-init belongs next to guestd: rebuild the base rootfs)\n", err)
+	return 1
 }
-
-// InitName is guestd-init's file name, next to guestd.
-const InitName = "guestd-init"

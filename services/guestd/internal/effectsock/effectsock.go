@@ -1,6 +1,7 @@
 // Package effectsock is the effects socket's place and its creation, apart from the
-// effects themselves: guestd's init (which links no gRPC nor protobuf) creates the socket
-// and hands it to each serving guestd, which serves the effects on it.
+// effects themselves: guestd's init (guestd-init, in C: it defines the same path and
+// variable) creates the socket and hands it to each serving guestd, which serves the
+// effects on it; a serving guestd given none creates its own with Listen.
 package effectsock
 
 import (

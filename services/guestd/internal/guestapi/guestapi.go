@@ -248,7 +248,8 @@ func killLeftovers() int {
 // that its hooks and stop scripts can call them.
 func (s *Server) run(ctx context.Context) error {
 	// Free memory goes back to the kernel once guestd falls quiet (not during a burst).
-	go memtrim.Run(ctx, memtrim.Default)
+	kick := make(chan struct{}, 1)
+	go memtrim.Run(ctx, memtrim.Default, kick)
 	if s.effectsL != nil {
 		// The effects outlive ctx: they stop after the package.
 		es, err := s.startEffects(context.WithoutCancel(ctx), s.effectsL, s.hostConn)
@@ -273,6 +274,12 @@ func (s *Server) run(ctx context.Context) error {
 		s.trace.Mark("network")
 	}
 	s.sup.StartAll()
+	// Once the start is over, what it allocated and the code only it ran go back.
+	sctx, cancel := context.WithTimeout(ctx, time.Minute)
+	if s.sup.Settled(sctx) == nil {
+		kick <- struct{}{}
+	}
+	cancel()
 	<-ctx.Done()
 	s.env.Logger.Info("stopping the package")
 	stopCtx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)

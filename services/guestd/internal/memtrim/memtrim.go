@@ -12,6 +12,8 @@ import (
 	"runtime/debug"
 	"runtime/metrics"
 	"time"
+
+	"hearth.dev/services/guestd/internal/exetrim"
 )
 
 // Policy says when to trim: every Period, the allocations since the last look are
@@ -35,8 +37,10 @@ func (p Policy) Due(sinceLook, sinceTrim uint64) bool {
 	return sinceLook < p.Quiet && sinceTrim >= p.Worth
 }
 
-// Run trims by p until ctx ends.
-func Run(ctx context.Context, p Policy) {
+// Run trims by p until ctx ends, and at once on each receive from kick (nil: never):
+// the caller knows when a burst (the package's start) is over. A trim is a collection,
+// every free page returned, and the executable's resident pages dropped (exetrim.Drop).
+func Run(ctx context.Context, p Policy, kick <-chan struct{}) {
 	t := time.NewTicker(p.Period)
 	defer t.Stop()
 	// From 0: what the process allocated while it started counts, so the first quiet
@@ -46,12 +50,15 @@ func Run(ctx context.Context, p Policy) {
 		select {
 		case <-ctx.Done():
 			return
+		case <-kick:
 		case <-t.C:
+			if !c.Look(allocated()) {
+				continue
+			}
 		}
-		if c.Look(allocated()) {
-			debug.FreeOSMemory()
-			c.Trimmed(allocated()) // the trim's own allocations are not the process's
-		}
+		debug.FreeOSMemory()
+		_, _ = exetrim.Drop()  // /proc unreadable: nothing dropped, nothing lost
+		c.Trimmed(allocated()) // the trim's own allocations are not the process's
 	}
 }
 

@@ -227,6 +227,27 @@ func (j *job) snapshot() Status {
 	return st
 }
 
+// Settled returns when no job is waiting or starting any more (every one ready,
+// failing, done, failed or stopped: the package's start is over), or when ctx ends.
+func (s *Supervisor) Settled(ctx context.Context) error {
+	for {
+		s.mu.Lock()
+		changed, busy := s.changed, false
+		for _, j := range s.jobs {
+			busy = busy || j.want && (j.State == Waiting || j.State == Starting)
+		}
+		s.mu.Unlock()
+		if !busy {
+			return nil
+		}
+		select {
+		case <-changed:
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+	}
+}
+
 // Watch returns a channel of job changes; cancel stops it.
 func (s *Supervisor) Watch() (<-chan Status, func()) {
 	ch := make(chan Status, 256)

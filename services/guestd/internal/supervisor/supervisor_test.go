@@ -289,8 +289,11 @@ func TestStopEscalatesAndStopsInReverseOrder(t *testing.T) {
 daemons:
   db: {image: i, command: ["trap 'echo db >> $DIR/order; exit 0' TERM; while true; do sleep 0.05; done"]}
   app: {image: i, command: ["trap 'echo app >> $DIR/order; exit 0' TERM; while true; do sleep 0.05; done"], requires: [db]}
-  stubborn: {image: i, command: ["trap '' TERM; while true; do sleep 0.05; done"], stop: {timeout: 400ms}}
+  stubborn: {image: i, command: ["trap '' TERM; touch $DIR/stubborn; while true; do sleep 0.05; done"], stop: {timeout: 400ms},
+    ready: {exec: ["test -e $DIR/stubborn"], interval: 20ms}}
 `)
+	// stubborn is ready once its shell ignores SIGTERM (a SIGTERM before that, under load,
+	// stopped it at once).
 	f.s.StartAll()
 	for _, n := range []string{"db", "app", "stubborn"} {
 		f.waitFor(t, n, "ready", state(Ready))
