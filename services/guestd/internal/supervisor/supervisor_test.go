@@ -395,3 +395,33 @@ daemons:
 		})
 	}
 }
+
+// TestSettled: the start is not over while a job waits or is starting; it is once every
+// job is ready, also when one of them failed (a oneshot that blocks its dependent leaves
+// that one waiting: the caller's deadline ends the wait).
+func TestSettled(t *testing.T) {
+	f := newFixture(t, header+`
+daemons:
+  db: {image: i, command: ["exec sleep 100"], ready: {exec: ["test -e $DIR/up"], interval: 20ms}}
+  app: {image: i, command: ["exec sleep 100"], requires: [db]}
+`)
+	f.s.StartAll()
+	ctx, cancel := context.WithTimeout(context.Background(), 300*time.Millisecond)
+	defer cancel()
+	if err := f.s.Settled(ctx); err == nil {
+		t.Fatalf("settled while db is %s and app %s", f.status("db").State, f.status("app").State)
+	}
+	if err := os.WriteFile(filepath.Join(f.dir, "up"), nil, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel = context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	if err := f.s.Settled(ctx); err != nil {
+		t.Fatalf("not settled once db is ready: db %s, app %s: %v", f.status("db").State, f.status("app").State, err)
+	}
+	for _, n := range []string{"db", "app"} {
+		if st := f.status(n); st.State != Ready {
+			t.Errorf("settled with %s %s", n, st.State)
+		}
+	}
+}
