@@ -6,9 +6,9 @@ import (
 	"bufio"
 	"bytes"
 	"fmt"
+	"io"
 	"os"
 	"strconv"
-	"strings"
 
 	"golang.org/x/sys/unix"
 )
@@ -31,12 +31,18 @@ func Drop() (int64, error) {
 	if err != nil {
 		return 0, fmt.Errorf("exetrim: %w", err)
 	}
-	data, err := os.ReadFile("/proc/self/smaps")
+	// Read as a stream: the whole file is tens of KiB, garbage in an idle process.
+	f, err := os.Open("/proc/self/smaps")
 	if err != nil {
 		return 0, fmt.Errorf("exetrim: %w", err)
 	}
+	maps, err := droppable(f, exe)
+	f.Close()
+	if err != nil {
+		return 0, fmt.Errorf("exetrim: read smaps: %w", err)
+	}
 	var kib int64
-	for _, m := range droppable(data, exe) {
+	for _, m := range maps {
 		if _, _, errno := unix.Syscall(unix.SYS_MADVISE, m.start, m.end-m.start, unix.MADV_DONTNEED); errno != 0 {
 			return kib, fmt.Errorf("exetrim: madvise %#x-%#x: %w", m.start, m.end, errno)
 		}
@@ -53,7 +59,7 @@ type mapping struct {
 
 // droppable reads smaps and returns the mappings of file exe that are read-only and
 // private with no anonymous page and something resident.
-func droppable(smaps []byte, exe string) []mapping {
+func droppable(smaps io.Reader, exe string) ([]mapping, error) {
 	var out []mapping
 	var cur *mapping // the mapping whose fields are being read, if it qualifies so far
 	var anon int64
@@ -63,41 +69,50 @@ func droppable(smaps []byte, exe string) []mapping {
 		}
 		cur, anon = nil, 0
 	}
-	sc := bufio.NewScanner(bytes.NewReader(smaps))
+	exeB := []byte(exe)
+	sc := bufio.NewScanner(smaps)
 	for sc.Scan() {
-		line := sc.Text()
-		f := strings.Fields(line)
-		if len(f) == 0 {
-			continue
-		}
-		if !strings.HasSuffix(f[0], ":") { // a mapping's header: range perms offset dev inode [path]
-			flush()
-			if len(f) < 6 || strings.Join(f[5:], " ") != exe || len(f[1]) != 4 || f[1][1] != '-' || f[1][3] != 'p' {
-				continue
-			}
-			lo, hi, ok := strings.Cut(f[0], "-")
-			start, err1 := strconv.ParseUint(lo, 16, 64)
-			end, err2 := strconv.ParseUint(hi, 16, 64)
-			if !ok || err1 != nil || err2 != nil || end <= start {
-				continue
-			}
-			cur = &mapping{start: uintptr(start), end: uintptr(end)}
-			continue
-		}
-		if cur == nil || len(f) < 2 {
-			continue
-		}
-		n, err := strconv.ParseInt(f[1], 10, 64)
-		if err != nil {
-			continue
-		}
-		switch f[0] {
-		case "Rss:":
+		line := sc.Bytes()
+		if n, ok := field(line, "Rss:"); ok && cur != nil {
 			cur.rss = n
-		case "Anonymous:":
-			anon = n
+			continue
 		}
+		if n, ok := field(line, "Anonymous:"); ok && cur != nil {
+			anon = n
+			continue
+		}
+		tok, _, _ := bytes.Cut(line, []byte(" "))
+		if bytes.HasSuffix(tok, []byte(":")) || !bytes.Contains(tok, []byte("-")) {
+			continue // another field of the mapping
+		}
+		// A mapping's header: range perms offset dev inode [path].
+		flush()
+		if !bytes.HasSuffix(line, exeB) {
+			continue
+		}
+		f := bytes.Fields(line)
+		if len(f) < 6 || string(bytes.Join(f[5:], []byte(" "))) != exe || len(f[1]) != 4 || f[1][1] != '-' || f[1][3] != 'p' {
+			continue
+		}
+		lo, hi, ok := bytes.Cut(f[0], []byte("-"))
+		start, err1 := strconv.ParseUint(string(lo), 16, 64)
+		end, err2 := strconv.ParseUint(string(hi), 16, 64)
+		if !ok || err1 != nil || err2 != nil || end <= start {
+			continue
+		}
+		cur = &mapping{start: uintptr(start), end: uintptr(end)}
 	}
 	flush()
-	return out
+	return out, sc.Err()
+}
+
+// field parses a smaps line "NAME   N kB": its N, and whether the line is NAME's.
+func field(line []byte, name string) (int64, bool) {
+	rest, ok := bytes.CutPrefix(line, []byte(name))
+	if !ok {
+		return 0, false
+	}
+	rest = bytes.TrimSpace(bytes.TrimSuffix(bytes.TrimSpace(rest), []byte("kB")))
+	n, err := strconv.ParseInt(string(rest), 10, 64)
+	return n, err == nil
 }
