@@ -134,22 +134,25 @@ func BenchmarkLXCExecuteSameRootfs(b *testing.B) {
 	if out, err := exec.Command("cp", "-a", baseRootfs, rootfs).CombinedOutput(); err != nil {
 		b.Fatalf("%v %s", err, out)
 	}
-	if out, err := exec.Command("chown", "-R", "100000:100000", rootfs).CombinedOutput(); err != nil {
+	// The first 65536 ids of root's subordinate range, as Hearth's first container gets
+	// (lxc-execute maps them with newuidmap, which allows only what /etc/subuid grants).
+	base := rootSubIDStart(b)
+	if out, err := exec.Command("chown", "-R", fmt.Sprintf("%d:%d", base, base), rootfs).CombinedOutput(); err != nil {
 		b.Fatalf("%v %s", err, out)
 	}
 	cfg := filepath.Join(dir, "config")
 	conf := fmt.Sprintf(`lxc.cap.drop = mac_admin mac_override sys_time sys_module sys_rawio
 lxc.seccomp.profile = /usr/share/lxc/config/common.seccomp
 lxc.pty.max = 1024
-lxc.rootfs.path = dir:%s
-lxc.idmap = u 0 100000 65536
-lxc.idmap = g 0 100000 65536
+lxc.rootfs.path = dir:%[1]s
+lxc.idmap = u 0 %[2]d 65536
+lxc.idmap = g 0 %[2]d 65536
 lxc.net.0.type = empty
 lxc.net.0.flags = up
 lxc.autodev = 1
 lxc.mount.auto = proc:mixed sys:mixed cgroup:mixed
 lxc.tty.max = 0
-`, rootfs)
+`, rootfs, base)
 	if err := os.WriteFile(cfg, []byte(conf), 0o644); err != nil {
 		b.Fatal(err)
 	}
@@ -516,4 +519,40 @@ func BenchmarkPackageUpdateBusybox(b *testing.B) {
 		b.StartTimer()
 	}
 	percentiles(b, "update", ds)
+}
+
+// rootSubIDStart is the start of root's first range of at least 65536 ids that both
+// /etc/subuid and /etc/subgid grant.
+func rootSubIDStart(b *testing.B) int {
+	b.Helper()
+	ranges := func(file string) map[int]int {
+		data, err := os.ReadFile(file)
+		if err != nil {
+			b.Fatalf("read %s: %v", file, err)
+		}
+		out := map[int]int{}
+		for _, line := range strings.Split(string(data), "\n") {
+			f := strings.Split(line, ":")
+			if len(f) != 3 || f[0] != "root" {
+				continue
+			}
+			start, err1 := strconv.Atoi(f[1])
+			n, err2 := strconv.Atoi(f[2])
+			if err1 == nil && err2 == nil {
+				out[start] = n
+			}
+		}
+		return out
+	}
+	uids, gids := ranges("/etc/subuid"), ranges("/etc/subgid")
+	best := -1
+	for start, n := range uids {
+		if n >= 65536 && gids[start] >= 65536 && (best < 0 || start < best) {
+			best = start
+		}
+	}
+	if best < 0 {
+		b.Fatal("root has no range of 65536 subordinate ids in both /etc/subuid and /etc/subgid: run deploy/install-deps.sh")
+	}
+	return best
 }
