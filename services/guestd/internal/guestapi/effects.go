@@ -2,6 +2,7 @@ package guestapi
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"io"
 	"net"
@@ -74,7 +75,41 @@ type effectsServer struct {
 
 // startEffects builds the effects from the proto and serves them on l.
 func (s *Server) startEffects(ctx context.Context, l net.Listener, host grpc.ClientConnInterface) (*effectsServer, error) {
-	h, err := effects.New(host, map[protoreflect.FullName]effects.LocalFunc{
+	h := &lazyEffects{build: func() (*effects.Handler, error) { return s.newEffects(host) }}
+	es := &effectsServer{
+		srv: &jsonrpc.Server{
+			Handler: h, Logger: s.env.Logger,
+			MaxConns: effectsMaxConns, MaxInFlight: effectsMaxInFlight, MaxQueuedBytes: effectsMaxQueued, IdleTimeout: effectsIdleTimeout,
+		},
+		l: l, done: make(chan error, 1),
+	}
+	go func() { es.done <- es.srv.Serve(ctx, l) }()
+	s.env.Logger.Info("serving effects", "socket", l.Addr().String())
+	return es, nil
+}
+
+// lazyEffects builds the effects' handler on the first call: building it reads the
+// effects' methods and options from host.proto's descriptors, which the protobuf runtime
+// then keeps unmarshalled (~0.3 MiB); a package that never calls an effect never pays.
+type lazyEffects struct {
+	build func() (*effects.Handler, error)
+	once  sync.Once
+	h     *effects.Handler
+	err   error
+}
+
+// Call implements jsonrpc.Handler.
+func (l *lazyEffects) Call(ctx context.Context, name string, params json.RawMessage) (any, error) {
+	l.once.Do(func() { l.h, l.err = l.build() })
+	if l.err != nil {
+		return nil, fmt.Errorf("the effects: %w", l.err)
+	}
+	return l.h.Call(ctx, name, params)
+}
+
+// newEffects builds the effects' handler from hostv1's proto.
+func (s *Server) newEffects(host grpc.ClientConnInterface) (*effects.Handler, error) {
+	return effects.New(host, map[protoreflect.FullName]effects.LocalFunc{
 		"hearth.host.v1.SubcontainerService.Exec": s.execEffect,
 	}, map[string]effects.BeforeFunc{
 		"subcontainer.destroy": func(ctx context.Context, req proto.Message) error {
@@ -84,19 +119,6 @@ func (s *Server) startEffects(ctx context.Context, l net.Listener, host grpc.Cli
 			return s.launcher.Unequip(req.(*hostv1.DestroyOverlayRequest).GetName())
 		},
 	})
-	if err != nil {
-		return nil, err
-	}
-	es := &effectsServer{
-		srv: &jsonrpc.Server{
-			Handler: h, Logger: s.env.Logger,
-			MaxConns: effectsMaxConns, MaxInFlight: effectsMaxInFlight, MaxQueuedBytes: effectsMaxQueued, IdleTimeout: effectsIdleTimeout,
-		},
-		l: l, done: make(chan error, 1),
-	}
-	go func() { es.done <- es.srv.Serve(ctx, l) }()
-	s.env.Logger.Info("serving effects", "socket", l.Addr().String(), "effects", len(h.Names()))
-	return es, nil
 }
 
 // stop lets the calls in flight finish (for up to a few seconds) and stops serving.

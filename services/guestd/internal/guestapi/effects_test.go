@@ -7,6 +7,7 @@ import (
 	"testing"
 	"time"
 
+	"hearth.dev/services/guestd/internal/effects"
 	"hearth.dev/services/guestd/internal/launch"
 )
 
@@ -69,3 +70,33 @@ func TestRunCaptured(t *testing.T) {
 }
 
 var _ spawner = (*launch.Launcher)(nil)
+
+// TestEffectsBuild: the effects' handler guestd serves builds (the effects are made on
+// the first call, no longer when guestd starts, so this is where a bad table shows).
+func TestEffectsBuild(t *testing.T) {
+	h, err := (&Server{}).newEffects(nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if n := len(h.Names()); n < 10 {
+		t.Errorf("%d effects: %v", n, h.Names())
+	}
+}
+
+// TestLazyEffects: the handler is built once, on the first call; a build error is every
+// call's error.
+func TestLazyEffects(t *testing.T) {
+	builds := 0
+	l := &lazyEffects{build: func() (*effects.Handler, error) {
+		builds++
+		return nil, errors.New("broken table")
+	}}
+	for range 2 {
+		if _, err := l.Call(context.Background(), "identity.get", nil); err == nil || !strings.Contains(err.Error(), "broken table") {
+			t.Errorf("call: %v, want the build's error", err)
+		}
+	}
+	if builds != 1 {
+		t.Errorf("built %d times, want once", builds)
+	}
+}
