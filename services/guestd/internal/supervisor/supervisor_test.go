@@ -218,15 +218,18 @@ daemons:
 	}
 }
 
+// dbUntilUpThenApp: db is ready once the test creates $DIR/up; app requires db.
+const dbUntilUpThenApp = `
+daemons:
+  db: {image: i, command: ["exec sleep 100"], ready: {exec: ["test -e $DIR/up"], interval: 20ms}}
+  app: {image: i, command: ["exec sleep 100"], requires: [db]}
+`
+
 // TestDependentPreparedWhileItWaits: a job that requires another has its root prepared
 // once the other has started, while the other is not ready yet, and only once: its start
 // after the other is ready is the exec alone.
 func TestDependentPreparedWhileItWaits(t *testing.T) {
-	f := newFixture(t, header+`
-daemons:
-  db: {image: i, command: ["exec sleep 100"], ready: {exec: ["test -e $DIR/up"], interval: 20ms}}
-  app: {image: i, command: ["exec sleep 100"], requires: [db]}
-`)
+	f := newFixture(t, header+dbUntilUpThenApp)
 	f.s.StartAll()
 	f.waitFor(t, "db", "starting", state(Starting))
 	deadline := time.Now().Add(5 * time.Second)
@@ -396,15 +399,10 @@ daemons:
 	}
 }
 
-// TestSettled: the start is not over while a job waits or is starting; it is once every
-// job is ready, also when one of them failed (a oneshot that blocks its dependent leaves
-// that one waiting: the caller's deadline ends the wait).
+// TestSettled: the start is not over while a job waits or is starting (the caller's
+// deadline ends the wait); it is once every job is ready.
 func TestSettled(t *testing.T) {
-	f := newFixture(t, header+`
-daemons:
-  db: {image: i, command: ["exec sleep 100"], ready: {exec: ["test -e $DIR/up"], interval: 20ms}}
-  app: {image: i, command: ["exec sleep 100"], requires: [db]}
-`)
+	f := newFixture(t, header+dbUntilUpThenApp)
 	f.s.StartAll()
 	ctx, cancel := context.WithTimeout(context.Background(), 300*time.Millisecond)
 	defer cancel()
