@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"fmt"
+	"io"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -193,8 +194,19 @@ func startDaemonEnv(t, owner testing.TB, env []string, name, socket string, args
 	d := &daemonProc{name: name, socket: socket, log: &syncBuffer{}, done: make(chan struct{})}
 	d.cmd = exec.Command(filepath.Join(binDir, name), append([]string{"--socket", socket, "--log-level", "debug"}, args...)...)
 	d.cmd.Env = append(os.Environ(), env...)
-	d.cmd.Stdout = d.log
-	d.cmd.Stderr = d.log
+	var out io.Writer = d.log
+	if dir := os.Getenv("HEARTH_TEST_DAEMON_LOGS"); dir != "" {
+		// An engineer's copy of every daemon's log, kept after the test (one file per
+		// daemon and process: <name>-<test's pid>-<n>.log).
+		f, err := os.CreateTemp(dir, fmt.Sprintf("%s-%d-*.log", name, os.Getpid()))
+		if err != nil {
+			t.Fatalf("HEARTH_TEST_DAEMON_LOGS: %v", err)
+		}
+		out = io.MultiWriter(d.log, f)
+		defer func() { go func() { <-d.done; f.Close() }() }()
+	}
+	d.cmd.Stdout = out
+	d.cmd.Stderr = out
 	if err := d.cmd.Start(); err != nil {
 		t.Fatalf("start %s: %v", name, err)
 	}

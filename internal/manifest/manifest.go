@@ -94,9 +94,11 @@ type Check struct {
 	HTTP *HTTPCheck `yaml:"http,omitempty" json:"http,omitempty"`
 	// Exec runs in the daemon's subcontainer, as its user; exit status 0 passes.
 	Exec []string `yaml:"exec,omitempty" json:"exec,omitempty"`
-	// Interval between checks (default 1s), Timeout of one check (default 2s), Grace a
-	// starting daemon has before failed checks count (default 30s), Retries failed checks
-	// in a row that make a ready daemon failing (default 3).
+	// Interval between the checks of a daemon that was ready once (default 10s; until
+	// then, checks come within milliseconds and then at least every second), Timeout of
+	// one check (default 2s), Grace a starting daemon has before failed checks count
+	// (default 30s), Retries failed checks in a row that make a ready daemon failing
+	// (default 3).
 	Interval Duration `yaml:"interval,omitempty" json:"interval,omitempty"`
 	Timeout  Duration `yaml:"timeout,omitempty" json:"timeout,omitempty"`
 	Grace    Duration `yaml:"grace,omitempty" json:"grace,omitempty"`

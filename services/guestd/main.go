@@ -23,13 +23,19 @@ import (
 )
 
 func main() {
-	// guestd lives in every container: keep it small. One P, a tighter GC and a soft
-	// memory limit cost little for a process that mostly waits. The limit leaves room
-	// above what the runtime holds besides the heap (~6 MiB serving, with a live heap
-	// of ~1 MiB): at 8 MiB the heap goal fell to the live heap and the GC ran on almost
-	// every effect call (an effect's p50 doubled, see BenchmarkEffectRoundTrip).
+	// guestd lives in every container: keep it small. One P and a soft memory limit
+	// cost little for a process that mostly waits. The limit leaves room above what the
+	// runtime holds besides the heap (~6 MiB serving, with a live heap of ~1 MiB): at
+	// 8 MiB the heap goal fell to the live heap and the GC ran on almost every effect call
+	// (an effect's p50 doubled, see BenchmarkEffectRoundTrip).
+	//
+	// No collection but the limit's until the package's start is over: the start's
+	// garbage is collected once, by the trim that follows it (memtrim, which then sets
+	// the GC percent it keeps). With GOGC 50 from the start, a start collected several
+	// times (~9% of guestd's CPU in a start, measured). guestd-init sets GOMAXPROCS and
+	// GOGC in the environment, so that the runtime starts this way.
 	runtime.GOMAXPROCS(1)
-	debug.SetGCPercent(50)
+	debug.SetGCPercent(-1)
 	debug.SetMemoryLimit(16 << 20)
 	switch {
 	case os.Getpid() == 1 || (len(os.Args) > 1 && os.Args[1] == "init"):

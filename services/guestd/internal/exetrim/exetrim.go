@@ -11,6 +11,8 @@ import (
 	"strconv"
 
 	"golang.org/x/sys/unix"
+
+	"hearth.dev/services/guestd/internal/procmaps"
 )
 
 // Drop unmaps, from this process only, the resident pages of its executable's
@@ -81,26 +83,15 @@ func droppable(smaps io.Reader, exe string) ([]mapping, error) {
 			anon = n
 			continue
 		}
-		tok, _, _ := bytes.Cut(line, []byte(" "))
-		if bytes.HasSuffix(tok, []byte(":")) || !bytes.Contains(tok, []byte("-")) {
+		h, ok := procmaps.Parse(line)
+		if !ok {
 			continue // another field of the mapping
 		}
-		// A mapping's header: range perms offset dev inode [path].
 		flush()
-		if !bytes.HasSuffix(line, exeB) {
+		if !bytes.Equal(h.Path, exeB) || h.Writable() || !h.Private() {
 			continue
 		}
-		f := bytes.Fields(line)
-		if len(f) < 6 || string(bytes.Join(f[5:], []byte(" "))) != exe || len(f[1]) != 4 || f[1][1] != '-' || f[1][3] != 'p' {
-			continue
-		}
-		lo, hi, ok := bytes.Cut(f[0], []byte("-"))
-		start, err1 := strconv.ParseUint(string(lo), 16, 64)
-		end, err2 := strconv.ParseUint(string(hi), 16, 64)
-		if !ok || err1 != nil || err2 != nil || end <= start {
-			continue
-		}
-		cur = &mapping{start: uintptr(start), end: uintptr(end)}
+		cur = &mapping{start: h.Start, end: h.End}
 	}
 	flush()
 	return out, sc.Err()

@@ -259,6 +259,7 @@ func (s *Server) run(ctx context.Context) error {
 		defer es.stop()
 	}
 	if s.sup == nil || s.bundle.Idle {
+		kick <- struct{}{} // nothing to start: the start is over
 		<-ctx.Done()
 		return nil
 	}
@@ -275,11 +276,12 @@ func (s *Server) run(ctx context.Context) error {
 	}
 	s.sup.StartAll()
 	// Once the start is over, what it allocated and the code only it ran go back.
+	// A start that has not settled after a minute (a daemon failing again and again) is
+	// over too, as far as memory goes.
 	sctx, cancel := context.WithTimeout(ctx, time.Minute)
-	if s.sup.Settled(sctx) == nil {
-		kick <- struct{}{}
-	}
+	_ = s.sup.Settled(sctx)
 	cancel()
+	kick <- struct{}{}
 	<-ctx.Done()
 	s.env.Logger.Info("stopping the package")
 	stopCtx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)

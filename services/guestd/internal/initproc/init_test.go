@@ -59,7 +59,7 @@ dir=%s
 n=$(ls $dir | grep -c '^start\.')
 {
 	echo "args $*"
-	env | grep '^HEARTH_' | sort
+	env | grep -E '^(HEARTH_|GOMAXPROCS=|GOGC=)' | sort
 	echo "fd3 $(readlink /proc/self/fd/3)"
 	echo "sock $(stat -c '%%a %%F' /media/hearth/rpc/effects.sock)"
 } > $dir/start.$n.tmp
@@ -89,7 +89,7 @@ func TestServesRestartsAndStops(t *testing.T) {
 	var stderr bytes.Buffer
 	cmd := exec.Command("/bin/sh", "-c", `mount --make-rprivate / && mount -t tmpfs tmpfs /media && exec "$0" init -v x`, exe)
 	cmd.Stderr = &stderr
-	cmd.Env = append(os.Environ(), "HEARTH_GUESTD_RESTARTS=7") // init sets its own
+	cmd.Env = append(os.Environ(), "HEARTH_GUESTD_RESTARTS=7", "GOGC=100") // init sets its own
 	cmd.SysProcAttr = &syscall.SysProcAttr{Cloneflags: syscall.CLONE_NEWPID | syscall.CLONE_NEWNS}
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
@@ -114,13 +114,15 @@ func TestServesRestartsAndStops(t *testing.T) {
 	}
 	for n, restarts := range []string{"0", "1"} {
 		got := start(n)
-		for _, want := range []string{"args -v x\n", "HEARTH_EFFECTS_FD=3\n", "HEARTH_GUESTD_RESTARTS=" + restarts + "\n", "HEARTH_GUESTD_BOOT_TIME=", "fd3 socket:[", "sock 666 socket\n"} {
+		for _, want := range []string{"args -v x\n", "HEARTH_EFFECTS_FD=3\n", "HEARTH_GUESTD_RESTARTS=" + restarts + "\n", "HEARTH_GUESTD_BOOT_TIME=", "fd3 socket:[", "sock 666 socket\n", "GOGC=off\n", "GOMAXPROCS=1\n"} {
 			if !strings.Contains(got, want) {
 				t.Errorf("start %d: no %q in what guestd saw:\n%s", n, want, got)
 			}
 		}
-		if strings.Count(got, "HEARTH_GUESTD_RESTARTS=") != 1 {
-			t.Errorf("start %d: the restart count twice in guestd's environment:\n%s", n, got)
+		for _, v := range []string{"HEARTH_GUESTD_RESTARTS=", "GOGC="} {
+			if strings.Count(got, v) != 1 {
+				t.Errorf("start %d: %s twice in guestd's environment:\n%s", n, v, got)
+			}
 		}
 	}
 	// The orphans (each start's sleep) exited and were reaped: init's only child left is

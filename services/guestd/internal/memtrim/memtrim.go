@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"hearth.dev/services/guestd/internal/exetrim"
+	"hearth.dev/services/guestd/internal/pagemerge"
 )
 
 // Policy says when to trim: every Period, the allocations since the last look are
@@ -23,13 +24,16 @@ type Policy struct {
 	Period time.Duration
 	Quiet  uint64
 	Worth  uint64
+	// GCPercent is set at the first kick (the end of the start burst, during which the
+	// process collects only at its memory limit), and kept: 0 leaves it as it is.
+	GCPercent int
 }
 
 // Default suits guestd: a look every 2 s; quiet below 512 KiB in that time (a burst of
 // effect calls allocates more than 1 MiB a second; a daemon's HTTP ready check every 100 ms,
 // about 100 KiB); a trim once 1 MiB was allocated since the last. Without the trims, such a
 // check's garbage would pile up to the soft memory limit, the GC's only pacer in guestd.
-var Default = Policy{Period: 2 * time.Second, Quiet: 512 << 10, Worth: 1 << 20}
+var Default = Policy{Period: 2 * time.Second, Quiet: 512 << 10, Worth: 1 << 20, GCPercent: 50}
 
 // Due reports whether to trim, given the allocations since the last look and since the
 // last trim.
@@ -40,6 +44,7 @@ func (p Policy) Due(sinceLook, sinceTrim uint64) bool {
 // Run trims by p until ctx ends, and at once on each receive from kick (nil: never):
 // the caller knows when a burst (the package's start) is over. A trim is a collection,
 // every free page returned, and the executable's resident pages dropped (exetrim.Drop).
+// The first kick also sets p.GCPercent.
 func Run(ctx context.Context, p Policy, kick <-chan struct{}) {
 	t := time.NewTicker(p.Period)
 	defer t.Stop()
@@ -54,6 +59,9 @@ func Run(ctx context.Context, p Policy, kick <-chan struct{}) {
 			// Not counted as a trim: what the end of the burst allocates after the
 			// kick (the host's calls that follow a start) is still collected at the
 			// next quiet look.
+			if p.GCPercent != 0 {
+				debug.SetGCPercent(p.GCPercent)
+			}
 			trim()
 		case <-t.C:
 			if c.Look(allocated()) {
@@ -65,10 +73,13 @@ func Run(ctx context.Context, p Policy, kick <-chan struct{}) {
 }
 
 // trim collects first: a collection touches code and read-only data (the type and
-// function tables) that the process's idle work does not, so the pages go after it.
+// function tables) that the process's idle work does not, so the pages go after it. Then
+// it offers the process's memory to the kernel's same-page merging (pagemerge: nothing
+// happens unless the host runs KSM), mappings made since the last trim included.
 func trim() {
 	debug.FreeOSMemory()
 	_, _ = exetrim.Drop() // /proc unreadable: nothing dropped, nothing lost
+	_, _ = pagemerge.Offer()
 }
 
 // Counter follows the allocation counter from look to look.

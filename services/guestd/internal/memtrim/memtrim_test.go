@@ -1,6 +1,9 @@
 package memtrim
 
 import (
+	"context"
+	"runtime"
+	"runtime/debug"
 	"testing"
 	"time"
 )
@@ -55,3 +58,40 @@ func TestAllocated(t *testing.T) {
 }
 
 var sink []byte
+
+// TestKickSetsGCPercent: collection stays as the process set it (off, in guestd) until the
+// first kick, which sets the policy's percent, and trims: the heap's free pages go back.
+func TestKickSetsGCPercent(t *testing.T) {
+	old := debug.SetGCPercent(-1)
+	defer debug.SetGCPercent(old)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	kick := make(chan struct{}, 1)
+	done := make(chan struct{})
+	go func() { Run(ctx, Policy{Period: time.Hour, GCPercent: 77}, kick); close(done) }()
+
+	time.Sleep(20 * time.Millisecond)
+	if got := debug.SetGCPercent(-1); got != -1 {
+		t.Fatalf("GC percent before the kick = %d, want -1 (unchanged)", got)
+	}
+	var before runtime.MemStats
+	runtime.ReadMemStats(&before)
+	kick <- struct{}{}
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		var now runtime.MemStats
+		runtime.ReadMemStats(&now)
+		if now.NumForcedGC > before.NumForcedGC {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("no trim (forced collection) 5 s after the kick")
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	if got := debug.SetGCPercent(77); got != 77 {
+		t.Errorf("GC percent after the kick = %d, want 77", got)
+	}
+	cancel()
+	<-done
+}

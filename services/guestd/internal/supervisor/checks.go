@@ -15,26 +15,37 @@ type checkResult struct {
 
 // Until a daemon's first check passes, failing checks are retried quickly: every
 // quickRetry for quickTries tries (most daemons are ready a few milliseconds after
-// their exec), then after waits that double from 2*quickRetry up to the interval.
+// their exec), then after waits that double from 2*quickRetry up to readyPoll (or the
+// interval, when it is shorter).
 const (
 	quickRetry = time.Millisecond
 	quickTries = 10
+	readyPoll  = time.Second
 )
+
+// DefaultInterval is the wait between the checks of a daemon that was ready once, when
+// its manifest sets none (a daemon not ready yet is checked far more often: nextWait).
+// A daemon that exits is seen at once (guestd is its parent); the checks are there for
+// one that hangs. At 100 services, checks every second cost 0.3 CPU here (a busybox
+// httpd forks for each request), every 10 seconds a tenth of that; Kubernetes' default
+// period is also 10 s.
+const DefaultInterval = 10 * time.Second
 
 // nextWait is the wait before the next check, after tries failing checks in a row since
 // the daemon started (passed: one has passed since). Checking only every interval would
 // cost up to an interval on every start; once a check has passed, checks come every
 // interval: health failures count at the pace the manifest set.
 func nextWait(tries int, passed bool, interval time.Duration) time.Duration {
+	poll := min(readyPoll, interval)
 	switch {
 	case passed:
 		return interval
 	case tries <= quickTries:
-		return min(quickRetry, interval)
+		return min(quickRetry, poll)
 	case tries-quickTries >= 30: // no shift overflows
-		return interval
+		return poll
 	default:
-		return min(quickRetry<<(tries-quickTries), interval)
+		return min(quickRetry<<(tries-quickTries), poll)
 	}
 }
 
@@ -42,7 +53,7 @@ func nextWait(tries int, passed bool, interval time.Duration) time.Duration {
 // ctx ends.
 func (s *Supervisor) checks(ctx context.Context, j *job) <-chan checkResult {
 	r := j.spec.Ready
-	interval := r.Interval.D(time.Second)
+	interval := r.Interval.D(DefaultInterval)
 	timeout := r.Timeout.D(2 * time.Second)
 	out := make(chan checkResult)
 	go func() {

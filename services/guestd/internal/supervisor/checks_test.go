@@ -84,6 +84,9 @@ func TestNextWait(t *testing.T) {
 		{"passed: the interval", 3, true, time.Second, time.Second},
 		{"failing after a pass: still the interval", 40, true, time.Second, time.Second},
 		{"interval shorter than the quick retry", 1, false, ms / 2, ms / 2},
+		{"not ready yet: a long interval does not slow the start", 11, false, 30 * time.Second, 2 * ms},
+		{"not ready yet: polled every second at most", 1000, false, 30 * time.Second, time.Second},
+		{"ready once: the long interval", 3, true, 30 * time.Second, 30 * time.Second},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
