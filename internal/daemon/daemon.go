@@ -51,6 +51,8 @@ type Spec struct {
 	Authorize func(env *Env) peercred.Policy
 	// ServerOptions are added to the gRPC server's.
 	ServerOptions []grpc.ServerOption
+	// Reflection registers server reflection (grpcserver.Config.Reflection).
+	Reflection func(*grpc.Server)
 	// Init registers the daemon's services on env.Server. It must not block.
 	Init func(ctx context.Context, env *Env) (Hooks, error)
 }
@@ -152,7 +154,7 @@ func Run(ctx context.Context, spec Spec, args []string, stdout, stderr io.Writer
 	if spec.Authorize != nil {
 		policy = spec.Authorize(env)
 	}
-	env.Server = grpcserver.New(grpcserver.Config{Logger: log, Authorize: policy, Options: spec.ServerOptions})
+	env.Server = grpcserver.New(grpcserver.Config{Logger: log, Authorize: policy, Options: spec.ServerOptions, Reflection: spec.Reflection})
 	return serve(ctx, spec, env)
 }
 

@@ -1,7 +1,8 @@
 // Package grpcserver is the one gRPC server factory every Hearth daemon uses: peer
 // credentials at the handshake, then interceptors for panic recovery, logging, the
 // mapping of errors to status codes, authorization and a start-up gate; grpc.health.v1
-// and server reflection registered; and a graceful stop with a deadline.
+// and the server reflection the daemon chooses registered; and a graceful stop with a
+// deadline.
 //
 // Handlers return plain errors wrapping an errdefs kind; the server maps them to gRPC
 // codes once, inside the logging interceptor, so the log shows the code the client gets.
@@ -20,7 +21,6 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/health"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
-	"google.golang.org/grpc/reflection"
 	"google.golang.org/grpc/status"
 
 	"hearth.dev/internal/peercred"
@@ -36,6 +36,11 @@ type Config struct {
 	StopTimeout time.Duration
 	// Options are added to the server's (a codec, an unknown-service handler).
 	Options []grpc.ServerOption
+	// Reflection registers server reflection on the server, nil none. The host's daemons
+	// use grpc-go's (reflection.Register); guestd, which lives in every container, a
+	// lighter one (reflectsvc): linking grpc-go's costs every process that links it at
+	// start, called or not. This package imports neither.
+	Reflection func(*grpc.Server)
 }
 
 // Server is a gRPC server with health and reflection. Until SetServing is called, health
@@ -72,7 +77,9 @@ func New(cfg Config) *Server {
 		grpc.ChainStreamInterceptor(s.recoverStream, s.logStream, statusStream, authorizeStream(authz), s.gateStream, s.endWithServer),
 	}, cfg.Options...)...)
 	healthpb.RegisterHealthServer(s.Server, s.health)
-	reflection.Register(s.Server)
+	if cfg.Reflection != nil {
+		cfg.Reflection(s.Server)
+	}
 	s.health.SetServingStatus("", healthpb.HealthCheckResponse_NOT_SERVING)
 	return s
 }

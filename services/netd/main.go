@@ -3,6 +3,9 @@
 package main
 
 import (
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/reflection"
+
 	"hearth.dev/internal/daemon"
 	"hearth.dev/services/netd/internal/netapi"
 )
@@ -14,5 +17,7 @@ func main() {
 		Summary: "netd gives Hearth's containers their network: bridge, addresses, NAT, bindings,\nLAN names, domains and onion services.",
 		Flags:   f.Register,
 		Init:    f.Init,
+		// grpc-go's server reflection: grpcurl list, describe.
+		Reflection: func(s *grpc.Server) { reflection.Register(s) },
 	})
 }

@@ -7,16 +7,18 @@ import (
 	"errors"
 	"flag"
 	"fmt"
-	netv1 "hearth.dev/proto/hearth/net/v1"
 	"log/slog"
 	"net"
 	"strings"
 	"time"
 
 	"golang.org/x/sync/errgroup"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/reflection"
 
 	"hearth.dev/internal/daemon"
 	certv1 "hearth.dev/proto/hearth/cert/v1"
+	netv1 "hearth.dev/proto/hearth/net/v1"
 	"hearth.dev/services/certd/internal/acme"
 	"hearth.dev/services/certd/internal/ca"
 	"hearth.dev/services/certd/internal/certapi"
@@ -70,7 +72,8 @@ func (c *Config) Flags(fs *flag.FlagSet) {
 func Spec() daemon.Spec {
 	var c Config
 	return daemon.Spec{
-		Name: "certd",
+		Name:       "certd",
+		Reflection: func(s *grpc.Server) { reflection.Register(s) },
 		Summary: "certd issues and renews Hearth's certificates: a local root CA for .local names, the internal\n" +
 			"domain and private addresses, and ACME certificates for public domains.",
 		Flags: c.Flags,

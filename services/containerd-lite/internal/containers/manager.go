@@ -56,7 +56,8 @@ type Runtime interface {
 	Define(lxcrt.Config) error
 	Undefine(name string) error
 	State(name string) (lxcrt.State, int, error)
-	Start(ctx context.Context, name string, timeout time.Duration) error
+	// Start returns the init PID of the container it started.
+	Start(ctx context.Context, name string, timeout time.Duration) (int, error)
 	Stop(ctx context.Context, name string, timeout time.Duration) error
 	Defined() []string
 	CgroupItem(name, key string) (string, error)
@@ -603,11 +604,12 @@ func (m *Manager) start(ctx context.Context, name string, run []manifest.HookRun
 		return fail(err)
 	}
 	sp.done("bundle_and_host_sock")
-	if err := m.opts.Runtime.Start(ctx, name, 10*time.Second); err != nil {
+	pid, err := m.opts.Runtime.Start(ctx, name, 10*time.Second)
+	if err != nil {
 		return fail(fmt.Errorf("%w%s", err, tail("lxc.log", t.LXCLog())))
 	}
 	sp.done("lxc_start")
-	addr, err := m.attach(ctx, rec)
+	addr, err := m.attach(ctx, rec, pid)
 	if err != nil {
 		return fail(err)
 	}
@@ -916,14 +918,10 @@ func tail(label, path string) string {
 }
 
 // attach asks netd for the running container's veth; without netd it has loopback only.
-func (m *Manager) attach(ctx context.Context, rec store.Container) (string, error) {
+func (m *Manager) attach(ctx context.Context, rec store.Container, pid int) (string, error) {
 	name := rec.Name
 	if m.opts.Network == nil {
 		return "", nil
-	}
-	_, pid, err := m.opts.Runtime.State(name)
-	if err != nil {
-		return "", err
 	}
 	actx, cancel := context.WithTimeout(ctx, 10*time.Second)
 	defer cancel()

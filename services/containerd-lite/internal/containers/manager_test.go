@@ -85,15 +85,15 @@ func (r *fakeRuntime) State(name string) (lxcrt.State, int, error) {
 	}
 	return st, 0, nil
 }
-func (r *fakeRuntime) Start(ctx context.Context, name string, _ time.Duration) error {
+func (r *fakeRuntime) Start(ctx context.Context, name string, _ time.Duration) (int, error) {
 	r.c.add("lxc start %s", name)
 	if r.startErr != nil {
-		return r.startErr
+		return 0, r.startErr
 	}
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	r.state[name] = lxcrt.Running
-	return nil
+	return 4242, nil
 }
 func (r *fakeRuntime) Stop(ctx context.Context, name string, _ time.Duration) error {
 	r.mu.Lock()

@@ -137,7 +137,7 @@ func (m *Manager) reconcileOne(ctx context.Context, rec store.Container) error {
 			m.log.Error("reconcile: restore mounts", "container", rec.Name, "error", err)
 		}
 		sp.done("mounts")
-		addr, err := m.attach(ctx, rec)
+		addr, err := m.attach(ctx, rec, pid)
 		sp.done("attach")
 		if err != nil {
 			m.log.Error("reconcile: attach to netd", "container", rec.Name, "error", err)

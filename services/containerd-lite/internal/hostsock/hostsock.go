@@ -11,6 +11,9 @@ import (
 	"log/slog"
 	"sync"
 
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/reflection"
+
 	"hearth.dev/internal/budget"
 	"hearth.dev/internal/grpcserver"
 	"hearth.dev/internal/peercred"
@@ -54,7 +57,8 @@ func (s *Servers) Serve(container, path string, rootUID int) error {
 	}
 	log := s.log.With("container", container, "socket", "host.sock")
 	b := budget.New("host.sock", s.limits, log)
-	srv := grpcserver.New(grpcserver.Config{Logger: log, Authorize: peercred.UIDs(0, uint32(rootUID)), Options: b.ServerOptions()})
+	srv := grpcserver.New(grpcserver.Config{Logger: log, Authorize: peercred.UIDs(0, uint32(rootUID)), Options: b.ServerOptions(),
+		Reflection: func(s *grpc.Server) { reflection.Register(s) }})
 	hostv1.RegisterHostServiceServer(srv, s.service(container))
 	srv.SetServing()
 	ctx, cancel := context.WithCancel(context.Background())

@@ -56,6 +56,15 @@ __attribute__((constructor)) static void hearth_forkstart(int argc, char **argv,
 		fprintf(stderr, "container %s failed to start (see the container's lxc.log)\n", name);
 		_exit(1);
 	}
+	// liblxc returns once the container is RUNNING. Its init's PID, on stdout, spares the
+	// daemon asking the monitor for state and PID once more.
+	pid_t pid = c->init_pid(c);
+	if (pid <= 0) {
+		fprintf(stderr, "container %s started, but its monitor tells no init PID (see the container's lxc.log)\n", name);
+		_exit(1);
+	}
+	printf("%d\n", (int)pid);
+	fflush(stdout);
 	_exit(0);
 }
 */
@@ -68,6 +77,7 @@ import (
 
 // ForkStartArg is the hidden first argument with which the daemon re-executes itself to
 // start a container: "SELF forkstart NAME LXCPATH", handled before the Go runtime starts.
+// It prints the running container's init PID.
 const ForkStartArg = "forkstart"
 
 // expected are lines liblxc logs (at WARN) on every start because forkstart unsets PATH:

@@ -8,12 +8,14 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"time"
 
 	lxc "github.com/lxc/go-lxc"
 
 	"hearth.dev/internal/atomicfile"
+	"hearth.dev/internal/errdefs"
 )
 
 // State is a container's state as LXC reports it.
@@ -89,27 +91,23 @@ func (r *Runtime) State(name string) (State, int, error) {
 	return st, pid, nil
 }
 
-// Start starts the container from a separate process and waits until LXC reports it
-// running, for at most timeout or until ctx ends.
-func (r *Runtime) Start(ctx context.Context, name string, timeout time.Duration) error {
+// Start starts the container from a separate process, which returns once LXC reports it
+// running, for at most timeout or until ctx ends. It returns the container's init PID.
+func (r *Runtime) Start(ctx context.Context, name string, timeout time.Duration) (int, error) {
 	ctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
-	var stderr bytes.Buffer
+	var stdout, stderr bytes.Buffer
 	cmd := exec.CommandContext(ctx, r.Self, ForkStartArg, name, r.Path)
 	cmd.Stderr = &stderr
-	cmd.Stdout = &stderr
+	cmd.Stdout = &stdout
 	if err := cmd.Run(); err != nil {
-		return fmt.Errorf("start container %s: %w: %s", name, errors.Join(err, ctx.Err()), strings.TrimSpace(stderr.String()))
+		return 0, fmt.Errorf("start container %s: %w: %s", name, errors.Join(err, ctx.Err()), strings.TrimSpace(stderr.String()))
 	}
-	c, err := r.open(name)
-	if err != nil {
-		return err
+	pid, err := strconv.Atoi(strings.TrimSpace(stdout.String()))
+	if err != nil || pid <= 0 {
+		return 0, fmt.Errorf("start container %s: the start told no init PID (%q): %w", name, stdout.String(), errdefs.ErrInternal)
 	}
-	defer lxc.Release(c)
-	if !waitState(ctx, c, lxc.RUNNING) {
-		return fmt.Errorf("container %s did not reach RUNNING (state %s): %w", name, c.State(), ctx.Err())
-	}
-	return nil
+	return pid, nil
 }
 
 // waitState polls until c is in state st or ctx ends.

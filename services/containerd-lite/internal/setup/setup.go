@@ -11,6 +11,9 @@ import (
 	"path/filepath"
 	"strings"
 
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/reflection"
+
 	"hearth.dev/internal/budget"
 	"hearth.dev/internal/bytesize"
 	"hearth.dev/internal/daemon"
@@ -58,6 +61,7 @@ func Spec() daemon.Spec {
 	}}
 	return daemon.Spec{
 		ServerOptions: proxy.ServerOptions(),
+		Reflection:    func(s *grpc.Server) { reflection.Register(s) },
 		Name:          "containerd-lite",
 		Summary: "containerd-lite keeps Hearth's images and runs each package in one unprivileged LXC\n" +
 			"container. Containers outlive it: restarting containerd-lite never restarts a service.",

@@ -5,6 +5,7 @@ package guestapi
 
 import (
 	"context"
+	_ "embed"
 	"errors"
 	"flag"
 	"fmt"
@@ -27,6 +28,7 @@ import (
 	"hearth.dev/internal/errdefs"
 	"hearth.dev/internal/manifest"
 	"hearth.dev/internal/peercred"
+	"hearth.dev/internal/reflectsvc"
 	guestv1 "hearth.dev/proto/hearth/guest/v1"
 	hostv1 "hearth.dev/proto/hearth/host/v1"
 	"hearth.dev/services/guestd/internal/effects"
@@ -48,6 +50,17 @@ const Socket = "/media/hearth/rpc/guestd.sock"
 // LogDir keeps the daemons' log files, in the container's own layer.
 const LogDir = "/var/log/hearth"
 
+// reflectionSet is the file descriptor set of guestd's services, for server reflection
+// (grpcurl list, describe) without linking protodesc (see reflectsvc). "go test
+// ./internal/guestapi -run TestReflectionSet -update" writes it; the test fails when it
+// is stale.
+//
+//go:embed reflection.binpb
+var reflectionSet []byte
+
+// ReflectedServices are the services whose files reflectionSet holds.
+var ReflectedServices = []string{"grpc.health.v1.Health", "grpc.reflection.v1.ServerReflection", "hearth.guest.v1.GuestService"}
+
 // Main runs the serving guestd.
 func Main() {
 	var bundlePath, effectsPath string
@@ -67,6 +80,7 @@ func Main() {
 			grpc.WriteBufferSize(hostclient.ConnBuffer),
 			grpc.SharedWriteBuffer(true),
 		},
+		Reflection: func(s *grpc.Server) { reflectsvc.Register(s, reflectionSet) },
 		Init: func(ctx context.Context, env *daemon.Env) (daemon.Hooks, error) {
 			s, err := newServer(env, bundlePath)
 			if err != nil {
