@@ -234,6 +234,15 @@ lxc_peer() {
 		echo "PEER lxc-execute skipped reason=no-lxc"
 		return
 	fi
+	# Root's lowest subordinate range of 65536 ids in both /etc/subuid and /etc/subgid:
+	# newuidmap allows only those (not a fixed 100000).
+	local ids
+	ids=$(awk -F: 'NR == FNR { if ($1 == "root" && $3 >= 65536) g[$2] = 1; next }
+		$1 == "root" && $3 >= 65536 && ($2 in g) { print $2 }' /etc/subgid /etc/subuid 2>/dev/null | sort -n | head -1)
+	if [ -z "$ids" ]; then
+		echo "PEER lxc-execute skipped reason=no-subordinate-ids-for-root"
+		return
+	fi
 	local dir=$lxcpath/$lxcname
 	mkdir -p "$dir"
 	chmod 755 "$lxcpath" "$dir"
@@ -247,12 +256,12 @@ lxc_peer() {
 		touch /ready
 		exec sleep 100000
 	EOF
-	chown -R 100000:100000 "$dir/rootfs"
+	chown -R "$ids:$ids" "$dir/rootfs"
 	{
 		echo "lxc.uts.name = $lxcname"
 		echo "lxc.rootfs.path = dir:$dir/rootfs"
-		echo "lxc.idmap = u 0 100000 65536"
-		echo "lxc.idmap = g 0 100000 65536"
+		echo "lxc.idmap = u 0 $ids 65536"
+		echo "lxc.idmap = g 0 $ids 65536"
 		echo "lxc.net.0.type = empty"
 		echo "lxc.net.0.flags = up"
 		echo "lxc.autodev = 1"
