@@ -37,7 +37,7 @@ type Config struct {
 	// Options are added to the server's (a codec, an unknown-service handler).
 	Options []grpc.ServerOption
 	// Reflection registers server reflection on the server, nil none. The host's daemons
-	// use grpc-go's (reflection.Register); guestd, which lives in every container, a
+	// use grpc-go's (stdreflection.Register); guestd, which lives in every container, a
 	// lighter one (reflectsvc): linking grpc-go's costs every process that links it at
 	// start, called or not. This package imports neither.
 	Reflection func(*grpc.Server)

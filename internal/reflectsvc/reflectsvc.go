@@ -55,69 +55,63 @@ func (s *server) load() (index, error) {
 
 // parseSet splits a FileDescriptorSet into its files (field 1), each named by its field 1
 // and importing its fields 3.
-func parseSet(b []byte) (index, error) {
+func parseSet(set []byte) (index, error) {
 	idx := index{files: map[string][]byte{}, deps: map[string][]string{}}
-	for len(b) > 0 {
-		num, typ, n := protowire.ConsumeTag(b)
-		if n < 0 {
-			return idx, fmt.Errorf("descriptor set: %w", protowire.ParseError(n))
+	err := eachBytes(set, func(num protowire.Number, file []byte) error {
+		if num != 1 {
+			return nil
 		}
-		b = b[n:]
-		if num != 1 || typ != protowire.BytesType {
-			n = protowire.ConsumeFieldValue(num, typ, b)
-			if n < 0 {
-				return idx, fmt.Errorf("descriptor set: %w", protowire.ParseError(n))
+		var name string
+		var deps []string
+		if err := eachBytes(file, func(num protowire.Number, v []byte) error {
+			switch num {
+			case 1:
+				name = string(v)
+			case 3:
+				deps = append(deps, string(v))
 			}
-			b = b[n:]
-			continue
+			return nil
+		}); err != nil {
+			return fmt.Errorf("a file: %w", err)
 		}
-		file, n := protowire.ConsumeBytes(b)
-		if n < 0 {
-			return idx, fmt.Errorf("descriptor set: %w", protowire.ParseError(n))
-		}
-		b = b[n:]
-		name, deps, err := fileHeader(file)
-		if err != nil {
-			return idx, err
+		if name == "" {
+			return fmt.Errorf("a file has no name")
 		}
 		idx.files[name], idx.deps[name] = file, deps
+		return nil
+	})
+	if err != nil {
+		return idx, fmt.Errorf("descriptor set: %w", err)
 	}
 	return idx, nil
 }
 
-// fileHeader reads a FileDescriptorProto's name (1) and dependencies (3).
-func fileHeader(b []byte) (string, []string, error) {
-	var name string
-	var deps []string
+// eachBytes calls fn with each length-delimited field of the message b, and skips the
+// others.
+func eachBytes(b []byte, fn func(protowire.Number, []byte) error) error {
 	for len(b) > 0 {
 		num, typ, n := protowire.ConsumeTag(b)
 		if n < 0 {
-			return "", nil, fmt.Errorf("descriptor set: a file: %w", protowire.ParseError(n))
+			return protowire.ParseError(n)
 		}
 		b = b[n:]
-		if (num == 1 || num == 3) && typ == protowire.BytesType {
-			v, n := protowire.ConsumeBytes(b)
-			if n < 0 {
-				return "", nil, fmt.Errorf("descriptor set: a file: %w", protowire.ParseError(n))
+		if typ != protowire.BytesType {
+			if n = protowire.ConsumeFieldValue(num, typ, b); n < 0 {
+				return protowire.ParseError(n)
 			}
 			b = b[n:]
-			if num == 1 {
-				name = string(v)
-			} else {
-				deps = append(deps, string(v))
-			}
 			continue
 		}
-		n = protowire.ConsumeFieldValue(num, typ, b)
+		v, n := protowire.ConsumeBytes(b)
 		if n < 0 {
-			return "", nil, fmt.Errorf("descriptor set: a file: %w", protowire.ParseError(n))
+			return protowire.ParseError(n)
 		}
 		b = b[n:]
+		if err := fn(num, v); err != nil {
+			return err
+		}
 	}
-	if name == "" {
-		return "", nil, fmt.Errorf("descriptor set: a file has no name")
-	}
-	return name, deps, nil
+	return nil
 }
 
 // ServerReflectionInfo implements ServerReflectionServer: one answer per request, as

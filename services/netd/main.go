@@ -3,21 +3,18 @@
 package main
 
 import (
-	"google.golang.org/grpc"
-	"google.golang.org/grpc/reflection"
-
 	"hearth.dev/internal/daemon"
+	"hearth.dev/internal/grpcserver/stdreflection"
 	"hearth.dev/services/netd/internal/netapi"
 )
 
 func main() {
 	var f netapi.Flags
 	daemon.Main(daemon.Spec{
-		Name:    "netd",
-		Summary: "netd gives Hearth's containers their network: bridge, addresses, NAT, bindings,\nLAN names, domains and onion services.",
-		Flags:   f.Register,
-		Init:    f.Init,
-		// grpc-go's server reflection: grpcurl list, describe.
-		Reflection: func(s *grpc.Server) { reflection.Register(s) },
+		Name:       "netd",
+		Summary:    "netd gives Hearth's containers their network: bridge, addresses, NAT, bindings,\nLAN names, domains and onion services.",
+		Flags:      f.Register,
+		Init:       f.Init,
+		Reflection: stdreflection.Register,
 	})
 }

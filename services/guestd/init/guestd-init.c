@@ -43,6 +43,16 @@
 static const char *const runtime_env[] = {"GOMAXPROCS=1", "GOGC=off"};
 #define NRUNTIME_ENV (sizeof runtime_env / sizeof runtime_env[0])
 
+// runtime_var reports whether the environment entry e sets a variable runtime_env sets.
+static int runtime_var(const char *e) {
+	for (size_t i = 0; i < NRUNTIME_ENV; i++) {
+		size_t n = strchr(runtime_env[i], '=') - runtime_env[i] + 1; // the name and its '='
+		if (strncmp(e, runtime_env[i], n) == 0)
+			return 1;
+	}
+	return 0;
+}
+
 // How long the serving guestd has to stop the package before everything is killed (the
 // host's own stop timeout, which kills the whole container, is usually shorter).
 #define STOP_TIMEOUT_MS (10 * 60 * 1000)
@@ -279,7 +289,7 @@ int main(int argc, char **argv) {
 	for (size_t i = 0; i < env; i++) {
 		const char *e = environ[i];
 		if (strncmp(e, BOOT_TIME_ENV "=", sizeof BOOT_TIME_ENV) && strncmp(e, RESTARTS_ENV "=", sizeof RESTARTS_ENV) &&
-		    strncmp(e, EFFECTS_FD_ENV "=", sizeof EFFECTS_FD_ENV) && strncmp(e, "GOMAXPROCS=", 11) && strncmp(e, "GOGC=", 5))
+		    strncmp(e, EFFECTS_FD_ENV "=", sizeof EFFECTS_FD_ENV) && !runtime_var(e))
 			in.envp[in.nenv++] = environ[i];
 	}
 	for (size_t i = 0; i < NRUNTIME_ENV; i++)

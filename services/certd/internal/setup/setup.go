@@ -13,10 +13,9 @@ import (
 	"time"
 
 	"golang.org/x/sync/errgroup"
-	"google.golang.org/grpc"
-	"google.golang.org/grpc/reflection"
 
 	"hearth.dev/internal/daemon"
+	"hearth.dev/internal/grpcserver/stdreflection"
 	certv1 "hearth.dev/proto/hearth/cert/v1"
 	netv1 "hearth.dev/proto/hearth/net/v1"
 	"hearth.dev/services/certd/internal/acme"
@@ -73,7 +72,7 @@ func Spec() daemon.Spec {
 	var c Config
 	return daemon.Spec{
 		Name:       "certd",
-		Reflection: func(s *grpc.Server) { reflection.Register(s) },
+		Reflection: stdreflection.Register,
 		Summary: "certd issues and renews Hearth's certificates: a local root CA for .local names, the internal\n" +
 			"domain and private addresses, and ACME certificates for public domains.",
 		Flags: c.Flags,

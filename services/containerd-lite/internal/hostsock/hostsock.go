@@ -11,11 +11,9 @@ import (
 	"log/slog"
 	"sync"
 
-	"google.golang.org/grpc"
-	"google.golang.org/grpc/reflection"
-
 	"hearth.dev/internal/budget"
 	"hearth.dev/internal/grpcserver"
+	"hearth.dev/internal/grpcserver/stdreflection"
 	"hearth.dev/internal/peercred"
 	"hearth.dev/internal/unixsock"
 	hostv1 "hearth.dev/proto/hearth/host/v1"
@@ -58,7 +56,7 @@ func (s *Servers) Serve(container, path string, rootUID int) error {
 	log := s.log.With("container", container, "socket", "host.sock")
 	b := budget.New("host.sock", s.limits, log)
 	srv := grpcserver.New(grpcserver.Config{Logger: log, Authorize: peercred.UIDs(0, uint32(rootUID)), Options: b.ServerOptions(),
-		Reflection: func(s *grpc.Server) { reflection.Register(s) }})
+		Reflection: stdreflection.Register})
 	hostv1.RegisterHostServiceServer(srv, s.service(container))
 	srv.SetServing()
 	ctx, cancel := context.WithCancel(context.Background())

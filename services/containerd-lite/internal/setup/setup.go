@@ -11,13 +11,11 @@ import (
 	"path/filepath"
 	"strings"
 
-	"google.golang.org/grpc"
-	"google.golang.org/grpc/reflection"
-
 	"hearth.dev/internal/budget"
 	"hearth.dev/internal/bytesize"
 	"hearth.dev/internal/daemon"
 	"hearth.dev/internal/errdefs"
+	"hearth.dev/internal/grpcserver/stdreflection"
 	"hearth.dev/internal/hpkg"
 	containerv1 "hearth.dev/proto/hearth/container/v1"
 	hostv1 "hearth.dev/proto/hearth/host/v1"
@@ -61,7 +59,7 @@ func Spec() daemon.Spec {
 	}}
 	return daemon.Spec{
 		ServerOptions: proxy.ServerOptions(),
-		Reflection:    func(s *grpc.Server) { reflection.Register(s) },
+		Reflection:    stdreflection.Register,
 		Name:          "containerd-lite",
 		Summary: "containerd-lite keeps Hearth's images and runs each package in one unprivileged LXC\n" +
 			"container. Containers outlive it: restarting containerd-lite never restarts a service.",
