@@ -94,6 +94,9 @@ fi
 show BenchmarkImageImportVsTar import-MB/s "image import of a rootfs tarball"
 show BenchmarkImageImportVsTar tar-MB/s "tar -x of the same file (same runs, interleaved)"
 show BenchmarkImageImportVsTar import/tar "ratio import / tar -x (median of the runs' ratios)"
+show BenchmarkImageImportVsTar import-cpu-s "CPU of containerd-lite through an import"
+show BenchmarkImageImportVsTar tar-cpu-s "CPU of tar -x (same runs)"
+show BenchmarkImageImportVsTar import/tar-by-cpu "ratio by CPU: tar's CPU / the import's"
 show BenchmarkImageReimport ns/op "second import of a stored image (ns)"
 echo
 show BenchmarkLocalLeafIssue leaves/s "certd local leaf issuance" || true

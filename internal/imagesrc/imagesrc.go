@@ -166,6 +166,9 @@ func Sniff(path string) (Format, error) {
 
 // sniffTar reads a (possibly compressed) tar's entry names to tell an OCI archive (has
 // oci-layout), a docker save archive (has manifest.json) and a root file system apart.
+// Both archives hold only a few names at their top (archiveTop); the first name that
+// is not one of them says the tar is a root file system, so a root file system's tar
+// is decided on its first entries, not read through.
 func sniffTar(path string) (Format, error) {
 	r, closeIt, err := openTar(path)
 	if err != nil {
@@ -186,17 +189,50 @@ func sniffTar(path string) (Format, error) {
 			return "", fmt.Errorf("image %s: read tar: %w: %w", path, err, errdefs.ErrInvalidArgument)
 		}
 		seenAny = true
-		switch strings.TrimPrefix(hdr.Name, "./") {
+		name := strings.TrimPrefix(hdr.Name, "./")
+		switch name {
 		case "oci-layout":
 			return FormatOCIArchive, nil
 		case "manifest.json":
 			return FormatDocker, nil
+		}
+		if !archiveTop(name) {
+			return FormatRootfs, nil
 		}
 	}
 	if !seenAny {
 		return "", fmt.Errorf("image %s: empty archive: %w", path, errdefs.ErrInvalidArgument)
 	}
 	return FormatRootfs, nil
+}
+
+// archiveTop tells whether an entry could be part of an OCI archive or a docker save
+// archive, by the first component of its name: blobs/, index.json, oci-layout and
+// manifest.json (OCI; docker save since Docker 25 writes an OCI layout), or
+// "repositories", manifest.json and names made of a digest: a layer directory
+// "<hex>/", "<hex>.json", "<hex>.tar", "<hex>.tar.gz", "sha256:<hex>" (docker save
+// before, podman, go-containerregistry's tarball).
+func archiveTop(name string) bool {
+	top, _, _ := strings.Cut(strings.TrimLeft(name, "/"), "/")
+	switch top {
+	case "", ".", "blobs", "index.json", "oci-layout", "manifest.json", "repositories":
+		return true
+	}
+	id, _, _ := strings.Cut(strings.TrimPrefix(top, "sha256:"), ".")
+	return isHexID(id)
+}
+
+// isHexID tells whether s is a 64-digit lowercase hex id, as docker names layers.
+func isHexID(s string) bool {
+	if len(s) != 64 {
+		return false
+	}
+	for i := 0; i < len(s); i++ {
+		if c := s[i]; (c < '0' || c > '9') && (c < 'a' || c > 'f') {
+			return false
+		}
+	}
+	return true
 }
 
 // extractArchive unpacks an OCI archive into dir: directories and regular files only,

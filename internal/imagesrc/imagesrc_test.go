@@ -145,6 +145,51 @@ func TestOpenFormats(t *testing.T) {
 	}
 }
 
+// TestSniff tells the formats apart by the names of a tar's entries, in the orders the
+// tools that write them use, and decides on a root file system at its first name that
+// no archive has (a root file system's tar is not read through).
+func TestSniff(t *testing.T) {
+	hex := strings.Repeat("ab", 32)
+	f := func(names ...string) []entry {
+		var es []entry
+		for _, n := range names {
+			e := entry{name: n, body: "x"}
+			if strings.HasSuffix(n, "/") {
+				e = entry{name: n, typ: tar.TypeDir}
+			}
+			es = append(es, e)
+		}
+		return es
+	}
+	for _, tc := range []struct {
+		name    string
+		entries []entry
+		want    Format
+	}{
+		{"oci archive", f("blobs/sha256/"+hex, "index.json", "oci-layout"), FormatOCIArchive},
+		{"docker 25", f("blobs/sha256/"+hex, "index.json", "manifest.json", "oci-layout"), FormatDocker},
+		{"docker legacy", f(hex+"/VERSION", hex+"/json", hex+"/layer.tar", hex+".json", "manifest.json", "repositories"), FormatDocker},
+		{"podman", f(hex+".tar", hex+".json", "manifest.json", "repositories"), FormatDocker},
+		{"go-containerregistry", f("sha256:"+hex, hex+".tar.gz", "manifest.json"), FormatDocker},
+		{"rootfs with ./", f("./", "./bin/sh", "./etc/passwd"), FormatRootfs},
+		{"rootfs", f("bin/sh"), FormatRootfs},
+		// Decided at bin/sh: an oci-layout after it is a file of the root file system.
+		{"rootfs first", f("bin/sh", "oci-layout", "manifest.json"), FormatRootfs},
+		{"rootfs of a short hex name", f("abcdef/x", "oci-layout"), FormatRootfs},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			p := filepath.Join(t.TempDir(), "x.tar")
+			if err := os.WriteFile(p, tarOf(t, tc.entries...), 0o644); err != nil {
+				t.Fatal(err)
+			}
+			got, err := Sniff(p)
+			if err != nil || got != tc.want {
+				t.Fatalf("Sniff = %q, %v; want %q", got, err, tc.want)
+			}
+		})
+	}
+}
+
 func TestOpenRefusesHostileArchives(t *testing.T) {
 	dir := t.TempDir()
 	layoutFile := entry{name: "oci-layout", body: `{"imageLayoutVersion":"1.0.0"}`}

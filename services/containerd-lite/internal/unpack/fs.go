@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"strings"
 	"time"
+	"unsafe"
 
 	"golang.org/x/sys/unix"
 
@@ -29,9 +30,86 @@ func (u *Unpacker) openDir(dir string, create bool) (int, error) {
 	return fd, err
 }
 
-// setMeta sets owner, mode, xattrs and times on the file open at fd (name "") or on
-// name in directory fd, never following a symlink. Set-id bits survive: chmod comes
-// after chown, which clears them.
+// parentOf returns an O_PATH descriptor of directory dir, an entry's parent, made when
+// missing. The descriptor belongs to the Unpacker: it stays open for the
+// next entry in the same directory, until forgetParent. Only whiteouts and opaque
+// markers remove paths other than their entry's own, so only they forget it; an entry
+// never replaces its own parent.
+func (u *Unpacker) parentOf(dir string) (int, error) {
+	if u.parent >= 0 && u.parentDir == dir {
+		return u.parent, nil
+	}
+	u.forgetParent()
+	fd, err := u.openDir(dir, true)
+	if err != nil {
+		return -1, err
+	}
+	u.parent, u.parentDir = fd, dir
+	return fd, nil
+}
+
+func (u *Unpacker) forgetParent() {
+	if u.parent >= 0 {
+		unix.Close(u.parent)
+		u.parent, u.parentDir = -1, ""
+	}
+}
+
+// replacing runs mk, which creates name in directory fd; when something is there
+// already (EEXIST), it is removed, whatever it is, and mk runs once more.
+func replacing(fd int, name string, mk func() error) error {
+	err := mk()
+	if !errors.Is(err, unix.EEXIST) {
+		return err
+	}
+	if err := removeAt(fd, name); err != nil {
+		return err
+	}
+	return mk()
+}
+
+// setMetaOpen sets owner, mode, xattrs and times on the regular file or directory open
+// (not O_PATH) at fd. Set-id bits survive: chmod comes after chown, which clears them.
+func setMetaOpen(fd int, hdr *tar.Header) error {
+	if err := unix.Fchown(fd, hdr.Uid, hdr.Gid); err != nil {
+		return fmt.Errorf("chown %d:%d: %w", hdr.Uid, hdr.Gid, err)
+	}
+	mode := uint32(hdr.Mode & 0o7777)
+	if err := unix.Fchmod(fd, mode); err != nil {
+		return fmt.Errorf("chmod %o: %w", mode, err)
+	}
+	if err := eachXattr(hdr, func(attr string, v []byte) error { return unix.Fsetxattr(fd, attr, v, 0) }); err != nil {
+		return err
+	}
+	if hdr.Typeflag == tar.TypeDir {
+		return nil
+	}
+	ts := unix.NsecToTimespec(hdr.ModTime.UnixNano())
+	times := [2]unix.Timespec{ts, ts}
+	// utimensat with no path sets the times of fd itself.
+	if _, _, errno := unix.Syscall6(unix.SYS_UTIMENSAT, uintptr(fd), 0, uintptr(unsafe.Pointer(&times[0])), 0, 0, 0); errno != 0 {
+		return fmt.Errorf("set times: %w", errno)
+	}
+	return nil
+}
+
+// eachXattr calls set with each extended attribute the entry carries.
+func eachXattr(hdr *tar.Header, set func(attr string, v []byte) error) error {
+	for k, v := range hdr.PAXRecords {
+		attr, ok := strings.CutPrefix(k, "SCHILY.xattr.")
+		if !ok {
+			continue
+		}
+		if err := set(attr, []byte(v)); err != nil {
+			return fmt.Errorf("xattr %s: %w", attr, err)
+		}
+	}
+	return nil
+}
+
+// setMeta does what setMetaOpen does, through an O_PATH descriptor (of the root, for
+// name "") or for name in directory fd, never following a symlink: for what cannot be
+// opened for reading or writing, such as symlinks, fifos and device nodes.
 func (u *Unpacker) setMeta(fd int, name string, hdr *tar.Header) error {
 	if name != "" {
 		pfd, err := unix.Openat(fd, name, unix.O_PATH|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0)
@@ -52,14 +130,8 @@ func (u *Unpacker) setMeta(fd int, name string, hdr *tar.Header) error {
 			return fmt.Errorf("chmod %o: %w", mode, err)
 		}
 	}
-	for k, v := range hdr.PAXRecords {
-		attr, ok := strings.CutPrefix(k, "SCHILY.xattr.")
-		if !ok {
-			continue
-		}
-		if err := unix.Setxattr(proc, attr, []byte(v), 0); err != nil {
-			return fmt.Errorf("xattr %s: %w", attr, err)
-		}
+	if err := eachXattr(hdr, func(attr string, v []byte) error { return unix.Setxattr(proc, attr, v, 0) }); err != nil {
+		return err
 	}
 	if hdr.Typeflag != tar.TypeDir && hdr.Typeflag != tar.TypeSymlink {
 		return setTimes(proc, hdr.ModTime)

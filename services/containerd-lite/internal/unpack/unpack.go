@@ -72,7 +72,13 @@ type Unpacker struct {
 	limits Limits
 	stats  Stats
 	layer  int
-	// Progress, when set, is called with the bytes written so far, at most every 64 KiB.
+	// The parent directory of the last entry, kept open: a tar lists a directory's
+	// entries together, so most entries need no path walk. Whiteouts forget it: they
+	// may remove it (see parentOf).
+	parent    int
+	parentDir string
+	buf       []byte // copy buffer, reused
+	// Progress, when set, is called with the bytes written so far, at most every 256 KiB (copyBuffer).
 	Progress func(Stats)
 }
 
@@ -88,11 +94,14 @@ func New(root string, limits Limits) (*Unpacker, error) {
 	if err != nil {
 		return nil, fmt.Errorf("open unpack root %s: %w", root, err)
 	}
-	return &Unpacker{root: fd, limits: limits}, nil
+	return &Unpacker{root: fd, limits: limits, parent: -1}, nil
 }
 
 // Close releases the root descriptor.
-func (u *Unpacker) Close() error { return unix.Close(u.root) }
+func (u *Unpacker) Close() error {
+	u.forgetParent()
+	return unix.Close(u.root)
+}
 
 // Stats reports what was applied so far.
 func (u *Unpacker) Stats() Stats { return u.stats }
@@ -166,6 +175,9 @@ func (u *Unpacker) apply(hdr *tar.Header, r io.Reader, written map[string]bool) 
 	dir = strings.TrimSuffix(dir, "/")
 
 	// Whiteouts delete from lower layers; they never create anything.
+	if base == opaqueMarker || strings.HasPrefix(base, whiteoutPrefix) {
+		u.forgetParent() // it may be what they delete
+	}
 	if base == opaqueMarker {
 		return "", u.opaque(dir, written)
 	}
@@ -200,11 +212,10 @@ func (u *Unpacker) apply(hdr *tar.Header, r io.Reader, written map[string]bool) 
 		return "", refuse("unsupported entry type %q", hdr.Typeflag)
 	}
 
-	parent, err := u.openDir(dir, true)
+	parent, err := u.parentOf(dir)
 	if err != nil {
 		return "", err
 	}
-	defer unix.Close(parent)
 	written[name] = true
 
 	if hdr.Typeflag == tar.TypeDir {
@@ -228,22 +239,24 @@ func (u *Unpacker) apply(hdr *tar.Header, r io.Reader, written map[string]bool) 
 			return "", fmt.Errorf("open directory: %w", err)
 		}
 		defer unix.Close(fd)
-		return name, u.setMeta(fd, "", hdr)
+		return name, setMetaOpen(fd, hdr)
 	}
 
-	// Anything else replaces what is at the path.
-	if err := removeAt(parent, base); err != nil {
-		return "", err
-	}
+	// Anything else replaces what is at the path: made anew, what was there removed
+	// first (each maker below fails with EEXIST when something was).
 	switch hdr.Typeflag {
 	case tar.TypeReg, tar.TypeRegA, tar.TypeGNUSparse:
-		fd, err := unix.Openat(parent, base, unix.O_WRONLY|unix.O_CREAT|unix.O_EXCL|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0o600)
+		fd := -1
+		err := replacing(parent, base, func() (err error) {
+			fd, err = unix.Openat(parent, base, unix.O_WRONLY|unix.O_CREAT|unix.O_EXCL|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0o600)
+			return err
+		})
 		if err != nil {
 			return "", fmt.Errorf("create: %w", err)
 		}
 		err = u.copyInto(fd, r, hdr.Size)
 		if err == nil {
-			err = u.setMeta(fd, "", hdr)
+			err = setMetaOpen(fd, hdr)
 		}
 		if cerr := unix.Close(fd); err == nil {
 			err = cerr
@@ -253,7 +266,7 @@ func (u *Unpacker) apply(hdr *tar.Header, r io.Reader, written map[string]bool) 
 		if hdr.Linkname == "" {
 			return "", refuse("symlink with an empty target")
 		}
-		if err := unix.Symlinkat(hdr.Linkname, parent, base); err != nil {
+		if err := replacing(parent, base, func() error { return unix.Symlinkat(hdr.Linkname, parent, base) }); err != nil {
 			return "", fmt.Errorf("symlink: %w", err)
 		}
 		return name, u.setMeta(parent, base, hdr)
@@ -264,6 +277,9 @@ func (u *Unpacker) apply(hdr *tar.Header, r io.Reader, written map[string]bool) 
 		}
 		if target == "" {
 			return "", refuse("hardlink to the root")
+		}
+		if target == name {
+			return "", refuse("hardlink to itself")
 		}
 		tdir, tbase := path.Split(target)
 		tparent, err := u.openDir(strings.TrimSuffix(tdir, "/"), false)
@@ -278,7 +294,7 @@ func (u *Unpacker) apply(hdr *tar.Header, r io.Reader, written map[string]bool) 
 		if st.Mode&unix.S_IFMT == unix.S_IFDIR {
 			return "", refuse("hardlink to directory %q", hdr.Linkname)
 		}
-		if err := unix.Linkat(tparent, tbase, parent, base, 0); err != nil {
+		if err := replacing(parent, base, func() error { return unix.Linkat(tparent, tbase, parent, base, 0) }); err != nil {
 			return "", fmt.Errorf("link: %w", err)
 		}
 		return name, nil
@@ -291,7 +307,7 @@ func (u *Unpacker) apply(hdr *tar.Header, r io.Reader, written map[string]bool) 
 			mode = unix.S_IFBLK
 		}
 		dev := int(unix.Mkdev(uint32(hdr.Devmajor), uint32(hdr.Devminor)))
-		if err := unix.Mknodat(parent, base, mode|0o600, dev); err != nil {
+		if err := replacing(parent, base, func() error { return unix.Mknodat(parent, base, mode|0o600, dev) }); err != nil {
 			return "", fmt.Errorf("mknod: %w", err)
 		}
 		return name, u.setMeta(parent, base, hdr)
@@ -299,9 +315,15 @@ func (u *Unpacker) apply(hdr *tar.Header, r io.Reader, written map[string]bool) 
 	return "", refuse("unsupported entry type %q", hdr.Typeflag)
 }
 
+// copyBuffer is the most copyInto writes at once.
+const copyBuffer = 256 << 10
+
 // copyInto writes exactly size bytes from r into fd, counting them against the limit.
 func (u *Unpacker) copyInto(fd int, r io.Reader, size int64) error {
-	buf := make([]byte, 64*1024)
+	if u.buf == nil {
+		u.buf = make([]byte, copyBuffer)
+	}
+	buf := u.buf
 	var done int64
 	for done < size {
 		n, err := r.Read(buf[:min(int64(len(buf)), size-done)])

@@ -227,6 +227,43 @@ func TestApplyLayers(t *testing.T) {
 	}
 }
 
+// TestRemovedParent removes the directory the last entries went into (a whiteout, an
+// opaque marker) and writes below its path again: the entries must land in the tree,
+// made anew, not in the removed directory the unpacker had open.
+func TestRemovedParent(t *testing.T) {
+	needRoot(t)
+	for _, tc := range []struct {
+		name   string
+		marker string
+	}{
+		{"whiteout", ".wh.a"},
+		{"opaque", ".wh..wh..opq"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			root := t.TempDir()
+			l1 := layer(t,
+				entry{name: "a/b/", typ: tar.TypeDir},
+				entry{name: "a/b/old", typ: tar.TypeReg, body: "old"},
+			)
+			l2 := layer(t,
+				entry{name: "a/b/kept", typ: tar.TypeReg, body: "1"}, // opens a/b
+				entry{name: tc.marker, typ: tar.TypeReg},             // removes a (and so a/b)
+				entry{name: "a/b/new", typ: tar.TypeReg, body: "2"},
+			)
+			if err := unpackAll(t, root, Limits{}, l1, l2); err != nil {
+				t.Fatal(err)
+			}
+			got := tree(t, root)
+			if _, ok := got["a/b/old"]; ok {
+				t.Errorf("a/b/old survived the %s", tc.marker)
+			}
+			if got["a/b/new"].body != "2" {
+				t.Errorf("a/b/new = %+v, want it in the tree with body 2 (tree %v)", got["a/b/new"], got)
+			}
+		})
+	}
+}
+
 // TestHostileLayers feeds layers that try to escape or break limits. Each is refused
 // with an error naming the entry, and nothing appears outside the root.
 func TestHostileLayers(t *testing.T) {
@@ -255,6 +292,14 @@ func TestHostileLayers(t *testing.T) {
 		{"hardlink through symlink", [][]byte{layer(t,
 			entry{name: "s", typ: tar.TypeSymlink, link: "../outside"},
 			entry{name: "hl", typ: tar.TypeLink, link: "s/secret"})}, "hl", "leads out of the image root", Limits{}},
+		{"hardlink to itself", [][]byte{layer(t,
+			entry{name: "f", typ: tar.TypeReg, body: "x"},
+			entry{name: "f", typ: tar.TypeLink, link: "./f"})}, "f", "hardlink to itself", Limits{}},
+		{"directory written into, then replaced by a symlink out", [][]byte{layer(t,
+			entry{name: "d/", typ: tar.TypeDir},
+			entry{name: "d/a", typ: tar.TypeReg, body: "x"},
+			entry{name: "d", typ: tar.TypeSymlink, link: "../outside"},
+			entry{name: "d/pwned", typ: tar.TypeReg, body: "x"})}, "d/pwned", "leads out of the image root", Limits{}},
 		{"hardlink to missing", [][]byte{layer(t, entry{name: "hl", typ: tar.TypeLink, link: "nothing"})}, "hl", "does not exist", Limits{}},
 		{"char device", [][]byte{layer(t, entry{name: "dev/null", typ: tar.TypeChar, major: 1})}, "dev/null", "device node", Limits{}},
 		{"block device", [][]byte{layer(t, entry{name: "sda", typ: tar.TypeBlock, major: 8})}, "sda", "device node", Limits{}},
