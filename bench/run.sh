@@ -94,6 +94,8 @@ fi
 show BenchmarkImageImportVsTar import-MB/s "image import of a rootfs tarball"
 show BenchmarkImageImportVsTar tar-MB/s "tar -x of the same file (same runs, interleaved)"
 show BenchmarkImageImportVsTar import/tar "ratio import / tar -x (median of the runs' ratios)"
+show BenchmarkImageImportVsTar tar+sync-MB/s "tar -x, then a sync of its file system (durable, as an import is)"
+show BenchmarkImageImportVsTar import/tar+sync "ratio import / (tar -x + sync)"
 show BenchmarkImageImportVsTar import-cpu-s "CPU of containerd-lite through an import"
 show BenchmarkImageImportVsTar tar-cpu-s "CPU of tar -x (same runs)"
 show BenchmarkImageImportVsTar import/tar-by-cpu "ratio by CPU: tar's CPU / the import's"
@@ -180,7 +182,7 @@ mib() { [ -n "$1" ] && awk -v v="$1" 'BEGIN {printf "%.1f", v / 1024}'; return 0
 	echo "overhead-PSS-MiB-N=$density $(d "$(dens nN-overhead-pss-avg-MiB)")"
 	echo "start-all-$density-s $(d "$(dens start-all-all-s)")"
 	echo "idle-CPU-%-N=$density $(d "$(dens idle-cpu-pct)")"
-	echo "import-MB/s $(d "$(median BenchmarkImageImportVsTar import-MB/s)") tar-x $(d "$(median BenchmarkImageImportVsTar tar-MB/s)")"
+	echo "import-MB/s $(d "$(median BenchmarkImageImportVsTar import-MB/s)") tar-x $(d "$(median BenchmarkImageImportVsTar tar-MB/s)") tar-x+sync $(d "$(median BenchmarkImageImportVsTar tar+sync-MB/s)")"
 } | awk '{
 	printf "%-26s %9s", $1, $2
 	for (i = 3; i < NF; i += 2) {

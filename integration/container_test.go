@@ -69,7 +69,7 @@ func (l *lab) start(t testing.TB) {
 func (l *lab) lxcPath() string { return filepath.Join(l.stateDir, "lxc") }
 
 // mountsUnder lists the mount points at or below dir.
-func mountsUnder(t *testing.T, dir string) []string {
+func mountsUnder(t testing.TB, dir string) []string {
 	t.Helper()
 	data, err := os.ReadFile("/proc/self/mountinfo")
 	if err != nil {
