@@ -279,10 +279,12 @@ func BenchmarkImageImportVsTar(b *testing.B) {
 		}
 	}
 	// Before each side, what the other wrote goes to disk (an import's sync would
-	// otherwise write tar's files too).
+	// otherwise write tar's files too), and the disk is left a few seconds: this
+	// virtual disk stays slower for a second or more after many syncs (a tar -x + sync
+	// right after an import took up to 2.5 times as long with one second).
 	settle := func() {
 		syscall.Sync()
-		time.Sleep(time.Second)
+		time.Sleep(5 * time.Second)
 	}
 	importOnce := func() time.Duration {
 		settle()

@@ -291,8 +291,9 @@ func (s *Service) add(ctx context.Context, img v1.Image, imgName string, rawTota
 	return s.commit(d, cf, root, u.Stats().Bytes, imgName)
 }
 
-// scratch makes an empty root under tmp/ to unpack an image into, and its unpacker;
-// cleanup removes what is left of it.
+// scratch makes an empty root under tmp/ to unpack an image into, and its unpacker,
+// whose files go to disk in the background as they are written (flusher); cleanup
+// removes what is left of it.
 func (s *Service) scratch() (root string, u *unpack.Unpacker, cleanup func(), err error) {
 	tmp, err := os.MkdirTemp(filepath.Join(s.opts.Dir, "tmp"), "import-")
 	if err != nil {
@@ -303,11 +304,18 @@ func (s *Service) scratch() (root string, u *unpack.Unpacker, cleanup func(), er
 		os.RemoveAll(tmp)
 		return "", nil, nil, err
 	}
-	if u, err = unpack.New(root, s.opts.Limits); err != nil {
+	fl, err := startFlusher(root)
+	if err != nil {
 		os.RemoveAll(tmp)
 		return "", nil, nil, err
 	}
-	return root, u, func() { u.Close(); os.RemoveAll(tmp) }, nil
+	if u, err = unpack.New(root, s.opts.Limits); err != nil {
+		fl.stop()
+		os.RemoveAll(tmp)
+		return "", nil, nil, err
+	}
+	u.Progress = fl.progress
+	return root, u, func() { fl.stop(); u.Close(); os.RemoveAll(tmp) }, nil
 }
 
 // importRootfs imports a root file system tarball in one pass: the layer's diff id, and
