@@ -84,7 +84,7 @@ if [ ! -s "$ex/hello-pg-1.0.0.hpkg" ]; then
 	echo "demo: building the example package hello-pg (Postgres is debootstrapped the first time: about a minute, then cached)"
 	examples/build.sh "$ex" hello-pg >/dev/null
 fi
-hctl keys ls 2>/dev/null | grep -qF "$(cat "$ex/dev.pub")" || hctl keys trust "$ex/dev.pub" >/dev/null
+hctl keys ls 2>/dev/null | grep -F "$(cat "$ex/dev.pub")" >/dev/null || hctl keys trust "$ex/dev.pub" >/dev/null
 if hctl info hello-pg >/dev/null 2>&1; then
 	hctl start hello-pg >/dev/null
 else
@@ -92,7 +92,7 @@ else
 fi
 echo "demo: waiting for hello-pg's daemons"
 for _ in $(seq 300); do
-	hctl status hello-pg 2>/dev/null | grep -q '^app .* ready ' && break
+	hctl status hello-pg 2>/dev/null | grep '^app .* ready ' >/dev/null && break
 	sleep 0.2
 done
 hctl status hello-pg

@@ -22,7 +22,7 @@ packages=(lxc lxc-dev busybox-static debootstrap uidmap e2fsprogs pkg-config gcc
 
 missing=()
 for p in "${packages[@]}"; do
-	dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")
+	dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep 'install ok installed' >/dev/null || missing+=("$p")
 done
 # Containers' ids: one range of root's, the same in both files, of at least SUBID_COUNT.
 SUBID_COUNT=67108864
@@ -68,7 +68,7 @@ if [ ${#missing[@]} -gt 0 ]; then
 	# just installed.
 	for pair in tor:tor avahi-daemon:avahi-daemon nginx:nginx docker.io:docker docker.io:containerd; do
 		svc=${pair#*:}
-		printf '%s\n' "${missing[@]}" | grep -qx "${pair%%:*}" || continue
+		printf '%s\n' "${missing[@]}" | grep -x "${pair%%:*}" >/dev/null || continue
 		if command -v systemctl >/dev/null && [ -d /run/systemd/system ]; then
 			systemctl disable --now "$svc.service" "$svc.socket" >/dev/null 2>&1 || true
 			[ "$svc" = tor ] && systemctl disable --now tor@default.service >/dev/null 2>&1 || true

@@ -152,7 +152,7 @@ up() {
 	chmod 755 "$lab"
 	local ns
 	ns=hlab$(printf '%s' "$lab" | sha256sum | cut -c1-6)
-	ip netns list | grep -qw "$ns" && die "network namespace $ns exists: deploy/lab/lab.sh down $lab"
+	ip netns list | grep -w "$ns" >/dev/null && die "network namespace $ns exists: deploy/lab/lab.sh down $lab"
 	cat >"$lab/lab.env" <<-ENV
 		NETNS=$ns
 		CLIENT_NETNS=${ns}c

@@ -29,7 +29,7 @@ ctl keys trust "$ex/dev.pub" >/dev/null
 ctl install "$ex/busybox-1.0.0.hpkg" >"$ex/install.log" 2>&1 || { cat "$ex/install.log"; fail "install busybox through $lab/run"; }
 ctl cert root 2>/dev/null | sed -n '/BEGIN CERTIFICATE/,/END CERTIFICATE/p' >"$ex/root.pem"
 [ -s "$ex/root.pem" ] || fail "no root certificate from certd"
-ctl addresses busybox | grep -q 'https://busybox.local' || fail "no LAN address: $(ctl addresses busybox)"
+ctl addresses busybox | grep 'https://busybox.local' >/dev/null || fail "no LAN address: $(ctl addresses busybox)"
 
 # fetch: busybox's page from the LAN client, over HTTPS trusting only Hearth's root, within 30 s.
 fetch() {
@@ -77,7 +77,7 @@ trap - EXIT
 rm -rf "$ex"
 ! kill -0 "$dockerd" 2>/dev/null || fail "the lab's dockerd ($dockerd) still runs"
 ! kill -0 "$pid" 2>/dev/null || fail "busybox's container ($pid) still runs"
-! ip netns list | grep -qw "$NETNS" || fail "network namespace $NETNS left"
+! ip netns list | grep -w "$NETNS" >/dev/null || fail "network namespace $NETNS left"
 ! grep -q " $lab" /proc/self/mountinfo || fail "mounts left under $lab"
 [ ! -e "$lab" ] || fail "$lab left"
 echo "lab-test: ok (lab up in $up s, whole test $((SECONDS - t0)) s)"

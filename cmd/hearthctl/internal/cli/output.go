@@ -1,6 +1,7 @@
 package cli
 
 import (
+	"bytes"
 	"fmt"
 	"strings"
 	"text/tabwriter"
@@ -31,21 +32,35 @@ func (g *globals) printJSONWith(m proto.Message, key string, extra proto.Message
 
 // table writes rows under a header, aligned.
 func (g *globals) table(header []string, rows [][]string) error {
-	w := tabwriter.NewWriter(g.stdout, 0, 4, 2, ' ', 0)
-	fmt.Fprintln(w, strings.Join(header, "\t"))
-	for _, r := range rows {
-		fmt.Fprintln(w, strings.Join(r, "\t"))
-	}
-	return w.Flush()
+	return g.aligned(2, func(w *tabwriter.Writer) {
+		fmt.Fprintln(w, strings.Join(header, "\t"))
+		for _, r := range rows {
+			fmt.Fprintln(w, strings.Join(r, "\t"))
+		}
+	})
 }
 
 // fields writes "name: value" lines, aligned.
 func (g *globals) fields(kv ...string) error {
-	w := tabwriter.NewWriter(g.stdout, 0, 4, 1, ' ', 0)
-	for i := 0; i+1 < len(kv); i += 2 {
-		fmt.Fprintf(w, "%s:\t%s\n", kv[i], kv[i+1])
+	return g.aligned(1, func(w *tabwriter.Writer) {
+		for i := 0; i+1 < len(kv); i += 2 {
+			fmt.Fprintf(w, "%s:\t%s\n", kv[i], kv[i+1])
+		}
+	})
+}
+
+// aligned lays out what fill writes in columns padding spaces apart and writes it to stdout
+// in one write: tabwriter alone writes cell by cell, so a reader that stops at its first match
+// (grep -q) could end hearthctl with SIGPIPE half-way through a table.
+func (g *globals) aligned(padding int, fill func(*tabwriter.Writer)) error {
+	var b bytes.Buffer
+	w := tabwriter.NewWriter(&b, 0, 4, padding, ' ', 0)
+	fill(w)
+	if err := w.Flush(); err != nil {
+		return err
 	}
-	return w.Flush()
+	_, err := g.stdout.Write(b.Bytes())
+	return err
 }
 
 // ago renders a timestamp as a time and how long ago it was.
