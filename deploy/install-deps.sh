@@ -18,7 +18,7 @@ set -euo pipefail
 # and netd under their units' restrictions (integration/install_test.go).
 # docker.io and docker-compose: the dev lab (deploy/lab), which runs a dockerd of its own in a
 # network namespace of its own; the system's docker service is kept from starting (below).
-packages=(lxc lxc-dev busybox-static debootstrap uidmap e2fsprogs pkg-config gcc libc6-dev make git iproute2 util-linux ca-certificates openssl curl podman runc catatonit restic tor avahi-daemon avahi-utils dbus-daemon nginx wrk nghttp2-client nftables docker.io docker-compose systemd strace)
+packages=(lxc lxc-dev busybox-static debootstrap uidmap e2fsprogs pkg-config gcc libc6-dev musl-tools make git iproute2 util-linux ca-certificates openssl curl podman runc catatonit restic tor avahi-daemon avahi-utils dbus-daemon nginx wrk nghttp2-client nftables docker.io docker-compose systemd strace)
 
 missing=()
 for p in "${packages[@]}"; do

@@ -77,8 +77,8 @@ func setup() (int, error) {
 				return 0, fmt.Errorf("build %s: %v\n%s", b.name, err, out)
 			}
 		}
-		// guestd-init is C, built as make builds it.
-		cmd := exec.Command("cc", "-static", "-Os", "-s", "-Wall", "-Wextra", "-Werror", "-o", filepath.Join(binDir, "guestd-init"), "../services/guestd/init/guestd-init.c")
+		// guestd-init is C, built as make builds it (with musl where it is installed).
+		cmd := exec.Command(initCC(), "-static", "-Os", "-s", "-Wall", "-Wextra", "-Werror", "-o", filepath.Join(binDir, "guestd-init"), "../services/guestd/init/guestd-init.c")
 		if out, err := cmd.CombinedOutput(); err != nil {
 			return 0, fmt.Errorf("build guestd-init: %v\n%s", err, out)
 		}
@@ -312,4 +312,12 @@ func hearthctlJSON(t testing.TB, runDir string, m proto.Message, args ...string)
 	if err := protojson.Unmarshal([]byte(out), m); err != nil {
 		t.Fatalf("decode hearthctl %v output: %v\n%s", args, err, out)
 	}
+}
+
+// initCC is the C compiler make builds guestd-init with: musl's where it is installed.
+func initCC() string {
+	if p, err := exec.LookPath("musl-gcc"); err == nil {
+		return p
+	}
+	return "cc"
 }

@@ -14,13 +14,17 @@ import (
 	"time"
 )
 
-// buildInit compiles guestd-init (as the Makefile does) into a new directory and returns
+// buildInit compiles guestd-init (as the Makefile does: with musl where it is installed) into a new directory and returns
 // its path there.
 func buildInit(t *testing.T) string {
 	t.Helper()
 	dir := t.TempDir()
 	exe := filepath.Join(dir, Name)
-	if out, err := exec.Command("cc", "-static", "-Os", "-Wall", "-Wextra", "-Werror", "-o", exe, "../../init/guestd-init.c").CombinedOutput(); err != nil {
+	cc := "cc"
+	if p, err := exec.LookPath("musl-gcc"); err == nil {
+		cc = p
+	}
+	if out, err := exec.Command(cc, "-static", "-Os", "-Wall", "-Wextra", "-Werror", "-o", exe, "../../init/guestd-init.c").CombinedOutput(); err != nil {
 		t.Fatalf("build guestd-init: %v\n%s", err, out)
 	}
 	return exe
