@@ -60,26 +60,108 @@ func (k *kernel) read() (current, error) {
 	if err != nil {
 		return current{}, err
 	}
+	rules, err := k.rules()
+	if err != nil {
+		return current{}, fmt.Errorf("rules: %w", err)
+	}
 	have := current{exists: true, chains: map[string]currentChain{}}
 	for _, c := range chains {
 		if c.Table == nil || c.Table.Name != k.tbl.Name {
 			continue
 		}
-		hc := currentChain{policy: c.Policy}
+		hc := currentChain{policy: c.Policy, rules: rules[c.Name]}
 		if c.Hooknum != nil && c.Priority != nil {
 			hc.hook = &hook{typ: c.Type, num: *c.Hooknum, prio: *c.Priority}
-		}
-		rules, err := k.conn.GetRules(k.tbl, &nftables.Chain{Name: c.Name, Table: k.tbl})
-		if err != nil {
-			return current{}, fmt.Errorf("rules of chain %s: %w", c.Name, err)
-		}
-		for _, r := range rules {
-			comment, _ := userdata.GetString(r.UserData, userdata.TypeComment)
-			hc.rules = append(hc.rules, currentRule{handle: r.Handle, comment: comment})
 		}
 		have.chains[c.Name] = hc
 	}
 	return have, nil
+}
+
+// rules returns the handle and comment of every rule of the table, by chain, in order:
+// one dump of the whole table, decoding only those attributes. (nftables.GetRules takes
+// one dump per chain and decodes every expression of every rule: at 100 containers, most
+// of the CPU of an Apply.)
+func (k *kernel) rules() (map[string][]currentRule, error) {
+	conn, err := netlink.Dial(unix.NETLINK_NETFILTER, &netlink.Config{NetNS: k.netns})
+	if err != nil {
+		return nil, err
+	}
+	defer conn.Close()
+	attrs, err := netlink.MarshalAttributes([]netlink.Attribute{{Type: unix.NFTA_RULE_TABLE, Data: []byte(k.tbl.Name + "\x00")}})
+	if err != nil {
+		return nil, err
+	}
+	msgs, err := conn.Execute(netlink.Message{
+		Header: netlink.Header{
+			Type:  netlink.HeaderType(unix.NFNL_SUBSYS_NFTABLES<<8 | unix.NFT_MSG_GETRULE),
+			Flags: netlink.Request | netlink.Dump,
+		},
+		// struct nfgenmsg: the family, the version (0), the resource id (0).
+		Data: append([]byte{byte(nftables.TableFamilyINet), unix.NFNETLINK_V0, 0, 0}, attrs...),
+	})
+	if err != nil {
+		return nil, err
+	}
+	out := map[string][]currentRule{}
+	for _, m := range msgs {
+		chain, r, err := parseRule(m.Data)
+		if err != nil {
+			return nil, err
+		}
+		out[chain] = append(out[chain], r)
+	}
+	return out, nil
+}
+
+// parseRule decodes a rule message (after its netlink header) of a GETRULE dump: its
+// chain, handle and comment.
+func parseRule(b []byte) (string, currentRule, error) {
+	if len(b) < 4 {
+		return "", currentRule{}, fmt.Errorf("a rule message of %d bytes", len(b))
+	}
+	ad, err := netlink.NewAttributeDecoder(b[4:])
+	if err != nil {
+		return "", currentRule{}, err
+	}
+	ad.ByteOrder = binary.BigEndian
+	var chain string
+	var r currentRule
+	for ad.Next() {
+		switch ad.Type() {
+		case unix.NFTA_RULE_CHAIN:
+			chain = ad.String()
+		case unix.NFTA_RULE_HANDLE:
+			r.handle = ad.Uint64()
+		case unix.NFTA_RULE_USERDATA:
+			r.comment = comment(ad.Bytes())
+		}
+	}
+	if err := ad.Err(); err != nil {
+		return "", currentRule{}, err
+	}
+	if chain == "" || r.handle == 0 {
+		return "", currentRule{}, fmt.Errorf("a rule without its chain or handle")
+	}
+	return chain, r, nil
+}
+
+// comment returns the comment in a rule's user data (type-length-value records, as nft
+// writes them), or "". Unlike userdata.GetString, a record that claims more bytes than
+// there are ends the walk instead of a panic: any root process may write rules into the
+// table.
+func comment(ud []byte) string {
+	for len(ud) >= 2 {
+		typ, n := userdata.Type(ud[0]), int(ud[1])
+		if len(ud) < 2+n {
+			return ""
+		}
+		if typ == userdata.TypeComment {
+			return string(bytes.TrimSuffix(ud[2:2+n], []byte{0}))
+		}
+		ud = ud[2+n:]
+	}
+	return ""
 }
 
 // ackSize bounds the socket memory that the acknowledgement of one message of a batch
