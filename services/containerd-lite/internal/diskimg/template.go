@@ -40,13 +40,37 @@ const DefaultKeep = 4
 // binary, mke2fs's configuration, templateFormat), so a template made otherwise is never
 // used. A template under the right name whose superblocks do not describe that file system
 // is removed and made again. Only the keep most recently used templates are kept.
+//
+// With spares on (WithSpares), each template also has one image made ahead beside it,
+// after each image made from it, in the background: the next image of that size and owner
+// is that spare, renamed into place (a rename and two directory syncs, where a copy writes
+// and syncs 4 MiB). A spare is made as any image is (a temporary name, synced, renamed),
+// with a UUID and hash seed of its own, so a crash leaves it whole or not there; a
+// half-made one is removed when the next is made, or by the next prune.
 type Templates struct {
-	dir  string
-	keep int
-	log  *slog.Logger
-	mu   sync.Mutex // serialises making and pruning templates
-	made bool       // dir is made
+	dir    string
+	keep   int
+	log    *slog.Logger
+	mu     sync.Mutex // serialises making and pruning templates, taking spares, filling
+	made   bool       // dir is made
+	spares bool
+	// filling names the spares being made now (by file name), so that a prune leaves
+	// their temporaries alone and a spare is made once at a time.
+	filling map[string]bool
+	wg      sync.WaitGroup // the spares being made
 }
+
+// spareSuffix ends the file name of a template's spare: <template name>.spare.
+const spareSuffix = ".spare"
+
+// WithSpares turns spares on (see Templates) and returns t.
+func (t *Templates) WithSpares() *Templates {
+	t.spares = true
+	return t
+}
+
+// Wait waits for the spares being made.
+func (t *Templates) Wait() { t.wg.Wait() }
 
 // NewTemplates returns the templates kept in dir, which is made (0700) when the first
 // template is. keep bounds how many are kept; 0 or less means DefaultKeep.
@@ -87,7 +111,22 @@ func (t *Templates) Create(path string, size int64, uid, gid int) error {
 	if err != nil {
 		return err
 	}
-	return create(path, size, func(f *os.File) error {
+	if t.spares {
+		name, err := templateName(mkfs, size, uid, gid)
+		if err != nil {
+			return err
+		}
+		defer t.fill(name, mkfs, size, uid, gid)
+		if took, err := t.takeSpare(name+spareSuffix, path, size); took || err != nil {
+			return err
+		}
+	}
+	return create(path, size, t.copyInto(mkfs, size, uid, gid))
+}
+
+// copyInto returns create's fill for a copy of the template for size and uid:gid.
+func (t *Templates) copyInto(mkfs string, size int64, uid, gid int) func(*os.File) error {
+	return func(f *os.File) error {
 		src, sbs, err := t.open(mkfs, size, uid, gid)
 		if err != nil {
 			return err
@@ -97,6 +136,81 @@ func (t *Templates) Create(path string, size int64, uid, gid int) error {
 			return fmt.Errorf("copy template %s: %w", src.Name(), err)
 		}
 		return relabel(f, sbs)
+	}
+}
+
+// takeSpare renames the spare named spare to path, if there is one of size bytes, and
+// reports whether it did. Like create, it never replaces a file at path, and syncs both
+// directories: the image is at path, whole, or still a spare, whatever happens.
+func (t *Templates) takeSpare(spare, path string, size int64) (bool, error) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if t.filling[spare] {
+		return false, nil
+	}
+	dirFD, err := t.openDir()
+	if err != nil {
+		return false, err
+	}
+	defer unix.Close(dirFD)
+	var st unix.Stat_t
+	if err := unix.Fstatat(dirFD, spare, &st, unix.AT_SYMLINK_NOFOLLOW); err != nil {
+		return false, nil // none (or none readable: a copy is made instead)
+	}
+	if st.Mode&unix.S_IFMT != unix.S_IFREG || st.Size != size {
+		t.log.Warn("disk image template: a spare that is not a file of its size: removing it", "spare", spare)
+		t.remove(dirFD, spare)
+		return false, nil
+	}
+	dir, base := filepath.Split(path)
+	if dir == "" {
+		dir = "."
+	}
+	toFD, err := unix.Open(dir, unix.O_RDONLY|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return false, fmt.Errorf("disk image %s: open its directory: %w", path, kind(err))
+	}
+	defer unix.Close(toFD)
+	if err := unix.Renameat2(dirFD, spare, toFD, base, unix.RENAME_NOREPLACE); err != nil {
+		if errors.Is(err, unix.EEXIST) {
+			return false, fmt.Errorf("disk image %s already exists: %w", path, errdefs.ErrAlreadyExists)
+		}
+		return false, fmt.Errorf("disk image %s: take the spare %s: %w", path, spare, err)
+	}
+	if err := unix.Fsync(toFD); err != nil {
+		return true, fmt.Errorf("disk image %s: sync its directory: %w", path, err)
+	}
+	if err := unix.Fsync(dirFD); err != nil {
+		return true, fmt.Errorf("disk image %s: sync the templates' directory: %w", path, err)
+	}
+	return true, nil
+}
+
+// fill makes the spare of the template name in the background, unless it is there or
+// being made.
+func (t *Templates) fill(name, mkfs string, size int64, uid, gid int) {
+	spare := name + spareSuffix
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if t.filling[spare] {
+		return
+	}
+	var st unix.Stat_t
+	if unix.Lstat(filepath.Join(t.dir, spare), &st) == nil {
+		return
+	}
+	if t.filling == nil {
+		t.filling = map[string]bool{}
+	}
+	t.filling[spare] = true
+	t.wg.Go(func() {
+		err := create(filepath.Join(t.dir, spare), size, t.copyInto(mkfs, size, uid, gid))
+		t.mu.Lock()
+		delete(t.filling, spare)
+		t.mu.Unlock()
+		if err != nil {
+			t.log.Warn("disk image template: make a spare", "spare", spare, "error", err)
+		}
 	})
 }
 
@@ -206,21 +320,35 @@ func (t *Templates) prune(dirFD int, keep string) {
 		mtime int64
 	}
 	var tpls []tpl
+	var spares []string
 	for _, e := range ents {
 		name := e.Name()
 		var st unix.Stat_t
 		switch {
 		case strings.HasSuffix(name, ".mkfs-tmp"):
-			t.remove(dirFD, name)
+			if !t.filling[strings.TrimSuffix(name, ".mkfs-tmp")] {
+				t.remove(dirFD, name)
+			}
+		case strings.HasSuffix(name, spareSuffix):
+			spares = append(spares, name)
 		case name == keep || !strings.HasSuffix(name, ".img"):
 		case unix.Fstatat(dirFD, name, &st, unix.AT_SYMLINK_NOFOLLOW) == nil:
 			tpls = append(tpls, tpl{name, st.Mtim.Nano()})
 		}
 	}
 	slices.SortFunc(tpls, func(a, b tpl) int { return cmp.Compare(b.mtime, a.mtime) })
+	kept := map[string]bool{keep: true}
 	for i, tp := range tpls {
 		if i >= t.keep-1 {
 			t.remove(dirFD, tp.name)
+		} else {
+			kept[tp.name] = true
+		}
+	}
+	// The spares of templates removed (a spare being made is not listed yet).
+	for _, sp := range spares {
+		if !kept[strings.TrimSuffix(sp, spareSuffix)] {
+			t.remove(dirFD, sp)
 		}
 	}
 }

@@ -284,14 +284,7 @@ func TestTemplateName(t *testing.T) {
 func TestTemplateLeftovers(t *testing.T) {
 	needRoot(t)
 	const size = 256 * mib // two block groups: a backup superblock in group 1
-	mkfs, err := exec.LookPath("mkfs.ext4")
-	if err != nil {
-		t.Fatal(err)
-	}
-	name, err := templateName(mkfs, size, 0, 0)
-	if err != nil {
-		t.Fatal(err)
-	}
+	name := nameOf(t, size)
 	other, _ := newImage(t, MinSize, 0, 0) // an image of another size, to link to
 	otherSum := fileSum(t, other)
 	label := func(off int64) int64 { return off + sbUUID + 16 } // s_volume_name follows s_uuid
@@ -444,4 +437,86 @@ func TestHasBackup(t *testing.T) {
 			}
 		})
 	}
+}
+
+// TestTemplateSpares: with spares on, each image made from a template leaves one made
+// ahead beside it; the next image of that size and owner is it (its own UUID, clean), and
+// another is made. A half-made spare is removed; the spare of a template pruned goes too.
+func TestTemplateSpares(t *testing.T) {
+	needRoot(t)
+	const size = 256 * mib
+	tp := NewTemplates(filepath.Join(t.TempDir(), ".templates"), 1, nil).WithSpares()
+	t.Cleanup(tp.Wait)
+	name := nameOf(t, size)
+	spare := filepath.Join(tp.dir, name+spareSuffix)
+	dir := t.TempDir()
+	first := filepath.Join(dir, "first.img")
+	if err := tp.Create(first, size, 0, 0); err != nil {
+		t.Fatal(err)
+	}
+	tp.Wait()
+	var st unix.Stat_t
+	if err := unix.Stat(spare, &st); err != nil {
+		t.Fatalf("no spare after an image was made: %v (templates: %v)", err, templateFiles(t, tp))
+	}
+	spareIDs := dumpe2fs(t, spare, 0)
+
+	second := filepath.Join(dir, "second.img")
+	if err := tp.Create(second, size, 0, 0); err != nil {
+		t.Fatal(err)
+	}
+	var got unix.Stat_t
+	if err := unix.Stat(second, &got); err != nil || got.Ino != st.Ino {
+		t.Fatalf("the second image is inode %d (%v), want the spare, %d", got.Ino, err, st.Ino)
+	}
+	fsckClean(t, second)
+	ids := map[fsIDs]string{}
+	for _, p := range []string{filepath.Join(tp.dir, name), first, second} {
+		id := dumpe2fs(t, p, 0)
+		if other, ok := ids[id]; ok {
+			t.Errorf("%s and %s share their UUID or hash seed", other, p)
+		}
+		ids[id] = p
+	}
+	if dumpe2fs(t, second, 0) != spareIDs {
+		t.Error("taking the spare changed its identity")
+	}
+	checkBackups(t, second, size, spareIDs)
+
+	// A spare the daemon died making: the next one made replaces it.
+	tp.Wait()
+	rm(t, spare)
+	writeFile(t, spare+".mkfs-tmp", bytes.Repeat([]byte{0xff}, 8192))
+	if err := tp.Create(filepath.Join(dir, "third.img"), size, 0, 0); err != nil {
+		t.Fatal(err)
+	}
+	tp.Wait()
+	if got := templateFiles(t, tp); !slices.Equal(got, []string{name, name + spareSuffix}) {
+		t.Errorf("templates %v, want %s and its spare", got, name)
+	}
+	fsckClean(t, spare)
+
+	// Another size, with one template kept: the first template and its spare go.
+	if err := tp.Create(filepath.Join(dir, "other.img"), MinSize, 0, 0); err != nil {
+		t.Fatal(err)
+	}
+	tp.Wait()
+	other := nameOf(t, MinSize)
+	if got := templateFiles(t, tp); !slices.Equal(got, []string{other, other + spareSuffix}) {
+		t.Errorf("templates %v, want only %s and its spare", got, other)
+	}
+}
+
+// nameOf is the name of the template for size, owned by root, made by this mkfs.ext4.
+func nameOf(t *testing.T, size int64) string {
+	t.Helper()
+	mkfs, err := exec.LookPath("mkfs.ext4")
+	if err != nil {
+		t.Fatal(err)
+	}
+	name, err := templateName(mkfs, size, 0, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return name
 }

@@ -3,7 +3,8 @@
 // subcontainer layers, volumes and logs. The directory is the host's alone (0700). New
 // disks are copies of templates kept in <dir>/.templates, host-only too: a name no
 // package can have (package names start with a letter or a digit), and no container's
-// mount reaches it.
+// mount reaches it. One disk of each template is made ahead there (a spare), so that a
+// new disk is most often a rename.
 package disks
 
 import (
@@ -37,8 +38,12 @@ func New(dir string, log *slog.Logger) (*Disks, error) {
 	if err := os.Chmod(dir, 0o700); err != nil {
 		return nil, err
 	}
-	return &Disks{dir: dir, templates: diskimg.NewTemplates(filepath.Join(dir, templatesDir), diskimg.DefaultKeep, log)}, nil
+	tpl := diskimg.NewTemplates(filepath.Join(dir, templatesDir), diskimg.DefaultKeep, log).WithSpares()
+	return &Disks{dir: dir, templates: tpl}, nil
 }
+
+// Wait waits for the disks being made ahead (the templates' spares) in the background.
+func (d *Disks) Wait() { d.templates.Wait() }
 
 func (d *Disks) image(name string) string { return filepath.Join(d.dir, name+".img") }
 

@@ -24,9 +24,16 @@ func TestOpenFromTemplate(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	t.Cleanup(d.Wait) // before the directory goes
 	names := []string{"a", "b"}
 	uuids := map[string]bool{}
-	for _, n := range names {
+	var spareIno uint64
+	for i, n := range names {
+		if i == 1 {
+			// The first disk's copy left a spare being made: the second disk is it.
+			d.Wait()
+			spareIno = inode(t, filepath.Join(dir, templatesDir), ".spare")
+		}
 		t.Cleanup(func() {
 			if err := d.Purge(n); err != nil {
 				t.Error(err)
@@ -45,7 +52,14 @@ func TestOpenFromTemplate(t *testing.T) {
 			t.Fatalf("blkid: %v: %s", err, out)
 		}
 		uuids[strings.TrimSpace(string(out))] = true
+		if i == 1 {
+			var st unix.Stat_t
+			if err := unix.Stat(d.image(n), &st); err != nil || st.Ino != spareIno {
+				t.Errorf("disk %s is inode %d (%v), want the spare made ahead, %d", n, st.Ino, err, spareIno)
+			}
+		}
 	}
+	d.Wait()
 	if len(uuids) != len(names) {
 		t.Errorf("%d disks share UUIDs: %v", len(names), uuids)
 	}
@@ -57,12 +71,33 @@ func TestOpenFromTemplate(t *testing.T) {
 	if err != nil || fi.Mode().Perm() != 0o700 {
 		t.Fatalf("template directory: %v, %v; want mode 0700", fi, err)
 	}
-	if ents, err := os.ReadDir(filepath.Join(dir, templatesDir)); err != nil || len(ents) != 1 {
-		t.Errorf("template directory holds %d files (%v), want one template", len(ents), err)
+	if ents, err := os.ReadDir(filepath.Join(dir, templatesDir)); err != nil || len(ents) != 2 ||
+		!strings.HasSuffix(ents[1].Name(), ".spare") || ents[1].Name() != ents[0].Name()+".spare" {
+		t.Errorf("template directory holds %v (%v), want one template and its spare", ents, err)
 	}
 	for _, n := range names {
 		if b, err := os.ReadFile(filepath.Join(d.Dir(n), "data")); err != nil || string(b) != n {
 			t.Errorf("disk %s holds %q, %v", n, b, err)
 		}
 	}
+}
+
+// inode returns the inode number of the one file in dir whose name ends with suffix.
+func inode(t *testing.T, dir, suffix string) uint64 {
+	t.Helper()
+	ents, err := os.ReadDir(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, e := range ents {
+		if strings.HasSuffix(e.Name(), suffix) {
+			var st unix.Stat_t
+			if err := unix.Stat(filepath.Join(dir, e.Name()), &st); err != nil {
+				t.Fatal(err)
+			}
+			return st.Ino
+		}
+	}
+	t.Fatalf("no file ending %s in %s: %v", suffix, dir, ents)
+	return 0
 }
