@@ -387,7 +387,7 @@ func TestLifecycleOrder(t *testing.T) {
 	}
 	wantCalls(t, e.c.take(),
 		"disk create web 67108864", "disk open web", "tree create web", "volume web/data",
-		"define web ids 100000-165535") // the disk stays mounted for the start
+		"define web ids 100000-165535", "disk close web")
 	i, err := e.m.Start(ctx, "web")
 	if err != nil {
 		t.Fatal(err)
