@@ -57,6 +57,7 @@ type Templates struct {
 	// filling names the spares being made now (by file name), so that a prune leaves
 	// their temporaries alone and a spare is made once at a time.
 	filling map[string]bool
+	filled  *sync.Cond     // on mu: a spare being made is done
 	wg      sync.WaitGroup // the spares being made
 }
 
@@ -140,13 +141,14 @@ func (t *Templates) copyInto(mkfs string, size int64, uid, gid int) func(*os.Fil
 }
 
 // takeSpare renames the spare named spare to path, if there is one of size bytes, and
-// reports whether it did. Like create, it never replaces a file at path, and syncs both
+// reports whether it did. A spare being made is waited for: it is further along than a
+// copy begun now. Like create, it never replaces a file at path, and syncs both
 // directories: the image is at path, whole, or still a spare, whatever happens.
 func (t *Templates) takeSpare(spare, path string, size int64) (bool, error) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
-	if t.filling[spare] {
-		return false, nil
+	for t.filling[spare] {
+		t.filled.Wait()
 	}
 	dirFD, err := t.openDir()
 	if err != nil {
@@ -200,13 +202,14 @@ func (t *Templates) fill(name, mkfs string, size int64, uid, gid int) {
 		return
 	}
 	if t.filling == nil {
-		t.filling = map[string]bool{}
+		t.filling, t.filled = map[string]bool{}, sync.NewCond(&t.mu)
 	}
 	t.filling[spare] = true
 	t.wg.Go(func() {
 		err := create(filepath.Join(t.dir, spare), size, t.copyInto(mkfs, size, uid, gid))
 		t.mu.Lock()
 		delete(t.filling, spare)
+		t.filled.Broadcast()
 		t.mu.Unlock()
 		if err != nil {
 			t.log.Warn("disk image template: make a spare", "spare", spare, "error", err)
