@@ -520,3 +520,51 @@ func nameOf(t *testing.T, size int64) string {
 	}
 	return name
 }
+
+// TestTemplateSparesConcurrent: creates at once, with spares on (some wait for a spare
+// being made, some take one, some copy): every image is its own file system, none is
+// shared, and one spare is left.
+func TestTemplateSparesConcurrent(t *testing.T) {
+	needRoot(t)
+	const size, n = 64 * mib, 6
+	tp := NewTemplates(filepath.Join(t.TempDir(), ".templates"), 0, nil).WithSpares()
+	t.Cleanup(tp.Wait)
+	dir := t.TempDir()
+	paths := make([]string, n)
+	errs := make([]error, n)
+	var wg sync.WaitGroup
+	for i := range n {
+		paths[i] = filepath.Join(dir, fmt.Sprintf("img%d.img", i))
+		wg.Go(func() {
+			time.Sleep(time.Duration(i) * 2 * time.Millisecond) // spread: some find a spare
+			errs[i] = tp.Create(paths[i], size, 0, 0)
+		})
+	}
+	wg.Wait()
+	tp.Wait()
+	seen := map[string]string{}
+	inodes := map[uint64]string{}
+	for i, p := range paths {
+		if errs[i] != nil {
+			t.Fatal(errs[i])
+		}
+		var st unix.Stat_t
+		if err := unix.Stat(p, &st); err != nil {
+			t.Fatal(err)
+		}
+		if other, ok := inodes[st.Ino]; ok {
+			t.Errorf("%s and %s are one file", other, p)
+		}
+		inodes[st.Ino] = p
+		fsckClean(t, p)
+		ids := dumpe2fs(t, p, 0)
+		if other, ok := seen[ids.uuid]; ok {
+			t.Errorf("%s and %s share UUID %s", other, p, ids.uuid)
+		}
+		seen[ids.uuid] = p
+	}
+	name := nameOf(t, size)
+	if got := templateFiles(t, tp); !slices.Equal(got, []string{name, name + spareSuffix}) {
+		t.Errorf("templates %v, want %s and its spare", got, name)
+	}
+}
