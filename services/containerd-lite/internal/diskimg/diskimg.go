@@ -108,13 +108,9 @@ func checkCreate(path string, size int64, uid, gid int) (int64, string, error) {
 // system into it. It works on a temporary name beside path, removes one a crash left
 // there, and renames it to path only once fill is done and the file is synced.
 func create(path string, size int64, fill func(*os.File) error) error {
-	dir, base := filepath.Split(path)
-	if dir == "" {
-		dir = "."
-	}
-	dirFD, err := unix.Open(dir, unix.O_RDONLY|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
+	dirFD, base, err := openParent(path)
 	if err != nil {
-		return fmt.Errorf("disk image %s: open its directory: %w", path, kind(err))
+		return err
 	}
 	defer unix.Close(dirFD)
 	var st unix.Stat_t
@@ -133,7 +129,7 @@ func create(path string, size int64, fill func(*os.File) error) error {
 	if err != nil {
 		return fmt.Errorf("disk image %s: create: %w", path, err)
 	}
-	f := os.NewFile(uintptr(fd), filepath.Join(dir, tmp))
+	f := os.NewFile(uintptr(fd), filepath.Join(filepath.Dir(path), tmp))
 	defer f.Close()
 	done := false
 	defer func() {
@@ -153,15 +149,37 @@ func create(path string, size int64, fill func(*os.File) error) error {
 	if err := f.Sync(); err != nil {
 		return fmt.Errorf("disk image %s: sync: %w", path, err)
 	}
-	if err := unix.Renameat2(dirFD, tmp, dirFD, base, unix.RENAME_NOREPLACE); err != nil {
-		if errors.Is(err, unix.EEXIST) {
-			return fmt.Errorf("disk image %s already exists: %w", path, errdefs.ErrAlreadyExists)
-		}
-		return fmt.Errorf("disk image %s: name it: %w", path, err)
+	if err := place(dirFD, tmp, dirFD, path); err != nil {
+		return err
 	}
 	done = true
 	if err := unix.Fsync(dirFD); err != nil {
 		return fmt.Errorf("disk image %s: sync its directory: %w", path, err)
+	}
+	return nil
+}
+
+// openParent opens the directory path is in, and returns it with path's base name.
+func openParent(path string) (int, string, error) {
+	dir, base := filepath.Split(path)
+	if dir == "" {
+		dir = "."
+	}
+	fd, err := unix.Open(dir, unix.O_RDONLY|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return -1, "", fmt.Errorf("disk image %s: open its directory: %w", path, kind(err))
+	}
+	return fd, base, nil
+}
+
+// place renames the file from, in the directory fromFD, to path (whose directory is open
+// at toFD), never over a file already there.
+func place(fromFD int, from string, toFD int, path string) error {
+	if err := unix.Renameat2(fromFD, from, toFD, filepath.Base(path), unix.RENAME_NOREPLACE); err != nil {
+		if errors.Is(err, unix.EEXIST) {
+			return fmt.Errorf("disk image %s already exists: %w", path, errdefs.ErrAlreadyExists)
+		}
+		return fmt.Errorf("disk image %s: name it (from %s): %w", path, from, err)
 	}
 	return nil
 }

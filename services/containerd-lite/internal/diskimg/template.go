@@ -164,20 +164,13 @@ func (t *Templates) takeSpare(spare, path string, size int64) (bool, error) {
 		t.remove(dirFD, spare)
 		return false, nil
 	}
-	dir, base := filepath.Split(path)
-	if dir == "" {
-		dir = "."
-	}
-	toFD, err := unix.Open(dir, unix.O_RDONLY|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
+	toFD, _, err := openParent(path)
 	if err != nil {
-		return false, fmt.Errorf("disk image %s: open its directory: %w", path, kind(err))
+		return false, err
 	}
 	defer unix.Close(toFD)
-	if err := unix.Renameat2(dirFD, spare, toFD, base, unix.RENAME_NOREPLACE); err != nil {
-		if errors.Is(err, unix.EEXIST) {
-			return false, fmt.Errorf("disk image %s already exists: %w", path, errdefs.ErrAlreadyExists)
-		}
-		return false, fmt.Errorf("disk image %s: take the spare %s: %w", path, spare, err)
+	if err := place(dirFD, spare, toFD, path); err != nil {
+		return false, err
 	}
 	if err := unix.Fsync(toFD); err != nil {
 		return true, fmt.Errorf("disk image %s: sync its directory: %w", path, err)

@@ -86,8 +86,8 @@ func madvise(m mapping, advice int) unix.Errno {
 	return errno
 }
 
-// exe is the executable, open for Drop's evictions: opened once, at the first Drop.
-var exe struct {
+// exeFile is the executable, open for Drop's evictions: opened once, at the first Drop.
+var exeFile struct {
 	once sync.Once
 	fd   int
 	err  error
@@ -96,13 +96,13 @@ var exe struct {
 // exeFD returns a descriptor of the executable (kept open: a path lookup per trim is
 // garbage and a walk of /proc).
 func exeFD() (int, error) {
-	exe.once.Do(func() {
-		exe.fd, exe.err = unix.Open("/proc/self/exe", unix.O_RDONLY|unix.O_CLOEXEC, 0)
-		if exe.err != nil {
-			exe.err = fmt.Errorf("exetrim: open the executable: %w", exe.err)
+	exeFile.once.Do(func() {
+		exeFile.fd, exeFile.err = unix.Open("/proc/self/exe", unix.O_RDONLY|unix.O_CLOEXEC, 0)
+		if exeFile.err != nil {
+			exeFile.err = fmt.Errorf("exetrim: open the executable: %w", exeFile.err)
 		}
 	})
-	return exe.fd, exe.err
+	return exeFile.fd, exeFile.err
 }
 
 // mapping is one droppable mapping: its address range and its resident KiB.

@@ -1,7 +1,7 @@
 package exetrim
 
 import (
-	"fmt"
+	"bytes"
 	"os"
 	"runtime"
 	"strings"
@@ -9,6 +9,8 @@ import (
 	"unsafe"
 
 	"golang.org/x/sys/unix"
+
+	"hearth.dev/services/guestd/internal/procmaps"
 )
 
 const sampleSmaps = `00400000-00800000 r-xp 00000000 08:01 42 /sbin/guestd
@@ -145,12 +147,10 @@ func rodataRange(t *testing.T, exe string) [2]int64 {
 	if err != nil {
 		t.Fatal(err)
 	}
-	for _, line := range strings.Split(string(b), "\n") {
-		var start, end uintptr
-		var perm string
-		var off int64
-		if n, _ := fmt.Sscanf(line, "%x-%x %s %x", &start, &end, &perm, &off); n == 4 && perm == "r--p" && strings.HasSuffix(line, " "+exe) {
-			return [2]int64{off, off + int64(end-start)}
+	for _, line := range bytes.Split(b, []byte("\n")) {
+		h, ok := procmaps.Parse(line)
+		if ok && string(h.Path) == exe && string(h.Perms[:]) == "r--p" {
+			return [2]int64{int64(h.Offset), int64(h.Offset) + int64(h.End-h.Start)}
 		}
 	}
 	t.Fatalf("no read-only data mapping of %s in\n%s", exe, b)

@@ -9,6 +9,7 @@ import "bytes"
 type Header struct {
 	Start, End uintptr
 	Perms      [4]byte // "rwxp": each letter or '-'; p private, s shared
+	Offset     uint64  // the offset in the file mapped at Start
 	// Path is "" for an anonymous mapping, "[heap]", "[stack]"... for the kernel's; it
 	// points into the line parsed.
 	Path []byte
@@ -42,11 +43,18 @@ func Parse(line []byte) (Header, bool) {
 	}
 	h := Header{Start: start, End: end}
 	copy(h.Perms[:], perms)
-	for range 3 { // offset, device, inode
+	for i := range 3 { // offset, device, inode
 		var f []byte
 		f, rest, _ = bytes.Cut(bytes.TrimLeft(rest, " "), []byte(" "))
 		if len(f) == 0 {
 			return Header{}, false
+		}
+		if i == 0 {
+			off, ok := hex(f)
+			if !ok {
+				return Header{}, false
+			}
+			h.Offset = uint64(off)
 		}
 	}
 	h.Path = bytes.TrimSpace(rest)
