@@ -157,6 +157,9 @@ func (h *h1conn) serveRequest() bool {
 	rq.head = head[:0]
 	if err != nil {
 		if errors.Is(err, errHeadTooLarge) {
+			// The rest of the head may still be on its way: linger as for an unread
+			// body, or the kernel's reset to it can lose the 431 (a flaky CI run).
+			h.linger = true
 			h.reply(431, "431 request header fields too large", true)
 		} else if len(head) > 0 && !errors.Is(err, io.EOF) && !errors.Is(err, io.ErrUnexpectedEOF) &&
 			!errors.Is(err, os.ErrDeadlineExceeded) && !errors.Is(err, net.ErrClosed) {
