@@ -7,6 +7,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -361,6 +362,7 @@ func equalPIDs(a, b []int32) bool {
 // serviceMemory is one container's memory, KiB.
 type serviceMemory struct {
 	cgroup, anon, guestd, monitor int64
+	maps                          int64 // the serving guestd's mappings
 	// init, serving and mon split guestd's init, the serving guestd and the monitor.
 	init, serving, mon pss
 }
@@ -417,6 +419,13 @@ func (d *densityLab) memory(b *testing.B, ids []string, key, label string) {
 		d.add(key+"-"+f.name+"-avg-MiB", f.what+", "+label+" (average)", "MiB", kib(total/int64(len(vs))))
 		d.add(key+"-"+f.name+"-p50-MiB", f.what+", "+label+" (median)", "MiB", kib(vs[len(vs)/2]))
 	}
+	// Not in any PSS: the kernel keeps ~220 bytes per mapping (in the cgroup's usage).
+	var maps []int64
+	for _, m := range all {
+		maps = append(maps, m.maps)
+	}
+	slices.Sort(maps)
+	d.add(key+"-serving-maps", "serving guestd's mappings (kernel memory, ~220 B each), "+label+" (median)", "", float64(maps[len(maps)/2]))
 }
 
 // hostProc is a process as the host sees it.
@@ -529,6 +538,7 @@ func (d *densityLab) serviceMemory(b *testing.B, procs []hostProc, name string, 
 	for _, p := range procs {
 		if p.pid != initPID && p.name == "guestd" && (p.cgroup == cg || strings.HasPrefix(p.cgroup, cg+"/")) {
 			m.serving = measure(p.pid, "serving")
+			m.maps = countMappings(p.pid)
 			servings++
 		}
 		if c := p.cmdline; len(c) > 0 && strings.HasPrefix(c[0], "[lxc monitor]") {
@@ -543,6 +553,12 @@ func (d *densityLab) serviceMemory(b *testing.B, procs []hostProc, name string, 
 		b.Fatalf("%s: found %d serving guestd processes (want one) and monitor PSS %d KiB", name, servings, m.monitor)
 	}
 	return m
+}
+
+// countMappings is the number of a process's mappings (0 if it is gone).
+func countMappings(pid int) int64 {
+	b, _ := os.ReadFile(fmt.Sprintf("/proc/%d/maps", pid))
+	return int64(bytes.Count(b, []byte("\n")))
 }
 
 // pssKiB is a process's proportional set size, KiB (smaps_rollup's Pss).

@@ -21,6 +21,9 @@ func (h Header) Private() bool { return h.Perms[3] == 'p' }
 // Writable reports whether the mapping is writable.
 func (h Header) Writable() bool { return h.Perms[1] == 'w' }
 
+// Executable reports whether the mapping is executable (code).
+func (h Header) Executable() bool { return h.Perms[2] == 'x' }
+
 // Kernels reports whether the mapping is one the kernel names ([stack], [vdso]...),
 // but the heap.
 func (h Header) Kernels() bool {
