@@ -82,6 +82,7 @@ type Records interface {
 // each operation may touch.
 type Tree interface {
 	Create() error
+	MakeData() error
 	MountRoot(baseRootfs string, userns int) error
 	MountImage(name, src string, userns int) error
 	MountAssets(src string) error
@@ -114,6 +115,8 @@ type Disks interface {
 	// Open makes the package's disk if it has none, grows it to size if it is smaller,
 	// mounts it, and returns the directory it is mounted at.
 	Open(name string, size int64, ids idmap.Mapping) (string, error)
+	// Make makes the package's disk if it has none, and leaves it unmounted.
+	Make(name string, size int64) error
 	// Exists reports whether the package has a disk.
 	Exists(name string) bool
 	// Usage reports the bytes used and the size.
@@ -415,12 +418,19 @@ func (m *Manager) Create(ctx context.Context, name string, spec Spec) (Info, err
 	if !hasKept && m.opts.Disks.Exists(name) {
 		return Info{}, fmt.Errorf("container %q: a disk without a record is there (a create that did not finish); restart containerd-lite to reconcile: %w", name, errdefs.ErrFailedPrecondition)
 	}
-	data, err := m.opts.Disks.Open(name, rec.Limits.DiskBytes, mp)
+	// A new disk stays unmounted: its directories and volumes are made when it is next
+	// mounted (makeData: the start, or withDisk), which saves a mount and an unmount here.
+	// A kept disk is mounted now, to grow it to its new size and tell which volumes it kept.
+	if hasKept {
+		_, err = m.opts.Disks.Open(name, rec.Limits.DiskBytes, mp)
+	} else {
+		err = m.opts.Disks.Make(name, rec.Limits.DiskBytes)
+	}
 	if err != nil {
 		return Info{}, fmt.Errorf("container %q: disk: %w", name, err)
 	}
 	sp.done("disk")
-	t := m.tree(name, mp, data)
+	t := m.tree(name, mp, m.opts.Disks.Dir(name))
 	undo := func() {
 		_ = m.opts.Runtime.Undefine(name)
 		if err := t.Remove(); err != nil {
@@ -440,14 +450,20 @@ func (m *Manager) Create(ctx context.Context, name string, spec Spec) (Info, err
 		undo()
 		return Info{}, err
 	}
-	for _, v := range rec.Volumes {
-		existed, err := t.MakeVolume(v)
-		if err != nil {
+	if hasKept {
+		if err := t.MakeData(); err != nil {
 			undo()
 			return Info{}, err
 		}
-		if existed {
-			m.log.Info("volume kept from before", "container", name, "volume", v)
+		for _, v := range rec.Volumes {
+			existed, err := t.MakeVolume(v)
+			if err != nil {
+				undo()
+				return Info{}, err
+			}
+			if existed {
+				m.log.Info("volume kept from before", "container", name, "volume", v)
+			}
 		}
 	}
 	sp.done("dirs")
@@ -468,10 +484,12 @@ func (m *Manager) Create(ctx context.Context, name string, spec Spec) (Info, err
 	// The disk is mounted while the container runs: a container not running has nothing
 	// mounted (kept mounted for the start that follows, it saved ~3 ms, and a start
 	// refused before it mounts anything, below the disk reserve, left it mounted).
-	if err := m.opts.Disks.Close(name); err != nil {
-		m.log.Warn("unmount the disk of a new container", "container", name, "error", err)
+	if hasKept {
+		if err := m.opts.Disks.Close(name); err != nil {
+			m.log.Warn("unmount the disk of a new container", "container", name, "error", err)
+		}
+		sp.done("close")
 	}
-	sp.done("close")
 	m.log.Info("container created", append([]any{"container", name, "ids", mp.String(), "disk", rec.Limits.DiskBytes}, sp.log()...)...)
 	return m.info(rec)
 }
@@ -575,7 +593,6 @@ func (m *Manager) start(ctx context.Context, name string, run []manifest.HookRun
 	if _, err := m.opts.Disks.Open(name, rec.Limits.DiskBytes, ids(rec)); err != nil {
 		return Info{}, fmt.Errorf("container %q: disk: %w", name, err)
 	}
-	sp.done("disk")
 	fail := func(err error) (Info, error) {
 		sctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 		defer cancel()
@@ -585,6 +602,10 @@ func (m *Manager) start(ctx context.Context, name string, run []manifest.HookRun
 		m.teardown(rec)
 		return Info{}, err
 	}
+	if err := makeData(t, rec); err != nil {
+		return fail(err)
+	}
+	sp.done("disk")
 	// The root and the images are mounted before init runs: guestd asks for overlays of
 	// the images at once.
 	if err := m.mountAll(rec, t, sp); err != nil {

@@ -200,7 +200,8 @@ type fakeTree struct {
 	env   *env
 }
 
-func (t fakeTree) Create() error { t.c.add("tree create %s", t.name); return nil }
+func (t fakeTree) Create() error   { t.c.add("tree create %s", t.name); return nil }
+func (t fakeTree) MakeData() error { t.c.add("tree data %s", t.name); return nil }
 func (t fakeTree) MountRoot(base string, userns int) error {
 	t.c.add("mount root %s", t.name)
 	return nil
@@ -257,6 +258,15 @@ type fakeDisks struct {
 	dir        string
 }
 
+func (d *fakeDisks) Make(name string, size int64) error {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if _, ok := d.disks[name]; !ok {
+		d.c.add("disk create %s %d", name, size)
+		d.disks[name] = size
+	}
+	return nil
+}
 func (d *fakeDisks) Open(name string, size int64, _ idmap.Mapping) (string, error) {
 	d.mu.Lock()
 	defer d.mu.Unlock()
@@ -385,9 +395,9 @@ func TestLifecycleOrder(t *testing.T) {
 	if _, err := e.m.Create(ctx, "web", Spec{Images: map[string]string{"app": "a"}, Volumes: []string{"data"}}); err != nil {
 		t.Fatal(err)
 	}
+	// A new disk is made, not mounted: its directories and volumes come at its first mount.
 	wantCalls(t, e.c.take(),
-		"disk create web 67108864", "disk open web", "tree create web", "volume web/data",
-		"define web ids 100000-165535", "disk close web")
+		"disk create web 67108864", "tree create web", "define web ids 100000-165535")
 	i, err := e.m.Start(ctx, "web")
 	if err != nil {
 		t.Fatal(err)
@@ -397,7 +407,7 @@ func TestLifecycleOrder(t *testing.T) {
 	}
 	// The disk and every mount come before LXC starts; host.sock is served before init runs.
 	wantCalls(t, e.c.take(),
-		"disk open web", "mount root web", "mount image web/app", "bundle web false",
+		"disk open web", "tree data web", "volume web/data", "mount root web", "mount image web/app", "bundle web false",
 		"serve web as 100000", "lxc start web")
 	// Starting a running container only serves its host.sock again.
 	if _, err := e.m.Start(ctx, "web"); err != nil {

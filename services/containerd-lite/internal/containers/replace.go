@@ -79,6 +79,20 @@ func (m *Manager) Revert(ctx context.Context, prev store.Container) error {
 	return m.opts.Records.PutContainer(rec)
 }
 
+// makeData makes what a container's mounted disk lacks of its directories and volumes: a
+// new disk gets them at its first mount (Create leaves it unmounted).
+func makeData(t Tree, rec store.Container) error {
+	if err := t.MakeData(); err != nil {
+		return fmt.Errorf("container %q: %w", rec.Name, err)
+	}
+	for _, v := range rec.Volumes {
+		if _, err := t.MakeVolume(v); err != nil {
+			return fmt.Errorf("container %q: %w", rec.Name, err)
+		}
+	}
+	return nil
+}
+
 // stopped returns the record of a container that is stopped.
 func (m *Manager) stopped(name string) (store.Container, error) {
 	return m.recordIn(name, lxcrt.Stopped, "stop it first")
@@ -90,7 +104,11 @@ func (m *Manager) withDisk(rec store.Container, fn func(Tree) error) error {
 	if err != nil {
 		return fmt.Errorf("container %q: disk: %w", rec.Name, err)
 	}
-	ferr := fn(m.tree(rec.Name, ids(rec), data))
+	t := m.tree(rec.Name, ids(rec), data)
+	ferr := makeData(t, rec)
+	if ferr == nil {
+		ferr = fn(t)
+	}
 	if err := m.opts.Disks.Close(rec.Name); err != nil && ferr == nil {
 		return fmt.Errorf("container %q: unmount its disk: %w", rec.Name, err)
 	}

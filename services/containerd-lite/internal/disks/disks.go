@@ -63,10 +63,8 @@ func (d *Disks) Exists(name string) bool {
 // belongs to the host; the container's root owns what is made in it for it.
 func (d *Disks) Open(name string, size int64, _ idmap.Mapping) (string, error) {
 	img, mnt := d.image(name), d.Dir(name)
-	if !d.Exists(name) {
-		if err := d.templates.Create(img, size, 0, 0); err != nil {
-			return "", err
-		}
+	if err := d.Make(name, size); err != nil {
+		return "", err
 	}
 	if err := os.Mkdir(mnt, 0o700); err != nil && !errors.Is(err, os.ErrExist) {
 		return "", err
@@ -87,6 +85,14 @@ func (d *Disks) Open(name string, size int64, _ idmap.Mapping) (string, error) {
 		return "", err
 	}
 	return mnt, nil
+}
+
+// Make makes the package's disk of size bytes if it has none, and leaves it unmounted.
+func (d *Disks) Make(name string, size int64) error {
+	if d.Exists(name) {
+		return nil
+	}
+	return d.templates.Create(d.image(name), size, 0, 0)
 }
 
 // smaller reports whether the disk's image is smaller than size.

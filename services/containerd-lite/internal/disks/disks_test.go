@@ -10,6 +10,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"hearth.dev/services/containerd-lite/internal/diskimg"
 	"hearth.dev/services/containerd-lite/internal/idmap"
 )
 
@@ -40,6 +41,18 @@ func TestOpenFromTemplate(t *testing.T) {
 				_ = unix.Unmount(d.Dir(n), unix.MNT_DETACH)
 			}
 		})
+		if i == 1 {
+			// Made and left unmounted (a container's create); Open mounts it (its start).
+			if err := d.Make(n, 64<<20); err != nil {
+				t.Fatal(err)
+			}
+			if !d.Exists(n) {
+				t.Fatalf("disk %s: Make made no image", n)
+			}
+			if _, _, err := diskimg.LoopDevice(d.Dir(n)); err == nil {
+				t.Errorf("disk %s is mounted after Make", n)
+			}
+		}
 		mnt, err := d.Open(n, 64<<20, idmap.Mapping{})
 		if err != nil {
 			t.Fatal(err)

@@ -118,11 +118,11 @@ type dirSpec struct {
 	mustBeNew bool
 }
 
-// Create makes the container's directory and the layer directories in its data. The
-// data directory itself must exist (the caller makes or mounts the package's disk).
+// Create makes the container's directory on the host. Its data (the package's disk) gets
+// its directories from MakeData, when the disk is mounted.
 func (t Tree) Create() error {
 	root := t.IDs.RootUID()
-	dirs := []dirSpec{
+	return makeDirs([]dirSpec{
 		// LXC reaches the root file system as the container's root: traversable.
 		{t.Dir, 0o711, 0, 0, true},
 		{t.Rootfs(), 0o755, 0, 0, false},
@@ -136,17 +136,35 @@ func (t Tree) Create() error {
 		{filepath.Join(t.MediaDir(), "images"), 0o755, 0, 0, false},
 		{filepath.Join(t.MediaDir(), "subcontainers"), 0o755, 0, 0, false},
 		{t.RPCDir(), 0o750, root, root, false},
+	}, true)
+}
+
+// MakeData makes the directories of the container's data that are missing: its writable
+// layer, its overlays' layers and its volumes' parent. The data directory itself must exist
+// (the caller mounts the package's disk). Those there already are left as they are: the
+// writable layer's root is the container's root directory, its owner and mode the
+// container's.
+func (t Tree) MakeData() error {
+	return makeDirs([]dirSpec{
 		{filepath.Join(t.Data, "layer"), 0o700, 0, 0, false},
-		{t.upper(), 0o755, root, root, false},
+		{t.upper(), 0o755, t.IDs.RootUID(), t.IDs.RootUID(), false},
 		{t.work(), 0o700, 0, 0, false},
 		{filepath.Join(t.Data, "overlays"), 0o700, 0, 0, false},
 		{filepath.Join(t.Data, "volumes"), 0o700, 0, 0, false},
-	}
+	}, false)
+}
+
+// makeDirs makes dirs in order, each owned and with the mode of its spec; one there
+// already must be a directory, and gets its spec's owner and mode too if fixExisting.
+func makeDirs(dirs []dirSpec, fixExisting bool) error {
 	for _, d := range dirs {
 		err := os.Mkdir(d.path, d.mode)
 		if errors.Is(err, os.ErrExist) && !d.mustBeNew {
 			if fi, lerr := os.Lstat(d.path); lerr != nil || !fi.IsDir() {
 				return fmt.Errorf("%s exists and is not a directory", d.path)
+			}
+			if !fixExisting {
+				continue
 			}
 		} else if err != nil {
 			return fmt.Errorf("create %s: %w", d.path, err)

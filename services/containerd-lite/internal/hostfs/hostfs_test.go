@@ -48,6 +48,9 @@ func newTree(t *testing.T, base uint32) Tree {
 	if err := tr.Create(); err != nil {
 		t.Fatal(err)
 	}
+	if err := tr.MakeData(); err != nil {
+		t.Fatal(err)
+	}
 	t.Cleanup(func() {
 		for _, m := range mustUnder(t, dir) {
 			_ = unix.Unmount(m, unix.MNT_DETACH)
@@ -286,5 +289,61 @@ func TestOverlayBindsStayInsideAndDestroyLeavesNothing(t *testing.T) {
 	}
 	if _, err := os.Stat(img); err != nil {
 		t.Fatalf("the image went with the container: %v", err)
+	}
+}
+
+// TestMakeData: the data's directories are made with their owners and modes; made again
+// (each start), those there stay as the container left them, and one that is not a
+// directory is refused by name.
+func TestMakeData(t *testing.T) {
+	needRoot(t)
+	tr := newTree(t, 300000)
+	root := tr.IDs.RootUID()
+	for _, c := range []struct {
+		path     string
+		mode     os.FileMode
+		uid, gid int
+	}{
+		{filepath.Join(tr.Data, "layer"), 0o700, 0, 0},
+		{tr.upper(), 0o755, root, root},
+		{tr.work(), 0o700, 0, 0},
+		{filepath.Join(tr.Data, "overlays"), 0o700, 0, 0},
+		{filepath.Join(tr.Data, "volumes"), 0o700, 0, 0},
+	} {
+		fi, err := os.Lstat(c.path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		st := fi.Sys().(*syscall.Stat_t)
+		if !fi.IsDir() || fi.Mode().Perm() != c.mode || int(st.Uid) != c.uid || int(st.Gid) != c.gid {
+			t.Errorf("%s: %v owned by %d:%d, want a directory %v owned by %d:%d", c.path, fi.Mode(), st.Uid, st.Gid, c.mode, c.uid, c.gid)
+		}
+	}
+	// The container's root changed its root directory: the next start keeps that.
+	if err := os.Chmod(tr.upper(), 0o700); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Chown(tr.upper(), root+5, root+5); err != nil {
+		t.Fatal(err)
+	}
+	if err := tr.MakeData(); err != nil {
+		t.Fatal(err)
+	}
+	fi, err := os.Lstat(tr.upper())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if st := fi.Sys().(*syscall.Stat_t); fi.Mode().Perm() != 0o700 || int(st.Uid) != root+5 {
+		t.Errorf("the writable layer's root is %v owned by %d after MakeData again, want 0700 owned by %d", fi.Mode(), st.Uid, root+5)
+	}
+	over := filepath.Join(tr.Data, "overlays")
+	if err := os.Remove(over); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(over, nil, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := tr.MakeData(); err == nil || !strings.Contains(err.Error(), over) {
+		t.Errorf("MakeData with a file at %s: %v, want an error naming it", over, err)
 	}
 }
