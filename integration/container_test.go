@@ -7,6 +7,7 @@ import (
 	"strings"
 	"syscall"
 	"testing"
+	"time"
 
 	containerv1 "hearth.dev/proto/hearth/container/v1"
 )
@@ -18,6 +19,9 @@ type lab struct {
 	owner                 testing.TB // the test the lab lives as long as
 	// env is extra environment for containerd-lite's next start; args, extra flags.
 	env, args []string
+	// killed names the containers killed with their LXC monitors (killPowerCut), whose
+	// cgroups the lab removes when it ends.
+	killed []string
 }
 
 // newLab starts containerd-lite on a private run and state directory. When the test
@@ -53,6 +57,9 @@ func newLabWith(t testing.TB, prepare func(l *lab)) *lab {
 			if t.Failed() {
 				t.Logf("%s log:\n%s", d.name, d.log.String())
 			}
+		}
+		for _, name := range l.killed {
+			forgetCgroups(name, 3*time.Second)
 		}
 	})
 	l.start(t)

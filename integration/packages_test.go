@@ -4,7 +4,9 @@ import (
 	"bytes"
 	"crypto/ed25519"
 	"encoding/json"
+	"errors"
 	"fmt"
+	"io/fs"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -363,6 +365,58 @@ func (l *lab) killPowerCut(t *testing.T) {
 			}
 			time.Sleep(20 * time.Millisecond)
 		}
+	}
+	// The lab forgets their cgroups when it ends: by then the processes killed have been
+	// reaped (a zombie holds its cgroup).
+	for _, e := range lxcs {
+		if !slices.Contains(l.killed, e.Name()) {
+			l.killed = append(l.killed, e.Name())
+		}
+	}
+}
+
+// forgetCgroups removes the cgroups LXC made for container name, in every hierarchy, as a
+// power cut does: LXC, killed, never removes them, and left they pile up on the host (LXC
+// then names each later start's cgroups past them, name-1, name-2...). Only empty ones go
+// (rmdir refuses the others), retried for up to wait while one that lists no process
+// (a cgroup the kernel is still taking down) is refused.
+func forgetCgroups(name string, wait time.Duration) {
+	hierarchies, _ := filepath.Glob("/sys/fs/cgroup/*") // v1: one per controller
+	hierarchies = append(hierarchies, "/sys/fs/cgroup") // v2
+	deadline := time.Now().Add(wait)
+	for {
+		left := 0
+		for _, h := range hierarchies {
+			for _, kind := range []string{"payload", "monitor"} {
+				base := filepath.Join(h, "lxc."+kind+"."+name)
+				tops, _ := filepath.Glob(base + "-[0-9]*")
+				if _, err := os.Stat(base); err == nil {
+					tops = append(tops, base)
+				}
+				for _, top := range tops {
+					var dirs []string
+					_ = filepath.WalkDir(top, func(p string, d fs.DirEntry, err error) error {
+						if err == nil && d.IsDir() {
+							dirs = append(dirs, p)
+						}
+						return nil
+					})
+					for i := len(dirs) - 1; i >= 0; i-- {
+						err := syscall.Rmdir(dirs[i])
+						if err == nil || errors.Is(err, fs.ErrNotExist) {
+							continue
+						}
+						if procs, rerr := os.ReadFile(filepath.Join(dirs[i], "cgroup.procs")); rerr == nil && len(procs) == 0 {
+							left++
+						}
+					}
+				}
+			}
+		}
+		if left == 0 || time.Now().After(deadline) {
+			return
+		}
+		time.Sleep(100 * time.Millisecond)
 	}
 }
 
