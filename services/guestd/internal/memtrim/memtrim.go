@@ -24,16 +24,20 @@ type Policy struct {
 	Period time.Duration
 	Quiet  uint64
 	Worth  uint64
-	// GCPercent is set at the first kick (the end of the start burst, during which the
-	// process collects only at its memory limit), and kept: 0 leaves it as it is.
+	// GCPercent is set at the first kick's trim (the end of the start burst, during which
+	// the process collects only at its memory limit), and kept: 0 leaves it as it is.
 	GCPercent int
+	// KickDelay is how long after a kick its trim runs: the host's first calls follow the
+	// end of a start at once, and a trim (a collection, smaps read, thousands of page
+	// advices) ahead of them on guestd's one P delayed the host's first answer by ~4 ms.
+	KickDelay time.Duration
 }
 
 // Default suits guestd: a look every 2 s; quiet below 512 KiB in that time (a burst of
 // effect calls allocates more than 1 MiB a second; a daemon's HTTP ready check every 100 ms,
 // about 100 KiB); a trim once 1 MiB was allocated since the last. Without the trims, such a
 // check's garbage would pile up to the soft memory limit, the GC's only pacer in guestd.
-var Default = Policy{Period: 2 * time.Second, Quiet: 512 << 10, Worth: 1 << 20, GCPercent: 50}
+var Default = Policy{Period: 2 * time.Second, Quiet: 512 << 10, Worth: 1 << 20, GCPercent: 50, KickDelay: 200 * time.Millisecond}
 
 // Due reports whether to trim, given the allocations since the last look and since the
 // last trim.
@@ -41,21 +45,25 @@ func (p Policy) Due(sinceLook, sinceTrim uint64) bool {
 	return sinceLook < p.Quiet && sinceTrim >= p.Worth
 }
 
-// Run trims by p until ctx ends, and at once on each receive from kick (nil: never):
-// the caller knows when a burst (the package's start) is over. A trim is a collection,
-// every free page returned, and the executable's resident pages dropped (exetrim.Drop).
-// The first kick also sets p.GCPercent.
+// Run trims by p until ctx ends, and p.KickDelay after each receive from kick (nil:
+// never): the caller knows when a burst (the package's start) is over. A trim is a
+// collection, every free page returned, and the executable's resident pages dropped
+// (exetrim.Drop). The first kick's trim also sets p.GCPercent.
 func Run(ctx context.Context, p Policy, kick <-chan struct{}) {
 	t := time.NewTicker(p.Period)
 	defer t.Stop()
 	// From 0: what the process allocated while it started counts, so the first quiet
 	// look after the start trims.
 	c := p.Counter(0)
+	var kicked <-chan time.Time // the kick's trim is due
 	for {
 		select {
 		case <-ctx.Done():
 			return
 		case <-kick:
+			kicked = time.After(p.KickDelay)
+		case <-kicked:
+			kicked = nil
 			// Not counted as a trim: what the end of the burst allocates after the
 			// kick (the host's calls that follow a start) is still collected at the
 			// next quiet look.

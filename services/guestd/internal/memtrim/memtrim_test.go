@@ -60,7 +60,8 @@ func TestAllocated(t *testing.T) {
 var sink []byte
 
 // TestKickSetsGCPercent: collection stays as the process set it (off, in guestd) until the
-// first kick, which sets the policy's percent, and trims: the heap's free pages go back.
+// first kick's trim, KickDelay after it, which sets the policy's percent: the heap's free
+// pages go back.
 func TestKickSetsGCPercent(t *testing.T) {
 	old := debug.SetGCPercent(-1)
 	defer debug.SetGCPercent(old)
@@ -68,7 +69,8 @@ func TestKickSetsGCPercent(t *testing.T) {
 	defer cancel()
 	kick := make(chan struct{}, 1)
 	done := make(chan struct{})
-	go func() { Run(ctx, Policy{Period: time.Hour, GCPercent: 77}, kick); close(done) }()
+	const delay = 300 * time.Millisecond
+	go func() { Run(ctx, Policy{Period: time.Hour, GCPercent: 77, KickDelay: delay}, kick); close(done) }()
 
 	time.Sleep(20 * time.Millisecond)
 	if got := debug.SetGCPercent(-1); got != -1 {
@@ -77,11 +79,21 @@ func TestKickSetsGCPercent(t *testing.T) {
 	var before runtime.MemStats
 	runtime.ReadMemStats(&before)
 	kick <- struct{}{}
+	kicked := time.Now()
+	time.Sleep(delay / 3)
+	var early runtime.MemStats
+	runtime.ReadMemStats(&early)
+	if early.NumForcedGC != before.NumForcedGC && time.Since(kicked) < delay {
+		t.Fatalf("a trim %v after the kick, before its delay (%v)", time.Since(kicked), delay)
+	}
 	deadline := time.Now().Add(5 * time.Second)
 	for {
 		var now runtime.MemStats
 		runtime.ReadMemStats(&now)
 		if now.NumForcedGC > before.NumForcedGC {
+			if at := time.Since(kicked); at < delay {
+				t.Fatalf("trimmed %v after the kick, before its delay (%v)", at, delay)
+			}
 			break
 		}
 		if time.Now().After(deadline) {
