@@ -451,19 +451,13 @@ func (m *Manager) Create(ctx context.Context, name string, spec Spec) (Info, err
 		return Info{}, err
 	}
 	if hasKept {
-		if err := t.MakeData(); err != nil {
+		existing, err := makeData(t, rec)
+		if err != nil {
 			undo()
 			return Info{}, err
 		}
-		for _, v := range rec.Volumes {
-			existed, err := t.MakeVolume(v)
-			if err != nil {
-				undo()
-				return Info{}, err
-			}
-			if existed {
-				m.log.Info("volume kept from before", "container", name, "volume", v)
-			}
+		for _, v := range existing {
+			m.log.Info("volume kept from before", "container", name, "volume", v)
 		}
 	}
 	sp.done("dirs")
@@ -602,7 +596,7 @@ func (m *Manager) start(ctx context.Context, name string, run []manifest.HookRun
 		m.teardown(rec)
 		return Info{}, err
 	}
-	if err := makeData(t, rec); err != nil {
+	if _, err := makeData(t, rec); err != nil {
 		return fail(err)
 	}
 	sp.done("disk")

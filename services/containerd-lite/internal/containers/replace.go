@@ -79,18 +79,23 @@ func (m *Manager) Revert(ctx context.Context, prev store.Container) error {
 	return m.opts.Records.PutContainer(rec)
 }
 
-// makeData makes what a container's mounted disk lacks of its directories and volumes: a
-// new disk gets them at its first mount (Create leaves it unmounted).
-func makeData(t Tree, rec store.Container) error {
+// makeData makes what a container's mounted disk lacks of its directories and volumes (a
+// new disk gets them at its first mount: Create leaves it unmounted), and returns the
+// volumes that were there already.
+func makeData(t Tree, rec store.Container) (existing []string, err error) {
 	if err := t.MakeData(); err != nil {
-		return fmt.Errorf("container %q: %w", rec.Name, err)
+		return nil, fmt.Errorf("container %q: %w", rec.Name, err)
 	}
 	for _, v := range rec.Volumes {
-		if _, err := t.MakeVolume(v); err != nil {
-			return fmt.Errorf("container %q: %w", rec.Name, err)
+		existed, err := t.MakeVolume(v)
+		if err != nil {
+			return nil, fmt.Errorf("container %q: %w", rec.Name, err)
+		}
+		if existed {
+			existing = append(existing, v)
 		}
 	}
-	return nil
+	return existing, nil
 }
 
 // stopped returns the record of a container that is stopped.
@@ -105,7 +110,7 @@ func (m *Manager) withDisk(rec store.Container, fn func(Tree) error) error {
 		return fmt.Errorf("container %q: disk: %w", rec.Name, err)
 	}
 	t := m.tree(rec.Name, ids(rec), data)
-	ferr := makeData(t, rec)
+	_, ferr := makeData(t, rec)
 	if ferr == nil {
 		ferr = fn(t)
 	}

@@ -143,7 +143,10 @@ func (t Tree) Create() error {
 // layer, its overlays' layers and its volumes' parent. The data directory itself must exist
 // (the caller mounts the package's disk). Those there already are left as they are: the
 // writable layer's root is the container's root directory, its owner and mode the
-// container's.
+// container's. Paths are safe here: every directory on them is the host's (the disks'
+// directory, 0700, the disk's root, and layer/, overlays/, volumes/, root's and 0700; none
+// is mounted in the container), so the container can change what is inside its writable
+// layer and volumes, never which directory is at these names.
 func (t Tree) MakeData() error {
 	return makeDirs([]dirSpec{
 		{filepath.Join(t.Data, "layer"), 0o700, 0, 0, false},

@@ -134,8 +134,9 @@ func advise(m mapping) unix.Errno {
 	return 0
 }
 
-// madvise advises on mapping m without the runtime's system call bookkeeping, whose code
-// would fault in pages (and their neighbours) between the unmapping and the eviction.
+// madvise advises on the addresses [start, end) without the runtime's system call
+// bookkeeping, whose code would fault in pages (and their neighbours) between the unmapping
+// and the eviction.
 func madvise(start, end uintptr, advice int) unix.Errno {
 	_, _, errno := unix.RawSyscall(unix.SYS_MADVISE, start, end-start, uintptr(advice))
 	return errno
