@@ -181,6 +181,7 @@ mib() { [ -n "$1" ] && awk -v v="$1" 'BEGIN {printf "%.1f", v / 1024}'; return 0
 	echo "overhead-PSS-MiB-N=1 $(d "$(dens n1-overhead-pss-MiB)") podman-pod-PSS $(d "$(mib "$pm")") podman-pod-RSS $(d "$(mib "$pr")")"
 	echo "overhead-PSS-MiB-N=$density $(d "$(dens nN-overhead-pss-avg-MiB)")"
 	echo "start-all-$density-s $(d "$(dens start-all-all-s)")"
+	echo "start-all-$density-host-CPU-s $(d "$(dens start-all-all-cpu-s)")"
 	echo "idle-CPU-%-N=$density $(d "$(dens idle-cpu-pct)")"
 	echo "import-MB/s $(d "$(median BenchmarkImageImportVsTar import-MB/s)") tar-x $(d "$(median BenchmarkImageImportVsTar tar-MB/s)") tar-x+sync $(d "$(median BenchmarkImageImportVsTar tar+sync-MB/s)")"
 } | awk '{
