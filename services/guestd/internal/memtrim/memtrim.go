@@ -27,9 +27,12 @@ type Policy struct {
 	// GCPercent is set at the first kick's trim (the end of the start burst, during which
 	// the process collects only at its memory limit), and kept: 0 leaves it as it is.
 	GCPercent int
-	// KickDelay is how long after a kick its trim runs: the host's first calls follow the
-	// end of a start at once, and a trim (a collection, smaps read, thousands of page
+	// KickDelay is how long after a kick its trim runs. The host's first calls follow the
+	// end of a start at once, and a trim (a collection, smaps read, hundreds of page
 	// advices) ahead of them on guestd's one P delayed the host's first answer by ~4 ms.
+	// And when the host starts many services at once (at boot), the starts come tens of
+	// milliseconds apart for seconds: trims of the services started first took a tenth
+	// of the CPU the others' starts needed.
 	KickDelay time.Duration
 }
 
@@ -37,7 +40,7 @@ type Policy struct {
 // effect calls allocates more than 1 MiB a second; a daemon's HTTP ready check every 100 ms,
 // about 100 KiB); a trim once 1 MiB was allocated since the last. Without the trims, such a
 // check's garbage would pile up to the soft memory limit, the GC's only pacer in guestd.
-var Default = Policy{Period: 2 * time.Second, Quiet: 512 << 10, Worth: 1 << 20, GCPercent: 50, KickDelay: 200 * time.Millisecond}
+var Default = Policy{Period: 2 * time.Second, Quiet: 512 << 10, Worth: 1 << 20, GCPercent: 50, KickDelay: 2 * time.Second}
 
 // Due reports whether to trim, given the allocations since the last look and since the
 // last trim.
@@ -81,13 +84,15 @@ func Run(ctx context.Context, p Policy, kick <-chan struct{}) {
 }
 
 // trim collects first: a collection touches code and read-only data (the type and
-// function tables) that the process's idle work does not, so the pages go after it. Then
-// it offers the process's memory to the kernel's same-page merging (pagemerge: nothing
-// happens unless the host runs KSM), mappings made since the last trim included.
+// function tables) that the process's idle work does not, so the pages go after it. Then,
+// while the host runs KSM, it offers the process's memory to the kernel's same-page
+// merging (pagemerge), mappings made since the last trim included.
 func trim() {
 	debug.FreeOSMemory()
 	_, _ = exetrim.Drop() // /proc unreadable: nothing dropped, nothing lost
-	_, _ = pagemerge.Offer()
+	if pagemerge.Running() {
+		_, _ = pagemerge.Offer()
+	}
 }
 
 // Counter follows the allocation counter from look to look.

@@ -14,11 +14,23 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"strings"
 
 	"golang.org/x/sys/unix"
 
 	"hearth.dev/services/guestd/internal/procmaps"
 )
+
+// ksmRun is the kernel's switch for same-page merging: "1" while it runs.
+var ksmRun = "/sys/kernel/mm/ksm/run"
+
+// Running reports whether the kernel merges pages now: only then is an offer worth its
+// cost (a read of the process's maps, a madvise per mapping). Unknown (the switch cannot
+// be read) counts as running.
+func Running() bool {
+	v, err := os.ReadFile(ksmRun)
+	return err != nil || strings.TrimSpace(string(v)) == "1"
+}
 
 // Offer marks every private writable mapping of this process mergeable, and returns how
 // many it marked. Mappings made later are not marked: call it again after the process

@@ -3,6 +3,7 @@ package pagemerge
 import (
 	"bufio"
 	"os"
+	"path/filepath"
 	"runtime"
 	"strings"
 	"testing"
@@ -77,4 +78,34 @@ func TestOffer(t *testing.T) {
 		t.Errorf("%d of %d private writable mappings are mergeable, want all (or all but a couple made since)", marked, writableSeen)
 	}
 	runtime.KeepAlive(keep)
+}
+
+// TestRunning reads the kernel's switch: an offer is made while KSM runs (1), not while
+// it is stopped (0) or unmerging (2); a switch that cannot be read counts as running.
+func TestRunning(t *testing.T) {
+	dir := t.TempDir()
+	for _, tc := range []struct {
+		name, content string
+		want          bool
+	}{
+		{"running", "1\n", true},
+		{"stopped", "0\n", false},
+		{"unmerging", "2\n", false},
+		{"unreadable", "", true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			path := filepath.Join(dir, tc.name)
+			if tc.content != "" {
+				if err := os.WriteFile(path, []byte(tc.content), 0o644); err != nil {
+					t.Fatal(err)
+				}
+			}
+			old := ksmRun
+			ksmRun = path
+			t.Cleanup(func() { ksmRun = old })
+			if got := Running(); got != tc.want {
+				t.Errorf("Running() with %q = %v, want %v", tc.content, got, tc.want)
+			}
+		})
+	}
 }
