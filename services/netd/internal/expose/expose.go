@@ -26,6 +26,7 @@ import (
 	"hearth.dev/services/netd/internal/bindings"
 	"hearth.dev/services/netd/internal/bridge"
 	"hearth.dev/services/netd/internal/certsource"
+	"hearth.dev/services/netd/internal/coalesce"
 	"hearth.dev/services/netd/internal/dns"
 	"hearth.dev/services/netd/internal/firewall"
 	"hearth.dev/services/netd/internal/mdns"
@@ -59,7 +60,8 @@ type Exposer struct {
 	log  *slog.Logger
 	kick chan struct{}
 
-	mu     sync.Mutex // one Sync at a time
+	gate   coalesce.Gate // Syncs asked for during a Sync share the next
+	mu     sync.Mutex    // one Sync at a time
 	status map[string]string
 	// inLine says the last Sync brought every part in line without an error: a request
 	// that changed nothing (a binding that was there, a container attached again) then
@@ -281,8 +283,13 @@ type live struct {
 }
 
 // Sync brings every part in line with the attachments and bindings. Errors of one part
-// do not stop the others; they are joined.
+// do not stop the others; they are joined. Callers that ask while a Sync is under way
+// share the next one, which begins after they asked.
 func (e *Exposer) Sync(ctx context.Context) error {
+	return e.gate.Do(ctx, e.sync)
+}
+
+func (e *Exposer) sync(ctx context.Context) error {
 	e.mu.Lock()
 	defer e.mu.Unlock()
 	atts := map[string]bridge.Attachment{}
