@@ -568,3 +568,83 @@ func TestTemplateSparesConcurrent(t *testing.T) {
 		t.Errorf("templates %v, want %s and its spare", got, name)
 	}
 }
+
+// TestTemplateSpareDeferred: the spare after a take is made once the image taken is
+// mounted (Mounted), not while that first mount would compete with it; or after
+// fillDelay when no mount comes. A spare after a copy (none was there to take) is made
+// at once, as before.
+func TestTemplateSpareDeferred(t *testing.T) {
+	needRoot(t)
+	const size = 64 * mib
+	tp := NewTemplates(filepath.Join(t.TempDir(), ".templates"), 0, nil).WithSpares()
+	tp.fillDelay = time.Hour
+	t.Cleanup(tp.Wait)
+	spare := filepath.Join(tp.dir, nameOf(t, size)+spareSuffix)
+	dir := t.TempDir()
+	inodeOf := func(p string) uint64 {
+		t.Helper()
+		var st unix.Stat_t
+		if err := unix.Stat(p, &st); err != nil {
+			return 0
+		}
+		return st.Ino
+	}
+	making := func() bool {
+		tp.mu.Lock()
+		defer tp.mu.Unlock()
+		return tp.filling[filepath.Base(spare)]
+	}
+
+	// A copy: its spare is made at once.
+	if err := tp.Create(filepath.Join(dir, "copy.img"), size, 0, 0); err != nil {
+		t.Fatal(err)
+	}
+	tp.wg.Wait() // only what is being made: nothing deferred is started
+	first := inodeOf(spare)
+	if first == 0 {
+		t.Fatalf("no spare after a copy: %v", templateFiles(t, tp))
+	}
+
+	// A take: no spare is made until the image is mounted.
+	taken := filepath.Join(dir, "taken.img")
+	if err := tp.Create(taken, size, 0, 0); err != nil {
+		t.Fatal(err)
+	}
+	if inodeOf(taken) != first {
+		t.Fatal("the second image is not the spare")
+	}
+	time.Sleep(100 * time.Millisecond)
+	if inodeOf(spare) != 0 || making() {
+		t.Fatalf("a spare is made before the image taken was mounted: %v", templateFiles(t, tp))
+	}
+	tp.Mounted(filepath.Join(dir, "other.img")) // another image's mount changes nothing
+	if making() || inodeOf(spare) != 0 {
+		t.Fatal("another image's mount made the spare")
+	}
+	tp.Mounted(taken)
+	tp.wg.Wait()
+	second := inodeOf(spare)
+	if second == 0 || second == first {
+		t.Fatalf("no new spare after the image taken was mounted: %v", templateFiles(t, tp))
+	}
+	fsckClean(t, spare)
+
+	// A take never mounted: its spare is made after fillDelay.
+	tp.fillDelay = 20 * time.Millisecond
+	if err := tp.Create(filepath.Join(dir, "unmounted.img"), size, 0, 0); err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	for inodeOf(spare) == 0 || inodeOf(spare) == second {
+		if time.Now().After(deadline) {
+			t.Fatalf("no spare 10 s after a take that was not mounted: %v", templateFiles(t, tp))
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	tp.mu.Lock()
+	left := len(tp.deferred)
+	tp.mu.Unlock()
+	if left != 0 {
+		t.Errorf("%d spares still deferred", left)
+	}
+}

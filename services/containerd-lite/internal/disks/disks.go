@@ -84,6 +84,7 @@ func (d *Disks) Open(name string, size int64, _ idmap.Mapping) (string, error) {
 	if _, err := diskimg.Mount(img, mnt); err != nil {
 		return "", err
 	}
+	d.templates.Mounted(img) // the spare after it, if it was one, is made now
 	return mnt, nil
 }
 
