@@ -95,19 +95,11 @@ func holdLoop(dev string, st *unix.Stat_t) (int, error) {
 
 // findLoop returns the loop device the file st describes is attached to, or "".
 func findLoop(st *unix.Stat_t) (string, error) {
-	entries, err := os.ReadDir("/sys/block")
+	names, err := attachedLoops()
 	if err != nil {
 		return "", err
 	}
-	for _, e := range entries {
-		name := e.Name()
-		if !strings.HasPrefix(name, "loop") {
-			continue
-		}
-		// The loop directory is there only while the device is attached.
-		if _, err := os.Stat(filepath.Join("/sys/block", name, "loop")); err != nil {
-			continue
-		}
+	for _, name := range names {
 		ok, err := backs("/dev/"+name, st)
 		if err != nil {
 			return "", err
@@ -117,6 +109,56 @@ func findLoop(st *unix.Stat_t) (string, error) {
 		}
 	}
 	return "", nil
+}
+
+// partitions is the kernel's list of the block devices that have a size.
+var partitions = "/proc/partitions"
+
+// attachedLoops names the loop devices that may have a file attached. /sys/block lists
+// every loop device made since boot, and a host that ran many containers keeps a hundred
+// or more, most of them free: a look at each cost ~0.7 ms of every disk's mount. A loop
+// device is in /proc/partitions only while it has a size, that is while a file is
+// attached (disk images are never empty). Without it, every loop device in /sys/block
+// that says it is attached is named.
+func attachedLoops() ([]string, error) {
+	if data, err := os.ReadFile(partitions); err == nil {
+		return loopsIn(data), nil
+	}
+	entries, err := os.ReadDir("/sys/block")
+	if err != nil {
+		return nil, err
+	}
+	var out []string
+	for _, e := range entries {
+		name := e.Name()
+		if !strings.HasPrefix(name, "loop") {
+			continue
+		}
+		// The loop directory is there only while the device is attached.
+		if _, err := os.Stat(filepath.Join("/sys/block", name, "loop")); err == nil {
+			out = append(out, name)
+		}
+	}
+	return out, nil
+}
+
+// loopsIn returns the loop devices (loop<N>) of a /proc/partitions text: "major minor
+// #blocks name" lines under a header. Partitions of a loop device (loop0p1) are not loop
+// devices.
+func loopsIn(partitions []byte) []string {
+	var out []string
+	for line := range strings.Lines(string(partitions)) {
+		f := strings.Fields(line)
+		if len(f) != 4 {
+			continue
+		}
+		n, ok := strings.CutPrefix(f[3], "loop")
+		if !ok || n == "" || strings.Trim(n, "0123456789") != "" {
+			continue
+		}
+		out = append(out, f[3])
+	}
+	return out
 }
 
 // mountState is what is mounted at a target.
