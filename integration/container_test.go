@@ -1,6 +1,7 @@
 package integration
 
 import (
+	"bytes"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -356,5 +357,47 @@ func TestContainerLimitsChange(t *testing.T) {
 	}
 	if _, err := hearthctl(t, l.runDir, "container", "limits", name, "--disk", "64Mi"); err == nil || !strings.Contains(err.Error(), "do not shrink") {
 		t.Errorf("shrinking the disk: %v", err)
+	}
+}
+
+// TestContainerDefinitionRewritten: a container's LXC configuration is written without
+// waiting for the disk, so a power cut can leave it empty; containerd-lite's start-up
+// writes it again from the record, and the container starts.
+func TestContainerDefinitionRewritten(t *testing.T) {
+	requireRoot(t)
+	l := newLab(t)
+	const name = "redefined"
+	if _, err := hearthctl(t, l.runDir, "container", "create", name); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { hearthctl(t, l.runDir, "container", "rm", "--force", name) })
+	config := filepath.Join(l.lxcPath(), name, "config")
+	want, err := os.ReadFile(config)
+	if err != nil || len(want) == 0 {
+		t.Fatalf("no configuration after create: %v", err)
+	}
+	l.cld.stop(syscall.SIGTERM)
+	// What a power cut before the write-out leaves: the name, no content.
+	if err := os.Truncate(config, 0); err != nil {
+		t.Fatal(err)
+	}
+	l.start(t)
+	if got, err := os.ReadFile(config); err != nil || !bytes.Equal(got, want) {
+		t.Fatalf("configuration after the restart: %d bytes (%v), want the %d written at create", len(got), err, len(want))
+	}
+	if !strings.Contains(l.cld.log.String(), "wrote the container's LXC configuration again") {
+		t.Errorf("containerd-lite did not say it wrote the configuration again:\n%s", l.cld.log.String())
+	}
+	if _, err := hearthctl(t, l.runDir, "container", "start", name); err != nil {
+		t.Fatalf("start after the configuration was written again: %v", err)
+	}
+	if _, err := hearthctl(t, l.runDir, "container", "stop", name); err != nil {
+		t.Fatal(err)
+	}
+	// Once in line, a restart writes nothing.
+	l.cld.stop(syscall.SIGTERM)
+	l.start(t)
+	if strings.Contains(l.cld.log.String(), "wrote the container's LXC configuration again") {
+		t.Errorf("a restart wrote a configuration that was in line:\n%s", l.cld.log.String())
 	}
 }

@@ -18,7 +18,24 @@ func Write(path string, data []byte, mode os.FileMode) error {
 
 // WriteOwned is Write for a file that must carry an owner (uid and gid; -1 keeps the
 // process's) before it appears at path.
-func WriteOwned(path string, data []byte, mode os.FileMode, uid, gid int) (err error) {
+func WriteOwned(path string, data []byte, mode os.FileMode, uid, gid int) error {
+	return write(path, data, mode, uid, gid, true)
+}
+
+// Replace replaces path with data, with the given mode, as Write does, but does not wait
+// for the disk: readers never see a part of it, but a crash of the machine may leave the
+// old content, or an empty file. It suits a file made from state kept durably elsewhere,
+// which is written again before it is needed after such a crash.
+func Replace(path string, data []byte, mode os.FileMode) error {
+	return ReplaceOwned(path, data, mode, -1, -1)
+}
+
+// ReplaceOwned is Replace for a file that must carry an owner, as WriteOwned.
+func ReplaceOwned(path string, data []byte, mode os.FileMode, uid, gid int) error {
+	return write(path, data, mode, uid, gid, false)
+}
+
+func write(path string, data []byte, mode os.FileMode, uid, gid int, durable bool) (err error) {
 	dir := filepath.Dir(path)
 	f, err := os.CreateTemp(dir, "."+filepath.Base(path)+".*.tmp")
 	if err != nil {
@@ -42,14 +59,19 @@ func WriteOwned(path string, data []byte, mode os.FileMode, uid, gid int) (err e
 	if _, err = f.Write(data); err != nil {
 		return fmt.Errorf("write %s: %w", path, err)
 	}
-	if err = f.Sync(); err != nil {
-		return fmt.Errorf("write %s: %w", path, err)
+	if durable {
+		if err = f.Sync(); err != nil {
+			return fmt.Errorf("write %s: %w", path, err)
+		}
 	}
 	if err = f.Close(); err != nil {
 		return fmt.Errorf("write %s: %w", path, err)
 	}
 	if err = os.Rename(tmp, path); err != nil {
 		return fmt.Errorf("write %s: %w", path, err)
+	}
+	if !durable {
+		return nil
 	}
 	if err = syncDir(dir); err != nil {
 		return fmt.Errorf("write %s: sync directory: %w", path, err)

@@ -7,42 +7,56 @@ import (
 	"testing"
 )
 
+// TestWriteReplacesWithModeAndOwner: Write (synced) and Replace (not) replace the file
+// whole, with its mode (and Write's owner), leave no temporary, and replace a symlink at
+// the name instead of following it.
 func TestWriteReplacesWithModeAndOwner(t *testing.T) {
-	dir := t.TempDir()
-	p := filepath.Join(dir, "f")
-	if err := os.WriteFile(p, []byte("old"), 0o644); err != nil {
-		t.Fatal(err)
-	}
 	uid, gid := -1, -1
 	if os.Geteuid() == 0 {
 		uid, gid = 12345, 23456
 	}
-	if err := WriteOwned(p, []byte("new"), 0o640, uid, gid); err != nil {
-		t.Fatal(err)
-	}
-	fi, err := os.Stat(p)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if b, _ := os.ReadFile(p); string(b) != "new" || fi.Mode().Perm() != 0o640 {
-		t.Fatalf("content %q mode %v", b, fi.Mode())
-	}
-	if st := fi.Sys().(*syscall.Stat_t); uid >= 0 && (int(st.Uid) != uid || int(st.Gid) != gid) {
-		t.Fatalf("owner %d:%d, want %d:%d", st.Uid, st.Gid, uid, gid)
-	}
-	if ents, _ := os.ReadDir(dir); len(ents) != 1 {
-		t.Fatalf("temporary files left: %v", ents)
-	}
-	// A symlink at the name is replaced, never followed.
-	target := filepath.Join(dir, "target")
-	os.WriteFile(target, []byte("keep"), 0o600)
-	link := filepath.Join(dir, "link")
-	os.Symlink(target, link)
-	if err := Write(link, []byte("x"), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	if b, _ := os.ReadFile(target); string(b) != "keep" {
-		t.Fatalf("write through a symlink changed its target: %q", b)
+	for _, tc := range []struct {
+		name     string
+		write    func(path string, data []byte, mode os.FileMode) error
+		uid, gid int
+	}{
+		{"synced", func(p string, d []byte, m os.FileMode) error { return WriteOwned(p, d, m, uid, gid) }, uid, gid},
+		{"replace", func(p string, d []byte, m os.FileMode) error { return ReplaceOwned(p, d, m, uid, gid) }, uid, gid},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			dir := t.TempDir()
+			p := filepath.Join(dir, "f")
+			if err := os.WriteFile(p, []byte("old"), 0o644); err != nil {
+				t.Fatal(err)
+			}
+			if err := tc.write(p, []byte("new"), 0o640); err != nil {
+				t.Fatal(err)
+			}
+			fi, err := os.Stat(p)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if b, _ := os.ReadFile(p); string(b) != "new" || fi.Mode().Perm() != 0o640 {
+				t.Fatalf("content %q mode %v", b, fi.Mode())
+			}
+			if st := fi.Sys().(*syscall.Stat_t); tc.uid >= 0 && (int(st.Uid) != tc.uid || int(st.Gid) != tc.gid) {
+				t.Fatalf("owner %d:%d, want %d:%d", st.Uid, st.Gid, tc.uid, tc.gid)
+			}
+			if ents, _ := os.ReadDir(dir); len(ents) != 1 {
+				t.Fatalf("temporary files left: %v", ents)
+			}
+			// A symlink at the name is replaced, never followed.
+			target := filepath.Join(dir, "target")
+			os.WriteFile(target, []byte("keep"), 0o600)
+			link := filepath.Join(dir, "link")
+			os.Symlink(target, link)
+			if err := tc.write(link, []byte("x"), 0o600); err != nil {
+				t.Fatal(err)
+			}
+			if b, _ := os.ReadFile(target); string(b) != "keep" {
+				t.Fatalf("write through a symlink changed its target: %q", b)
+			}
+		})
 	}
 }
 

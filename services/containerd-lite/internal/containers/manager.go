@@ -54,6 +54,8 @@ func ValidateName(name string) error {
 // Runtime is LXC, as containers need it (lxcrt.Runtime).
 type Runtime interface {
 	Define(lxcrt.Config) error
+	// Current reports whether the definition on disk is the config's.
+	Current(lxcrt.Config) (bool, error)
 	Undefine(name string) error
 	State(name string) (lxcrt.State, int, error)
 	// Start returns the init PID of the container it started.
@@ -489,11 +491,16 @@ func (m *Manager) Create(ctx context.Context, name string, spec Spec) (Info, err
 }
 
 func (m *Manager) define(rec store.Container, t Tree) error {
-	return m.opts.Runtime.Define(lxcrt.Config{
+	return m.opts.Runtime.Define(m.lxcConfig(rec, t))
+}
+
+// lxcConfig is the LXC configuration the record says.
+func (m *Manager) lxcConfig(rec store.Container, t Tree) lxcrt.Config {
+	return lxcrt.Config{
 		Name: rec.Name, Rootfs: t.Rootfs(), MediaDir: t.MediaDir(), RPCDir: t.RPCDir(),
 		LogFile: t.LXCLog(), ConsoleLog: t.ConsoleLog(), IDMap: ids(rec), Init: InitCommand,
 		Cgroup: limits.ConfigLines(rec.Limits, m.opts.CgroupV2),
-	})
+	}
 }
 
 // allocateIDs gives a new container the range its kept volumes own, or the lowest free one.

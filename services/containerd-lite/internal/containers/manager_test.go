@@ -51,6 +51,7 @@ type fakeRuntime struct {
 	c        *calls
 	mu       sync.Mutex
 	defined  map[string]bool
+	stale    map[string]bool // definitions a power cut left old or empty
 	state    map[string]lxcrt.State
 	startErr error
 }
@@ -59,11 +60,17 @@ func (r *fakeRuntime) Define(cfg lxcrt.Config) error {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	r.defined[cfg.Name] = true
+	delete(r.stale, cfg.Name)
 	if _, ok := r.state[cfg.Name]; !ok {
 		r.state[cfg.Name] = lxcrt.Stopped
 	}
 	r.c.add("define %s ids %s", cfg.Name, cfg.IDMap)
 	return nil
+}
+func (r *fakeRuntime) Current(cfg lxcrt.Config) (bool, error) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.defined[cfg.Name] && !r.stale[cfg.Name], nil
 }
 func (r *fakeRuntime) Undefine(name string) error {
 	r.mu.Lock()
@@ -580,6 +587,8 @@ func TestReconcile(t *testing.T) {
 	e.rt.defined["rogue"], e.rt.state["rogue"] = true, lxcrt.Running
 	e.recs.kept["stop"] = store.Kept{Name: "stop", IDBase: 300000}
 	e.strays = []string{"db", "stray"}
+	// And the definition of a recorded container that a power cut left empty.
+	e.rt.stale = map[string]bool{"stop": true}
 	e.c.take()
 
 	m2 := New(e.opts) // a new containerd-lite over the same world
@@ -592,12 +601,13 @@ func TestReconcile(t *testing.T) {
 		"unserve stop", "unmount stop",
 		"tree remove ghost", "undefine ghost",
 		"disk purge lost",
+		"define stop ids 165536-231071",
 	} {
 		if !slices.Contains(got, want) {
 			t.Errorf("reconcile did not %q; did:\n  %s", want, strings.Join(got, "\n  "))
 		}
 	}
-	for _, never := range []string{"destroy overlay run/db", "undefine rogue", "undefine run", "undefine stop", "lxc stop run"} {
+	for _, never := range []string{"destroy overlay run/db", "undefine rogue", "undefine run", "undefine stop", "lxc stop run", "define run ids 100000-165535"} {
 		if slices.Contains(got, never) {
 			t.Errorf("reconcile did %q", never)
 		}
@@ -610,7 +620,7 @@ func TestReconcile(t *testing.T) {
 		t.Fatal(err)
 	}
 	for _, l := range e.c.take() {
-		if strings.HasPrefix(l, "undefine") || strings.HasPrefix(l, "disk purge") || strings.HasPrefix(l, "tree remove") {
+		if strings.HasPrefix(l, "undefine") || strings.HasPrefix(l, "define") || strings.HasPrefix(l, "disk purge") || strings.HasPrefix(l, "tree remove") {
 			t.Errorf("second reconcile did %q", l)
 		}
 	}

@@ -109,12 +109,21 @@ func reconcileWorkers() int { return max(4, 4*runtime.NumCPU()) }
 
 func (m *Manager) reconcileOne(ctx context.Context, rec store.Container) error {
 	sp := newSteps()
+	t := m.treeOf(rec)
+	// The LXC configuration is written without waiting for the disk (lxcrt.Define): a
+	// power cut may have left it old or empty. The record says what it is.
+	if ok, err := m.opts.Runtime.Current(m.lxcConfig(rec, t)); err != nil || !ok {
+		if err := m.define(rec, t); err != nil {
+			return err
+		}
+		m.log.Warn("reconcile: wrote the container's LXC configuration again: it was not what its record says (the machine stopped before it reached the disk)", "container", rec.Name)
+	}
+	sp.done("definition")
 	st, pid, err := m.opts.Runtime.State(rec.Name)
 	if err != nil {
 		return err
 	}
 	sp.done("state")
-	t := m.treeOf(rec)
 	if st == lxcrt.Frozen {
 		// Frozen by a backup that did not finish (containerd-lite died reading it).
 		if err := m.opts.Runtime.Unfreeze(rec.Name); err != nil {

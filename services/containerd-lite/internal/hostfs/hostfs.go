@@ -447,7 +447,9 @@ func (t Tree) Remove() error {
 }
 
 // WriteBundle puts the package for guestd in the host-only directory, readable by the
-// container's root group; nil data removes it.
+// container's root group; nil data removes it. Each start writes it again, just before
+// the container's init reads it, so it is not waited for on the disk: after a crash of the
+// machine the container is stopped, and its next start writes it anew.
 func (t Tree) WriteBundle(data []byte) error {
 	p := filepath.Join(t.HostDir(), filepath.Base(Bundle))
 	if data == nil {
@@ -456,7 +458,7 @@ func (t Tree) WriteBundle(data []byte) error {
 		}
 		return nil
 	}
-	return atomicfile.WriteOwned(p, data, 0o640, 0, t.IDs.RootUID())
+	return atomicfile.ReplaceOwned(p, data, 0o640, 0, t.IDs.RootUID())
 }
 
 // MakeVolume makes a volume owned by the container's root, so that ids inside map
